@@ -1,0 +1,35 @@
+"""napari-patchheat: patch-prediction heatmaps of whole-slide images in napari.
+
+The public names are imported lazily, so ``import napari_patchheat`` is fast and never loads
+TensorFlow (see DESIGN.md: TensorFlow never runs in the napari process).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "PatchGrid": "grid",
+    "extract_patches": "extract",
+    "open_slide": "slide",
+    "Slide": "slide",
+    "sample_slide_path": "_sample_data",
+    "load_model": "models",
+    "PatchModel": "models",
+    "compute_heatmap": "inference",
+    "Heatmap": "heatmap",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

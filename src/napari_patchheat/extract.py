@@ -1,0 +1,174 @@
+"""Patch extraction: ``tf.image.extract_patches`` on numpy input, and streamed over whole levels.
+
+TensorFlow is imported inside the functions that need it, so importing this module is cheap and
+never loads TensorFlow into a napari process by itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, Sequence
+
+import numpy as np
+
+from .grid import PatchGrid, read_region
+
+READ_BLOCK_PX = 2048  # height and width of the level region one block reads (before its halo)
+Backend = Literal["tf", "numpy"]
+
+
+def _check_images(images: Any) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim not in (3, 4) or arr.shape[-1] < 1 or 0 in arr.shape:
+        raise ValueError(
+            f"images of shape {arr.shape} is not an image: pass (height, width, channels) or "
+            "(batch, height, width, channels) with no empty axis."
+        )
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise ValueError(f"images of dtype {arr.dtype} is not numeric: pass numbers or booleans.")
+    return arr
+
+
+def extract_patches(
+    images: Any,
+    sizes: int | Sequence[int],
+    strides: int | Sequence[int],
+    rates: int | Sequence[int] = 1,
+    padding: str = "VALID",
+) -> np.ndarray:
+    """``tf.image.extract_patches`` with numpy in and out, through TensorFlow.
+
+    ``images`` is (H, W, C) or (N, H, W, C); ``sizes``, ``strides`` and ``rates`` are ints,
+    (y, x) pairs or TF's ``[1, y, x, 1]``. Returns (rows, cols, size_y * size_x * C), with a
+    leading N for 4-D input: each patch flattened row by row, channels innermost.
+    """
+    arr = _check_images(images)
+    grid = PatchGrid(arr.shape[-3], arr.shape[-2], sizes, strides, rates, padding)
+    batch = arr if arr.ndim == 4 else arr[None]
+    out = _tf_extract(batch, grid)
+    return out if arr.ndim == 4 else out[0]
+
+
+def _tf_extract(batch: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    import tensorflow as tf  # heavy, and never wanted in the napari process
+
+    out = tf.image.extract_patches(
+        batch,
+        sizes=[1, *grid.size, 1],
+        strides=[1, *grid.stride, 1],
+        rates=[1, *grid.rate, 1],
+        padding=grid.padding,
+    )
+    return out.numpy()
+
+
+def numpy_extract_valid(region: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    """VALID patches of a (H, W, C) region with ``grid``'s size, stride and rate, by NumPy.
+
+    A strided view and one copy; returns (rows, cols, size_y, size_x, C). Equal to TF's VALID
+    extraction of the region, reshaped (the tests hold it to that).
+    """
+    ey, ex = grid.effective_size
+    win = np.lib.stride_tricks.sliding_window_view(region, (ey, ex), axis=(0, 1))
+    win = win[:: grid.stride[0], :: grid.stride[1], :, :: grid.rate[0], :: grid.rate[1]]
+    return np.ascontiguousarray(win.transpose(0, 1, 3, 4, 2))
+
+
+def extract_block(region: np.ndarray, grid: PatchGrid, backend: Backend = "tf") -> np.ndarray:
+    """All VALID patches of one block's region as (rows * cols, size_y, size_x, C)."""
+    if backend == "numpy":
+        patches = numpy_extract_valid(region, grid)
+    elif backend == "tf":
+        valid = PatchGrid(region.shape[0], region.shape[1], grid.size, grid.stride, grid.rate)
+        flat = _tf_extract(region[None], valid)[0]
+        patches = flat.reshape(flat.shape[:2] + (*grid.size, region.shape[2]))
+    else:
+        raise ValueError(f"backend={backend!r} is unknown: use 'tf' or 'numpy'.")
+    return patches.reshape((-1,) + patches.shape[2:])
+
+
+@dataclass(frozen=True)
+class PatchBatch:
+    """Patches and their grid indices: ``indices`` (n, 2) int64 (row, col), ``patches``
+    (n, size_y, size_x, C) of the level's dtype."""
+
+    indices: np.ndarray
+    patches: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def iter_blocks(
+    level: Any,
+    grid: PatchGrid,
+    mask: np.ndarray | None = None,
+    block_px: int = READ_BLOCK_PX,
+    backend: Backend = "tf",
+) -> Iterator[PatchBatch]:
+    """Patches of a whole level, one block at a time (one region read, one extraction each).
+
+    ``level`` is Y X C (numpy or dask) of the grid's height and width. ``mask`` (rows, cols)
+    bool keeps only its True patches; blocks without any are never read. Memory: one block.
+    """
+    if tuple(level.shape[:2]) != (grid.height, grid.width) or len(level.shape) != 3:
+        raise ValueError(
+            f"level of shape {tuple(level.shape)} does not match the grid's "
+            f"{grid.height} x {grid.width} image: pass a (height, width, channels) array."
+        )
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != grid.shape:
+            raise ValueError(f"mask of shape {mask.shape} must be the grid's shape {grid.shape}.")
+    for rows, cols in grid.blocks(block_px):
+        keep = None if mask is None else mask[rows.start : rows.stop, cols.start : cols.stop]
+        if keep is not None and not keep.any():
+            continue
+        region = read_region(level, *grid.block_region(rows, cols))
+        patches = extract_block(region, grid, backend)
+        rr, cc = np.meshgrid(np.arange(rows.start, rows.stop), np.arange(cols.start, cols.stop),
+                             indexing="ij")
+        indices = np.stack([rr.ravel(), cc.ravel()], axis=1).astype(np.int64)
+        if keep is not None:
+            sel = keep.ravel()
+            indices, patches = indices[sel], patches[sel]
+        yield PatchBatch(indices, patches)
+
+
+def iter_patch_batches(
+    level: Any,
+    grid: PatchGrid,
+    batch_size: int,
+    mask: np.ndarray | None = None,
+    block_px: int = READ_BLOCK_PX,
+    backend: Backend = "tf",
+) -> Iterator[PatchBatch]:
+    """Patches of a whole level in batches of ``batch_size`` (the last may be smaller).
+
+    Same result as extracting from the whole level at once (see :func:`iter_blocks`), in
+    bounded memory: one block plus one batch.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a whole number of at least 1.")
+    pending: list[PatchBatch] = []
+    count = 0
+    for block in iter_blocks(level, grid, mask, block_px, backend):
+        start = 0
+        while start < len(block):
+            take = min(batch_size - count, len(block) - start)
+            pending.append(PatchBatch(block.indices[start : start + take],
+                                      block.patches[start : start + take]))
+            count += take
+            start += take
+            if count == batch_size:
+                yield _concat(pending)
+                pending, count = [], 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(parts: list[PatchBatch]) -> PatchBatch:
+    if len(parts) == 1:
+        return PatchBatch(parts[0].indices, np.ascontiguousarray(parts[0].patches))
+    return PatchBatch(np.concatenate([p.indices for p in parts]),
+                      np.concatenate([p.patches for p in parts]))
