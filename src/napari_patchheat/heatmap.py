@@ -1,0 +1,181 @@
+"""Heatmap: per-patch predictions on a patch grid, and where napari draws them.
+
+No TensorFlow, no Qt. Cell (i, j) of ``values`` is patch (i, j) of ``grid``; NaN means not
+computed (background, not yet run, cancelled). Placement follows DESIGN.md's coordinate contract.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .grid import FloatPair, PatchGrid, as_float_pair
+
+HEATMAP_FORMAT_VERSION = 1
+
+
+@dataclass
+class Heatmap:
+    """Predictions ``values`` (rows, cols, classes) float32 on ``grid`` of pyramid ``level``.
+
+    ``downsample`` maps level pixels to level-0 pixels; ``mpp`` is the slide's level-0 µm/px
+    (y, x) or None. ``slide_shape`` is the level-0 (height, width).
+    """
+
+    values: np.ndarray
+    grid: PatchGrid
+    level: int
+    downsample: FloatPair
+    class_names: tuple[str, ...]
+    mpp: FloatPair | None = None
+    model_name: str = ""
+    model_fingerprint: str = ""
+    slide_path: str = ""
+    slide_shape: tuple[int, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.values = np.asarray(self.values, dtype=np.float32)
+        self.downsample = as_float_pair("downsample", self.downsample)
+        self.class_names = tuple(str(c) for c in self.class_names)
+        if self.mpp is not None:
+            self.mpp = as_float_pair("mpp", self.mpp)
+        want = (*self.grid.shape, len(self.class_names))
+        if self.values.shape != want:
+            raise ValueError(
+                f"values of shape {self.values.shape} do not fit the grid and classes: "
+                f"expected {want} (rows, cols, classes)."
+            )
+
+    @classmethod
+    def empty(cls, grid: PatchGrid, class_names: Sequence[str], **kwargs: Any) -> Heatmap:
+        """A heatmap of ``grid`` with nothing computed (all NaN)."""
+        values = np.full((*grid.shape, len(class_names)), np.nan, dtype=np.float32)
+        return cls(values=values, grid=grid, class_names=tuple(class_names), **kwargs)
+
+    # --- filling ------------------------------------------------------------------------------
+    def update(self, indices: np.ndarray, values: np.ndarray) -> None:
+        """Write ``values`` (n, classes) at grid ``indices`` (n, 2) (row, col)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1, 2)
+        self.values[idx[:, 0], idx[:, 1]] = np.asarray(values, dtype=np.float32)
+
+    @property
+    def computed(self) -> np.ndarray:
+        """(rows, cols) bool: True where every class has a value."""
+        return ~np.isnan(self.values).any(axis=-1)
+
+    @property
+    def n_computed(self) -> int:
+        """Number of computed patches."""
+        return int(self.computed.sum())
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Index of a class given by name or index; a clear error for an unknown one."""
+        if isinstance(name_or_index, (int, np.integer)):
+            if 0 <= name_or_index < len(self.class_names):
+                return int(name_or_index)
+        elif name_or_index in self.class_names:
+            return self.class_names.index(name_or_index)
+        raise ValueError(
+            f"class {name_or_index!r} is not one of this heatmap's classes {list(self.class_names)}."
+        )
+
+    # --- placement ----------------------------------------------------------------------------
+    def placement(self, world_per_px: float | Sequence[float] = 1.0) -> tuple[FloatPair, FloatPair]:
+        """napari ``(scale, translate)`` of the heatmap layer, in world units.
+
+        World units are level-0 pixels times ``world_per_px`` (1 for pixels, the slide's mpp
+        when the slide layer is shown in µm).
+        """
+        wy, wx = as_float_pair("world_per_px", world_per_px)
+        (sy, sx), (ty, tx) = self.grid.placement(self.downsample)
+        return (sy * wy, sx * wx), (ty * wy, tx * wx)
+
+    def layer_name(self, class_name: str | int = 0) -> str:
+        """Layer name: slide, model and class."""
+        stem = Path(self.slide_path).name if self.slide_path else "heatmap"
+        return f"{stem} {self.model_name or 'model'} {self.class_names[self.class_index(class_name)]}"
+
+    def layer_kwargs(
+        self,
+        class_name: str | int = 0,
+        world_per_px: float | Sequence[float] = 1.0,
+        colormap: str = "inferno",
+        opacity: float = 0.5,
+    ) -> dict[str, Any]:
+        """Keyword arguments for ``viewer.add_image`` showing one class over the slide.
+
+        Fixed contrast limits 0..1 (no data scan); NaN cells are transparent.
+        """
+        c = self.class_index(class_name)
+        scale, translate = self.placement(world_per_px)
+        return {
+            "data": self.values[..., c],
+            "name": self.layer_name(c),
+            "scale": scale,
+            "translate": translate,
+            "colormap": colormap,
+            "opacity": opacity,
+            "contrast_limits": (0.0, 1.0),
+            "blending": "translucent",
+            "metadata": {"patchheat_heatmap": self, "patchheat_class": c},
+        }
+
+    # --- metadata and files --------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the values, as JSON-ready types (grid, placement, model, slide)."""
+        g = self.grid
+        scale, translate = self.placement()
+        return {
+            "format_version": HEATMAP_FORMAT_VERSION,
+            "grid": {
+                "height": g.height, "width": g.width, "size": list(g.size),
+                "stride": list(g.stride), "rate": list(g.rate), "padding": g.padding,
+                "rows": g.rows, "cols": g.cols, "pad_before": list(g.pad_before),
+            },
+            "level": self.level,
+            "downsample": list(self.downsample),
+            "mpp": None if self.mpp is None else list(self.mpp),
+            "class_names": list(self.class_names),
+            "model_name": self.model_name,
+            "model_fingerprint": self.model_fingerprint,
+            "slide_path": self.slide_path,
+            "slide_shape": None if self.slide_shape is None else list(self.slide_shape),
+            "placement_level0_px": {"scale": list(scale), "translate": list(translate)},
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], values: np.ndarray) -> Heatmap:
+        """Rebuild a heatmap from :meth:`metadata` and its values."""
+        g = meta["grid"]
+        grid = PatchGrid(g["height"], g["width"], g["size"], g["stride"], g["rate"], g["padding"])
+        return cls(
+            values=values, grid=grid, level=int(meta["level"]),
+            downsample=tuple(meta["downsample"]), class_names=tuple(meta["class_names"]),
+            mpp=None if meta.get("mpp") is None else tuple(meta["mpp"]),
+            model_name=meta.get("model_name", ""),
+            model_fingerprint=meta.get("model_fingerprint", ""),
+            slide_path=meta.get("slide_path", ""),
+            slide_shape=None if meta.get("slide_shape") is None else tuple(meta["slide_shape"]),
+            extra=meta.get("extra", {}),
+        )
+
+    def save_npz(self, path: str | Path) -> Path:
+        """Write values and metadata to one ``.npz`` file (atomically); returns the path."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".part")
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, values=self.values, metadata=json.dumps(self.metadata()))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load_npz(cls, path: str | Path) -> Heatmap:
+        """Read a heatmap written by :meth:`save_npz`."""
+        with np.load(path, allow_pickle=False) as f:
+            return cls.from_metadata(json.loads(str(f["metadata"])), f["values"])
