@@ -6,6 +6,7 @@ never loads TensorFlow into a napari process by itself.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal, Sequence
 
@@ -14,7 +15,7 @@ import numpy as np
 from .grid import PatchGrid, read_region
 
 READ_BLOCK_PX = 2048  # height and width of the level region one block reads (before its halo)
-Backend = Literal["tf", "numpy"]
+Backend = Literal["auto", "tf", "numpy"]
 
 
 def _check_images(images: Any) -> np.ndarray:
@@ -24,8 +25,11 @@ def _check_images(images: Any) -> np.ndarray:
             f"images of shape {arr.shape} is not an image: pass (height, width, channels) or "
             "(batch, height, width, channels) with no empty axis."
         )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"images of dtype {arr.dtype} is not numeric: pass numbers or booleans.")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(
+            f"images of dtype {arr.dtype} is not numeric: TensorFlow extracts patches of "
+            "integer, float and complex images; convert it, e.g. with .astype(np.uint8)."
+        )
     return arr
 
 
@@ -74,8 +78,22 @@ def numpy_extract_valid(region: np.ndarray, grid: PatchGrid) -> np.ndarray:
     return np.ascontiguousarray(win.transpose(0, 1, 3, 4, 2))
 
 
-def extract_block(region: np.ndarray, grid: PatchGrid, backend: Backend = "tf") -> np.ndarray:
+@functools.cache
+def auto_backend() -> Backend:
+    """"tf" where TensorFlow sees a GPU, else "numpy".
+
+    On CPU, TensorFlow's extract_patches kernel moves uint8 patches 25-50x slower than NumPy's
+    strided copy (benchmarks/bench_extract.py); both give identical patches (tests/test_extract.py).
+    """
+    import tensorflow as tf
+
+    return "tf" if tf.config.list_physical_devices("GPU") else "numpy"
+
+
+def extract_block(region: np.ndarray, grid: PatchGrid, backend: Backend = "auto") -> np.ndarray:
     """All VALID patches of one block's region as (rows * cols, size_y, size_x, C)."""
+    if backend == "auto":
+        backend = auto_backend()
     if backend == "numpy":
         patches = numpy_extract_valid(region, grid)
     elif backend == "tf":
@@ -83,7 +101,7 @@ def extract_block(region: np.ndarray, grid: PatchGrid, backend: Backend = "tf") 
         flat = _tf_extract(region[None], valid)[0]
         patches = flat.reshape(flat.shape[:2] + (*grid.size, region.shape[2]))
     else:
-        raise ValueError(f"backend={backend!r} is unknown: use 'tf' or 'numpy'.")
+        raise ValueError(f"backend={backend!r} is unknown: use 'auto', 'tf' or 'numpy'.")
     return patches.reshape((-1,) + patches.shape[2:])
 
 
@@ -104,7 +122,7 @@ def iter_blocks(
     grid: PatchGrid,
     mask: np.ndarray | None = None,
     block_px: int = READ_BLOCK_PX,
-    backend: Backend = "tf",
+    backend: Backend = "auto",
 ) -> Iterator[PatchBatch]:
     """Patches of a whole level, one block at a time (one region read, one extraction each).
 
@@ -141,7 +159,7 @@ def iter_patch_batches(
     batch_size: int,
     mask: np.ndarray | None = None,
     block_px: int = READ_BLOCK_PX,
-    backend: Backend = "tf",
+    backend: Backend = "auto",
 ) -> Iterator[PatchBatch]:
     """Patches of a whole level in batches of ``batch_size`` (the last may be smaller).
 

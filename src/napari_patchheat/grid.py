@@ -23,7 +23,7 @@ def as_pair(name: str, value: int | Sequence[int]) -> Pair:
     """Normalise ``value`` (an int, a (y, x) pair or TF's [1, y, x, 1]) to a pair of ints >= 1."""
     if isinstance(value, (int, np.integer)):
         items = [value, value]
-    else:
+    elif isinstance(value, (list, tuple, np.ndarray)):
         items = list(value)
         if len(items) == 4:
             if items[0] != 1 or items[3] != 1:
@@ -32,8 +32,10 @@ def as_pair(name: str, value: int | Sequence[int]) -> Pair:
                     "the batch and depth entries must be 1."
                 )
             items = items[1:3]
-        if len(items) != 2:
-            raise ValueError(f"{name}={value!r} must be an int, a (y, x) pair or [1, y, x, 1].")
+    else:
+        items = []
+    if len(items) != 2:
+        raise ValueError(f"{name}={value!r} must be an int, a (y, x) pair or [1, y, x, 1].")
     out = []
     for v in items:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -223,9 +225,13 @@ class PatchGrid:
     def _hits(self, lo: float, hi: float, axis: int) -> range:
         s, e, p = self.stride[axis], self.effective_size[axis], self.pad_before[axis]
         n = self.shape[axis]
-        # patch i spans [i*s - p, i*s - p + e): it meets [lo, hi) iff i*s - p < hi and i*s - p + e > lo
-        first = max(math.floor((lo + p - e) / s) + 1, 0)
-        last = min(math.ceil((hi + p) / s) - 1, n - 1)
+        # patch i spans [i*s - p, i*s - p + e): it meets [lo, hi) iff i*s - p < hi and i*s - p + e > lo.
+        # The closed forms can be off by one where float rounding meets an edge: step to the exact answer.
+        first = math.floor((lo + p - e) / s) + 1
+        first += (first * s - p + e <= lo) - ((first - 1) * s - p + e > lo)
+        last = math.ceil((hi + p) / s) - 1
+        last += ((last + 1) * s - p < hi) - (last * s - p >= hi)
+        first, last = max(first, 0), min(last, n - 1)
         return range(first, max(last + 1, first))
 
     def _check_index(self, row: int, col: int) -> None:

@@ -1,0 +1,253 @@
+"""Extraction against TensorFlow itself: the origin's examples, TF's own cases, properties, streaming."""
+
+import re
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napari_patchheat import PatchGrid, extract_patches
+from napari_patchheat.extract import iter_blocks, iter_patch_batches, numpy_extract_valid
+
+tf = pytest.importorskip("tensorflow")
+
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seed_examples.md"
+ORIGIN_CALLS = {
+    1: ([1, 3, 3, 1], [1, 5, 5, 1], [1, 1, 1, 1], "VALID", (1, 2, 2, 9)),
+    2: ([1, 3, 3, 1], [1, 5, 5, 1], [1, 2, 2, 1], "VALID", (1, 2, 2, 9)),
+    3: ([1, 4, 4, 1], [1, 7, 7, 1], [1, 1, 1, 1], "VALID", (1, 1, 1, 16)),
+    4: ([1, 4, 4, 1], [1, 7, 7, 1], [1, 1, 1, 1], "SAME", (1, 2, 2, 16)),
+}
+# the origin's outputs, as printed in shared/seed_examples.md (kept here too, so a fresh clone
+# without shared/ still checks them)
+ORIGIN_OUTPUTS = {
+    1: [[[[1, 2, 3, 11, 12, 13, 21, 22, 23], [6, 7, 8, 16, 17, 18, 26, 27, 28]],
+         [[51, 52, 53, 61, 62, 63, 71, 72, 73], [56, 57, 58, 66, 67, 68, 76, 77, 78]]]],
+    2: [[[[1, 3, 5, 21, 23, 25, 41, 43, 45], [6, 8, 10, 26, 28, 30, 46, 48, 50]],
+         [[51, 53, 55, 71, 73, 75, 91, 93, 95], [56, 58, 60, 76, 78, 80, 96, 98, 100]]]],
+    3: [[[[1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24, 31, 32, 33, 34]]]],
+    4: [[[[1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24, 31, 32, 33, 34],
+          [8, 9, 10, 0, 18, 19, 20, 0, 28, 29, 30, 0, 38, 39, 40, 0]],
+         [[71, 72, 73, 74, 81, 82, 83, 84, 91, 92, 93, 94, 0, 0, 0, 0],
+          [78, 79, 80, 0, 88, 89, 90, 0, 98, 99, 100, 0, 0, 0, 0, 0]]]],
+}
+ORIGIN_IMAGE = (np.arange(100, dtype=np.int32) + 1).reshape(1, 10, 10, 1)
+
+
+def tf_patches(images, k, s, r, padding):
+    """TensorFlow's own answer, the reference for everything here."""
+    pair = lambda v: [1, *(v if isinstance(v, tuple) else (v, v)), 1]  # noqa: E731
+    try:
+        out = tf.image.extract_patches(images, pair(k), pair(s), pair(r), padding).numpy()
+    except tf.errors.InvalidArgumentError:  # TF's answer to a VALID grid of negative size
+        return None
+    return None if 0 in out.shape else out  # and an empty output where it is exactly 0
+
+
+def test_seed_file_holds_the_outputs_we_check():
+    if not SEED.exists():
+        pytest.skip(f"{SEED} is absent (a fresh clone without shared/)")
+    text = SEED.read_text()
+    for n, expected in ORIGIN_OUTPUTS.items():
+        line = re.search(rf"^{n}\. `(.*)`$", text, re.M).group(1)
+        assert eval(line) == expected  # noqa: S307 - a literal list from our own data file
+
+
+@pytest.mark.parametrize("n", sorted(ORIGIN_CALLS))
+def test_origin_examples_bit_for_bit(n):
+    sizes, strides, rates, padding, shape = ORIGIN_CALLS[n]
+    expected = np.array(ORIGIN_OUTPUTS[n])
+    out = extract_patches(ORIGIN_IMAGE, sizes, strides, rates, padding)
+    assert out.shape == shape and out.dtype == np.int32
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(tf_patches(ORIGIN_IMAGE, 3 if n < 3 else 4, 5 if n < 3 else 7,
+                                             2 if n == 2 else 1, padding), expected)
+    # the grid places the same patches, read without TensorFlow
+    g = PatchGrid(10, 10, sizes, strides, rates, padding)
+    assert (1, g.rows, g.cols, g.depth_per_channel) == shape
+    mine = [[g.read_patch(ORIGIN_IMAGE[0], i, j).reshape(-1) for j in range(g.cols)]
+            for i in range(g.rows)]
+    np.testing.assert_array_equal(np.array(mine)[None], expected)
+
+
+# TensorFlow's own test cases for this op (extract_image_patches_op_test.py)
+def test_tf_case_1x1_is_identity():
+    image = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    for padding in ("VALID", "SAME"):
+        np.testing.assert_array_equal(extract_patches(image, 1, 1, 1, padding), image)
+
+
+def test_tf_case_1x1_strided():
+    image = np.arange(2 * 7 * 9 * 3, dtype=np.float32).reshape(2, 7, 9, 3)
+    for padding in ("VALID", "SAME"):
+        out = extract_patches(image, 1, (2, 3), 1, padding)
+        np.testing.assert_array_equal(out, image[:, ::2, ::3, :])
+
+
+def test_tf_case_2x2_valid_and_same():
+    image = np.array([[[[1], [2]], [[3], [4]]]], dtype=np.float32)
+    np.testing.assert_array_equal(extract_patches(image, 2, 1, 1, "VALID"), [[[[1, 2, 3, 4]]]])
+    np.testing.assert_array_equal(
+        extract_patches(image, 2, 1, 1, "SAME"),
+        [[[[1, 2, 3, 4], [2, 0, 4, 0]], [[3, 4, 0, 0], [4, 0, 0, 0]]]],
+    )
+
+
+def test_tf_case_2x2_rate_2():
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    np.testing.assert_array_equal(
+        extract_patches(image, 2, 1, 2, "VALID"),
+        [[[[0, 2, 8, 10], [1, 3, 9, 11]], [[4, 6, 12, 14], [5, 7, 13, 15]]]],
+    )
+
+
+def test_tf_case_depth_2_channel_order():
+    image = np.array([[[[1, 101], [2, 102]], [[3, 103], [4, 104]]]], dtype=np.float32)
+    np.testing.assert_array_equal(
+        extract_patches(image, 2, 1, 1, "VALID"), [[[[1, 101, 2, 102, 3, 103, 4, 104]]]]
+    )
+
+
+shapes = st.tuples(st.integers(1, 40), st.integers(1, 40))
+pairs = lambda lo, hi: st.tuples(st.integers(lo, hi), st.integers(lo, hi))  # noqa: E731
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    hw=shapes, k=pairs(1, 8), s=pairs(1, 8), r=pairs(1, 3),
+    padding=st.sampled_from(["VALID", "SAME"]), channels=st.sampled_from([1, 3, 4]),
+    dtype=st.sampled_from([np.uint8, np.float32]), seed=st.integers(0, 2**16),
+)
+def test_property_equal_to_tensorflow(hw, k, s, r, padding, channels, dtype, seed):
+    rng = np.random.default_rng(seed)
+    image = (rng.random((1, *hw, channels)) * 255).astype(dtype)
+    ref = tf_patches(image, k, s, r, padding)
+    if ref is None:
+        with pytest.raises(ValueError, match="No patch fits"):
+            extract_patches(image, k, s, r, padding)
+        return
+    out = extract_patches(image[0], k, s, r, padding)  # the 3-D form
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, ref[0])
+    g = PatchGrid(*hw, k, s, r, padding)
+    assert ref.shape == (1, g.rows, g.cols, g.depth_per_channel * channels)
+    i, j = rng.integers(g.rows), rng.integers(g.cols)
+    np.testing.assert_array_equal(g.read_patch(image[0], i, j).reshape(-1), ref[0, i, j])
+
+
+@settings(max_examples=60, deadline=None)
+@given(hw=shapes, k=pairs(1, 6), s=pairs(1, 6), r=pairs(1, 3), seed=st.integers(0, 2**16))
+def test_property_numpy_valid_equals_tensorflow(hw, k, s, r, seed):
+    image = np.random.default_rng(seed).integers(0, 255, (*hw, 3), dtype=np.uint8)
+    ref = tf_patches(image[None], k, s, r, "VALID")
+    if ref is None:
+        return
+    ref = ref[0]
+    out = numpy_extract_valid(image, PatchGrid(*hw, k, s, r))
+    np.testing.assert_array_equal(out.reshape(ref.shape), ref)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int64, np.float16, np.float64, np.complex64])
+def test_dtypes_tensorflow_accepts(dtype):
+    image = (np.arange(2 * 9 * 8 * 2) % 7).astype(dtype).reshape(2, 9, 8, 2)
+    out = extract_patches(image, (3, 2), 2, (1, 2), "SAME")
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, tf_patches(image, (3, 2), 2, (1, 2), "SAME"))
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((10, 10)), "is not an image"),
+        (np.zeros((1, 1, 10, 10, 3)), "is not an image"),
+        (np.zeros((0, 10, 3)), "is not an image"),
+        (np.array([[["a"]]]), "not numeric"),
+        (np.ones((3, 3, 1), dtype=bool), "dtype bool is not numeric"),
+    ],
+)
+def test_bad_images(images, message):
+    with pytest.raises(ValueError, match=message):
+        extract_patches(images, 1, 1)
+
+
+def test_bad_parameters_are_value_errors():
+    with pytest.raises(ValueError, match="stride=0"):
+        extract_patches(np.zeros((10, 10, 3)), 3, 0)
+    with pytest.raises(ValueError, match="No patch fits"):
+        extract_patches(np.zeros((10, 10, 3)), 11, 1)
+
+
+# --- streaming over a whole level ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def level():
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 255, (301, 257, 3), dtype=np.uint8)
+
+
+def whole_level(level, g):
+    ref = tf_patches(level[None], g.size, g.stride, g.rate, g.padding)[0]
+    return ref.reshape(g.rows, g.cols, *g.size, level.shape[2])
+
+
+def gather(batches):
+    idx, pts = [], []
+    for b in batches:
+        idx.append(b.indices)
+        pts.append(b.patches)
+    return np.concatenate(idx), np.concatenate(pts)
+
+
+@pytest.mark.parametrize("backend", ["tf", "numpy"])
+@pytest.mark.parametrize(
+    "k, s, r, padding, block_px",
+    [(31, 16, 1, "VALID", 64), (17, 9, 2, "SAME", 50), ((24, 13), (5, 11), (1, 3), "SAME", 80),
+     (64, 64, 1, "SAME", 10)],
+)
+def test_streaming_equals_whole_level(level, backend, k, s, r, padding, block_px):
+    g = PatchGrid(*level.shape[:2], k, s, r, padding)
+    ref = whole_level(level, g)
+    src = da.from_array(level, chunks=(40, 64, 3))
+    idx, pts = gather(iter_patch_batches(src, g, batch_size=7, block_px=block_px, backend=backend))
+    assert len(idx) == g.n_patches
+    assert len({tuple(i) for i in idx}) == g.n_patches  # each patch exactly once
+    np.testing.assert_array_equal(pts, ref[idx[:, 0], idx[:, 1]])
+
+
+def test_streaming_batches_have_the_batch_size_and_masked_blocks_are_not_read(level):
+    g = PatchGrid(*level.shape[:2], 20, 10, padding="SAME")
+    mask = np.zeros(g.shape, dtype=bool)
+    mask[3, 4] = mask[20, 2] = mask[29, 25] = True
+    mask[10:13, 10:20] = True
+
+    reads = []
+
+    class Counting:
+        shape, dtype = level.shape, level.dtype
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return level[key]
+
+    batches = list(iter_patch_batches(Counting(), g, batch_size=8, mask=mask, block_px=64))
+    sizes = [len(b) for b in batches]
+    assert sizes == [8, 8, 8, 8, 1]
+    assert sum(len(b) for b in batches) == mask.sum() == 33
+    idx, pts = gather(batches)
+    assert mask[idx[:, 0], idx[:, 1]].all()
+    np.testing.assert_array_equal(pts, whole_level(level, g)[idx[:, 0], idx[:, 1]])
+    n_blocks = len(g.blocks(64))
+    assert 0 < len(reads) < n_blocks / 2
+
+
+def test_streaming_rejects_mismatched_inputs(level):
+    g = PatchGrid(100, 100, 10, 10)
+    with pytest.raises(ValueError, match="does not match the grid"):
+        next(iter_blocks(level, g))
+    g = PatchGrid(*level.shape[:2], 10, 10)
+    with pytest.raises(ValueError, match="mask of shape"):
+        next(iter_blocks(level, g, mask=np.ones((3, 3), bool)))
+    with pytest.raises(ValueError, match="batch_size=0"):
+        next(iter_patch_batches(level, g, batch_size=0))
