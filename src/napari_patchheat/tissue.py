@@ -1,0 +1,265 @@
+"""Background skipping: a tissue mask from a low-resolution image, and the tissue fraction of
+every patch of a grid.
+
+A pixel is tissue by optical density (brightfield) or brightness (fluorescence), thresholded
+with Otsu's method inside fixed bounds, then cleaned (small objects dropped, small holes filled).
+The fraction of each patch's level-0 extent that is tissue comes from an integral image in
+closed form, with no loop over patches. NumPy, SciPy and scikit-image only: no TensorFlow, no Qt
+(the GUI imports this module).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .grid import FloatPair, PatchGrid, as_float_pair
+
+# Optical density follows skimage.color.rgb2hed: OD = log(max(RGB/255, 1e-6)) / log(1e-6).
+OD_FLOOR = 1e-6
+# Bounds on the threshold of the summed RGB optical density (rgb2hed units; x6 for log10 OD):
+# a pixel lighter than a grey of ~236 is never tissue; one as dark as a grey of ~227 always is
+# (the same level as the built-in ``tissue`` model's TISSUE_OD_SUM).
+TISSUE_OD_SUM_MIN = 0.015
+TISSUE_OD_SUM_MAX = 0.025
+SMOOTH_SIGMA_PX = 2.0  # brightfield: Gaussian smoothing of the score (mask pixels)
+BLACK_FILL_MAX = 20  # brightfield pixels with every channel <= this are scanner fill, not tissue
+# Fluorescence (dark background): bounds on the threshold of the smoothed brightest channel
+# (0..255), smoothed over this fraction of the image's long side so that the dark space between
+# nuclei counts as the tissue it is.
+FLUORESCENCE_MIN = 8.0
+FLUORESCENCE_MAX = 16.0
+FLUORESCENCE_SIGMA_FRACTION = 0.005
+FLUORESCENCE_MEDIAN_MAX = 50  # "auto" calls an image fluorescence when its median is darker
+MIN_OBJECT_FRACTION = 2e-4  # tissue pieces smaller than this fraction of the image are dropped
+MIN_OBJECT_PX = 4
+MAX_HOLE_FRACTION = 2e-4  # background holes smaller than this fraction of the image are filled
+TISSUE_MASK_MIN_PX = 1024  # the mask comes from the coarsest level at least this long...
+TISSUE_MASK_MAX_PX = 4096  # ...subsampled until its long side is at most this
+MASK_PX_PER_PATCH = 4  # ...and fine enough for a patch's extent to span this many mask pixels
+_CHUNK_BYTES = 64 * 2**20  # memory for one chunk of the integral-image interpolation
+
+Mode = Literal["auto", "brightfield", "fluorescence"]
+
+
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel optical density of uint8 RGB as rgb2hed computes it (float32, 0 = white)."""
+    table = np.log(np.maximum(np.arange(256) / 255.0, OD_FLOOR)) / np.log(OD_FLOOR)
+    return table.astype(np.float32)[np.asarray(rgb, dtype=np.uint8)]
+
+
+def tissue_mask(image_rgb: np.ndarray, *, mode: Mode = "auto") -> np.ndarray:
+    """Boolean tissue mask of a low-resolution RGB(A) or grey image (uint8), same height/width.
+
+    Brightfield: Otsu on the smoothed summed optical density, the threshold clamped to
+    [TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX]; fluorescence (dark background): Otsu on the smoothed
+    brightest channel, clamped to [FLUORESCENCE_MIN, FLUORESCENCE_MAX]. Then pieces smaller than MIN_OBJECT_FRACTION of the image are dropped and holes
+    smaller than MAX_HOLE_FRACTION filled. Transparent (alpha 0) pixels are never tissue.
+    """
+    img = np.asarray(image_rgb)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or 0 in img.shape:
+        raise ValueError(
+            f"An image of shape {img.shape} is not RGB: pass (height, width, 3), RGBA or grey."
+        )
+    img = _as_uint8(img)
+    valid = img[..., 3] > 0 if img.shape[2] == 4 else np.ones(img.shape[:2], bool)
+    rgb = img[..., :3] if img.shape[2] >= 3 else np.repeat(img, 3, axis=2)
+    if mode == "auto":
+        dark = np.median(rgb.max(axis=2)[valid]) < FLUORESCENCE_MEDIAN_MAX if valid.any() else False
+        mode = "fluorescence" if dark else "brightfield"
+    if mode == "brightfield":
+        score = optical_density(rgb).sum(axis=2)
+        valid &= rgb.max(axis=2) > BLACK_FILL_MAX
+        bounds = (TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX)
+        sigma = SMOOTH_SIGMA_PX
+    elif mode == "fluorescence":
+        score = rgb.max(axis=2).astype(np.float32)
+        bounds = (FLUORESCENCE_MIN, FLUORESCENCE_MAX)
+        sigma = max(SMOOTH_SIGMA_PX, FLUORESCENCE_SIGMA_FRACTION * max(rgb.shape[:2]))
+    else:
+        raise ValueError(f"mode={mode!r} is unknown: use 'auto', 'brightfield' or 'fluorescence'.")
+    score = ndimage.gaussian_filter(np.where(valid, score, 0).astype(np.float32), sigma)
+    mask = (score >= _otsu_clamped(score[valid], *bounds)) & valid
+    return clean_mask(mask)
+
+
+def _as_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.bool_ or not np.issubdtype(img.dtype, np.number):
+        raise ValueError(f"An image of dtype {img.dtype} is not numeric: pass uint8 RGB.")
+    if np.issubdtype(img.dtype, np.floating) and float(np.nanmax(img)) <= 1.0:
+        img = img * 255.0
+    elif img.dtype == np.uint16:
+        img = img / 257.0
+    return np.clip(np.nan_to_num(img), 0, 255).astype(np.uint8)
+
+
+def _otsu_clamped(values: np.ndarray, lo: float, hi: float) -> float:
+    """Otsu's threshold of ``values`` (256-bin histogram), clamped to [lo, hi]."""
+    if values.size == 0 or float(values.min()) == float(values.max()):
+        return hi if values.size == 0 or float(values.max()) < hi else lo
+    from skimage.filters import threshold_otsu
+
+    return float(np.clip(threshold_otsu(values), lo, hi))
+
+
+def clean_mask(mask: np.ndarray) -> np.ndarray:
+    """Drop tissue pieces and fill holes smaller than their fractions of the image area."""
+    mask = np.asarray(mask, bool)
+    area = mask.size
+    eight = np.ones((3, 3), bool)
+    labels, n = ndimage.label(mask, structure=eight)
+    if n:
+        sizes = np.bincount(labels.ravel())
+        small = sizes < max(MIN_OBJECT_PX, MIN_OBJECT_FRACTION * area)
+        small[0] = False
+        mask = mask & ~small[labels]
+    labels, n = ndimage.label(~mask)  # 4-connected background
+    if n:
+        sizes = np.bincount(labels.ravel())
+        fill = sizes < MAX_HOLE_FRACTION * area
+        fill[0] = False
+        mask = mask | fill[labels]
+    return mask
+
+
+def grid_tissue_fraction(
+    mask: np.ndarray,
+    mask_downsample: float | Sequence[float],
+    grid: PatchGrid,
+    grid_downsample: float | Sequence[float] = 1.0,
+) -> np.ndarray:
+    """Fraction (0..1) of each patch's level-0 extent that is tissue: float32 (rows, cols).
+
+    Mask pixel (p, q) covers level-0 pixels [p * dy, (p + 1) * dy) x [q * dx, (q + 1) * dx),
+    with ``mask_downsample`` (dy, dx) level-0 px per mask px; the grid lies on a level of
+    ``grid_downsample``. Partly covered mask pixels count by area; the extent outside the mask
+    (SAME padding, beyond the image) counts as background.
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2 or 0 in m.shape:
+        raise ValueError(f"A mask of shape {m.shape} is not a 2-D image.")
+    mdy, mdx = as_float_pair("mask_downsample", mask_downsample)
+    gdy, gdx = as_float_pair("grid_downsample", grid_downsample)
+    integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.float64)
+    np.cumsum(np.cumsum(m, axis=0, dtype=np.float64), axis=1, out=integral[1:, 1:])
+    ey, ex = grid.effective_size
+    ys = grid.row_starts() * gdy
+    xs = grid.col_starts() * gdx
+    wy = _interp_weights(np.concatenate([ys, ys + ey * gdy]) / mdy, m.shape[0])
+    wx = _interp_weights(np.concatenate([xs, xs + ex * gdx]) / mdx, m.shape[1])
+    rows, cols = grid.rows, grid.cols
+    per_chunk = max(1, _CHUNK_BYTES // (16 * (integral.shape[1] + 2 * cols)))
+    out = np.empty((rows, cols), np.float32)
+    norm = mdy * mdx / (ey * gdy * ex * gdx)
+    for start in range(0, rows, per_chunk):
+        sel = np.r_[start : min(start + per_chunk, rows)]
+        k = len(sel)
+        at = np.concatenate([sel, sel + rows])
+        part = _apply(wy, at, integral)  # (2k, W + 1): integral at the chunk's row edges
+        corners = _apply(wx, np.arange(2 * cols), part.T).T  # (2k, 2 * cols)
+        area = (corners[k:, cols:] - corners[:k, cols:] - corners[k:, :cols]
+                + corners[:k, :cols])
+        out[start : start + k] = np.clip(area * norm, 0.0, 1.0)
+    return out
+
+
+def _interp_weights(u: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index and weight to interpolate an integral image of n + 1 entries at positions ``u``.
+
+    The integral of a piecewise-constant mask is bilinear inside each pixel, so linear
+    interpolation of its integral image is exact.
+    """
+    u = np.clip(u, 0.0, float(n))
+    i = np.minimum(np.floor(u).astype(np.int64), n - 1)
+    return i, u - i
+
+
+def _apply(w: tuple[np.ndarray, np.ndarray], at: np.ndarray, table: np.ndarray) -> np.ndarray:
+    i, f = w[0][at], w[1][at][:, None]
+    return (1.0 - f) * table[i] + f * table[i + 1]
+
+
+# --- slides -------------------------------------------------------------------------------------
+def _levels(source: Any) -> tuple[list[Any], list[FloatPair]]:
+    """Levels and (dy, dx) downsamples of a Slide-like object or of one level-0 image."""
+    if hasattr(source, "levels") and hasattr(source, "downsamples"):
+        return list(source.levels), [as_float_pair("downsample", d) for d in source.downsamples]
+    return [source], [(1.0, 1.0)]
+
+
+def choose_mask_level(source: Any, grid: PatchGrid | None = None,
+                      grid_downsample: float | Sequence[float] = 1.0) -> int:
+    """Index of the level the tissue mask is read from.
+
+    The coarsest level whose long side is at least TISSUE_MASK_MIN_PX and, with a grid, whose
+    pixels are at most 1 / MASK_PX_PER_PATCH of a patch's level-0 extent; level 0 if none is.
+    """
+    levels, downsamples = _levels(source)
+    limit = math.inf
+    if grid is not None:
+        gdy, gdx = as_float_pair("grid_downsample", grid_downsample)
+        ey, ex = grid.effective_size
+        limit = min(ey * gdy, ex * gdx) / MASK_PX_PER_PATCH
+    for index in range(len(levels) - 1, -1, -1):
+        h, w = levels[index].shape[:2]
+        if max(h, w) >= TISSUE_MASK_MIN_PX and max(downsamples[index]) <= limit:
+            return index
+    return 0
+
+
+def slide_tissue_mask(
+    source: Any,
+    *,
+    level: int | None = None,
+    grid: PatchGrid | None = None,
+    grid_downsample: float | Sequence[float] = 1.0,
+    mode: Mode = "auto",
+) -> tuple[np.ndarray, FloatPair]:
+    """Tissue mask of a slide (``.levels``, ``.downsamples``) or of a level-0 image array.
+
+    Reads one level (:func:`choose_mask_level` unless ``level`` is given), every k-th pixel
+    when its long side exceeds TISSUE_MASK_MAX_PX. Returns the mask and its (dy, dx) level-0 px
+    per mask px.
+    """
+    levels, downsamples = _levels(source)
+    index = choose_mask_level(source, grid, grid_downsample) if level is None else level
+    image = levels[index]
+    k = max(1, math.ceil(max(image.shape[:2]) / TISSUE_MASK_MAX_PX))
+    offset = k // 2  # sample the centre of each k x k block
+    pixels = np.asarray(image[offset::k, offset::k])
+    dy, dx = downsamples[index]
+    return tissue_mask(pixels, mode=mode), (dy * k, dx * k)
+
+
+def patch_tissue_fraction(source: Any, grid: PatchGrid, level: int = 0, *,
+                          mode: Mode = "auto") -> np.ndarray:
+    """Tissue fraction (0..1) of each patch of ``grid`` on ``level`` of ``source``: (rows, cols).
+
+    ``source`` is a slide (``.levels``, ``.downsamples``) or a level-0 image (then ``level`` is 0).
+    """
+    levels, downsamples = _levels(source)
+    if not 0 <= level < len(levels):
+        raise ValueError(f"level={level} does not exist: the slide has levels 0..{len(levels) - 1}.")
+    mask, mask_ds = slide_tissue_mask(source, grid=grid, grid_downsample=downsamples[level],
+                                      mode=mode)
+    return grid_tissue_fraction(mask, mask_ds, grid, downsamples[level])
+
+
+def patch_tissue_mask(source: Any, grid: PatchGrid, level: int = 0, threshold: float = 0.5,
+                      *, mode: Mode = "auto") -> np.ndarray:
+    """Patches to compute, bool (rows, cols): tissue fraction >= ``threshold``.
+
+    ``threshold`` 0 disables background skipping (all True, nothing read).
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"tissue threshold={threshold!r} must be between 0 and 1 (0 disables).")
+    if threshold == 0.0:
+        return np.ones(grid.shape, bool)
+    return patch_tissue_fraction(source, grid, level, mode=mode) >= threshold
