@@ -48,7 +48,13 @@ CLASS_COLORS_RGB = (  # classification colours in GeoJSON, class k gets k % 10
 
 
 class ExportError(OSError):
-    """A folder or file could not be written (no permission, no space, not a folder)."""
+    """A folder or file could not be written (no permission, no space, not a folder).
+
+    ``errno`` is the cause's, ``filename`` the folder; ``str()`` is the sentence for the user.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
 
 
 # --- the one call the widget, the CLI and scripts use -------------------------------------------
@@ -112,7 +118,7 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
 
 # --- atomic writing and folder errors -----------------------------------------------------------
 def ensure_folder(folder: str | Path) -> Path:
-    """Create ``folder`` (and parents) if needed; an :class:`ExportError` naming it if impossible."""
+    """Create ``folder`` (and parents) if needed; if impossible, an :class:`ExportError`."""
     folder = Path(folder).expanduser()
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -219,7 +225,7 @@ def write_ome_tiff(heatmap: Heatmap, path: str | Path, *, sidecar: bool = True) 
     n = len(heatmap.class_names)
     metadata = {
         "axes": "CYX",
-        "Name": f"{Path(heatmap.slide_path).name or 'slide'} {heatmap.model_name or 'model'} heatmap",
+        "Name": f"{Path(heatmap.slide_path).name or 'slide'} {heatmap.model_name or 'model'}",
         "PhysicalSizeY": py, "PhysicalSizeYUnit": unit,
         "PhysicalSizeX": px, "PhysicalSizeXUnit": unit,
         "Channel": {"Name": list(heatmap.class_names)},
@@ -254,7 +260,7 @@ def write_ome_tiff(heatmap: Heatmap, path: str | Path, *, sidecar: bool = True) 
 
 
 def read_ome_tiff(path: str | Path) -> Heatmap:
-    """Read a heatmap written by :func:`write_ome_tiff` (metadata from the file, else the sidecar)."""
+    """Read a heatmap written by :func:`write_ome_tiff` (metadata from the file, else sidecar)."""
     import tifffile
 
     path = Path(path)
@@ -347,7 +353,8 @@ def write_slide_raster(
     g = heatmap.grid
     shape = (g.height, g.width) if level_shape is None else tuple(int(v) for v in level_shape)
     iy, ix = raster_cells(heatmap, shape)
-    idx = [heatmap.class_index(c) for c in (classes if classes is not None else range(len(heatmap.class_names)))]
+    chosen = range(len(heatmap.class_names)) if classes is None else classes
+    idx = [heatmap.class_index(c) for c in chosen]
     h, w = shape
     h0, w0 = level0_shape(heatmap)
     describe = {
@@ -372,7 +379,8 @@ def write_slide_raster(
     with _atomic(path) as tmp:
         tifffile.imwrite(
             tmp, tiles(), shape=(len(idx), h, w), dtype=np.float32, tile=(tile_px, tile_px),
-            photometric="minisblack", compression="zlib", metadata=None,
+            photometric="minisblack", compression="zlib", compressionargs={"level": 1},
+            metadata=None,
             description=json.dumps(describe, default=str),
             bigtiff=len(idx) * h * w * 4 > BIGTIFF_FROM_BYTES, **opts,
         )
@@ -404,7 +412,8 @@ def colormap_lut(colormap: Any = "inferno", n: int = 256) -> np.ndarray:
     """(n, 3) RGB floats 0..1 of a napari colormap (a name or a Colormap); needs no Qt."""
     from napari.utils.colormaps import ensure_colormap
 
-    return np.asarray(ensure_colormap(colormap).map(np.linspace(0.0, 1.0, n))[:, :3], dtype=np.float32)
+    rgba = ensure_colormap(colormap).map(np.linspace(0.0, 1.0, n))
+    return np.asarray(rgba[:, :3], dtype=np.float32)
 
 
 def _value_range(plane: np.ndarray) -> tuple[float, float]:
@@ -443,7 +452,9 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def _colour_bar(width: int, height: int, lut: np.ndarray, lo: float, hi: float, title: str) -> np.ndarray:
+def _colour_bar(
+    width: int, height: int, lut: np.ndarray, lo: float, hi: float, title: str
+) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     panel = Image.new("RGB", (width, height), (255, 255, 255))
@@ -501,7 +512,9 @@ def render_overlay(
     return np.concatenate([out, bar], axis=0)
 
 
-def write_png_overlay(heatmap: Heatmap, path: str | Path, thumbnail: Any = None, **kwargs: Any) -> Path:
+def write_png_overlay(
+    heatmap: Heatmap, path: str | Path, thumbnail: Any = None, **kwargs: Any
+) -> Path:
     """Write :func:`render_overlay` (same keyword arguments) as a PNG with the metadata as text."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
@@ -580,7 +593,9 @@ def read_csv(path: str | Path) -> PatchTable:
         data = np.array([[float(v) for v in row] for row in reader], dtype=np.float64)
     data = data.reshape(-1, len(header))
     fixed = len(CSV_COLUMNS)
-    names = tuple(n[6:] if n.startswith("class_") and n[6:] in CSV_COLUMNS else n for n in header[fixed:])
+    names = tuple(
+        n[6:] if n.startswith("class_") and n[6:] in CSV_COLUMNS else n for n in header[fixed:]
+    )
     x, y, w, h = data[:, 3], data[:, 4], data[:, 5], data[:, 6]
     level = int(data[0, 2]) if len(data) else -1
     return PatchTable(data[:, 0].astype(np.int64), data[:, 1].astype(np.int64), level,
@@ -615,14 +630,14 @@ def write_geojson(heatmap: Heatmap, path: str | Path, *, object_type: str = "til
             f.write(json.dumps(head, default=str)[:-1] + ', "features": [')
             for n in range(len(t.rows)):
                 r, c, k = int(t.rows[n]), int(t.cols[n]), int(top[n])
+                colour = list(CLASS_COLORS_RGB[k % len(CLASS_COLORS_RGB)])
                 feature = {
                     "type": "Feature",
                     "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"napari-patchheat:{key}|{r}|{c}")),
                     "geometry": {"type": "Polygon", "coordinates": [_ring(*boxes[n])]},
                     "properties": {
                         "objectType": object_type,
-                        "classification": {"name": t.class_names[k],
-                                           "color": list(CLASS_COLORS_RGB[k % len(CLASS_COLORS_RGB)])},
+                        "classification": {"name": t.class_names[k], "color": colour},
                         "measurements": dict(zip(t.class_names, values[n])),
                         "patchheat": {"row": r, "col": c, "level": t.level},
                     },
