@@ -21,7 +21,7 @@ from .grid import FloatPair, PatchGrid, as_float_pair
 # Optical density follows skimage.color.rgb2hed: OD = log(max(RGB/255, 1e-6)) / log(1e-6).
 OD_FLOOR = 1e-6
 # Bounds on the threshold of the summed RGB optical density (rgb2hed units; x6 for log10 OD):
-# a pixel lighter than a grey of ~236 is never tissue; one as dark as a grey of ~227 always is
+# a pixel lighter than a grey of ~238 is never tissue; one as dark as a grey of ~227 always is
 # (the same level as the built-in ``tissue`` model's TISSUE_OD_SUM).
 TISSUE_OD_SUM_MIN = 0.015
 TISSUE_OD_SUM_MAX = 0.025
@@ -56,8 +56,9 @@ def tissue_mask(image_rgb: np.ndarray, *, mode: Mode = "auto") -> np.ndarray:
 
     Brightfield: Otsu on the smoothed summed optical density, the threshold clamped to
     [TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX]; fluorescence (dark background): Otsu on the smoothed
-    brightest channel, clamped to [FLUORESCENCE_MIN, FLUORESCENCE_MAX]. Then pieces smaller than MIN_OBJECT_FRACTION of the image are dropped and holes
-    smaller than MAX_HOLE_FRACTION filled. Transparent (alpha 0) pixels are never tissue.
+    brightest channel, clamped to [FLUORESCENCE_MIN, FLUORESCENCE_MAX]. Then pieces smaller
+    than MIN_OBJECT_FRACTION of the image are dropped and holes smaller than MAX_HOLE_FRACTION
+    filled. Transparent (alpha 0) pixels are never tissue.
     """
     img = np.asarray(image_rgb)
     if img.ndim == 2:
@@ -246,7 +247,9 @@ def patch_tissue_fraction(source: Any, grid: PatchGrid, level: int = 0, *,
     """
     levels, downsamples = _levels(source)
     if not 0 <= level < len(levels):
-        raise ValueError(f"level={level} does not exist: the slide has levels 0..{len(levels) - 1}.")
+        raise ValueError(
+            f"level={level} does not exist: the slide has levels 0..{len(levels) - 1}."
+        )
     mask, mask_ds = slide_tissue_mask(source, grid=grid, grid_downsample=downsamples[level],
                                       mode=mode)
     return grid_tissue_fraction(mask, mask_ds, grid, downsamples[level])

@@ -147,7 +147,9 @@ def load_builtin(name: str, *, resize: bool = False, jit_compile: bool = True) -
     """
     key = name.strip().lower()
     if key not in BUILTIN_MODELS:
-        raise ValueError(f"{name!r} is not a built-in model: use one of {', '.join(BUILTIN_MODELS)}.")
+        raise ValueError(
+            f"{name!r} is not a built-in model: use one of {', '.join(BUILTIN_MODELS)}."
+        )
     model = build_keras_model(key)
     return PatchModel(
         lambda x: model(x, training=False),
