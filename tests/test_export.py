@@ -357,6 +357,15 @@ def test_csv_fractional_downsample_and_clashing_class_names(tmp_path):
     assert t.class_names == ("x", "tumor")
 
 
+def test_tables_written_in_chunks_are_the_same_files(heatmap, tmp_path, monkeypatch):
+    whole = ex.export_heatmap(heatmap, tmp_path / "whole", "h", "csv,geojson")
+    monkeypatch.setattr(ex, "TABLE_CHUNK_ROWS", 7)
+    assert heatmap.n_computed % 7 != 0
+    chunked = ex.export_heatmap(heatmap, tmp_path / "chunked", "h", "csv,geojson")
+    for fmt in ("csv", "geojson"):
+        assert chunked[fmt].read_bytes() == whole[fmt].read_bytes()
+
+
 # --- GeoJSON -------------------------------------------------------------------------------------
 def check_rfc7946_polygon_collection(doc: dict) -> None:
     """The RFC 7946 rules a FeatureCollection of Polygons must keep."""

@@ -40,6 +40,7 @@ PNG_MIN_PX = 64
 BIGTIFF_FROM_BYTES = 2**31  # uncompressed size from which TIFFs are written as BigTIFF
 METADATA_NAMESPACE = "napari-patchheat/heatmap-metadata"
 PLACEMENT_NAMESPACE = "napari-patchheat/placement"
+TABLE_CHUNK_ROWS = 65536  # CSV / GeoJSON are written this many patches at a time
 CSV_COLUMNS = ("row", "col", "level", "x", "y", "width", "height", "center_x", "center_y")
 CLASS_COLORS_RGB = (  # classification colours in GeoJSON, class k gets k % 10
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -133,7 +134,7 @@ def _folder_error(folder: Path, exc: OSError) -> ExportError:
     hints = {
         errno.ENOSPC: "The disk is full: free some space or choose another folder.",
         errno.EDQUOT: "The disk quota is exceeded: free some space or choose another folder.",
-        errno.ENOENT: "The folder does not exist and cannot be created: choose another one.",
+        errno.ENOENT: "The folder does not exist: create it or choose another one.",
         errno.ENOTDIR: "Part of the path is a file, not a folder: choose another folder.",
     }
     reason = exc.strerror or str(exc)
@@ -548,10 +549,21 @@ class PatchTable:
 
 def patch_table(heatmap: Heatmap) -> PatchTable:
     """One entry per computed patch, row-major."""
-    rows, cols = np.nonzero(heatmap.computed)
+    return _table(heatmap, *np.nonzero(heatmap.computed))
+
+
+def _table(heatmap: Heatmap, rows: np.ndarray, cols: np.ndarray) -> PatchTable:
     g, d = heatmap.grid, heatmap.downsample
     return PatchTable(rows, cols, heatmap.level, g.boxes(rows, cols, d), g.centers(rows, cols, d),
                       heatmap.values[rows, cols], heatmap.class_names)
+
+
+def _table_chunks(heatmap: Heatmap) -> Iterator[PatchTable]:
+    """:func:`patch_table` in pieces of TABLE_CHUNK_ROWS, so big tables stream in bounded memory."""
+    rows, cols = np.nonzero(heatmap.computed)
+    for start in range(0, len(rows), TABLE_CHUNK_ROWS):
+        stop = start + TABLE_CHUNK_ROWS
+        yield _table(heatmap, rows[start:stop], cols[start:stop])
 
 
 def _class_columns(class_names: Sequence[str]) -> list[str]:
@@ -571,17 +583,19 @@ def write_csv(heatmap: Heatmap, path: str | Path) -> Path:
     """CSV, one row per computed patch: row, col, level, x, y, width, height, center_x, center_y
     and one column per class. Box and centre in level-0 pixels (see :class:`PatchTable`)."""
     path = Path(path)
-    t = patch_table(heatmap)
-    b = t.boxes
-    columns = [t.rows.astype(str), t.cols.astype(str), np.full(len(t.rows), str(t.level)),
-               _num_str(b[:, 1]), _num_str(b[:, 0]), _num_str(b[:, 3] - b[:, 1]),
-               _num_str(b[:, 2] - b[:, 0]), _num_str(t.centers[:, 1]), _num_str(t.centers[:, 0])]
-    columns += [_num_str(t.values[:, k]) for k in range(t.values.shape[1])]
     with _atomic(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow([*CSV_COLUMNS, *_class_columns(t.class_names)])
-            writer.writerows(zip(*(col.tolist() for col in columns)))
+            writer.writerow([*CSV_COLUMNS, *_class_columns(heatmap.class_names)])
+            for t in _table_chunks(heatmap):
+                b, c = t.boxes, t.centers
+                level = np.full(len(t.rows), str(t.level))
+                columns = [t.rows.astype(str), t.cols.astype(str), level,
+                           _num_str(b[:, 1]), _num_str(b[:, 0]),
+                           _num_str(b[:, 3] - b[:, 1]), _num_str(b[:, 2] - b[:, 0]),
+                           _num_str(c[:, 1]), _num_str(c[:, 0])]
+                columns += [_num_str(t.values[:, k]) for k in range(t.values.shape[1])]
+                writer.writerows(zip(*(col.tolist() for col in columns)))
     return path
 
 
@@ -618,31 +632,32 @@ def write_geojson(heatmap: Heatmap, path: str | Path, *, object_type: str = "til
     if object_type not in ("tile", "detection", "annotation"):
         raise ValueError(f"object_type={object_type!r}: use 'tile', 'detection' or 'annotation'.")
     path = Path(path)
-    t = patch_table(heatmap)
-    boxes = [[int(v) if v.is_integer() else v for v in box] for box in t.boxes.tolist()]
-    values = [[float(v) if np.isfinite(float(v)) else None for v in row]
-              for row in t.values.astype(str).astype(float).tolist()]
-    top = np.argmax(np.nan_to_num(t.values, nan=-np.inf), axis=1) if len(t.rows) else []
-    key = f"{heatmap.model_fingerprint}|{heatmap.slide_path}|{heatmap.level}"
+    key = f"napari-patchheat:{heatmap.model_fingerprint}|{heatmap.slide_path}|{heatmap.level}"
     head = {"type": "FeatureCollection", "patchheat": heatmap.metadata()}
+    names, sep = heatmap.class_names, "\n"
     with _atomic(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(head, default=str)[:-1] + ', "features": [')
-            for n in range(len(t.rows)):
-                r, c, k = int(t.rows[n]), int(t.cols[n]), int(top[n])
-                colour = list(CLASS_COLORS_RGB[k % len(CLASS_COLORS_RGB)])
-                feature = {
-                    "type": "Feature",
-                    "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"napari-patchheat:{key}|{r}|{c}")),
-                    "geometry": {"type": "Polygon", "coordinates": [_ring(*boxes[n])]},
-                    "properties": {
-                        "objectType": object_type,
-                        "classification": {"name": t.class_names[k], "color": colour},
-                        "measurements": dict(zip(t.class_names, values[n])),
-                        "patchheat": {"row": r, "col": c, "level": t.level},
-                    },
-                }
-                f.write(("\n" if n == 0 else ",\n") + json.dumps(feature, allow_nan=False))
+            for t in _table_chunks(heatmap):
+                boxes = [[int(v) if v.is_integer() else v for v in b] for b in t.boxes.tolist()]
+                values = [[v if np.isfinite(v) else None for v in row]  # shortest float32 text
+                          for row in t.values.astype(str).astype(float).tolist()]
+                top = np.argmax(np.nan_to_num(t.values, nan=-np.inf), axis=1).tolist()
+                for r, c, k, box, vals in zip(t.rows.tolist(), t.cols.tolist(), top, boxes, values):
+                    colour = list(CLASS_COLORS_RGB[k % len(CLASS_COLORS_RGB)])
+                    feature = {
+                        "type": "Feature",
+                        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{key}|{r}|{c}")),
+                        "geometry": {"type": "Polygon", "coordinates": [_ring(*box)]},
+                        "properties": {
+                            "objectType": object_type,
+                            "classification": {"name": names[k], "color": colour},
+                            "measurements": dict(zip(names, vals)),
+                            "patchheat": {"row": r, "col": c, "level": t.level},
+                        },
+                    }
+                    f.write(sep + json.dumps(feature, allow_nan=False))
+                    sep = ",\n"
             f.write("\n]}\n")
     return path
 
