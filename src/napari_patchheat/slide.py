@@ -1,0 +1,645 @@
+"""Whole-slide images as lazy pyramids of dask arrays: ``open_slide(path) -> Slide``.
+
+TIFF slides (Aperio SVS, OME-TIFF with SubIFDs, multi-page pyramids, Hamamatsu NDPI, Leica SCN,
+Ventana BIF, plain tiled or striped TIFF) are read tile by tile: a read decodes only the file's
+tiles (or NDPI strips) it touches, with tifffile's own decoders, straight from the file (no zarr
+layer: a zarr 3 store costs ~0.5 ms per chunk and ties tifffile and zarr versions together).
+PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt or TensorFlow.
+
+``Slide.levels`` are what models and napari get, RGB uint8 (Y X 3), by one rule:
+
+- 8-bit samples are kept; 16-bit samples are scaled to 8 bits (x * 255 / 65535, rounded); other
+  sample types (float, signed, 32-bit) are refused when the slide is opened;
+- 1 channel (grayscale) is copied to R, G and B; 2 channels are grayscale + alpha;
+- alpha is composited over white (the glass): c * a + 255 * (1 - a), or c + 255 * (1 - a) where
+  the file says its alpha is premultiplied; missing tiles of RGB slides read as white;
+- more than 4 channels (multiplexed fluorescence), CMYK and volumes are refused.
+
+``Slide.raw_levels`` keep the file's own samples (its dtype, Y X C) of the stored levels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import threading
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import dask.array as da
+import numpy as np
+
+CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
+PYRAMID_TOP_PX = 2048  # levels are added by 2x coarsening until the longer side fits this
+COMPUTED_CACHE_BYTES = 64 * 2**20  # computed levels this small are kept once computed
+MPP_PLAUSIBLE_UM = (0.01, 100.0)  # µm/px from TIFF resolution tags outside this are ignored
+ASSOCIATED_NAMES = ("thumbnail", "label", "macro", "map", "overview")
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
+_CODEC_NAMES = {5: "LZW", 7: "JPEG", 8: "Deflate", 32946: "Deflate", 33003: "JPEG 2000",
+                33004: "JPEG 2000", 33005: "JPEG 2000", 34712: "JPEG 2000", 34887: "LERC",
+                34892: "JPEG", 34925: "LZMA", 34933: "PNG", 34934: "JPEG XR", 50000: "Zstd",
+                50001: "WebP", 50002: "JPEG XL", 52546: "JPEG XL"}  # fmt: skip
+_UNIT_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4,
+            "m": 1e6, "Å": 1e-4}  # fmt: skip
+
+
+class SlideError(OSError):
+    """A slide that cannot be opened or read. The message names the file and the problem."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+
+
+class Slide:
+    """An open whole-slide image: a lazy pyramid (``levels``) and what the file says about it.
+
+    ``levels``: dask arrays, RGB uint8, Y X 3, largest first, chunked on the file's tiles
+    (grouped to ~``CHUNK_TARGET_PX``); stored levels first, then computed ones (2x coarsenings)
+    until the smallest fits ``PYRAMID_TOP_PX``. ``downsamples[k]`` = level-0 size / level-k size
+    per axis (dy, dx). ``mpp``: (y, x) µm per level-0 pixel, or None. Use as a context manager,
+    or call ``close()``: reading afterwards raises :class:`SlideError`.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        raw_levels: list[da.Array],
+        *,
+        vendor: str,
+        mpp: tuple[float, float] | None = None,
+        objective_power: float | None = None,
+        associated: dict[str, da.Array] | None = None,
+        tile_shapes: list[tuple[int, int]] | None = None,
+        premultiplied: bool = False,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.raw_levels = raw_levels
+        self.vendor = vendor
+        self.mpp = mpp
+        self.objective_power = objective_power
+        self.associated = associated or {}
+        self.tile_shapes = tile_shapes or [tuple(r.chunksize[:2]) for r in raw_levels]
+        self.stored_level_count = len(raw_levels)
+        levels = [_as_rgb8(raw, premultiplied) for raw in raw_levels]
+        while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
+            levels.append(_halved(levels[-1]))
+        self.levels = levels
+        h0, w0 = self.shape
+        self.downsamples = [(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{[lv.shape for lv in levels]}"
+        self.identity = hashlib.sha1(key.encode()).hexdigest()
+        self._close = close
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Level-0 (height, width) in pixels."""
+        return int(self.levels[0].shape[0]), int(self.levels[0].shape[1])
+
+    def level_mpp(self, level: int) -> tuple[float, float] | None:
+        """(y, x) µm per pixel of ``level``, or None when the slide's pixel size is unknown."""
+        if self.mpp is None:
+            return None
+        dy, dx = self.downsamples[level]
+        return self.mpp[0] * dy, self.mpp[1] * dx
+
+    def level_for_mpp(self, mpp: float) -> int:
+        """Index of the level whose µm/px is closest to ``mpp`` (on a log scale)."""
+        if self.mpp is None:
+            raise SlideError(
+                f"{self.path} has no pixel size (µm/px) in its metadata, so no level can be "
+                "chosen by µm/px: choose the level by its index.",
+                self.path,
+            )
+        if not mpp > 0:
+            raise ValueError(f"mpp={mpp!r} must be a positive number of µm per pixel.")
+        errors = []
+        for level in range(len(self.levels)):
+            y, x = self.level_mpp(level)  # type: ignore[misc]
+            errors.append(abs(math.log(math.sqrt(y * x) / mpp)))
+        return int(np.argmin(errors))
+
+    def thumbnail(self, max_px: int = 512) -> np.ndarray:
+        """The whole slide as RGB uint8 (H, W, 3) whose longer side is ``max_px`` (or less)."""
+        from PIL import Image
+
+        fits = [k for k, lv in enumerate(self.levels) if max(lv.shape[:2]) >= max_px]
+        level = fits[-1] if fits else len(self.levels) - 1
+        image = Image.fromarray(np.asarray(self.levels[level]))
+        image.thumbnail((max_px, max_px), Image.Resampling.BOX)
+        return np.asarray(image)
+
+    def close(self) -> None:
+        """Close the file. The dask arrays cannot be read afterwards."""
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{lv.shape[0]}x{lv.shape[1]}" for lv in self.levels)
+        return f"Slide({str(self.path)!r}, vendor={self.vendor!r}, mpp={self.mpp}, levels=[{shapes}])"
+
+
+def open_slide(path: str | Path) -> Slide:
+    """Open a slide lazily (reads metadata and one tile): TIFF-based formats, PNG or JPEG.
+
+    Raises :class:`SlideError` with one sentence naming the file and the problem.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise SlideError(f"Cannot open {path}: there is no such file.", path)
+    if path.is_dir():
+        raise SlideError(f"Cannot open {path}: it is a directory, not a slide file.", path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise SlideError(f"Cannot open {path}: {exc.strerror or exc}.", path) from exc
+    if head[:4] in _TIFF_MAGIC:
+        return _open_tiff(path)
+    if head.startswith(_PNG_MAGIC):
+        return _open_pillow(path, "png")
+    if head.startswith(_JPEG_MAGIC):
+        return _open_pillow(path, "jpeg")
+    what = "it is empty" if not head else f"it starts with bytes {head.hex(' ')}"
+    raise SlideError(f"Cannot open {path}: it is not a TIFF, PNG or JPEG file ({what}).", path)
+
+
+# --- TIFF -------------------------------------------------------------------------------------
+
+
+def _open_tiff(path: Path) -> Slide:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+        all_series = list(tif.series)
+    except Exception as exc:  # tifffile raises many types on broken files
+        raise SlideError(f"Cannot open {path}: it is not a readable TIFF ({exc}).", path) from exc
+    try:
+        images = [s for s in all_series if len(s.shape) >= 2 and s.size > 0]
+        if not images:
+            raise SlideError(f"Cannot open {path}: the TIFF holds no image.", path)
+        main = max(
+            images, key=lambda s: (s.name.lower() not in ASSOCIATED_NAMES, _yx(s)[0] * _yx(s)[1])
+        )
+        lock = threading.RLock()
+        readers = [
+            _TiffLevel(lv, path, lock, f"level {k}")
+            for k, lv in enumerate(sorted(main.levels, key=lambda s: -_yx(s)[0] * _yx(s)[1]))
+        ]
+        readers[-1].check_one_tile()  # codecs and data, on the smallest tile set
+        associated = {}
+        for s in images:
+            name = s.name.lower() or f"series {all_series.index(s)}"
+            if s is not main and name not in associated:
+                with contextlib.suppress(Exception):  # an unreadable label is left out
+                    associated[name] = _as_rgb8(_dask(_TiffLevel(s, path, lock, name), name))
+        keyframe = readers[0].pages[0].keyframe
+        vendor, mpp, power = _tiff_metadata(tif, keyframe, all_series.index(main))
+        return Slide(
+            path,
+            [_dask(r, f"{r.where} of {path.name}") for r in readers],
+            vendor=vendor,
+            mpp=mpp,
+            objective_power=power,
+            associated=associated,
+            tile_shapes=[r.tile for r in readers],
+            premultiplied=readers[0].premultiplied,
+            close=tif.close,
+        )
+    except SlideError:
+        tif.close()
+        raise
+    except Exception as exc:
+        tif.close()
+        raise SlideError(f"Cannot open {path}: {type(exc).__name__}: {exc}.", path) from exc
+
+
+def _yx(series: Any) -> tuple[int, int]:
+    axes, shape = series.axes, series.shape
+    return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
+
+
+class _TiffLevel:
+    """One pyramid level of a TIFF as a numpy-like (Y, X, C) array that decodes tiles on demand.
+
+    Handles tiled and striped pages (NDPI's restart-marker strips included), contiguous or
+    separate sample planes, and channels stored as separate pages (OME CYX).
+    """
+
+    def __init__(self, series: Any, path: Path, lock: threading.RLock, where: str) -> None:
+        self.path, self.lock, self.where = path, lock, where
+        self.pages = [p for p in series.pages if p is not None]
+        keyframe = self.pages[0].keyframe
+        axes = "".join(a for a, n in zip(series.axes, series.shape) if n > 1 or a in "YX")
+        sep, depth, height, width, contig = keyframe.shaped
+        if depth > 1 or axes not in ("YX", "YXS", "SYX", "CYX") or len(self.pages) > 4:
+            raise SlideError(
+                f"Cannot open {path}: its {where} has axes {series.axes} of shape "
+                f"{series.shape}, not a 2-D image (stacks and volumes are not slides).",
+                path,
+            )
+        self.planes, self.samples = sep, sep * contig
+        channels = self.samples * len(self.pages)
+        photometric = int(keyframe.photometric)
+        _check_samples(path, where, np.dtype(keyframe.dtype), channels, photometric)
+        self.shape = (height, width, channels)
+        self.dtype = np.dtype(keyframe.dtype)
+        self.ndim = 3
+        if keyframe.is_tiled:
+            self.tile = (int(keyframe.tilelength), int(keyframe.tilewidth))
+        else:
+            self.tile = (min(int(keyframe.rowsperstrip) or height, height), width)
+        self.across = -(-width // self.tile[1])
+        self.per_plane = self.across * -(-height // self.tile[0])
+        extrasamples = tuple(keyframe.extrasamples or ())
+        self.premultiplied = extrasamples[:1] == (1,)
+        rgb = photometric in (2, 6) or channels >= 3  # RGB, YCbCr: missing tiles are glass
+        self.fill = np.iinfo(self.dtype).max if rgb else 0
+        self._check_codec(keyframe)
+        self._check_extent()
+
+    def _check_codec(self, keyframe: Any) -> None:
+        from tifffile import TIFF
+
+        code = int(keyframe.compression)
+        try:
+            TIFF.DECOMPRESSORS[code]
+        except KeyError as exc:
+            name = _CODEC_NAMES.get(code, f"compression {code}")
+            raise SlideError(
+                f"Cannot open {self.path}: its {self.where} is compressed with {name}, which "
+                f"this installation cannot decode ({exc.args[0] if exc.args else exc}); "
+                "install or update imagecodecs (pip install -U imagecodecs).",
+                self.path,
+            ) from exc
+
+    def _check_extent(self) -> None:
+        size = self.path.stat().st_size
+        for page in self.pages:
+            ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+            if ends.size and int(ends.max()) > size:
+                raise SlideError(
+                    f"Cannot open {self.path}: the file is truncated (its {self.where} needs "
+                    f"{int(ends.max())} bytes, the file has {size}); copy it again.",
+                    self.path,
+                )
+
+    def check_one_tile(self) -> None:
+        """Decode one non-empty tile, so a broken codec or file fails at open, not in napari."""
+        counts = self.pages[0].databytecounts
+        index = next((i for i, n in enumerate(counts) if n), None)
+        if index is not None:
+            self._tile(self.pages[0], index)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
+        key = key + (slice(None),) * (3 - len(key))
+        bounds, sub = [], []
+        for k, n in zip(key[:2], self.shape[:2]):
+            if isinstance(k, slice):
+                r = range(*k.indices(n))
+                lo, hi = (min(r), max(r) + 1) if len(r) else (0, 0)
+                bounds.append((lo, hi))
+                sub.append(slice(r.start - lo, (r.stop - lo) if r.stop >= lo else None, r.step))
+            else:
+                i = range(n)[int(k)]
+                bounds.append((i, i + 1))
+                sub.append(0)
+        return self._read(*bounds[0], *bounds[1])[tuple(sub) + (key[2],)]
+
+    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        out = np.full((y1 - y0, x1 - x0, self.shape[2]), self.fill, self.dtype)
+        if y1 <= y0 or x1 <= x0:
+            return out
+        th, tw = self.tile
+        for p, page in enumerate(self.pages):
+            for plane in range(self.planes):
+                for ty in range(y0 // th, (y1 - 1) // th + 1):
+                    for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+                        index = plane * self.per_plane + ty * self.across + tx
+                        tile = self._tile(page, index)
+                        if tile is None:
+                            continue
+                        ty0, tx0 = ty * th, tx * tw
+                        ya, yb = max(y0, ty0), min(y1, ty0 + tile.shape[0])
+                        xa, xb = max(x0, tx0), min(x1, tx0 + tile.shape[1])
+                        c0 = (p * self.planes + plane) * tile.shape[2]
+                        out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + tile.shape[2]] = tile[
+                            ya - ty0 : yb - ty0, xa - tx0 : xb - tx0
+                        ]
+        return out
+
+    def _tile(self, page: Any, index: int) -> np.ndarray | None:
+        """Tile (or strip) ``index`` of ``page`` decoded to (h, w, samples), None if empty."""
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        if not offset or not count:
+            return None
+        keyframe = page.keyframe
+        fh = page.parent.filehandle
+        try:
+            with self.lock:
+                fh.seek(offset)
+                data = fh.read(count)
+            args = {}
+            if keyframe.jpegtables is not None:
+                args["jpegtables"] = keyframe.jpegtables
+            if getattr(keyframe, "jpegheader", None) is not None:
+                args["jpegheader"] = keyframe.jpegheader
+            decoded = keyframe.decode(data, index, **args)[0]
+        except Exception as exc:
+            closed = getattr(fh, "closed", False)
+            problem = "the slide was closed" if closed else f"{type(exc).__name__}: {exc}"
+            raise SlideError(
+                f"Cannot read tile {index} of the {self.where} of {self.path}: {problem}.",
+                self.path,
+            ) from exc
+        if decoded is None:
+            return None
+        return decoded.reshape(decoded.shape[-3:])
+
+
+def _check_samples(path: Path, where: str, dtype: np.dtype, channels: int, photometric: int) -> None:
+    if dtype not in (np.uint8, np.uint16):
+        raise SlideError(
+            f"Cannot open {path}: its {where} has {dtype} samples; slides of 8- or 16-bit "
+            "unsigned integers are supported.",
+            path,
+        )
+    if channels > 4 or photometric == 5:
+        what = "CMYK" if photometric == 5 else f"{channels} channels"
+        raise SlideError(
+            f"Cannot open {path}: its {where} has {what}; RGB, RGBA and grayscale slides are "
+            "supported (multiplexed images are not).",
+            path,
+        )
+
+
+def _dask_chunks(tile: tuple[int, int], shape: Sequence[int]) -> tuple[int, int, int]:
+    """Whole tiles grouped to ~CHUNK_TARGET_PX a side; wide strips grouped to that area."""
+    th, tw = tile
+    fx = max(1, round(CHUNK_TARGET_PX / tw))
+    if tw <= CHUNK_TARGET_PX:
+        fy = max(1, round(CHUNK_TARGET_PX / th))
+    else:  # NDPI or striped: a chunk decodes whole rows anyway, so keep chunks ~1 Mpx
+        fy = max(1, round(CHUNK_TARGET_PX**2 / (tw * th)))
+    return min(th * fy, shape[0]), min(tw * fx, shape[1]), shape[2]
+
+
+def _dask(reader: Any, name: str) -> da.Array:
+    token = hashlib.sha1(f"{name}|{id(reader)}".encode()).hexdigest()[:16]
+    return da.from_array(
+        reader,
+        chunks=_dask_chunks(reader.tile, reader.shape),
+        asarray=False,
+        fancy=False,
+        lock=False,
+        inline_array=True,
+        meta=np.empty((0, 0, 0), reader.dtype),
+        name=f"slide-{token}",
+    )
+
+
+def _tiff_metadata(
+    tif: Any, page: Any, index: int
+) -> tuple[str, tuple[float, float] | None, float | None]:
+    """Vendor, (y, x) µm/px of level 0 and objective power, from what the file says.
+
+    ``page`` is level 0's first page, ``index`` the slide's series (its OME Image).
+    """
+    mpp: tuple[float, float] | None = None
+    power: float | None = None
+    vendor = "tiff"
+    if tif.is_svs:
+        vendor = "aperio"
+        fields = {}
+        for part in (page.description or "").split("|")[1:]:
+            name, _, value = part.partition("=")
+            fields[name.strip()] = value.strip()
+        mpp = _positive_pair(fields.get("MPP"), fields.get("MPP"))
+        power = _positive(fields.get("AppMag"))
+    elif tif.is_ndpi:
+        vendor = "hamamatsu"
+        tag = page.tags.get(65421)  # NDPI Magnification
+        power = _positive(tag.value if tag is not None else None)
+    elif tif.is_ome:
+        vendor = "ome"
+        mpp, power = _ome_metadata(tif.ome_metadata, index)
+    else:
+        for flag, name in (("is_scn", "leica"), ("is_bif", "ventana"), ("is_philips", "philips")):
+            if getattr(tif, flag, False):
+                vendor = name
+    if mpp is None:
+        mpp = _resolution_mpp(page)
+    return vendor, mpp, power
+
+
+def _ome_metadata(xml: str | None, index: int) -> tuple[tuple[float, float] | None, float | None]:
+    if not xml:
+        return None, None
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return None, None
+    local = {el: el.tag.rsplit("}", 1)[-1] for el in root.iter()}
+    pixels = [el for el, tag in local.items() if tag == "Pixels"]
+    mpp = None
+    if pixels:
+        px = pixels[index] if index < len(pixels) else pixels[0]
+        sizes = []
+        for axis in ("Y", "X"):
+            unit = _UNIT_UM.get(px.get(f"PhysicalSize{axis}Unit", "µm"))
+            value = _positive(px.get(f"PhysicalSize{axis}"))
+            sizes.append(value * unit if value and unit else None)
+        mpp = _positive_pair(*sizes)
+    objectives = [el for el, tag in local.items() if tag == "Objective"]
+    power = _positive(objectives[0].get("NominalMagnification")) if objectives else None
+    return mpp, power
+
+
+def _resolution_mpp(page: Any) -> tuple[float, float] | None:
+    """µm/px from the TIFF resolution tags (inch, cm, mm or µm), if plausible for a slide."""
+    um_per_unit = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}.get(int(page.resolutionunit or 1))
+    if um_per_unit is None:
+        return None
+    try:
+        x_per_unit, y_per_unit = page.resolution
+    except (TypeError, ValueError):
+        return None
+    if not (x_per_unit > 0 and y_per_unit > 0):
+        return None
+    mpp = (um_per_unit / y_per_unit, um_per_unit / x_per_unit)
+    lo, hi = MPP_PLAUSIBLE_UM
+    return mpp if all(lo <= v <= hi for v in mpp) else None
+
+
+def _positive(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _positive_pair(y: Any, x: Any) -> tuple[float, float] | None:
+    py, px = _positive(y), _positive(x)
+    return (py, px) if py and px else None
+
+
+# --- PNG and JPEG -----------------------------------------------------------------------------
+
+
+class _WholeImage:
+    """A PNG or JPEG as a numpy-like (Y, X, C) array, decoded once, on the first read."""
+
+    def __init__(self, path: Path, mode: str, size: tuple[int, int]) -> None:
+        self.path, self.mode = path, mode
+        wanted, channels, dtype = _PILLOW_MODES[mode]
+        self.convert = wanted
+        self.shape = (size[1], size[0], channels)
+        self.dtype = np.dtype(dtype)
+        self.ndim = 3
+        self.tile = (CHUNK_TARGET_PX, CHUNK_TARGET_PX)
+        self._pixels: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with self._lock:
+            if self._pixels is None:
+                self._pixels = self._decode()
+        return self._pixels[key]
+
+    def _decode(self) -> np.ndarray:
+        from PIL import Image
+
+        try:
+            with Image.open(self.path) as image:
+                if self.convert:
+                    image = image.convert(self.convert)
+                pixels = np.asarray(image)
+        except Exception as exc:
+            raise SlideError(f"Cannot read {self.path}: {type(exc).__name__}: {exc}.", self.path) from exc
+        return pixels.reshape(self.shape).astype(self.dtype, copy=False)
+
+    def close(self) -> None:
+        self._pixels = None
+
+
+# Pillow mode -> (mode to convert to or None, channels, dtype)
+_PILLOW_MODES = {
+    "1": ("L", 1, "uint8"), "L": (None, 1, "uint8"), "LA": (None, 2, "uint8"),
+    "P": ("RGBA", 4, "uint8"), "PA": ("RGBA", 4, "uint8"), "RGB": (None, 3, "uint8"),
+    "RGBA": (None, 4, "uint8"), "RGBX": ("RGB", 3, "uint8"), "CMYK": ("RGB", 3, "uint8"),
+    "YCbCr": ("RGB", 3, "uint8"), "I;16": (None, 1, "uint16"), "I;16B": (None, 1, "uint16"),
+    "I;16L": (None, 1, "uint16"),
+}  # fmt: skip
+
+
+def _open_pillow(path: Path, vendor: str) -> Slide:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mode, size = image.mode, image.size
+            if vendor == "png":
+                image.verify()  # chunk checksums, without decoding: catches truncated files
+    except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, truncated data
+        raise SlideError(f"Cannot open {path}: Pillow cannot read it ({exc}).", path) from exc
+    if mode not in _PILLOW_MODES:
+        raise SlideError(
+            f"Cannot open {path}: its pixels are Pillow mode {mode!r}; RGB, RGBA, grayscale "
+            "and 16-bit grayscale images are supported.",
+            path,
+        )
+    image_array = _WholeImage(path, mode, size)
+    return Slide(path, [_dask(image_array, str(path))], vendor=vendor, close=image_array.close)
+
+
+# --- RGB for models, and computed levels -----------------------------------------------------
+
+
+def _as_rgb8(raw: da.Array, premultiplied: bool = False) -> da.Array:
+    """The module's RGB rule (see its docstring), lazily, chunk by chunk."""
+    if raw.dtype == np.uint8 and raw.shape[2] == 3:
+        return raw
+    return raw.map_blocks(
+        _rgb8_block,
+        premultiplied,
+        dtype=np.uint8,
+        chunks=(raw.chunks[0], raw.chunks[1], (3,)),
+        meta=np.empty((0, 0, 0), np.uint8),
+    )
+
+
+def _rgb8_block(block: np.ndarray, premultiplied: bool) -> np.ndarray:
+    if block.dtype == np.uint16:
+        block = ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    channels = block.shape[2]
+    if channels in (2, 4):
+        color = block[..., : channels - 1].astype(np.uint16)
+        alpha = block[..., channels - 1 :].astype(np.uint16)
+        if premultiplied:
+            color = np.minimum(color + (255 - alpha), 255)
+        else:
+            color = (color * alpha + 255 * (255 - alpha) + 127) // 255
+        block = color.astype(np.uint8)
+    if block.shape[2] == 1:
+        block = np.repeat(block, 3, axis=2)
+    return block
+
+
+def _halved(level: da.Array) -> da.Array:
+    """The next pyramid level, 2x2 means of ``level`` (odd last rows/columns dropped)."""
+    h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
+    level = level[:h, :w]
+    if any(c % 2 or c < CHUNK_TARGET_PX // 2 for c in level.chunks[0][:-1] + level.chunks[1][:-1]):
+        level = level.rechunk((CHUNK_TARGET_PX, CHUNK_TARGET_PX, 3))
+    half = level.map_blocks(
+        _halve_block,
+        dtype=np.uint8,
+        chunks=tuple(tuple(c // 2 for c in axis) for axis in level.chunks[:2]) + ((3,),),
+        meta=np.empty((0, 0, 0), np.uint8),
+    )
+    if half.nbytes <= COMPUTED_CACHE_BYTES:
+        cached = _ComputedOnce(half)
+        half = da.from_array(
+            cached, chunks=half.chunks, asarray=False, lock=False, inline_array=True,
+            meta=np.empty((0, 0, 0), np.uint8), name=f"slide-cached-{half.name}",
+        )  # fmt: skip
+    return half
+
+
+def _halve_block(block: np.ndarray) -> np.ndarray:
+    h, w = block.shape[0] // 2, block.shape[1] // 2
+    sums = block.reshape(h, 2, w, 2, 3).sum(axis=(1, 3), dtype=np.uint16)
+    return ((sums + 2) // 4).astype(np.uint8)
+
+
+class _ComputedOnce:
+    """A small computed level, computed whole on its first read and kept (zooming out is fast)."""
+
+    def __init__(self, array: da.Array) -> None:
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, 3
+        self._pixels: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with self._lock:
+            if self._pixels is None:
+                self._pixels = np.asarray(self.array)
+        return self._pixels[key]
