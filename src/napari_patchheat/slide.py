@@ -190,7 +190,7 @@ def _open_tiff(path: Path) -> Slide:
     try:
         images = [s for s in all_series if len(s.shape) >= 2 and s.size > 0]
         if not images:
-            raise SlideError(f"Cannot open {path}: the TIFF holds no image.", path)
+            raise SlideError(f"Cannot open {path}: the TIFF holds no readable image{_why_no_image(path)}.", path)
         main = max(
             images, key=lambda s: (s.name.lower() not in ASSOCIATED_NAMES, _yx(s)[0] * _yx(s)[1])
         )
@@ -227,6 +227,19 @@ def _open_tiff(path: Path) -> Slide:
         raise SlideError(f"Cannot open {path}: {type(exc).__name__}: {exc}.", path) from exc
 
 
+def _why_no_image(path: Path) -> str:
+    """Where a TIFF's first image directory lies beyond its end: a truncated copy."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    offset = int.from_bytes(head[8:16] if big else head[4:8], "little" if order == "<" else "big")
+    size = path.stat().st_size
+    if offset >= size:
+        return f" (the file is truncated: its first image directory is at byte {offset}, the file has {size})"
+    return ""
+
+
 def _yx(series: Any) -> tuple[int, int]:
     axes, shape = series.axes, series.shape
     return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
@@ -245,7 +258,7 @@ class _TiffLevel:
         keyframe = self.pages[0].keyframe
         axes = "".join(a for a, n in zip(series.axes, series.shape) if n > 1 or a in "YX")
         sep, depth, height, width, contig = keyframe.shaped
-        if depth > 1 or axes not in ("YX", "YXS", "SYX", "CYX") or len(self.pages) > 4:
+        if depth > 1 or axes not in ("YX", "YXS", "SYX", "CYX"):
             raise SlideError(
                 f"Cannot open {path}: its {where} has axes {series.axes} of shape "
                 f"{series.shape}, not a 2-D image (stacks and volumes are not slides).",
@@ -315,12 +328,16 @@ class _TiffLevel:
             if isinstance(k, slice):
                 r = range(*k.indices(n))
                 lo, hi = (min(r), max(r) + 1) if len(r) else (0, 0)
-                bounds.append((lo, hi))
                 sub.append(slice(r.start - lo, (r.stop - lo) if r.stop >= lo else None, r.step))
-            else:
-                i = range(n)[int(k)]
-                bounds.append((i, i + 1))
+            elif np.ndim(k) == 0:
+                lo = range(n)[int(k)]
+                hi = lo + 1
                 sub.append(0)
+            else:  # an index array (dask passes fancy indexing through)
+                idx = np.arange(n)[np.asarray(k)]
+                lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+                sub.append(idx - lo)
+            bounds.append((lo, hi))
         return self._read(*bounds[0], *bounds[1])[tuple(sub) + (key[2],)]
 
     def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -407,7 +424,6 @@ def _dask(reader: Any, name: str) -> da.Array:
         reader,
         chunks=_dask_chunks(reader.tile, reader.shape),
         asarray=False,
-        fancy=False,
         lock=False,
         inline_array=True,
         meta=np.empty((0, 0, 0), reader.dtype),
