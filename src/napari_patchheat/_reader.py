@@ -1,0 +1,67 @@
+"""npe2 reader: a slide file as one multiscale RGB image layer (thin: see slide.py).
+
+The layer is in µm (``scale``, ``units``) when the slide knows its pixel size, so napari's
+scale bar reads µm; its metadata carries the path, µm/px and downsamples the widget needs.
+A file this reader claims but cannot read raises :class:`~napari_patchheat.slide.SlideError`
+(napari shows the message); a file it does not take gets ``None``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable
+
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jpg", ".jpeg")
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """The reader for slide files (by suffix, case-insensitive); None for anything else."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths:
+        return None
+    for p in paths:
+        name = os.fspath(p)
+        if not name.lower().endswith(SLIDE_SUFFIXES) or os.path.isdir(name):
+            return None
+    return read_slides
+
+
+def read_slides(path: str | list[str]) -> list[LayerData]:
+    """One multiscale image layer per slide file."""
+    from .slide import open_slide
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    return [slide_layer_data(open_slide(p)) for p in paths]
+
+
+def slide_layer_data(slide: Any) -> LayerData:
+    """napari layer data of an open :class:`~napari_patchheat.slide.Slide` (kept open)."""
+    kwargs: dict[str, Any] = {
+        "name": slide.path.name,
+        "rgb": True,
+        "multiscale": True,
+        "contrast_limits": (0, 255),  # uint8 RGB: napari need not scan the data
+        "metadata": {
+            "path": str(slide.path),
+            "mpp": slide.mpp,
+            "downsamples": [tuple(d) for d in slide.downsamples],
+            "level_shapes": [tuple(int(n) for n in lv.shape[:2]) for lv in slide.levels],
+            "vendor": slide.vendor,
+            "objective_power": slide.objective_power,
+            "identity": slide.identity,
+        },
+    }
+    if slide.mpp is not None:
+        kwargs["scale"] = tuple(slide.mpp)
+        if _layer_takes_units():
+            kwargs["units"] = ("µm", "µm")
+    return list(slide.levels), kwargs, "image"
+
+
+def _layer_takes_units() -> bool:
+    from napari.layers import Image
+
+    return "units" in inspect.signature(Image.__init__).parameters

@@ -1,0 +1,124 @@
+"""The npe2 reader in napari: slides open as one lazy multiscale RGB layer in µm; bad files give
+an error message, never a crash. Runs in the GUI process: TensorFlow is never imported here."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from qtpy.QtWidgets import QApplication
+
+from napari_patchheat._reader import napari_get_reader, read_slides
+from napari_patchheat.slide import SlideError, open_slide
+
+PLUGIN = "napari-patchheat"
+
+
+def open_one(viewer, path):
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    assert len(layers) == 1 and len(viewer.layers) == 1
+    return layers[0]
+
+
+def test_svs_opens_as_a_multiscale_layer_in_um(make_napari_viewer, svs_path):
+    viewer = make_napari_viewer()
+    layer = open_one(viewer, svs_path)
+    assert layer.multiscale and layer.rgb
+    assert [d.shape for d in layer.data] == [(2967, 2220, 3), (1483, 1110, 3)]
+    assert all(isinstance(d, da.Array) for d in layer.data)  # lazy
+    assert tuple(layer.scale) == pytest.approx((0.499, 0.499))
+    assert [str(u) for u in layer.units] == ["micrometer", "micrometer"]
+    assert tuple(layer.contrast_limits) == (0, 255)
+    meta = layer.metadata
+    assert meta["path"] == str(svs_path) and meta["mpp"] == (0.499, 0.499)
+    assert meta["downsamples"] == [(1.0, 1.0), (2967 / 1483, 2220 / 1110)]
+    assert meta["vendor"] == "aperio" and meta["objective_power"] == 20.0
+
+
+def test_ndpi_and_png(make_napari_viewer, ndpi_path, ihc_png_path):
+    viewer = make_napari_viewer()
+    layer = open_one(viewer, ndpi_path)
+    assert [d.shape[:2] for d in layer.data] == [(4864, 3968), (2432, 1984), (1216, 992), (608, 496)]
+    assert tuple(layer.scale) == pytest.approx((0.22818, 0.22818), abs=1e-5)
+    viewer.layers.clear()
+    layer = open_one(viewer, ihc_png_path)
+    assert [d.shape for d in layer.data] == [(512, 512, 3)]
+    assert tuple(layer.scale) == (1.0, 1.0) and layer.metadata["mpp"] is None
+
+
+def test_generated_slide_draws(make_napari_viewer, slide_writer, real_pixels):
+    """The viewer draws the lazy pyramid (levels are read as the camera asks for them)."""
+    path, _ = slide_writer("drawn.ome.tif", real_pixels, layout="subifds", mpp=0.5)
+    viewer = make_napari_viewer(show=True)
+    layer = open_one(viewer, path)
+    viewer.reset_view()
+    QApplication.processEvents()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot.shape[2] == 4 and shot[..., :3].std() > 10  # tissue on screen, not a blank canvas
+    viewer.camera.zoom *= 8  # zoom in: napari now reads level 0 tiles
+    QApplication.processEvents()
+    viewer.screenshot(canvas_only=True, flash=False)
+    assert layer.data_level == 0
+
+
+def test_bad_file_is_an_error_not_a_crash(make_napari_viewer, svs_path, tmp_path):
+    bad = tmp_path / "half.svs"
+    bad.write_bytes(svs_path.read_bytes()[: svs_path.stat().st_size // 2])
+    viewer = make_napari_viewer()
+    with pytest.raises(SlideError, match="truncated") as info:
+        viewer.open(str(bad), plugin=PLUGIN)  # a chosen plugin's error reaches the caller as is
+    assert str(info.value).startswith(f"Cannot open {bad}:")
+    assert len(viewer.layers) == 0
+    open_one(viewer, svs_path)  # the viewer goes on
+
+
+def test_gui_open_shows_the_message(make_napari_viewer, tmp_path, monkeypatch):
+    """File > Open of a broken slide, PatchHeat remembered for .svs: napari's reader dialog
+    opens (to offer its other readers) and carries our sentence; nothing is added."""
+    from napari._qt.dialogs import qt_reader_dialog
+    from napari.settings import get_settings
+
+    bad = tmp_path / "garbage.svs"
+    bad.write_bytes(b"not a slide at all" * 100)
+    shown = []
+
+    def cancel(self):
+        shown.append(self.findChildren(qt_reader_dialog.QLabel)[0].text())
+        return None, False
+
+    monkeypatch.setattr(qt_reader_dialog.QtReaderDialog, "get_user_choices", cancel)
+    viewer = make_napari_viewer()  # resets napari's settings: set the preference after it
+    plugins = get_settings().plugins
+    monkeypatch.setattr(plugins, "extension2reader", {**plugins.extension2reader, "*.svs": PLUGIN})
+    viewer.window._qt_viewer._qt_open([str(bad)], stack=False)
+    assert shown, "napari showed no reader dialog"
+    assert f"SlideError: Cannot open {bad}: it is not a TIFF, PNG or JPEG file" in shown[0]
+    assert len(viewer.layers) == 0
+
+
+def test_get_reader_claims_only_slides(tmp_path):
+    assert napari_get_reader(str(tmp_path / "a.SVS")) is read_slides
+    assert napari_get_reader([str(tmp_path / "a.ndpi"), str(tmp_path / "b.tif")]) is read_slides
+    assert napari_get_reader(str(tmp_path / "notes.txt")) is None
+    assert napari_get_reader(str(tmp_path)) is None  # a directory
+    assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.csv")]) is None
+    assert napari_get_reader([]) is None
+
+
+def test_reader_missing_file_raises(tmp_path):
+    with pytest.raises(SlideError, match="no such file"):
+        read_slides(str(tmp_path / "gone.svs"))
+
+
+def test_sample_data_menu(make_napari_viewer, tmp_path, monkeypatch):
+    from napari_patchheat import _sample_data
+
+    monkeypatch.setenv(_sample_data.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(_sample_data, "SAMPLE_SIZE_PX", 2048)
+    viewer = make_napari_viewer()
+    [ihc] = viewer.open_sample(PLUGIN, "ihc")
+    assert ihc.data.shape == (512, 512, 3) and ihc.rgb
+    [slide] = viewer.open_sample(PLUGIN, "slide")
+    assert slide.multiscale and [d.shape for d in slide.data] == [(2048, 2048, 3), (1024, 1024, 3)]
+    with open_slide(slide.metadata["path"]) as s:
+        np.testing.assert_array_equal(s.levels[1].compute(), np.asarray(slide.data[1]))
