@@ -1,0 +1,244 @@
+"""The ``patchheat`` command: ``run`` a model over a slide, the ``demo``, ``open`` napari.
+
+``run`` and ``demo`` compute in this process with TensorFlow; anything that shows napari runs in
+a fresh process (``patchheat open``), since TensorFlow and napari's OpenGL cannot share one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+PROGRESS_EVERY_S = 0.5
+
+
+class UserError(Exception):
+    """Bad arguments or input: printed as one line, exit code 2."""
+
+
+def _pair(text: str) -> int | tuple[int, int]:
+    """'224' -> 224, '224,299' -> (224, 299)."""
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or a 'y,x' pair") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise argparse.ArgumentTypeError(f"{text!r} must be one number or 'y,x'")
+
+
+def _formats(text: str) -> list[str]:
+    from .export import FORMATS
+
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in (*FORMATS, "npz")]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown format {', '.join(bad)}: choose from npz, {', '.join(FORMATS)}")
+    return names
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and exit code 2), not a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``patchheat`` and its sub-commands."""
+    ap = OneLineParser(prog="patchheat", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = sub.add_parser("run", help="compute a heatmap of a slide with a model")
+    run.add_argument("slide", type=Path, help="slide file (SVS, OME-TIFF, NDPI, TIFF, PNG, JPEG)")
+    _add_run_options(run)
+    run.add_argument("--out", type=Path, required=True, help="output folder")
+    run.add_argument("--format", type=_formats, default=["npz"],
+                     help="comma-separated: npz, ometiff, slide_raster, png, csv, geojson "
+                          "(default npz)")
+
+    demo = sub.add_parser("demo", help="the IHC sample through 'dab', then the generated slide "
+                                       "through 'tissue'; opens napari when there is a display")
+    demo.add_argument("--out", type=Path, default=Path("patchheat-demo"),
+                      help="output folder (default ./patchheat-demo)")
+    demo.add_argument("--no-viewer", action="store_true", help="do not open napari")
+
+    op = sub.add_parser("open", help="open napari with a slide, the PatchHeat widget and heatmaps")
+    op.add_argument("slide", type=Path, nargs="?", help="slide to open")
+    op.add_argument("--heatmap", type=Path, action="append", default=[],
+                    help="heatmap .npz written by 'patchheat run' (repeatable)")
+    return ap
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="dab",
+                   help="built-in model (tissue, hematoxylin, eosin, dab) or a Keras/SavedModel "
+                        "path (default dab)")
+    lv = p.add_mutually_exclusive_group()
+    lv.add_argument("--level", type=int, default=None, help="pyramid level (default 0)")
+    lv.add_argument("--mpp", type=float, default=None, help="pick the level closest to this µm/px")
+    p.add_argument("--size", type=_pair, default=None,
+                   help="patch size in level pixels, 'n' or 'y,x' (default: the model's input)")
+    p.add_argument("--stride", type=_pair, default=None, help="stride (default: the size)")
+    p.add_argument("--rate", type=_pair, default=1, help="dilation rate (default 1)")
+    p.add_argument("--padding", type=str.upper, choices=["VALID", "SAME"], default="VALID")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tissue-threshold", type=float, default=0.0,
+                   help="skip patches with less tissue than this fraction (default 0: keep all)")
+    p.add_argument("--resize", action="store_true",
+                   help="resize patches to the model's input size when they differ")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+
+
+class ProgressLine:
+    """A one-line progress bar on stderr: patches, patches/s, ETA."""
+
+    def __init__(self, label: str, stream: Any = sys.stderr):
+        self.label, self.stream, self.last = label, stream, 0.0
+
+    def __call__(self, p: Any, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < PROGRESS_EVERY_S and p.done < p.total:
+            return
+        self.last = now
+        rate = p.patches_per_s
+        eta = (p.total - p.done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * p.done / max(p.total, 1))
+        self.stream.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} patches "
+            f"{rate:6.1f} p/s ETA {int(eta // 60)}:{int(eta % 60):02d} "
+        )
+        if p.done >= p.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",),
+            level: int | None = None, mpp: float | None = None, quiet: bool = False,
+            **options: Any) -> dict[str, Path]:
+    """Compute a heatmap of ``slide`` with ``model`` and write it to ``out``; returns the files."""
+    from .inference import HeatmapRun
+    from .slide import open_slide
+
+    if not slide.exists():
+        raise UserError(f"{slide} does not exist: give the path of a slide file.")
+    with open_slide(slide) as s:
+        if mpp is not None:
+            level = s.level_for_mpp(mpp)
+        run = HeatmapRun(s, model, level=level or 0,
+                         use_cache=not options.pop("no_cache", False), **options)
+        total = int(run.todo.sum())
+        if not quiet:
+            g = run.grid
+            print(f"{slide.name}: level {run.level} {g.height} x {g.width} px, grid "
+                  f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {total:,} to compute "
+                  f"with '{run.model.name}'", file=sys.stderr)
+        bar = ProgressLine(run.model.name)
+        for p in run.run():
+            if not quiet:
+                bar(p)
+        heatmap = run.result()
+    return write_outputs(heatmap, out, f"{slide.stem}.{heatmap.model_name}", formats, slide)
+
+
+def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
+                  slide: Path) -> dict[str, Path]:
+    """Write ``heatmap`` in each of ``formats`` under ``out``; returns format -> path."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out}: {exc.strerror}.") from exc
+    written: dict[str, Path] = {}
+    if "npz" in formats:
+        written["npz"] = heatmap.save_npz(out / f"{stem}.npz")
+    others = [f for f in formats if f != "npz"]
+    if others:
+        from .export import export_heatmap
+        from .slide import open_slide
+
+        with open_slide(slide) as s:
+            written.update(export_heatmap(heatmap, out, stem, others,
+                                          thumbnail=s.thumbnail(2000)))
+    return written
+
+
+def demo(out: Path, viewer: bool) -> int:
+    """The README's main job: IHC sample through 'dab', generated slide through 'tissue'."""
+    from ._sample_data import ihc_sample_path, sample_slide_path
+
+    ihc = ihc_sample_path()
+    files = run_job(ihc, "dab", out, ("npz", "png", "csv", "geojson", "ometiff"),
+                    size=64, stride=32)
+    print(f"IHC sample through 'dab': {', '.join(str(p) for p in files.values())}")
+    from .slide import open_slide
+
+    slide = sample_slide_path()
+    with open_slide(slide) as s:
+        level = min(range(len(s.levels)), key=lambda i: abs(s.downsamples[i][0] - 8))
+    files2 = run_job(slide, "tissue", out, ("npz", "png", "geojson"), level=level, size=128,
+                     stride=128, tissue_threshold=0.05)
+    print(f"generated slide through 'tissue': {', '.join(str(p) for p in files2.values())}")
+    if viewer and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return subprocess.call([sys.executable, "-m", "napari_patchheat.cli", "open", str(ihc),
+                                "--heatmap", str(files["npz"])])
+    return 0
+
+
+def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
+    """napari with ``slide``, the PatchHeat dock widget and the given heatmaps."""
+    import napari
+
+    from .heatmap import Heatmap
+
+    viewer = napari.Viewer(title="napari-patchheat")
+    if slide is not None:
+        viewer.open(str(slide), plugin="napari-patchheat")
+    viewer.window.add_plugin_dock_widget("napari-patchheat", "PatchHeat")
+    for path in heatmaps:
+        h = Heatmap.load_npz(path)
+        world = h.mpp if (h.mpp and viewer.layers and viewer.layers[0].scale[-1] != 1) else 1.0
+        viewer.add_image(**h.layer_kwargs(0, world_per_px=world))
+    napari.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``patchheat`` console script."""
+    from .inference import RunError
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            options = dict(size=args.size, stride=args.stride, rate=args.rate,
+                           padding=args.padding, batch_size=args.batch_size,
+                           tissue_threshold=args.tissue_threshold, resize=args.resize,
+                           no_cache=args.no_cache)
+            files = run_job(args.slide, args.model, args.out, args.format, level=args.level,
+                            mpp=args.mpp, **options)
+            for fmt, path in files.items():
+                print(f"{fmt}: {path}")
+            return 0
+        if args.command == "demo":
+            return demo(args.out, not args.no_viewer)
+        return open_viewer(args.slide, args.heatmap)
+    except RunError as exc:  # a failed run: one line, not a traceback
+        print(f"patchheat: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (UserError, ValueError, OSError) as exc:  # bad arguments, unreadable files
+        print(f"patchheat: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The run: every (tissue) patch of a slide level through a model, streamed, cancellable, resumable.
+
+Reading and decoding run ahead of inference in a worker thread through a bounded queue, so the
+model does not wait on I/O and memory stays bounded. Results go to an on-disk cache (a memory-
+mapped ``.npy`` keyed by slide, level, grid and model), so a cancelled or failed run resumes
+where it stopped. This module runs TensorFlow: the napari process never imports it (runner.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .extract import READ_BLOCK_PX, Backend, PatchBatch, iter_patch_batches
+from .grid import PatchGrid
+from .heatmap import Heatmap
+
+PREFETCH_BATCHES = 4  # batches read and extracted ahead of the model
+TISSUE_MASK_PX = 2048  # longest side of the thumbnail the tissue mask is computed on
+DEFAULT_BATCH_SIZE = 32
+
+
+class RunError(RuntimeError):
+    """A run that failed; ``heatmap`` holds what was computed before the failure."""
+
+    def __init__(self, message: str, heatmap: Heatmap | None = None):
+        super().__init__(message)
+        self.heatmap = heatmap
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished batch: grid ``indices`` (n, 2), ``values`` (n, classes); counts so far."""
+
+    indices: np.ndarray
+    values: np.ndarray
+    done: int
+    total: int
+    elapsed_s: float
+
+    @property
+    def patches_per_s(self) -> float:
+        """Patches computed in this run per second of wall time."""
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def default_cache_dir() -> Path:
+    """Where results are cached: $PATCHHEAT_CACHE, else $XDG_CACHE_HOME/napari-patchheat/runs."""
+    if os.environ.get("PATCHHEAT_CACHE"):
+        return Path(os.environ["PATCHHEAT_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "napari-patchheat" / "runs"
+
+
+class HeatmapRun:
+    """One run of ``model`` over a level of ``slide``: grid, tissue mask, cache and results.
+
+    Build it (cheap: no patch is read), look at ``grid``, ``todo`` and ``heatmap``, then iterate
+    :meth:`run`. ``heatmap.values`` is the cache (a memory map) when caching is on.
+    """
+
+    def __init__(
+        self,
+        slide: Any,
+        model: Any,
+        *,
+        level: int = 0,
+        size: int | tuple[int, int] | None = None,
+        stride: int | tuple[int, int] | None = None,
+        rate: int | tuple[int, int] = 1,
+        padding: str = "VALID",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        tissue_threshold: float = 0.0,
+        resize: bool = False,
+        cache_dir: str | Path | None = None,
+        use_cache: bool = True,
+        backend: Backend = "auto",
+        block_px: int = READ_BLOCK_PX,
+    ):
+        from .models import load_model
+        from .slide import open_slide
+
+        self.slide = open_slide(slide) if isinstance(slide, (str, Path)) else slide
+        self.model = load_model(model, resize=resize) if isinstance(model, (str, Path)) else model
+        if not 0 <= level < len(self.slide.levels):
+            raise ValueError(
+                f"level={level} does not exist: this slide has levels 0..{len(self.slide.levels) - 1}."
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be a whole number of at least 1.")
+        if not 0.0 <= tissue_threshold <= 1.0:
+            raise ValueError(
+                f"tissue_threshold={tissue_threshold} must be a fraction from 0 (keep all) to 1."
+            )
+        size = size if size is not None else (self.model.input_size or 224)
+        self.level, self.batch_size, self.backend, self.block_px = level, batch_size, backend, block_px
+        self.image = self.slide.levels[level]
+        self.downsample = tuple(self.slide.downsamples[level])
+        self.grid = PatchGrid(self.image.shape[0], self.image.shape[1], size,
+                              stride if stride is not None else size, rate, padding)
+        self.model.check_patch_size(self.grid.size)
+        self.tissue_threshold = tissue_threshold
+        self.tissue = self._tissue_fraction() if tissue_threshold > 0 else None
+        self.heatmap = self._open_heatmap(cache_dir, use_cache)
+
+    # --- set-up -------------------------------------------------------------------------------
+    def _tissue_fraction(self) -> np.ndarray:
+        from .tissue import grid_tissue_fraction, tissue_mask
+
+        thumb = np.asarray(self.slide.thumbnail(TISSUE_MASK_PX))
+        mask = tissue_mask(thumb)
+        h0, w0 = self.slide.shape
+        mask_ds = (h0 / mask.shape[0], w0 / mask.shape[1])
+        return grid_tissue_fraction(mask, mask_ds, self.grid, self.downsample)
+
+    @property
+    def key(self) -> str:
+        """Cache key: slide identity, level, grid parameters, model fingerprint."""
+        g = self.grid
+        parts = [self.slide.identity, self.level, g.height, g.width, g.size, g.stride, g.rate,
+                 g.padding, self.model.fingerprint]
+        return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+    def _open_heatmap(self, cache_dir: str | Path | None, use_cache: bool) -> Heatmap:
+        common = dict(
+            level=self.level, downsample=self.downsample, mpp=self.slide.mpp,
+            model_name=self.model.name, model_fingerprint=self.model.fingerprint,
+            slide_path=str(self.slide.path), slide_shape=tuple(self.slide.shape),
+            extra={"tissue_threshold": self.tissue_threshold},
+        )
+        heatmap = Heatmap.empty(self.grid, self.model.class_names, **common)
+        if not use_cache:
+            return heatmap
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.key}.npy"
+        self.cache_path = path
+        if path.exists():
+            try:
+                values = np.lib.format.open_memmap(path, mode="r+")
+                if values.shape == heatmap.values.shape and values.dtype == np.float32:
+                    heatmap.values = values
+                    return heatmap
+            except (ValueError, OSError):
+                pass  # unreadable cache: start afresh below
+        tmp = path.with_name(path.name + ".part")
+        values = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                           shape=heatmap.values.shape)
+        values[:] = np.nan
+        values.flush()
+        del values
+        os.replace(tmp, path)
+        heatmap.values = np.lib.format.open_memmap(path, mode="r+")
+        return heatmap
+
+    @property
+    def todo(self) -> np.ndarray:
+        """(rows, cols) bool: patches this run will compute (tissue, not yet in the cache)."""
+        todo = ~self.heatmap.computed
+        if self.tissue is not None:
+            todo &= self.tissue >= self.tissue_threshold
+        return todo
+
+    # --- the run ------------------------------------------------------------------------------
+    def run(self, cancel: threading.Event | None = None) -> Iterator[Progress]:
+        """Compute the patches in :attr:`todo`, yielding after every batch.
+
+        Stops within one batch once ``cancel`` is set; what is done stays in the heatmap and the
+        cache. A failure raises :class:`RunError` holding the partial heatmap.
+        """
+        todo = self.todo
+        total, done, t0 = int(todo.sum()), 0, time.perf_counter()
+        if total == 0:
+            return
+        batches = _Prefetch(
+            iter_patch_batches(self.image, self.grid, self.batch_size, mask=todo,
+                               block_px=self.block_px, backend=self.backend),
+            PREFETCH_BATCHES, cancel,
+        )
+        try:
+            for batch in batches:
+                if cancel is not None and cancel.is_set():
+                    break
+                values = self._predict(batch)
+                self.heatmap.update(batch.indices, values)
+                done += len(batch)
+                yield Progress(batch.indices, values, done, total, time.perf_counter() - t0)
+        except RunError:
+            raise
+        except Exception as exc:  # reading or the model failed: keep what is done
+            raise RunError(_describe(exc, self.slide.path), self.heatmap) from exc
+        finally:
+            batches.close()
+            flush = getattr(self.heatmap.values, "flush", None)
+            if flush is not None:
+                flush()
+
+    def _predict(self, batch: PatchBatch) -> np.ndarray:
+        """The model on one batch; a short last batch is zero-padded to the batch size, so a
+        compiled (XLA) model sees one shape per run and never recompiles for it."""
+        n, patches = len(batch), batch.patches
+        if n < self.batch_size:
+            patches = np.concatenate(
+                [patches, np.zeros((self.batch_size - n, *patches.shape[1:]), patches.dtype)])
+        return np.asarray(self.model.predict(patches), dtype=np.float32)[:n]
+
+    def result(self) -> Heatmap:
+        """A detached copy of the heatmap (values in memory, not the cache's memory map)."""
+        h = self.heatmap
+        return Heatmap(values=np.array(h.values), grid=h.grid, level=h.level,
+                       downsample=h.downsample, class_names=h.class_names, mpp=h.mpp,
+                       model_name=h.model_name, model_fingerprint=h.model_fingerprint,
+                       slide_path=h.slide_path, slide_shape=h.slide_shape, extra=dict(h.extra))
+
+
+def _describe(exc: BaseException, path: Any) -> str:
+    if isinstance(exc, MemoryError) or "ResourceExhausted" in type(exc).__name__:
+        return (f"out of memory while running the model on {Path(str(path)).name}: "
+                "lower the batch size or the patch size.")
+    if isinstance(exc, (OSError, KeyError)) and not Path(str(path)).exists():
+        return f"the slide {path} disappeared during the run: put it back and run again to resume."
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"the run on {Path(str(path)).name} failed: {text}"
+
+
+class _Prefetch:
+    """Runs an iterator in a thread, ``depth`` items ahead; re-raises its errors in the reader."""
+
+    _END = object()
+
+    def __init__(self, source: Iterator[Any], depth: int, cancel: threading.Event | None):
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._cancel = cancel
+        self._thread = threading.Thread(target=self._fill, args=(source,), daemon=True)
+        self._thread.start()
+
+    def _stopped(self) -> bool:
+        return self._stop.is_set() or (self._cancel is not None and self._cancel.is_set())
+
+    def _put(self, item: Any) -> bool:
+        while not self._stopped():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self, source: Iterator[Any]) -> None:
+        try:
+            for item in source:
+                if not self._put(item):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.05)
+            except queue.Empty:
+                if self._stopped() or not self._thread.is_alive() and self._queue.empty():
+                    return
+                continue
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def iter_heatmap(slide: Any, model: Any, **kwargs: Any) -> Iterator[Progress]:
+    """Streaming form of :func:`compute_heatmap`: yields a :class:`Progress` per batch."""
+    cancel = kwargs.pop("cancel", None)
+    yield from HeatmapRun(slide, model, **kwargs).run(cancel)
+
+
+def compute_heatmap(
+    slide: Any,
+    model: Any,
+    *,
+    level: int = 0,
+    size: int | tuple[int, int] | None = None,
+    stride: int | tuple[int, int] | None = None,
+    rate: int | tuple[int, int] = 1,
+    padding: str = "VALID",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    tissue_threshold: float = 0.0,
+    on_progress: Callable[[Progress], Any] | None = None,
+    cancel: threading.Event | None = None,
+    **kwargs: Any,
+) -> Heatmap:
+    """Heatmap of ``model`` (a PatchModel, built-in name or path) over ``level`` of ``slide``.
+
+    ``slide`` is a Slide or a path. Size defaults to the model's input size, stride to the size.
+    Patches under ``tissue_threshold`` (fraction of tissue) are skipped and stay NaN. Extra
+    keyword arguments go to :class:`HeatmapRun` (resize, cache_dir, use_cache, backend, block_px).
+    """
+    run = HeatmapRun(slide, model, level=level, size=size, stride=stride, rate=rate,
+                     padding=padding, batch_size=batch_size, tissue_threshold=tissue_threshold,
+                     **kwargs)
+    for progress in run.run(cancel):
+        if on_progress is not None:
+            on_progress(progress)
+    return run.result()

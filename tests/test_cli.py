@@ -1,0 +1,72 @@
+"""The ``patchheat`` command: run writes what compute_heatmap computes; bad input is one line, exit 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_patchheat import compute_heatmap
+from napari_patchheat.cli import main
+from napari_patchheat.heatmap import Heatmap
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+SVS = REAL / "CMU-1-Small-Region.svs"
+
+
+def patchheat(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "napari_patchheat.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(not SVS.exists(), reason=f"real slide {SVS} is absent")
+def test_run_on_the_real_svs_writes_compute_heatmaps_values(tmp_path):
+    out = patchheat("run", SVS, "--model", "tissue", "--size", "128", "--stride", "96",
+                    "--padding", "same", "--tissue-threshold", "0.2", "--no-cache",
+                    "--out", tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "patches" in out.stderr and "p/s" in out.stderr  # the progress line
+    written = tmp_path / "CMU-1-Small-Region.tissue.npz"
+    assert f"npz: {written}" in out.stdout
+    h = Heatmap.load_npz(written)
+    ref = compute_heatmap(SVS, "tissue", size=128, stride=96, padding="SAME",
+                          tissue_threshold=0.2, use_cache=False)
+    assert h.grid == ref.grid and h.slide_path == str(SVS)
+    np.testing.assert_allclose(h.values, ref.values, rtol=1e-6)
+    assert 0 < h.n_computed < h.grid.n_patches
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "missing.svs", "--out", "x"], "missing.svs does not exist"),
+        (["run", "{svs}", "--stride", "0", "--out", "{out}"], "stride=0"),
+        (["run", "{svs}", "--size", "a,b", "--out", "{out}"], "not a whole number"),
+        (["run", "{svs}", "--size", "5000", "--out", "{out}"], "No patch fits"),
+        (["run", "{svs}", "--model", "{out}/nothing.keras", "--out", "{out}"], "nothing.keras"),
+        (["run", "{svs}", "--out", "{out}", "--format", "npz,tiff"], "unknown format tiff"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    if not SVS.exists() and any("{svs}" in a for a in args):
+        pytest.skip(f"real slide {SVS} is absent")
+    args = [a.format(svs=SVS, out=tmp_path) for a in args]
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1
+
+
+def test_help_lists_every_option():
+    out = patchheat("run", "--help", timeout=60)
+    assert out.returncode == 0
+    for option in ("--model", "--level", "--mpp", "--size", "--stride", "--rate", "--padding",
+                   "--batch-size", "--tissue-threshold", "--out", "--format"):
+        assert option in out.stdout
+    for command in ("demo", "open"):
+        assert patchheat(command, "--help", timeout=60).returncode == 0

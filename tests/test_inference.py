@@ -1,0 +1,211 @@
+"""The run: heatmap == model.predict on TensorFlow's own patches; tissue skipping; cancel/resume;
+errors keep the partial heatmap."""
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_patchheat import PatchGrid, compute_heatmap, load_model, open_slide
+from napari_patchheat.inference import HeatmapRun, RunError
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+SVS = REAL / "CMU-1-Small-Region.svs"
+needs_svs = pytest.mark.skipif(not SVS.exists(), reason=f"real slide {SVS} is absent")
+CLASSES = ["stroma", "tumour", "other"]
+
+
+@pytest.fixture(scope="module")
+def cnn_path(tmp_path_factory) -> Path:
+    """A small random CNN (64 x 64 RGB -> 3 classes) saved as .keras, with a model card."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((64, 64, 3)),
+        keras.layers.Conv2D(4, 5, strides=4, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    path = tmp_path_factory.mktemp("model") / "cnn.keras"
+    model.save(path)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"class_names": CLASSES, "preprocessing": "0..1", "input_size": [64, 64]}))
+    return path
+
+
+def reference(level: np.ndarray, grid: PatchGrid, cnn_path: Path) -> np.ndarray:
+    """model.predict on patches from one whole-level tf.image.extract_patches call."""
+    patches = tf.image.extract_patches(level[None], [1, *grid.size, 1], [1, *grid.stride, 1],
+                                       [1, *grid.rate, 1], grid.padding).numpy()[0]
+    patches = patches.reshape(grid.rows * grid.cols, *grid.size, 3).astype(np.float32) / 255
+    model = keras.models.load_model(cnn_path)
+    return model.predict(patches, verbose=0).reshape(grid.rows, grid.cols, -1)
+
+
+@needs_svs
+@pytest.mark.parametrize("stride, rate, padding", [(64, 1, "VALID"), (48, 2, "SAME")])
+def test_heatmap_equals_model_on_tensorflow_patches(cnn_path, tmp_path, stride, rate, padding):
+    with open_slide(SVS) as slide:
+        level = np.asarray(slide.levels[0])
+        h = compute_heatmap(slide, load_model(cnn_path), level=0, size=64, stride=stride,
+                            rate=rate, padding=padding, batch_size=50, cache_dir=tmp_path,
+                            block_px=700)
+    assert h.class_names == tuple(CLASSES)
+    assert h.grid == PatchGrid(*level.shape[:2], 64, stride, rate, padding)
+    assert h.n_computed == h.grid.n_patches
+    np.testing.assert_allclose(h.values, reference(level, h.grid, cnn_path), rtol=1e-4, atol=1e-6)
+    assert h.mpp == pytest.approx((0.499, 0.499))
+
+
+@needs_svs
+def test_background_is_skipped_and_nan(cnn_path, tmp_path):
+    with open_slide(SVS) as slide:
+        level = np.asarray(slide.levels[0])
+        run = HeatmapRun(slide, cnn_path, size=64, stride=64, tissue_threshold=0.5,
+                         cache_dir=tmp_path)
+        keep = run.tissue >= 0.5
+        assert 0.1 < keep.mean() < 0.95  # the region has both tissue and glass
+        list(run.run())
+        h = run.result()
+    assert (h.computed == keep).all()
+    assert np.isnan(h.values[~keep]).all()
+    ref = reference(level, h.grid, cnn_path)
+    np.testing.assert_allclose(h.values[keep], ref[keep], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture()
+def ihc_tif(tmp_path) -> Path:
+    """The real IHC image (scikit-image's) as a TIFF the slide reader opens."""
+    import skimage.data
+    import tifffile
+
+    path = tmp_path / "ihc.tif"
+    tifffile.imwrite(path, skimage.data.immunohistochemistry(), photometric="rgb")
+    return path
+
+
+def test_cancel_then_resume_equals_one_run_and_computes_only_the_rest(ihc_tif, tmp_path):
+    opts = dict(size=32, stride=16, batch_size=16, cache_dir=tmp_path / "cache")
+    whole = compute_heatmap(ihc_tif, "dab", use_cache=False, **opts)
+    n = whole.grid.n_patches
+
+    cancel = threading.Event()
+    seen = []
+
+    def stop_after_three(p):
+        seen.append(p.done)
+        if len(seen) == 3:
+            cancel.set()
+
+    partial = compute_heatmap(ihc_tif, "dab", cancel=cancel, on_progress=stop_after_three, **opts)
+    assert partial.n_computed == 48 and seen == [16, 32, 48]
+    np.testing.assert_array_equal(partial.values[partial.computed], whole.values[partial.computed])
+
+    run = HeatmapRun(ihc_tif, "dab", **opts)
+    assert run.todo.sum() == n - 48  # the cache holds the first 48
+    done = [p.done for p in run.run()][-1]
+    assert done == n - 48
+    np.testing.assert_allclose(run.result().values, whole.values, rtol=1e-6)
+    assert HeatmapRun(ihc_tif, "dab", **opts).todo.sum() == 0  # a third run has nothing to do
+
+
+def test_cache_is_keyed_by_grid_and_model(ihc_tif, tmp_path):
+    a = HeatmapRun(ihc_tif, "dab", size=32, stride=16, cache_dir=tmp_path)
+    assert a.key != HeatmapRun(ihc_tif, "dab", size=32, stride=8, cache_dir=tmp_path).key
+    assert a.key != HeatmapRun(ihc_tif, "dab", size=32, stride=16, padding="SAME",
+                               cache_dir=tmp_path).key
+    assert a.key != HeatmapRun(ihc_tif, "tissue", size=32, stride=16, cache_dir=tmp_path).key
+    assert a.key == HeatmapRun(ihc_tif, "dab", size=32, stride=16, cache_dir=tmp_path).key
+
+
+def test_dab_heatmap_is_higher_on_brown_than_on_blue(ihc_tif, tmp_path):
+    import skimage.color
+    import skimage.data
+
+    h = compute_heatmap(ihc_tif, "dab", size=32, stride=32, use_cache=False)
+    hed = skimage.color.rgb2hed(skimage.data.immunohistochemistry())
+    # per-patch mean DAB and haematoxylin optical density, from scikit-image alone
+    dab = hed[..., 2].reshape(16, 32, 16, 32).mean(axis=(1, 3))
+    hem = hed[..., 0].reshape(16, 32, 16, 32).mean(axis=(1, 3))
+    brown = dab > np.quantile(dab, 0.8)
+    blue = (hem > np.quantile(hem, 0.8)) & (dab < np.quantile(dab, 0.3))
+    assert brown.sum() > 5 and blue.sum() > 5
+    assert np.nanmean(h.values[brown, 0]) > 2 * np.nanmean(h.values[blue, 0])
+
+
+class NaNModel:
+    """A model that fails after its first batch (outputs NaN), as a real user model can."""
+
+    def __init__(self):
+        self.inner = load_model("dab")
+        self.name, self.class_names, self.input_size = "nan", self.inner.class_names, None
+        self.fingerprint, self.mpp, self.calls = "nan-model", None, 0
+
+    def check_patch_size(self, size):
+        return None
+
+    def predict(self, batch):
+        self.calls += 1
+        out = self.inner.predict(batch)
+        if self.calls > 1:
+            return self.inner.validate_output(np.full_like(out, np.nan))
+        return out
+
+
+def test_a_failing_model_keeps_the_partial_heatmap_and_the_cache(ihc_tif, tmp_path):
+    with pytest.raises(RunError, match="NaN|non-finite|infinite") as info:
+        compute_heatmap(ihc_tif, NaNModel(), size=32, stride=32, batch_size=10, cache_dir=tmp_path)
+    assert info.value.heatmap.n_computed == 10
+    run = HeatmapRun(ihc_tif, "dab", size=32, stride=32, batch_size=10, cache_dir=tmp_path)
+    assert run.todo.sum() == 256  # another model: its own cache, untouched
+    assert (HeatmapRun(ihc_tif, NaNModel(), size=32, stride=32, cache_dir=tmp_path).todo.sum()
+            == 256 - 10)
+
+
+def test_a_slide_that_breaks_mid_run_is_one_clear_error(tmp_path):
+    import skimage.data
+    import tifffile
+
+    path = tmp_path / "big.tif"
+    img = np.tile(skimage.data.immunohistochemistry(), (4, 4, 1))
+    tifffile.imwrite(path, img, tile=(256, 256), photometric="rgb", compression="zlib")
+    run = HeatmapRun(path, "dab", size=64, stride=64, batch_size=8, use_cache=False,
+                     block_px=256)
+    it = run.run()
+    next(it)
+    with open(path, "r+b") as f:  # the file is overwritten under the reader
+        f.truncate(4096)
+    with pytest.raises(RunError, match="big.tif") as info:
+        list(it)
+    assert info.value.heatmap.n_computed >= 8
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [(dict(level=5), "level=5 does not exist"), (dict(batch_size=0), "batch_size=0"),
+     (dict(tissue_threshold=1.5), "tissue_threshold=1.5"), (dict(stride=0), "stride=0"),
+     (dict(size=600), "No patch fits")],
+)
+def test_bad_parameters(ihc_tif, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HeatmapRun(ihc_tif, "dab", **{"size": 32, **kwargs})
+
+
+def test_patch_size_must_fit_the_model(cnn_path, ihc_tif):
+    with pytest.raises(ValueError, match="64"):
+        HeatmapRun(ihc_tif, cnn_path, size=32, use_cache=False)
+    run = HeatmapRun(ihc_tif, cnn_path, size=32, resize=True, use_cache=False)
+    assert run.grid.size == (32, 32)
+
+
+def test_copying_the_slide_keeps_its_identity_apart(ihc_tif, tmp_path):
+    other = tmp_path / "copy.tif"
+    shutil.copy(ihc_tif, other)
+    with open_slide(ihc_tif) as a, open_slide(other) as b:
+        assert a.identity != b.identity

@@ -1,0 +1,107 @@
+"""The run in a spawned process: messages, cancel, errors, a killed worker, no TF in the parent."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_patchheat import compute_heatmap
+from napari_patchheat.runner import (Batch, Failed, Finished, RunSpec, Started, array_to_tiff,
+                                     start_run)
+
+
+@pytest.fixture(scope="module")
+def ihc_tif(tmp_path_factory):
+    import skimage.data
+
+    path = tmp_path_factory.mktemp("slide") / "ihc.tif"
+    tifffile.imwrite(path, skimage.data.immunohistochemistry(), photometric="rgb")
+    return path
+
+
+def collect(handle):
+    return list(handle.messages())
+
+
+def test_run_streams_batches_in_order_and_equals_compute_heatmap(ihc_tif, tmp_path):
+    spec = RunSpec(str(ihc_tif), "dab", size=32, stride=16, batch_size=40,
+                   cache_dir=str(tmp_path))
+    msgs = collect(start_run(spec))
+    assert isinstance(msgs[0], Started) and isinstance(msgs[-1], Finished)
+    batches = [m for m in msgs if isinstance(m, Batch)]
+    total = msgs[0].total
+    assert total == 31 * 31 and msgs[-1].done == total and not msgs[-1].cancelled
+    assert [b.done for b in batches] == sorted(b.done for b in batches)
+    assert batches[-1].done == total
+    values = np.full((31, 31, 1), np.nan, np.float32)
+    for b in batches:
+        values[b.indices[:, 0], b.indices[:, 1]] = b.values
+    ref = compute_heatmap(ihc_tif, "dab", size=32, stride=16, use_cache=False)
+    np.testing.assert_allclose(values, ref.values, rtol=1e-6)
+    assert msgs[0].metadata["class_names"] == list(ref.class_names)
+
+
+def test_cancel_stops_within_a_batch_and_resume_sends_the_cache(ihc_tif, tmp_path):
+    spec = RunSpec(str(ihc_tif), "dab", size=16, stride=4, batch_size=64, cache_dir=str(tmp_path))
+    handle = start_run(spec)
+    msgs = []
+    for m in handle.messages():
+        msgs.append(m)
+        if isinstance(m, Batch) and m.done >= 128:
+            handle.cancel()
+    end = msgs[-1]
+    assert isinstance(end, Finished) and end.cancelled
+    total = msgs[0].total
+    assert 128 <= end.done < total
+    # the second run starts from what the first computed
+    msgs2 = collect(start_run(spec))
+    assert msgs2[0].total == total - end.done
+    assert (~np.isnan(msgs2[0].values)).all(axis=-1).sum() == end.done
+
+
+def test_errors_arrive_as_messages(ihc_tif, tmp_path):
+    bad_model = tmp_path / "model.keras"
+    bad_model.write_bytes(b"not a model at all")
+    msgs = collect(start_run(RunSpec(str(ihc_tif), str(bad_model), size=32)))
+    assert len(msgs) == 1 and isinstance(msgs[0], Failed)
+    assert "model.keras" in msgs[0].message and "\n" not in msgs[0].message
+    msgs = collect(start_run(RunSpec(str(tmp_path / "missing.svs"), "dab")))
+    assert isinstance(msgs[0], Failed) and "missing.svs" in msgs[0].message
+
+
+def test_a_killed_worker_is_reported(ihc_tif, tmp_path):
+    handle = start_run(RunSpec(str(ihc_tif), "dab", size=8, stride=1, batch_size=256,
+                               use_cache=False))
+    for m in handle.messages():
+        if isinstance(m, Batch):
+            handle.kill()
+            break
+    rest = collect(handle)
+    assert isinstance(rest[-1], Failed) and "stopped unexpectedly" in rest[-1].message
+
+
+def test_array_to_tiff_round_trips_for_layers_without_a_file(tmp_path):
+    import dask.array as da
+
+    img = np.random.default_rng(0).integers(0, 255, (1300, 2100, 3), dtype=np.uint8)
+    path = array_to_tiff(da.from_array(img, chunks=(500, 700, 3)), tmp_path, mpp=0.25)
+    with tifffile.TiffFile(path) as tif:
+        np.testing.assert_array_equal(tif.asarray(), img)
+        assert tif.pages[0].tags["XResolution"].value == (40000, 1)
+
+
+def test_the_parent_never_imports_tensorflow(ihc_tif, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        from napari_patchheat.runner import RunSpec, Finished, start_run
+        msgs = list(start_run(RunSpec({str(ihc_tif)!r}, "dab", size=64,
+                                      cache_dir={str(tmp_path)!r})).messages())
+        assert isinstance(msgs[-1], Finished), msgs[-1]
+        print("tensorflow" in sys.modules, "keras" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]
