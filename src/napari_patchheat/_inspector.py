@@ -1,0 +1,257 @@
+"""Patch inspector: pick a patch (click or step) and see it exactly as the model receives it.
+
+The patch is :meth:`PatchGrid.read_patch` of the level: every ``rate``-th pixel of its
+effective extent, zeros where SAME padding reaches outside the image (NumPy; the tests hold
+it to ``tf.image.extract_patches``). Shown in the dock, with its grid index, level-0 box and,
+once computed, its predictions; a Shapes layer outlines it on the slide.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any, Callable
+
+import numpy as np
+from magicgui.widgets import Container, Label, PushButton, SpinBox
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import QLabel
+
+from ._preview import camera
+from ._slide_layer import SlideLayer
+from .grid import FloatPair, PatchGrid
+
+INSPECTOR_DISPLAY_PX = 160  # the patch is drawn at least this large (whole-pixel zoom)
+INSPECTOR_MAX_DISPLAY_PX = 256  # ...and at most this large (larger patches: every k-th pixel)
+HIGHLIGHT_LAYER_NAME = "PatchHeat selected patch"
+HIGHLIGHT_EDGE_COLOR = "yellow"
+HIGHLIGHT_EDGE_SCREEN_PX = 3.0
+CLICK_MAX_MOVE_SCREEN_PX = 4.0  # a press and release further apart than this is a pan, not a click
+TEXT_WRAP_CHARS = 56  # dock labels break their lines here (Qt's word wrap sizes docks badly)
+STEP_KEYS = {"Alt-Up": (-1, 0), "Alt-Down": (1, 0), "Alt-Left": (0, -1), "Alt-Right": (0, 1)}
+
+InspectSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer, int] | None"]
+ValuesSource = Callable[[PatchGrid, int, int, int], "tuple[tuple[str, ...], np.ndarray] | None"]
+
+
+class TextLabel(Label):
+    """A Label whose text is broken into lines of at most TEXT_WRAP_CHARS characters."""
+
+    @property  # type: ignore[override]
+    def value(self) -> str:
+        return str(Label.value.fget(self))  # type: ignore[attr-defined]
+
+    @value.setter
+    def value(self, text: str) -> None:
+        lines = str(text).splitlines() or [""]
+        Label.value.fset(self, "\n".join(  # type: ignore[attr-defined]
+            textwrap.fill(line, TEXT_WRAP_CHARS) or line for line in lines))
+
+
+def display_rgb(patch: np.ndarray) -> np.ndarray:
+    """A patch as uint8 RGB for the screen: RGB uint8 as it is, anything else min-max grey."""
+    if patch.ndim == 3 and patch.shape[2] >= 3 and patch.dtype == np.uint8:
+        return np.ascontiguousarray(patch[..., :3])
+    grey = patch.astype(np.float64)
+    grey = grey.mean(axis=2) if grey.ndim == 3 else grey
+    lo, hi = float(grey.min()), float(grey.max())
+    grey = (grey - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(grey)
+    return np.repeat(grey.round().astype(np.uint8)[..., None], 3, axis=2)
+
+
+def zoom_for_display(image: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour zoom by a whole factor (or every k-th pixel) to a readable size."""
+    side = max(image.shape[:2])
+    if side > INSPECTOR_MAX_DISPLAY_PX:
+        k = -(-side // INSPECTOR_MAX_DISPLAY_PX)
+        return np.ascontiguousarray(image[::k, ::k])
+    f = max(1, INSPECTOR_DISPLAY_PX // side)
+    return np.ascontiguousarray(np.repeat(np.repeat(image, f, axis=0), f, axis=1))
+
+
+def patch_at(grid: PatchGrid, downsample: FloatPair, yx_level0: np.ndarray) -> tuple[int, int] | None:
+    """The patch under a level-0 point (napari pixel coordinates): of the patches whose extent
+    holds that pixel, the one whose centre is nearest; None outside every patch."""
+    qy, qx = (float(v) for v in np.floor(np.asarray(yx_level0, float) + 0.5))
+    rr, cc = grid.patches_in(qy, qx, qy + 1, qx + 1, downsample)
+    if not len(rr) or not len(cc):
+        return None
+    r, c = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop), indexing="ij")
+    d = ((grid.centers(r, c, downsample) - np.asarray(yx_level0, float)) ** 2).sum(-1)
+    k = np.unravel_index(np.argmin(d), d.shape)
+    return int(r[k]), int(c[k])
+
+
+class PatchInspector(Container):
+    """Row/column of the patch shown, step buttons, the patch, and what is known about it.
+
+    ``source()`` gives (grid, downsample, slide, level) or None; ``values(grid, level, row,
+    col)`` gives (class names, values) of a computed patch or None.
+    """
+
+    def __init__(self, viewer: Any, source: InspectSource, values: ValuesSource):
+        self.viewer = viewer
+        self.source = source
+        self.values = values
+        self.index: tuple[int, int] | None = None
+        self.patch: np.ndarray | None = None
+        self.highlight: Any = None
+        self.shown = np.zeros((1, 1, 3), np.uint8)  # the pixels on screen (zoomed patch)
+        self.row = SpinBox(label="row", min=0, max=0)
+        self.col = SpinBox(label="col", min=0, max=0)
+        self.up, self.down = PushButton(text="▲"), PushButton(text="▼")
+        self.left, self.right = PushButton(text="◀"), PushButton(text="▶")
+        self.image = QLabel()
+        self.info = TextLabel(value="Click a patch on the slide (or set row and col).")
+        index = Container(widgets=[self.row, self.col], layout="horizontal", labels=True)
+        steps = Container(widgets=[self.left, self.up, self.down, self.right],
+                          layout="horizontal", labels=False)
+        super().__init__(widgets=[index, steps, self.info], labels=False)
+        self.native.layout().insertWidget(2, self.image)
+        self.row.changed.connect(self._on_spin)
+        self.col.changed.connect(self._on_spin)
+        for button, (dr, dc) in ((self.up, (-1, 0)), (self.down, (1, 0)),
+                                 (self.left, (0, -1)), (self.right, (0, 1))):
+            button.changed.connect(lambda *_, dr=dr, dc=dc: self.step(dr, dc))
+        self._spinning = False
+        viewer.mouse_drag_callbacks.append(self._on_mouse)
+        for key, (dr, dc) in STEP_KEYS.items():
+            viewer.bind_key(key, lambda _v, dr=dr, dc=dc: self.step(dr, dc), overwrite=True)
+
+    # --- choosing a patch -----------------------------------------------------------------------
+    def select(self, row: int, col: int) -> bool:
+        """Show patch (row, col) of the current grid; False (and nothing shown) if there is none."""
+        state = self.source()
+        if state is None or not (0 <= row < state[0].rows and 0 <= col < state[0].cols):
+            return False
+        grid, downsample, slide, level = state
+        self.index = (row, col)
+        self.patch = grid.read_patch(slide.levels[level], row, col)
+        self._set_spins(row, col, grid)
+        self._show(zoom_for_display(display_rgb(self.patch)))
+        self._outline(grid, downsample, slide)
+        self.update_values()
+        return True
+
+    def step(self, drow: int, dcol: int) -> bool:
+        """Move the selection by (drow, dcol) patches; patch (0, 0) when none is shown."""
+        if self.index is None:
+            return self.select(0, 0)
+        return self.select(self.index[0] + drow, self.index[1] + dcol)
+
+    def select_at(self, yx_world: Any) -> bool:
+        """Select the patch under a world point (see :func:`patch_at`)."""
+        state = self.source()
+        if state is None:
+            return False
+        grid, downsample, slide, _ = state
+        hit = patch_at(grid, downsample, slide.to_level0(np.asarray(yx_world, float)[-2:]))
+        return hit is not None and self.select(*hit)
+
+    def refresh(self) -> None:
+        """The grid changed: show the same index on the new grid, or clear."""
+        state = self.source()
+        if state is not None:
+            self.row.max, self.col.max = state[0].rows - 1, state[0].cols - 1
+        if self.index is None or not self.select(*self.index):
+            self.clear()
+
+    def clear(self) -> None:
+        """Show nothing."""
+        self.index, self.patch = None, None
+        self._show(np.zeros((1, 1, 3), np.uint8))
+        self.info.value = "Click a patch on the slide (or set row and col)."
+        if self.highlight is not None and self.highlight in self.viewer.layers:
+            self.highlight.data = []
+
+    # --- what is shown --------------------------------------------------------------------------
+    def update_values(self) -> None:
+        """Rewrite the text: index, level-0 box and the predictions known so far."""
+        state = self.source()
+        if state is None or self.index is None:
+            return
+        grid, downsample, slide, level = state
+        row, col = self.index
+        y0, x0, y1, x1 = grid.box(row, col, downsample)
+        ky, kx = grid.size
+        lines = [
+            f"patch (row {row}, col {col}) of {grid.rows:,} x {grid.cols:,}, level {level}: "
+            f"{ky} x {kx} samples, rate {grid.rate[0]}",
+            f"level-0 box: y {y0:g}–{y1:g}, x {x0:g}–{x1:g} px (end excluded)",
+        ]
+        if slide.mpp is not None:
+            lines.append(f"= y {y0 * slide.mpp[0]:.1f}–{y1 * slide.mpp[0]:.1f}, "
+                         f"x {x0 * slide.mpp[1]:.1f}–{x1 * slide.mpp[1]:.1f} µm")
+        known = self.values(grid, level, row, col)
+        if known is None:
+            lines.append("prediction: not computed yet")
+        else:
+            names, vals = known
+            lines.append(", ".join(f"{n}: {v:.4g}" for n, v in zip(names, vals)))
+        self.info.value = "\n".join(lines)
+
+    def update_highlight_width(self) -> None:
+        """Keep the outline HIGHLIGHT_EDGE_SCREEN_PX wide at the current zoom."""
+        if self.highlight is not None and self.highlight in self.viewer.layers and self.highlight.nshapes:
+            self.highlight.edge_width = [HIGHLIGHT_EDGE_SCREEN_PX / camera(self.viewer).zoom]
+
+    def _outline(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer) -> None:
+        rect = slide.box_to_world(grid.boxes(*self.index, downsample))
+        width = HIGHLIGHT_EDGE_SCREEN_PX / camera(self.viewer).zoom
+        layer = self.highlight
+        if layer is None or layer not in self.viewer.layers:
+            active = self.viewer.layers.selection.active
+            layer = self.highlight = self.viewer.add_shapes(
+                None, ndim=2, name=HIGHLIGHT_LAYER_NAME, face_color="transparent",
+                edge_color=HIGHLIGHT_EDGE_COLOR, blending="translucent_no_depth",
+            )
+            if active is not None:
+                self.viewer.layers.selection.active = active
+        if layer.nshapes:
+            layer.data = []
+        layer.add_rectangles(rect, edge_width=width, edge_color=HIGHLIGHT_EDGE_COLOR,
+                             face_color="transparent")
+
+    def _show(self, rgb: np.ndarray) -> None:
+        self.shown = np.ascontiguousarray(rgb)
+        h, w = self.shown.shape[:2]
+        qimage = QImage(self.shown.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        self.image.setPixmap(QPixmap.fromImage(qimage))  # the pixmap copies the pixels
+        self.image.setFixedSize(w, h)
+
+    def _set_spins(self, row: int, col: int, grid: PatchGrid) -> None:
+        self._spinning = True
+        try:
+            self.row.max, self.col.max = grid.rows - 1, grid.cols - 1
+            self.row.value, self.col.value = row, col
+        finally:
+            self._spinning = False
+
+    # --- events ---------------------------------------------------------------------------------
+    def _on_spin(self, *_: Any) -> None:
+        if not self._spinning:
+            self.select(self.row.value, self.col.value)
+
+    def _on_mouse(self, viewer: Any, event: Any) -> Any:
+        """A left click without modifiers that does not pan selects the patch under it."""
+        if event.button != 1 or event.modifiers or viewer.dims.ndisplay != 2:
+            return
+        active = viewer.layers.selection.active
+        if getattr(active, "mode", "pan_zoom") != "pan_zoom":
+            return  # the user is drawing or selecting on a layer
+        start = np.asarray(event.position, float)
+        yield
+        while event.type == "mouse_move":
+            yield
+        moved = np.abs(np.asarray(event.position, float) - start).max() * camera(viewer).zoom
+        if moved <= CLICK_MAX_MOVE_SCREEN_PX:
+            self.select_at(event.position)
+
+    def remove(self) -> None:
+        """Detach from the viewer: mouse callback, keys, outline layer."""
+        if self._on_mouse in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
+        for key in STEP_KEYS:
+            self.viewer.bind_key(key, None, overwrite=True)
+        if self.highlight is not None and self.highlight in self.viewer.layers:
+            self.viewer.layers.remove(self.highlight)
+        self.highlight = None

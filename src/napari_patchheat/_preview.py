@@ -1,0 +1,213 @@
+"""Live patch-grid preview: the rectangles of the patches in view, in a napari Shapes layer.
+
+napari's Shapes layer costs about 0.5 ms per rectangle, so the preview never builds the whole
+grid: it asks :meth:`PatchGrid.patches_in` (closed form) which patches meet the view, keeps at
+most ``PREVIEW_MAX_SHAPES`` of them (a regular subsample, aligned to the grid so it does not
+shimmer while panning) and redraws after parameter changes and camera moves, debounced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from qtpy.QtCore import QTimer
+
+from ._slide_layer import SlideLayer
+from .grid import FloatPair, PatchGrid
+
+PREVIEW_MAX_SHAPES = 300  # rectangles drawn at most (about 0.15 ms each here)
+PREVIEW_DEBOUNCE_MS = 60  # redraw this long after the last parameter change or camera move
+PREVIEW_EDGE_SCREEN_PX = 1.5  # rectangle edges, in screen pixels at any zoom
+PREVIEW_LAYER_NAME = "PatchHeat grid"
+PREVIEW_EDGE_COLOR = "cyan"
+
+GridSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer] | None"]
+
+
+def camera(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def canvas_size(viewer: Any) -> tuple[float, float]:
+    """(height, width) of the canvas in screen pixels."""
+    canvas = getattr(viewer, "canvas", None)
+    size = getattr(canvas, "size", None) if canvas is not None else None
+    if size is None:
+        size = getattr(viewer, "_canvas_size", (600, 800))
+    return float(size[0]), float(size[1])
+
+
+def view_rect_world(viewer: Any) -> tuple[float, float, float, float]:
+    """The world rectangle ``(y0, x0, y1, x1)`` the 2-D canvas shows now."""
+    cam = camera(viewer)
+    cy, cx = (float(v) for v in cam.center[-2:])
+    h, w = canvas_size(viewer)
+    hy, hx = h / cam.zoom / 2, w / cam.zoom / 2
+    return cy - hy, cx - hx, cy + hy, cx + hx
+
+
+def world_rect_to_level0(slide: SlideLayer, rect: tuple[float, ...]) -> tuple[float, ...]:
+    """A world rectangle -> the level-0 pixel rectangle ``[y0, y1) x [x0, x1)`` it overlaps."""
+    (ay, ax), (by, bx) = slide.to_level0(np.array([rect[:2], rect[2:]]))
+    # napari's pixel p covers [p - 0.5, p + 0.5): shift to pixel-edge coordinates
+    return tuple(float(v) + 0.5 for v in (min(ay, by), min(ax, bx), max(ay, by), max(ax, bx)))
+
+
+@dataclass(frozen=True)
+class PreviewSelection:
+    """Patches drawn: every ``rows[a]``, ``cols[b]`` pair; ``in_view`` patches meet the view."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    step: int
+    in_view: int
+
+    @property
+    def n_shown(self) -> int:
+        """Number of rectangles drawn."""
+        return len(self.rows) * len(self.cols)
+
+    def indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Flat (row, col) index arrays of the rectangles, row-major."""
+        r, c = np.meshgrid(self.rows, self.cols, indexing="ij")
+        return r.ravel(), c.ravel()
+
+    def describe(self) -> str:
+        """'312 patches in view' or 'every 3rd patch of 4,096 in view (capped at 300)'."""
+        if self.in_view == 0:
+            return "no patch in view"
+        if self.step == 1:
+            return f"grid preview: {self.in_view:,} patches in view"
+        return (f"grid preview: every {_ordinal(self.step)} row and column of the "
+                f"{self.in_view:,} patches in view ({self.n_shown:,} drawn, cap {PREVIEW_MAX_SHAPES})")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _aligned(r: range, step: int) -> np.ndarray:
+    """Indices of ``r`` that are multiples of ``step`` (the first index when none is)."""
+    first = -(-r.start // step) * step
+    out = np.arange(first, r.stop, step, dtype=np.int64)
+    return out if len(out) or not len(r) else np.array([r.start], np.int64)
+
+
+def select_patches(grid: PatchGrid, downsample: FloatPair, view_level0: tuple[float, ...],
+                   max_shapes: int = PREVIEW_MAX_SHAPES) -> PreviewSelection:
+    """The patches of ``grid`` (on a level of ``downsample``) meeting a level-0 px rectangle.
+
+    At most ``max_shapes``: past it, every ``step``-th grid row and column (the same step on
+    both axes, indices multiples of it).
+    """
+    rr, cc = grid.patches_in(*view_level0, downsample=downsample)
+    n = len(rr) * len(cc)
+    step = 1 if n <= max_shapes else max(1, math.ceil(math.sqrt(n / max_shapes)))
+    rows, cols = _aligned(rr, step), _aligned(cc, step)
+    while len(rows) * len(cols) > max_shapes:
+        step = max(step + 1, math.ceil(step * math.sqrt(len(rows) * len(cols) / max_shapes)))
+        rows, cols = _aligned(rr, step), _aligned(cc, step)
+    return PreviewSelection(rows, cols, step, n)
+
+
+def preview_rectangles(grid: PatchGrid, downsample: FloatPair, slide: SlideLayer,
+                       selection: PreviewSelection) -> np.ndarray:
+    """World rectangles (n, 4, 2) of the selected patches: their effective extent, edges on
+    level-0 pixel boundaries (see :meth:`SlideLayer.box_to_world`)."""
+    rows, cols = selection.indices()
+    return slide.box_to_world(grid.boxes(rows, cols, downsample))
+
+
+class GridPreview:
+    """Keeps a Shapes layer showing the patches in view; ``schedule()`` redraws debounced.
+
+    ``source()`` gives the current (grid, downsample, slide) or None (nothing to show).
+    ``redrawn`` callbacks run after each redraw (the inspector resizes its highlight there).
+    """
+
+    def __init__(self, viewer: Any, source: GridSource, max_shapes: int = PREVIEW_MAX_SHAPES):
+        self.viewer = viewer
+        self.source = source
+        self.max_shapes = max_shapes
+        self.enabled = True
+        self.layer: Any = None
+        self.selection: PreviewSelection | None = None
+        self.message = ""
+        self.redrawn: list[Callable[[], None]] = []
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(PREVIEW_DEBOUNCE_MS)
+        self._timer.timeout.connect(self.update_now)
+        for emitter in self._emitters():
+            emitter.connect(self.schedule)
+
+    def _emitters(self) -> list[Any]:
+        """Events after which the view shows other patches: camera moves, canvas resizes."""
+        cam = camera(self.viewer)
+        out = [cam.events.center, cam.events.zoom]
+        canvas = getattr(self.viewer, "canvas", None)
+        if canvas is not None and hasattr(getattr(canvas, "events", None), "size"):
+            out.append(canvas.events.size)
+        return out
+
+    def schedule(self, *_: Any) -> None:
+        """Redraw once no change has come for PREVIEW_DEBOUNCE_MS."""
+        self._timer.start()
+
+    @property
+    def pending(self) -> bool:
+        """True while a redraw waits for its debounce delay."""
+        return self._timer.isActive()
+
+    def update_now(self) -> None:
+        """Redraw now: rectangles of the patches in view (capped), or none."""
+        self._timer.stop()
+        state = self.source() if self.enabled else None
+        if state is None or self.viewer.dims.ndisplay != 2:
+            self.selection, self.message = None, ""
+            self._draw(np.zeros((0, 4, 2)))
+        else:
+            grid, downsample, slide = state
+            view = world_rect_to_level0(slide, view_rect_world(self.viewer))
+            self.selection = select_patches(grid, downsample, view, self.max_shapes)
+            self.message = self.selection.describe()
+            self._draw(preview_rectangles(grid, downsample, slide, self.selection))
+        for callback in self.redrawn:
+            callback()
+
+    def edge_width(self) -> float:
+        """World units for PREVIEW_EDGE_SCREEN_PX screen pixels at the current zoom."""
+        return PREVIEW_EDGE_SCREEN_PX / camera(self.viewer).zoom
+
+    def _draw(self, rects: np.ndarray) -> None:
+        layer = self.layer
+        if layer is None or layer not in self.viewer.layers:
+            if not len(rects):
+                return
+            active = self.viewer.layers.selection.active
+            layer = self.layer = self.viewer.add_shapes(
+                None, ndim=2, name=PREVIEW_LAYER_NAME, face_color="transparent",
+                edge_color=PREVIEW_EDGE_COLOR, blending="translucent_no_depth",
+            )
+            if active is not None:  # keep the user's layer active (clicks, keys)
+                self.viewer.layers.selection.active = active
+        if layer.nshapes:
+            layer.data = []
+        if len(rects):
+            layer.add_rectangles(rects, edge_width=self.edge_width(),
+                                 edge_color=PREVIEW_EDGE_COLOR, face_color="transparent")
+
+    def remove(self) -> None:
+        """Stop redrawing and remove the layer."""
+        self._timer.stop()
+        for emitter in self._emitters():
+            emitter.disconnect(self.schedule)
+        if self.layer is not None and self.layer in self.viewer.layers:
+            self.viewer.layers.remove(self.layer)
+        self.layer = None

@@ -1,0 +1,51 @@
+"""GUI test fixtures. These tests draw with napari under Xvfb (pytest-xvfb), so TensorFlow must
+never enter this process (DESIGN.md): every test is checked for it on the way out."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+from qtpy.QtWidgets import QApplication
+
+
+@pytest.fixture(autouse=True)
+def _no_tensorflow_in_the_napari_process() -> Any:
+    assert "tensorflow" not in sys.modules, "TensorFlow was imported before this GUI test"
+    yield
+    assert "tensorflow" not in sys.modules, "this GUI test imported TensorFlow into napari's process"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer: Any) -> Any:
+    """A shown napari viewer (under Xvfb) of a fixed size: the canvas model knows its size."""
+    v = make_napari_viewer(show=True)
+    v.window._qt_window.resize(1200, 800)
+    QApplication.processEvents()
+    return v
+
+
+@pytest.fixture
+def widget(viewer: Any, qtbot: Any) -> Any:
+    """The PatchHeat dock widget, docked in ``viewer``; its threads and run end with the test."""
+    from napari_patchheat._widget import PatchHeatWidget
+
+    w = PatchHeatWidget(viewer)
+    viewer.window.add_dock_widget(w, name="PatchHeat")
+    yield w
+    if w.run_handle is not None:
+        w.run_handle.kill()
+    qtbot.waitUntil(lambda: not w._workers, timeout=30_000)
+
+
+def _pyramid(level0: np.ndarray, factors: tuple[int, ...] = (4,)) -> list[np.ndarray]:
+    return [level0] + [np.ascontiguousarray(level0[::f, ::f]) for f in factors]
+
+
+@pytest.fixture
+def pyramid() -> Any:
+    """``pyramid(level0, factors)``: level 0 and every f-th pixel of it (shapes rounded up, so
+    downsamples are level-0 size / level size, not exactly f: as in SVS files)."""
+    return _pyramid
