@@ -194,9 +194,8 @@ def _open_tiff(path: Path) -> Slide:
         main = max(
             images, key=lambda s: (s.name.lower() not in ASSOCIATED_NAMES, _yx(s)[0] * _yx(s)[1])
         )
-        lock = threading.RLock()
         readers = [
-            _TiffLevel(lv, path, lock, f"level {k}")
+            _TiffLevel(lv, path, f"level {k}")
             for k, lv in enumerate(sorted(main.levels, key=lambda s: -_yx(s)[0] * _yx(s)[1]))
         ]
         readers[-1].check_one_tile()  # codecs and data, on the smallest tile set
@@ -205,7 +204,7 @@ def _open_tiff(path: Path) -> Slide:
             name = s.name.lower() or f"series {all_series.index(s)}"
             if s is not main and name not in associated:
                 with contextlib.suppress(Exception):  # an unreadable label is left out
-                    associated[name] = _as_rgb8(_dask(_TiffLevel(s, path, lock, name), name))
+                    associated[name] = _as_rgb8(_dask(_TiffLevel(s, path, name), name))
         keyframe = readers[0].pages[0].keyframe
         vendor, mpp, power = _tiff_metadata(tif, keyframe, all_series.index(main))
         return Slide(
@@ -252,9 +251,12 @@ class _TiffLevel:
     separate sample planes, and channels stored as separate pages (OME CYX).
     """
 
-    def __init__(self, series: Any, path: Path, lock: threading.RLock, where: str) -> None:
-        self.path, self.lock, self.where = path, lock, where
+    def __init__(self, series: Any, path: Path, where: str) -> None:
+        self.path, self.where = path, where
         self.pages = [p for p in series.pages if p is not None]
+        for page in self.pages:
+            # one lock per file for our reads and tifffile's own (it loads some tags lazily)
+            page.parent.filehandle.set_lock(True)
         keyframe = self.pages[0].keyframe
         axes = "".join(a for a, n in zip(series.axes, series.shape) if n > 1 or a in "YX")
         sep, depth, height, width, contig = keyframe.shaped
@@ -283,6 +285,13 @@ class _TiffLevel:
         self.fill = np.iinfo(self.dtype).max if rgb else 0
         self._check_codec(keyframe)
         self._check_extent()
+        self._decoders = {}  # keyframe -> (decode, its arguments), built once, under the lock
+        for page in self.pages:
+            kf = page.keyframe
+            if id(kf) not in self._decoders:
+                with page.parent.filehandle.lock:
+                    args = {"jpegtables": kf.jpegtables, "jpegheader": getattr(kf, "jpegheader", None)}
+                    self._decoders[id(kf)] = (kf.decode, {k: v for k, v in args.items() if v is not None})
 
     def _check_codec(self, keyframe: Any) -> None:
         from tifffile import TIFF
@@ -341,25 +350,25 @@ class _TiffLevel:
         return self._read(*bounds[0], *bounds[1])[tuple(sub) + (key[2],)]
 
     def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        out = np.full((y1 - y0, x1 - x0, self.shape[2]), self.fill, self.dtype)
-        if y1 <= y0 or x1 <= x0:
-            return out
+        """Level pixels [y0, y1) x [x0, x1), all channels, from the tiles they touch."""
+        out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
         th, tw = self.tile
+        channels = self.samples // self.planes
         for p, page in enumerate(self.pages):
             for plane in range(self.planes):
-                for ty in range(y0 // th, (y1 - 1) // th + 1):
-                    for tx in range(x0 // tw, (x1 - 1) // tw + 1):
-                        index = plane * self.per_plane + ty * self.across + tx
-                        tile = self._tile(page, index)
-                        if tile is None:
-                            continue
+                c0 = (p * self.planes + plane) * channels
+                for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
+                    for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
+                        tile = self._tile(page, plane * self.per_plane + ty * self.across + tx)
                         ty0, tx0 = ty * th, tx * tw
-                        ya, yb = max(y0, ty0), min(y1, ty0 + tile.shape[0])
-                        xa, xb = max(x0, tx0), min(x1, tx0 + tile.shape[1])
-                        c0 = (p * self.planes + plane) * tile.shape[2]
-                        out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + tile.shape[2]] = tile[
-                            ya - ty0 : yb - ty0, xa - tx0 : xb - tx0
-                        ]
+                        ya, yb = max(y0, ty0), min(y1, ty0 + th)
+                        xa, xb = max(x0, tx0), min(x1, tx0 + tw)
+                        target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
+                        if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
+                            target[...] = self.fill  # an empty tile, or one short of its place
+                        if tile is not None:
+                            part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
+                            target[: part.shape[0], : part.shape[1]] = part
         return out
 
     def _tile(self, page: Any, index: int) -> np.ndarray | None:
@@ -367,18 +376,13 @@ class _TiffLevel:
         offset, count = page.dataoffsets[index], page.databytecounts[index]
         if not offset or not count:
             return None
-        keyframe = page.keyframe
+        decode, args = self._decoders[id(page.keyframe)]
         fh = page.parent.filehandle
         try:
-            with self.lock:
+            with fh.lock:
                 fh.seek(offset)
                 data = fh.read(count)
-            args = {}
-            if keyframe.jpegtables is not None:
-                args["jpegtables"] = keyframe.jpegtables
-            if getattr(keyframe, "jpegheader", None) is not None:
-                args["jpegheader"] = keyframe.jpegheader
-            decoded = keyframe.decode(data, index, **args)[0]
+            decoded = decode(data, index, **args)[0]
         except Exception as exc:
             closed = getattr(fh, "closed", False)
             problem = "the slide was closed" if closed else f"{type(exc).__name__}: {exc}"
