@@ -149,7 +149,16 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
             if not quiet:
                 bar(p)
         heatmap = run.result()
-    return write_outputs(heatmap, out, f"{slide.stem}.{heatmap.model_name}", formats, slide)
+    return write_outputs(heatmap, out, f"{slide_stem(slide)}.{heatmap.model_name}", formats, slide)
+
+
+def slide_stem(path: Path) -> str:
+    """The slide's file name without its extension (both parts of ``.ome.tif``)."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],

@@ -288,8 +288,10 @@ def read_region(image: Any, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
     read. The result is a numpy array of the image's dtype, (y1 - y0, x1 - x0[, C]).
     """
     h, w = image.shape[:2]
-    out = np.zeros((y1 - y0, x1 - x0) + tuple(image.shape[2:]), dtype=image.dtype)
     iy0, ix0, iy1, ix1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+    if (iy0, ix0, iy1, ix1) == (y0, x0, y1, x1):  # inside the image: no zero fill, no copy
+        return np.asarray(image[y0:y1, x0:x1])
+    out = np.zeros((y1 - y0, x1 - x0) + tuple(image.shape[2:]), dtype=image.dtype)
     if iy0 < iy1 and ix0 < ix1:
         out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = np.asarray(image[iy0:iy1, ix0:ix1])
     return out

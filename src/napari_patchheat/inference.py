@@ -54,11 +54,11 @@ class Progress:
 
 
 def default_cache_dir() -> Path:
-    """Where results are cached: $PATCHHEAT_CACHE, else $XDG_CACHE_HOME/napari-patchheat/runs."""
-    if os.environ.get("PATCHHEAT_CACHE"):
-        return Path(os.environ["PATCHHEAT_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "napari-patchheat" / "runs"
+    """Where run results are cached: ``runs/`` in the project's cache folder
+    ($PATCHHEAT_CACHE_DIR, else $XDG_CACHE_HOME/napari-patchheat)."""
+    from ._sample_data import default_cache_dir as cache_root
+
+    return cache_root() / "runs"
 
 
 class HeatmapRun:

@@ -1,0 +1,166 @@
+"""End-to-end runs against their baselines, measured side by side in one run (CPU).
+
+1. A MobileNetV2-sized Keras model (random weights): end-to-end patches/s of a run over the
+   model's own patches/s on pre-extracted batches of the same size (target >= 0.9).
+2. The built-in `dab` model (cheap): end-to-end patches/s over read-and-decode-only throughput
+   of the same block regions (target >= 0.8).
+3. Peak RSS of a `dab` run over level 0 of a 20k x 20k and a 40k x 40k generated slide, each in
+   its own process (target: the larger within 1.2x of the smaller).
+4. Tissue skipping: a run at tissue threshold 0.5 over one at 0 (all patches), against the
+   fraction of patches kept.
+Run: `.venv/bin/python benchmarks/bench_pipeline.py [--quick]`. Slides are generated once into
+the cache folder (see napari_patchheat._sample_data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(__file__))
+
+import numpy as np  # noqa: E402
+
+from _util import gib  # noqa: E402
+from napari_patchheat import open_slide  # noqa: E402
+from napari_patchheat._sample_data import sample_slide_path  # noqa: E402
+from napari_patchheat.grid import read_region  # noqa: E402
+from napari_patchheat.inference import HeatmapRun  # noqa: E402
+
+BATCH = 32
+
+
+def mobilenet_path(folder: Path) -> Path:
+    """MobileNetV2 (224 x 224, random weights, 2 classes) saved as .keras with a model card."""
+    import keras
+
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=2)
+    path = folder / "mobilenet_v2.keras"
+    model.save(path)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"class_names": ["benign", "tumour"], "preprocessing": "mobilenet_v2"}))
+    return path
+
+
+def timed_run(run: HeatmapRun) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    n = sum(len(p.indices) for p in run.run())
+    return n, time.perf_counter() - t0
+
+
+def model_only(model, n: int, shape: tuple[int, ...]) -> float:
+    """Seconds for ``n`` patches through model.predict on ready batches (no reading)."""
+    batch = np.random.default_rng(0).integers(0, 255, (BATCH, *shape), dtype=np.uint8)
+    model.predict(batch)  # compile
+    t0 = time.perf_counter()
+    for _ in range(-(-n // BATCH)):
+        model.predict(batch)
+    return time.perf_counter() - t0
+
+
+def read_only(run: HeatmapRun) -> float:
+    """Seconds to read and decode every block region the run reads (no extraction, no model)."""
+    todo = run.todo
+    t0 = time.perf_counter()
+    for rows, cols in run.grid.blocks(run.block_px):
+        if todo[rows.start:rows.stop, cols.start:cols.stop].any():
+            read_region(run.image, *run.grid.block_region(rows, cols))
+    return time.perf_counter() - t0
+
+
+def part_model(slide: Path, level: int, folder: Path) -> None:
+    from napari_patchheat import load_model
+
+    model = load_model(mobilenet_path(folder))
+    with open_slide(slide) as s:
+        run = HeatmapRun(s, model, level=level, size=224, stride=224, batch_size=BATCH,
+                         use_cache=False)
+        n, e2e = timed_run(run)
+    alone = model_only(model, n, (224, 224, 3))
+    print(f"1. MobileNetV2, level {level} ({n} patches): end-to-end {n / e2e:.1f} p/s, model "
+          f"alone {n / alone:.1f} p/s, ratio {alone / e2e:.2f} (target >= 0.9)", flush=True)
+
+
+def part_dab(slide: Path, level: int) -> None:
+    with open_slide(slide) as s:
+        best_e2e, best_read, n = np.inf, np.inf, 0
+        for _ in range(2):  # alternate, keep the best of each: the OS cache warms for both
+            run = HeatmapRun(s, "dab", level=level, size=224, stride=224, batch_size=64,
+                             use_cache=False)
+            best_read = min(best_read, read_only(run))
+            n, t = timed_run(run)
+            best_e2e = min(best_e2e, t)
+        mpix = s.levels[level].shape[0] * s.levels[level].shape[1] / 1e6
+    print(f"2. dab, level {level} ({n} patches, {mpix:.0f} MPix): end-to-end {n / best_e2e:.0f} "
+          f"p/s, read+decode only {n / best_read:.0f} p/s, ratio {best_read / best_e2e:.2f} "
+          f"(target >= 0.8)", flush=True)
+
+
+def rss_child(slide: str) -> None:
+    """Run dab over level 0 and print peak RSS (bytes) as JSON: called in a fresh process."""
+    with open_slide(slide) as s:
+        run = HeatmapRun(s, "dab", level=0, size=224, stride=224, batch_size=64, use_cache=False)
+        n, t = timed_run(run)
+        cells = run.heatmap.values.nbytes
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"patches": n, "seconds": t, "peak_rss": peak, "heatmap_bytes": cells}))
+
+
+def part_rss(sizes: list[int]) -> None:
+    results = []
+    for px in sizes:
+        path = sample_slide_path(px)
+        out = subprocess.run([sys.executable, __file__, "--rss-child", str(path)],
+                             capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = results[-1]
+        print(f"3. dab over level 0 of {px} x {px}: {r['patches']} patches in {r['seconds']:.1f} s "
+              f"({r['patches'] / r['seconds']:.0f} p/s), peak RSS {gib(r['peak_rss'])}", flush=True)
+    print(f"   peak RSS ratio {sizes[-1]}/{sizes[0]}: "
+          f"{results[-1]['peak_rss'] / results[0]['peak_rss']:.2f} for "
+          f"{(sizes[-1] / sizes[0]) ** 2:.0f}x the area (target <= 1.2)", flush=True)
+
+
+def part_tissue(slide: Path, level: int) -> None:
+    with open_slide(slide) as s:
+        kw = dict(level=level, size=224, stride=224, batch_size=64, use_cache=False)
+        full = HeatmapRun(s, "dab", tissue_threshold=0.0, **kw)
+        skip = HeatmapRun(s, "dab", tissue_threshold=0.5, **kw)
+        kept = skip.todo.sum() / full.todo.sum()
+        timed_run(full)  # warms the OS cache for both
+        _, t_full = timed_run(HeatmapRun(s, "dab", tissue_threshold=0.0, **kw))
+        _, t_skip = timed_run(skip)
+    print(f"4. tissue threshold 0.5 keeps {kept:.0%} of the patches and takes "
+          f"{t_skip / t_full:.0%} of the full-grid time ({t_skip:.1f} s vs {t_full:.1f} s)",
+          flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller slides and levels")
+    ap.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args.rss_child)
+    import tensorflow as tf
+
+    print(f"TF {tf.__version__} on {[d.device_type for d in tf.config.list_physical_devices()]}, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    slide = sample_slide_path(20480)
+    with tempfile.TemporaryDirectory() as tmp:
+        part_model(slide, level=3 if args.quick else 2, folder=Path(tmp))
+    part_dab(slide, level=1 if args.quick else 0)
+    part_rss([10240, 20480] if args.quick else [20480, 40960])
+    part_tissue(slide, level=1 if args.quick else 0)
+
+
+if __name__ == "__main__":
+    main()
