@@ -127,7 +127,8 @@ def iter_blocks(
     """Patches of a whole level, one block at a time (one region read, one extraction each).
 
     ``level`` is Y X C (numpy or dask) of the grid's height and width. ``mask`` (rows, cols)
-    bool keeps only its True patches; blocks without any are never read. Memory: one block.
+    bool keeps only its True patches: a block reads only the bounding box of its kept patches,
+    and blocks without any are never read. Memory: one block.
     """
     if tuple(level.shape[:2]) != (grid.height, grid.width) or len(level.shape) != 3:
         raise ValueError(
@@ -139,9 +140,16 @@ def iter_blocks(
         if mask.shape != grid.shape:
             raise ValueError(f"mask of shape {mask.shape} must be the grid's shape {grid.shape}.")
     for rows, cols in grid.blocks(block_px):
-        keep = None if mask is None else mask[rows.start : rows.stop, cols.start : cols.stop]
-        if keep is not None and not keep.any():
-            continue
+        keep = None
+        if mask is not None:
+            keep = mask[rows.start : rows.stop, cols.start : cols.stop]
+            if not keep.any():
+                continue
+            # read only the bounding box of the patches kept in this block
+            kr, kc = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
+            keep = keep[kr[0] : kr[-1] + 1, kc[0] : kc[-1] + 1]
+            rows = range(rows.start + kr[0], rows.start + kr[-1] + 1)
+            cols = range(cols.start + kc[0], cols.start + kc[-1] + 1)
         region = read_region(level, *grid.block_region(rows, cols))
         patches = extract_block(region, grid, backend)
         rr, cc = np.meshgrid(np.arange(rows.start, rows.stop), np.arange(cols.start, cols.stop),
