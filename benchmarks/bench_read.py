@@ -1,0 +1,190 @@
+"""Benchmark: opening and reading a 100k x 100k slide, against tifffile in the same run.
+
+    .venv/bin/python benchmarks/bench_read.py [--size 100000] [--cache bench-out] [--repeat 5]
+
+Prints: the time to write the generated slide (first run only; then it is reused from the
+cache), to open it, and to get the first screenful (the whole level that fits 1920 x 1080);
+level-0 region reads in MPix/s through ``Slide.levels`` (dask) against tifffile decoding the
+same tiles itself (same threads), and against tifffile's zarr store; the same on the real
+CMU SVS when ../shared/data/real is there; peak memory (tracemalloc, RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from napari_patchheat._sample_data import sample_slide_path  # noqa: E402
+from napari_patchheat.slide import open_slide  # noqa: E402
+
+SCREEN_PX = (1080, 1920)  # (height, width)
+REGION_PX = 2048  # level-0 region side (the extraction's read block)
+REAL_SVS = ROOT.parent / "shared" / "data" / "real" / "CMU-1-Small-Region.svs"
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Shortest wall time of ``repeat`` calls (seconds), and the last result."""
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def tifffile_decode(path: Path, regions: list[tuple[int, int, int, int]], threads: int) -> list[np.ndarray]:
+    """Level-0 regions decoded by tifffile itself: its tile reads and decoder, ``threads`` wide."""
+    import tifffile
+
+    out = []
+    with tifffile.TiffFile(path) as tif:
+        page = tif.series[0].levels[0].keyframe
+        fh = tif.filehandle
+        th, tw = page.tilelength, page.tilewidth
+        across = -(-page.imagewidth // tw)
+        args = {"jpegtables": page.jpegtables} if page.jpegtables is not None else {}
+        with ThreadPoolExecutor(threads) as pool:
+            for y0, x0, y1, x1 in regions:
+                region = np.empty((y1 - y0, x1 - x0, 3), np.uint8)
+                index = [ty * across + tx for ty in range(y0 // th, (y1 - 1) // th + 1)
+                         for tx in range(x0 // tw, (x1 - 1) // tw + 1)]  # fmt: skip
+                segments = list(fh.read_segments(
+                    [page.dataoffsets[i] for i in index], [page.databytecounts[i] for i in index],
+                    index, sort=True,
+                ))  # fmt: skip
+
+                def place(segment: tuple[bytes, int], region: np.ndarray = region,
+                          y0: int = y0, x0: int = x0, y1: int = y1, x1: int = x1) -> None:  # fmt: skip
+                    data, i = segment
+                    tile = page.decode(data, i, **args)[0][0]
+                    ty, tx = divmod(i, across)
+                    ya, yb = max(y0, ty * th), min(y1, ty * th + th)
+                    xa, xb = max(x0, tx * tw), min(x1, tx * tw + tw)
+                    region[ya - y0 : yb - y0, xa - x0 : xb - x0] = tile[
+                        ya - ty * th : yb - ty * th, xa - tx * tw : xb - tx * tw
+                    ]
+
+                list(pool.map(place, segments))
+                out.append(region)
+    return out
+
+
+def tifffile_zarr(path: Path, regions: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """The same regions through tifffile's zarr store (the route slide.py does not take)."""
+    import tifffile
+    import zarr
+
+    with tifffile.TiffFile(path) as tif:
+        z = zarr.open(tif.series[0].aszarr(level=0), mode="r")
+        return [np.asarray(z[y0:y1, x0:x1]) for y0, x0, y1, x1 in regions]
+
+
+def tissue_regions(slide: Any, n: int, size: tuple[int, int], seed: int = 0) -> list[tuple[int, int, int, int]]:
+    """``n`` level-0 regions (y0, x0, y1, x1) of ``size`` (h, w), tile-unaligned, on tissue."""
+    top = np.asarray(slide.levels[-1])
+    tissue = np.argwhere(np.abs(top.astype(int) - 240).sum(axis=2) > 40)
+    dy, dx = slide.downsamples[-1]
+    (h, w), (rh, rw) = slide.shape, size
+    rng = np.random.default_rng(seed)
+    out = []
+    for cy, cx in tissue[rng.choice(len(tissue), n, replace=False)]:
+        y0 = int(min(max(cy * dy - rh / 2, 0) + 7, h - rh))
+        x0 = int(min(max(cx * dx - rw / 2, 0) + 5, w - rw))
+        out.append((y0, x0, y0 + rh, x0 + rw))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=100_000, help="slide side, px (level 0)")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench-out", help="where the slide is kept")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--regions", type=int, default=8, help="level-0 regions per read pass")
+    args = parser.parse_args(argv)
+    threads = os.cpu_count() or 1
+    print(f"bench_read: {args.size} x {args.size} px slide, {threads} CPU threads, "
+          f"Python {sys.version.split()[0]}")  # fmt: skip
+
+    cached = (args.cache / f"patchheat-sample-{args.size}x{args.size}-v1.ome.tif").is_file()
+    t0 = time.perf_counter()
+    path = sample_slide_path(args.size, cache_dir=args.cache)
+    size_gb = path.stat().st_size / 1e9
+    if cached:
+        print(f"  generated slide (from the cache) {path} ({size_gb:.2f} GB)")
+    else:
+        print(f"  write the generated slide        {time.perf_counter() - t0:8.1f} s  ({size_gb:.2f} GB)")
+
+    t_open, slide = best_of(lambda: open_slide(path), args.repeat)
+    screen_level = next(
+        (k for k, lv in enumerate(slide.levels) if lv.shape[0] <= SCREEN_PX[0] and lv.shape[1] <= SCREEN_PX[1]),
+        len(slide.levels) - 1,
+    )
+
+    def first_screen() -> np.ndarray:
+        with open_slide(path) as s:
+            return np.asarray(s.levels[screen_level])
+
+    t_first, screen = best_of(first_screen, args.repeat)
+    print(f"  open_slide                       {t_open * 1e3:8.1f} ms  ({len(slide.levels)} levels)")
+    print(f"  open + first screenful           {t_first * 1e3:8.1f} ms  (level {screen_level}, "
+          f"{screen.shape[1]} x {screen.shape[0]} px)")  # fmt: skip
+    [(y0, x0, y1, x1)] = tissue_regions(slide, 1, SCREEN_PX)
+    t_view, _ = best_of(lambda: np.asarray(slide.levels[0][y0:y1, x0:x1]), args.repeat)
+    print(f"  a level-0 screenful (on tissue)  {t_view * 1e3:8.1f} ms")
+
+    regions = tissue_regions(slide, args.regions, (REGION_PX, REGION_PX))
+    mpix = sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in regions) / 1e6
+    t_ours, ours = best_of(lambda: [np.asarray(slide.levels[0][a:c, b:d]) for a, b, c, d in regions], args.repeat)
+    t_tiff, theirs = best_of(lambda: tifffile_decode(path, regions, threads), args.repeat)
+    t_zarr, zarred = best_of(lambda: tifffile_zarr(path, regions), args.repeat)
+    for a, b, c in zip(ours, theirs, zarred):
+        assert np.array_equal(a, b) and np.array_equal(a, c), "readers disagree"
+    del ours, theirs, zarred
+    slide.close()
+    print(f"  level-0 regions {REGION_PX} px, {args.regions} on tissue:")
+    print(f"    Slide.levels[0] (dask)         {mpix / t_ours:8.1f} MPix/s")
+    print(f"    tifffile decoding the tiles    {mpix / t_tiff:8.1f} MPix/s   ratio ours/tifffile "
+          f"{t_tiff / t_ours:.2f}")  # fmt: skip
+    print(f"    tifffile zarr store            {mpix / t_zarr:8.1f} MPix/s   ratio ours/zarr "
+          f"{t_zarr / t_ours:.2f}")  # fmt: skip
+
+    tracemalloc.start()  # memory, apart from the timings (tracemalloc slows allocation)
+    with open_slide(path) as s:
+        np.asarray(s.levels[screen_level])
+        y0, x0, y1, x1 = regions[0]
+        region = np.asarray(s.levels[0][y0:y1, x0:x1])
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    pixels = args.size * args.size * 3
+    print(f"  peak memory: open, first screenful, one {REGION_PX} px region ({region.nbytes / 2**20:.0f} MiB): "
+          f"{peak / 2**20:.1f} MiB (tracemalloc); the slide's pixels: {pixels / 2**30:.0f} GiB")  # fmt: skip
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    print(f"  peak RSS of the whole benchmark  {rss:8.1f} MiB  (Python, numpy, dask, tifffile included)")
+
+    if REAL_SVS.is_file():
+        import tifffile
+
+        with open_slide(REAL_SVS) as s:
+            t_ours, a = best_of(lambda: np.asarray(s.levels[0]), args.repeat)
+        t_tiff, b = best_of(lambda: tifffile.imread(REAL_SVS), args.repeat)
+        assert np.array_equal(a, b)
+        mpix = a.shape[0] * a.shape[1] / 1e6
+        print(f"  real CMU SVS, whole level 0 (240 px JPEG tiles): ours {mpix / t_ours:.1f} MPix/s, "
+              f"tifffile.imread {mpix / t_tiff:.1f} MPix/s, ratio ours/tifffile {t_tiff / t_ours:.2f}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
