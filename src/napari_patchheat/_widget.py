@@ -72,6 +72,7 @@ class PatchHeatWidget(Container):
         self.cache_dir: str | None = None  # None: the runner's default cache
         self.slide: SlideLayer | None = None
         self.grid: PatchGrid | None = None
+        self.grid_error = ""  # why there is no grid, for the status line
         self.heatmap: Heatmap | None = None
         self.heatmap_layer: Any = None
         self.run_handle: RunHandle | None = None
@@ -261,21 +262,21 @@ class PatchHeatWidget(Container):
         """Any parameter changed: new grid, status line, preview (debounced), inspector."""
         self.model_file.visible = self.model.value == MODEL_FILE_CHOICE
         self.model_info.value, warn = self._model_text()
-        self.grid = None
-        if self.slide is None:
-            self.status.value = "open a slide (an image layer) to start"
-        elif self.level.value is not None:
+        self.grid, self.grid_error = None, "Open a slide (an image layer) to start."
+        if self.slide is not None and self.level.value is not None:
             h, w = self.slide.level_shape(self.level.value)
             try:
                 self.grid = PatchGrid(h, w, self.size.value, self.stride.value, self.rate.value,
                                       self.padding.value)
             except ValueError as exc:
-                self.status.value = str(exc)
+                self.grid_error = str(exc)
             else:
-                self.status.value = grid_status(self.grid, self._tissue_fraction(),
-                                                self.tissue_threshold.value)
-                if warn:
-                    self.status.value += f"; {warn}"
+                self.grid_error = ""
+        if self.grid is None:
+            self.status.value = self.grid_error
+        else:
+            line = grid_status(self.grid, self._tissue_fraction(), self.tissue_threshold.value)
+            self.status.value = f"{line}; {warn}" if warn else line
         self.preview.schedule()
         self.inspector.refresh()
 
@@ -328,7 +329,7 @@ class PatchHeatWidget(Container):
         if self.slide is None:
             raise ValueError("Open a slide first: no image layer is chosen.")
         if self.grid is None:
-            raise ValueError(f"The grid is not valid: {self.status.value}")
+            raise ValueError(self.grid_error)
         model = self.model_spec()
         if not model:
             raise ValueError("Choose a model: a built-in one or an existing Keras file.")
