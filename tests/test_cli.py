@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_patchheat import compute_heatmap
+from napari_patchheat import compute_heatmap, open_slide
 from napari_patchheat.cli import main
 from napari_patchheat.heatmap import Heatmap
 
@@ -70,3 +70,28 @@ def test_help_lists_every_option():
         assert option in out.stdout
     for command in ("demo", "open"):
         assert patchheat(command, "--help", timeout=60).returncode == 0
+
+
+def test_run_writes_every_export_format_like_export_heatmap(tmp_path):
+    import skimage.data
+    import tifffile
+
+    from napari_patchheat.export import export_heatmap, read_csv, read_ome_tiff
+
+    slide = tmp_path / "ihc.tif"
+    tifffile.imwrite(slide, skimage.data.immunohistochemistry(), photometric="rgb")
+    out = patchheat("run", slide, "--model", "dab", "--size", "64", "--stride", "32",
+                    "--no-cache", "--out", tmp_path / "cli",
+                    "--format", "npz,ometiff,slide_raster,png,csv,geojson")
+    assert out.returncode == 0, out.stderr[-3000:]
+    h = Heatmap.load_npz(tmp_path / "cli" / "ihc.dab.npz")
+    with open_slide(slide) as s:  # the thumbnail the CLI passes
+        api = export_heatmap(h, tmp_path / "api", "ihc.dab", thumbnail=s.thumbnail(2000))
+    cli_files = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert cli_files == sorted([p.name for p in api.values()] + ["ihc.dab.npz"])
+    np.testing.assert_array_equal(read_ome_tiff(tmp_path / "cli" / "ihc.dab.ome.tif").values,
+                                  h.values)
+    for name in ("ihc.dab.csv", "ihc.dab.geojson", "ihc.dab.png", "ihc.dab.raster.tif"):
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
+    assert len(read_csv(tmp_path / "cli" / "ihc.dab.csv").rows) == h.n_computed == 15 * 15
+
