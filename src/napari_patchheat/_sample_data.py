@@ -198,22 +198,24 @@ class _TileMaker:
         y, x = y0 % period, x0 % period
         return wrapped[y : y + self.tile, x : x + self.tile]
 
+    @staticmethod
+    def _field_position(level: int, pixel: Any) -> Any:
+        """Level pixel (centre) -> field cell units (cells centred on i + 0.5, +1 of margin)."""
+        return (pixel + 0.5) * (2**level / FIELD_CELL_PX) + 0.5
+
     def _cells(self, level: int, start: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
         """Field cell (floor) and weight of the tile's pixels along one axis from ``start``."""
-        # level pixel centre -> level-0 coordinate -> cell units (cells centred on i + 0.5);
-        # +1 for the field's margin
-        pos = (np.arange(start, start + self.tile) + 0.5) * (2**level / FIELD_CELL_PX) + 0.5
+        pos = self._field_position(level, np.arange(start, start + self.tile))
         cell = np.clip(np.floor(pos).astype(int), 0, self.alpha.shape[axis] - 2)
         return cell, np.clip(pos - cell, 0, 1).astype(np.float32)
 
     def _alpha_block(self, level: int, y0: int, x0: int) -> np.ndarray:
         """The field cells a tile's opacity is interpolated from (its min and max bound it)."""
-        scale = 2**level / FIELD_CELL_PX
-        y1, x1 = y0 + self.tile - 1, x0 + self.tile - 1
-        ny, nx = self.alpha.shape
-        lo_y, hi_y = (min(max(int((p + 0.5) * scale + 0.5), 0), ny - 2) for p in (y0, y1))
-        lo_x, hi_x = (min(max(int((p + 0.5) * scale + 0.5), 0), nx - 2) for p in (x0, x1))
-        return self.alpha[lo_y : hi_y + 2, lo_x : hi_x + 2]
+        bounds = []
+        for start, n in ((y0, self.alpha.shape[0]), (x0, self.alpha.shape[1])):
+            lo, hi = (int(self._field_position(level, p)) for p in (start, start + self.tile - 1))
+            bounds.append(slice(min(lo, n - 2), min(hi, n - 2) + 2))
+        return self.alpha[bounds[0], bounds[1]]
 
     def _alpha_tile(self, level: int, y0: int, x0: int) -> np.ndarray:
         """Tissue opacity (0..1) of each pixel of a tile: the field, bilinearly interpolated."""
