@@ -1,8 +1,7 @@
 """The npe2 writer: a heatmap layer saved as OME-TIFF through napari comes back equal.
 
-Runs in the GUI test process (never imports TensorFlow). The writer's manifest entry is
-registered here under a test plugin name, from the same YAML the package manifest holds, so
-these tests check the entry (command, python_name, extensions) and not only the function.
+Runs in the GUI test process (never imports TensorFlow). The tests go through the installed
+plugin's own manifest entry (command, python_name, extensions), not only the function.
 """
 
 from __future__ import annotations
@@ -10,28 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import yaml
 
 from napari_patchheat._writer import write_heatmap
 from napari_patchheat.export import read_ome_tiff
 from napari_patchheat.grid import PatchGrid
 from napari_patchheat.heatmap import Heatmap
 
-TEST_PLUGIN = "napari-patchheat-writer-check"
-WRITER_YAML = """
-name: {name}
-display_name: PatchHeat writer check
-contributions:
-  commands:
-    - id: {name}.write_heatmap
-      python_name: napari_patchheat._writer:write_heatmap
-      title: Save a PatchHeat heatmap layer as OME-TIFF
-  writers:
-    - command: {name}.write_heatmap
-      layer_types: ["image"]
-      filename_extensions: [".ome.tif", ".ome.tiff"]
-      display_name: PatchHeat heatmap (OME-TIFF)
-"""
+PLUGIN = "napari-patchheat"
 
 
 @pytest.fixture
@@ -42,17 +26,6 @@ def heatmap() -> Heatmap:
     return Heatmap(values, grid, level=1, downsample=(4.0, 4.0), class_names=("normal", "tumor"),
                    mpp=(0.25, 0.25), model_name="toy", slide_path="/data/s.svs",
                    slide_shape=(1200, 1680))
-
-
-@pytest.fixture
-def writer_plugin():
-    from npe2 import PluginManager, PluginManifest
-
-    manifest = PluginManifest(**yaml.safe_load(WRITER_YAML.format(name=TEST_PLUGIN)))
-    pm = PluginManager.instance()
-    pm.register(manifest)
-    yield TEST_PLUGIN
-    pm.unregister(TEST_PLUGIN)
 
 
 def test_writer_writes_all_classes_of_a_heatmap_layer(heatmap, tmp_path):
@@ -67,24 +40,23 @@ def test_writer_writes_all_classes_of_a_heatmap_layer(heatmap, tmp_path):
     assert back.metadata() == heatmap.metadata()
 
 
-def test_npe2_routes_ome_tif_to_the_writer(heatmap, tmp_path, writer_plugin):
+def test_npe2_routes_ome_tif_to_the_writer(heatmap, tmp_path):
     import npe2
     from napari.layers import Image
 
     layer = Image(**heatmap.layer_kwargs(0))
-    written = npe2.write(str(tmp_path / "h.ome.tiff"), [layer], plugin_name=writer_plugin)
+    written = npe2.write(str(tmp_path / "h.ome.tiff"), [layer], plugin_name=PLUGIN)
     assert sorted(written) == [str(tmp_path / "h.json"), str(tmp_path / "h.ome.tiff")]
     back = read_ome_tiff(tmp_path / "h.ome.tiff")
     assert np.array_equal(back.values, heatmap.values, equal_nan=True)
 
 
-def test_viewer_saves_a_heatmap_layer_and_a_plain_layer(make_napari_viewer, heatmap, tmp_path,
-                                                         writer_plugin):
+def test_viewer_saves_a_heatmap_layer_and_a_plain_layer(make_napari_viewer, heatmap, tmp_path):
     viewer = make_napari_viewer()
     layer = viewer.add_image(**heatmap.layer_kwargs("tumor"))
     viewer.layers.selection = {layer}
     written = viewer.layers.save(str(tmp_path / "saved.ome.tif"), selected=True,
-                                 plugin=writer_plugin)
+                                 plugin=PLUGIN)
     assert str(tmp_path / "saved.ome.tif") in written
     back = read_ome_tiff(tmp_path / "saved.ome.tif")
     assert np.array_equal(back.values, heatmap.values, equal_nan=True)
@@ -93,7 +65,7 @@ def test_viewer_saves_a_heatmap_layer_and_a_plain_layer(make_napari_viewer, heat
     plain = viewer.add_image(np.arange(12 * 16, dtype=np.uint16).reshape(12, 16), name="plain")
     viewer.layers.selection = {plain}
     written = viewer.layers.save(str(tmp_path / "plain.ome.tif"), selected=True,
-                                 plugin=writer_plugin)
+                                 plugin=PLUGIN)
     assert written == [str(tmp_path / "plain.ome.tif")]
     assert np.array_equal(tifffile.imread(tmp_path / "plain.ome.tif"), plain.data)
     names = sorted(p.name for p in tmp_path.iterdir())
