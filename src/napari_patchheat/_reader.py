@@ -30,11 +30,31 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
 
 
 def read_slides(path: str | list[str]) -> list[LayerData]:
-    """One multiscale image layer per slide file."""
+    """One multiscale image layer per slide file; one layer per class for a heatmap OME-TIFF
+    written by napari-patchheat, placed over its slide again."""
+    from .export import is_heatmap_file, read_ome_tiff
     from .slide import open_slide
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    return [slide_layer_data(open_slide(p)) for p in paths]
+    layers: list[LayerData] = []
+    for p in paths:
+        if is_heatmap_file(p):
+            layers.extend(heatmap_layer_data(read_ome_tiff(p)))
+        else:
+            layers.append(slide_layer_data(open_slide(p)))
+    return layers
+
+
+def heatmap_layer_data(heatmap: Any) -> list[LayerData]:
+    """napari layer data of every class of a Heatmap, in the units the slide layer uses
+    (µm where the slide knows its pixel size, level-0 pixels otherwise)."""
+    layers = []
+    for c in range(len(heatmap.class_names)):
+        kwargs = heatmap.layer_kwargs(c, world_per_px=heatmap.mpp or 1.0)
+        if heatmap.mpp is not None and _layer_takes_units():
+            kwargs["units"] = ("µm", "µm")
+        layers.append((kwargs.pop("data"), kwargs, "image"))
+    return layers
 
 
 def slide_layer_data(slide: Any) -> LayerData:

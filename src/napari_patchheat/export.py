@@ -281,6 +281,22 @@ def read_ome_tiff(path: str | Path) -> Heatmap:
     return Heatmap.from_metadata(meta, np.moveaxis(values, 0, -1))
 
 
+def is_heatmap_file(path: str | Path) -> bool:
+    """True for an OME-TIFF written by :func:`write_ome_tiff` (its metadata or its sidecar)."""
+    import tifffile
+
+    path = Path(path)
+    if not path.name.lower().endswith((".ome.tif", ".ome.tiff")) or not path.is_file():
+        return False
+    if sidecar_path(path).is_file():
+        return True
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return METADATA_NAMESPACE in (tif.ome_metadata or "")
+    except (OSError, ValueError, tifffile.TiffFileError):
+        return False
+
+
 def _ome_comment(xml: str) -> dict[str, Any] | None:
     if not xml:
         return None

@@ -122,3 +122,31 @@ def test_sample_data_menu(make_napari_viewer, tmp_path, monkeypatch):
     assert slide.multiscale and [d.shape for d in slide.data] == [(2048, 2048, 3), (1024, 1024, 3)]
     with open_slide(slide.metadata["path"]) as s:
         np.testing.assert_array_equal(s.levels[1].compute(), np.asarray(slide.data[1]))
+
+
+def test_a_heatmap_ome_tiff_opens_back_over_its_slide(make_napari_viewer, svs_path, tmp_path):
+    from napari_patchheat.export import write_ome_tiff
+    from napari_patchheat.grid import PatchGrid
+    from napari_patchheat.heatmap import Heatmap
+
+    with open_slide(svs_path) as slide:
+        level = 1  # a computed lower level: the downsample is not an integer on both axes
+        h0, w0 = slide.levels[level].shape[:2]
+        grid = PatchGrid(h0, w0, 100, 60, padding="SAME")
+        values = np.random.default_rng(3).random((*grid.shape, 2)).astype(np.float32)
+        values[::3] = np.nan
+        heatmap = Heatmap(values, grid, level=level, downsample=slide.downsamples[level],
+                          class_names=("a", "b"), mpp=slide.mpp, slide_path=str(svs_path),
+                          slide_shape=slide.shape)
+    path = write_ome_tiff(heatmap, tmp_path / "h.ome.tif")
+    viewer = make_napari_viewer()
+    viewer.open(str(svs_path), plugin="napari-patchheat")
+    layers = viewer.open(str(path), plugin="napari-patchheat")
+    assert [layer.name for layer in layers] == [heatmap.layer_name(0), heatmap.layer_name(1)]
+    mpp = np.array(heatmap.mpp)
+    for layer, c in zip(layers, range(2)):
+        for i, j in [(0, 0), (1, 2), (grid.rows - 1, grid.cols - 1)]:
+            world = grid.centers(i, j, heatmap.downsample) * mpp  # the slide layer is in µm
+            cell = np.round(layer.world_to_data(world)).astype(int)
+            assert tuple(cell) == (i, j)
+            np.testing.assert_array_equal(layer.data[i, j], values[i, j, c])
