@@ -56,12 +56,12 @@ def timed_run(run: HeatmapRun) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def model_only(model, n: int, shape: tuple[int, ...]) -> float:
+def model_only(model, n: int, shape: tuple[int, ...], batch_size: int = BATCH) -> float:
     """Seconds for ``n`` patches through model.predict on ready batches (no reading)."""
-    batch = np.random.default_rng(0).integers(0, 255, (BATCH, *shape), dtype=np.uint8)
+    batch = np.random.default_rng(0).integers(0, 255, (batch_size, *shape), dtype=np.uint8)
     model.predict(batch)  # compile
     t0 = time.perf_counter()
-    for _ in range(-(-n // BATCH)):
+    for _ in range(-(-n // batch_size)):
         model.predict(batch)
     return time.perf_counter() - t0
 
@@ -80,28 +80,36 @@ def part_model(slide: Path, level: int, folder: Path) -> None:
     from napari_patchheat import load_model
 
     model = load_model(mobilenet_path(folder))
+    e2e, alone = np.inf, np.inf
     with open_slide(slide) as s:
-        run = HeatmapRun(s, model, level=level, size=224, stride=224, batch_size=BATCH,
-                         use_cache=False)
-        n, e2e = timed_run(run)
-    alone = model_only(model, n, (224, 224, 3))
+        for _ in range(2):  # alternate, keep the best of each
+            run = HeatmapRun(s, model, level=level, size=224, stride=224, batch_size=BATCH,
+                             use_cache=False)
+            n, t = timed_run(run)
+            e2e = min(e2e, t)
+            alone = min(alone, model_only(model, n, (224, 224, 3)))
     print(f"1. MobileNetV2, level {level} ({n} patches): end-to-end {n / e2e:.1f} p/s, model "
           f"alone {n / alone:.1f} p/s, ratio {alone / e2e:.2f} (target >= 0.9)", flush=True)
 
 
 def part_dab(slide: Path, level: int) -> None:
     with open_slide(slide) as s:
-        best_e2e, best_read, n = np.inf, np.inf, 0
-        for _ in range(2):  # alternate, keep the best of each: the OS cache warms for both
+        best_e2e, best_read, best_model, n = np.inf, np.inf, np.inf, 0
+        for _ in range(3):  # alternate, keep the best of each: the OS cache warms for all
             run = HeatmapRun(s, "dab", level=level, size=224, stride=224, batch_size=64,
                              use_cache=False)
             best_read = min(best_read, read_only(run))
             n, t = timed_run(run)
             best_e2e = min(best_e2e, t)
+            best_model = min(best_model, model_only(run.model, n, (224, 224, 3), 64))
         mpix = s.levels[level].shape[0] * s.levels[level].shape[1] / 1e6
+    # decoding (dask threads) and the model (TF threads) each use every core, so they cannot
+    # overlap: their serial sum is the best an end-to-end run can do on this machine
+    bound = best_read + best_model
     print(f"2. dab, level {level} ({n} patches, {mpix:.0f} MPix): end-to-end {n / best_e2e:.0f} "
-          f"p/s, read+decode only {n / best_read:.0f} p/s, ratio {best_read / best_e2e:.2f} "
-          f"(target >= 0.8)", flush=True)
+          f"p/s, read+decode only {n / best_read:.0f} p/s, model only {n / best_model:.0f} p/s; "
+          f"ratio {best_read / best_e2e:.2f} (target >= 0.8); end-to-end over the serial sum of "
+          f"read and model {bound / best_e2e:.2f}", flush=True)
 
 
 def rss_child(slide: str) -> None:
