@@ -116,14 +116,6 @@ def select_patches(grid: PatchGrid, downsample: FloatPair, view_level0: tuple[fl
     return PreviewSelection(rows, cols, step, n)
 
 
-def preview_rectangles(grid: PatchGrid, downsample: FloatPair, slide: SlideLayer,
-                       selection: PreviewSelection) -> np.ndarray:
-    """World rectangles (n, 4, 2) of the selected patches: their effective extent, edges on
-    level-0 pixel boundaries (see :meth:`SlideLayer.box_to_world`)."""
-    rows, cols = selection.indices()
-    return slide.box_to_world(grid.boxes(rows, cols, downsample))
-
-
 class GridPreview:
     """Keeps a Shapes layer showing the patches in view; ``schedule()`` redraws debounced.
 
@@ -140,6 +132,8 @@ class GridPreview:
         self.selection: PreviewSelection | None = None
         self.message = ""
         self.redrawn: list[Callable[[], None]] = []
+        self._keys: list[tuple[int, int]] = []  # (row, col) of each rectangle, in layer order
+        self._look: Any = None  # what the rectangles were drawn for, besides which patches
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(PREVIEW_DEBOUNCE_MS)
@@ -171,13 +165,20 @@ class GridPreview:
         state = self.source() if self.enabled else None
         if state is None or self.viewer.dims.ndisplay != 2:
             self.selection, self.message = None, ""
-            self._draw(np.zeros((0, 4, 2)))
+            self._draw([], lambda keys: np.zeros((0, 4, 2)), None)
         else:
             grid, downsample, slide = state
             view = world_rect_to_level0(slide, view_rect_world(self.viewer))
             self.selection = select_patches(grid, downsample, view, self.max_shapes)
             self.message = self.selection.describe()
-            self._draw(preview_rectangles(grid, downsample, slide, self.selection))
+            rows, cols = self.selection.indices()
+
+            def rects(keys: list[tuple[int, int]]) -> np.ndarray:
+                r, c = np.array(keys, np.int64).reshape(-1, 2).T
+                return slide.box_to_world(grid.boxes(r, c, downsample))
+
+            look = (grid, downsample, slide.world_per_px, slide.world_offset, self.edge_width())
+            self._draw(list(zip(rows.tolist(), cols.tolist())), rects, look)
         for callback in self.redrawn:
             callback()
 
@@ -185,20 +186,40 @@ class GridPreview:
         """World units for PREVIEW_EDGE_SCREEN_PX screen pixels at the current zoom."""
         return PREVIEW_EDGE_SCREEN_PX / camera(self.viewer).zoom
 
-    def _draw(self, rects: np.ndarray) -> None:
+    def _draw(self, keys: list[tuple[int, int]],
+              rects: Callable[[list[tuple[int, int]]], np.ndarray], look: Any) -> None:
+        """Show the patches ``keys`` (row, col). When only the view moved (same grid, placement
+        and zoom: ``look``), only the patches that left are removed and those that came in
+        added; napari's cost is per rectangle, so a pan costs a fraction of a redraw."""
         layer = self.layer
         if layer is None or layer not in self.viewer.layers:
-            if not len(rects):
+            if not keys:
                 return
             active = self.viewer.layers.selection.active
             layer = self.layer = self.viewer.add_shapes(
                 None, ndim=2, name=PREVIEW_LAYER_NAME, face_color="transparent",
                 edge_color=PREVIEW_EDGE_COLOR, blending="translucent_no_depth",
             )
+            self._keys, self._look = [], None
             if active is not None:  # keep the user's layer active (clicks, keys)
                 self.viewer.layers.selection.active = active
+        if look is not None and look == self._look and layer.nshapes == len(self._keys):
+            wanted, had = set(keys), set(self._keys)
+            gone = [i for i, k in enumerate(self._keys) if k not in wanted]
+            new = [k for k in keys if k not in had]
+            if len(gone) + len(new) < len(keys):
+                if gone:
+                    layer.selected_data = set(gone)
+                    layer.remove_selected()
+                self._add(layer, rects(new))
+                self._keys = [k for k in self._keys if k in wanted] + new
+                return
         if layer.nshapes:
             layer.data = []
+        self._add(layer, rects(keys))
+        self._keys, self._look = list(keys), look
+
+    def _add(self, layer: Any, rects: np.ndarray) -> None:
         if len(rects):
             layer.add_rectangles(rects, edge_width=self.edge_width(),
                                  edge_color=PREVIEW_EDGE_COLOR, face_color="transparent")

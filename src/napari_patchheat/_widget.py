@@ -1,48 +1,45 @@
 """The PatchHeat dock widget: tune the patch grid live, inspect patches, run, watch, export.
 
-The only module (with its helpers ``_preview``, ``_inspector``, ``_slide_layer``) that talks to
-napari layers and Qt. TensorFlow never runs in this process: a run goes to
-:func:`~napari_patchheat.runner.start_run` (a spawned process) and its messages are read by a
-QTimer on the GUI thread, which fills a :class:`Heatmap` and refreshes its Image layer in place.
+With its helpers (``_slide_layer``: the slide behind a layer; ``_preview``: the grid preview;
+``_inspector``: the patch inspector; ``_heatmap_panel``: heatmap layers, display and Export;
+``_run_watch``: the run's messages) the only code that talks to napari layers and Qt.
+TensorFlow never runs in this process: a run goes to a spawned process
+(:func:`~napari_patchheat.runner.start_run`) and a QTimer on the GUI thread takes its messages,
+fills a :class:`Heatmap` and refreshes its Image layer in place.
 """
 
 from __future__ import annotations
 
 import atexit
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSlider,
-                              FloatSpinBox, Label, LineEdit, ProgressBar, PushButton, SpinBox)
-from napari.utils.notifications import show_error, show_info
+from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, ProgressBar,
+                              PushButton, SpinBox)
+from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QScrollArea
 
+from ._heatmap_panel import HeatmapPanel, section
 from ._inspector import PatchInspector, TextLabel
 from ._preview import GridPreview
-from ._slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate, tissue_estimate
-from .export import FORMATS, export_heatmap
+from ._run_watch import RunWatcher
+from ._slide_layer import SlideLayer, is_slide_candidate, tissue_estimate
 from .grid import PatchGrid
 from .heatmap import Heatmap
 from .models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card
-from .runner import Batch, Failed, Finished, RunHandle, RunSpec, Started, array_to_tiff, start_run
+from .runner import Batch, Failed, Finished, RunSpec, Started, array_to_tiff
 from .tissue import grid_tissue_fraction
 
 RUN_POLL_MS = 100  # how often the GUI reads the run's messages (and refreshes the layer)
 MODEL_FILE_CHOICE = "Keras file…"
-COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "red", "gray")
-DEFAULT_OPACITY = 0.6
 DEFAULT_SIZE_PX = 224
 TISSUE_SHOWN_FRACTION = 0.5  # with threshold 0, "x% tissue" counts patches at least this full
 TISSUE_STATUS_MAX_PATCHES = 4_000_000  # above this the status line skips the tissue estimate
 DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
-THUMBNAIL_PX = 2000  # long side of the slide thumbnail the PNG export is blended over
-FORMAT_LABELS = {"ometiff": "OME-TIFF", "slide_raster": "slide-aligned TIFF",
-                 "png": "PNG overlay", "csv": "CSV", "geojson": "GeoJSON (QuPath)"}
 
 
 def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float) -> str:
@@ -55,15 +52,6 @@ def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float) ->
     return text + (f", {int(keep.sum()):,} to run" if threshold > 0 else "")
 
 
-def _section(title: str) -> Label:
-    return Label(value=f"<b>{title}</b>")
-
-
-def safe_stem(text: str) -> str:
-    """A file-name stem from free text: runs of other characters become '_'."""
-    return re.sub(r"[^\w.+-]+", "_", text).strip("._") or "heatmap"
-
-
 class PatchHeatWidget(Container):
     """The dock widget. Its parts are attributes; tests set values and call handlers directly."""
 
@@ -73,12 +61,9 @@ class PatchHeatWidget(Container):
         self.slide: SlideLayer | None = None
         self.grid: PatchGrid | None = None
         self.grid_error = ""  # why there is no grid, for the status line
-        self.heatmap: Heatmap | None = None
-        self.heatmap_layer: Any = None
-        self.run_handle: RunHandle | None = None
+        self.run_handle: RunWatcher | None = None
         self._run: dict[str, Any] = {}
         self._tissue: dict[int, Any] = {}  # id(slide layer) -> (mask, ds), None, or "pending"
-        self._sources: dict[int, Any] = {}  # id(heatmap layer) -> its slide layer
         self._tiffs: dict[tuple[int, int], Path] = {}
         self._tmp: Path | None = None
         self._workers: set[Any] = set()
@@ -108,41 +93,32 @@ class PatchHeatWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.run_info = TextLabel()
-        # --- display
-        self.class_name = ComboBox(label="class", choices=[])
-        self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
-        self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
-        # --- export
-        self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True) for f in FORMATS}
-        self.export_folder = FileEdit(label="folder", mode="d",
-                                      value=Path.home() / "patchheat-export")
-        self.export_stem = LineEdit(label="file stem", value="heatmap")
-        self.export_button = PushButton(text="Export", enabled=False)
+        # --- display and export of the heatmap in use (its parts are attributes here too)
+        d = self.display = HeatmapPanel(viewer, self._error, self._on_heatmap_changed)
+        self.class_name, self.colormap, self.opacity = d.class_name, d.colormap, d.opacity
+        self.export_formats, self.export_folder = d.export_formats, d.export_folder
+        self.export_stem, self.export_button, self.export_info = \
+            d.export_stem, d.export_button, d.export_info
+        self.show_heatmap, self.export = d.show, d.export
 
         self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values)
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                             labels=False)
-        formats = Container(widgets=list(self.export_formats.values()), labels=False,
-                            label="formats")
         self.body = Container(labels=False, widgets=[
-            _section("Grid"),
+            section("Grid"),
             Container(widgets=[self.image_layer, self.level, self.size, self.stride, self.rate,
                                self.padding]),
             self.status, self.show_grid, self.preview_info,
-            _section("Model"),
+            section("Model"),
             Container(widgets=[self.model, self.model_file, self.batch_size,
                                self.tissue_threshold]),
             self.model_info, self.resize,
-            _section("Run"),
+            section("Run"),
             buttons, self.replace, self.progress, self.run_info,
-            _section("Display"),
-            Container(widgets=[self.class_name, self.colormap, self.opacity]),
-            _section("Export"),
-            Container(widgets=[formats, self.export_folder, self.export_stem]),
-            self.export_button,
-            _section("Patch inspector"),
+            self.display,
+            section("Patch inspector"),
             self.inspector,
         ])
         # napari docks ``self.native``: scroll the body inside it, as wide as its widest line
@@ -166,13 +142,9 @@ class PatchHeatWidget(Container):
         self.show_grid.changed.connect(self._on_show_grid)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        self.class_name.changed.connect(self._apply_display)
-        self.colormap.changed.connect(self._apply_display)
-        self.opacity.changed.connect(self._apply_display)
-        self.export_button.changed.connect(self.export)
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
-        viewer.layers.selection.events.active.connect(self._on_active)
+        viewer.layers.selection.events.active.connect(self.display.on_active)
         self.native.destroyed.connect(self._shutdown)
         self._on_layer()
 
@@ -303,12 +275,20 @@ class PatchHeatWidget(Container):
         return self.grid, self._downsample(), self.slide, self.level.value
 
     def _patch_values(self, grid: PatchGrid, level: int, row: int, col: int) -> Any:
-        h = self.heatmap
-        if h is None or h.grid != grid or h.level != level \
-                or self._sources.get(id(self.heatmap_layer)) is not getattr(self.slide, "layer", None):
-            return None
-        v = h.values[row, col]
-        return None if np.isnan(v).any() else (h.class_names, v)
+        return self.display.values_at(grid, level, row, col, getattr(self.slide, "layer", None))
+
+    @property
+    def heatmap(self) -> Heatmap | None:
+        """The heatmap in use (the last run's, or the heatmap layer selected)."""
+        return self.display.heatmap
+
+    @property
+    def heatmap_layer(self) -> Any:
+        """The layer of the heatmap in use."""
+        return self.display.layer
+
+    def _on_heatmap_changed(self) -> None:
+        self.inspector.update_values()
 
     def _on_show_grid(self, *_: Any) -> None:
         self.preview.enabled = bool(self.show_grid.value)
@@ -371,7 +351,7 @@ class PatchHeatWidget(Container):
         self._run = {"slide": self.slide, "level": self.level.value, "grid": self.grid,
                      "downsample": self._downsample(), "file": self.slide.path is not None,
                      "replace": bool(self.replace.value)}
-        self.run_handle = start_run(spec)
+        self.run_handle = RunWatcher(spec)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.value = 0
         self.run_info.value = "starting the model in its own process…"
@@ -385,31 +365,33 @@ class PatchHeatWidget(Container):
             self.run_info.value = "cancelling after the batch in progress…"
 
     def poll(self) -> None:
-        """Read the run's messages (GUI thread): fill the heatmap, refresh its layer once."""
+        """Take the run's messages (GUI thread, never waits): fill the heatmap, then refresh its
+        layer, the progress bar and the inspector once."""
         if self.run_handle is None:
             self._timer.stop()
             return
-        changed = False
-        for msg in self.run_handle.poll():
+        batch = None
+        for msg in self.run_handle.drain():
             if isinstance(msg, Started):
-                changed = self._on_started(msg) or changed
+                self._on_started(msg)
             elif isinstance(msg, Batch) and self.heatmap is not None:
                 self.heatmap.update(msg.indices, msg.values)
-                self.progress.max, self.progress.value = max(msg.total, 1), msg.done
-                self.run_info.value = (f"{msg.done:,} / {msg.total:,} patches, "
-                                       f"{msg.patches_per_s:,.0f} patches/s")
-                changed = True
+                batch = msg
             elif isinstance(msg, Finished):
                 self._end_run(f"{'cancelled' if msg.cancelled else 'done'}: {msg.done:,} patches "
                               "computed by this run" + ("; Run resumes" if msg.cancelled else ""))
             elif isinstance(msg, Failed):
                 self._end_run(f"run failed: {msg.message}")
                 self._error(f"The run failed: {msg.message}")
-        if changed:
-            self._apply_display()
+        if batch is not None:
+            self.progress.max, self.progress.value = max(batch.total, 1), batch.done
+            if self.running:
+                self.run_info.value = (f"{batch.done:,} / {batch.total:,} patches, "
+                                       f"{batch.patches_per_s:,.0f} patches/s")
+            self.display.refresh_layer()
             self.inspector.update_values()
 
-    def _on_started(self, msg: Started) -> bool:
+    def _on_started(self, msg: Started) -> None:
         run = self._run
         heatmap = Heatmap.from_metadata(msg.metadata, np.array(msg.values, np.float32))
         if heatmap.grid != run["grid"]:
@@ -419,7 +401,7 @@ class PatchHeatWidget(Container):
             self._error(f"The slide file's level {run['level']} is {heatmap.grid.height} x "
                         f"{heatmap.grid.width} px but the layer's is {run['grid'].height} x "
                         f"{run['grid'].width} px; open the slide with the napari-patchheat reader.")
-            return False
+            return
         slide: SlideLayer = run["slide"]
         if not run["file"]:  # the worker saw one level as a TIFF: put it back on the pyramid
             heatmap.level, heatmap.downsample = run["level"], run["downsample"]
@@ -428,118 +410,12 @@ class PatchHeatWidget(Container):
         self.progress.max, self.progress.value = max(msg.total, 1), 0
         self.run_info.value = f"{msg.total:,} patches to compute"
         self.show_heatmap(heatmap, slide, replace=run["replace"])
-        return True
 
     def _end_run(self, text: str) -> None:
         self._timer.stop()
         self.run_handle = None
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self.run_info.value = text
-
-    # --- the heatmap layer -----------------------------------------------------------------------
-    def _matching_layer(self, heatmap: Heatmap, slide: SlideLayer) -> Any:
-        for layer in self.viewer.layers:
-            other = layer.metadata.get("patchheat_heatmap") if is_heatmap_layer(layer) else None
-            if other is not None and self._sources.get(id(layer)) is slide.layer \
-                    and other.grid == heatmap.grid and other.level == heatmap.level \
-                    and other.model_fingerprint == heatmap.model_fingerprint:
-                return layer
-        return None
-
-    def show_heatmap(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
-        """Show ``heatmap`` over ``slide``: in the layer of the same grid and model (values
-        merged: nothing computed is lost), else in the shown layer (``replace``), else a new one."""
-        layer = self._matching_layer(heatmap, slide)
-        if layer is not None:
-            old = layer.metadata["patchheat_heatmap"].values
-            keep = np.isnan(heatmap.values) & ~np.isnan(old)
-            heatmap.values[keep] = old[keep]
-        elif replace and self.heatmap_layer is not None and self.heatmap_layer in self.viewer.layers:
-            layer = self.heatmap_layer
-        c = 0 if self.class_name.value not in heatmap.class_names else \
-            heatmap.class_names.index(self.class_name.value)
-        kw = heatmap.layer_kwargs(c, slide.world_per_px, self.colormap.value, self.opacity.value)
-        kw["translate"] = tuple(np.add(kw["translate"], slide.world_offset))
-        kw["name"] = f"{slide.name} {heatmap.model_name} {heatmap.class_names[c]}"
-        if layer is None:
-            layer = self.viewer.add_image(**kw)
-        else:
-            layer.metadata = {**layer.metadata, **kw.pop("metadata")}
-            layer.data, layer.scale, layer.translate = kw["data"], kw["scale"], kw["translate"]
-            layer.name = kw["name"]
-        self._sources[id(layer)] = slide.layer
-        self._adopt(layer)
-        return layer
-
-    def _adopt(self, layer: Any) -> None:
-        """Make ``layer`` the heatmap the class, colormap, opacity and Export apply to."""
-        heatmap = layer.metadata["patchheat_heatmap"]
-        self.heatmap_layer, self.heatmap = layer, heatmap
-        c = int(layer.metadata.get("patchheat_class", 0))
-        with self.class_name.changed.blocked(), self.colormap.changed.blocked(), \
-                self.opacity.changed.blocked():
-            self.class_name.choices = list(heatmap.class_names)
-            self.class_name.value = heatmap.class_names[c]
-            if layer.colormap.name in COLORMAPS:
-                self.colormap.value = layer.colormap.name
-            self.opacity.value = float(layer.opacity)
-        self.export_stem.value = safe_stem(layer.name.rsplit(" ", 1)[0])
-        self.export_button.enabled = True
-        self.inspector.update_values()
-
-    def _on_active(self, event: Any) -> None:
-        layer = event.value
-        if layer is not None and is_heatmap_layer(layer) and layer is not self.heatmap_layer:
-            self._adopt(layer)
-
-    def _apply_display(self, *_: Any) -> None:
-        """Class, colormap, opacity onto the heatmap layer (never recomputes)."""
-        layer, heatmap = self.heatmap_layer, self.heatmap
-        if layer is None or heatmap is None or layer not in self.viewer.layers:
-            return
-        c = heatmap.class_index(self.class_name.value) if self.class_name.value else 0
-        if c != layer.metadata.get("patchheat_class"):
-            layer.metadata = {**layer.metadata, "patchheat_class": c}
-            layer.name = f"{layer.name.rsplit(' ', 1)[0]} {heatmap.class_names[c]}"
-        layer.data = heatmap.values[..., c]
-        layer.colormap = self.colormap.value
-        layer.opacity = float(self.opacity.value)
-        layer.refresh()
-
-    # --- export ----------------------------------------------------------------------------------
-    def export(self, *_: Any) -> dict[str, Path] | None:
-        """Write the shown heatmap in the ticked formats; errors go to a notification."""
-        heatmap, layer = self.heatmap, self.heatmap_layer
-        formats = [f for f, box in self.export_formats.items() if box.value]
-        if heatmap is None or layer is None:
-            self._error("Nothing to export: run a model or select a heatmap layer first.")
-            return None
-        if not formats:
-            self._error("Tick at least one export format.")
-            return None
-        source = self._sources.get(id(layer))
-        try:
-            thumb = self._thumbnail(source) if "png" in formats and source is not None else None
-            files = export_heatmap(
-                heatmap, Path(self.export_folder.value), self.export_stem.value, formats,
-                thumbnail=thumb, class_name=int(layer.metadata.get("patchheat_class", 0)),
-                colormap=self.colormap.value, opacity=float(self.opacity.value),
-            )
-        except (OSError, ValueError) as exc:
-            self._error(f"Export failed: {exc}")
-            return None
-        self.run_info.value = f"exported {len(files)} files to {self.export_folder.value}"
-        show_info(f"PatchHeat: exported {', '.join(p.name for p in files.values())}")
-        return files
-
-    @staticmethod
-    def _thumbnail(layer: Any) -> np.ndarray:
-        """The whole slide at about THUMBNAIL_PX on its long side, from a low-resolution level."""
-        slide = SlideLayer.from_layer(layer)
-        sizes = [max(slide.level_shape(i)) for i in range(len(slide.levels))]
-        level = max((i for i, s in enumerate(sizes) if s >= THUMBNAIL_PX), default=0)
-        k = max(1, sizes[level] // THUMBNAIL_PX)
-        return np.asarray(slide.levels[level][::k, ::k])
 
     # --- errors and teardown ---------------------------------------------------------------------
     def _error(self, message: str) -> None:
@@ -555,7 +431,7 @@ class PatchHeatWidget(Container):
             self.run_handle = None
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
         self.viewer.layers.events.removed.disconnect(self._on_layers_changed)
-        self.viewer.layers.selection.events.active.disconnect(self._on_active)
+        self.viewer.layers.selection.events.active.disconnect(self.display.on_active)
         try:
             self.preview.remove()
             self.inspector.remove()

@@ -1,0 +1,199 @@
+"""The heatmap side of the dock widget: the heatmap layers, how one is shown, and its Export.
+
+A heatmap layer is an Image layer made from :meth:`Heatmap.layer_kwargs` (placed per the
+coordinate contract, contrast limits 0..1, NaN transparent) and shifted by the slide layer's
+own translate. Class, colormap and opacity change the layer only, never the values. Export
+writes the layer's heatmap with :func:`~napari_patchheat.export.export_heatmap`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton
+
+from ._inspector import TextLabel
+from ._slide_layer import HEATMAP_META_KEY, SlideLayer, is_heatmap_layer
+from .export import FORMATS, export_heatmap
+from .grid import PatchGrid
+from .heatmap import Heatmap
+
+COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "red", "gray")
+DEFAULT_OPACITY = 0.6
+CLASS_META_KEY = "patchheat_class"  # the class index a heatmap layer shows
+THUMBNAIL_PX = 2000  # long side of the slide thumbnail the PNG export is blended over
+FORMAT_LABELS = {"ometiff": "OME-TIFF", "slide_raster": "slide-aligned TIFF",
+                 "png": "PNG overlay", "csv": "CSV", "geojson": "GeoJSON (QuPath)"}
+
+
+def section(title: str) -> Label:
+    """A bold section title for the dock."""
+    return Label(value=f"<b>{title}</b>")
+
+
+def safe_stem(text: str) -> str:
+    """A file-name stem from free text: runs of other characters become '_'."""
+    return re.sub(r"[^\w.+-]+", "_", text).strip("._") or "heatmap"
+
+
+def thumbnail(slide: SlideLayer) -> np.ndarray:
+    """The whole slide at about THUMBNAIL_PX on its long side, from its coarsest level that large."""
+    sizes = [max(slide.level_shape(i)) for i in range(len(slide.levels))]
+    level = max((i for i, s in enumerate(sizes) if s >= THUMBNAIL_PX), default=0)
+    k = max(1, sizes[level] // THUMBNAIL_PX)
+    return np.asarray(slide.levels[level][::k, ::k])
+
+
+class HeatmapPanel(Container):
+    """Class, colormap, opacity and Export of the heatmap in use (``heatmap``, ``layer``).
+
+    ``on_error(message)`` reports a failure; ``on_change()`` runs when another heatmap is in
+    use or its values changed (the inspector shows predictions from it).
+    """
+
+    def __init__(self, viewer: Any, on_error: Callable[[str], None],
+                 on_change: Callable[[], None]):
+        self.viewer, self.on_error, self.on_change = viewer, on_error, on_change
+        self.heatmap: Heatmap | None = None
+        self.layer: Any = None
+        self._sources: dict[int, Any] = {}  # id(heatmap layer) -> the slide layer under it
+        self.class_name = ComboBox(label="class", choices=[])
+        self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
+        self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
+        self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True) for f in FORMATS}
+        self.export_folder = FileEdit(label="folder", mode="d", value=Path.home() / "patchheat-export")
+        self.export_stem = LineEdit(label="file stem", value="heatmap")
+        self.export_button = PushButton(text="Export", enabled=False)
+        self.export_info = TextLabel()
+        formats = Container(widgets=list(self.export_formats.values()), labels=False,
+                            label="formats")
+        super().__init__(labels=False, widgets=[
+            section("Display"), Container(widgets=[self.class_name, self.colormap, self.opacity]),
+            section("Export"), Container(widgets=[formats, self.export_folder, self.export_stem]),
+            self.export_button, self.export_info,
+        ])
+        self.class_name.changed.connect(self.apply_display)
+        self.colormap.changed.connect(self.apply_display)
+        self.opacity.changed.connect(self.apply_display)
+        self.export_button.changed.connect(self.export)
+
+    # --- layers --------------------------------------------------------------------------------
+    def source_of(self, layer: Any) -> Any:
+        """The slide layer a heatmap layer was made over (None if unknown)."""
+        return self._sources.get(id(layer))
+
+    def _matching_layer(self, heatmap: Heatmap, slide: SlideLayer) -> Any:
+        for layer in self.viewer.layers:
+            other = layer.metadata.get(HEATMAP_META_KEY) if is_heatmap_layer(layer) else None
+            if other is not None and self.source_of(layer) is slide.layer \
+                    and other.grid == heatmap.grid and other.level == heatmap.level \
+                    and other.model_fingerprint == heatmap.model_fingerprint:
+                return layer
+        return None
+
+    def show(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
+        """Show ``heatmap`` over ``slide``: in the layer of the same slide, grid and model (values
+        merged, so nothing computed is lost), else in the layer in use (``replace``), else in a
+        new layer; a heatmap of another grid never lands in a layer of this one unasked."""
+        layer = self._matching_layer(heatmap, slide)
+        if layer is not None:
+            old = layer.metadata[HEATMAP_META_KEY].values
+            keep = np.isnan(heatmap.values) & ~np.isnan(old)
+            heatmap.values[keep] = old[keep]
+        elif replace and self.layer is not None and self.layer in self.viewer.layers:
+            layer = self.layer
+        names = heatmap.class_names
+        c = names.index(self.class_name.value) if self.class_name.value in names else 0
+        kw = heatmap.layer_kwargs(c, slide.world_per_px, self.colormap.value, self.opacity.value)
+        kw["translate"] = tuple(np.add(kw["translate"], slide.world_offset))
+        kw["name"] = f"{slide.name} {heatmap.model_name} {names[c]}"
+        if layer is None:
+            layer = self.viewer.add_image(**kw)
+        else:
+            layer.metadata = {**layer.metadata, **kw.pop("metadata")}
+            layer.data, layer.scale, layer.translate = kw["data"], kw["scale"], kw["translate"]
+            layer.name = kw["name"]
+        self._sources[id(layer)] = slide.layer
+        self.adopt(layer)
+        return layer
+
+    def adopt(self, layer: Any) -> None:
+        """Make ``layer`` the heatmap that class, colormap, opacity and Export apply to."""
+        heatmap = layer.metadata[HEATMAP_META_KEY]
+        self.layer, self.heatmap = layer, heatmap
+        c = int(layer.metadata.get(CLASS_META_KEY, 0))
+        with self.class_name.changed.blocked(), self.colormap.changed.blocked(), \
+                self.opacity.changed.blocked():
+            self.class_name.choices = list(heatmap.class_names)
+            self.class_name.value = heatmap.class_names[c]
+            if layer.colormap.name in COLORMAPS:
+                self.colormap.value = layer.colormap.name
+            self.opacity.value = float(layer.opacity)
+        self.export_stem.value = safe_stem(layer.name.rsplit(" ", 1)[0])
+        self.export_button.enabled = True
+        self.on_change()
+
+    def on_active(self, event: Any) -> None:
+        """A heatmap layer selected in the layer list becomes the one in use."""
+        layer = event.value
+        if layer is not None and is_heatmap_layer(layer) and layer is not self.layer:
+            self.adopt(layer)
+
+    def apply_display(self, *_: Any) -> None:
+        """Class, colormap, opacity onto the layer in use (never recomputes)."""
+        layer, heatmap = self.layer, self.heatmap
+        if layer is None or heatmap is None or layer not in self.viewer.layers:
+            return
+        c = heatmap.class_index(self.class_name.value) if self.class_name.value else 0
+        if c != layer.metadata.get(CLASS_META_KEY):
+            layer.metadata = {**layer.metadata, CLASS_META_KEY: c}
+            layer.name = f"{layer.name.rsplit(' ', 1)[0]} {heatmap.class_names[c]}"
+        layer.colormap = self.colormap.value
+        layer.opacity = float(self.opacity.value)
+        self.refresh_layer()
+
+    def refresh_layer(self) -> None:
+        """Show the heatmap's current values (after new batches) in its layer."""
+        layer, heatmap = self.layer, self.heatmap
+        if layer is not None and heatmap is not None and layer in self.viewer.layers:
+            layer.data = heatmap.values[..., int(layer.metadata.get(CLASS_META_KEY, 0))]
+
+    def values_at(self, grid: PatchGrid, level: int, row: int, col: int, slide_layer: Any) -> Any:
+        """(class names, values) of patch (row, col) when the heatmap in use is of this grid and
+        slide layer and has computed it; else None."""
+        h = self.heatmap
+        if h is None or h.grid != grid or h.level != level \
+                or self.source_of(self.layer) is not slide_layer:
+            return None
+        v = h.values[row, col]
+        return None if np.isnan(v).any() else (h.class_names, v)
+
+    # --- export --------------------------------------------------------------------------------
+    def export(self, *_: Any) -> dict[str, Path] | None:
+        """Write the heatmap in use in the ticked formats; a failure goes to ``on_error``."""
+        heatmap, layer = self.heatmap, self.layer
+        formats = [f for f, box in self.export_formats.items() if box.value]
+        if heatmap is None or layer is None:
+            self.on_error("Nothing to export: run a model or select a heatmap layer first.")
+            return None
+        if not formats:
+            self.on_error("Tick at least one export format.")
+            return None
+        source = self.source_of(layer)
+        try:
+            thumb = thumbnail(SlideLayer.from_layer(source)) \
+                if "png" in formats and source is not None else None
+            files = export_heatmap(
+                heatmap, Path(self.export_folder.value), self.export_stem.value, formats,
+                thumbnail=thumb, class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
+                colormap=self.colormap.value, opacity=float(self.opacity.value),
+            )
+        except (OSError, ValueError) as exc:
+            self.export_info.value = "export failed (nothing was lost)"
+            self.on_error(f"Export failed: {exc}")
+            return None
+        self.export_info.value = f"exported {len(files)} files to {self.export_folder.value}"
+        return files
