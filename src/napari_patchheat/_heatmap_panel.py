@@ -112,6 +112,9 @@ class HeatmapPanel(Container):
         kw["name"] = f"{slide.name} {heatmap.model_name} {names[c]}"
         if layer is None:
             layer = self.viewer.add_image(**kw)
+            layers = self.viewer.layers
+            if slide.layer in layers:  # right above its slide: the grid and outline stay on top
+                layers.move(layers.index(layer), layers.index(slide.layer) + 1)
         else:
             layer.metadata = {**layer.metadata, **kw.pop("metadata")}
             layer.data, layer.scale, layer.translate = kw["data"], kw["scale"], kw["translate"]

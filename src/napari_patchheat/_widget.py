@@ -14,7 +14,7 @@ import atexit
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, ProgressBar,
@@ -33,6 +33,9 @@ from .heatmap import Heatmap
 from .models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card
 from .runner import Batch, Failed, Finished, RunSpec, Started, array_to_tiff
 from .tissue import grid_tissue_fraction
+
+if TYPE_CHECKING:
+    import napari
 
 RUN_POLL_MS = 100  # how often the GUI reads the run's messages (and refreshes the layer)
 MODEL_FILE_CHOICE = "Keras file…"
@@ -55,7 +58,11 @@ def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float) ->
 class PatchHeatWidget(Container):
     """The dock widget. Its parts are attributes; tests set values and call handlers directly."""
 
-    def __init__(self, viewer: Any):
+    def __init__(self, viewer: napari.viewer.Viewer):
+        # napari hands plugin widgets a PublicOnlyProxy whose attributes are new proxies at each
+        # access; layer identity matters here (which heatmap lies over which slide layer), so
+        # work on the viewer itself (through its public API only)
+        viewer = getattr(viewer, "__wrapped__", viewer)
         self.viewer = viewer
         self.cache_dir: str | None = None  # None: the runner's default cache
         self.slide: SlideLayer | None = None

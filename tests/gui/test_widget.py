@@ -155,6 +155,21 @@ def test_inspector_shows_exactly_the_patch_tensorflow_extracts(viewer, widget, q
     assert widget.inspector.index == (3, 4)
 
 
+def test_alt_arrow_keys_step_the_inspector(viewer, widget):
+    from app_model.types import KeyBinding
+
+    viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    widget.size.value = widget.stride.value = 40
+    press = {k: viewer.keymap[KeyBinding.from_str(k)] for k in ("Alt-Right", "Alt-Down", "Alt-Up")}
+    press["Alt-Right"](viewer)  # nothing selected yet: the first patch
+    assert widget.inspector.index == (0, 0)
+    press["Alt-Right"](viewer)
+    press["Alt-Down"](viewer)
+    press["Alt-Down"](viewer)
+    press["Alt-Up"](viewer)
+    assert widget.inspector.index == (1, 1)
+
+
 def test_inspector_shows_predictions_once_computed(viewer, widget):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     widget.size.value = widget.stride.value = 40
@@ -243,7 +258,7 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     viewer.add_image(data, **kwargs)
     widget.cache_dir = str(tmp_path / "cache")
     widget.model.value = "tissue"
-    widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 8
+    widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 4  # ~4 s of batches
     grid = widget.grid
     assert grid.shape == (184, 137)
     assert widget.run()
