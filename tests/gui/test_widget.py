@@ -44,6 +44,46 @@ def random_heatmap(slide: SlideLayer, level: int, size: int, stride: int, classe
                    model_name=model, model_fingerprint=f"{model}-fp")
 
 
+# --- docking and parameters ---------------------------------------------------------------------
+def test_the_plugins_menu_docks_the_widget(viewer, qtbot, pyramid):
+    from napari_patchheat._widget import PatchHeatWidget
+
+    viewer.add_image(pyramid(np.zeros((1000, 1200, 3), np.uint8), (2,)), rgb=True,
+                     multiscale=True, scale=(0.5, 0.5), metadata={"mpp": (0.5, 0.5)}, name="s")
+    _, w = viewer.window.add_plugin_dock_widget("napari-patchheat", "PatchHeat")
+    try:
+        assert isinstance(w, PatchHeatWidget) and w.viewer is viewer  # not napari's proxy
+        assert w.level.choices == (0, 1)
+        assert w.level.native.itemText(0) == "0: 1,200 x 1,000 px, 0.5 µm/px (20x)"
+        assert w.level.native.itemText(1) == "1: 600 x 500 px, 1 µm/px (10x)"
+        w.size.value = w.stride.value = 100
+        w.preview.update_now()
+        assert w.preview.layer.nshapes == 10 * 12
+    finally:
+        qtbot.waitUntil(lambda: not w._workers, timeout=30_000)
+
+
+def test_a_keras_file_shows_its_cards_classes(viewer, widget, tmp_path):
+    import json
+
+    viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    model = tmp_path / "tumour.keras"
+    model.write_bytes(b"not read here: the card is")
+    (tmp_path / "tumour.json").write_text(json.dumps(
+        {"class_names": ["normal", "tumour"], "input_size": 96}))
+    widget.model.value = "Keras file…"
+    assert widget.model_file.visible and "choose a model file" in text(widget.status)
+    widget.model_file.value = model
+    assert text(widget.model_info) == "normal, tumour"
+    assert widget.model_spec() == str(model)
+    assert "takes 96 x 96 px patches" in text(widget.status)
+    widget.size.value = 96
+    assert "takes" not in text(widget.status)
+    widget.size.value = 224
+    widget.resize.value = True
+    assert "takes" not in text(widget.status)
+
+
 # --- the heatmap layer --------------------------------------------------------------------------
 @pytest.mark.parametrize("level, mpp", [(0, None), (1, None), (1, 0.25)])
 def test_heatmap_cells_lie_on_their_patches(viewer, widget, pyramid, level, mpp):
