@@ -294,26 +294,18 @@ def compute_heatmap(
     slide: Any,
     model: Any,
     *,
-    level: int = 0,
-    size: int | tuple[int, int] | None = None,
-    stride: int | tuple[int, int] | None = None,
-    rate: int | tuple[int, int] = 1,
-    padding: str = "VALID",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    tissue_threshold: float = 0.0,
     on_progress: Callable[[Progress], Any] | None = None,
     cancel: threading.Event | None = None,
-    **kwargs: Any,
+    **options: Any,
 ) -> Heatmap:
-    """Heatmap of ``model`` (a PatchModel, built-in name or path) over ``level`` of ``slide``.
+    """Heatmap of ``model`` (a PatchModel, built-in name or path) over a level of ``slide``.
 
-    ``slide`` is a Slide or a path. Size defaults to the model's input size, stride to the size.
-    Patches under ``tissue_threshold`` (fraction of tissue) are skipped and stay NaN. Extra
-    keyword arguments go to :class:`HeatmapRun` (resize, cache_dir, use_cache, backend, block_px).
+    ``slide`` is a Slide or a path. ``options`` are :class:`HeatmapRun`'s: level, size (default
+    the model's input size), stride (default the size), rate, padding, batch_size,
+    tissue_threshold (patches with less tissue stay NaN), resize, cache_dir, use_cache, backend.
+    ``on_progress`` gets a :class:`Progress` per batch; ``cancel`` stops within a batch.
     """
-    run = HeatmapRun(slide, model, level=level, size=size, stride=stride, rate=rate,
-                     padding=padding, batch_size=batch_size, tissue_threshold=tissue_threshold,
-                     **kwargs)
+    run = HeatmapRun(slide, model, **options)
     for progress in run.run(cancel):
         if on_progress is not None:
             on_progress(progress)
