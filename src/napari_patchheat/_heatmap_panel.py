@@ -16,7 +16,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton
 
 from ._inspector import TextLabel
-from ._slide_layer import HEATMAP_META_KEY, SlideLayer, is_heatmap_layer
+from ._slide_layer import HEATMAP_META_KEY, SlideLayer, is_heatmap_layer, is_slide_candidate
 from .export import FORMATS, export_heatmap
 from .grid import PatchGrid
 from .heatmap import Heatmap
@@ -82,7 +82,15 @@ class HeatmapPanel(Container):
 
     # --- layers --------------------------------------------------------------------------------
     def source_of(self, layer: Any) -> Any:
-        """The slide layer a heatmap layer was made over (None if unknown)."""
+        """The slide layer a heatmap layer was made over: the one it was shown over here, else
+        (a heatmap read back from a file) an open slide layer of the heatmap's slide file."""
+        if id(layer) not in self._sources and is_heatmap_layer(layer):
+            slide_path = layer.metadata[HEATMAP_META_KEY].slide_path
+            for other in self.viewer.layers if slide_path else ():
+                path = SlideLayer.from_layer(other).path if is_slide_candidate(other) else None
+                if path is not None and path.resolve() == Path(slide_path).resolve():
+                    self._sources[id(layer)] = other
+                    break
         return self._sources.get(id(layer))
 
     def _matching_layer(self, heatmap: Heatmap, slide: SlideLayer) -> Any:

@@ -160,7 +160,8 @@ class PatchInspector(Container):
         self.index, self.patch = None, None
         self._show(np.zeros((1, 1, 3), np.uint8))
         self.info.value = "Click a patch on the slide (or set row and col)."
-        if self.highlight is not None and self.highlight in self.viewer.layers:
+        if self.highlight is not None and self.highlight in self.viewer.layers \
+                and self.highlight.nshapes:
             self.highlight.data = []
 
     # --- what is shown --------------------------------------------------------------------------

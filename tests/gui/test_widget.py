@@ -141,6 +141,35 @@ def test_other_parameters_make_a_new_layer_same_ones_merge(viewer, widget):
     assert replaced is first and len(viewer.layers) == n and first.data.shape == (13, 16)
 
 
+def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, tmp_path):
+    import tifffile
+
+    from napari_patchheat._reader import read_slides
+    from napari_patchheat.export import write_ome_tiff
+
+    slide_file = tmp_path / "slide.tif"
+    tifffile.imwrite(slide_file, np.full((300, 400, 3), 180, np.uint8), photometric="rgb")
+    data, kwargs, _ = read_slides(str(slide_file))[0]
+    viewer.add_image(data, **kwargs)
+    slide = SlideLayer.from_layer(viewer.layers[-1])
+    heatmap = random_heatmap(slide, 0, 50, 50)
+    heatmap.slide_path = str(slide_file)
+    write_ome_tiff(heatmap, tmp_path / "h.ome.tif")
+    for data, kwargs, _ in read_slides(str(tmp_path / "h.ome.tif")):
+        viewer.add_image(data, **kwargs)  # selecting it makes it the heatmap in use
+    assert widget.heatmap is not None and widget.heatmap.grid == heatmap.grid
+    assert widget.image_layer.value is viewer.layers[0]  # heatmaps are not offered as slides
+    assert widget.display.source_of(widget.heatmap_layer) is viewer.layers[0]  # by its path
+    widget.size.value = widget.stride.value = 50
+    widget.padding.value = "SAME"
+    widget.inspector.select(1, 2)
+    a, b = heatmap.values[1, 2]
+    assert f"a: {a:.4g}, b: {b:.4g}" in text(widget.inspector.info)
+    widget.export_folder.value = tmp_path / "out"
+    widget.export_formats["png"].value = True
+    assert widget.export()["png"].is_file()
+
+
 # --- the patch inspector ------------------------------------------------------------------------
 def click(viewer, qtbot, world_yx) -> None:
     """A left click on the canvas at a world point."""
