@@ -66,6 +66,7 @@ class PreviewSelection:
     cols: np.ndarray
     step: int
     in_view: int
+    cap: int = PREVIEW_MAX_SHAPES
 
     @property
     def n_shown(self) -> int:
@@ -78,13 +79,14 @@ class PreviewSelection:
         return r.ravel(), c.ravel()
 
     def describe(self) -> str:
-        """'312 patches in view' or 'every 3rd patch of 4,096 in view (capped at 300)'."""
+        """'grid preview: 96 patches in view', or with a subsample 'grid preview: every 4th row
+        and column of the 4,096 patches in view (256 drawn, cap 300)'."""
         if self.in_view == 0:
-            return "no patch in view"
+            return "grid preview: no patch in view"
         if self.step == 1:
             return f"grid preview: {self.in_view:,} patches in view"
         return (f"grid preview: every {_ordinal(self.step)} row and column of the "
-                f"{self.in_view:,} patches in view ({self.n_shown:,} drawn, cap {PREVIEW_MAX_SHAPES})")
+                f"{self.in_view:,} patches in view ({self.n_shown:,} drawn, cap {self.cap})")
 
 
 def _ordinal(n: int) -> str:
@@ -113,7 +115,7 @@ def select_patches(grid: PatchGrid, downsample: FloatPair, view_level0: tuple[fl
     while len(rows) * len(cols) > max_shapes:
         step = max(step + 1, math.ceil(step * math.sqrt(len(rows) * len(cols) / max_shapes)))
         rows, cols = _aligned(rr, step), _aligned(cc, step)
-    return PreviewSelection(rows, cols, step, n)
+    return PreviewSelection(rows, cols, step, n, max_shapes)
 
 
 class GridPreview:
