@@ -145,6 +145,8 @@ def test_patches_in_a_million_patch_grid_is_closed_form():
     assert g.n_patches == 999 * 999
     rows, cols = g.patches_in(10_000.0, 20_000.0, 10_500.0, 20_100.0)
     assert rows == range(77, 83) and cols == range(155, 158)
+    # numpy scalars, as napari's camera gives them, work the same
+    assert g.patches_in(*np.array([10_000.0, 20_000.0, 10_500.0, 20_100.0])) == (rows, cols)
 
 
 @pytest.mark.parametrize("as_dask", [False, True])

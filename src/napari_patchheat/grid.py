@@ -218,8 +218,8 @@ class PatchGrid:
         """
         dy, dx = as_float_pair("downsample", downsample)
         return (
-            self._hits(y0 / dy, y1 / dy, 0),
-            self._hits(x0 / dx, x1 / dx, 1),
+            self._hits(float(y0) / dy, float(y1) / dy, 0),
+            self._hits(float(x0) / dx, float(x1) / dx, 1),
         )
 
     def _hits(self, lo: float, hi: float, axis: int) -> range:

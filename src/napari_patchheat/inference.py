@@ -25,8 +25,25 @@ from .grid import PatchGrid
 from .heatmap import Heatmap
 
 PREFETCH_BATCHES = 4  # batches read and extracted ahead of the model
+READ_WORKERS = max(1, (os.cpu_count() or 2) - 1)  # decoding threads: leave a core to the model
 TISSUE_MASK_PX = 2048  # longest side of the thumbnail the tissue mask is computed on
 DEFAULT_BATCH_SIZE = 32
+
+
+class _LevelReader:
+    """A level whose slices decode on at most ``READ_WORKERS`` threads (dask), so reading ahead
+    does not take every core from the model; numpy levels pass through."""
+
+    def __init__(self, level: Any):
+        self.level, self.shape, self.dtype = level, level.shape, level.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        part = self.level[key]
+        if hasattr(part, "compute"):
+            if READ_WORKERS == 1:
+                return part.compute(scheduler="synchronous")
+            return part.compute(scheduler="threads", num_workers=READ_WORKERS)
+        return np.asarray(part)
 
 
 class RunError(RuntimeError):
@@ -182,7 +199,7 @@ class HeatmapRun:
         if total == 0:
             return
         batches = _Prefetch(
-            iter_patch_batches(self.image, self.grid, self.batch_size, mask=todo,
+            iter_patch_batches(_LevelReader(self.image), self.grid, self.batch_size, mask=todo,
                                block_px=self.block_px, backend=self.backend),
             PREFETCH_BATCHES, cancel,
         )

@@ -130,7 +130,7 @@ class RunHandle:
             pass
         if any(isinstance(m, (Finished, Failed)) for m in msgs):
             self.ended = True
-            self.process.join(timeout=10)
+            self.process.join(timeout=0)  # reap it if it is gone; never wait for TF's shutdown
         elif not self.ended and not self.process.is_alive():
             try:  # the last words may still be in the pipe
                 msgs.append(self._queue.get(timeout=1.0))
@@ -139,7 +139,9 @@ class RunHandle:
                 self.ended = True
                 msgs.append(Failed(
                     f"the inference process stopped unexpectedly (exit code "
-                    f"{self.process.exitcode}); what was computed is kept: run again to resume."
+                    f"{self.process.exitcode}); what was computed is kept: run again to resume "
+                    "(from a script, put the script's code under if __name__ == '__main__':, "
+                    "which spawned processes need)."
                 ))
         return msgs
 
