@@ -119,7 +119,7 @@ class HeatmapPanel(Container):
         kw["translate"] = tuple(np.add(kw["translate"], slide.world_offset))
         kw["name"] = f"{slide.name} {heatmap.model_name} {names[c]}"
         if layer is None:
-            layer = self.viewer.add_image(**kw)
+            layer = self.viewer.add_image(**kw, **slide.unit_kwargs())
             layers = self.viewer.layers
             if slide.layer in layers:  # right above its slide: the grid and outline stay on top
                 layers.move(layers.index(layer), layers.index(slide.layer) + 1)
@@ -127,6 +127,7 @@ class HeatmapPanel(Container):
             layer.metadata = {**layer.metadata, **kw.pop("metadata")}
             layer.data, layer.scale, layer.translate = kw["data"], kw["scale"], kw["translate"]
             layer.name = kw["name"]
+        slide.match_units(layer)
         self._sources[id(layer)] = slide.layer
         self.adopt(layer)
         return layer

@@ -204,9 +204,11 @@ class PatchInspector(Container):
             layer = self.highlight = self.viewer.add_shapes(
                 None, ndim=2, name=HIGHLIGHT_LAYER_NAME, face_color="transparent",
                 edge_color=HIGHLIGHT_EDGE_COLOR, blending="translucent_no_depth",
+                **slide.unit_kwargs(),
             )
             if active is not None:
                 self.viewer.layers.selection.active = active
+        slide.match_units(layer)
         if layer.nshapes:
             layer.data = []
         layer.add_rectangles(rect, edge_width=width, edge_color=HIGHLIGHT_EDGE_COLOR,

@@ -136,6 +136,7 @@ class GridPreview:
         self.redrawn: list[Callable[[], None]] = []
         self._keys: list[tuple[int, int]] = []  # (row, col) of each rectangle, in layer order
         self._look: Any = None  # what the rectangles were drawn for, besides which patches
+        self._new_layer_kwargs: dict[str, Any] = {}  # the slide layer's units, for a new layer
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(PREVIEW_DEBOUNCE_MS)
@@ -180,7 +181,10 @@ class GridPreview:
                 return slide.box_to_world(grid.boxes(r, c, downsample))
 
             look = (grid, downsample, slide.world_per_px, slide.world_offset, self.edge_width())
+            self._new_layer_kwargs = slide.unit_kwargs()
             self._draw(list(zip(rows.tolist(), cols.tolist())), rects, look)
+            if self.layer is not None:
+                slide.match_units(self.layer)
         for callback in self.redrawn:
             callback()
 
@@ -201,6 +205,7 @@ class GridPreview:
             layer = self.layer = self.viewer.add_shapes(
                 None, ndim=2, name=PREVIEW_LAYER_NAME, face_color="transparent",
                 edge_color=PREVIEW_EDGE_COLOR, blending="translucent_no_depth",
+                **self._new_layer_kwargs,
             )
             self._keys, self._look = [], None
             if active is not None:  # keep the user's layer active (clicks, keys)

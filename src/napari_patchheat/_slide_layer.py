@@ -85,6 +85,19 @@ class SlideLayer:
         """The layer's name."""
         return str(self.layer.name)
 
+    def unit_kwargs(self) -> dict[str, Any]:
+        """``{"units": ...}`` of the slide layer, for a new layer over it ({} where napari has
+        no layer units)."""
+        units = getattr(self.layer, "units", None)
+        return {} if units is None else {"units": tuple(units)}
+
+    def match_units(self, layer: Any) -> None:
+        """Give ``layer`` the slide layer's units (µm for a slide that knows its pixel size):
+        napari drops the scale bar's units when layers disagree."""
+        units = getattr(self.layer, "units", None)
+        if units is not None and tuple(getattr(layer, "units", ())) != tuple(units):
+            layer.units = units
+
     @property
     def rgb(self) -> bool:
         """True when the levels carry a trailing colour axis."""

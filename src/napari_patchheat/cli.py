@@ -212,7 +212,8 @@ def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
 
     viewer = napari.Viewer(title="napari-patchheat")
     if slide is not None:
-        viewer.open(str(slide), plugin="napari-patchheat")
+        layers = viewer.open(str(slide), plugin="napari-patchheat")
+        viewer.scale_bar.visible = bool(layers and layers[0].metadata.get("mpp"))  # µm known
     viewer.window.add_plugin_dock_widget("napari-patchheat", "PatchHeat")
     for path in heatmaps:
         h = Heatmap.load_npz(path)

@@ -378,3 +378,18 @@ def test_a_layer_without_a_file_runs_through_a_temporary_tiff(viewer, widget, qt
     scale, translate = widget.heatmap_layer.scale, widget.heatmap_layer.translate
     assert tuple(scale) == (64.0, 64.0) and tuple(translate) == (31.5, 31.5)
     assert widget.heatmap_layer.name == "ihc dab dab_positive"
+
+
+def test_every_layer_the_widget_adds_shares_the_slides_units(viewer, widget, svs_path):
+    """napari drops the scale bar's µm when layers disagree on units."""
+    viewer.open(str(svs_path), plugin="napari-patchheat")
+    slide_layer = viewer.layers[0]
+    assert [str(u) for u in slide_layer.units] == ["micrometer", "micrometer"]
+    widget.size.value = widget.stride.value = 200
+    widget.preview.update_now()
+    widget.inspector.select(1, 1)
+    slide = SlideLayer.from_layer(slide_layer)
+    widget.show_heatmap(random_heatmap(slide, 0, 200, 200), slide)
+    assert len(viewer.layers) == 4  # slide, heatmap, grid preview, selected patch
+    for layer in viewer.layers:
+        assert tuple(layer.units) == tuple(slide_layer.units), layer.name
