@@ -208,6 +208,7 @@ def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
     """napari with ``slide``, the PatchHeat dock widget and the given heatmaps."""
     import napari
 
+    from ._reader import heatmap_layer_data
     from .heatmap import Heatmap
 
     viewer = napari.Viewer(title="napari-patchheat")
@@ -216,9 +217,8 @@ def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
         viewer.scale_bar.visible = bool(layers and layers[0].metadata.get("mpp"))  # µm known
     viewer.window.add_plugin_dock_widget("napari-patchheat", "PatchHeat")
     for path in heatmaps:
-        h = Heatmap.load_npz(path)
-        world = h.mpp if (h.mpp and viewer.layers and viewer.layers[0].scale[-1] != 1) else 1.0
-        viewer.add_image(**h.layer_kwargs(0, world_per_px=world))
+        data, kwargs, _ = heatmap_layer_data(Heatmap.load_npz(path))[0]  # the first class
+        viewer.add_image(data, **kwargs)
     napari.run()
     return 0
 
