@@ -16,6 +16,7 @@ PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt or 
 - more than 4 channels (multiplexed fluorescence), CMYK and volumes are refused.
 
 ``Slide.raw_levels`` keep the file's own samples (its dtype, Y X C) of the stored levels.
+The tile reader is ``_tiff_level``, the metadata parsing ``_slide_metadata``.
 """
 
 from __future__ import annotations
@@ -24,34 +25,21 @@ import contextlib
 import hashlib
 import math
 import threading
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import dask.array as da
 import numpy as np
 
-CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
+from ._slide_error import SlideError  # defined there for the readers; public here
+from ._slide_metadata import MPP_PLAUSIBLE_UM, _tiff_metadata  # noqa: F401 (public here)
+from ._tiff_level import CHUNK_TARGET_PX, _dask, _TiffLevel
+
 PYRAMID_TOP_PX = 2048  # levels are added by 2x coarsening until the longer side fits this
 COMPUTED_CACHE_BYTES = 64 * 2**20  # computed levels this small are kept once computed
-MPP_PLAUSIBLE_UM = (0.01, 100.0)  # µm/px from TIFF resolution tags outside this are ignored
 ASSOCIATED_NAMES = ("thumbnail", "label", "macro", "map", "overview")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
-_CODEC_NAMES = {5: "LZW", 7: "JPEG", 8: "Deflate", 32946: "Deflate", 33003: "JPEG 2000",
-                33004: "JPEG 2000", 33005: "JPEG 2000", 34712: "JPEG 2000", 34887: "LERC",
-                34892: "JPEG", 34925: "LZMA", 34933: "PNG", 34934: "JPEG XR", 50000: "Zstd",
-                50001: "WebP", 50002: "JPEG XL", 52546: "JPEG XL"}  # fmt: skip
-_UNIT_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4,
-            "m": 1e6, "Å": 1e-4}  # fmt: skip
-
-
-class SlideError(OSError):
-    """A slide that cannot be opened or read. The message names the file and the problem."""
-
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
-        super().__init__(message)
-        self.path = None if path is None else str(path)
 
 
 class Slide:
@@ -244,281 +232,6 @@ def _yx(series: Any) -> tuple[int, int]:
     return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
 
 
-class _TiffLevel:
-    """One pyramid level of a TIFF as a numpy-like (Y, X, C) array that decodes tiles on demand.
-
-    Handles tiled and striped pages (NDPI's restart-marker strips included), contiguous or
-    separate sample planes, and channels stored as separate pages (OME CYX).
-    """
-
-    def __init__(self, series: Any, path: Path, where: str) -> None:
-        self.path, self.where = path, where
-        self.pages = [p for p in series.pages if p is not None]
-        for page in self.pages:
-            # one lock per file for our reads and tifffile's own (it loads some tags lazily)
-            page.parent.filehandle.set_lock(True)
-        keyframe = self.pages[0].keyframe
-        axes = "".join(a for a, n in zip(series.axes, series.shape) if n > 1 or a in "YX")
-        sep, depth, height, width, contig = keyframe.shaped
-        if depth > 1 or axes not in ("YX", "YXS", "SYX", "CYX"):
-            raise SlideError(
-                f"Cannot open {path}: its {where} has axes {series.axes} of shape "
-                f"{series.shape}, not a 2-D image (stacks and volumes are not slides).",
-                path,
-            )
-        self.planes, self.samples = sep, sep * contig
-        channels = self.samples * len(self.pages)
-        photometric = int(keyframe.photometric)
-        _check_samples(path, where, np.dtype(keyframe.dtype), channels, photometric)
-        self.shape = (height, width, channels)
-        self.dtype = np.dtype(keyframe.dtype)
-        self.ndim = 3
-        if keyframe.is_tiled:
-            self.tile = (int(keyframe.tilelength), int(keyframe.tilewidth))
-        else:
-            self.tile = (min(int(keyframe.rowsperstrip) or height, height), width)
-        self.across = -(-width // self.tile[1])
-        self.per_plane = self.across * -(-height // self.tile[0])
-        extrasamples = tuple(keyframe.extrasamples or ())
-        self.premultiplied = extrasamples[:1] == (1,)
-        rgb = photometric in (2, 6) or channels >= 3  # RGB, YCbCr: missing tiles are glass
-        self.fill = np.iinfo(self.dtype).max if rgb else 0
-        self._check_codec(keyframe)
-        self._check_extent()
-        self._decoders = {}  # keyframe -> (decode, its arguments), built once, under the lock
-        for page in self.pages:
-            kf = page.keyframe
-            if id(kf) not in self._decoders:
-                with page.parent.filehandle.lock:
-                    args = {"jpegtables": kf.jpegtables, "jpegheader": getattr(kf, "jpegheader", None)}
-                    self._decoders[id(kf)] = (kf.decode, {k: v for k, v in args.items() if v is not None})
-
-    def _check_codec(self, keyframe: Any) -> None:
-        from tifffile import TIFF
-
-        code = int(keyframe.compression)
-        try:
-            TIFF.DECOMPRESSORS[code]
-        except KeyError as exc:
-            name = _CODEC_NAMES.get(code, f"compression {code}")
-            raise SlideError(
-                f"Cannot open {self.path}: its {self.where} is compressed with {name}, which "
-                f"this installation cannot decode ({exc.args[0] if exc.args else exc}); "
-                "install or update imagecodecs (pip install -U imagecodecs).",
-                self.path,
-            ) from exc
-
-    def _check_extent(self) -> None:
-        size = self.path.stat().st_size
-        for page in self.pages:
-            ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
-            if ends.size and int(ends.max()) > size:
-                raise SlideError(
-                    f"Cannot open {self.path}: the file is truncated (its {self.where} needs "
-                    f"{int(ends.max())} bytes, the file has {size}); copy it again.",
-                    self.path,
-                )
-
-    def check_one_tile(self) -> None:
-        """Decode one non-empty tile, so a broken codec or file fails at open, not in napari."""
-        counts = self.pages[0].databytecounts
-        index = next((i for i, n in enumerate(counts) if n), None)
-        if index is not None:
-            self._tile(self.pages[0], index)
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
-        key = key + (slice(None),) * (3 - len(key))
-        bounds, sub = [], []
-        for k, n in zip(key[:2], self.shape[:2]):
-            if isinstance(k, slice):
-                r = range(*k.indices(n))
-                lo, hi = (min(r), max(r) + 1) if len(r) else (0, 0)
-                sub.append(slice(r.start - lo, (r.stop - lo) if r.stop >= lo else None, r.step))
-            elif np.ndim(k) == 0:
-                lo = range(n)[int(k)]
-                hi = lo + 1
-                sub.append(0)
-            else:  # an index array (dask passes fancy indexing through)
-                idx = np.arange(n)[np.asarray(k)]
-                lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
-                sub.append(idx - lo)
-            bounds.append((lo, hi))
-        return self._read(*bounds[0], *bounds[1])[tuple(sub) + (key[2],)]
-
-    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Level pixels [y0, y1) x [x0, x1), all channels, from the tiles they touch."""
-        out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
-        th, tw = self.tile
-        channels = self.samples // self.planes
-        for p, page in enumerate(self.pages):
-            for plane in range(self.planes):
-                c0 = (p * self.planes + plane) * channels
-                for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
-                    for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
-                        tile = self._tile(page, plane * self.per_plane + ty * self.across + tx)
-                        ty0, tx0 = ty * th, tx * tw
-                        ya, yb = max(y0, ty0), min(y1, ty0 + th)
-                        xa, xb = max(x0, tx0), min(x1, tx0 + tw)
-                        target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
-                        if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
-                            target[...] = self.fill  # an empty tile, or one short of its place
-                        if tile is not None:
-                            part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
-                            target[: part.shape[0], : part.shape[1]] = part
-        return out
-
-    def _tile(self, page: Any, index: int) -> np.ndarray | None:
-        """Tile (or strip) ``index`` of ``page`` decoded to (h, w, samples), None if empty."""
-        offset, count = page.dataoffsets[index], page.databytecounts[index]
-        if not offset or not count:
-            return None
-        decode, args = self._decoders[id(page.keyframe)]
-        fh = page.parent.filehandle
-        try:
-            with fh.lock:
-                fh.seek(offset)
-                data = fh.read(count)
-            decoded = decode(data, index, **args)[0]
-        except Exception as exc:
-            closed = getattr(fh, "closed", False)
-            problem = "the slide was closed" if closed else f"{type(exc).__name__}: {exc}"
-            raise SlideError(
-                f"Cannot read tile {index} of the {self.where} of {self.path}: {problem}.",
-                self.path,
-            ) from exc
-        if decoded is None:
-            return None
-        return decoded.reshape(decoded.shape[-3:])
-
-
-def _check_samples(path: Path, where: str, dtype: np.dtype, channels: int, photometric: int) -> None:
-    if dtype not in (np.uint8, np.uint16):
-        raise SlideError(
-            f"Cannot open {path}: its {where} has {dtype} samples; slides of 8- or 16-bit "
-            "unsigned integers are supported.",
-            path,
-        )
-    if channels > 4 or photometric == 5:
-        what = "CMYK" if photometric == 5 else f"{channels} channels"
-        raise SlideError(
-            f"Cannot open {path}: its {where} has {what}; RGB, RGBA and grayscale slides are "
-            "supported (multiplexed images are not).",
-            path,
-        )
-
-
-def _dask_chunks(tile: tuple[int, int], shape: Sequence[int]) -> tuple[int, int, int]:
-    """Whole tiles grouped to ~CHUNK_TARGET_PX a side; wide strips grouped to that area."""
-    th, tw = tile
-    fx = max(1, round(CHUNK_TARGET_PX / tw))
-    if tw <= CHUNK_TARGET_PX:
-        fy = max(1, round(CHUNK_TARGET_PX / th))
-    else:  # NDPI or striped: a chunk decodes whole rows anyway, so keep chunks ~1 Mpx
-        fy = max(1, round(CHUNK_TARGET_PX**2 / (tw * th)))
-    return min(th * fy, shape[0]), min(tw * fx, shape[1]), shape[2]
-
-
-def _dask(reader: Any, name: str) -> da.Array:
-    token = hashlib.sha1(f"{name}|{id(reader)}".encode()).hexdigest()[:16]
-    return da.from_array(
-        reader,
-        chunks=_dask_chunks(reader.tile, reader.shape),
-        asarray=False,
-        lock=False,
-        inline_array=True,
-        meta=np.empty((0, 0, 0), reader.dtype),
-        name=f"slide-{token}",
-    )
-
-
-def _tiff_metadata(
-    tif: Any, page: Any, index: int
-) -> tuple[str, tuple[float, float] | None, float | None]:
-    """Vendor, (y, x) µm/px of level 0 and objective power, from what the file says.
-
-    ``page`` is level 0's first page, ``index`` the slide's series (its OME Image).
-    """
-    mpp: tuple[float, float] | None = None
-    power: float | None = None
-    vendor = "tiff"
-    if tif.is_svs:
-        vendor = "aperio"
-        fields = {}
-        for part in (page.description or "").split("|")[1:]:
-            name, _, value = part.partition("=")
-            fields[name.strip()] = value.strip()
-        mpp = _positive_pair(fields.get("MPP"), fields.get("MPP"))
-        power = _positive(fields.get("AppMag"))
-    elif tif.is_ndpi:
-        vendor = "hamamatsu"
-        tag = page.tags.get(65421)  # NDPI Magnification
-        power = _positive(tag.value if tag is not None else None)
-    elif tif.is_ome:
-        vendor = "ome"
-        mpp, power = _ome_metadata(tif.ome_metadata, index)
-    else:
-        for flag, name in (("is_scn", "leica"), ("is_bif", "ventana"), ("is_philips", "philips")):
-            if getattr(tif, flag, False):
-                vendor = name
-    if mpp is None:
-        mpp = _resolution_mpp(page)
-    return vendor, mpp, power
-
-
-def _ome_metadata(xml: str | None, index: int) -> tuple[tuple[float, float] | None, float | None]:
-    if not xml:
-        return None, None
-    try:
-        root = ElementTree.fromstring(xml)
-    except ElementTree.ParseError:
-        return None, None
-    local = {el: el.tag.rsplit("}", 1)[-1] for el in root.iter()}
-    pixels = [el for el, tag in local.items() if tag == "Pixels"]
-    mpp = None
-    if pixels:
-        px = pixels[index] if index < len(pixels) else pixels[0]
-        sizes = []
-        for axis in ("Y", "X"):
-            unit = _UNIT_UM.get(px.get(f"PhysicalSize{axis}Unit", "µm"))
-            value = _positive(px.get(f"PhysicalSize{axis}"))
-            sizes.append(value * unit if value and unit else None)
-        mpp = _positive_pair(*sizes)
-    objectives = [el for el, tag in local.items() if tag == "Objective"]
-    power = _positive(objectives[0].get("NominalMagnification")) if objectives else None
-    return mpp, power
-
-
-def _resolution_mpp(page: Any) -> tuple[float, float] | None:
-    """µm/px from the TIFF resolution tags (inch, cm, mm or µm), if plausible for a slide."""
-    um_per_unit = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}.get(int(page.resolutionunit or 1))
-    if um_per_unit is None:
-        return None
-    try:
-        x_per_unit, y_per_unit = page.resolution
-    except (TypeError, ValueError):
-        return None
-    if not (x_per_unit > 0 and y_per_unit > 0):
-        return None
-    mpp = (um_per_unit / y_per_unit, um_per_unit / x_per_unit)
-    lo, hi = MPP_PLAUSIBLE_UM
-    return mpp if all(lo <= v <= hi for v in mpp) else None
-
-
-def _positive(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) and number > 0 else None
-
-
-def _positive_pair(y: Any, x: Any) -> tuple[float, float] | None:
-    py, px = _positive(y), _positive(x)
-    return (py, px) if py and px else None
 
 
 # --- PNG and JPEG -----------------------------------------------------------------------------

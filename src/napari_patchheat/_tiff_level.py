@@ -1,0 +1,215 @@
+"""One stored level of a TIFF slide as a numpy-like array that decodes tiles on demand.
+
+``_TiffLevel`` checks what ``open_slide`` can read (2-D, 8- or 16-bit, at most 4 channels, a codec
+this installation decodes, a file long enough) and reads regions tile by tile with tifffile's own
+decoders, straight from the file. ``_dask`` wraps such a reader (or any with ``tile``, ``shape``
+and ``dtype``) as a dask array chunked on whole file tiles. No Qt, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import dask.array as da
+import numpy as np
+
+from ._slide_error import SlideError
+
+CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
+_CODEC_NAMES = {5: "LZW", 7: "JPEG", 8: "Deflate", 32946: "Deflate", 33003: "JPEG 2000",
+                33004: "JPEG 2000", 33005: "JPEG 2000", 34712: "JPEG 2000", 34887: "LERC",
+                34892: "JPEG", 34925: "LZMA", 34933: "PNG", 34934: "JPEG XR", 50000: "Zstd",
+                50001: "WebP", 50002: "JPEG XL", 52546: "JPEG XL"}  # fmt: skip
+
+
+class _TiffLevel:
+    """One pyramid level of a TIFF as a numpy-like (Y, X, C) array that decodes tiles on demand.
+
+    Handles tiled and striped pages (NDPI's restart-marker strips included), contiguous or
+    separate sample planes, and channels stored as separate pages (OME CYX).
+    """
+
+    def __init__(self, series: Any, path: Path, where: str) -> None:
+        self.path, self.where = path, where
+        self.pages = [p for p in series.pages if p is not None]
+        for page in self.pages:
+            # one lock per file for our reads and tifffile's own (it loads some tags lazily)
+            page.parent.filehandle.set_lock(True)
+        keyframe = self.pages[0].keyframe
+        axes = "".join(a for a, n in zip(series.axes, series.shape) if n > 1 or a in "YX")
+        sep, depth, height, width, contig = keyframe.shaped
+        if depth > 1 or axes not in ("YX", "YXS", "SYX", "CYX"):
+            raise SlideError(
+                f"Cannot open {path}: its {where} has axes {series.axes} of shape "
+                f"{series.shape}, not a 2-D image (stacks and volumes are not slides).",
+                path,
+            )
+        self.planes, self.samples = sep, sep * contig
+        channels = self.samples * len(self.pages)
+        photometric = int(keyframe.photometric)
+        _check_samples(path, where, np.dtype(keyframe.dtype), channels, photometric)
+        self.shape = (height, width, channels)
+        self.dtype = np.dtype(keyframe.dtype)
+        self.ndim = 3
+        if keyframe.is_tiled:
+            self.tile = (int(keyframe.tilelength), int(keyframe.tilewidth))
+        else:
+            self.tile = (min(int(keyframe.rowsperstrip) or height, height), width)
+        self.across = -(-width // self.tile[1])
+        self.per_plane = self.across * -(-height // self.tile[0])
+        extrasamples = tuple(keyframe.extrasamples or ())
+        self.premultiplied = extrasamples[:1] == (1,)
+        rgb = photometric in (2, 6) or channels >= 3  # RGB, YCbCr: missing tiles are glass
+        self.fill = np.iinfo(self.dtype).max if rgb else 0
+        self._check_codec(keyframe)
+        self._check_extent()
+        self._decoders = {}  # keyframe -> (decode, its arguments), built once, under the lock
+        for page in self.pages:
+            kf = page.keyframe
+            if id(kf) not in self._decoders:
+                with page.parent.filehandle.lock:
+                    args = {"jpegtables": kf.jpegtables, "jpegheader": getattr(kf, "jpegheader", None)}
+                    self._decoders[id(kf)] = (kf.decode, {k: v for k, v in args.items() if v is not None})
+
+    def _check_codec(self, keyframe: Any) -> None:
+        from tifffile import TIFF
+
+        code = int(keyframe.compression)
+        try:
+            TIFF.DECOMPRESSORS[code]
+        except KeyError as exc:
+            name = _CODEC_NAMES.get(code, f"compression {code}")
+            raise SlideError(
+                f"Cannot open {self.path}: its {self.where} is compressed with {name}, which "
+                f"this installation cannot decode ({exc.args[0] if exc.args else exc}); "
+                "install or update imagecodecs (pip install -U imagecodecs).",
+                self.path,
+            ) from exc
+
+    def _check_extent(self) -> None:
+        size = self.path.stat().st_size
+        for page in self.pages:
+            ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+            if ends.size and int(ends.max()) > size:
+                raise SlideError(
+                    f"Cannot open {self.path}: the file is truncated (its {self.where} needs "
+                    f"{int(ends.max())} bytes, the file has {size}); copy it again.",
+                    self.path,
+                )
+
+    def check_one_tile(self) -> None:
+        """Decode one non-empty tile, so a broken codec or file fails at open, not in napari."""
+        counts = self.pages[0].databytecounts
+        index = next((i for i, n in enumerate(counts) if n), None)
+        if index is not None:
+            self._tile(self.pages[0], index)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
+        key = key + (slice(None),) * (3 - len(key))
+        bounds, sub = [], []
+        for k, n in zip(key[:2], self.shape[:2]):
+            if isinstance(k, slice):
+                r = range(*k.indices(n))
+                lo, hi = (min(r), max(r) + 1) if len(r) else (0, 0)
+                sub.append(slice(r.start - lo, (r.stop - lo) if r.stop >= lo else None, r.step))
+            elif np.ndim(k) == 0:
+                lo = range(n)[int(k)]
+                hi = lo + 1
+                sub.append(0)
+            else:  # an index array (dask passes fancy indexing through)
+                idx = np.arange(n)[np.asarray(k)]
+                lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+                sub.append(idx - lo)
+            bounds.append((lo, hi))
+        return self._read(*bounds[0], *bounds[1])[tuple(sub) + (key[2],)]
+
+    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Level pixels [y0, y1) x [x0, x1), all channels, from the tiles they touch."""
+        out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
+        th, tw = self.tile
+        channels = self.samples // self.planes
+        for p, page in enumerate(self.pages):
+            for plane in range(self.planes):
+                c0 = (p * self.planes + plane) * channels
+                for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
+                    for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
+                        tile = self._tile(page, plane * self.per_plane + ty * self.across + tx)
+                        ty0, tx0 = ty * th, tx * tw
+                        ya, yb = max(y0, ty0), min(y1, ty0 + th)
+                        xa, xb = max(x0, tx0), min(x1, tx0 + tw)
+                        target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
+                        if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
+                            target[...] = self.fill  # an empty tile, or one short of its place
+                        if tile is not None:
+                            part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
+                            target[: part.shape[0], : part.shape[1]] = part
+        return out
+
+    def _tile(self, page: Any, index: int) -> np.ndarray | None:
+        """Tile (or strip) ``index`` of ``page`` decoded to (h, w, samples), None if empty."""
+        offset, count = page.dataoffsets[index], page.databytecounts[index]
+        if not offset or not count:
+            return None
+        decode, args = self._decoders[id(page.keyframe)]
+        fh = page.parent.filehandle
+        try:
+            with fh.lock:
+                fh.seek(offset)
+                data = fh.read(count)
+            decoded = decode(data, index, **args)[0]
+        except Exception as exc:
+            closed = getattr(fh, "closed", False)
+            problem = "the slide was closed" if closed else f"{type(exc).__name__}: {exc}"
+            raise SlideError(
+                f"Cannot read tile {index} of the {self.where} of {self.path}: {problem}.",
+                self.path,
+            ) from exc
+        if decoded is None:
+            return None
+        return decoded.reshape(decoded.shape[-3:])
+
+
+def _check_samples(path: Path, where: str, dtype: np.dtype, channels: int, photometric: int) -> None:
+    if dtype not in (np.uint8, np.uint16):
+        raise SlideError(
+            f"Cannot open {path}: its {where} has {dtype} samples; slides of 8- or 16-bit "
+            "unsigned integers are supported.",
+            path,
+        )
+    if channels > 4 or photometric == 5:
+        what = "CMYK" if photometric == 5 else f"{channels} channels"
+        raise SlideError(
+            f"Cannot open {path}: its {where} has {what}; RGB, RGBA and grayscale slides are "
+            "supported (multiplexed images are not).",
+            path,
+        )
+
+
+def _dask_chunks(tile: tuple[int, int], shape: Sequence[int]) -> tuple[int, int, int]:
+    """Whole tiles grouped to ~CHUNK_TARGET_PX a side; wide strips grouped to that area."""
+    th, tw = tile
+    fx = max(1, round(CHUNK_TARGET_PX / tw))
+    if tw <= CHUNK_TARGET_PX:
+        fy = max(1, round(CHUNK_TARGET_PX / th))
+    else:  # NDPI or striped: a chunk decodes whole rows anyway, so keep chunks ~1 Mpx
+        fy = max(1, round(CHUNK_TARGET_PX**2 / (tw * th)))
+    return min(th * fy, shape[0]), min(tw * fx, shape[1]), shape[2]
+
+
+def _dask(reader: Any, name: str) -> da.Array:
+    token = hashlib.sha1(f"{name}|{id(reader)}".encode()).hexdigest()[:16]
+    return da.from_array(
+        reader,
+        chunks=_dask_chunks(reader.tile, reader.shape),
+        asarray=False,
+        lock=False,
+        inline_array=True,
+        meta=np.empty((0, 0, 0), reader.dtype),
+        name=f"slide-{token}",
+    )
