@@ -359,7 +359,7 @@ def test_csv_fractional_downsample_and_clashing_class_names(tmp_path):
 
 def test_tables_written_in_chunks_are_the_same_files(heatmap, tmp_path, monkeypatch):
     whole = ex.export_heatmap(heatmap, tmp_path / "whole", "h", "csv,geojson")
-    monkeypatch.setattr(ex, "TABLE_CHUNK_ROWS", 7)
+    monkeypatch.setattr(ex.tables, "TABLE_CHUNK_ROWS", 7)
     assert heatmap.n_computed % 7 != 0
     chunked = ex.export_heatmap(heatmap, tmp_path / "chunked", "h", "csv,geojson")
     for fmt in ("csv", "geojson"):
@@ -457,7 +457,7 @@ def test_a_failed_write_leaves_no_half_file_and_keeps_the_old_one(heatmap, tmp_p
     def full_disk(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ex.os, "replace", full_disk)
+    monkeypatch.setattr(os, "replace", full_disk)
     with pytest.raises(ex.ExportError, match=f"folder '{tmp_path}'.*disk is full") as info:
         ex.export_heatmap(heatmap, tmp_path, "s1", fmt)
     assert info.value.errno == errno.ENOSPC
@@ -479,7 +479,7 @@ def test_a_write_failing_halfway_removes_its_temporary_file(heatmap, tmp_path, m
 
 
 def test_interrupted_write_is_not_wrapped_but_still_cleans_up(heatmap, tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "_num_str", lambda a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(ex.tables, "_num_str", lambda a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         ex.write_csv(heatmap, tmp_path / "h.csv")
     monkeypatch.undo()
@@ -487,7 +487,7 @@ def test_interrupted_write_is_not_wrapped_but_still_cleans_up(heatmap, tmp_path,
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ex.json, "dumps", boom)
+    monkeypatch.setattr(json, "dumps", boom)
     with pytest.raises(KeyboardInterrupt):
         ex.write_geojson(heatmap, tmp_path / "h.geojson")
     assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,120 @@
+"""Export a :class:`Heatmap` to files other tools read, and read them back.
+
+Formats: pyramidal OME-TIFF (+ JSON sidecar), a TIFF aligned to a slide level, a PNG overlay,
+CSV and GeoJSON (QuPath / WSInfer style). No TensorFlow, no Qt. All coordinates are level-0
+pixels (DESIGN.md, "The coordinate contract"); docs/export.md states each format exactly.
+Every file is written to a temporary file in its folder, then renamed into place: a failure
+leaves no half file, and a folder that cannot be written is one :class:`ExportError`.
+
+Modules: ``_files`` (atomic writes, folder errors), ``ometiff``, ``raster`` (slide-aligned
+TIFF), ``png`` (overlay, colour bar), ``tables`` (CSV, GeoJSON). Import from this package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..heatmap import Heatmap
+from ._files import BIGTIFF_FROM_BYTES, ExportError, _atomic, ensure_folder
+from .ometiff import (
+    METADATA_NAMESPACE,
+    OME_TILE_PX,
+    PLACEMENT_NAMESPACE,
+    is_heatmap_file,
+    ome_placement,
+    read_ome_tiff,
+    sidecar_path,
+    write_ome_tiff,
+)
+from .png import PNG_MAX_PX, PNG_MIN_PX, colormap_lut, png_size, render_overlay, write_png_overlay
+from .raster import RASTER_TILE_PX, _sample, level0_shape, raster_cells, write_slide_raster
+from .tables import (
+    CLASS_COLORS_RGB,
+    CSV_COLUMNS,
+    TABLE_CHUNK_ROWS,
+    PatchTable,
+    patch_table,
+    read_csv,
+    read_geojson,
+    write_csv,
+    write_geojson,
+)
+
+__all__ = [
+    "BIGTIFF_FROM_BYTES", "CLASS_COLORS_RGB", "CSV_COLUMNS", "FORMATS", "METADATA_NAMESPACE",
+    "OME_TILE_PX", "PLACEMENT_NAMESPACE", "PNG_MAX_PX", "PNG_MIN_PX", "RASTER_TILE_PX", "SUFFIXES",
+    "TABLE_CHUNK_ROWS", "ExportError", "PatchTable", "colormap_lut", "ensure_folder",
+    "export_heatmap", "is_heatmap_file", "level0_shape", "ome_placement", "parse_formats",
+    "patch_table", "png_size", "raster_cells", "read_csv", "read_geojson", "read_ome_tiff",
+    "render_overlay", "sidecar_path", "write_csv", "write_geojson", "write_ome_tiff",
+    "write_png_overlay", "write_slide_raster",
+]
+
+FORMATS = ("ometiff", "slide_raster", "png", "csv", "geojson")
+SUFFIXES = {
+    "ometiff": ".ome.tif",
+    "slide_raster": ".raster.tif",
+    "png": ".png",
+    "csv": ".csv",
+    "geojson": ".geojson",
+}
+
+
+# --- the one call the widget, the CLI and scripts use -------------------------------------------
+def export_heatmap(
+    heatmap: Heatmap,
+    out_dir: str | Path,
+    stem: str,
+    formats: str | Sequence[str] = FORMATS,
+    *,
+    thumbnail: Any = None,
+    class_name: str | int | None = None,
+    colormap: Any = "inferno",
+    opacity: float = 0.5,
+    png_max_px: int = PNG_MAX_PX,
+    value_range: tuple[float, float] | None = None,
+    raster_level_shape: Sequence[int] | None = None,
+    object_type: str = "tile",
+) -> dict[str, Path]:
+    """Write ``heatmap`` to ``out_dir/<stem><suffix>`` in each of ``formats``; return the paths.
+
+    ``formats``: names from :data:`FORMATS` or one comma-separated string ("ometiff,png").
+    Keys of the result are the formats, plus "json" (the OME-TIFF's sidecar). ``thumbnail``,
+    ``class_name``, ``colormap``, ``opacity``, ``png_max_px``, ``value_range`` shape the PNG;
+    ``raster_level_shape`` is the slide level (height, width) the raster is aligned to.
+    """
+    chosen = parse_formats(formats)
+    if not stem or Path(stem).name != stem or stem in (".", ".."):
+        raise ValueError(f"stem={stem!r} must be a plain file name without folders, e.g. 'slide1'.")
+    folder = ensure_folder(out_dir)
+    out: dict[str, Path] = {}
+    for fmt in chosen:
+        path = folder / f"{stem}{SUFFIXES[fmt]}"
+        if fmt == "ometiff":
+            out[fmt] = write_ome_tiff(heatmap, path)
+            out["json"] = sidecar_path(path)
+        elif fmt == "slide_raster":
+            out[fmt] = write_slide_raster(heatmap, path, raster_level_shape)
+        elif fmt == "png":
+            out[fmt] = write_png_overlay(
+                heatmap, path, thumbnail, class_name=class_name, colormap=colormap,
+                opacity=opacity, max_px=png_max_px, value_range=value_range,
+            )
+        elif fmt == "csv":
+            out[fmt] = write_csv(heatmap, path)
+        else:
+            out[fmt] = write_geojson(heatmap, path, object_type=object_type)
+    return out
+
+
+def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """Normalise "ometiff,png" or ["PNG", "csv"] to known format names, in the given order."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    names = [str(f).strip().lower().replace("-", "_") for f in items if str(f).strip()]
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise ValueError(
+            f"Unknown export format(s) {unknown or formats!r}: choose from {', '.join(FORMATS)}."
+        )
+    return tuple(dict.fromkeys(names))
