@@ -44,6 +44,8 @@ def test_npe2_routes_ome_tif_to_the_writer(heatmap, tmp_path):
     import npe2
     from napari.layers import Image
 
+    npe2.PluginManager.instance().discover()  # as napari does at start: no viewer made it here
+
     layer = Image(**heatmap.layer_kwargs(0))
     written = npe2.write(str(tmp_path / "h.ome.tiff"), [layer], plugin_name=PLUGIN)
     assert sorted(written) == [str(tmp_path / "h.json"), str(tmp_path / "h.ome.tiff")]
