@@ -251,3 +251,19 @@ def test_streaming_rejects_mismatched_inputs(level):
         next(iter_blocks(level, g, mask=np.ones((3, 3), bool)))
     with pytest.raises(ValueError, match="batch_size=0"):
         next(iter_patch_batches(level, g, batch_size=0))
+
+
+def test_memory_stays_bounded_when_patches_overlap_heavily():
+    """Stride 8 with 96-px patches: every pixel is in 144 patches. The level is one block, whose
+    patches take 439 MB; streaming holds the block's region and a batch, never all of them."""
+    import tracemalloc
+
+    level = np.random.default_rng(0).integers(0, 255, (1100, 1100, 3), dtype=np.uint8)
+    g = PatchGrid(*level.shape[:2], 96, 8)
+    assert len(g.blocks(2048)) == 1 and g.n_patches * 96 * 96 * 3 > 4e8
+    tracemalloc.start()
+    n = sum(len(batch) for batch in iter_patch_batches(level, g, batch_size=32, backend="numpy"))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == g.n_patches
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"

@@ -189,3 +189,47 @@ def test_blocks_cover_the_grid_once_and_regions_hold_their_patches():
 
 def test_grid_module_does_not_import_tensorflow():
     assert "tensorflow" not in sys.modules or "napari_patchheat.extract" in sys.modules
+
+
+@given(
+    a0=st.integers(-30, 40), span=st.integers(1, 50), step=st.integers(1, 7),
+    b0=st.integers(-30, 40), span2=st.integers(1, 50), step2=st.integers(1, 7),
+)
+def test_read_region_with_a_step_equals_slicing_the_zero_padded_image(a0, span, step, b0, span2,
+                                                                     step2):
+    img = (np.arange(23 * 17).reshape(23, 17) + 1).astype(np.int32)
+    pad = 100
+    padded = np.pad(img, pad)
+    ref = padded[a0 + pad : a0 + span + pad : step, b0 + pad : b0 + span2 + pad : step2]
+    out = read_region(img, a0, b0, a0 + span, b0 + span2, step=(step, step2))
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_read_patch_reads_only_the_samples_of_a_dilated_patch():
+    reads = []
+
+    class Counting:
+        shape, dtype = (5000, 5000, 1), np.uint8
+
+        def __getitem__(self, key):
+            reads.append(key)
+            ny = len(range(5000)[key[0]])
+            nx = len(range(5000)[key[1]])
+            return np.ones((ny, nx, 1), np.uint8)
+
+    g = PatchGrid(5000, 5000, 4, 100, rate=1000, padding="SAME")
+    patch = g.read_patch(Counting(), 0, 0)
+    assert patch.shape == (4, 4, 1)
+    assert all(k.step == 1000 for key in reads for k in key)  # strided, never the full extent
+    assert patch.sum() == len(range(5000)[reads[0][0]]) * len(range(5000)[reads[0][1]])
+
+
+def test_blocks_respect_a_patch_count_cap():
+    g = PatchGrid(3000, 3000, 224, 16)
+    for cap in (1, 7, 100, 1000):
+        blocks = g.blocks(2048, max_patches=cap)
+        assert max(len(r) * len(c) for r, c in blocks) <= cap
+        seen = np.zeros(g.shape, int)
+        for r, c in blocks:
+            seen[r.start : r.stop, c.start : c.stop] += 1
+        assert (seen == 1).all()

@@ -15,6 +15,7 @@ import numpy as np
 from .grid import PatchGrid, read_region
 
 READ_BLOCK_PX = 2048  # height and width of the level region one block reads (before its halo)
+BLOCK_PATCH_BYTES = 256 * 2**20  # "tf" backend: most bytes of patches one extraction returns
 Backend = Literal["auto", "tf", "numpy"]
 
 
@@ -66,16 +67,22 @@ def _tf_extract(batch: np.ndarray, grid: PatchGrid) -> np.ndarray:
     return out.numpy()
 
 
-def numpy_extract_valid(region: np.ndarray, grid: PatchGrid) -> np.ndarray:
-    """VALID patches of a (H, W, C) region with ``grid``'s size, stride and rate, by NumPy.
-
-    A strided view and one copy; returns (rows, cols, size_y, size_x, C). Equal to TF's VALID
-    extraction of the region, reshaped (the tests hold it to that).
-    """
+def valid_view(region: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    """VALID patches of a (H, W, C) region with ``grid``'s size, stride and rate, as a strided
+    view of the region (no copy): (rows, cols, size_y, size_x, C)."""
     ey, ex = grid.effective_size
     win = np.lib.stride_tricks.sliding_window_view(region, (ey, ex), axis=(0, 1))
     win = win[:: grid.stride[0], :: grid.stride[1], :, :: grid.rate[0], :: grid.rate[1]]
-    return np.ascontiguousarray(win.transpose(0, 1, 3, 4, 2))
+    return win.transpose(0, 1, 3, 4, 2)
+
+
+def numpy_extract_valid(region: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    """VALID patches of a (H, W, C) region, by NumPy: :func:`valid_view` copied once.
+
+    Returns (rows, cols, size_y, size_x, C). Equal to TF's VALID extraction of the region,
+    reshaped (the tests hold it to that).
+    """
+    return np.ascontiguousarray(valid_view(region, grid))
 
 
 @functools.cache
@@ -90,19 +97,16 @@ def auto_backend() -> Backend:
     return "tf" if tf.config.list_physical_devices("GPU") else "numpy"
 
 
-def extract_block(region: np.ndarray, grid: PatchGrid, backend: Backend = "auto") -> np.ndarray:
-    """All VALID patches of one block's region as (rows * cols, size_y, size_x, C)."""
-    if backend == "auto":
-        backend = auto_backend()
+def block_patches(region: np.ndarray, grid: PatchGrid, backend: Backend) -> np.ndarray:
+    """All VALID patches of one block's region as (rows, cols, size_y, size_x, C): a strided
+    view for "numpy", TensorFlow's output for "tf"."""
     if backend == "numpy":
-        patches = numpy_extract_valid(region, grid)
-    elif backend == "tf":
+        return valid_view(region, grid)
+    if backend == "tf":
         valid = PatchGrid(region.shape[0], region.shape[1], grid.size, grid.stride, grid.rate)
         flat = _tf_extract(region[None], valid)[0]
-        patches = flat.reshape(flat.shape[:2] + (*grid.size, region.shape[2]))
-    else:
-        raise ValueError(f"backend={backend!r} is unknown: use 'auto', 'tf' or 'numpy'.")
-    return patches.reshape((-1,) + patches.shape[2:])
+        return flat.reshape(flat.shape[:2] + (*grid.size, region.shape[2]))
+    raise ValueError(f"backend={backend!r} is unknown: use 'auto', 'tf' or 'numpy'.")
 
 
 @dataclass(frozen=True)
@@ -123,12 +127,15 @@ def iter_blocks(
     mask: np.ndarray | None = None,
     block_px: int = READ_BLOCK_PX,
     backend: Backend = "auto",
+    chunk: int | None = None,
 ) -> Iterator[PatchBatch]:
     """Patches of a whole level, one block at a time (one region read, one extraction each).
 
     ``level`` is Y X C (numpy or dask) of the grid's height and width. ``mask`` (rows, cols)
     bool keeps only its True patches: a block reads only the bounding box of its kept patches,
-    and blocks without any are never read. Memory: one block.
+    and blocks without any are never read. Each block's patches come in pieces of at most
+    ``chunk`` (default: all), each a fresh copy. Memory: one block's region, one piece, and for
+    the "tf" backend its output, capped at ``BLOCK_PATCH_BYTES`` by smaller blocks.
     """
     if tuple(level.shape[:2]) != (grid.height, grid.width) or len(level.shape) != 3:
         raise ValueError(
@@ -139,7 +146,13 @@ def iter_blocks(
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != grid.shape:
             raise ValueError(f"mask of shape {mask.shape} must be the grid's shape {grid.shape}.")
-    for rows, cols in grid.blocks(block_px):
+    if backend == "auto":
+        backend = auto_backend()
+    max_patches = None
+    if backend == "tf":  # TF materialises every patch of a block: bound the block by that
+        patch_bytes = grid.depth_per_channel * level.shape[2] * np.dtype(level.dtype).itemsize
+        max_patches = max(1, BLOCK_PATCH_BYTES // patch_bytes)
+    for rows, cols in grid.blocks(block_px, max_patches):
         keep = None
         if mask is not None:
             keep = mask[rows.start : rows.stop, cols.start : cols.stop]
@@ -151,14 +164,13 @@ def iter_blocks(
             rows = range(rows.start + kr[0], rows.start + kr[-1] + 1)
             cols = range(cols.start + kc[0], cols.start + kc[-1] + 1)
         region = read_region(level, *grid.block_region(rows, cols))
-        patches = extract_block(region, grid, backend)
-        rr, cc = np.meshgrid(np.arange(rows.start, rows.stop), np.arange(cols.start, cols.stop),
-                             indexing="ij")
-        indices = np.stack([rr.ravel(), cc.ravel()], axis=1).astype(np.int64)
-        if keep is not None:
-            sel = keep.ravel()
-            indices, patches = indices[sel], patches[sel]
-        yield PatchBatch(indices, patches)
+        patches = block_patches(region, grid, backend)
+        local = np.argwhere(keep if keep is not None else np.ones(patches.shape[:2], bool))
+        step = chunk or len(local)
+        for start in range(0, len(local), step):
+            lr, lc = local[start : start + step, 0], local[start : start + step, 1]
+            indices = np.stack([lr + rows.start, lc + cols.start], axis=1).astype(np.int64)
+            yield PatchBatch(indices, patches[lr, lc])  # fancy indexing: copies these patches
 
 
 def iter_patch_batches(
@@ -178,12 +190,12 @@ def iter_patch_batches(
         raise ValueError(f"batch_size={batch_size!r} must be a whole number of at least 1.")
     pending: list[PatchBatch] = []
     count = 0
-    for block in iter_blocks(level, grid, mask, block_px, backend):
+    for piece in iter_blocks(level, grid, mask, block_px, backend, chunk=batch_size):
         start = 0
-        while start < len(block):
-            take = min(batch_size - count, len(block) - start)
-            pending.append(PatchBatch(block.indices[start : start + take],
-                                      block.patches[start : start + take]))
+        while start < len(piece):
+            take = min(batch_size - count, len(piece) - start)
+            pending.append(PatchBatch(piece.indices[start : start + take],
+                                      piece.patches[start : start + take]))
             count += take
             start += take
             if count == batch_size:

@@ -249,8 +249,7 @@ class PatchGrid:
         """
         self._check_index(row, col)
         y0, x0, y1, x1 = (int(v) for v in self.boxes(row, col)[:4])
-        region = read_region(image, y0, x0, y1, x1)
-        return region[:: self.rate[0], :: self.rate[1]]
+        return read_region(image, y0, x0, y1, x1, step=self.rate)
 
     def block_region(self, rows: range, cols: range) -> tuple[int, int, int, int]:
         """Level-pixel region ``(y0, x0, y1, x1)`` that holds every patch of the block.
@@ -265,15 +264,19 @@ class PatchGrid:
         x1 = (cols.stop - 1) * self.stride[1] - self.pad_before[1] + ex
         return y0, x0, y1, x1
 
-    def blocks(self, max_region_px: int) -> list[tuple[range, range]]:
+    def blocks(self, max_region_px: int, max_patches: int | None = None) -> list[tuple[range, range]]:
         """Cut the grid into blocks of patch rows and columns.
 
         Each block's region (see :meth:`block_region`) is at most ``max_region_px`` level pixels
-        high and wide, or one patch where a patch is larger. Row-major order.
+        high and wide, or one patch where a patch is larger; with ``max_patches``, a block also
+        holds at most that many patches (fewer columns first). Row-major order.
         """
         per = [
             max(1, (max_region_px - self.effective_size[a]) // self.stride[a] + 1) for a in (0, 1)
         ]
+        if max_patches is not None and per[0] * per[1] > max_patches:
+            per[1] = max(1, max_patches // per[0])
+            per[0] = max(1, min(per[0], max_patches // per[1]))
         return [
             (range(r, min(r + per[0], self.rows)), range(c, min(c + per[1], self.cols)))
             for r in range(0, self.rows, per[0])
@@ -281,17 +284,35 @@ class PatchGrid:
         ]
 
 
-def read_region(image: Any, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
-    """Pixels [y0, y1) x [x0, x1) of ``image`` (level pixels), zeros outside the image.
+def read_region(
+    image: Any, y0: int, x0: int, y1: int, x1: int, step: tuple[int, int] = (1, 1)
+) -> np.ndarray:
+    """Pixels [y0, y1) x [x0, x1) of ``image`` (level pixels), every ``step``-th on each axis
+    counted from (y0, x0), zeros outside the image.
 
-    ``image`` is Y X [C] (numpy, dask or anything sliceable); only the part inside the image is
-    read. The result is a numpy array of the image's dtype, (y1 - y0, x1 - x0[, C]).
+    ``image`` is Y X [C] (numpy, dask or anything sliceable); only the samples inside the image
+    are read. The result is a numpy array of the image's dtype,
+    (ceil((y1 - y0) / step_y), ceil((x1 - x0) / step_x)[, C]).
     """
     h, w = image.shape[:2]
-    iy0, ix0, iy1, ix1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
-    if (iy0, ix0, iy1, ix1) == (y0, x0, y1, x1):  # inside the image: no zero fill, no copy
-        return np.asarray(image[y0:y1, x0:x1])
-    out = np.zeros((y1 - y0, x1 - x0) + tuple(image.shape[2:]), dtype=image.dtype)
+    (sy, iy0, iy1), (sx, ix0, ix1) = _samples(y0, y1, step[0], h), _samples(x0, x1, step[1], w)
+    ny, nx = -(-(y1 - y0) // step[0]), -(-(x1 - x0) // step[1])
+    if (iy0, ix0, iy1, ix1) == (0, 0, ny, nx):  # inside the image: no zero fill, no copy
+        return np.asarray(image[y0:y1 : step[0], x0:x1 : step[1]])
+    out = np.zeros((ny, nx) + tuple(image.shape[2:]), dtype=image.dtype)
     if iy0 < iy1 and ix0 < ix1:
-        out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = np.asarray(image[iy0:iy1, ix0:ix1])
+        out[iy0:iy1, ix0:ix1] = np.asarray(
+            image[sy : sy + (iy1 - iy0 - 1) * step[0] + 1 : step[0],
+                  sx : sx + (ix1 - ix0 - 1) * step[1] + 1 : step[1]]
+        )
     return out
+
+
+def _samples(a0: int, a1: int, step: int, n: int) -> tuple[int, int, int]:
+    """Samples a0, a0 + step, ... below a1 that fall in [0, n): (first image index, first and
+    end-exclusive sample number)."""
+    count = -(-(a1 - a0) // step)
+    first = max(0, -(-(0 - a0) // step))  # first k with a0 + k * step >= 0
+    end = min(count, -(-(n - a0) // step))  # first k with a0 + k * step >= n
+    end = max(end, first)
+    return a0 + first * step, first, end
