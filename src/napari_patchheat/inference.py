@@ -26,7 +26,6 @@ from .heatmap import Heatmap
 
 PREFETCH_BATCHES = 4  # batches read and extracted ahead of the model
 READ_WORKERS = max(1, (os.cpu_count() or 2) - 1)  # decoding threads: leave a core to the model
-TISSUE_MASK_PX = 2048  # longest side of the thumbnail the tissue mask is computed on
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -131,13 +130,9 @@ class HeatmapRun:
 
     # --- set-up -------------------------------------------------------------------------------
     def _tissue_fraction(self) -> np.ndarray:
-        from .tissue import grid_tissue_fraction, tissue_mask
+        from .tissue import patch_tissue_fraction
 
-        thumb = np.asarray(self.slide.thumbnail(TISSUE_MASK_PX))
-        mask = tissue_mask(thumb)
-        h0, w0 = self.slide.shape
-        mask_ds = (h0 / mask.shape[0], w0 / mask.shape[1])
-        return grid_tissue_fraction(mask, mask_ds, self.grid, self.downsample)
+        return patch_tissue_fraction(self.slide, self.grid, self.level)
 
     @property
     def key(self) -> str:
@@ -169,13 +164,20 @@ class HeatmapRun:
                     return heatmap
             except (ValueError, OSError):
                 pass  # unreadable cache: start afresh below
-        tmp = path.with_name(path.name + ".part")
+        # a fresh cache under a name of its own, published without replacing one that another
+        # run (another viewer, the CLI) published meanwhile: both then share that one
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
         values = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                            shape=heatmap.values.shape)
         values[:] = np.nan
         values.flush()
         del values
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
         heatmap.values = np.lib.format.open_memmap(path, mode="r+")
         return heatmap
 
