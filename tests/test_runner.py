@@ -29,7 +29,9 @@ def collect(handle):
 def test_run_streams_batches_in_order_and_equals_compute_heatmap(ihc_tif, tmp_path):
     spec = RunSpec(str(ihc_tif), "dab", size=32, stride=16, batch_size=40,
                    cache_dir=str(tmp_path))
-    msgs = collect(start_run(spec))
+    handle = start_run(spec)
+    msgs = collect(handle)
+    assert handle.process.exitcode == 0  # joined: no zombie left
     assert isinstance(msgs[0], Started) and isinstance(msgs[-1], Finished)
     batches = [m for m in msgs if isinstance(m, Batch)]
     total = msgs[0].total

@@ -128,7 +128,7 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
             level: int | None = None, mpp: float | None = None, quiet: bool = False,
             **options: Any) -> dict[str, Path]:
     """Compute a heatmap of ``slide`` with ``model`` and write it to ``out``; returns the files."""
-    from .inference import HeatmapRun
+    from .inference import HeatmapRun, RunError
     from .slide import open_slide
 
     if not slide.exists():
@@ -144,12 +144,19 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
             print(f"{slide.name}: level {run.level} {g.height} x {g.width} px, grid "
                   f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {total:,} to compute "
                   f"with '{run.model.name}'", file=sys.stderr)
+        stem = f"{slide_stem(slide)}.{run.model.name}"
         bar = ProgressLine(run.model.name)
-        for p in run.run():
-            if not quiet:
-                bar(p)
-        heatmap = run.result()
-    return write_outputs(heatmap, out, f"{slide_stem(slide)}.{heatmap.model_name}", formats, slide)
+        try:
+            for p in run.run():
+                if not quiet:
+                    bar(p)
+        except (RunError, KeyboardInterrupt) as exc:  # keep what was computed
+            partial = run.result()
+            if partial.n_computed and write_outputs(partial, out, f"{stem}.partial", ("npz",), s):
+                print(f"kept {partial.n_computed:,} computed patches in "
+                      f"{out / (stem + '.partial.npz')}", file=sys.stderr)
+            raise exc
+        return write_outputs(run.result(), out, stem, formats, s)
 
 
 def slide_stem(path: Path) -> str:
@@ -162,8 +169,11 @@ def slide_stem(path: Path) -> str:
 
 
 def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
-                  slide: Path) -> dict[str, Path]:
-    """Write ``heatmap`` in each of ``formats`` under ``out``; returns format -> path."""
+                  slide: Any) -> dict[str, Path]:
+    """Write ``heatmap`` in each of ``formats`` under ``out``; returns format -> path.
+
+    ``slide`` (an open Slide) gives the PNG's background thumbnail.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -174,11 +184,9 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
     others = [f for f in formats if f != "npz"]
     if others:
         from .export import export_heatmap
-        from .slide import open_slide
 
-        with open_slide(slide) as s:
-            written.update(export_heatmap(heatmap, out, stem, others,
-                                          thumbnail=s.thumbnail(2000)))
+        thumbnail = slide.thumbnail(2000) if "png" in others else None
+        written.update(export_heatmap(heatmap, out, stem, others, thumbnail=thumbnail))
     return written
 
 

@@ -20,6 +20,8 @@ from typing import Any, Iterator
 import numpy as np
 
 POLL_S = 0.05
+JOIN_S = 30.0  # how long messages() waits, after the last message, for the worker to exit
+LAST_WORDS_S = 1.0  # how long a dead worker's last messages may take to arrive
 WRITE_TILE_PX = 1024  # tile size of the temporary TIFF made for layers without a file
 
 
@@ -119,23 +121,20 @@ class RunHandle:
     def poll(self, timeout: float = 0.0) -> list[Message]:
         """Messages that have arrived (waiting up to ``timeout`` s for the first one).
 
-        A worker that dies without a last word is reported as :class:`Failed`.
+        A worker that dies without a last word is reported as :class:`Failed`; its last words
+        still in the pipe are read first.
         """
         msgs: list[Message] = []
-        try:
-            msgs.append(self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait())
-            while True:
-                msgs.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        if any(isinstance(m, (Finished, Failed)) for m in msgs):
-            self.ended = True
-            self.process.join(timeout=0)  # reap it if it is gone; never wait for TF's shutdown
-        elif not self.ended and not self.process.is_alive():
-            try:  # the last words may still be in the pipe
-                msgs.append(self._queue.get(timeout=1.0))
-                return msgs + self.poll()
+        wait = timeout
+        while not self.ended:
+            try:
+                msg = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
+                if msgs or self.process.is_alive():
+                    break
+                if wait < LAST_WORDS_S:  # dead: give what it sent a moment to arrive
+                    wait = LAST_WORDS_S
+                    continue
                 self.ended = True
                 msgs.append(Failed(
                     f"the inference process stopped unexpectedly (exit code "
@@ -143,12 +142,20 @@ class RunHandle:
                     "(from a script, put the script's code under if __name__ == '__main__':, "
                     "which spawned processes need)."
                 ))
+                break
+            msgs.append(msg)
+            wait = 0.0
+            if isinstance(msg, (Finished, Failed)):
+                self.ended = True
+        if self.ended:
+            self.process.join(timeout=0)  # reap it if it is gone; never wait for TF's shutdown
         return msgs
 
     def messages(self) -> Iterator[Message]:
         """Every message until the run ends (blocking)."""
         while not self.ended:
             yield from self.poll(POLL_S)
+        self.process.join(timeout=JOIN_S)  # no zombie: the worker exits once TF has shut down
 
     def cancel(self) -> None:
         """Ask the worker to stop after the batch in progress; it answers ``Finished(cancelled)``."""
