@@ -17,6 +17,7 @@ from typing import Any
 from .runner import Failed, Message, RunHandle, RunSpec, start_run
 
 RUN_NICE = 10  # added to the inference process's nice value (Unix); 0 leaves it as it is
+RUN_EXIT_WAIT_S = 120.0  # how long the reader thread waits for the ended run's process to exit
 
 
 def lower_priority(pid: int, increment: int = RUN_NICE) -> bool:
@@ -46,10 +47,13 @@ class RunWatcher:
 
     def _read(self) -> None:
         try:
-            for msg in self.handle.messages():  # blocks on the pipe, joins the process at the end
+            for msg in self.handle.messages():  # blocks on the pipe until the run's last word
                 self._messages.put(msg)
         except Exception as exc:  # the pipe broke (a killed worker): the run ends here
             self._messages.put(Failed(f"lost the inference process ({exc or type(exc).__name__})."))
+        # reap the process (TensorFlow's shutdown takes a while) so no zombie is left, also
+        # where the pipe broke; this thread, never the GUI's, waits for it
+        self.handle.process.join(timeout=RUN_EXIT_WAIT_S)
 
     def drain(self) -> list[Message]:
         """The messages that arrived since the last call (never waits)."""
