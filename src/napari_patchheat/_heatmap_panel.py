@@ -9,6 +9,7 @@ writes the layer's heatmap with :func:`~napari_patchheat.export.export_heatmap`.
 from __future__ import annotations
 
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,7 +60,9 @@ class HeatmapPanel(Container):
         self.viewer, self.on_error, self.on_change = viewer, on_error, on_change
         self.heatmap: Heatmap | None = None
         self.layer: Any = None
-        self._sources: dict[int, Any] = {}  # id(heatmap layer) -> the slide layer under it
+        # heatmap layer -> weak reference to the slide layer under it (neither kept alive here)
+        self._sources: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = \
+            weakref.WeakKeyDictionary()
         self.class_name = ComboBox(label="class", choices=[])
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
@@ -84,14 +87,18 @@ class HeatmapPanel(Container):
     def source_of(self, layer: Any) -> Any:
         """The slide layer a heatmap layer was made over: the one it was shown over here, else
         (a heatmap read back from a file) an open slide layer of the heatmap's slide file."""
-        if id(layer) not in self._sources and is_heatmap_layer(layer):
+        if layer is None:
+            return None
+        ref = self._sources.get(layer)
+        source = ref() if ref is not None else None
+        if source is None and is_heatmap_layer(layer):
             slide_path = layer.metadata[HEATMAP_META_KEY].slide_path
             for other in self.viewer.layers if slide_path else ():
                 path = SlideLayer.from_layer(other).path if is_slide_candidate(other) else None
                 if path is not None and path.resolve() == Path(slide_path).resolve():
-                    self._sources[id(layer)] = other
-                    break
-        return self._sources.get(id(layer))
+                    self._sources[layer] = weakref.ref(other)
+                    return other
+        return source
 
     def _matching_layer(self, heatmap: Heatmap, slide: SlideLayer) -> Any:
         for layer in self.viewer.layers:
@@ -128,7 +135,7 @@ class HeatmapPanel(Container):
             layer.data, layer.scale, layer.translate = kw["data"], kw["scale"], kw["translate"]
             layer.name = kw["name"]
         slide.match_units(layer)
-        self._sources[id(layer)] = slide.layer
+        self._sources[layer] = weakref.ref(slide.layer)
         self.adopt(layer)
         return layer
 
@@ -167,9 +174,11 @@ class HeatmapPanel(Container):
         layer.opacity = float(self.opacity.value)
         self.refresh_layer()
 
-    def refresh_layer(self) -> None:
-        """Show the heatmap's current values (after new batches) in its layer."""
-        layer, heatmap = self.layer, self.heatmap
+    def refresh_layer(self, layer: Any = None, heatmap: Heatmap | None = None) -> None:
+        """Show a heatmap's current values (after new batches) in its layer: ``layer`` and
+        ``heatmap`` (a run's), else the one in use."""
+        if layer is None:
+            layer, heatmap = self.layer, self.heatmap
         if layer is not None and heatmap is not None and layer in self.viewer.layers:
             layer.data = heatmap.values[..., int(layer.metadata.get(CLASS_META_KEY, 0))]
 

@@ -8,8 +8,10 @@ TIFF). No Qt and no TensorFlow here.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -146,26 +148,81 @@ def _yx(array: Any, rgb: bool) -> tuple[int, int]:
 
 
 TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # read at most this many pixels for the status estimate
-TISSUE_ESTIMATE_MASK_PX = 1024  # long side of the mask the status line's estimate uses
 
 
-def tissue_estimate(slide: SlideLayer) -> tuple[np.ndarray, FloatPair] | None:
-    """A quick tissue mask of the slide and its (dy, dx) level-0 px per mask px.
+class LayerCache:
+    """Values computed from a layer's pixels: keyed weakly by the layer (a removed layer's go
+    with it) and valid only while ``layer.data`` is the object they were computed from
+    (``layer.data = new_array`` drops them)."""
 
-    For the status line's "41% tissue" (the run computes its own): the level
-    :func:`~napari_patchheat.tissue.choose_mask_level` picks, every k-th pixel so the mask's
-    long side is about TISSUE_ESTIMATE_MASK_PX. None when that level holds more than
+    def __init__(self) -> None:
+        self._entries: weakref.WeakKeyDictionary[Any, tuple[Any, dict[Any, Any]]] = \
+            weakref.WeakKeyDictionary()
+
+    def _values(self, layer: Any, create: bool = False) -> dict[Any, Any] | None:
+        data = layer.data
+        entry = self._entries.get(layer)
+        if entry is not None and entry[0]() is data:
+            return entry[1]
+        if not create:
+            return None
+        try:
+            ref: Any = weakref.ref(data)
+        except TypeError:  # not weak-referenceable: hold it (entries still follow the layer)
+            ref = lambda data=data: data  # noqa: E731
+        values: dict[Any, Any] = {}
+        self._entries[layer] = (ref, values)
+        return values
+
+    def get(self, layer: Any, key: Any, default: Any = None) -> Any:
+        """The value stored for ``layer``'s current data under ``key``, else ``default``."""
+        values = self._values(layer)
+        return default if values is None else values.get(key, default)
+
+    def set(self, layer: Any, key: Any, value: Any) -> None:
+        """Store ``value`` for ``layer``'s current data under ``key``."""
+        self._values(layer, create=True)[key] = value  # type: ignore[index]
+
+
+def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:
+    """The pyramid a run of ``level`` reads its tissue from and the level's index in it.
+
+    The slide's own levels when it has a file. Else the run gets that one level as a TIFF and
+    :func:`~napari_patchheat.slide.open_slide` adds 2x coarser levels to it: the same pyramid,
+    built lazily here (dask; pixels are read only where the mask's level is). Anything with
+    ``.levels`` and ``.downsamples`` is what :func:`~napari_patchheat.tissue.patch_tissue_fraction`
+    takes.
+    """
+    if slide.path is not None:
+        return SimpleNamespace(levels=list(slide.levels),
+                               downsamples=list(slide.downsamples)), level
+    import dask.array as da
+
+    from ._tiff_level import CHUNK_TARGET_PX
+    from .slide import PYRAMID_TOP_PX, _as_rgb8, _halved
+
+    image = slide.levels[level]
+    if not isinstance(image, da.Array):  # name=False: no hashing of the pixels
+        image = da.from_array(image, chunks=(CHUNK_TARGET_PX, CHUNK_TARGET_PX) + image.shape[2:],
+                              name=False)
+    levels = [_as_rgb8(image if image.ndim == 3 else image[..., None])]
+    while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
+        levels.append(_halved(levels[-1]))
+    h0, w0 = levels[0].shape[:2]
+    return SimpleNamespace(levels=levels,
+                           downsamples=[(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]), 0
+
+
+def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPair] | None:
+    """The tissue mask the run computes from ``mask_level`` of ``source`` (see
+    :func:`~napari_patchheat.tissue.slide_tissue_mask`) and its (dy, dx) level-0 px per mask px.
+
+    For the status line's "41% tissue, N to run". None when that level holds more than
     TISSUE_ESTIMATE_MAX_READ_PX pixels. Reads pixels: call it off the GUI thread.
     """
-    from types import SimpleNamespace
+    from .tissue import slide_tissue_mask
 
-    from .tissue import choose_mask_level, tissue_mask
-
-    level = choose_mask_level(SimpleNamespace(levels=slide.levels, downsamples=slide.downsamples))
-    h, w = slide.level_shape(level)
+    h, w = source.levels[mask_level].shape[:2]
     if h * w > TISSUE_ESTIMATE_MAX_READ_PX:
         return None
-    k = max(1, -(-max(h, w) // TISSUE_ESTIMATE_MASK_PX))
-    pixels = np.asarray(slide.levels[level][k // 2 :: k, k // 2 :: k])
-    dy, dx = slide.downsamples[level]
-    return tissue_mask(pixels), (dy * k, dx * k)
+    return slide_tissue_mask(source, level=mask_level)

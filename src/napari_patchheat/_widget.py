@@ -11,6 +11,7 @@ fills a :class:`Heatmap` and refreshes its Image layer in place.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,12 +28,13 @@ from ._heatmap_panel import HeatmapPanel, section
 from ._inspector import PatchInspector, TextLabel
 from ._preview import GridPreview
 from ._run_watch import RunWatcher
-from ._slide_layer import SlideLayer, is_slide_candidate, tissue_estimate
+from ._slide_layer import (LayerCache, SlideLayer, is_slide_candidate, tissue_level_mask,
+                           tissue_source)
 from .grid import PatchGrid
 from .heatmap import Heatmap
 from .models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card
 from .runner import Batch, Failed, Finished, RunSpec, Started, array_to_tiff
-from .tissue import grid_tissue_fraction
+from .tissue import choose_mask_level, grid_tissue_fraction
 
 if TYPE_CHECKING:
     import napari
@@ -70,9 +72,12 @@ class PatchHeatWidget(Container):
         self.grid_error = ""  # why there is no grid, for the status line
         self.run_handle: RunWatcher | None = None
         self._run: dict[str, Any] = {}
-        self._tissue: dict[int, Any] = {}  # id(slide layer) -> (mask, ds), None, or "pending"
-        self._tiffs: dict[tuple[int, int], Path] = {}
+        # per slide layer and its data: ("mask", ...) -> (mask, ds), None or "pending";
+        # "fraction" -> (key, per-patch tissue fraction); ("tiff", level) -> Path
+        self._cache = LayerCache()
         self._tmp: Path | None = None
+        self._n_tiffs = 0
+        self._watched: Any = None  # the slide layer whose data events we follow
         self._workers: set[Any] = set()
         self._closed = False
 
@@ -173,41 +178,61 @@ class PatchHeatWidget(Container):
             self._on_layer()
 
     def _on_layer(self, *_: Any) -> None:
-        """A slide layer was chosen: read its pyramid, list its levels, estimate its tissue."""
+        """A slide layer was chosen (or its data replaced): read its pyramid, list its levels."""
         layer = self.image_layer.value
+        self._watch(layer)
         self.slide = SlideLayer.from_layer(layer) if layer is not None else None
         self.level.reset_choices()
-        if self.slide is not None:
-            self._start_tissue_estimate(self.slide)
         self._on_params()
 
-    def _start_tissue_estimate(self, slide: SlideLayer) -> None:
-        key = id(slide.layer)
-        if key in self._tissue:
+    def _watch(self, layer: Any) -> None:
+        """Follow ``layer.data = ...`` on the chosen slide layer (its pyramid is read again)."""
+        if layer is self._watched:
             return
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self._on_layer)
+        self._watched = layer
+        if layer is not None:
+            layer.events.data.connect(self._on_layer)
+
+    def _mask_key(self) -> tuple[Any, int, tuple[Any, ...], Any] | None:
+        """(tissue source, grid level in it, mask key, slide layer) of the current parameters:
+        the mask the run reads (see tissue_source); None without a grid."""
+        if self.slide is None or self.grid is None:
+            return None
+        source, level = tissue_source(self.slide, self.level.value)
+        mask_level = choose_mask_level(source, self.grid, source.downsamples[level])
+        origin = "file" if self.slide.path is not None else ("level", self.level.value)
+        return source, level, ("mask", origin, mask_level), self.slide.layer
+
+    def _start_tissue_mask(self, source: Any, key: tuple[Any, ...], layer: Any) -> None:
         from napari.qt.threading import create_worker
 
-        self._tissue[key] = "pending"
-        worker = create_worker(tissue_estimate, slide)
+        self._cache.set(layer, key, "pending")
+        data = layer.data
+        worker = create_worker(tissue_level_mask, source, key[-1])
         self._workers.add(worker)  # a worker must outlive its thread
 
-        def done(result: Any, key: int = key) -> None:
-            self._tissue[key] = result
+        def store(result: Any) -> None:
+            if layer.data is data:  # else the layer's pixels were replaced meanwhile
+                self._cache.set(layer, key, result)
             if not self._closed:
                 self._on_params()
 
-        def failed(exc: Exception, key: int = key) -> None:
-            self._tissue[key] = None
-
-        worker.returned.connect(done)
-        worker.errored.connect(failed)
+        worker.returned.connect(store)
+        worker.errored.connect(lambda exc: store(None))
         worker.finished.connect(lambda: self._workers.discard(worker))
         worker.start()
 
     @property
     def tissue_ready(self) -> bool:
-        """True once the tissue estimate of the current slide is known (or known impossible)."""
-        return self.slide is not None and self._tissue.get(id(self.slide.layer)) != "pending"
+        """True once the tissue mask of the current parameters is known (or known impossible)."""
+        k = self._mask_key()
+        if k is None or self.grid is None:
+            return False
+        if self.grid.n_patches > TISSUE_STATUS_MAX_PATCHES:  # not estimated
+            return True
+        return not isinstance(self._cache.get(k[3], k[2], "missing"), str)  # not "pending"
 
     # --- parameters -> grid, status, preview, inspector ------------------------------------------
     def model_spec(self) -> str:
@@ -260,12 +285,26 @@ class PatchHeatWidget(Container):
         self.inspector.refresh()
 
     def _tissue_fraction(self) -> np.ndarray | None:
-        est = self._tissue.get(id(self.slide.layer)) if self.slide is not None else None
-        if not isinstance(est, tuple) or self.grid is None \
-                or self.grid.n_patches > TISSUE_STATUS_MAX_PATCHES:
+        """Per-patch tissue fraction of the current grid as the run computes it
+        (:func:`~napari_patchheat.tissue.patch_tissue_fraction`); None until its mask is read
+        (on a worker thread) or where it is not estimated."""
+        k = self._mask_key()
+        if k is None or self.grid is None or self.grid.n_patches > TISSUE_STATUS_MAX_PATCHES:
             return None
-        mask, mask_ds = est
-        return grid_tissue_fraction(mask, mask_ds, self.grid, self._downsample())
+        source, level, key, layer = k
+        mask = self._cache.get(layer, key, "missing")
+        if isinstance(mask, str) and mask == "missing":
+            self._start_tissue_mask(source, key, layer)
+            return None
+        if not isinstance(mask, tuple):
+            return None
+        ds = source.downsamples[level]
+        cached = self._cache.get(layer, "fraction")
+        if cached is not None and cached[0] == (key, self.grid, ds):
+            return cached[1]
+        fraction = grid_tissue_fraction(mask[0], mask[1], self.grid, ds)
+        self._cache.set(layer, "fraction", ((key, self.grid, ds), fraction))
+        return fraction
 
     def _downsample(self) -> tuple[float, float]:
         assert self.slide is not None and self.level.value is not None
@@ -308,11 +347,28 @@ class PatchHeatWidget(Container):
     # --- running ---------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        """True while a run's process has not ended."""
-        return self.run_handle is not None
+        """True from Run until the run's process has ended (or the run stopped before it)."""
+        return self.run_handle is not None or bool(self._run.get("preparing"))
 
     def run_spec(self) -> RunSpec:
-        """The RunSpec of the current parameters; ValueError with a sentence when incomplete."""
+        """The RunSpec of the current parameters; ValueError with a sentence when incomplete.
+
+        A layer without a file is written to a temporary TIFF here, on the calling thread
+        (:meth:`run` writes it on a worker thread).
+        """
+        spec = self._spec_without_tiff()
+        if self.slide is not None and self.slide.path is None:
+            path = self._layer_tiff(self.level.value)
+            if path is None:
+                layer, data, level, image, folder, mpp = self._tiff_job()
+                path = array_to_tiff(image, folder, mpp)
+                self._keep_tiff(layer, data, level, path)
+            spec = self._with_tiff(spec, path)
+        return spec
+
+    def _spec_without_tiff(self) -> RunSpec:
+        """The RunSpec (ValueError when incomplete); a layer without a file gets its slide (a
+        TIFF) from :meth:`_with_tiff`."""
         if self.slide is None:
             raise ValueError("Open a slide first: no image layer is chosen.")
         if self.grid is None:
@@ -323,7 +379,7 @@ class PatchHeatWidget(Container):
         level = self.level.value
         slide_path, worker_level = self.slide.path, level
         if slide_path is None:  # no file behind the layer: hand the level over as a TIFF
-            slide_path, worker_level = self._layer_tiff(level), 0
+            slide_path, worker_level = "", 0
         return RunSpec(
             slide=str(slide_path), model=model, level=worker_level, size=self.size.value,
             stride=self.stride.value, rate=self.rate.value, padding=self.padding.value,
@@ -331,18 +387,32 @@ class PatchHeatWidget(Container):
             resize=bool(self.resize.value), cache_dir=self.cache_dir, use_cache=True,
         )
 
-    def _layer_tiff(self, level: int) -> Path:
+    @staticmethod
+    def _with_tiff(spec: RunSpec, path: Path) -> RunSpec:
+        return dataclasses.replace(spec, slide=str(path))
+
+    def _layer_tiff(self, level: int) -> Path | None:
+        """The temporary TIFF of ``level`` of the current layer's current data, if written."""
         assert self.slide is not None
-        key = (id(self.slide.layer), level)
-        if key not in self._tiffs:
-            if self._tmp is None:
-                self._tmp = Path(tempfile.mkdtemp(prefix="patchheat-layers-"))
-                atexit.register(shutil.rmtree, self._tmp, True)
-            folder = self._tmp / f"{len(self._tiffs)}"
-            folder.mkdir()
-            mpp = None if self.slide.mpp is None else self.slide.mpp[1] * self._downsample()[1]
-            self._tiffs[key] = array_to_tiff(self.slide.levels[level], folder, mpp)
-        return self._tiffs[key]
+        return self._cache.get(self.slide.layer, ("tiff", level))
+
+    def _tiff_job(self) -> tuple[Any, Any, int, Any, Path, float | None]:
+        """(layer, its data, level, level image, new folder, µm/px) to write the current level
+        of a layer without a file as a TIFF (``array_to_tiff(image, folder, mpp)``)."""
+        assert self.slide is not None
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="patchheat-layers-"))
+            atexit.register(shutil.rmtree, self._tmp, True)
+        folder = self._tmp / f"{self._n_tiffs}"
+        self._n_tiffs += 1
+        folder.mkdir()
+        mpp = None if self.slide.mpp is None else self.slide.mpp[1] * self._downsample()[1]
+        layer, level = self.slide.layer, self.level.value
+        return layer, layer.data, level, self.slide.levels[level], folder, mpp
+
+    def _keep_tiff(self, layer: Any, data: Any, level: int, path: Path) -> None:
+        if layer.data is data:  # else the pixels were replaced while it was written
+            self._cache.set(layer, ("tiff", level), path)
 
     def run(self, *_: Any) -> bool:
         """Start a run of the current parameters in its own process; False if it cannot start."""
@@ -350,26 +420,82 @@ class PatchHeatWidget(Container):
             self._error("A run is in progress: cancel it first.")
             return False
         try:
-            spec = self.run_spec()
+            spec = self._spec_without_tiff()
+            assert self.slide is not None
+            tiff = self._layer_tiff(self.level.value) if self.slide.path is None else None
+            job = self._tiff_job() if self.slide.path is None and tiff is None else None
         except (ValueError, OSError) as exc:
             self._error(str(exc))
             return False
-        assert self.slide is not None and self.grid is not None
-        self._run = {"slide": self.slide, "level": self.level.value, "grid": self.grid,
-                     "downsample": self._downsample(), "file": self.slide.path is not None,
-                     "replace": bool(self.replace.value)}
-        self.run_handle = RunWatcher(spec)
+        self._run = self._run_context()
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.value = 0
+        if job is None:
+            self._launch(spec if tiff is None else self._with_tiff(spec, tiff))
+        else:  # no file behind the layer: write the level as a TIFF off the GUI thread first
+            self._write_tiff_then_launch(spec, job)
+        return True
+
+    def _run_context(self) -> dict[str, Any]:
+        """What a run of the current parameters needs when its messages arrive; its own heatmap
+        and layer ("heatmap", "layer") are added when it has Started."""
+        assert self.slide is not None and self.grid is not None
+        return {"slide": self.slide, "level": self.level.value, "grid": self.grid,
+                "downsample": self._downsample(), "file": self.slide.path is not None,
+                "replace": bool(self.replace.value)}
+
+    def _write_tiff_then_launch(self, spec: RunSpec, job: tuple[Any, ...]) -> None:
+        from napari.qt.threading import create_worker
+
+        layer, data, level, image, folder, mpp = job
+        run = self._run
+        run["preparing"] = True
+        self.run_info.value = "writing the layer to a temporary TIFF…"
+        worker = create_worker(array_to_tiff, image, folder, mpp)
+        self._workers.add(worker)  # a worker must outlive its thread
+
+        def written(path: Path) -> None:
+            self._keep_tiff(layer, data, level, path)
+            run["preparing"] = False
+            if self._closed or self._run is not run:
+                return
+            if run.get("cancelled"):
+                self._end_run("cancelled before the run started")
+            else:
+                self._launch(self._with_tiff(spec, path))
+
+        def failed(exc: Exception) -> None:
+            run["preparing"] = False
+            if not self._closed and self._run is run:
+                self._end_run("run failed: could not write the layer to a temporary TIFF")
+                self._error(f"Could not write the layer to a temporary TIFF ({exc}); free "
+                            "some disk space in the temporary folder and run again.")
+
+        worker.returned.connect(written)
+        worker.errored.connect(failed)
+        worker.finished.connect(lambda: self._workers.discard(worker))
+        worker.start()
+
+    def _launch(self, spec: RunSpec) -> None:
+        """Start ``spec``'s process and watch it."""
+        try:
+            self.run_handle = RunWatcher(spec)
+        except OSError as exc:
+            self._end_run("run failed: the model's process did not start")
+            self._error(f"The model's process did not start ({exc}); close other programs "
+                        "and run again.")
+            return
         self.run_info.value = "starting the model in its own process…"
         self._timer.start()
-        return True
 
     def cancel(self, *_: Any) -> None:
         """Ask the run to stop after its batch in progress; what is computed stays."""
         if self.run_handle is not None:
             self.run_handle.cancel()
             self.run_info.value = "cancelling after the batch in progress…"
+        elif self._run.get("preparing"):
+            self._run["cancelled"] = True
+            self.run_info.value = "cancelling…"
 
     def poll(self) -> None:
         """Take the run's messages (GUI thread, never waits): fill the heatmap, then refresh its
@@ -377,12 +503,17 @@ class PatchHeatWidget(Container):
         if self.run_handle is None:
             self._timer.stop()
             return
+        self.handle_messages(self.run_handle.drain())
+
+    def handle_messages(self, messages: list[Any]) -> None:
+        """Apply the run's messages (GUI thread): batches go into the run's own heatmap and
+        layer, whichever heatmap the panel shows meanwhile."""
         batch = None
-        for msg in self.run_handle.drain():
+        for msg in messages:
             if isinstance(msg, Started):
                 self._on_started(msg)
-            elif isinstance(msg, Batch) and self.heatmap is not None:
-                self.heatmap.update(msg.indices, msg.values)
+            elif isinstance(msg, Batch) and self._run.get("heatmap") is not None:
+                self._run["heatmap"].update(msg.indices, msg.values)
                 batch = msg
             elif isinstance(msg, Finished):
                 self._end_run(f"{'cancelled' if msg.cancelled else 'done'}: {msg.done:,} patches "
@@ -395,7 +526,7 @@ class PatchHeatWidget(Container):
             if self.running:
                 self.run_info.value = (f"{batch.done:,} / {batch.total:,} patches, "
                                        f"{batch.patches_per_s:,.0f} patches/s")
-            self.display.refresh_layer()
+            self.display.refresh_layer(self._run["layer"], self._run["heatmap"])
             self.inspector.update_values()
 
     def _on_started(self, msg: Started) -> None:
@@ -416,7 +547,8 @@ class PatchHeatWidget(Container):
             heatmap.slide_shape = slide.level_shape(0)
         self.progress.max, self.progress.value = max(msg.total, 1), 0
         self.run_info.value = f"{msg.total:,} patches to compute"
-        self.show_heatmap(heatmap, slide, replace=run["replace"])
+        run["layer"] = self.show_heatmap(heatmap, slide, replace=run["replace"])
+        run["heatmap"] = heatmap
 
     def _end_run(self, text: str) -> None:
         self._timer.stop()
@@ -439,6 +571,7 @@ class PatchHeatWidget(Container):
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
         self.viewer.layers.events.removed.disconnect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.disconnect(self.display.on_active)
+        self._watch(None)
         try:
             self.preview.remove()
             self.inspector.remove()

@@ -370,6 +370,9 @@ def test_a_layer_without_a_file_runs_through_a_temporary_tiff(viewer, widget, qt
     widget.level.value = 1
     widget.size.value, widget.stride.value = 32, 32
     assert widget.run()
+    # the level is written to the TIFF on a worker thread: the process starts after it returns
+    assert widget.running and widget.run_handle is None
+    assert "temporary TIFF" in text(widget.run_info)
     qtbot.waitUntil(lambda: not widget.running, timeout=RUN_TIMEOUT_MS)
     h = widget.heatmap
     assert "done" in text(widget.run_info), text(widget.run_info)
@@ -393,3 +396,114 @@ def test_every_layer_the_widget_adds_shares_the_slides_units(viewer, widget, svs
     assert len(viewer.layers) == 4  # slide, heatmap, grid preview, selected patch
     for layer in viewer.layers:
         assert tuple(layer.units) == tuple(slide_layer.units), layer.name
+
+
+def test_cancel_while_the_layer_is_written_starts_no_process(viewer, widget, qtbot, errors):
+    viewer.add_image(np.zeros((600, 700, 3), np.uint8), rgb=True, name="slide")
+    widget.size.value = widget.stride.value = 50
+    assert widget.run()
+    assert widget.run() is False and "in progress" in errors[0]  # one run at a time
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=30_000)
+    assert widget.run_handle is None and "cancelled" in text(widget.run_info)
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+# --- run state ----------------------------------------------------------------------------------
+def test_batches_land_in_the_runs_heatmap_whichever_layer_is_selected(viewer, widget):
+    """The run's messages (runner.Started/Batch, as its process sends them) fill the run's own
+    heatmap and layer, also after the user selected another heatmap layer."""
+    from napari_patchheat.runner import Batch, Started
+
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    other = widget.show_heatmap(random_heatmap(slide, 0, 32, 32, model="other"), slide)
+    other_values = other.metadata["patchheat_heatmap"].values.copy()
+    widget.size.value = widget.stride.value = 40
+    widget.padding.value = "SAME"
+    empty = random_heatmap(slide, 0, 40, 40)
+    empty.values[:] = np.nan
+    widget._run = widget._run_context()  # what run() records before the process starts
+    widget.handle_messages([Started(empty.metadata(), empty.values.copy(), empty.grid.n_patches)])
+    run_layer, run_heatmap = widget.heatmap_layer, widget.heatmap
+    assert run_layer is not other and run_heatmap.grid == widget.grid
+    viewer.layers.selection.active = other  # the user looks at the other heatmap meanwhile
+    assert widget.heatmap_layer is other
+    indices = np.array([[0, 0], [2, 3], [9, 12]])
+    values = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7]], np.float32)
+    widget.handle_messages([Batch(indices, values, 3, 130, 100.0)])
+    np.testing.assert_array_equal(run_heatmap.values[indices[:, 0], indices[:, 1]], values)
+    assert run_heatmap.n_computed == 3
+    np.testing.assert_array_equal(run_layer.data[indices[:, 0], indices[:, 1]], values[:, 0])
+    np.testing.assert_array_equal(other.metadata["patchheat_heatmap"].values, other_values)
+    assert widget.heatmap_layer is other and widget.progress.value == 3
+
+
+def test_replacing_a_layers_data_writes_its_new_pixels(viewer, widget):
+    """The temporary TIFF (and the tissue estimate) belong to the layer's data, not its id."""
+    import tifffile
+
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    layer = viewer.add_image(a, rgb=True, name="slide")
+    widget.size.value = widget.stride.value = 50
+    first = Path(widget.run_spec().slide)
+    np.testing.assert_array_equal(tifffile.imread(first), a)
+    assert Path(widget.run_spec().slide) == first  # written once while the pixels stay
+    b = 255 - a
+    layer.data = b
+    second = Path(widget.run_spec().slide)
+    assert second != first
+    np.testing.assert_array_equal(tifffile.imread(second), b)
+
+
+def test_an_ended_runs_process_is_reaped(qtbot, tmp_path):
+    """After its last message the run's process is joined (off the GUI thread): no zombie."""
+    from napari_patchheat._run_watch import RunWatcher
+    from napari_patchheat.runner import Failed, RunSpec
+
+    if not Path("/proc/self").exists():
+        pytest.skip("needs /proc to tell a zombie process from a reaped one")
+    watcher = RunWatcher(RunSpec(slide=str(tmp_path / "missing.svs"), model="tissue",
+                                 cache_dir=str(tmp_path / "cache")))
+    pid = watcher.handle.process.pid
+    qtbot.waitUntil(lambda: not watcher._reader.is_alive(), timeout=RUN_TIMEOUT_MS)
+    messages = watcher.drain()
+    assert len(messages) == 1 and isinstance(messages[0], Failed), messages
+    assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
+
+
+@pytest.mark.parametrize("with_file", [True, False])
+def test_the_status_lines_count_to_run_is_the_runs(viewer, widget, qtbot, slide_writer,
+                                                   real_pixels, tmp_path, with_file):
+    """"N to run" is what the run computes: tissue.patch_tissue_fraction of the slide the run
+    opens (the file, or the level written as a TIFF for a layer without one) >= threshold."""
+    from napari_patchheat._reader import read_slides
+    from napari_patchheat.runner import array_to_tiff
+    from napari_patchheat.slide import open_slide
+    from napari_patchheat.tissue import patch_tissue_fraction
+
+    image = np.tile(real_pixels, (2, 1, 1))[:4500]  # big enough for a computed level (> 2048 px)
+    path, levels = slide_writer("s.ome.tif", image, layout="subifds", levels=2, mpp=0.5)
+    if with_file:
+        data, kwargs, _ = read_slides(str(path))[0]
+        viewer.add_image(data, **kwargs)
+    else:
+        viewer.add_image(levels, rgb=True, multiscale=True, name="s")
+    threshold = 0.5
+    for level, size in [(0, 64), (1, 48), (1, 8)]:
+        widget.level.value = level
+        widget.size.value = widget.stride.value = size
+        widget.tissue_threshold.value = threshold
+        qtbot.waitUntil(lambda: widget.tissue_ready and "to run" in text(widget.status),
+                        timeout=60_000)
+        if with_file:
+            run_slide, run_level = open_slide(path), level
+        else:
+            (tmp_path / f"{level}-{size}").mkdir()
+            run_slide = open_slide(array_to_tiff(levels[level], tmp_path / f"{level}-{size}"))
+            run_level = 0
+        want = int((patch_tissue_fraction(run_slide, widget.grid, run_level) >= threshold).sum())
+        run_slide.close()
+        assert 0 < want < widget.grid.n_patches
+        assert f", {want:,} to run" in text(widget.status), (level, size, text(widget.status))
