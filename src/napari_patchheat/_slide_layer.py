@@ -199,18 +199,14 @@ def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:
     import dask.array as da
 
     from ._tiff_level import CHUNK_TARGET_PX
-    from .slide import PYRAMID_TOP_PX, _as_rgb8, _halved
+    from .slide import rgb_pyramid
 
     image = slide.levels[level]
     if not isinstance(image, da.Array):  # name=False: no hashing of the pixels
         image = da.from_array(image, chunks=(CHUNK_TARGET_PX, CHUNK_TARGET_PX) + image.shape[2:],
                               name=False)
-    levels = [_as_rgb8(image if image.ndim == 3 else image[..., None])]
-    while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
-        levels.append(_halved(levels[-1]))
-    h0, w0 = levels[0].shape[:2]
-    return SimpleNamespace(levels=levels,
-                           downsamples=[(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]), 0
+    levels, downsamples = rgb_pyramid([image if image.ndim == 3 else image[..., None]])
+    return SimpleNamespace(levels=levels, downsamples=downsamples), 0
 
 
 def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPair] | None:

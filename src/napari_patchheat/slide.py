@@ -26,7 +26,7 @@ import hashlib
 import math
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import dask.array as da
 import numpy as np
@@ -73,14 +73,10 @@ class Slide:
         self.associated = associated or {}
         self.tile_shapes = tile_shapes or [tuple(r.chunksize[:2]) for r in raw_levels]
         self.stored_level_count = len(raw_levels)
-        levels = [_as_rgb8(raw, premultiplied) for raw in raw_levels]
-        while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
-            levels.append(_halved(levels[-1]))
-        self.levels = levels
-        h0, w0 = self.shape
-        self.downsamples = [(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]
+        self.levels, self.downsamples = rgb_pyramid(raw_levels, premultiplied)
         stat = path.stat()
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{[lv.shape for lv in levels]}"
+        shapes = [lv.shape for lv in self.levels]
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()
         self._close = close
 
@@ -304,6 +300,18 @@ def _open_pillow(path: Path, vendor: str) -> Slide:
 
 
 # --- RGB for models, and computed levels -----------------------------------------------------
+
+
+def rgb_pyramid(raw_levels: Sequence[da.Array], premultiplied: bool = False
+                ) -> tuple[list[da.Array], list[tuple[float, float]]]:
+    """RGB uint8 levels of ``raw_levels`` (Y X C, largest first; the RGB rule above) plus 2x
+    coarser levels computed lazily until the smallest fits ``PYRAMID_TOP_PX``, and each level's
+    downsample (level-0 size / level size, per axis)."""
+    levels = [_as_rgb8(raw, premultiplied) for raw in raw_levels]
+    while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
+        levels.append(_halved(levels[-1]))
+    h0, w0 = levels[0].shape[:2]
+    return levels, [(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]
 
 
 def _as_rgb8(raw: da.Array, premultiplied: bool = False) -> da.Array:
