@@ -95,3 +95,42 @@ def test_run_writes_every_export_format_like_export_heatmap(tmp_path):
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
     assert len(read_csv(tmp_path / "cli" / "ihc.dab.csv").rows) == h.n_computed == 15 * 15
 
+
+
+class FailsOnSecondBatch:
+    """The built-in dab model, failing on its second batch as a broken user model can."""
+
+    def __init__(self):
+        from napari_patchheat import load_model
+
+        self.inner = load_model("dab")
+        self.name, self.class_names, self.input_size = "dab", self.inner.class_names, None
+        self.fingerprint, self.calls = "fails-on-second-batch", 0
+
+    def check_patch_size(self, size):
+        return None
+
+    def predict(self, batch):
+        self.calls += 1
+        if self.calls == 2:
+            raise ValueError("the model broke")
+        return self.inner.predict(batch)
+
+
+def test_a_failed_run_exits_1_and_keeps_its_patches(tmp_path, monkeypatch, capsys):
+    import skimage.data
+    import tifffile
+
+    import napari_patchheat.models as models
+
+    slide = tmp_path / "ihc.tif"
+    tifffile.imwrite(slide, skimage.data.immunohistochemistry(), photometric="rgb")
+    broken = FailsOnSecondBatch()
+    monkeypatch.setattr(models, "load_model", lambda spec, resize=False: broken)
+    code = main(["run", str(slide), "--model", "broken", "--size", "32", "--batch-size", "10",
+                 "--no-cache", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and "the model broke" in err
+    partial = Heatmap.load_npz(tmp_path / "out" / "ihc.dab.partial.npz")
+    assert partial.n_computed == 10
+    assert "kept 10 computed patches" in err

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 PROGRESS_EVERY_S = 0.5
 
 
@@ -253,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as exc:  # a failed run: one line, not a traceback
         print(f"patchheat: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("patchheat: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (UserError, ValueError, OSError) as exc:  # bad arguments, unreadable files
         print(f"patchheat: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
