@@ -112,12 +112,6 @@ class RunControl:
     def _with_tiff(spec: RunSpec, path: Path) -> RunSpec:
         return dataclasses.replace(spec, slide=str(path))
 
-    def _downsample(self) -> tuple[float, float]:
-        """(y, x) level-0 pixels per pixel of the chosen level."""
-        w = self.widget
-        assert w.slide is not None and w.level.value is not None
-        return w.slide.downsamples[w.level.value]
-
     def _layer_tiff(self, level: int) -> Path | None:
         """The temporary TIFF of ``level`` of the current layer's current data, if written."""
         assert self.widget.slide is not None
@@ -134,7 +128,7 @@ class RunControl:
         folder = self._tmp / f"{self._n_tiffs}"
         self._n_tiffs += 1
         folder.mkdir()
-        mpp = None if slide.mpp is None else slide.mpp[1] * self._downsample()[1]
+        mpp = None if slide.mpp is None else slide.mpp[1] * self.widget.downsample()[1]
         layer, level = slide.layer, self.widget.level.value
         return layer, layer.data, level, slide.levels[level], folder, mpp
 
@@ -172,7 +166,7 @@ class RunControl:
         w = self.widget
         assert w.slide is not None and w.grid is not None
         return {"slide": w.slide, "level": w.level.value, "grid": w.grid,
-                "downsample": self._downsample(), "file": w.slide.path is not None,
+                "downsample": self.widget.downsample(), "file": w.slide.path is not None,
                 "replace": bool(self.replace.value)}
 
     def _write_tiff_then_launch(self, spec: RunSpec, job: tuple[Any, ...]) -> None:

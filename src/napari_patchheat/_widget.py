@@ -298,19 +298,20 @@ class PatchHeatWidget(Container):
         self._cache.set(layer, "fraction", ((key, self.grid, ds), fraction))
         return fraction
 
-    def _downsample(self) -> tuple[float, float]:
+    def downsample(self) -> tuple[float, float]:
+        """(y, x) level-0 pixels per pixel of the chosen level."""
         assert self.slide is not None and self.level.value is not None
         return self.slide.downsamples[self.level.value]
 
     def _preview_source(self) -> Any:
         if self.grid is None or self.slide is None:
             return None
-        return self.grid, self._downsample(), self.slide
+        return self.grid, self.downsample(), self.slide
 
     def _inspect_source(self) -> Any:
         if self.grid is None or self.slide is None:
             return None
-        return self.grid, self._downsample(), self.slide, self.level.value
+        return self.grid, self.downsample(), self.slide, self.level.value
 
     def _patch_values(self, grid: PatchGrid, level: int, row: int, col: int) -> Any:
         return self.display.values_at(grid, level, row, col, getattr(self.slide, "layer", None))
