@@ -8,6 +8,7 @@ where it stopped. This module runs TensorFlow: the napari process never imports 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -213,8 +214,6 @@ class HeatmapRun:
                 self.heatmap.update(batch.indices, values)
                 done += len(batch)
                 yield Progress(batch.indices, values, done, total, time.perf_counter() - t0)
-        except RunError:
-            raise
         except Exception as exc:  # reading or the model failed: keep what is done
             raise RunError(_describe(exc, self.slide.path), self.heatmap) from exc
         finally:
@@ -235,10 +234,7 @@ class HeatmapRun:
     def result(self) -> Heatmap:
         """A detached copy of the heatmap (values in memory, not the cache's memory map)."""
         h = self.heatmap
-        return Heatmap(values=np.array(h.values), grid=h.grid, level=h.level,
-                       downsample=h.downsample, class_names=h.class_names, mpp=h.mpp,
-                       model_name=h.model_name, model_fingerprint=h.model_fingerprint,
-                       slide_path=h.slide_path, slide_shape=h.slide_shape, extra=dict(h.extra))
+        return dataclasses.replace(h, values=np.array(h.values), extra=dict(h.extra))
 
 
 def _describe(exc: BaseException, path: Any) -> str:
@@ -303,12 +299,6 @@ class _Prefetch:
         self._thread.join(timeout=5)
 
 
-def iter_heatmap(slide: Any, model: Any, **kwargs: Any) -> Iterator[Progress]:
-    """Streaming form of :func:`compute_heatmap`: yields a :class:`Progress` per batch."""
-    cancel = kwargs.pop("cancel", None)
-    yield from HeatmapRun(slide, model, **kwargs).run(cancel)
-
-
 def compute_heatmap(
     slide: Any,
     model: Any,
@@ -323,6 +313,7 @@ def compute_heatmap(
     the model's input size), stride (default the size), rate, padding, batch_size,
     tissue_threshold (patches with less tissue stay NaN), resize, cache_dir, use_cache, backend.
     ``on_progress`` gets a :class:`Progress` per batch; ``cancel`` stops within a batch.
+    The streaming form is ``HeatmapRun(slide, model, **options).run(cancel)``.
     """
     run = HeatmapRun(slide, model, **options)
     for progress in run.run(cancel):
