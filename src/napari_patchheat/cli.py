@@ -153,7 +153,8 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
                     bar(p)
         except (RunError, KeyboardInterrupt) as exc:  # keep what was computed
             partial = run.result()
-            if partial.n_computed and write_outputs(partial, out, f"{stem}.partial", ("npz",), s):
+            if partial.n_computed:
+                write_outputs(partial, out, f"{stem}.partial", ("npz",), s)
                 print(f"kept {partial.n_computed:,} computed patches in "
                       f"{out / (stem + '.partial.npz')}", file=sys.stderr)
             raise exc
@@ -193,19 +194,14 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
 
 def demo(out: Path, viewer: bool) -> int:
     """The README's main job: IHC sample through 'dab', generated slide through 'tissue'."""
-    from ._sample_data import ihc_sample_path, sample_slide_path
+    from ._sample_data import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
 
     ihc = ihc_sample_path()
     files = run_job(ihc, "dab", out, ("npz", "png", "csv", "geojson", "ometiff"),
                     size=64, stride=32)
     print(f"IHC sample through 'dab': {', '.join(str(p) for p in files.values())}")
-    from .slide import open_slide
-
-    slide = sample_slide_path()
-    with open_slide(slide) as s:
-        level = min(range(len(s.levels)), key=lambda i: abs(s.downsamples[i][0] - 8))
-    files2 = run_job(slide, "tissue", out, ("npz", "png", "geojson"), level=level, size=128,
-                     stride=128, tissue_threshold=0.05)
+    files2 = run_job(sample_slide_path(), "tissue", out, ("npz", "png", "geojson"),
+                     mpp=8 * SAMPLE_MPP_UM, size=128, stride=128, tissue_threshold=0.05)
     print(f"generated slide through 'tissue': {', '.join(str(p) for p in files2.values())}")
     if viewer and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return subprocess.call([sys.executable, "-m", "napari_patchheat.cli", "open", str(ihc),
