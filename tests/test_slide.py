@@ -462,3 +462,12 @@ def test_open_from_many_threads(slide_writer, real_pixels):
     for t in threads:
         t.join()
     assert not errors
+
+
+def test_thumbnail_level_is_the_coarsest_large_enough_else_level_0():
+    from napari_patchheat.slide import thumbnail_level
+
+    shapes = [(3000, 2000, 3), (1500, 1000, 3), (750, 500, 3)]
+    assert thumbnail_level(shapes, 1000) == 1
+    assert thumbnail_level(shapes, 700) == 2
+    assert thumbnail_level(shapes, 4000) == 0  # none is that large: the largest, not the smallest

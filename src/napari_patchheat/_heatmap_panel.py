@@ -41,10 +41,13 @@ def safe_stem(text: str) -> str:
 
 
 def thumbnail(slide: SlideLayer) -> np.ndarray:
-    """The whole slide at about THUMBNAIL_PX on its long side, from its coarsest level that large."""
-    sizes = [max(slide.level_shape(i)) for i in range(len(slide.levels))]
-    level = max((i for i, s in enumerate(sizes) if s >= THUMBNAIL_PX), default=0)
-    k = max(1, sizes[level] // THUMBNAIL_PX)
+    """The whole slide at about THUMBNAIL_PX on its long side, from the level Slide.thumbnail
+    uses (every k-th pixel: layers may hold any dtype; the PNG export resizes it)."""
+    from .slide import thumbnail_level
+
+    level = thumbnail_level([slide.level_shape(i) for i in range(len(slide.levels))],
+                            THUMBNAIL_PX)
+    k = max(1, max(slide.level_shape(level)) // THUMBNAIL_PX)
     return np.asarray(slide.levels[level][::k, ::k])
 
 

@@ -112,8 +112,7 @@ class Slide:
         """The whole slide as RGB uint8 (H, W, 3) whose longer side is ``max_px`` (or less)."""
         from PIL import Image
 
-        fits = [k for k, lv in enumerate(self.levels) if max(lv.shape[:2]) >= max_px]
-        level = fits[-1] if fits else len(self.levels) - 1
+        level = thumbnail_level([lv.shape for lv in self.levels], max_px)
         image = Image.fromarray(np.asarray(self.levels[level]))
         image.thumbnail((max_px, max_px), Image.Resampling.BOX)
         return np.asarray(image)
@@ -300,6 +299,14 @@ def _open_pillow(path: Path, vendor: str) -> Slide:
 
 
 # --- RGB for models, and computed levels -----------------------------------------------------
+
+
+def thumbnail_level(shapes: Sequence[Sequence[int]], max_px: int) -> int:
+    """The level a thumbnail of ``max_px`` is made from, given the levels' (height, width, ...):
+    the coarsest whose longer side is at least ``max_px`` (level 0 when none is), so it is
+    never upsampled nor read larger than needed."""
+    sizes = [max(shape[:2]) for shape in shapes]
+    return max((k for k, s in enumerate(sizes) if s >= max_px), default=0)
 
 
 def rgb_pyramid(raw_levels: Sequence[da.Array], premultiplied: bool = False
