@@ -8,6 +8,9 @@
    its own process (target: the larger within 1.2x of the smaller).
 4. Tissue skipping: a run at tissue threshold 0.5 over one at 0 (all patches), against the
    fraction of patches kept.
+5. The device path (backend "tf": TensorFlow extracts on its device, patches never return to
+   the host) over the host path (backend "numpy"), for MobileNetV2 and for `dab`. "auto" takes
+   the device path only where TensorFlow sees a GPU; this shows what it costs where it does not.
 Run: `.venv/bin/python benchmarks/bench_pipeline.py [--quick]`. Slides are generated once into
 the cache folder (see napari_patchheat._sample_data).
 """
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
@@ -77,10 +81,7 @@ def read_only(run: HeatmapRun) -> float:
     return time.perf_counter() - t0
 
 
-def part_model(slide: Path, level: int, folder: Path) -> None:
-    from napari_patchheat import load_model
-
-    model = load_model(mobilenet_path(folder))
+def part_model(slide: Path, level: int, model: Any) -> None:
     e2e, alone = np.inf, np.inf
     with open_slide(slide) as s:
         for _ in range(2):  # alternate, keep the best of each
@@ -165,6 +166,21 @@ def part_tissue(slide: Path, level: int) -> None:
           f"{r_full:.1f} s)", flush=True)
 
 
+def part_backends(slide: Path, levels: dict[str, int], mobilenet: Any) -> None:
+    with open_slide(slide) as s:
+        for name, model in (("MobileNetV2", mobilenet), ("dab", "dab")):
+            best = {"numpy": np.inf, "tf": np.inf}
+            for _ in range(2):  # alternate, keep the best of each
+                for backend in best:
+                    run = HeatmapRun(s, model, level=levels[name], size=224, stride=224,
+                                     batch_size=BATCH, use_cache=False, backend=backend)
+                    n, t = timed_run(run)
+                    best[backend] = min(best[backend], t)
+            print(f"5. {name}, level {levels[name]} ({n} patches): device path (tf) "
+                  f"{n / best['tf']:.0f} p/s, host path (numpy) {n / best['numpy']:.0f} p/s, "
+                  f"ratio {best['numpy'] / best['tf']:.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller slides and levels")
@@ -177,11 +193,16 @@ def main() -> None:
     print(f"TF {tf.__version__} on {[d.device_type for d in tf.config.list_physical_devices()]}, "
           f"{os.cpu_count()} CPUs", flush=True)
     slide = sample_slide_path(20480)
+    cnn_level, dab_level = (3, 1) if args.quick else (2, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        part_model(slide, level=3 if args.quick else 2, folder=Path(tmp))
-    part_dab(slide, level=1 if args.quick else 0)
-    part_rss([10240, 20480] if args.quick else [20480, 40960])
-    part_tissue(slide, level=1 if args.quick else 0)
+        from napari_patchheat import load_model
+
+        mobilenet = load_model(mobilenet_path(Path(tmp)))
+        part_model(slide, cnn_level, mobilenet)
+        part_dab(slide, level=dab_level)
+        part_rss([10240, 20480] if args.quick else [20480, 40960])
+        part_tissue(slide, level=dab_level)
+        part_backends(slide, {"MobileNetV2": cnn_level, "dab": dab_level}, mobilenet)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def test_run_on_the_real_svs_writes_compute_heatmaps_values(tmp_path):
         (["run", "{svs}", "--size", "5000", "--out", "{out}"], "No patch fits"),
         (["run", "{svs}", "--model", "{out}/nothing.keras", "--out", "{out}"], "nothing.keras"),
         (["run", "{svs}", "--out", "{out}", "--format", "npz,tiff"], "unknown format tiff"),
+        (["run", "{svs}", "--mixed-precision", "--out", "{out}"], "float32 only"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -66,7 +67,7 @@ def test_help_lists_every_option():
     out = patchheat("run", "--help", timeout=60)
     assert out.returncode == 0
     for option in ("--model", "--level", "--mpp", "--size", "--stride", "--rate", "--padding",
-                   "--batch-size", "--tissue-threshold", "--out", "--format"):
+                   "--batch-size", "--tissue-threshold", "--mixed-precision", "--out", "--format"):
         assert option in out.stdout
     for command in ("demo", "open"):
         assert patchheat(command, "--help", timeout=60).returncode == 0
@@ -126,7 +127,7 @@ def test_a_failed_run_exits_1_and_keeps_its_patches(tmp_path, monkeypatch, capsy
     slide = tmp_path / "ihc.tif"
     tifffile.imwrite(slide, skimage.data.immunohistochemistry(), photometric="rgb")
     broken = FailsOnSecondBatch()
-    monkeypatch.setattr(models, "load_model", lambda spec, resize=False: broken)
+    monkeypatch.setattr(models, "load_model", lambda spec, **options: broken)
     code = main(["run", str(slide), "--model", "broken", "--size", "32", "--batch-size", "10",
                  "--no-cache", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err

@@ -210,7 +210,10 @@ def test_streaming_equals_whole_level(level, backend, k, s, r, padding, block_px
     g = PatchGrid(*level.shape[:2], k, s, r, padding)
     ref = whole_level(level, g)
     src = da.from_array(level, chunks=(40, 64, 3))
-    idx, pts = gather(iter_patch_batches(src, g, batch_size=7, block_px=block_px, backend=backend))
+    batches = list(iter_patch_batches(src, g, batch_size=7, block_px=block_px, backend=backend))
+    # the "tf" backend leaves the patches on TensorFlow's device, as tensors
+    assert all(isinstance(b.patches, np.ndarray) == (backend == "numpy") for b in batches)
+    idx, pts = gather(batches)
     assert len(idx) == g.n_patches
     assert len({tuple(i) for i in idx}) == g.n_patches  # each patch exactly once
     np.testing.assert_array_equal(pts, ref[idx[:, 0], idx[:, 1]])

@@ -48,13 +48,15 @@ def reference(level: np.ndarray, grid: PatchGrid, cnn_path: Path) -> np.ndarray:
 
 
 @needs_svs
+@pytest.mark.parametrize("backend", ["numpy", "tf"])  # "tf": patches stay on TF's device
 @pytest.mark.parametrize("stride, rate, padding", [(64, 1, "VALID"), (48, 2, "SAME")])
-def test_heatmap_equals_model_on_tensorflow_patches(cnn_path, tmp_path, stride, rate, padding):
+def test_heatmap_equals_model_on_tensorflow_patches(cnn_path, tmp_path, stride, rate, padding,
+                                                    backend):
     with open_slide(SVS) as slide:
         level = np.asarray(slide.levels[0])
         h = compute_heatmap(slide, load_model(cnn_path), level=0, size=64, stride=stride,
                             rate=rate, padding=padding, batch_size=50, cache_dir=tmp_path,
-                            block_px=700)
+                            block_px=700, backend=backend)
     assert h.class_names == tuple(CLASSES)
     assert h.grid == PatchGrid(*level.shape[:2], 64, stride, rate, padding)
     assert h.n_computed == h.grid.n_patches
@@ -63,11 +65,12 @@ def test_heatmap_equals_model_on_tensorflow_patches(cnn_path, tmp_path, stride, 
 
 
 @needs_svs
-def test_background_is_skipped_and_nan(cnn_path, tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_background_is_skipped_and_nan(cnn_path, tmp_path, backend):
     with open_slide(SVS) as slide:
         level = np.asarray(slide.levels[0])
         run = HeatmapRun(slide, cnn_path, size=64, stride=64, tissue_threshold=0.5,
-                         cache_dir=tmp_path)
+                         cache_dir=tmp_path, backend=backend)
         keep = run.tissue >= 0.5
         assert 0.1 < keep.mean() < 0.95  # the region has both tissue and glass
         list(run.run())
@@ -231,3 +234,20 @@ def test_a_cache_published_meanwhile_by_another_run_is_shared_not_replaced(ihc_t
     assert second.todo.sum() == 0  # it uses their results instead of an empty cache
     np.testing.assert_array_equal(np.asarray(second.heatmap.values), done)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [path.name]  # no temporary left
+
+
+@needs_svs
+def test_mixed_precision_run_is_close_to_float32_and_cached_apart(cnn_path, tmp_path):
+    kw = dict(size=64, stride=96, cache_dir=tmp_path, backend="tf")
+    with open_slide(SVS) as slide:
+        full = HeatmapRun(slide, cnn_path, **kw)
+        mixed = HeatmapRun(slide, cnn_path, mixed_precision=True, **kw)
+        assert mixed.model.precision == "mixed_float16" and mixed.key != full.key
+        for run in (full, mixed):
+            list(run.run())
+        with pytest.raises(ValueError, match="was loaded in float32: load it with"):
+            HeatmapRun(slide, load_model(cnn_path), mixed_precision=True, **kw)
+    a, b = full.result(), mixed.result()
+    assert a.n_computed == b.n_computed == a.grid.n_patches
+    diff = np.abs(a.values - b.values).max()
+    assert 0 < diff < 5e-3, diff

@@ -301,6 +301,32 @@ def test_tf_predict_inside_a_tf_function(saved, cnn):
     np.testing.assert_allclose(run(tf.constant(x)).numpy(), 2 * model.predict(x), rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["m.keras", "m.h5", "m_savedmodel"])
+def test_mixed_precision_computes_in_float16_close_to_float32(tmp_path, cnn, name):
+    saved = save(cnn, tmp_path / name)
+    if saved.suffix == "":
+        with pytest.raises(ValueError, match="SavedModel, which runs in the precision it was "
+                                             "saved in: turn mixed precision off"):
+            load_model(saved, mixed_precision=True)
+        return
+    write_card(saved.with_suffix(".json"), preprocessing="0..1")  # unsaturated softmax
+    full, mixed = load_model(saved), load_model(saved, mixed_precision=True)
+    assert (full.precision, mixed.precision) == ("float32", "mixed_float16")
+    assert mixed.fingerprint != full.fingerprint  # other values: its own cache
+    x = patches(8, seed=3)
+    out, ref = mixed.predict(x), full.predict(x)
+    assert out.dtype == np.float32 and out.shape == ref.shape
+    diff = np.abs(out - ref).max()
+    assert 0 < diff < 5e-3, diff  # float16 rounding: not identical, and close
+    np.testing.assert_allclose(cnn(x / np.float32(255)).numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_builtins_refuse_mixed_precision():
+    with pytest.raises(ValueError, match="built-in model 'dab' computes optical densities in "
+                                         "float32 only: turn mixed precision off"):
+        load_model("dab", mixed_precision=True)
+
+
 # --- built-in stain models ----------------------------------------------------------------------
 def test_builtin_matrix_is_skimages():
     np.testing.assert_array_equal(stain.hed_from_rgb(), color.hed_from_rgb)

@@ -24,6 +24,7 @@ from ._inspector import TextLabel
 from ._run_watch import RunWatcher
 from ._slide_layer import LayerCache, SlideLayer
 from .heatmap import Heatmap
+from .models import is_builtin
 from .runner import Batch, Failed, Finished, RunSpec, Started, array_to_tiff
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class RunControl:
             stride=w.stride.value, rate=w.rate.value, padding=w.padding.value,
             batch_size=w.batch_size.value, tissue_threshold=float(w.tissue_threshold.value),
             resize=bool(w.resize.value), cache_dir=w.cache_dir, use_cache=True,
+            mixed_precision=bool(w.mixed_precision.value) and not is_builtin(model),
         )
 
     @staticmethod

@@ -92,6 +92,8 @@ class PatchHeatWidget(Container):
                                    visible=False)
         self.model_info = TextLabel()
         self.resize = CheckBox(text="resize patches to the model's input size", value=False)
+        self.mixed_precision = CheckBox(text="mixed precision (float16, for GPUs)", value=False,
+                                        visible=False)
         self.batch_size = SpinBox(label="batch size", min=1, max=4096, value=32)
         self.tissue_threshold = FloatSpinBox(label="tissue threshold", min=0.0, max=1.0,
                                              step=0.05, value=0.0)
@@ -123,7 +125,7 @@ class PatchHeatWidget(Container):
             section("Model"),
             Container(widgets=[self.model, self.model_file, self.batch_size,
                                self.tissue_threshold]),
-            self.model_info, self.resize,
+            self.model_info, self.resize, self.mixed_precision,
             section("Run"),
             r.buttons, self.replace, self.progress, self.run_info,
             self.display,
@@ -257,6 +259,7 @@ class PatchHeatWidget(Container):
     def _on_params(self, *_: Any) -> None:
         """Any parameter changed: new grid, status line, preview (debounced), inspector."""
         self.model_file.visible = self.model.value == MODEL_FILE_CHOICE
+        self.mixed_precision.visible = self.model_file.visible  # built-ins compute in float32
         self.model_info.value, warn = self._model_text()
         self.grid, self.grid_error = None, "Open a slide (an image layer) to start."
         if self.slide is not None and self.level.value is not None:

@@ -98,6 +98,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="skip patches with less tissue than this fraction (default 0: keep all)")
     p.add_argument("--resize", action="store_true",
                    help="resize patches to the model's input size when they differ")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="run a Keras model's layers in float16 (for GPUs with tensor cores)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
 
 
@@ -238,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = dict(size=args.size, stride=args.stride, rate=args.rate,
                            padding=args.padding, batch_size=args.batch_size,
                            tissue_threshold=args.tissue_threshold, resize=args.resize,
-                           no_cache=args.no_cache)
+                           mixed_precision=args.mixed_precision, no_cache=args.no_cache)
             files = run_job(args.slide, args.model, args.out, args.format, level=args.level,
                             mpp=args.mpp, **options)
             for fmt, path in files.items():

@@ -50,21 +50,21 @@ def extract_patches(
     arr = _check_images(images)
     grid = PatchGrid(arr.shape[-3], arr.shape[-2], sizes, strides, rates, padding)
     batch = arr if arr.ndim == 4 else arr[None]
-    out = _tf_extract(batch, grid)
+    out = _tf_extract(batch, grid).numpy()
     return out if arr.ndim == 4 else out[0]
 
 
-def _tf_extract(batch: np.ndarray, grid: PatchGrid) -> np.ndarray:
+def _tf_extract(batch: np.ndarray, grid: PatchGrid) -> Any:
+    """``tf.image.extract_patches`` of (N, H, W, C) with ``grid``'s parameters: a tf.Tensor."""
     import tensorflow as tf  # heavy, and never wanted in the napari process
 
-    out = tf.image.extract_patches(
+    return tf.image.extract_patches(
         batch,
         sizes=[1, *grid.size, 1],
         strides=[1, *grid.stride, 1],
         rates=[1, *grid.rate, 1],
         padding=grid.padding,
     )
-    return out.numpy()
 
 
 def valid_view(region: np.ndarray, grid: PatchGrid) -> np.ndarray:
@@ -97,25 +97,38 @@ def auto_backend() -> Backend:
     return "tf" if tf.config.list_physical_devices("GPU") else "numpy"
 
 
-def block_patches(region: np.ndarray, grid: PatchGrid, backend: Backend) -> np.ndarray:
+def block_patches(region: np.ndarray, grid: PatchGrid, backend: Backend) -> Any:
     """All VALID patches of one block's region as (rows, cols, size_y, size_x, C): a strided
-    view for "numpy", TensorFlow's output for "tf"."""
+    numpy view for "numpy"; for "tf" a ``tf.Tensor`` that ``tf.image.extract_patches`` made on
+    TensorFlow's device (the GPU when there is one), so the patches never come back to the host."""
     if backend == "numpy":
         return valid_view(region, grid)
     if backend == "tf":
+        import tensorflow as tf
+
         valid = PatchGrid(region.shape[0], region.shape[1], grid.size, grid.stride, grid.rate)
         flat = _tf_extract(region[None], valid)[0]
-        return flat.reshape(flat.shape[:2] + (*grid.size, region.shape[2]))
+        return tf.reshape(flat, (*valid.shape, *grid.size, region.shape[2]))
     raise ValueError(f"backend={backend!r} is unknown: use 'auto', 'tf' or 'numpy'.")
+
+
+def _take(patches: Any, rows: np.ndarray, cols: np.ndarray) -> Any:
+    """Patches (rows[i], cols[i]) of a block's patches: a numpy copy, or a gather on TF's device."""
+    if isinstance(patches, np.ndarray):
+        return patches[rows, cols]  # fancy indexing: copies these patches
+    import tensorflow as tf
+
+    return tf.gather_nd(patches, np.stack([rows, cols], axis=1))
 
 
 @dataclass(frozen=True)
 class PatchBatch:
     """Patches and their grid indices: ``indices`` (n, 2) int64 (row, col), ``patches``
-    (n, size_y, size_x, C) of the level's dtype."""
+    (n, size_y, size_x, C) of the level's dtype: numpy, or a ``tf.Tensor`` on TensorFlow's device
+    from the "tf" backend (``np.asarray`` brings it to the host)."""
 
     indices: np.ndarray
-    patches: np.ndarray
+    patches: Any
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -170,7 +183,7 @@ def iter_blocks(
         for start in range(0, len(local), step):
             lr, lc = local[start : start + step, 0], local[start : start + step, 1]
             indices = np.stack([lr + rows.start, lc + cols.start], axis=1).astype(np.int64)
-            yield PatchBatch(indices, patches[lr, lc])  # fancy indexing: copies these patches
+            yield PatchBatch(indices, _take(patches, lr, lc))
 
 
 def iter_patch_batches(
@@ -184,7 +197,8 @@ def iter_patch_batches(
     """Patches of a whole level in batches of ``batch_size`` (the last may be smaller).
 
     Same result as extracting from the whole level at once (see :func:`iter_blocks`), in
-    bounded memory: one block plus one batch.
+    bounded memory: one block plus one batch. With the "tf" backend the patches are tensors on
+    TensorFlow's device: feed them to ``PatchModel.tf_predict`` without a trip to the host.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a whole number of at least 1.")
@@ -206,7 +220,11 @@ def iter_patch_batches(
 
 
 def _concat(parts: list[PatchBatch]) -> PatchBatch:
+    indices = np.concatenate([p.indices for p in parts])
+    if not isinstance(parts[0].patches, np.ndarray):
+        import tensorflow as tf
+
+        return PatchBatch(indices, tf.concat([p.patches for p in parts], axis=0))
     if len(parts) == 1:
-        return PatchBatch(parts[0].indices, np.ascontiguousarray(parts[0].patches))
-    return PatchBatch(np.concatenate([p.indices for p in parts]),
-                      np.concatenate([p.patches for p in parts]))
+        return PatchBatch(indices, np.ascontiguousarray(parts[0].patches))
+    return PatchBatch(indices, np.concatenate([p.patches for p in parts]))

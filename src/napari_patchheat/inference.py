@@ -98,6 +98,7 @@ class HeatmapRun:
         batch_size: int = DEFAULT_BATCH_SIZE,
         tissue_threshold: float = 0.0,
         resize: bool = False,
+        mixed_precision: bool = False,
         cache_dir: str | Path | None = None,
         use_cache: bool = True,
         backend: Backend = "auto",
@@ -107,7 +108,14 @@ class HeatmapRun:
         from .slide import open_slide
 
         self.slide = open_slide(slide) if isinstance(slide, (str, Path)) else slide
-        self.model = load_model(model, resize=resize) if isinstance(model, (str, Path)) else model
+        if isinstance(model, (str, Path)):
+            model = load_model(model, resize=resize, mixed_precision=mixed_precision)
+        elif mixed_precision and model.precision == "float32":
+            raise ValueError(
+                f"Model {model.name!r} was loaded in float32: load it with "
+                "load_model(..., mixed_precision=True), or pass its path."
+            )
+        self.model = model
         if not 0 <= level < len(self.slide.levels):
             raise ValueError(
                 f"level={level} does not exist: this slide has levels 0..{len(self.slide.levels) - 1}."
@@ -224,12 +232,19 @@ class HeatmapRun:
 
     def _predict(self, batch: PatchBatch) -> np.ndarray:
         """The model on one batch; a short last batch is zero-padded to the batch size, so a
-        compiled (XLA) model sees one shape per run and never recompiles for it."""
+        compiled (XLA) model sees one shape per run and never recompiles for it. Patches on
+        TensorFlow's device (the "tf" backend) stay there: only the predictions come back."""
         n, patches = len(batch), batch.patches
-        if n < self.batch_size:
-            patches = np.concatenate(
-                [patches, np.zeros((self.batch_size - n, *patches.shape[1:]), patches.dtype)])
-        return np.asarray(self.model.predict(patches), dtype=np.float32)[:n]
+        pad = self.batch_size - n
+        if isinstance(patches, np.ndarray):
+            if pad:
+                patches = np.concatenate([patches, np.zeros((pad, *patches.shape[1:]), patches.dtype)])
+            return self.model.predict(patches)[:n]
+        import tensorflow as tf
+
+        if pad:
+            patches = tf.pad(patches, [[0, pad], [0, 0], [0, 0], [0, 0]])
+        return self.model.validate_output(self.model.tf_predict(patches).numpy()[:n], n)
 
     def result(self) -> Heatmap:
         """A detached copy of the heatmap (values in memory, not the cache's memory map)."""
@@ -311,7 +326,9 @@ def compute_heatmap(
 
     ``slide`` is a Slide or a path. ``options`` are :class:`HeatmapRun`'s: level, size (default
     the model's input size), stride (default the size), rate, padding, batch_size,
-    tissue_threshold (patches with less tissue stay NaN), resize, cache_dir, use_cache, backend.
+    tissue_threshold (patches with less tissue stay NaN), resize, mixed_precision, cache_dir,
+    use_cache, backend ("tf" extracts with TensorFlow on its device and keeps the patches there;
+    "auto" picks it when TensorFlow sees a GPU).
     ``on_progress`` gets a :class:`Progress` per batch; ``cancel`` stops within a batch.
     The streaming form is ``HeatmapRun(slide, model, **options).run(cancel)``.
     """

@@ -39,6 +39,7 @@ class RunSpec:
     batch_size: int = 32
     tissue_threshold: float = 0.0
     resize: bool = False
+    mixed_precision: bool = False
     cache_dir: str | None = None
     use_cache: bool = True
     backend: str = "auto"

@@ -82,6 +82,11 @@ def test_a_keras_file_shows_its_cards_classes(viewer, widget, tmp_path):
     widget.size.value = 224
     widget.resize.value = True
     assert "takes" not in text(widget.status)
+    assert widget.mixed_precision.visible and not widget.run_spec().mixed_precision
+    widget.mixed_precision.value = True
+    assert widget.run_spec().mixed_precision
+    widget.model.value = "dab"  # built-ins compute in float32: the option goes away
+    assert not widget.mixed_precision.visible and not widget.run_spec().mixed_precision
 
 
 # --- the heatmap layer --------------------------------------------------------------------------

@@ -14,12 +14,17 @@ from .card import ModelCard, find_card, preprocessing_mode
 from .patch_model import CHANNELS, Fingerprint, PatchModel
 
 KERAS_SUFFIXES = {".keras": "keras", ".h5": "h5", ".hdf5": "h5"}
+MIXED_POLICY = "mixed_float16"  # Keras dtype policy of mixed precision
 _ERROR_DETAIL_CHARS = 200
 
 
-def load_user_model(path: str | Path, *, resize: bool = False, builtins: tuple[str, ...] = ()
-                    ) -> PatchModel:
-    """Load a Keras file or SavedModel directory and its card as a :class:`PatchModel`."""
+def load_user_model(path: str | Path, *, resize: bool = False, mixed_precision: bool = False,
+                    builtins: tuple[str, ...] = ()) -> PatchModel:
+    """Load a Keras file or SavedModel directory and its card as a :class:`PatchModel`.
+
+    ``mixed_precision`` rebuilds a Keras model under the ``mixed_float16`` policy (float16
+    compute, float32 variables): for GPUs with tensor cores. A SavedModel runs as it was saved.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         hint = f", or a built-in model ({', '.join(builtins)})" if builtins else ""
@@ -29,6 +34,11 @@ def load_user_model(path: str | Path, *, resize: bool = False, builtins: tuple[s
         )
     card = find_card(path)
     if path.is_dir():
+        if mixed_precision:
+            raise ValueError(
+                f"{path} is a SavedModel, which runs in the precision it was saved in: turn "
+                "mixed precision off, or pass the model as a .keras or .h5 file."
+            )
         return _load_savedmodel(path, card, resize)
     kind = KERAS_SUFFIXES.get(path.suffix.lower())
     if kind is None:
@@ -36,7 +46,7 @@ def load_user_model(path: str | Path, *, resize: bool = False, builtins: tuple[s
             f"{path} is not a model napari-patchheat can load: use a Keras .keras or .h5 file, a "
             "TensorFlow SavedModel directory, or a built-in model name."
         )
-    return _load_keras(path, kind, card, resize)
+    return _load_keras(path, kind, card, resize, mixed_precision)
 
 
 def _detail(exc: BaseException) -> str:
@@ -58,7 +68,8 @@ def _check_container(path: Path, kind: str) -> None:
         raise ValueError(f"{path} is corrupt or not a Keras model: {what} and this file is not.")
 
 
-def _load_keras(path: Path, kind: str, card: ModelCard, resize: bool) -> PatchModel:
+def _load_keras(path: Path, kind: str, card: ModelCard, resize: bool, mixed_precision: bool
+                ) -> PatchModel:
     import keras
 
     _check_container(path, kind)
@@ -82,11 +93,38 @@ def _load_keras(path: Path, kind: str, card: ModelCard, resize: bool) -> PatchMo
     fp.add_json(model.get_config())
     for weight in model.weights:
         fp.add_array(getattr(weight, "path", weight.name), weight.numpy())
+    if mixed_precision:
+        model = _mixed_precision(model, path)
+        fp.add_json({"dtype_policy": MIXED_POLICY})
+
     def forward(x: Any) -> Any:
         return model(x, training=False)
 
-    return _build(path, kind, card, resize, forward, in_shape, out_shape,
-                  str(model.inputs[0].dtype), fp, keepalive=model)
+    built = _build(path, kind, card, resize, forward, in_shape, out_shape,
+                   str(model.inputs[0].dtype), fp, keepalive=model)
+    built.precision = MIXED_POLICY if mixed_precision else "float32"
+    return built
+
+
+def _mixed_precision(model: Any, path: Path) -> Any:
+    """A copy of Keras ``model`` whose layers compute under :data:`MIXED_POLICY`, same weights."""
+    import keras
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        if not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = MIXED_POLICY
+        return layer.__class__.from_config(config)
+
+    try:
+        mixed = keras.models.clone_model(model, clone_function=clone)
+        mixed.set_weights(model.get_weights())
+    except Exception as exc:
+        raise ValueError(
+            f"Cannot rebuild {path} for mixed precision ({_detail(exc)}): turn mixed precision "
+            "off to run it as saved."
+        ) from exc
+    return mixed
 
 
 def _load_savedmodel(path: Path, card: ModelCard, resize: bool) -> PatchModel:

@@ -82,10 +82,12 @@ class PatchModel:
     ``channels`` (3), ``mpp`` (µm/px it was trained at, or None), ``magnification``,
     ``preprocessing``, ``resize``, ``fingerprint`` (hex SHA-256 of weights, config and
     preprocessing), ``spec`` (what to pass to ``load_model`` to get it again, e.g. in a worker
-    process) and ``kind`` ("builtin", "keras", "h5" or "savedmodel").
+    process), ``kind`` ("builtin", "keras", "h5" or "savedmodel") and ``precision`` ("float32",
+    or "mixed_float16" for a Keras model loaded with mixed precision).
     """
 
     channels = CHANNELS
+    precision = "float32"
 
     def __init__(
         self,
