@@ -110,6 +110,47 @@ def test_ndpi_region_decodes_only_the_rows_it_needs(ndpi_path, monkeypatch):
     assert 1024 <= 8 * len(decoded) <= 1024 + 16
 
 
+def test_svs_neighbouring_regions_share_their_edge_tiles(svs_path, monkeypatch):
+    """A run's blocks rarely end on tile edges: the tiles a region reads in part are decoded
+    once for it and the regions next to it (the edge-tile cache); pixels stay tifffile's."""
+    from napari_patchheat.slide import _TiffLevel
+
+    decoded = []
+    original = _TiffLevel._tile
+
+    def counting(self, page, index):
+        decoded.append(index)
+        return original(self, page, index)
+
+    monkeypatch.setattr(_TiffLevel, "_tile", counting)
+    ref = tifffile_level(svs_path, 0)
+    with open_slide(svs_path) as s:
+        level = s.raw_levels[0]
+        decoded.clear()  # opening checks one tile
+        edges = [0, 700, 1400, 2100, 2800, 2967]  # 700-px regions on 240-px tiles
+        for y0, y1 in zip(edges, edges[1:]):
+            for x0, x1 in zip(edges, edges[1:4]):
+                np.testing.assert_array_equal(np.asarray(level[y0:y1, x0:x1]),
+                                              ref[y0:y1, x0:x1])
+    tiles = -(-2967 // 240) * -(-2100 // 240)  # 13 x 9 tiles hold rows 0..2967, cols 0..2100
+    assert len(decoded) == len(set(decoded)) == tiles
+
+
+def test_edge_tile_cache_is_bounded_and_drops_the_oldest():
+    from napari_patchheat._tiff_level import _EdgeTiles
+
+    cache = _EdgeTiles(max_bytes=3 * 1000)
+    for k in range(5):
+        cache.put(("level", 0, k), np.full(1000, k, np.uint8))
+    assert cache.nbytes == 3000
+    assert [cache.get(("level", 0, k))[0] for k in range(5)] == [False, False, True, True, True]
+    assert cache.get(("level", 0, 4))[1][0] == 4
+    cache.put(("level", 0, 9), None)  # an empty tile is remembered too, at no cost
+    assert cache.get(("level", 0, 9)) == (True, None) and cache.nbytes == 3000
+    cache.put(("level", 0, 8), np.zeros(4000, np.uint8))  # larger than the cache: not kept
+    assert cache.get(("level", 0, 8)) == (False, None) and cache.nbytes == 3000
+
+
 def test_png(ihc_png_path):
     from skimage.data import immunohistochemistry
 

@@ -2,13 +2,18 @@
 
 ``_TiffLevel`` checks what ``open_slide`` can read (2-D, 8- or 16-bit, at most 4 channels, a codec
 this installation decodes, a file long enough) and reads regions tile by tile with tifffile's own
-decoders, straight from the file. ``_dask`` wraps such a reader (or any with ``tile``, ``shape``
-and ``dtype``) as a dask array chunked on whole file tiles. No Qt, no TensorFlow.
+decoders, straight from the file. Tiles a read covers only in part are kept in a small shared
+cache (:class:`_EdgeTiles`), so the next region of a run, which starts inside them, does not
+decode them again. ``_dask`` wraps such a reader (or any with ``tile``, ``shape`` and ``dtype``)
+as a dask array chunked on whole file tiles. No Qt, no TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,10 +23,50 @@ import numpy as np
 from ._slide_error import SlideError
 
 CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
+EDGE_TILE_CACHE_BYTES = 96 * 2**20  # decoded tiles kept for the neighbouring read (all levels)
 _CODEC_NAMES = {5: "LZW", 7: "JPEG", 8: "Deflate", 32946: "Deflate", 33003: "JPEG 2000",
                 33004: "JPEG 2000", 33005: "JPEG 2000", 34712: "JPEG 2000", 34887: "LERC",
                 34892: "JPEG", 34925: "LZMA", 34933: "PNG", 34934: "JPEG XR", 50000: "Zstd",
                 50001: "WebP", 50002: "JPEG XL", 52546: "JPEG XL"}  # fmt: skip
+
+
+class _EdgeTiles:
+    """Decoded tiles that a read covered only in part, least recently used dropped first.
+
+    Regions of a run (blocks with their halo) rarely end on tile edges: the tiles at a block's
+    right and bottom edges are the first ones the next blocks need. One cache for every level,
+    bounded by ``max_bytes``; thread-safe (dask reads chunks on several threads).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self._tiles: OrderedDict[tuple, np.ndarray | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[bool, np.ndarray | None]:
+        """(found, tile) for ``key``."""
+        with self._lock:
+            if key not in self._tiles:
+                return False, None
+            self._tiles.move_to_end(key)
+            return True, self._tiles[key]
+
+    def put(self, key: tuple, tile: np.ndarray | None) -> None:
+        size = 0 if tile is None else tile.nbytes
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._tiles:
+                return
+            self._tiles[key] = tile
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, old = self._tiles.popitem(last=False)
+                self.nbytes -= 0 if old is None else old.nbytes
+
+
+_EDGE_TILES = _EdgeTiles(EDGE_TILE_CACHE_BYTES)
+_LEVEL_NUMBERS = itertools.count()  # cache keys: a number per reader, never reused like id()
 
 
 class _TiffLevel:
@@ -65,6 +110,7 @@ class _TiffLevel:
         self.fill = np.iinfo(self.dtype).max if rgb else 0
         self._check_codec(keyframe)
         self._check_extent()
+        self._number = next(_LEVEL_NUMBERS)
         self._decoders = {}  # keyframe -> (decode, its arguments), built once, under the lock
         for page in self.pages:
             kf = page.keyframe
@@ -139,10 +185,13 @@ class _TiffLevel:
                 c0 = (p * self.planes + plane) * channels
                 for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
                     for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
-                        tile = self._tile(page, plane * self.per_plane + ty * self.across + tx)
                         ty0, tx0 = ty * th, tx * tw
                         ya, yb = max(y0, ty0), min(y1, ty0 + th)
                         xa, xb = max(x0, tx0), min(x1, tx0 + tw)
+                        whole = ya == ty0 and xa == tx0 and (yb, xb) == (
+                            min(ty0 + th, self.shape[0]), min(tx0 + tw, self.shape[1]))
+                        index = plane * self.per_plane + ty * self.across + tx
+                        tile = self._tile(page, index) if whole else self._edge_tile(p, page, index)
                         target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
                         if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
                             target[...] = self.fill  # an empty tile, or one short of its place
@@ -150,6 +199,15 @@ class _TiffLevel:
                             part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
                             target[: part.shape[0], : part.shape[1]] = part
         return out
+
+    def _edge_tile(self, p: int, page: Any, index: int) -> np.ndarray | None:
+        """Tile ``index`` of page ``p`` through the shared cache of tiles read in part."""
+        key = (self._number, p, index)
+        found, tile = _EDGE_TILES.get(key)
+        if not found:
+            tile = self._tile(page, index)
+            _EDGE_TILES.put(key, tile)
+        return tile
 
     def _tile(self, page: Any, index: int) -> np.ndarray | None:
         """Tile (or strip) ``index`` of ``page`` decoded to (h, w, samples), None if empty."""
