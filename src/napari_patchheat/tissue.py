@@ -70,16 +70,19 @@ def tissue_mask(image_rgb: np.ndarray, *, mode: Mode = "auto") -> np.ndarray:
     img = _as_uint8(img)
     valid = img[..., 3] > 0 if img.shape[2] == 4 else np.ones(img.shape[:2], bool)
     rgb = img[..., :3] if img.shape[2] >= 3 else np.repeat(img, 3, axis=2)
+    # the brightest channel, once (np.maximum is ~10x faster than a max over a 3-long axis)
+    brightest = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     if mode == "auto":
-        dark = np.median(rgb.max(axis=2)[valid]) < FLUORESCENCE_MEDIAN_MAX if valid.any() else False
+        dark = np.median(brightest[valid]) < FLUORESCENCE_MEDIAN_MAX if valid.any() else False
         mode = "fluorescence" if dark else "brightfield"
     if mode == "brightfield":
-        score = optical_density(rgb).sum(axis=2)
-        valid &= rgb.max(axis=2) > BLACK_FILL_MAX
+        od = optical_density(rgb)
+        score = od[..., 0] + od[..., 1] + od[..., 2]
+        valid &= brightest > BLACK_FILL_MAX
         bounds = (TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX)
         sigma = SMOOTH_SIGMA_PX
     elif mode == "fluorescence":
-        score = rgb.max(axis=2).astype(np.float32)
+        score = brightest.astype(np.float32)
         bounds = (FLUORESCENCE_MIN, FLUORESCENCE_MAX)
         sigma = max(SMOOTH_SIGMA_PX, FLUORESCENCE_SIGMA_FRACTION * max(rgb.shape[:2]))
     else:
