@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -120,7 +119,10 @@ def rss_child(slide: str) -> None:
         run = HeatmapRun(s, "dab", level=0, size=224, stride=224, batch_size=64, use_cache=False)
         n, t = timed_run(run)
         cells = run.heatmap.values.nbytes
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child
+    # would report at least its parent's peak (the benchmark's own, with MobileNetV2 loaded)
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmHWM:"))) * 1024
     print(json.dumps({"patches": n, "seconds": t, "peak_rss": peak, "heatmap_bytes": cells}))
 
 
