@@ -40,6 +40,7 @@ from napari_patchheat.grid import read_region  # noqa: E402
 from napari_patchheat.inference import HeatmapRun  # noqa: E402
 
 BATCH = 32
+REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "CMU-1-Small-Region.svs"
 
 
 def mobilenet_path(folder: Path) -> Path:
@@ -179,6 +180,37 @@ def part_tissue(slide: Path, level: int, model: Any, label: str) -> None:
           f"{r_full:.1f} s)", flush=True)
 
 
+def tile_decode_costs(path: Path, tiles: int = 3000) -> tuple[float, float]:
+    """Mean seconds to decode a glass tile (< 5% tissue) and a tissue tile (> 80%) of level 0,
+    over its first ``tiles`` tiles, tissue by the built-in ``tissue`` model's OD threshold."""
+    import tifffile
+
+    from napari_patchheat.models.stain import TISSUE_OD_SUM, od_table
+
+    glass, tissue = [], []
+    with tifffile.TiffFile(path) as tif:
+        page, fh = tif.pages[0], tif.filehandle
+        for i, (offset, count) in enumerate(zip(page.dataoffsets[:tiles], page.databytecounts)):
+            if not count:
+                continue
+            fh.seek(offset)
+            data = fh.read(count)
+            t0 = time.perf_counter()
+            tile = page.decode(data, i, jpegtables=page.jpegtables)[0]
+            dt = time.perf_counter() - t0
+            share = (od_table()[tile].sum(axis=-1) >= TISSUE_OD_SUM).mean()
+            (glass if share < 0.05 else tissue if share > 0.8 else []).append(dt)
+    return float(np.mean(glass)), float(np.mean(tissue))
+
+
+def part_tile_costs(paths: list[Path]) -> None:
+    for path in paths:
+        if path.is_file():
+            g, t = tile_decode_costs(path)
+            print(f"4. decoding one JPEG tile of {path.name}: glass {g * 1e3:.3f} ms, tissue "
+                  f"{t * 1e3:.3f} ms, ratio {g / t:.2f}", flush=True)
+
+
 def part_backends(slide: Path, levels: dict[str, int], mobilenet: Any) -> None:
     with open_slide(slide) as s:
         for name, model in (("MobileNetV2", mobilenet), ("dab", "dab")):
@@ -216,6 +248,7 @@ def main() -> None:
         part_rss([10240, 20480] if args.quick else [20480, 40960])
         part_tissue(slide, dab_level, load_model("dab"), "dab")
         part_tissue(slide, cnn_level, mobilenet, "MobileNetV2")
+        part_tile_costs([slide, REAL_SVS])
         part_backends(slide, {"MobileNetV2": cnn_level, "dab": dab_level}, mobilenet)
 
 
