@@ -224,6 +224,15 @@ def part_backends(slide: Path, levels: dict[str, int], mobilenet: Any) -> None:
             print(f"5. {name}, level {levels[name]} ({n} patches): device path (tf) "
                   f"{n / best['tf']:.0f} p/s, host path (numpy) {n / best['numpy']:.0f} p/s, "
                   f"ratio {best['numpy'] / best['tf']:.2f}", flush=True)
+    from napari_patchheat import load_model
+
+    mixed = load_model(mobilenet.spec, mixed_precision=True)
+    t32 = t16 = np.inf
+    for _ in range(2):
+        t32 = min(t32, model_only(mobilenet, 4 * BATCH, (224, 224, 3)))
+        t16 = min(t16, model_only(mixed, 4 * BATCH, (224, 224, 3)))
+    print(f"5. MobileNetV2 alone, mixed precision / float32 on this CPU: {4 * BATCH / t16:.0f} / "
+          f"{4 * BATCH / t32:.0f} p/s = {t32 / t16:.2f}", flush=True)
 
 
 def main() -> None:
