@@ -245,6 +245,26 @@ def test_sixteen_bit_is_scaled(slide_writer, real_pixels):
         np.testing.assert_array_equal(s.levels[0].compute(), real_pixels[:500, :400])
 
 
+def test_reader_is_the_tile_reader_of_stored_rgb_levels_only(slide_writer, real_pixels):
+    """Runs read stored 8-bit RGB levels through the tile reader (no dask graph per read),
+    decoding on one thread or a pool, with the dask level's pixels; other levels stay dask."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rgb, _ = slide_writer("rgb.tif", real_pixels, layout="single")
+    wide, _ = slide_writer("sixteen.tif", real_pixels[:500, :400].astype(np.uint16) * 257,
+                           layout="single", compression="zlib")
+    with open_slide(rgb) as s, ThreadPoolExecutor(3) as pool:
+        reader = s.reader(0)
+        assert hasattr(reader, "read_tiles") and reader.shape == s.levels[0].shape
+        key = (slice(13, 977), slice(250, 899), slice(None))
+        ref = s.levels[0][key].compute()
+        np.testing.assert_array_equal(reader[key], ref)
+        np.testing.assert_array_equal(reader.read_tiles(key, pool.map), ref)
+        assert s.stored_level_count == 1 and s.reader(1) is s.levels[1]  # a computed level
+    with open_slide(wide) as s:
+        assert s.reader(0) is s.levels[0]  # scaled to 8 bits by dask
+
+
 def test_large_single_level_gets_a_computed_pyramid(slide_writer, real_pixels):
     big = np.tile(real_pixels, (2, 3, 1))  # 5934 x 6660
     path, _ = slide_writer("big.tif", big, layout="single", compression="jpeg", tile=(256, 256))

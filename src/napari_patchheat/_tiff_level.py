@@ -15,7 +15,7 @@ import itertools
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import dask.array as da
 import numpy as np
@@ -153,6 +153,11 @@ class _TiffLevel:
             self._tile(self.pages[0], index)
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        return self.read_tiles(key)
+
+    def read_tiles(self, key: Any, map_fn: Callable[..., Iterable[Any]] = map) -> np.ndarray:
+        """``self[key]``, decoding the tiles it touches through ``map_fn`` (``map``: one after
+        the other; an executor's ``map``: on its threads)."""
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):
             i = key.index(Ellipsis)
@@ -173,31 +178,38 @@ class _TiffLevel:
                 lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
                 sub.append(idx - lo)
             bounds.append((lo, hi))
-        return self._read(*bounds[0], *bounds[1])[tuple(sub) + (key[2],)]
+        return self._read(*bounds[0], *bounds[1], map_fn)[tuple(sub) + (key[2],)]
 
-    def _read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Level pixels [y0, y1) x [x0, x1), all channels, from the tiles they touch."""
+    def _read(self, y0: int, y1: int, x0: int, x1: int,
+              map_fn: Callable[..., Iterable[Any]] = map) -> np.ndarray:
+        """Level pixels [y0, y1) x [x0, x1), all channels, from the tiles they touch (each
+        decoded and copied into its own part of the result by ``map_fn``)."""
         out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
         th, tw = self.tile
         channels = self.samples // self.planes
-        for p, page in enumerate(self.pages):
-            for plane in range(self.planes):
-                c0 = (p * self.planes + plane) * channels
-                for ty in range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0):
-                    for tx in range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0):
-                        ty0, tx0 = ty * th, tx * tw
-                        ya, yb = max(y0, ty0), min(y1, ty0 + th)
-                        xa, xb = max(x0, tx0), min(x1, tx0 + tw)
-                        whole = ya == ty0 and xa == tx0 and (yb, xb) == (
-                            min(ty0 + th, self.shape[0]), min(tx0 + tw, self.shape[1]))
-                        index = plane * self.per_plane + ty * self.across + tx
-                        tile = self._tile(page, index) if whole else self._edge_tile(p, page, index)
-                        target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
-                        if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
-                            target[...] = self.fill  # an empty tile, or one short of its place
-                        if tile is not None:
-                            part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
-                            target[: part.shape[0], : part.shape[1]] = part
+
+        def place(job: tuple[int, int, int, int]) -> None:
+            p, plane, ty, tx = job
+            page, c0 = self.pages[p], (p * self.planes + plane) * channels
+            ty0, tx0 = ty * th, tx * tw
+            ya, yb = max(y0, ty0), min(y1, ty0 + th)
+            xa, xb = max(x0, tx0), min(x1, tx0 + tw)
+            whole = ya == ty0 and xa == tx0 and (yb, xb) == (
+                min(ty0 + th, self.shape[0]), min(tx0 + tw, self.shape[1]))
+            index = plane * self.per_plane + ty * self.across + tx
+            tile = self._tile(page, index) if whole else self._edge_tile(p, page, index)
+            target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
+            if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
+                target[...] = self.fill  # an empty tile, or one short of its place
+            if tile is not None:
+                part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
+                target[: part.shape[0], : part.shape[1]] = part
+
+        rows = range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0)
+        cols = range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0)
+        for _ in map_fn(place, itertools.product(range(len(self.pages)), range(self.planes),
+                                                 rows, cols)):
+            pass
         return out
 
     def _edge_tile(self, p: int, page: Any, index: int) -> np.ndarray | None:

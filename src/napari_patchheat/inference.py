@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,19 +32,27 @@ DEFAULT_BATCH_SIZE = 32
 
 
 class _LevelReader:
-    """A level whose slices decode on at most ``READ_WORKERS`` threads (dask), so reading ahead
-    does not take every core from the model; numpy levels pass through."""
+    """A level whose regions decode on at most ``workers`` threads, so reading ahead does not
+    take every core from the model: a slide's tile reader (``Slide.reader``) decodes its tiles
+    on a thread pool, a dask level computes on as many threads, numpy levels pass through."""
 
-    def __init__(self, level: Any):
-        self.level, self.shape, self.dtype = level, level.shape, level.dtype
+    def __init__(self, level: Any, workers: int = READ_WORKERS):
+        self.level, self.shape, self.dtype, self.workers = level, level.shape, level.dtype, workers
+        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        if hasattr(self.level, "read_tiles"):
+            return self.level.read_tiles(key, self._pool.map if self._pool else map)
         part = self.level[key]
         if hasattr(part, "compute"):
-            if READ_WORKERS == 1:
+            if self._pool is None:
                 return part.compute(scheduler="synchronous")
-            return part.compute(scheduler="threads", num_workers=READ_WORKERS)
+            return part.compute(scheduler="threads", num_workers=self.workers)
         return np.asarray(part)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 class RunError(RuntimeError):
@@ -129,6 +138,7 @@ class HeatmapRun:
         size = size if size is not None else (self.model.input_size or 224)
         self.level, self.batch_size, self.backend, self.block_px = level, batch_size, backend, block_px
         self.image = self.slide.levels[level]
+        self.reader = self.slide.reader(level)  # the same pixels, read without a dask graph
         self.downsample = tuple(self.slide.downsamples[level])
         self.grid = PatchGrid(self.image.shape[0], self.image.shape[1], size,
                               stride if stride is not None else size, rate, padding)
@@ -209,8 +219,9 @@ class HeatmapRun:
         total, done, t0 = int(todo.sum()), 0, time.perf_counter()
         if total == 0:
             return
+        reader = _LevelReader(self.reader)
         batches = _Prefetch(
-            iter_patch_batches(_LevelReader(self.image), self.grid, self.batch_size, mask=todo,
+            iter_patch_batches(reader, self.grid, self.batch_size, mask=todo,
                                block_px=self.block_px, backend=self.backend),
             PREFETCH_BATCHES, cancel,
         )
@@ -226,6 +237,7 @@ class HeatmapRun:
             raise RunError(_describe(exc, self.slide.path), self.heatmap) from exc
         finally:
             batches.close()
+            reader.close()
             flush = getattr(self.heatmap.values, "flush", None)
             if flush is not None:
                 flush()

@@ -64,8 +64,10 @@ class Slide:
         tile_shapes: list[tuple[int, int]] | None = None,
         premultiplied: bool = False,
         close: Callable[[], None] | None = None,
+        tile_readers: list[Any] | None = None,
     ) -> None:
         self.path = path
+        self._tile_readers = tile_readers or []
         self.raw_levels = raw_levels
         self.vendor = vendor
         self.mpp = mpp
@@ -79,6 +81,14 @@ class Slide:
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()
         self._close = close
+
+    def reader(self, level: int) -> Any:
+        """An array-like of ``levels[level]`` for reading large regions: the file's tile reader
+        where the level is stored as 8-bit RGB (no dask graph per read; ``read_tiles(key,
+        map_fn)`` decodes on the threads of an executor's map), else the dask level itself."""
+        if level < len(self._tile_readers) and self.levels[level] is self.raw_levels[level]:
+            return self._tile_readers[level]
+        return self.levels[level]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -200,6 +210,7 @@ def _open_tiff(path: Path) -> Slide:
             tile_shapes=[r.tile for r in readers],
             premultiplied=readers[0].premultiplied,
             close=tif.close,
+            tile_readers=readers,
         )
     except SlideError:
         tif.close()
