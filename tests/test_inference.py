@@ -251,3 +251,40 @@ def test_mixed_precision_run_is_close_to_float32_and_cached_apart(cnn_path, tmp_
     assert a.n_computed == b.n_computed == a.grid.n_patches
     diff = np.abs(a.values - b.values).max()
     assert 0 < diff < 5e-3, diff
+
+
+def memory_hungry_model(fits: int):
+    """A PatchModel that runs out of TensorFlow memory on more than ``fits`` patches at once, as
+    a large model on a small GPU does (a real out-of-memory cannot be provoked safely here);
+    it returns each patch's mean RGB, 0..1."""
+    from napari_patchheat.models import PatchModel
+
+    def forward(x):
+        if x.shape[0] > fits:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]) / 255
+
+    return PatchModel(forward, name=f"fits{fits}", class_names=["r", "g", "b"],
+                      input_size=None, fingerprint=f"memory-hungry-{fits}")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_out_of_memory_halves_the_batch_until_it_fits(ihc_tif, tmp_path, backend):
+    import skimage.data
+
+    run = HeatmapRun(ihc_tif, memory_hungry_model(fits=5), size=32, stride=32, batch_size=24,
+                     cache_dir=tmp_path, backend=backend)
+    list(run.run())
+    assert run.model_batch_size == 3  # 24 -> 12 -> 6 -> 3
+    ihc = skimage.data.immunohistochemistry().astype(np.float64)
+    ref = ihc.reshape(16, 32, 16, 32, 3).mean(axis=(1, 3)) / 255
+    np.testing.assert_allclose(run.result().values, ref, rtol=1e-5)
+
+
+def test_out_of_memory_for_one_patch_is_one_clear_error(ihc_tif, tmp_path):
+    with pytest.raises(RunError, match=r"^out of memory while running the model on ihc.tif even "
+                                       r"one patch at a time: use smaller patches or a smaller "
+                                       r"model\.$") as info:
+        compute_heatmap(ihc_tif, memory_hungry_model(fits=0), size=32, stride=32, batch_size=4,
+                        cache_dir=tmp_path)
+    assert info.value.heatmap.n_computed == 0

@@ -91,7 +91,9 @@ class HeatmapRun:
     """One run of ``model`` over a level of ``slide``: grid, tissue mask, cache and results.
 
     Build it (cheap: no patch is read), look at ``grid``, ``todo`` and ``heatmap``, then iterate
-    :meth:`run`. ``heatmap.values`` is the cache (a memory map) when caching is on.
+    :meth:`run`. ``heatmap.values`` is the cache (a memory map) when caching is on. When
+    TensorFlow runs out of memory, the model gets each batch in halves (``model_batch_size``,
+    down to one patch) from then on.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class HeatmapRun:
             )
         size = size if size is not None else (self.model.input_size or 224)
         self.level, self.batch_size, self.backend, self.block_px = level, batch_size, backend, block_px
+        self.model_batch_size = batch_size  # halves when TensorFlow runs out of memory
         self.image = self.slide.levels[level]
         self.reader = self.slide.reader(level)  # the same pixels, read without a dask graph
         self.downsample = tuple(self.slide.downsamples[level])
@@ -243,11 +246,29 @@ class HeatmapRun:
                 flush()
 
     def _predict(self, batch: PatchBatch) -> np.ndarray:
-        """The model on one batch; a short last batch is zero-padded to the batch size, so a
-        compiled (XLA) model sees one shape per run and never recompiles for it. Patches on
-        TensorFlow's device (the "tf" backend) stay there: only the predictions come back."""
-        n, patches = len(batch), batch.patches
-        pad = self.batch_size - n
+        """The model on one batch, in pieces of :attr:`model_batch_size`; when TensorFlow runs
+        out of memory, that size halves (down to 1) and the piece is tried again."""
+        import tensorflow as tf
+
+        done: list[np.ndarray] = []
+        start = 0
+        while start < len(batch):
+            size = self.model_batch_size
+            try:
+                done.append(self._predict_piece(batch.patches[start : start + size], size))
+            except tf.errors.ResourceExhaustedError:
+                if size == 1:
+                    raise
+                self.model_batch_size = size // 2
+                continue
+            start += size
+        return done[0] if len(done) == 1 else np.concatenate(done)
+
+    def _predict_piece(self, patches: Any, size: int) -> np.ndarray:
+        """The model on up to ``size`` patches, zero-padded to ``size`` so that a compiled (XLA)
+        model sees one shape and never recompiles for a short piece. Patches on TensorFlow's
+        device (the "tf" backend) stay there: only the predictions come back."""
+        n, pad = len(patches), size - len(patches)
         if isinstance(patches, np.ndarray):
             if pad:
                 patches = np.concatenate([patches, np.zeros((pad, *patches.shape[1:]), patches.dtype)])
@@ -265,7 +286,10 @@ class HeatmapRun:
 
 
 def _describe(exc: BaseException, path: Any) -> str:
-    if isinstance(exc, MemoryError) or "ResourceExhausted" in type(exc).__name__:
+    if "ResourceExhausted" in type(exc).__name__:  # after halving the batch down to one patch
+        return (f"out of memory while running the model on {Path(str(path)).name} even one "
+                "patch at a time: use smaller patches or a smaller model.")
+    if isinstance(exc, MemoryError):
         return (f"out of memory while running the model on {Path(str(path)).name}: "
                 "lower the batch size or the patch size.")
     if isinstance(exc, (OSError, KeyError)) and not Path(str(path)).exists():
