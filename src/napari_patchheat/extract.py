@@ -89,7 +89,7 @@ def numpy_extract_valid(region: np.ndarray, grid: PatchGrid) -> np.ndarray:
 def auto_backend() -> Backend:
     """The streaming backend: "tf" where TensorFlow sees a GPU, else "numpy".
 
-    On CPU, TensorFlow's extract_patches kernel moves uint8 patches 3.5-54x slower than NumPy's
+    On CPU, TensorFlow's extract_patches kernel moves uint8 patches 3.3-27x slower than NumPy's
     strided copy (benchmarks/bench_extract.py); both give identical patches (tests/test_extract.py).
     """
     import tensorflow as tf
