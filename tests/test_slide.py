@@ -113,6 +113,7 @@ def test_ndpi_region_decodes_only_the_rows_it_needs(ndpi_path, monkeypatch):
 def test_svs_neighbouring_regions_share_their_edge_tiles(svs_path, monkeypatch):
     """A run's blocks rarely end on tile edges: the tiles a region reads in part are decoded
     once for it and the regions next to it (the edge-tile cache); pixels stay tifffile's."""
+    from napari_patchheat._tiff_level import _EDGE_TILES
     from napari_patchheat.slide import _TiffLevel
 
     decoded = []
@@ -132,8 +133,21 @@ def test_svs_neighbouring_regions_share_their_edge_tiles(svs_path, monkeypatch):
             for x0, x1 in zip(edges, edges[1:4]):
                 np.testing.assert_array_equal(np.asarray(level[y0:y1, x0:x1]),
                                               ref[y0:y1, x0:x1])
+        number = s.reader(0)._number
+        assert any(key[0] == number for key in _EDGE_TILES._tiles)
     tiles = -(-2967 // 240) * -(-2100 // 240)  # 13 x 9 tiles hold rows 0..2967, cols 0..2100
     assert len(decoded) == len(set(decoded)) == tiles
+    assert not any(key[0] == number for key in _EDGE_TILES._tiles)  # closing forgets them
+
+
+def test_wide_strips_skip_the_edge_tile_cache(tmp_path):
+    """A block of a striped 40,000-px-wide level needs ~250 MB of strips: more than the cache."""
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, np.full((64, 40000, 3), 200, np.uint8), photometric="rgb",
+                     rowsperstrip=8, compression="zlib")
+    with open_slide(path) as s:
+        assert s.tile_shapes == [(8, 40000)] and not s.reader(0).caches_edges
+        assert (s.reader(0)[3:50, 100:3000] == 200).all()
 
 
 def test_edge_tile_cache_is_bounded_and_drops_the_oldest():

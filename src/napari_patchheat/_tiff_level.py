@@ -21,6 +21,7 @@ import dask.array as da
 import numpy as np
 
 from ._slide_error import SlideError
+from .extract import READ_BLOCK_PX
 
 CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
 EDGE_TILE_CACHE_BYTES = 96 * 2**20  # decoded tiles kept for the neighbouring read (all levels)
@@ -50,6 +51,13 @@ class _EdgeTiles:
                 return False, None
             self._tiles.move_to_end(key)
             return True, self._tiles[key]
+
+    def drop(self, number: int) -> None:
+        """Drop every tile of the reader numbered ``number`` (keys start with it)."""
+        with self._lock:
+            for key in [k for k in self._tiles if k[0] == number]:
+                tile = self._tiles.pop(key)
+                self.nbytes -= 0 if tile is None else tile.nbytes
 
     def put(self, key: tuple, tile: np.ndarray | None) -> None:
         size = 0 if tile is None else tile.nbytes
@@ -102,6 +110,10 @@ class _TiffLevel:
             self.tile = (int(keyframe.tilelength), int(keyframe.tilewidth))
         else:
             self.tile = (min(int(keyframe.rowsperstrip) or height, height), width)
+        # keep partly read tiles only where one block edge's column of them fits the cache
+        # many times over; wide strips (NDPI, striped TIFFs) can need hundreds of MB per block
+        column = (READ_BLOCK_PX // self.tile[0] + 2) * self.tile[0] * self.tile[1] * channels
+        self.caches_edges = column * self.dtype.itemsize <= EDGE_TILE_CACHE_BYTES // 4
         self.across = -(-width // self.tile[1])
         self.per_plane = self.across * -(-height // self.tile[0])
         extrasamples = tuple(keyframe.extrasamples or ())
@@ -197,7 +209,8 @@ class _TiffLevel:
             whole = ya == ty0 and xa == tx0 and (yb, xb) == (
                 min(ty0 + th, self.shape[0]), min(tx0 + tw, self.shape[1]))
             index = plane * self.per_plane + ty * self.across + tx
-            tile = self._tile(page, index) if whole else self._edge_tile(p, page, index)
+            cached = self.caches_edges and not whole
+            tile = self._edge_tile(p, page, index) if cached else self._tile(page, index)
             target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
             if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
                 target[...] = self.fill  # an empty tile, or one short of its place
@@ -211,6 +224,10 @@ class _TiffLevel:
                                                  rows, cols)):
             pass
         return out
+
+    def forget_tiles(self) -> None:
+        """Drop this level's tiles from the edge-tile cache (the slide is closed)."""
+        _EDGE_TILES.drop(self._number)
 
     def _edge_tile(self, p: int, page: Any, index: int) -> np.ndarray | None:
         """Tile ``index`` of page ``p`` through the shared cache of tiles read in part."""

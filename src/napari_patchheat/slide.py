@@ -132,6 +132,8 @@ class Slide:
         if self._close is not None:
             self._close()
             self._close = None
+        for reader in self._tile_readers:
+            reader.forget_tiles()
 
     def __enter__(self) -> Slide:
         return self
