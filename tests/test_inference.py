@@ -247,13 +247,16 @@ def test_mixed_precision_run_is_close_to_float32_and_cached_apart(cnn_path, tmp_
             list(run.run())
         with pytest.raises(ValueError, match="was loaded in float32: load it with"):
             HeatmapRun(slide, load_model(cnn_path), mixed_precision=True, **kw)
+        with pytest.raises(ValueError, match=r"'dab' \(builtin\) runs in float32 only: turn "
+                                             r"mixed precision off\.$"):
+            HeatmapRun(slide, load_model("dab"), mixed_precision=True, **kw)
     a, b = full.result(), mixed.result()
     assert a.n_computed == b.n_computed == a.grid.n_patches
     diff = np.abs(a.values - b.values).max()
     assert 0 < diff < 5e-3, diff
 
 
-def memory_hungry_model(fits: int):
+def memory_hungry_model(fits: int, jit_compile: bool = False):
     """A PatchModel that runs out of TensorFlow memory on more than ``fits`` patches at once, as
     a large model on a small GPU does (a real out-of-memory cannot be provoked safely here);
     it returns each patch's mean RGB, 0..1."""
@@ -265,17 +268,19 @@ def memory_hungry_model(fits: int):
         return tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]) / 255
 
     return PatchModel(forward, name=f"fits{fits}", class_names=["r", "g", "b"],
-                      input_size=None, fingerprint=f"memory-hungry-{fits}")
+                      input_size=None, fingerprint=f"memory-hungry-{fits}",
+                      jit_compile=jit_compile)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "tf"])
 def test_out_of_memory_halves_the_batch_until_it_fits(ihc_tif, tmp_path, backend):
     import skimage.data
 
-    run = HeatmapRun(ihc_tif, memory_hungry_model(fits=5), size=32, stride=32, batch_size=24,
-                     cache_dir=tmp_path, backend=backend)
+    run = HeatmapRun(ihc_tif, memory_hungry_model(fits=5, jit_compile=True), size=32, stride=32,
+                     batch_size=24, cache_dir=tmp_path, backend=backend)
     list(run.run())
     assert run.model_batch_size == 3  # 24 -> 12 -> 6 -> 3
+    assert run.model.jit_compile  # running out of memory is not XLA failing
     ihc = skimage.data.immunohistochemistry().astype(np.float64)
     ref = ihc.reshape(16, 32, 16, 32, 3).mean(axis=(1, 3)) / 255
     np.testing.assert_allclose(run.result().values, ref, rtol=1e-5)
@@ -288,3 +293,28 @@ def test_out_of_memory_for_one_patch_is_one_clear_error(ihc_tif, tmp_path):
         compute_heatmap(ihc_tif, memory_hungry_model(fits=0), size=32, stride=32, batch_size=4,
                         cache_dir=tmp_path)
     assert info.value.heatmap.n_computed == 0
+
+
+def test_out_of_memory_outside_the_model_asks_for_smaller_batches(ihc_tif):
+    from napari_patchheat.inference import _describe
+
+    exc = tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+    assert _describe(exc, ihc_tif) == ("out of memory while running the model on ihc.tif: lower "
+                                       "the batch size or the patch size.")
+
+
+def test_decoding_on_a_thread_pool_gives_the_same_heatmap(tmp_path, monkeypatch):
+    import skimage.data
+    import tifffile
+
+    import napari_patchheat.inference as inference
+
+    path = tmp_path / "tiled.tif"
+    img = np.tile(skimage.data.immunohistochemistry(), (2, 2, 1))
+    tifffile.imwrite(path, img, tile=(128, 128), photometric="rgb", compression="zlib")
+    opts = dict(size=48, stride=40, padding="SAME", batch_size=16, use_cache=False, block_px=300)
+    one = compute_heatmap(path, "dab", **opts)
+    monkeypatch.setattr(inference, "READ_WORKERS", 3)  # a 4-core machine's read-ahead
+    pooled = compute_heatmap(path, "dab", **opts)
+    assert one.n_computed == one.grid.n_patches
+    np.testing.assert_array_equal(pooled.values, one.values)

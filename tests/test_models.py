@@ -321,6 +321,25 @@ def test_mixed_precision_computes_in_float16_close_to_float32(tmp_path, cnn, nam
     np.testing.assert_allclose(cnn(x / np.float32(255)).numpy(), ref, rtol=1e-5, atol=1e-6)
 
 
+def test_mixed_precision_reaches_nested_models_and_keeps_the_output_float32(tmp_path):
+    keras.utils.set_random_seed(2)
+    backbone = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3),
+                                 keras.layers.BatchNormalization(),
+                                 keras.layers.GlobalAveragePooling2D()], name="backbone")
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), backbone,
+                              keras.layers.Dense(3, activation="softmax")])
+    path = save(model, tmp_path / "nested.keras")
+    write_card(tmp_path / "nested.json", preprocessing="0..1")
+    mixed = load_model(path, mixed_precision=True)
+    built = mixed._keepalive  # the rebuilt Keras model
+    inner = built.layers[0]
+    assert {layer.dtype_policy.name for layer in inner.layers} == {"mixed_float16"}
+    assert built.layers[-1].dtype_policy.name == "float32"
+    x = patches(6, seed=4)
+    diff = np.abs(mixed.predict(x) - load_model(path).predict(x)).max()
+    assert 0 < diff < 5e-3, diff
+
+
 def test_builtins_refuse_mixed_precision():
     with pytest.raises(ValueError, match="built-in model 'dab' computes optical densities in "
                                          "float32 only: turn mixed precision off"):

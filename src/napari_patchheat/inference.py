@@ -25,6 +25,7 @@ import numpy as np
 from .extract import READ_BLOCK_PX, Backend, PatchBatch, iter_patch_batches
 from .grid import PatchGrid
 from .heatmap import Heatmap
+from .models.keras_model import KERAS_SUFFIXES
 
 PREFETCH_BATCHES = 4  # batches read and extracted ahead of the model
 READ_WORKERS = max(1, (os.cpu_count() or 2) - 1)  # decoding threads: leave a core to the model
@@ -36,7 +37,8 @@ class _LevelReader:
     take every core from the model: a slide's tile reader (``Slide.reader``) decodes its tiles
     on a thread pool, a dask level computes on as many threads, numpy levels pass through."""
 
-    def __init__(self, level: Any, workers: int = READ_WORKERS):
+    def __init__(self, level: Any, workers: int | None = None):
+        workers = READ_WORKERS if workers is None else workers
         self.level, self.shape, self.dtype, self.workers = level, level.shape, level.dtype, workers
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
 
@@ -53,6 +55,10 @@ class _LevelReader:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+class _ModelOutOfMemory(RuntimeError):
+    """TensorFlow ran out of memory running the model on a single patch."""
 
 
 class RunError(RuntimeError):
@@ -122,6 +128,9 @@ class HeatmapRun:
         if isinstance(model, (str, Path)):
             model = load_model(model, resize=resize, mixed_precision=mixed_precision)
         elif mixed_precision and model.precision == "float32":
+            if model.kind not in KERAS_SUFFIXES.values():  # built-ins, SavedModels
+                raise ValueError(f"Model {model.name!r} ({model.kind}) runs in float32 only: "
+                                 "turn mixed precision off.")
             raise ValueError(
                 f"Model {model.name!r} was loaded in float32: load it with "
                 "load_model(..., mixed_precision=True), or pass its path."
@@ -256,9 +265,9 @@ class HeatmapRun:
             size = self.model_batch_size
             try:
                 done.append(self._predict_piece(batch.patches[start : start + size], size))
-            except tf.errors.ResourceExhaustedError:
+            except tf.errors.ResourceExhaustedError as exc:
                 if size == 1:
-                    raise
+                    raise _ModelOutOfMemory(str(exc)) from exc
                 self.model_batch_size = size // 2
                 continue
             start += size
@@ -286,10 +295,10 @@ class HeatmapRun:
 
 
 def _describe(exc: BaseException, path: Any) -> str:
-    if "ResourceExhausted" in type(exc).__name__:  # after halving the batch down to one patch
+    if isinstance(exc, _ModelOutOfMemory):
         return (f"out of memory while running the model on {Path(str(path)).name} even one "
                 "patch at a time: use smaller patches or a smaller model.")
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or "ResourceExhausted" in type(exc).__name__:
         return (f"out of memory while running the model on {Path(str(path)).name}: "
                 "lower the batch size or the patch size.")
     if isinstance(exc, (OSError, KeyError)) and not Path(str(path)).exists():

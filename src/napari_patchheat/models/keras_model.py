@@ -107,17 +107,21 @@ def _load_keras(path: Path, kind: str, card: ModelCard, resize: bool, mixed_prec
 
 
 def _mixed_precision(model: Any, path: Path) -> Any:
-    """A copy of Keras ``model`` whose layers compute under :data:`MIXED_POLICY`, same weights."""
+    """A copy of Keras ``model`` whose layers, nested models' included, compute under
+    :data:`MIXED_POLICY` with the same weights; the output layer stays float32 (Keras' advice:
+    a float16 softmax or logit overflows past 65504)."""
     import keras
+
+    last = model.layers[-1]
 
     def clone(layer: Any) -> Any:
         config = layer.get_config()
-        if not isinstance(layer, keras.layers.InputLayer):
+        if not isinstance(layer, keras.layers.InputLayer) and layer is not last:
             config["dtype"] = MIXED_POLICY
         return layer.__class__.from_config(config)
 
     try:
-        mixed = keras.models.clone_model(model, clone_function=clone)
+        mixed = keras.models.clone_model(model, clone_function=clone, recursive=True)
         mixed.set_weights(model.get_weights())
     except Exception as exc:
         raise ValueError(

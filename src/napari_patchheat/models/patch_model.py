@@ -213,13 +213,13 @@ class PatchModel:
         """
         if self._jit_checked:
             return self._compiled(batch)
+        import tensorflow as tf
+
         try:
             out = self._compiled(batch)
-        except ValueError:
+        except (ValueError, tf.errors.ResourceExhaustedError):  # the caller's to handle
             raise
         except Exception:  # XLA missing or failing on this platform: run without it
-            import tensorflow as tf
-
             self.jit_compile = False
             self._compiled = tf.function(self._forward, reduce_retracing=True)
             out = self._compiled(batch)
