@@ -148,7 +148,7 @@ def part_rss(sizes: list[int]) -> None:
           f"{(sizes[-1] / sizes[0]) ** 2:.0f}x the area (target <= 1.2)", flush=True)
 
 
-def read_blocks(run: HeatmapRun) -> float:
+def read_what_it_reads(run: HeatmapRun) -> float:
     """Seconds to read and extract exactly what ``run`` reads (its blocks, trimmed to its
     patches to do), without the model."""
     reader = _LevelReader(run.reader)
@@ -180,8 +180,8 @@ def part_tissue(slide: Path, level: int, model: Any, label: str) -> None:
             t_skip = min(t_skip, t)
         kept = skip.heatmap.n_computed / full.heatmap.n_computed
         # fresh runs: the ones above have nothing left to do
-        r_full = read_blocks(HeatmapRun(s, "dab", tissue_threshold=0.0, **kw))
-        r_skip = read_blocks(HeatmapRun(s, "dab", tissue_threshold=0.5, **kw))
+        r_full = read_what_it_reads(HeatmapRun(s, "dab", tissue_threshold=0.0, **kw))
+        r_skip = read_what_it_reads(HeatmapRun(s, "dab", tissue_threshold=0.5, **kw))
     print(f"4. {label}, level {level}: tissue threshold 0.5 keeps {kept:.0%} of the patches and "
           f"takes {t_skip / t_full:.0%} of the full-grid time ({t_skip:.1f} s vs {t_full:.1f} s); "
           f"reading alone what each reads: {r_skip / r_full:.0%} ({r_skip:.1f} s vs "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -134,21 +134,40 @@ class PatchBatch:
         return len(self.indices)
 
 
-def iter_blocks(
+@dataclass(frozen=True)
+class Block:
+    """One block read and cut, its patches not yet copied: ``patches`` (rows, cols, size_y,
+    size_x, C) is a strided numpy view of the block's region, or TF's output on its device;
+    ``local`` (n, 2) the block-local (row, col) of the patches to take; ``origin`` the grid
+    (row, col) of its first patch."""
+
+    patches: Any
+    local: np.ndarray
+    origin: tuple[int, int]
+
+    def pieces(self, chunk: int | None = None) -> Iterator[PatchBatch]:
+        """The block's patches to take, in pieces of at most ``chunk`` (default: all), each a
+        fresh copy (numpy) or a gather on TF's device."""
+        step = chunk or len(self.local)
+        for start in range(0, len(self.local), step):
+            lr, lc = self.local[start : start + step, 0], self.local[start : start + step, 1]
+            indices = np.stack([lr + self.origin[0], lc + self.origin[1]], axis=1)
+            yield PatchBatch(indices.astype(np.int64), _take(self.patches, lr, lc))
+
+
+def read_blocks(
     level: Any,
     grid: PatchGrid,
     mask: np.ndarray | None = None,
     block_px: int = READ_BLOCK_PX,
     backend: Backend = "auto",
-    chunk: int | None = None,
-) -> Iterator[PatchBatch]:
-    """Patches of a whole level, one block at a time (one region read, one extraction each).
+) -> Iterator[Block]:
+    """A whole level's patches, one :class:`Block` at a time (one region read, one extraction).
 
-    ``level`` is Y X C (numpy or dask) of the grid's height and width. ``mask`` (rows, cols)
-    bool keeps only its True patches: a block reads only the bounding box of its kept patches,
-    and blocks without any are never read. Each block's patches come in pieces of at most
-    ``chunk`` (default: all), each a fresh copy. Memory: one block's region, one piece, and for
-    the "tf" backend its output, capped at ``BLOCK_PATCH_BYTES`` by smaller blocks.
+    ``level`` is Y X C (numpy, dask or a slide's tile reader) of the grid's height and width.
+    ``mask`` (rows, cols) bool keeps only its True patches: a block reads only the bounding box
+    of its kept patches, and blocks without any are never read. Memory: one block's region,
+    and for the "tf" backend its output, capped at ``BLOCK_PATCH_BYTES`` by smaller blocks.
     """
     if tuple(level.shape[:2]) != (grid.height, grid.width) or len(level.shape) != 3:
         raise ValueError(
@@ -179,11 +198,45 @@ def iter_blocks(
         region = read_region(level, *grid.block_region(rows, cols))
         patches = block_patches(region, grid, backend)
         local = np.argwhere(keep if keep is not None else np.ones(patches.shape[:2], bool))
-        step = chunk or len(local)
-        for start in range(0, len(local), step):
-            lr, lc = local[start : start + step, 0], local[start : start + step, 1]
-            indices = np.stack([lr + rows.start, lc + cols.start], axis=1).astype(np.int64)
-            yield PatchBatch(indices, _take(patches, lr, lc))
+        yield Block(patches, local, (rows.start, cols.start))
+
+
+def iter_blocks(
+    level: Any,
+    grid: PatchGrid,
+    mask: np.ndarray | None = None,
+    block_px: int = READ_BLOCK_PX,
+    backend: Backend = "auto",
+    chunk: int | None = None,
+) -> Iterator[PatchBatch]:
+    """The patches of :func:`read_blocks`, block after block, in pieces of at most ``chunk``
+    (default: a block's all), each a fresh copy. Memory: one block's region and one piece."""
+    for block in read_blocks(level, grid, mask, block_px, backend):
+        yield from block.pieces(chunk)
+
+
+def batch_blocks(blocks: Iterable[Block], batch_size: int) -> Iterator[PatchBatch]:
+    """The patches of ``blocks`` in batches of ``batch_size`` (the last may be smaller).
+
+    The copying happens here, in the caller's thread: a run reads blocks ahead in another
+    thread and batches them in its own, which would otherwise wait for the reader.
+    """
+    pending: list[PatchBatch] = []
+    count = 0
+    for block in blocks:
+        for piece in block.pieces(batch_size):
+            start = 0
+            while start < len(piece):
+                take = min(batch_size - count, len(piece) - start)
+                pending.append(PatchBatch(piece.indices[start : start + take],
+                                          piece.patches[start : start + take]))
+                count += take
+                start += take
+                if count == batch_size:
+                    yield _concat(pending)
+                    pending, count = [], 0
+    if pending:
+        yield _concat(pending)
 
 
 def iter_patch_batches(
@@ -196,27 +249,13 @@ def iter_patch_batches(
 ) -> Iterator[PatchBatch]:
     """Patches of a whole level in batches of ``batch_size`` (the last may be smaller).
 
-    Same result as extracting from the whole level at once (see :func:`iter_blocks`), in
+    Same result as extracting from the whole level at once (see :func:`read_blocks`), in
     bounded memory: one block plus one batch. With the "tf" backend the patches are tensors on
     TensorFlow's device: feed them to ``PatchModel.tf_predict`` without a trip to the host.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be a whole number of at least 1.")
-    pending: list[PatchBatch] = []
-    count = 0
-    for piece in iter_blocks(level, grid, mask, block_px, backend, chunk=batch_size):
-        start = 0
-        while start < len(piece):
-            take = min(batch_size - count, len(piece) - start)
-            pending.append(PatchBatch(piece.indices[start : start + take],
-                                      piece.patches[start : start + take]))
-            count += take
-            start += take
-            if count == batch_size:
-                yield _concat(pending)
-                pending, count = [], 0
-    if pending:
-        yield _concat(pending)
+    return batch_blocks(read_blocks(level, grid, mask, block_px, backend), batch_size)
 
 
 def _concat(parts: list[PatchBatch]) -> PatchBatch:

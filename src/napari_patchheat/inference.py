@@ -22,12 +22,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .extract import READ_BLOCK_PX, Backend, PatchBatch, iter_patch_batches
+from .extract import READ_BLOCK_PX, Backend, PatchBatch, batch_blocks, read_blocks
 from .grid import PatchGrid
 from .heatmap import Heatmap
 from .models.keras_model import KERAS_SUFFIXES
 
-PREFETCH_BATCHES = 4  # batches read and extracted ahead of the model
+PREFETCH_BLOCKS = 2  # blocks read and cut ahead of the model (batches are copied in its thread)
 READ_WORKERS = max(1, (os.cpu_count() or 2) - 1)  # decoding threads: leave a core to the model
 DEFAULT_BATCH_SIZE = 32
 
@@ -232,13 +232,10 @@ class HeatmapRun:
         if total == 0:
             return
         reader = _LevelReader(self.reader)
-        batches = _Prefetch(
-            iter_patch_batches(reader, self.grid, self.batch_size, mask=todo,
-                               block_px=self.block_px, backend=self.backend),
-            PREFETCH_BATCHES, cancel,
-        )
+        blocks = _Prefetch(read_blocks(reader, self.grid, todo, self.block_px, self.backend),
+                           PREFETCH_BLOCKS, cancel)
         try:
-            for batch in batches:
+            for batch in batch_blocks(blocks, self.batch_size):
                 if cancel is not None and cancel.is_set():
                     break
                 values = self._predict(batch)
@@ -248,7 +245,7 @@ class HeatmapRun:
         except Exception as exc:  # reading or the model failed: keep what is done
             raise RunError(_describe(exc, self.slide.path), self.heatmap) from exc
         finally:
-            batches.close()
+            blocks.close()
             reader.close()
             flush = getattr(self.heatmap.values, "flush", None)
             if flush is not None:
