@@ -145,14 +145,20 @@ class Block:
     local: np.ndarray
     origin: tuple[int, int]
 
+    def __len__(self) -> int:
+        return len(self.local)
+
+    def piece(self, start: int, stop: int) -> PatchBatch:
+        """Patches ``local[start:stop]``: a fresh copy (numpy) or a gather on TF's device."""
+        lr, lc = self.local[start:stop, 0], self.local[start:stop, 1]
+        indices = np.stack([lr + self.origin[0], lc + self.origin[1]], axis=1)
+        return PatchBatch(indices.astype(np.int64), _take(self.patches, lr, lc))
+
     def pieces(self, chunk: int | None = None) -> Iterator[PatchBatch]:
-        """The block's patches to take, in pieces of at most ``chunk`` (default: all), each a
-        fresh copy (numpy) or a gather on TF's device."""
-        step = chunk or len(self.local)
-        for start in range(0, len(self.local), step):
-            lr, lc = self.local[start : start + step, 0], self.local[start : start + step, 1]
-            indices = np.stack([lr + self.origin[0], lc + self.origin[1]], axis=1)
-            yield PatchBatch(indices.astype(np.int64), _take(self.patches, lr, lc))
+        """The block's patches to take, in pieces of at most ``chunk`` (default: all)."""
+        step = chunk or len(self)
+        for start in range(0, len(self), step):
+            yield self.piece(start, start + step)
 
 
 def read_blocks(
@@ -224,17 +230,15 @@ def batch_blocks(blocks: Iterable[Block], batch_size: int) -> Iterator[PatchBatc
     pending: list[PatchBatch] = []
     count = 0
     for block in blocks:
-        for piece in block.pieces(batch_size):
-            start = 0
-            while start < len(piece):
-                take = min(batch_size - count, len(piece) - start)
-                pending.append(PatchBatch(piece.indices[start : start + take],
-                                          piece.patches[start : start + take]))
-                count += take
-                start += take
-                if count == batch_size:
-                    yield _concat(pending)
-                    pending, count = [], 0
+        start = 0
+        while start < len(block):  # take what fills the batch, straight from the block
+            take = min(batch_size - count, len(block) - start)
+            pending.append(block.piece(start, start + take))
+            count += take
+            start += take
+            if count == batch_size:
+                yield _concat(pending)
+                pending, count = [], 0
     if pending:
         yield _concat(pending)
 
