@@ -100,10 +100,9 @@ def _load_keras(path: Path, kind: str, card: ModelCard, resize: bool, mixed_prec
     def forward(x: Any) -> Any:
         return model(x, training=False)
 
-    built = _build(path, kind, card, resize, forward, in_shape, out_shape,
-                   str(model.inputs[0].dtype), fp, keepalive=model)
-    built.precision = MIXED_POLICY if mixed_precision else "float32"
-    return built
+    return _build(path, kind, card, resize, forward, in_shape, out_shape,
+                  str(model.inputs[0].dtype), fp, keepalive=model,
+                  precision=MIXED_POLICY if mixed_precision else "float32")
 
 
 def _mixed_precision(model: Any, path: Path) -> Any:
@@ -186,7 +185,7 @@ def _load_savedmodel(path: Path, card: ModelCard, resize: bool) -> PatchModel:
 
 def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
            in_shape: tuple, out_shape: tuple | None, in_dtype: str, fp: Fingerprint,
-           keepalive: Any) -> PatchModel:
+           keepalive: Any, precision: str = "float32") -> PatchModel:
     """Check the model's own shapes against the card and wrap it."""
     if len(in_shape) != 4:
         raise ValueError(
@@ -251,4 +250,5 @@ def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
         kind=kind,
         description=card.description,
         keepalive=keepalive,
+        precision=precision,
     )

@@ -87,7 +87,6 @@ class PatchModel:
     """
 
     channels = CHANNELS
-    precision = "float32"
 
     def __init__(
         self,
@@ -107,6 +106,7 @@ class PatchModel:
         description: str | None = None,
         jit_compile: bool = False,
         keepalive: Any = None,
+        precision: str = "float32",
     ) -> None:
         import tensorflow as tf
 
@@ -121,6 +121,7 @@ class PatchModel:
         self.spec = spec
         self.kind = kind
         self.description = description
+        self.precision = precision
         self._forward_fn = forward
         self._input_dtype = tf.as_dtype(input_dtype)
         self._mode = preprocessing_mode(preprocessing)
