@@ -91,18 +91,24 @@ def test_ndpi(ndpi_path):
         assert abs(float(s.levels[0].mean().compute()) - 13.35) < 0.01
 
 
-def test_ndpi_region_decodes_only_the_rows_it_needs(ndpi_path, monkeypatch):
-    """A 1k x 1k read decodes its rows (whole width: NDPI strips), each once, and few more."""
+@pytest.fixture()
+def decoded(monkeypatch) -> list[int]:
+    """The index of every tile (or strip) the slide readers decode, in order."""
     from napari_patchheat.slide import _TiffLevel
 
-    decoded = []
+    indices: list[int] = []
     original = _TiffLevel._tile
 
     def counting(self, page, index):
-        decoded.append(index)
+        indices.append(index)
         return original(self, page, index)
 
     monkeypatch.setattr(_TiffLevel, "_tile", counting)
+    return indices
+
+
+def test_ndpi_region_decodes_only_the_rows_it_needs(ndpi_path, decoded):
+    """A 1k x 1k read decodes its rows (whole width: NDPI strips), each once, and few more."""
     with open_slide(ndpi_path) as s:
         decoded.clear()
         s.levels[0][2000:3024, 1000:2024].compute()
@@ -110,20 +116,11 @@ def test_ndpi_region_decodes_only_the_rows_it_needs(ndpi_path, monkeypatch):
     assert 1024 <= 8 * len(decoded) <= 1024 + 16
 
 
-def test_svs_neighbouring_regions_share_their_edge_tiles(svs_path, monkeypatch):
+def test_svs_neighbouring_regions_share_their_edge_tiles(svs_path, decoded):
     """A run's blocks rarely end on tile edges: the tiles a region reads in part are decoded
     once for it and the regions next to it (the edge-tile cache); pixels stay tifffile's."""
     from napari_patchheat._tiff_level import _EDGE_TILES
-    from napari_patchheat.slide import _TiffLevel
 
-    decoded = []
-    original = _TiffLevel._tile
-
-    def counting(self, page, index):
-        decoded.append(index)
-        return original(self, page, index)
-
-    monkeypatch.setattr(_TiffLevel, "_tile", counting)
     ref = tifffile_level(svs_path, 0)
     with open_slide(svs_path) as s:
         level = s.raw_levels[0]
