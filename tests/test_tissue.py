@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_patchheat.tissue as tissue
+from napari_patchheat.density import optical_density
 from napari_patchheat.grid import PatchGrid
 from napari_patchheat.tissue import (
     choose_mask_level,
     grid_tissue_fraction,
-    optical_density,
     patch_tissue_fraction,
     patch_tissue_mask,
     slide_tissue_mask,
@@ -153,14 +153,6 @@ def test_mask_edge_cases():
         tissue_mask(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(ValueError, match="mode="):
         tissue_mask(white, mode="xray")
-
-
-def test_optical_density_is_rgb2heds():
-    from skimage.color import rgb2hed  # noqa: F401  (the convention is rgb2hed's)
-
-    values = np.arange(256, dtype=np.uint8)
-    expected = np.log(np.maximum(values / 255.0, 1e-6)) / np.log(1e-6)
-    np.testing.assert_allclose(optical_density(values), expected, rtol=1e-6)
 
 
 @needs_real

@@ -16,10 +16,9 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .density import optical_density
 from .grid import FloatPair, PatchGrid, as_float_pair
 
-# Optical density follows skimage.color.rgb2hed: OD = log(max(RGB/255, 1e-6)) / log(1e-6).
-OD_FLOOR = 1e-6
 # Bounds on the threshold of the summed RGB optical density (rgb2hed units; x6 for log10 OD):
 # a pixel lighter than a grey of ~238 is never tissue; one as dark as a grey of ~227 always is
 # (the same level as the built-in ``tissue`` model's TISSUE_OD_SUM).
@@ -43,12 +42,6 @@ MASK_PX_PER_PATCH = 4  # ...and fine enough for a patch's extent to span this ma
 _CHUNK_BYTES = 64 * 2**20  # memory for one chunk of the integral-image interpolation
 
 Mode = Literal["auto", "brightfield", "fluorescence"]
-
-
-def optical_density(rgb: np.ndarray) -> np.ndarray:
-    """Per-channel optical density of uint8 RGB as rgb2hed computes it (float32, 0 = white)."""
-    table = np.log(np.maximum(np.arange(256) / 255.0, OD_FLOOR)) / np.log(OD_FLOOR)
-    return table.astype(np.float32)[np.asarray(rgb, dtype=np.uint8)]
 
 
 def tissue_mask(image_rgb: np.ndarray, *, mode: Mode = "auto") -> np.ndarray:

@@ -1,8 +1,8 @@
 """Built-in models: stain quantification by colour deconvolution, as Keras models on TF ops.
 
 Ruifrok & Johnston's colour deconvolution with exactly the conventions of
-``skimage.color.rgb2hed``: RGB scaled to 0..1, floored at 1e-6, optical density
-``OD = log(RGB) / log(1e-6)`` per channel (0 for white, 1 at the floor), stain concentrations
+``skimage.color.rgb2hed``: optical density per channel as :mod:`napari_patchheat.density`
+defines it (0 for white, 1 at the floor), stain concentrations
 ``max(OD @ hed_from_rgb, 0)``. Each model returns one value per patch, a fraction of its pixels
 in 0..1 (definitions in docs/models.md and :data:`BUILTIN_DESCRIPTIONS`). They take any patch
 size. This module imports TensorFlow only when a model is built.
@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from ..density import OD_FLOOR, od_table
 from .patch_model import Fingerprint, PatchModel
 
 BUILTIN_MODELS = ("tissue", "hematoxylin", "eosin", "dab")
 STAIN_MODEL_VERSION = 1  # bump when a definition or threshold changes (invalidates caches)
 # Ruifrok & Johnston's stain vectors (rows H, E, DAB; columns R, G, B), as skimage's rgb_from_hed.
 RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
-OD_FLOOR = 1e-6  # rgb2hed floors RGB (0..1) here before the log; OD is log(RGB)/log(OD_FLOOR)
 STAIN_INDEX = {"hematoxylin": 0, "eosin": 1, "dab": 2}
 # A pixel is positive for a stain when its rgb2hed concentration exceeds this (rgb2hed units;
 # times ln(1e6)/ln(10) = 6 gives the usual log10 optical density).
@@ -52,15 +52,6 @@ def hed_from_rgb() -> np.ndarray:
     from skimage.color import hed_from_rgb as matrix
 
     return np.array(matrix, dtype=np.float64)
-
-
-@functools.cache
-def od_table() -> np.ndarray:
-    """Optical density of each uint8 value 0..255 exactly as rgb2hed computes it, float64."""
-    from skimage.util import img_as_float
-
-    rgb = np.maximum(img_as_float(np.arange(256, dtype=np.uint8)), OD_FLOOR)
-    return np.log(rgb) / np.log(OD_FLOOR)
 
 
 def rgb_to_od(x: Any) -> Any:
