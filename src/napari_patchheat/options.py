@@ -1,0 +1,89 @@
+"""RunOptions: the one list of a run's parameters, for the API, the CLI, the runner and the widget.
+
+Each field carries its user-facing help and the kind of value it takes in
+``dataclasses.field(metadata=...)``, so a user interface can build its inputs from the fields:
+``help`` (one line, the CLI's), ``kind`` ("int", "float", "pair", "choice", "switch", "path"),
+``choices`` for a choice, ``flag`` where the CLI's flag is not ``--<name>``. Values that need
+neither the slide nor the model are checked here; the rest (the level, whether a patch fits) where
+the run starts.
+Numpy only: this module crosses to the spawned inference worker (pickled).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, get_args
+
+from .extract import Backend
+from .grid import PADDINGS, Pair, as_pair
+
+BACKENDS: tuple[str, ...] = get_args(Backend)
+DEFAULT_BATCH_SIZE = 32
+PAIR_FIELDS = ("size", "stride", "rate")
+
+
+def _option(default: Any, help_text: str, kind: str, **more: Any) -> Any:
+    """A dataclass field with its UI description in the metadata."""
+    return field(default=default, metadata={"help": help_text, "kind": kind, **more})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a model over a slide level: grid (level pixels), batches, tissue, cache.
+
+    ``size``, ``stride`` and ``rate`` take an int, a (y, x) pair or TensorFlow's
+    ``[1, y, x, 1]`` and are kept as (y, x) pairs; ``size=None`` is the model's input size and
+    ``stride=None`` the size. ``padding`` is kept upper-case. A bad value is a ValueError.
+    """
+
+    level: int = _option(0, "pyramid level (default 0)", "int")
+    size: Pair | None = _option(
+        None, "patch size in level pixels, 'n' or 'y,x' (default: the model's input)", "pair")
+    stride: Pair | None = _option(None, "stride (default: the size)", "pair")
+    rate: Pair = _option(1, "dilation rate (default 1)", "pair")
+    padding: str = _option(
+        "VALID", "VALID keeps patches inside the level, SAME pads it with zeros as TensorFlow "
+        "does (default VALID)", "choice", choices=PADDINGS)
+    batch_size: int = _option(DEFAULT_BATCH_SIZE, "patches per model call (default 32)", "int")
+    tissue_threshold: float = _option(
+        0.0, "skip patches with less tissue than this fraction (default 0: keep all)", "float")
+    resize: bool = _option(
+        False, "resize patches to the model's input size when they differ", "switch")
+    mixed_precision: bool = _option(
+        False, "run a Keras model's layers in float16 (for GPUs with tensor cores)", "switch")
+    backend: str = _option(
+        "auto", "patch extraction: tf (on TensorFlow's device), numpy, or auto (tf when "
+        "TensorFlow sees a GPU; the default)", "choice", choices=BACKENDS)
+    cache_dir: str | os.PathLike[str] | None = _option(
+        None, "folder of the result cache (default: runs/ in $PATCHHEAT_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/napari-patchheat)", "path")
+    use_cache: bool = _option(
+        True, "neither read nor write the result cache", "switch", flag="--no-cache")
+
+    def __post_init__(self) -> None:
+        for name in PAIR_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, as_pair(name, value))
+        self._check_batch_size()
+        self._check_tissue_threshold()
+        self._check_choices()
+
+    def _check_batch_size(self) -> None:
+        n = self.batch_size
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"batch_size={n!r} must be a whole number of at least 1.")
+
+    def _check_tissue_threshold(self) -> None:
+        if not 0.0 <= self.tissue_threshold <= 1.0:
+            raise ValueError(f"tissue_threshold={self.tissue_threshold} must be a fraction "
+                             "from 0 (keep all) to 1.")
+
+    def _check_choices(self) -> None:
+        padding = str(self.padding).upper()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding={self.padding!r} is unknown: use 'VALID' or 'SAME'.")
+        object.__setattr__(self, "padding", padding)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r} is unknown: use 'auto', 'tf' or 'numpy'.")
