@@ -12,12 +12,13 @@
    the host) over the host path (backend "numpy"), for MobileNetV2 and for `dab`. "auto" takes
    the device path only where TensorFlow sees a GPU; this shows what it costs where it does not.
 Run: `.venv/bin/python benchmarks/bench_pipeline.py [--quick]`. Slides are generated once into
-the cache folder (see napari_patchheat._sample_data).
+the cache folder (see napari_patchheat.samples).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -34,10 +35,11 @@ import numpy as np  # noqa: E402
 
 from _util import gib  # noqa: E402
 from napari_patchheat import open_slide  # noqa: E402
-from napari_patchheat._sample_data import sample_slide_path  # noqa: E402
 from napari_patchheat.extract import iter_blocks  # noqa: E402
 from napari_patchheat.grid import read_region  # noqa: E402
 from napari_patchheat.inference import HeatmapRun, _LevelReader  # noqa: E402
+from napari_patchheat.options import RunOptions  # noqa: E402
+from napari_patchheat.samples import sample_slide_path  # noqa: E402
 
 BATCH = 32
 REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "CMU-1-Small-Region.svs"
@@ -91,8 +93,8 @@ def part_model(slide: Path, level: int, model: Any) -> None:
     e2e, alone = np.inf, np.inf
     with open_slide(slide) as s:
         for _ in range(2):  # alternate, keep the best of each
-            run = HeatmapRun(s, model, level=level, size=224, stride=224, batch_size=BATCH,
-                             use_cache=False)
+            run = HeatmapRun(s, model, RunOptions(level=level, size=224, stride=224,
+                                                  batch_size=BATCH, use_cache=False))
             n, t = timed_run(run)
             e2e = min(e2e, t)
             alone = min(alone, model_only(model, n, (224, 224, 3)))
@@ -104,8 +106,8 @@ def part_dab(slide: Path, level: int) -> None:
     with open_slide(slide) as s:
         best_e2e, best_read, best_model, n = np.inf, np.inf, np.inf, 0
         for _ in range(3):  # alternate, keep the best of each: the OS cache warms for all
-            run = HeatmapRun(s, "dab", level=level, size=224, stride=224, batch_size=64,
-                             use_cache=False)
+            run = HeatmapRun(s, "dab", RunOptions(level=level, size=224, stride=224,
+                                                  batch_size=64, use_cache=False))
             best_read = min(best_read, read_only(run))
             n, t = timed_run(run)
             best_e2e = min(best_e2e, t)
@@ -123,7 +125,8 @@ def part_dab(slide: Path, level: int) -> None:
 def rss_child(slide: str) -> None:
     """Run dab over level 0 and print peak RSS (bytes) as JSON: called in a fresh process."""
     with open_slide(slide) as s:
-        run = HeatmapRun(s, "dab", level=0, size=224, stride=224, batch_size=64, use_cache=False)
+        run = HeatmapRun(s, "dab", RunOptions(size=224, stride=224, batch_size=64,
+                                              use_cache=False))
         n, t = timed_run(run)
         cells = run.heatmap.values.nbytes
     # VmHWM, not getrusage's ru_maxrss: Linux keeps ru_maxrss across fork + exec, so a child
@@ -162,11 +165,14 @@ def read_what_it_reads(run: HeatmapRun) -> float:
 def part_tissue(slide: Path, level: int, model: Any, label: str) -> None:
     """Runs at tissue threshold 0.5 and 0, each timed from building the run (its tissue mask
     included) to its last batch; best of 2 alternating repeats after a warm-up."""
-    kw = dict(level=level, size=224, stride=224, batch_size=BATCH, use_cache=False)
+    options = RunOptions(level=level, size=224, stride=224, batch_size=BATCH, use_cache=False)
+
+    def at(threshold: float) -> RunOptions:
+        return dataclasses.replace(options, tissue_threshold=threshold)
 
     def timed(threshold: float) -> tuple[HeatmapRun, float]:
         t0 = time.perf_counter()
-        run = HeatmapRun(s, model, tissue_threshold=threshold, **kw)
+        run = HeatmapRun(s, model, at(threshold))
         timed_run(run)
         return run, time.perf_counter() - t0
 
@@ -180,8 +186,8 @@ def part_tissue(slide: Path, level: int, model: Any, label: str) -> None:
             t_skip = min(t_skip, t)
         kept = skip.heatmap.n_computed / full.heatmap.n_computed
         # fresh runs: the ones above have nothing left to do
-        r_full = read_what_it_reads(HeatmapRun(s, "dab", tissue_threshold=0.0, **kw))
-        r_skip = read_what_it_reads(HeatmapRun(s, "dab", tissue_threshold=0.5, **kw))
+        r_full = read_what_it_reads(HeatmapRun(s, "dab", at(0.0)))
+        r_skip = read_what_it_reads(HeatmapRun(s, "dab", at(0.5)))
     print(f"4. {label}, level {level}: tissue threshold 0.5 keeps {kept:.0%} of the patches and "
           f"takes {t_skip / t_full:.0%} of the full-grid time ({t_skip:.1f} s vs {t_full:.1f} s); "
           f"reading alone what each reads: {r_skip / r_full:.0%} ({r_skip:.1f} s vs "
@@ -225,8 +231,9 @@ def part_backends(slide: Path, levels: dict[str, int], mobilenet: Any) -> None:
             best = {"numpy": np.inf, "tf": np.inf}
             for _ in range(2):  # alternate, keep the best of each
                 for backend in best:
-                    run = HeatmapRun(s, model, level=levels[name], size=224, stride=224,
-                                     batch_size=BATCH, use_cache=False, backend=backend)
+                    options = RunOptions(level=levels[name], size=224, stride=224,
+                                         batch_size=BATCH, use_cache=False, backend=backend)
+                    run = HeatmapRun(s, model, options)
                     n, t = timed_run(run)
                     best[backend] = min(best[backend], t)
             print(f"5. {name}, level {levels[name]} ({n} patches): device path (tf) "

@@ -1,5 +1,7 @@
-"""The ``patchheat`` command: run writes what compute_heatmap computes; bad input is one line, exit 2."""
+"""The ``patchheat`` command: run writes what compute_heatmap computes; bad input is one line,
+exit 2."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +10,9 @@ import numpy as np
 import pytest
 
 from napari_patchheat import compute_heatmap, open_slide
-from napari_patchheat.cli import main
+from napari_patchheat.cli import build_parser, main, run_options
 from napari_patchheat.heatmap import Heatmap
+from napari_patchheat.options import RunOptions
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SVS = REAL / "CMU-1-Small-Region.svs"
@@ -43,6 +46,8 @@ def test_run_on_the_real_svs_writes_compute_heatmaps_values(tmp_path):
         (["run", "missing.svs", "--out", "x"], "missing.svs does not exist"),
         (["run", "{svs}", "--stride", "0", "--out", "{out}"], "stride=0"),
         (["run", "{svs}", "--size", "a,b", "--out", "{out}"], "not a whole number"),
+        (["run", "{svs}", "--size", "1,2,3", "--out", "{out}"], "size=[1, 2, 3] must be"),
+        (["run", "{svs}", "--batch-size", "0", "--out", "{out}"], "batch_size=0"),
         (["run", "{svs}", "--size", "5000", "--out", "{out}"], "No patch fits"),
         (["run", "{svs}", "--model", "{out}/nothing.keras", "--out", "{out}"], "nothing.keras"),
         (["run", "{svs}", "--out", "{out}", "--format", "npz,tiff"], "unknown format tiff"),
@@ -67,10 +72,45 @@ def test_help_lists_every_option():
     out = patchheat("run", "--help", timeout=60)
     assert out.returncode == 0
     for option in ("--model", "--level", "--mpp", "--size", "--stride", "--rate", "--padding",
-                   "--batch-size", "--tissue-threshold", "--mixed-precision", "--out", "--format"):
+                   "--batch-size", "--tissue-threshold", "--resize", "--mixed-precision",
+                   "--backend", "--cache-dir", "--no-cache", "--out", "--format"):
         assert option in out.stdout
     for command in ("demo", "open"):
         assert patchheat(command, "--help", timeout=60).returncode == 0
+
+
+SAMPLE_TEXT = {"int": "3", "float": "0.5", "pair": "5,6", "path": "somewhere"}
+
+
+def parse_run(*flags):
+    return build_parser().parse_args(["run", "s.svs", "--out", "o", *flags])
+
+
+@pytest.mark.parametrize("f", dataclasses.fields(RunOptions), ids=lambda f: f.name)
+def test_every_run_option_has_a_flag(f):
+    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    kind = f.metadata["kind"]
+    value = f.metadata["choices"][-1] if kind == "choice" else SAMPLE_TEXT.get(kind)
+    args = parse_run(flag) if kind == "switch" else parse_run(flag, value)
+    assert getattr(run_options(args), f.name) != getattr(RunOptions(), f.name)
+
+
+def test_flags_build_run_options():
+    assert run_options(parse_run()) == RunOptions()
+    args = parse_run("--level", "2", "--size", "224,299", "--stride", "100", "--rate", "2",
+                     "--padding", "same", "--batch-size", "8", "--tissue-threshold", "0.5",
+                     "--resize", "--mixed-precision", "--backend", "NumPy", "--cache-dir", "c",
+                     "--no-cache")
+    assert run_options(args) == RunOptions(
+        level=2, size=(224, 299), stride=100, rate=2, padding="SAME", batch_size=8,
+        tissue_threshold=0.5, resize=True, mixed_precision=True, backend="numpy",
+        cache_dir=Path("c"), use_cache=False)
+
+
+def test_level_and_mpp_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "s.svs", "--out", "o", "--level", "1", "--mpp", "2"])
+    assert info.value.code == 2 and "not allowed with" in capsys.readouterr().err
 
 
 def test_run_writes_every_export_format_like_export_heatmap(tmp_path):

@@ -1,6 +1,7 @@
 """The run: heatmap == model.predict on TensorFlow's own patches; tissue skipping; cancel/resume;
 errors keep the partial heatmap."""
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -11,6 +12,7 @@ import pytest
 
 from napari_patchheat import PatchGrid, compute_heatmap, load_model, open_slide
 from napari_patchheat.inference import HeatmapRun, RunError
+from napari_patchheat.options import RunOptions
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -69,8 +71,8 @@ def test_heatmap_equals_model_on_tensorflow_patches(cnn_path, tmp_path, stride, 
 def test_background_is_skipped_and_nan(cnn_path, tmp_path, backend):
     with open_slide(SVS) as slide:
         level = np.asarray(slide.levels[0])
-        run = HeatmapRun(slide, cnn_path, size=64, stride=64, tissue_threshold=0.5,
-                         cache_dir=tmp_path, backend=backend)
+        run = HeatmapRun(slide, cnn_path, RunOptions(size=64, stride=64, tissue_threshold=0.5,
+                                                     cache_dir=tmp_path, backend=backend))
         keep = run.tissue >= 0.5
         assert 0.1 < keep.mean() < 0.95  # the region has both tissue and glass
         list(run.run())
@@ -109,21 +111,31 @@ def test_cancel_then_resume_equals_one_run_and_computes_only_the_rest(ihc_tif, t
     assert partial.n_computed == 48 and seen == [16, 32, 48]
     np.testing.assert_array_equal(partial.values[partial.computed], whole.values[partial.computed])
 
-    run = HeatmapRun(ihc_tif, "dab", **opts)
+    run = HeatmapRun(ihc_tif, "dab", RunOptions(**opts))
     assert run.todo.sum() == n - 48  # the cache holds the first 48
     done = [p.done for p in run.run()][-1]
     assert done == n - 48
     np.testing.assert_allclose(run.result().values, whole.values, rtol=1e-6)
-    assert HeatmapRun(ihc_tif, "dab", **opts).todo.sum() == 0  # a third run has nothing to do
+    assert HeatmapRun(ihc_tif, "dab", RunOptions(**opts)).todo.sum() == 0  # a third: nothing to do
 
 
 def test_cache_is_keyed_by_grid_and_model(ihc_tif, tmp_path):
-    a = HeatmapRun(ihc_tif, "dab", size=32, stride=16, cache_dir=tmp_path)
-    assert a.key != HeatmapRun(ihc_tif, "dab", size=32, stride=8, cache_dir=tmp_path).key
-    assert a.key != HeatmapRun(ihc_tif, "dab", size=32, stride=16, padding="SAME",
-                               cache_dir=tmp_path).key
-    assert a.key != HeatmapRun(ihc_tif, "tissue", size=32, stride=16, cache_dir=tmp_path).key
-    assert a.key == HeatmapRun(ihc_tif, "dab", size=32, stride=16, cache_dir=tmp_path).key
+    def key(model="dab", **fields):
+        return HeatmapRun(ihc_tif, model, RunOptions(size=32, cache_dir=tmp_path, **fields)).key
+
+    a = key(stride=16)
+    assert a != key(stride=8)
+    assert a != key(stride=16, padding="SAME")
+    assert a != key("tissue", stride=16)
+    assert a == key(stride=16)
+
+
+def test_keywords_override_the_options_given(ihc_tif):
+    options = RunOptions(size=32, stride=64, use_cache=False)
+    h = compute_heatmap(ihc_tif, "dab", options=options, stride=32)
+    assert h.grid.stride == (32, 32) and options.stride == (64, 64)
+    np.testing.assert_array_equal(
+        h.values, compute_heatmap(ihc_tif, "dab", size=32, stride=32, use_cache=False).values)
 
 
 def test_dab_heatmap_is_higher_on_brown_than_on_blue(ihc_tif, tmp_path):
@@ -164,10 +176,11 @@ def test_a_failing_model_keeps_the_partial_heatmap_and_the_cache(ihc_tif, tmp_pa
     with pytest.raises(RunError, match="NaN|non-finite|infinite") as info:
         compute_heatmap(ihc_tif, NaNModel(), size=32, stride=32, batch_size=10, cache_dir=tmp_path)
     assert info.value.heatmap.n_computed == 10
-    run = HeatmapRun(ihc_tif, "dab", size=32, stride=32, batch_size=10, cache_dir=tmp_path)
+    run = HeatmapRun(ihc_tif, "dab", RunOptions(size=32, stride=32, batch_size=10,
+                                                cache_dir=tmp_path))
     assert run.todo.sum() == 256  # another model: its own cache, untouched
-    assert (HeatmapRun(ihc_tif, NaNModel(), size=32, stride=32, cache_dir=tmp_path).todo.sum()
-            == 256 - 10)
+    again = HeatmapRun(ihc_tif, NaNModel(), RunOptions(size=32, stride=32, cache_dir=tmp_path))
+    assert again.todo.sum() == 256 - 10
 
 
 def test_a_slide_that_breaks_mid_run_is_one_clear_error(tmp_path):
@@ -177,7 +190,7 @@ def test_a_slide_that_breaks_mid_run_is_one_clear_error(tmp_path):
     path = tmp_path / "big.tif"
     img = np.tile(skimage.data.immunohistochemistry(), (4, 4, 1))
     tifffile.imwrite(path, img, tile=(256, 256), photometric="rgb", compression="zlib")
-    run = HeatmapRun(path, "dab", size=64, stride=64, batch_size=8, use_cache=False,
+    run = HeatmapRun(path, "dab", RunOptions(size=64, stride=64, batch_size=8, use_cache=False),
                      block_px=256)
     it = run.run()
     next(it)
@@ -197,13 +210,13 @@ def test_a_slide_that_breaks_mid_run_is_one_clear_error(tmp_path):
 )
 def test_bad_parameters(ihc_tif, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        HeatmapRun(ihc_tif, "dab", **{"size": 32, **kwargs})
+        HeatmapRun(ihc_tif, "dab", RunOptions(**{"size": 32, **kwargs}))
 
 
 def test_patch_size_must_fit_the_model(cnn_path, ihc_tif):
     with pytest.raises(ValueError, match="64"):
-        HeatmapRun(ihc_tif, cnn_path, size=32, use_cache=False)
-    run = HeatmapRun(ihc_tif, cnn_path, size=32, resize=True, use_cache=False)
+        HeatmapRun(ihc_tif, cnn_path, RunOptions(size=32, use_cache=False))
+    run = HeatmapRun(ihc_tif, cnn_path, RunOptions(size=32, resize=True, use_cache=False))
     assert run.grid.size == (32, 32)
 
 
@@ -218,7 +231,8 @@ def test_a_cache_published_meanwhile_by_another_run_is_shared_not_replaced(ihc_t
                                                                           monkeypatch):
     import os
 
-    first = HeatmapRun(ihc_tif, "dab", size=32, stride=32, cache_dir=tmp_path / "cache")
+    options = RunOptions(size=32, stride=32, cache_dir=tmp_path / "cache")
+    first = HeatmapRun(ihc_tif, "dab", options)
     path = first.cache_path
     list(first.run())  # a complete cache
     done = np.array(first.heatmap.values)
@@ -230,26 +244,28 @@ def test_a_cache_published_meanwhile_by_another_run_is_shared_not_replaced(ihc_t
         real_link(src, dst)
 
     monkeypatch.setattr(os, "link", other_run_publishes_first)
-    second = HeatmapRun(ihc_tif, "dab", size=32, stride=32, cache_dir=tmp_path / "cache")
+    second = HeatmapRun(ihc_tif, "dab", options)
     assert second.todo.sum() == 0  # it uses their results instead of an empty cache
     np.testing.assert_array_equal(np.asarray(second.heatmap.values), done)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [path.name]  # no temporary left
+    # no temporary left
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [path.name]
 
 
 @needs_svs
 def test_mixed_precision_run_is_close_to_float32_and_cached_apart(cnn_path, tmp_path):
-    kw = dict(size=64, stride=96, cache_dir=tmp_path, backend="tf")
+    full_options = RunOptions(size=64, stride=96, cache_dir=tmp_path, backend="tf")
+    mixed_options = dataclasses.replace(full_options, mixed_precision=True)
     with open_slide(SVS) as slide:
-        full = HeatmapRun(slide, cnn_path, **kw)
-        mixed = HeatmapRun(slide, cnn_path, mixed_precision=True, **kw)
+        full = HeatmapRun(slide, cnn_path, full_options)
+        mixed = HeatmapRun(slide, cnn_path, mixed_options)
         assert mixed.model.precision == "mixed_float16" and mixed.key != full.key
         for run in (full, mixed):
             list(run.run())
         with pytest.raises(ValueError, match="was loaded in float32: load it with"):
-            HeatmapRun(slide, load_model(cnn_path), mixed_precision=True, **kw)
+            HeatmapRun(slide, load_model(cnn_path), mixed_options)
         with pytest.raises(ValueError, match=r"'dab' \(builtin\) runs in float32 only: turn "
                                              r"mixed precision off\.$"):
-            HeatmapRun(slide, load_model("dab"), mixed_precision=True, **kw)
+            HeatmapRun(slide, load_model("dab"), mixed_options)
     a, b = full.result(), mixed.result()
     assert a.n_computed == b.n_computed == a.grid.n_patches
     diff = np.abs(a.values - b.values).max()
@@ -276,8 +292,8 @@ def memory_hungry_model(fits: int, jit_compile: bool = False):
 def test_out_of_memory_halves_the_batch_until_it_fits(ihc_tif, tmp_path, backend):
     import skimage.data
 
-    run = HeatmapRun(ihc_tif, memory_hungry_model(fits=5, jit_compile=True), size=32, stride=32,
-                     batch_size=24, cache_dir=tmp_path, backend=backend)
+    options = RunOptions(size=32, stride=32, batch_size=24, cache_dir=tmp_path, backend=backend)
+    run = HeatmapRun(ihc_tif, memory_hungry_model(fits=5, jit_compile=True), options)
     list(run.run())
     assert run.model_batch_size == 3  # 24 -> 12 -> 6 -> 3
     assert run.model.jit_compile  # running out of memory is not XLA failing

@@ -9,7 +9,9 @@ import pytest
 import tifffile
 
 from napari_patchheat import compute_heatmap
-from napari_patchheat.runner import (Batch, Failed, Finished, RunSpec, Started, array_to_tiff,
+from napari_patchheat.inference import Progress
+from napari_patchheat.options import RunOptions
+from napari_patchheat.runner import (Failed, Finished, RunSpec, Started, array_to_tiff,
                                      start_run)
 
 
@@ -27,17 +29,17 @@ def collect(handle):
 
 
 def test_run_streams_batches_in_order_and_equals_compute_heatmap(ihc_tif, tmp_path):
-    spec = RunSpec(str(ihc_tif), "dab", size=32, stride=16, batch_size=40,
-                   cache_dir=str(tmp_path))
+    spec = RunSpec(str(ihc_tif), "dab", RunOptions(size=32, stride=16, batch_size=40,
+                                                   cache_dir=str(tmp_path)))
     handle = start_run(spec)
     msgs = collect(handle)
     assert handle.process.exitcode == 0  # joined: no zombie left
     assert isinstance(msgs[0], Started) and isinstance(msgs[-1], Finished)
-    batches = [m for m in msgs if isinstance(m, Batch)]
+    batches = [m for m in msgs if isinstance(m, Progress)]
     total = msgs[0].total
     assert total == 31 * 31 and msgs[-1].done == total and not msgs[-1].cancelled
     assert [b.done for b in batches] == sorted(b.done for b in batches)
-    assert batches[-1].done == total
+    assert batches[-1].done == total and all(b.patches_per_s > 0 for b in batches)
     values = np.full((31, 31, 1), np.nan, np.float32)
     for b in batches:
         values[b.indices[:, 0], b.indices[:, 1]] = b.values
@@ -47,12 +49,13 @@ def test_run_streams_batches_in_order_and_equals_compute_heatmap(ihc_tif, tmp_pa
 
 
 def test_cancel_stops_within_a_batch_and_resume_sends_the_cache(ihc_tif, tmp_path):
-    spec = RunSpec(str(ihc_tif), "dab", size=16, stride=4, batch_size=64, cache_dir=str(tmp_path))
+    spec = RunSpec(str(ihc_tif), "dab",
+                   RunOptions(size=16, stride=4, batch_size=64, cache_dir=tmp_path))
     handle = start_run(spec)
     msgs = []
     for m in handle.messages():
         msgs.append(m)
-        if isinstance(m, Batch) and m.done >= 128:
+        if isinstance(m, Progress) and m.done >= 128:
             handle.cancel()
     end = msgs[-1]
     assert isinstance(end, Finished) and end.cancelled
@@ -67,18 +70,18 @@ def test_cancel_stops_within_a_batch_and_resume_sends_the_cache(ihc_tif, tmp_pat
 def test_errors_arrive_as_messages(ihc_tif, tmp_path):
     bad_model = tmp_path / "model.keras"
     bad_model.write_bytes(b"not a model at all")
-    msgs = collect(start_run(RunSpec(str(ihc_tif), str(bad_model), size=32)))
+    msgs = collect(start_run(RunSpec(str(ihc_tif), str(bad_model), RunOptions(size=32))))
     assert len(msgs) == 1 and isinstance(msgs[0], Failed)
     assert "model.keras" in msgs[0].message and "\n" not in msgs[0].message
-    msgs = collect(start_run(RunSpec(str(tmp_path / "missing.svs"), "dab")))
+    msgs = collect(start_run(RunSpec(str(tmp_path / "missing.svs"), "dab", RunOptions())))
     assert isinstance(msgs[0], Failed) and "missing.svs" in msgs[0].message
 
 
 def test_a_killed_worker_is_reported(ihc_tif, tmp_path):
-    handle = start_run(RunSpec(str(ihc_tif), "dab", size=8, stride=1, batch_size=256,
-                               use_cache=False))
+    handle = start_run(RunSpec(str(ihc_tif), "dab", RunOptions(size=8, stride=1, batch_size=256,
+                                                               use_cache=False)))
     for m in handle.messages():
-        if isinstance(m, Batch):
+        if isinstance(m, Progress):
             handle.kill()
             break
     rest = collect(handle)
@@ -98,9 +101,10 @@ def test_array_to_tiff_round_trips_for_layers_without_a_file(tmp_path):
 def test_the_parent_never_imports_tensorflow(ihc_tif, tmp_path):
     code = textwrap.dedent(f"""
         import sys
+        from napari_patchheat.options import RunOptions
         from napari_patchheat.runner import RunSpec, Finished, start_run
-        msgs = list(start_run(RunSpec({str(ihc_tif)!r}, "dab", size=64,
-                                      cache_dir={str(tmp_path)!r})).messages())
+        options = RunOptions(size=64, cache_dir={str(tmp_path)!r})
+        msgs = list(start_run(RunSpec({str(ihc_tif)!r}, "dab", options)).messages())
         assert isinstance(msgs[-1], Finished), msgs[-1]
         print("tensorflow" in sys.modules, "keras" in sys.modules)
     """)

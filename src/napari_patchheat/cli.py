@@ -7,12 +7,16 @@ a fresh process (``patchheat open``), since TensorFlow and napari's OpenGL canno
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+from .grid import Pair, as_pair
+from .options import RunOptions
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -24,17 +28,27 @@ class UserError(Exception):
     """Bad arguments or input: printed as one line, exit code 2."""
 
 
-def _pair(text: str) -> int | tuple[int, int]:
-    """'224' -> 224, '224,299' -> (224, 299)."""
-    try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or a 'y,x' pair") from None
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return parts[0], parts[1]
-    raise argparse.ArgumentTypeError(f"{text!r} must be one number or 'y,x'")
+def _pair(name: str) -> Callable[[str], Pair]:
+    """The argparse type of pair option ``name``: '224' -> (224, 224), '224,299' -> (224, 299)."""
+
+    def parse(text: str) -> Pair:
+        try:
+            parts = [int(p) for p in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number or a 'y,x' pair") from None
+        try:
+            return as_pair(name, parts[0] if len(parts) == 1 else parts)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    """The argparse type of a choice: the choice whatever the case ('same' -> 'SAME')."""
+    by_lower = {c.lower(): c for c in choices}
+    return lambda text: by_lower.get(text.lower(), text)
 
 
 def _formats(text: str) -> list[str]:
@@ -82,25 +96,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--mpp`` and a flag per :class:`RunOptions` field, with its help."""
     p.add_argument("--model", default="dab",
                    help="built-in model (tissue, hematoxylin, eosin, dab) or a Keras/SavedModel "
                         "path (default dab)")
-    lv = p.add_mutually_exclusive_group()
-    lv.add_argument("--level", type=int, default=None, help="pyramid level (default 0)")
-    lv.add_argument("--mpp", type=float, default=None, help="pick the level closest to this µm/px")
-    p.add_argument("--size", type=_pair, default=None,
-                   help="patch size in level pixels, 'n' or 'y,x' (default: the model's input)")
-    p.add_argument("--stride", type=_pair, default=None, help="stride (default: the size)")
-    p.add_argument("--rate", type=_pair, default=1, help="dilation rate (default 1)")
-    p.add_argument("--padding", type=str.upper, choices=["VALID", "SAME"], default="VALID")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--tissue-threshold", type=float, default=0.0,
-                   help="skip patches with less tissue than this fraction (default 0: keep all)")
-    p.add_argument("--resize", action="store_true",
-                   help="resize patches to the model's input size when they differ")
-    p.add_argument("--mixed-precision", action="store_true",
-                   help="run a Keras model's layers in float16 (for GPUs with tensor cores)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    for f in dataclasses.fields(RunOptions):
+        if f.name == "level":  # a level, or the one closest to a pixel size: not both
+            group = p.add_mutually_exclusive_group()
+            _add_option(group, f)
+            group.add_argument("--mpp", type=float, default=None,
+                               help="pick the level closest to this µm/px")
+        else:
+            _add_option(p, f)
+
+
+def _add_option(p: Any, f: dataclasses.Field[Any]) -> None:
+    """The flag of RunOptions field ``f``, from its metadata (see options.py)."""
+    kind, help_text = f.metadata["kind"], f.metadata["help"]
+    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+    if kind == "switch":
+        action = "store_false" if f.default else "store_true"
+        p.add_argument(flag, dest=f.name, action=action, help=help_text)
+        return
+    if kind == "choice":
+        choices = f.metadata["choices"]
+        typed: dict[str, Any] = dict(type=_choice(choices), choices=choices)
+    else:
+        parsers = {"int": int, "float": float, "path": Path, "pair": _pair(f.name)}
+        typed = dict(type=parsers[kind])
+    p.add_argument(flag, dest=f.name, default=f.default, help=help_text, **typed)
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The RunOptions of parsed ``patchheat run`` arguments (a ValueError for bad values)."""
+    return RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
 
 
 class ProgressLine:
@@ -128,9 +157,12 @@ class ProgressLine:
 
 
 def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",),
-            level: int | None = None, mpp: float | None = None, quiet: bool = False,
-            **options: Any) -> dict[str, Path]:
-    """Compute a heatmap of ``slide`` with ``model`` and write it to ``out``; returns the files."""
+            options: RunOptions = RunOptions(), *, mpp: float | None = None,
+            quiet: bool = False) -> dict[str, Path]:
+    """Compute a heatmap of ``slide`` with ``model`` and write it to ``out``; returns the files.
+
+    ``mpp`` (µm/px), when given, picks the level closest to it instead of ``options.level``.
+    """
     from .inference import HeatmapRun, RunError
     from .slide import open_slide
 
@@ -138,15 +170,10 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         raise UserError(f"{slide} does not exist: give the path of a slide file.")
     with open_slide(slide) as s:
         if mpp is not None:
-            level = s.level_for_mpp(mpp)
-        run = HeatmapRun(s, model, level=level or 0,
-                         use_cache=not options.pop("no_cache", False), **options)
-        total = int(run.todo.sum())
+            options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
+        run = HeatmapRun(s, model, options)
         if not quiet:
-            g = run.grid
-            print(f"{slide.name}: level {run.level} {g.height} x {g.width} px, grid "
-                  f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {total:,} to compute "
-                  f"with '{run.model.name}'", file=sys.stderr)
+            _describe_run(slide, run)
         stem = f"{slide_stem(slide)}.{run.model.name}"
         bar = ProgressLine(run.model.name)
         try:
@@ -161,6 +188,14 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
                       f"{out / (stem + '.partial.npz')}", file=sys.stderr)
             raise exc
         return write_outputs(run.result(), out, stem, formats, s)
+
+
+def _describe_run(slide: Path, run: Any) -> None:
+    """One line on stderr: the level, its grid and how many patches the run computes."""
+    g = run.grid
+    print(f"{slide.name}: level {run.level} {g.height} x {g.width} px, grid "
+          f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {int(run.todo.sum()):,} to compute "
+          f"with '{run.model.name}'", file=sys.stderr)
 
 
 def slide_stem(path: Path) -> str:
@@ -196,14 +231,15 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
 
 def demo(out: Path, viewer: bool) -> int:
     """The README's main job: IHC sample through 'dab', generated slide through 'tissue'."""
-    from ._sample_data import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
+    from .samples import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
 
     ihc = ihc_sample_path()
     files = run_job(ihc, "dab", out, ("npz", "png", "csv", "geojson", "ometiff"),
-                    size=64, stride=32)
+                    RunOptions(size=64, stride=32))
     print(f"IHC sample through 'dab': {', '.join(str(p) for p in files.values())}")
     files2 = run_job(sample_slide_path(), "tissue", out, ("npz", "png", "geojson"),
-                     mpp=8 * SAMPLE_MPP_UM, size=128, stride=128, tissue_threshold=0.05)
+                     RunOptions(size=128, stride=128, tissue_threshold=0.05),
+                     mpp=8 * SAMPLE_MPP_UM)
     print(f"generated slide through 'tissue': {', '.join(str(p) for p in files2.values())}")
     if viewer and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return subprocess.call([sys.executable, "-m", "napari_patchheat.cli", "open", str(ihc),
@@ -237,12 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            options = dict(size=args.size, stride=args.stride, rate=args.rate,
-                           padding=args.padding, batch_size=args.batch_size,
-                           tissue_threshold=args.tissue_threshold, resize=args.resize,
-                           mixed_precision=args.mixed_precision, no_cache=args.no_cache)
-            files = run_job(args.slide, args.model, args.out, args.format, level=args.level,
-                            mpp=args.mpp, **options)
+            files = run_job(args.slide, args.model, args.out, args.format, run_options(args),
+                            mpp=args.mpp)
             for fmt, path in files.items():
                 print(f"{fmt}: {path}")
             return 0

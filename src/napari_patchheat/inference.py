@@ -1,16 +1,16 @@
 """The run: every (tissue) patch of a slide level through a model, streamed, cancellable, resumable.
 
 Reading and decoding run ahead of inference in a worker thread through a bounded queue, so the
-model does not wait on I/O and memory stays bounded. Results go to an on-disk cache (a memory-
-mapped ``.npy`` keyed by slide, level, grid and model), so a cancelled or failed run resumes
-where it stopped. This module runs TensorFlow: the napari process never imports it (runner.py).
+model does not wait on I/O and memory stays bounded. Results go to the resume cache (cache.py: a
+memory-mapped ``.npy`` keyed by slide, level, grid and model), so a cancelled or failed run
+resumes where it stopped. This module runs TensorFlow, in the inference worker (runner.py); it
+imports TensorFlow inside the functions that need it, so the napari process may import it for
+:class:`Progress`, the worker's per-batch message.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import queue
 import threading
@@ -22,14 +22,16 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .extract import READ_BLOCK_PX, Backend, PatchBatch, batch_blocks, read_blocks
+from .cache import open_values, run_cache_path, run_key
+from .extract import READ_BLOCK_PX, PatchBatch, batch_blocks, read_blocks
 from .grid import PatchGrid
 from .heatmap import Heatmap
 from .models.keras_model import KERAS_SUFFIXES
+from .options import RunOptions
 
 PREFETCH_BLOCKS = 2  # blocks read and cut ahead of the model (batches are copied in its thread)
 READ_WORKERS = max(1, (os.cpu_count() or 2) - 1)  # decoding threads: leave a core to the model
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_PATCH_PX = 224  # patch size of a model that takes any size, when none is given
 
 
 class _LevelReader:
@@ -71,7 +73,10 @@ class RunError(RuntimeError):
 
 @dataclass(frozen=True)
 class Progress:
-    """One finished batch: grid ``indices`` (n, 2), ``values`` (n, classes); counts so far."""
+    """One finished batch: grid ``indices`` (n, 2), ``values`` (n, classes); counts so far.
+
+    Also the inference worker's per-batch message (runner.py): small and picklable.
+    """
 
     indices: np.ndarray
     values: np.ndarray
@@ -85,81 +90,47 @@ class Progress:
         return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-def default_cache_dir() -> Path:
-    """Where run results are cached: ``runs/`` in the project's cache folder
-    ($PATCHHEAT_CACHE_DIR, else $XDG_CACHE_HOME/napari-patchheat)."""
-    from ._sample_data import default_cache_dir as cache_root
-
-    return cache_root() / "runs"
-
-
 class HeatmapRun:
     """One run of ``model`` over a level of ``slide``: grid, tissue mask, cache and results.
 
     Build it (cheap: no patch is read), look at ``grid``, ``todo`` and ``heatmap``, then iterate
     :meth:`run`. ``heatmap.values`` is the cache (a memory map) when caching is on. When
     TensorFlow runs out of memory, the model gets each batch in halves (``model_batch_size``,
-    down to one patch) from then on.
+    down to one patch) from then on. ``block_px`` is the side of the level region (level
+    pixels) one read covers.
     """
 
-    def __init__(
-        self,
-        slide: Any,
-        model: Any,
-        *,
-        level: int = 0,
-        size: int | tuple[int, int] | None = None,
-        stride: int | tuple[int, int] | None = None,
-        rate: int | tuple[int, int] = 1,
-        padding: str = "VALID",
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        tissue_threshold: float = 0.0,
-        resize: bool = False,
-        mixed_precision: bool = False,
-        cache_dir: str | Path | None = None,
-        use_cache: bool = True,
-        backend: Backend = "auto",
-        block_px: int = READ_BLOCK_PX,
-    ):
-        from .models import load_model
+    def __init__(self, slide: Any, model: Any, options: RunOptions = RunOptions(), *,
+                 block_px: int = READ_BLOCK_PX):
         from .slide import open_slide
 
+        self.options = options
         self.slide = open_slide(slide) if isinstance(slide, (str, Path)) else slide
-        if isinstance(model, (str, Path)):
-            model = load_model(model, resize=resize, mixed_precision=mixed_precision)
-        elif mixed_precision and model.precision == "float32":
-            if model.kind not in KERAS_SUFFIXES.values():  # built-ins, SavedModels
-                raise ValueError(f"Model {model.name!r} ({model.kind}) runs in float32 only: "
-                                 "turn mixed precision off.")
+        self.model = _run_model(model, options)
+        level, n_levels = options.level, len(self.slide.levels)
+        if not 0 <= level < n_levels:
             raise ValueError(
-                f"Model {model.name!r} was loaded in float32: load it with "
-                "load_model(..., mixed_precision=True), or pass its path."
-            )
-        self.model = model
-        if not 0 <= level < len(self.slide.levels):
-            raise ValueError(
-                f"level={level} does not exist: this slide has levels 0..{len(self.slide.levels) - 1}."
-            )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be a whole number of at least 1.")
-        if not 0.0 <= tissue_threshold <= 1.0:
-            raise ValueError(
-                f"tissue_threshold={tissue_threshold} must be a fraction from 0 (keep all) to 1."
-            )
-        size = size if size is not None else (self.model.input_size or 224)
-        self.level, self.batch_size, self.backend, self.block_px = level, batch_size, backend, block_px
-        self.model_batch_size = batch_size  # halves when TensorFlow runs out of memory
+                f"level={level} does not exist: this slide has levels 0..{n_levels - 1}.")
+        self.level, self.batch_size, self.backend = level, options.batch_size, options.backend
+        self.block_px = block_px
+        self.model_batch_size = options.batch_size  # halves when TensorFlow runs out of memory
         self.image = self.slide.levels[level]
         self.reader = self.slide.reader(level)  # the same pixels, read without a dask graph
         self.downsample = tuple(self.slide.downsamples[level])
-        self.grid = PatchGrid(self.image.shape[0], self.image.shape[1], size,
-                              stride if stride is not None else size, rate, padding)
+        self.grid = self._grid()
         self.model.check_patch_size(self.grid.size)
-        self.tissue_threshold = tissue_threshold
-        self.tissue = self._tissue_fraction() if tissue_threshold > 0 else None
-        self.heatmap = self._open_heatmap(cache_dir, use_cache)
+        self.tissue_threshold = options.tissue_threshold
+        self.tissue = self._tissue_fraction() if self.tissue_threshold > 0 else None
+        self.heatmap = self._open_heatmap()
 
     # --- set-up -------------------------------------------------------------------------------
+    def _grid(self) -> PatchGrid:
+        """The options' grid on this level; the size defaults to the model's input size."""
+        o = self.options
+        size = o.size if o.size is not None else (self.model.input_size or DEFAULT_PATCH_PX)
+        return PatchGrid(self.image.shape[0], self.image.shape[1], size,
+                         o.stride if o.stride is not None else size, o.rate, o.padding)
+
     def _tissue_fraction(self) -> np.ndarray:
         from .tissue import patch_tissue_fraction
 
@@ -168,48 +139,20 @@ class HeatmapRun:
     @property
     def key(self) -> str:
         """Cache key: slide identity, level, grid parameters, model fingerprint."""
-        g = self.grid
-        parts = [self.slide.identity, self.level, g.height, g.width, g.size, g.stride, g.rate,
-                 g.padding, self.model.fingerprint]
-        return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+        return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint)
 
-    def _open_heatmap(self, cache_dir: str | Path | None, use_cache: bool) -> Heatmap:
-        common = dict(
+    def _open_heatmap(self) -> Heatmap:
+        """An empty (NaN) heatmap, or with caching on, one whose values are the cache."""
+        heatmap = Heatmap.empty(
+            self.grid, self.model.class_names,
             level=self.level, downsample=self.downsample, mpp=self.slide.mpp,
             model_name=self.model.name, model_fingerprint=self.model.fingerprint,
             slide_path=str(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold},
         )
-        heatmap = Heatmap.empty(self.grid, self.model.class_names, **common)
-        if not use_cache:
-            return heatmap
-        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.key}.npy"
-        self.cache_path = path
-        if path.exists():
-            try:
-                values = np.lib.format.open_memmap(path, mode="r+")
-                if values.shape == heatmap.values.shape and values.dtype == np.float32:
-                    heatmap.values = values
-                    return heatmap
-            except (ValueError, OSError):
-                pass  # unreadable cache: start afresh below
-        # a fresh cache under a name of its own, published without replacing one that another
-        # run (another viewer, the CLI) published meanwhile: both then share that one
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
-        values = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                           shape=heatmap.values.shape)
-        values[:] = np.nan
-        values.flush()
-        del values
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-        heatmap.values = np.lib.format.open_memmap(path, mode="r+")
+        if self.options.use_cache:
+            self.cache_path = run_cache_path(self.key, self.options.cache_dir)
+            heatmap.values = open_values(self.cache_path, heatmap.values.shape)
         return heatmap
 
     @property
@@ -277,7 +220,8 @@ class HeatmapRun:
         n, pad = len(patches), size - len(patches)
         if isinstance(patches, np.ndarray):
             if pad:
-                patches = np.concatenate([patches, np.zeros((pad, *patches.shape[1:]), patches.dtype)])
+                zeros = np.zeros((pad, *patches.shape[1:]), patches.dtype)
+                patches = np.concatenate([patches, zeros])
             return self.model.predict(patches)[:n]
         import tensorflow as tf
 
@@ -289,6 +233,24 @@ class HeatmapRun:
         """A detached copy of the heatmap (values in memory, not the cache's memory map)."""
         h = self.heatmap
         return dataclasses.replace(h, values=np.array(h.values), extra=dict(h.extra))
+
+
+def _run_model(model: Any, options: RunOptions) -> Any:
+    """``model`` as a PatchModel: a name or path is loaded with the options' resize and
+    precision; a model already loaded must be in the precision the options ask for."""
+    if isinstance(model, (str, Path)):
+        from .models import load_model
+
+        return load_model(model, resize=options.resize, mixed_precision=options.mixed_precision)
+    if options.mixed_precision and model.precision == "float32":
+        if model.kind not in KERAS_SUFFIXES.values():  # built-ins, SavedModels
+            raise ValueError(f"Model {model.name!r} ({model.kind}) runs in float32 only: "
+                             "turn mixed precision off.")
+        raise ValueError(
+            f"Model {model.name!r} was loaded in float32: load it with "
+            "load_model(..., mixed_precision=True), or pass its path."
+        )
+    return model
 
 
 def _describe(exc: BaseException, path: Any) -> str:
@@ -362,19 +324,19 @@ def compute_heatmap(
     *,
     on_progress: Callable[[Progress], Any] | None = None,
     cancel: threading.Event | None = None,
-    **options: Any,
+    options: RunOptions | None = None,
+    block_px: int = READ_BLOCK_PX,
+    **fields: Any,
 ) -> Heatmap:
     """Heatmap of ``model`` (a PatchModel, built-in name or path) over a level of ``slide``.
 
-    ``slide`` is a Slide or a path. ``options`` are :class:`HeatmapRun`'s: level, size (default
-    the model's input size), stride (default the size), rate, padding, batch_size,
-    tissue_threshold (patches with less tissue stay NaN), resize, mixed_precision, cache_dir,
-    use_cache, backend ("tf" extracts with TensorFlow on its device and keeps the patches there;
-    "auto" picks it when TensorFlow sees a GPU).
+    ``slide`` is a Slide or a path. ``options`` (:class:`RunOptions`) and keyword ``fields`` of
+    RunOptions (level, size, stride, rate, padding, ...; they override ``options``) say how.
     ``on_progress`` gets a :class:`Progress` per batch; ``cancel`` stops within a batch.
-    The streaming form is ``HeatmapRun(slide, model, **options).run(cancel)``.
+    The streaming form is ``HeatmapRun(slide, model, options).run(cancel)``.
     """
-    run = HeatmapRun(slide, model, **options)
+    options = dataclasses.replace(options or RunOptions(), **fields)
+    run = HeatmapRun(slide, model, options, block_px=block_px)
     for progress in run.run(cancel):
         if on_progress is not None:
             on_progress(progress)

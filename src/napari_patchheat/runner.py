@@ -2,8 +2,9 @@
 
 TensorFlow and a drawing napari viewer cannot share a process (DESIGN.md), so the GUI starts the
 run here: a ``multiprocessing`` "spawn" child opens the slide by path, loads the model, runs
-:class:`~napari_patchheat.inference.HeatmapRun` and sends small messages back. This module never
-imports TensorFlow. The child exits when its parent goes away.
+:class:`~napari_patchheat.inference.HeatmapRun` and sends small messages back: ``Started``,
+a :class:`~napari_patchheat.inference.Progress` per batch, then ``Finished`` or ``Failed``. This
+module never imports TensorFlow. The child exits when its parent goes away.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import os
 import queue
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .inference import Progress
+from .options import RunOptions
 
 POLL_S = 0.05
 JOIN_S = 30.0  # how long messages() waits, after the last message, for the worker to exit
@@ -27,22 +31,11 @@ WRITE_TILE_PX = 1024  # tile size of the temporary TIFF made for layers without 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything the worker needs, picklable: a slide path, a model name or path, the grid."""
+    """Everything the worker needs, picklable: a slide path, a model name or path, the options."""
 
     slide: str
     model: str
-    level: int = 0
-    size: int | tuple[int, int] | None = None
-    stride: int | tuple[int, int] | None = None
-    rate: int | tuple[int, int] = 1
-    padding: str = "VALID"
-    batch_size: int = 32
-    tissue_threshold: float = 0.0
-    resize: bool = False
-    mixed_precision: bool = False
-    cache_dir: str | None = None
-    use_cache: bool = True
-    backend: str = "auto"
+    options: RunOptions
 
 
 @dataclass(frozen=True)
@@ -53,17 +46,6 @@ class Started:
     metadata: dict[str, Any]
     values: np.ndarray
     total: int
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One finished batch: grid ``indices`` (n, 2), ``values`` (n, classes), counts so far."""
-
-    indices: np.ndarray
-    values: np.ndarray
-    done: int
-    total: int
-    patches_per_s: float
 
 
 @dataclass(frozen=True)
@@ -81,7 +63,7 @@ class Failed:
     message: str
 
 
-Message = Started | Batch | Finished | Failed
+Message = Started | Progress | Finished | Failed  # Progress: one finished batch
 
 
 def _watch_parent() -> None:
@@ -91,19 +73,19 @@ def _watch_parent() -> None:
         os._exit(3)
 
 
-def _worker(spec: dict[str, Any], out: Any, cancel: Any) -> None:
+def _worker(spec: RunSpec, out: Any, cancel: Any) -> None:
     threading.Thread(target=_watch_parent, daemon=True).start()
     try:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from .inference import HeatmapRun
 
-        run = HeatmapRun(spec.pop("slide"), spec.pop("model"), **spec)
+        run = HeatmapRun(spec.slide, spec.model, spec.options)
         todo = run.todo
         out.put(Started(run.heatmap.metadata(), np.array(run.heatmap.values), int(todo.sum())))
         done = 0
-        for p in run.run(cancel):
-            done = p.done
-            out.put(Batch(p.indices, p.values, p.done, p.total, p.patches_per_s))
+        for progress in run.run(cancel):
+            done = progress.done
+            out.put(progress)
         out.put(Finished(done, cancel.is_set()))
     except Exception as exc:  # every failure reaches the caller as one sentence
         out.put(Failed(str(exc) or type(exc).__name__))
@@ -159,7 +141,8 @@ class RunHandle:
         self.process.join(timeout=JOIN_S)  # no zombie: the worker exits once TF has shut down
 
     def cancel(self) -> None:
-        """Ask the worker to stop after the batch in progress; it answers ``Finished(cancelled)``."""
+        """Ask the worker to stop after the batch in progress; it answers with a cancelled
+        :class:`Finished`."""
         self._cancel.set()
 
     def kill(self) -> None:
@@ -178,7 +161,7 @@ def start_run(spec: RunSpec) -> RunHandle:
     """Start ``spec`` in a new spawned process (never importing TensorFlow here)."""
     ctx = mp.get_context("spawn")
     out, cancel = ctx.Queue(), ctx.Event()
-    process = ctx.Process(target=_worker, args=(asdict(spec), out, cancel), daemon=True,
+    process = ctx.Process(target=_worker, args=(spec, out, cancel), daemon=True,
                           name="patchheat-inference")
     process.start()
     return RunHandle(spec, process, out, cancel)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..grid import as_pair
+
 # Preprocessing modes; every value maps raw RGB 0..255 (float32) to what the model was trained on.
 PREPROCESSING_MODES = ("none", "0..1", "-1..1", "caffe", "torch")
 # keras.applications families and the mode their ``preprocess_input`` applies. The families
@@ -138,21 +140,13 @@ def parse_card(data: dict[str, Any], path: Path | None = None) -> ModelCard:
         preprocessing_mode(prep)
     size = data.get("input_size")
     if size is not None:
-        size = _size_pair(size)
+        size = as_pair("input_size", size)
     mpp = _positive(data, "mpp")
     mag = _positive(data, "magnification")
     for key in ("name", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError(f"{key} must be a string.")
     return ModelCard(names, prep, size, mpp, mag, data.get("name"), data.get("description"), path)
-
-
-def _size_pair(value: Any) -> tuple[int, int]:
-    items = [value, value] if isinstance(value, int) else value
-    if (not isinstance(items, (list, tuple)) or len(items) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items)):
-        raise ValueError(f"input_size={value!r} must be a whole number or [height, width] >= 1.")
-    return int(items[0]), int(items[1])
 
 
 def _positive(data: dict[str, Any], key: str) -> float | None:
