@@ -1,4 +1,4 @@
-"""Sample data: the IHC image from scikit-image and a generated pyramidal slide.
+"""Sample slides: the IHC image from scikit-image and a generated pyramidal slide.
 
 :func:`sample_slide_path` writes (once, to a cache directory) a tiled JPEG OME-TIFF pyramid that
 looks like a stained section on glass: pieces of tissue over a white background. Its texture is
@@ -6,8 +6,8 @@ looks like a stained section on glass: pieces of tissue over a white background.
 crops into a seamless 3072 px period, so every pyramid level is the texture coarsened by its
 downsample. Tiles are made one at a time (bounded memory) and reused where they repeat: all
 background tiles share one encoded tile, tiles inside tissue one per texture position (144 at
-level 0); only tiles on a tissue edge are blended and encoded. The npe2 ``sample_data`` contributions are the last two
-functions.
+level 0); only tiles on a tissue edge are blended and encoded. Both are written to the cache folder
+(cache.py) when needed; ``_sample_data.py`` offers them in napari's sample menu.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .cache import cache_root
+from .grid import as_pair
 
 SAMPLE_SIZE_PX = 32768  # height and width of the default sample slide, level 0
 SAMPLE_TILE_PX = 256
@@ -34,23 +37,6 @@ _TEXTURE_OVERLAP_PX = 64  # cross-fade between neighbouring crops
 _TEXTURE_PERIOD_PX = _TEXTURE_CELLS * _TEXTURE_STRIDE_PX  # 3072
 _EDGE_RAMP = 0.15  # field units (std of the detail noise) over which tissue fades into glass
 _GENERATOR_VERSION = 1  # part of the cache file name: bump when the pixels change
-CACHE_ENV = "PATCHHEAT_CACHE_DIR"
-
-
-
-def default_cache_dir() -> Path:
-    """``$PATCHHEAT_CACHE_DIR``, else ``$XDG_CACHE_HOME/napari-patchheat`` (``~/.cache``)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "napari-patchheat"
-
-
-def _size_pair(size_px: int | tuple[int, int]) -> tuple[int, int]:
-    h, w = (size_px, size_px) if isinstance(size_px, (int, np.integer)) else size_px
-    if int(h) < 1 or int(w) < 1:
-        raise ValueError(f"size_px={size_px!r} must be positive (height, width in pixels).")
-    return int(h), int(w)
 
 
 def sample_slide_path(
@@ -59,10 +45,11 @@ def sample_slide_path(
     """Path of the generated sample slide of ``size_px`` (int or (height, width)) level-0 pixels.
 
     Written on the first call (the default 32768 x 32768 takes a few seconds) into ``cache_dir``
-    (default :func:`default_cache_dir`), then reused. Deterministic: same size, same pixels.
+    (default :func:`~napari_patchheat.cache.cache_root`), then reused. Deterministic: same size,
+    same pixels.
     """
-    h, w = _size_pair(size_px)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    h, w = as_pair("size_px", size_px)
+    folder = Path(cache_dir) if cache_dir is not None else cache_root()
     path = folder / f"patchheat-sample-{h}x{w}-v{_GENERATOR_VERSION}.ome.tif"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +78,7 @@ def write_sample_slide(
     """
     import tifffile
 
-    h, w = _size_pair(size_px)
+    h, w = as_pair("size_px", size_px)
     if tile_px % 16:
         raise ValueError(f"tile_px={tile_px} must be a multiple of 16 (JPEG tiles).")
     shapes = [(h, w)]
@@ -315,7 +302,8 @@ def _texture_pyramid(seed: int, tile_px: int) -> list[np.ndarray]:
         if period % 2:
             texture = np.rint(texture.mean(axis=(0, 1), keepdims=True)).astype(np.uint8)
         else:
-            sums = texture.reshape(period // 2, 2, period // 2, 2, 3).sum(axis=(1, 3), dtype=np.uint16)
+            half = period // 2
+            sums = texture.reshape(half, 2, half, 2, 3).sum(axis=(1, 3), dtype=np.uint16)
             texture = ((sums + 2) // 4).astype(np.uint8)
     return out
 
@@ -330,23 +318,8 @@ def ihc_sample_path(cache_dir: str | os.PathLike | None = None) -> Path:
     from skimage.data import immunohistochemistry
     from skimage.io import imsave
 
-    path = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "ihc.png"
+    path = (Path(cache_dir) if cache_dir is not None else cache_root()) / "ihc.png"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         imsave(path, immunohistochemistry(), check_contrast=False)
     return path
-
-
-def make_ihc_sample() -> list[tuple[Any, dict[str, Any], str]]:
-    """npe2 sample: scikit-image's IHC image (colon, DAB + hematoxylin), 512 x 512 RGB."""
-    from skimage.data import immunohistochemistry
-
-    return [(immunohistochemistry(), {"name": "IHC (scikit-image)", "rgb": True}, "image")]
-
-
-def make_slide_sample() -> list[tuple[Any, dict[str, Any], str]]:
-    """npe2 sample: the generated pyramidal slide (written to the cache on first use)."""
-    from ._reader import slide_layer_data
-    from .slide import open_slide
-
-    return [slide_layer_data(open_slide(sample_slide_path(SAMPLE_SIZE_PX)))]
