@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_patchheat._sample_data import sample_slide_path  # noqa: E402
+from napari_patchheat.samples import sample_slide_path  # noqa: E402
 from napari_patchheat.slide import open_slide  # noqa: E402
 
 SCREEN_PX = (1080, 1920)  # (height, width)

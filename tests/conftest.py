@@ -158,7 +158,7 @@ def huge_slide(tmp_path_factory: pytest.TempPathFactory, real_pixels: np.ndarray
     """
     import tifffile
 
-    from napari_patchheat._sample_data import _encode
+    from napari_patchheat.samples import _encode
 
     size, tile_px = 100_000, 256
     path = tmp_path_factory.mktemp("huge") / "huge.ome.tif"

@@ -16,10 +16,11 @@ _PUBLIC = {
     "extract_patches": "extract",
     "open_slide": "slide",
     "Slide": "slide",
-    "sample_slide_path": "_sample_data",
+    "sample_slide_path": "samples",
     "load_model": "models",
     "PatchModel": "models",
     "compute_heatmap": "inference",
+    "RunOptions": "options",
     "Heatmap": "heatmap",
 }
 __all__ = sorted(_PUBLIC)
