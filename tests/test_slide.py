@@ -94,7 +94,7 @@ def test_ndpi(ndpi_path):
 @pytest.fixture()
 def decoded(monkeypatch) -> list[int]:
     """The index of every tile (or strip) the slide readers decode, in order."""
-    from napari_patchheat.slide import _TiffLevel
+    from napari_patchheat.slide.tiff_level import _TiffLevel
 
     indices: list[int] = []
     original = _TiffLevel._tile
@@ -119,7 +119,7 @@ def test_ndpi_region_decodes_only_the_rows_it_needs(ndpi_path, decoded):
 def test_svs_neighbouring_regions_share_their_edge_tiles(svs_path, decoded):
     """A run's blocks rarely end on tile edges: the tiles a region reads in part are decoded
     once for it and the regions next to it (the edge-tile cache); pixels stay tifffile's."""
-    from napari_patchheat._tiff_level import _EDGE_TILES
+    from napari_patchheat.slide.tiff_level import _EDGE_TILES
 
     ref = tifffile_level(svs_path, 0)
     with open_slide(svs_path) as s:
@@ -148,7 +148,7 @@ def test_wide_strips_skip_the_edge_tile_cache(tmp_path):
 
 
 def test_edge_tile_cache_is_bounded_and_drops_the_oldest():
-    from napari_patchheat._tiff_level import _EdgeTiles
+    from napari_patchheat.slide.tiff_level import _EdgeTiles
 
     cache = _EdgeTiles(max_bytes=3 * 1000)
     for k in range(5):

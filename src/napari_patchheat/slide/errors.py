@@ -1,7 +1,7 @@
 """``SlideError``, the one exception of slide reading (re-exported by, and named for, ``slide``).
 
-It lives here so that the private readers (``_tiff_level``) can raise it without importing
-``slide``, which imports them.
+It lives here so that the readers (``tiff_level``) can raise it without importing
+``pyramid``, which imports them.
 """
 
 from __future__ import annotations

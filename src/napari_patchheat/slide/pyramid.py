@@ -16,7 +16,7 @@ PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt or 
 - more than 4 channels (multiplexed fluorescence), CMYK and volumes are refused.
 
 ``Slide.raw_levels`` keep the file's own samples (its dtype, Y X C) of the stored levels.
-The tile reader is ``_tiff_level``, the metadata parsing ``_slide_metadata``.
+The tile reader is ``tiff_level``, the metadata parsing ``metadata``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any, Callable, Sequence
 import dask.array as da
 import numpy as np
 
-from ._slide_error import SlideError  # defined there for the readers; public here
-from ._slide_metadata import MPP_PLAUSIBLE_UM, _tiff_metadata  # noqa: F401 (public here)
-from ._tiff_level import CHUNK_TARGET_PX, _dask, _TiffLevel
+from .errors import SlideError
+from .metadata import MPP_PLAUSIBLE_UM, _tiff_metadata  # noqa: F401 (public here)
+from .tiff_level import CHUNK_TARGET_PX, _dask, _TiffLevel
 
 PYRAMID_TOP_PX = 2048  # levels are added by 2x coarsening until the longer side fits this
 COMPUTED_CACHE_BYTES = 64 * 2**20  # computed levels this small are kept once computed

@@ -20,8 +20,8 @@ from typing import Any, Callable, Iterable, Sequence
 import dask.array as da
 import numpy as np
 
-from ._slide_error import SlideError
-from .extract import READ_BLOCK_PX
+from ..extract import READ_BLOCK_PX
+from .errors import SlideError
 
 CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
 EDGE_TILE_CACHE_BYTES = 96 * 2**20  # decoded tiles kept for the neighbouring read (all levels)
