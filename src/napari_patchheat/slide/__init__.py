@@ -1,11 +1,24 @@
-"""Whole-slide images as lazy pyramids of dask arrays: ``open_slide(path) -> Slide``."""
+"""Whole-slide images as lazy pyramids of dask arrays: ``open_slide(path) -> Slide``.
+
+TIFF slides (Aperio SVS, OME-TIFF with SubIFDs, multi-page pyramids, Hamamatsu NDPI, Leica SCN,
+Ventana BIF, plain tiled or striped TIFF) are read tile by tile: a read decodes only the file's
+tiles (or NDPI strips) it touches, with tifffile's own decoders, straight from the file (no zarr
+layer: a zarr 3 store costs ~0.5 ms per chunk and ties tifffile and zarr versions together).
+PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt or TensorFlow.
+
+Modules: ``opening`` (``open_slide``: which reader a file goes to), ``pyramid`` (``Slide``, the
+RGB rule, computed levels), ``tiff`` (opening a TIFF), ``tiff_level`` (its tile reader),
+``tile_cache`` (tiles shared by neighbouring reads), ``image`` (PNG, JPEG), ``metadata``
+(µm/px, objective power), ``arrays`` (readers as dask arrays), ``errors`` (``SlideError``).
+"""
 
 from __future__ import annotations
 
+from .arrays import CHUNK_TARGET_PX
 from .errors import SlideError
 from .metadata import MPP_PLAUSIBLE_UM
-from .pyramid import PYRAMID_TOP_PX, Slide, open_slide, rgb_pyramid, thumbnail_level
-from .tiff_level import CHUNK_TARGET_PX
+from .opening import open_slide
+from .pyramid import PYRAMID_TOP_PX, Slide, rgb_pyramid, thumbnail_level
 
 __all__ = [
     "CHUNK_TARGET_PX",

@@ -1,8 +1,4 @@
-"""``SlideError``, the one exception of slide reading (re-exported by, and named for, ``slide``).
-
-It lives here so that the readers (``tiff_level``) can raise it without importing
-``pyramid``, which imports them.
-"""
+"""``SlideError``, the one exception of slide reading (public as ``napari_patchheat.slide``'s)."""
 
 from __future__ import annotations
 
@@ -15,6 +11,3 @@ class SlideError(OSError):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         super().__init__(message)
         self.path = None if path is None else str(path)
-
-
-SlideError.__module__ = "napari_patchheat.slide"  # its public home, in reprs and tracebacks

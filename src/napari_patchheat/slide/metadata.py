@@ -11,12 +11,14 @@ import math
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
+from ..grid import as_float_pair
+
 MPP_PLAUSIBLE_UM = (0.01, 100.0)  # µm/px from TIFF resolution tags outside this are ignored
 _UNIT_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4,
             "m": 1e6, "Å": 1e-4}  # fmt: skip
 
 
-def _tiff_metadata(
+def tiff_metadata(
     tif: Any, page: Any, index: int
 ) -> tuple[str, tuple[float, float] | None, float | None]:
     """Vendor, (y, x) µm/px of level 0 and objective power, from what the file says.
@@ -32,7 +34,7 @@ def _tiff_metadata(
         for part in (page.description or "").split("|")[1:]:
             name, _, value = part.partition("=")
             fields[name.strip()] = value.strip()
-        mpp = _positive_pair(fields.get("MPP"), fields.get("MPP"))
+        mpp = _mpp_pair(fields.get("MPP"))
         power = _positive(fields.get("AppMag"))
     elif tif.is_ndpi:
         vendor = "hamamatsu"
@@ -67,7 +69,7 @@ def _ome_metadata(xml: str | None, index: int) -> tuple[tuple[float, float] | No
             unit = _UNIT_UM.get(px.get(f"PhysicalSize{axis}Unit", "µm"))
             value = _positive(px.get(f"PhysicalSize{axis}"))
             sizes.append(value * unit if value and unit else None)
-        mpp = _positive_pair(*sizes)
+        mpp = _mpp_pair(sizes)
     objectives = [el for el, tag in local.items() if tag == "Objective"]
     power = _positive(objectives[0].get("NominalMagnification")) if objectives else None
     return mpp, power
@@ -97,6 +99,12 @@ def _positive(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def _positive_pair(y: Any, x: Any) -> tuple[float, float] | None:
-    py, px = _positive(y), _positive(x)
-    return (py, px) if py and px else None
+def _mpp_pair(value: Any) -> tuple[float, float] | None:
+    """(y, x) µm/px from one value or a (y, x) pair, as ``grid.as_float_pair`` reads them
+    (numbers or numeric text), or None where a value is missing, unparsable, not positive or
+    infinite: metadata is read, not validated."""
+    try:
+        pair = as_float_pair("mpp", value)
+    except (TypeError, ValueError):
+        return None
+    return pair if all(math.isfinite(v) for v in pair) else None

@@ -1,83 +1,35 @@
 """One stored level of a TIFF slide as a numpy-like array that decodes tiles on demand.
 
-``_TiffLevel`` checks what ``open_slide`` can read (2-D, 8- or 16-bit, at most 4 channels, a codec
+``TiffLevel`` checks what ``open_slide`` can read (2-D, 8- or 16-bit, at most 4 channels, a codec
 this installation decodes, a file long enough) and reads regions tile by tile with tifffile's own
-decoders, straight from the file. Tiles a read covers only in part are kept in a small shared
-cache (:class:`_EdgeTiles`), so the next region of a run, which starts inside them, does not
-decode them again. ``_dask`` wraps such a reader (or any with ``tile``, ``shape`` and ``dtype``)
-as a dask array chunked on whole file tiles. No Qt, no TensorFlow.
+decoders, straight from the file. Tiles a read covers only in part are kept in the shared
+edge-tile cache (``tile_cache.EDGE_TILES``), so the next region of a run, which starts inside
+them, does not decode them again. No Qt, no TensorFlow.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import threading
-from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
-import dask.array as da
 import numpy as np
 
 from ..extract import READ_BLOCK_PX
 from .errors import SlideError
+from .tile_cache import EDGE_TILE_CACHE_BYTES, EDGE_TILES
 
-CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
-EDGE_TILE_CACHE_BYTES = 96 * 2**20  # decoded tiles kept for the neighbouring read (all levels)
 _CODEC_NAMES = {5: "LZW", 7: "JPEG", 8: "Deflate", 32946: "Deflate", 33003: "JPEG 2000",
                 33004: "JPEG 2000", 33005: "JPEG 2000", 34712: "JPEG 2000", 34887: "LERC",
                 34892: "JPEG", 34925: "LZMA", 34933: "PNG", 34934: "JPEG XR", 50000: "Zstd",
                 50001: "WebP", 50002: "JPEG XL", 52546: "JPEG XL"}  # fmt: skip
 
 
-class _EdgeTiles:
-    """Decoded tiles that a read covered only in part, least recently used dropped first.
-
-    Regions of a run (blocks with their halo) rarely end on tile edges: the tiles at a block's
-    right and bottom edges are the first ones the next blocks need. One cache for every level,
-    bounded by ``max_bytes``; thread-safe (dask reads chunks on several threads).
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes, self.nbytes = max_bytes, 0
-        self._tiles: OrderedDict[tuple, np.ndarray | None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> tuple[bool, np.ndarray | None]:
-        """(found, tile) for ``key``."""
-        with self._lock:
-            if key not in self._tiles:
-                return False, None
-            self._tiles.move_to_end(key)
-            return True, self._tiles[key]
-
-    def drop(self, number: int) -> None:
-        """Drop every tile of the reader numbered ``number`` (keys start with it)."""
-        with self._lock:
-            for key in [k for k in self._tiles if k[0] == number]:
-                tile = self._tiles.pop(key)
-                self.nbytes -= 0 if tile is None else tile.nbytes
-
-    def put(self, key: tuple, tile: np.ndarray | None) -> None:
-        size = 0 if tile is None else tile.nbytes
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            if key in self._tiles:
-                return
-            self._tiles[key] = tile
-            self.nbytes += size
-            while self.nbytes > self.max_bytes:
-                _, old = self._tiles.popitem(last=False)
-                self.nbytes -= 0 if old is None else old.nbytes
-
-
-_EDGE_TILES = _EdgeTiles(EDGE_TILE_CACHE_BYTES)
 _LEVEL_NUMBERS = itertools.count()  # cache keys: a number per reader, never reused like id()
 
 
-class _TiffLevel:
+class TiffLevel:
     """One pyramid level of a TIFF as a numpy-like (Y, X, C) array that decodes tiles on demand.
 
     Handles tiled and striped pages (NDPI's restart-marker strips included), contiguous or
@@ -123,13 +75,16 @@ class _TiffLevel:
         self._check_codec(keyframe)
         self._check_extent()
         self._number = next(_LEVEL_NUMBERS)
-        self._decoders = {}  # keyframe -> (decode, its arguments), built once, under the lock
+        # id(keyframe) -> (decode, its arguments), built once, under the file's lock
+        self._decoders: dict[int, tuple[Callable[..., Any], dict[str, Any]]] = {}
         for page in self.pages:
             kf = page.keyframe
             if id(kf) not in self._decoders:
                 with page.parent.filehandle.lock:
-                    args = {"jpegtables": kf.jpegtables, "jpegheader": getattr(kf, "jpegheader", None)}
-                    self._decoders[id(kf)] = (kf.decode, {k: v for k, v in args.items() if v is not None})
+                    args = {"jpegtables": kf.jpegtables,
+                            "jpegheader": getattr(kf, "jpegheader", None)}
+                    given = {k: v for k, v in args.items() if v is not None}
+                    self._decoders[id(kf)] = (kf.decode, given)
 
     def _check_codec(self, keyframe: Any) -> None:
         from tifffile import TIFF
@@ -149,7 +104,8 @@ class _TiffLevel:
     def _check_extent(self) -> None:
         size = self.path.stat().st_size
         for page in self.pages:
-            ends = np.asarray(page.dataoffsets, np.int64) + np.asarray(page.databytecounts, np.int64)
+            ends = (np.asarray(page.dataoffsets, np.int64)
+                    + np.asarray(page.databytecounts, np.int64))
             if ends.size and int(ends.max()) > size:
                 raise SlideError(
                     f"Cannot open {self.path}: the file is truncated (its {self.where} needs "
@@ -162,7 +118,7 @@ class _TiffLevel:
         counts = self.pages[0].databytecounts
         index = next((i for i, n in enumerate(counts) if n), None)
         if index is not None:
-            self._tile(self.pages[0], index)
+            self.decode_tile(self.pages[0], index)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         return self.read_tiles(key)
@@ -175,7 +131,8 @@ class _TiffLevel:
             i = key.index(Ellipsis)
             key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
         key = key + (slice(None),) * (3 - len(key))
-        bounds, sub = [], []
+        bounds: list[tuple[int, int]] = []
+        sub: list[Any] = []  # each axis' index into the bounding region read
         for k, n in zip(key[:2], self.shape[:2]):
             if isinstance(k, slice):
                 r = range(*k.indices(n))
@@ -210,7 +167,7 @@ class _TiffLevel:
                 min(ty0 + th, self.shape[0]), min(tx0 + tw, self.shape[1]))
             index = plane * self.per_plane + ty * self.across + tx
             cached = self.caches_edges and not whole
-            tile = self._edge_tile(p, page, index) if cached else self._tile(page, index)
+            tile = self._edge_tile(p, page, index) if cached else self.decode_tile(page, index)
             target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
             if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
                 target[...] = self.fill  # an empty tile, or one short of its place
@@ -225,20 +182,25 @@ class _TiffLevel:
             pass
         return out
 
+    @property
+    def cached_edge_tiles(self) -> int:
+        """How many of this level's tiles the edge-tile cache holds now."""
+        return EDGE_TILES.count(self._number)
+
     def forget_tiles(self) -> None:
         """Drop this level's tiles from the edge-tile cache (the slide is closed)."""
-        _EDGE_TILES.drop(self._number)
+        EDGE_TILES.drop(self._number)
 
     def _edge_tile(self, p: int, page: Any, index: int) -> np.ndarray | None:
         """Tile ``index`` of page ``p`` through the shared cache of tiles read in part."""
         key = (self._number, p, index)
-        found, tile = _EDGE_TILES.get(key)
+        found, tile = EDGE_TILES.get(key)
         if not found:
-            tile = self._tile(page, index)
-            _EDGE_TILES.put(key, tile)
+            tile = self.decode_tile(page, index)
+            EDGE_TILES.put(key, tile)
         return tile
 
-    def _tile(self, page: Any, index: int) -> np.ndarray | None:
+    def decode_tile(self, page: Any, index: int) -> np.ndarray | None:
         """Tile (or strip) ``index`` of ``page`` decoded to (h, w, samples), None if empty."""
         offset, count = page.dataoffsets[index], page.databytecounts[index]
         if not offset or not count:
@@ -262,7 +224,9 @@ class _TiffLevel:
         return decoded.reshape(decoded.shape[-3:])
 
 
-def _check_samples(path: Path, where: str, dtype: np.dtype, channels: int, photometric: int) -> None:
+def _check_samples(path: Path, where: str, dtype: np.dtype, channels: int,
+                   photometric: int) -> None:
+    """Refuse sample types and channel counts the RGB rule does not cover."""
     if dtype not in (np.uint8, np.uint16):
         raise SlideError(
             f"Cannot open {path}: its {where} has {dtype} samples; slides of 8- or 16-bit "
@@ -276,27 +240,3 @@ def _check_samples(path: Path, where: str, dtype: np.dtype, channels: int, photo
             "supported (multiplexed images are not).",
             path,
         )
-
-
-def _dask_chunks(tile: tuple[int, int], shape: Sequence[int]) -> tuple[int, int, int]:
-    """Whole tiles grouped to ~CHUNK_TARGET_PX a side; wide strips grouped to that area."""
-    th, tw = tile
-    fx = max(1, round(CHUNK_TARGET_PX / tw))
-    if tw <= CHUNK_TARGET_PX:
-        fy = max(1, round(CHUNK_TARGET_PX / th))
-    else:  # NDPI or striped: a chunk decodes whole rows anyway, so keep chunks ~1 Mpx
-        fy = max(1, round(CHUNK_TARGET_PX**2 / (tw * th)))
-    return min(th * fy, shape[0]), min(tw * fx, shape[1]), shape[2]
-
-
-def _dask(reader: Any, name: str) -> da.Array:
-    token = hashlib.sha1(f"{name}|{id(reader)}".encode()).hexdigest()[:16]
-    return da.from_array(
-        reader,
-        chunks=_dask_chunks(reader.tile, reader.shape),
-        asarray=False,
-        lock=False,
-        inline_array=True,
-        meta=np.empty((0, 0, 0), reader.dtype),
-        name=f"slide-{token}",
-    )

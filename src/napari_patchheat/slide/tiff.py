@@ -1,0 +1,102 @@
+"""Opening a TIFF slide: which series is the slide, its stored levels, associated images, metadata.
+
+Aperio SVS, OME-TIFF with SubIFDs, multi-page pyramids, Hamamatsu NDPI, Leica SCN, Ventana BIF,
+plain tiled or striped TIFF. Each stored level is read by a :class:`TiffLevel`; the metadata
+comes from :func:`tiff_metadata`. No Qt, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from .arrays import as_dask
+from .errors import SlideError
+from .metadata import tiff_metadata
+from .pyramid import Slide, as_rgb8
+from .tiff_level import TiffLevel
+
+ASSOCIATED_NAMES = ("thumbnail", "label", "macro", "map", "overview")
+
+
+def open_tiff(path: Path) -> Slide:
+    """Open the TIFF at ``path`` as a :class:`Slide` (reads its directories and one tile).
+
+    Raises :class:`SlideError` with one sentence naming the file and the problem.
+    """
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+        all_series = list(tif.series)
+    except Exception as exc:  # tifffile raises many types on broken files
+        raise SlideError(f"Cannot open {path}: it is not a readable TIFF ({exc}).", path) from exc
+    try:
+        return _slide_of(tif, all_series, path)
+    except SlideError:
+        tif.close()
+        raise
+    except Exception as exc:
+        tif.close()
+        raise SlideError(f"Cannot open {path}: {type(exc).__name__}: {exc}.", path) from exc
+
+
+def _slide_of(tif: Any, all_series: list[Any], path: Path) -> Slide:
+    """The slide of an open TIFF: its largest series not named as an associated image."""
+    images = [s for s in all_series if len(s.shape) >= 2 and s.size > 0]
+    if not images:
+        raise SlideError(
+            f"Cannot open {path}: the TIFF holds no readable image{_why_no_image(path)}.", path
+        )
+    main = max(images, key=lambda s: (s.name.lower() not in ASSOCIATED_NAMES, _area(s)))
+    readers = [
+        TiffLevel(lv, path, f"level {k}")
+        for k, lv in enumerate(sorted(main.levels, key=lambda s: -_area(s)))
+    ]
+    readers[-1].check_one_tile()  # codecs and data, on the smallest tile set
+    vendor, mpp, power = tiff_metadata(tif, readers[0].pages[0].keyframe, all_series.index(main))
+    return Slide(
+        path,
+        [as_dask(r, f"{r.where} of {path.name}") for r in readers],
+        vendor=vendor,
+        mpp=mpp,
+        objective_power=power,
+        associated=_associated(images, main, all_series, path),
+        tile_shapes=[r.tile for r in readers],
+        premultiplied=readers[0].premultiplied,
+        close=tif.close,
+        tile_readers=readers,
+    )
+
+
+def _associated(images: list[Any], main: Any, all_series: list[Any], path: Path) -> dict[str, Any]:
+    """The other images (label, macro, thumbnail, ...) as RGB dask arrays, by lower-case name;
+    an unreadable one is left out."""
+    associated = {}
+    for s in images:
+        name = s.name.lower() or f"series {all_series.index(s)}"
+        if s is not main and name not in associated:
+            with contextlib.suppress(Exception):
+                associated[name] = as_rgb8(as_dask(TiffLevel(s, path, name), name))
+    return associated
+
+
+def _why_no_image(path: Path) -> str:
+    """Where a TIFF's first image directory lies beyond its end: a truncated copy."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    big = head[2:4] in (b"+\x00", b"\x00+")
+    offset = int.from_bytes(head[8:16] if big else head[4:8], "little" if order == "<" else "big")
+    size = path.stat().st_size
+    if offset >= size:
+        return (f" (the file is truncated: its first image directory is at byte {offset}, "
+                f"the file has {size})")
+    return ""
+
+
+def _area(series: Any) -> int:
+    """Pixels (Y x X) of a tifffile series."""
+    axes, shape = series.axes, series.shape
+    return int(shape[axes.index("Y")]) * int(shape[axes.index("X")])

@@ -1,0 +1,187 @@
+"""Slide: the pyramid of RGB levels (the RGB rule, computed levels) and what it says of itself."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from napari_patchheat.slide import SlideError, open_slide, thumbnail_level
+
+
+@pytest.fixture
+def ome_slide(slide_writer, real_pixels):
+    """A 3-level OME-TIFF of the real pixels at 0.25 µm/px."""
+    path, _ = slide_writer("p.ome.tif", real_pixels, layout="subifds", levels=3, mpp=0.25)
+    with open_slide(path) as s:
+        yield s
+
+
+# --- the real slides ----------------------------------------------------------------------------
+
+
+def test_svs_pyramid_adds_one_computed_level(svs_path):
+    with open_slide(svs_path) as s:
+        assert s.shape == (2967, 2220)
+        assert s.stored_level_count == 1  # a single-level SVS ...
+        assert [lv.shape for lv in s.levels] == [(2967, 2220, 3), (1483, 1110, 3)]  # ... + 1
+        assert s.downsamples[1] == (2967 / 1483, 2220 / 1110)
+
+
+def test_svs_computed_level_is_2x2_means(svs_path):
+    with open_slide(svs_path) as s:
+        level0 = s.levels[0].compute()[:2966].astype(np.float64)  # the odd last row is dropped
+        expected = level0.reshape(1483, 2, 1110, 2, 3).mean(axis=(1, 3))
+        got = s.levels[1].compute()
+        assert np.abs(got - expected).max() <= 0.5  # rounding only
+
+
+def test_ndpi_pyramid_is_the_stored_levels(ndpi_path):
+    with open_slide(ndpi_path) as s:
+        assert [lv.shape[:2] for lv in s.levels] == [(4864, 3968), (2432, 1984), (1216, 992),
+                                                     (608, 496)]
+        assert s.downsamples == [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0), (8.0, 8.0)]
+
+
+# --- the RGB rule -------------------------------------------------------------------------------
+
+
+def test_grayscale_is_replicated(slide_writer, real_pixels):
+    gray = real_pixels[:1200, :900].mean(axis=2).round().astype(np.uint8)
+    path, pyramid = slide_writer("gray.tif", gray, layout="pages", compression="lzw")
+    with open_slide(path) as s:
+        assert s.raw_levels[0].shape == (1200, 900, 1)
+        np.testing.assert_array_equal(s.raw_levels[1][..., 0].compute(), pyramid[1])
+        np.testing.assert_array_equal(s.levels[1].compute(), np.repeat(pyramid[1][..., None], 3, 2))
+
+
+def test_rgba_is_composited_on_white(slide_writer, real_pixels):
+    rgb = real_pixels[:700, :600].astype(np.uint16)
+    ramp = np.linspace(0, 255, 600).round().astype(np.uint16)
+    alpha = ramp[None, :, None] * np.ones((700, 1, 1), np.uint16)
+    rgba = np.concatenate([rgb, alpha], axis=2).astype(np.uint8)
+    path, _ = slide_writer("rgba.tif", rgba, layout="single", compression="zlib")
+    with open_slide(path) as s:
+        assert s.raw_levels[0].shape == (700, 600, 4)
+        expected = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+        np.testing.assert_array_equal(s.levels[0].compute(), expected.astype(np.uint8))
+        assert (s.levels[0][:, 0].compute() == 255).all()  # transparent: white glass
+
+
+def test_sixteen_bit_is_scaled(slide_writer, real_pixels):
+    wide = real_pixels[:500, :400].astype(np.uint16) * 257
+    path, _ = slide_writer("sixteen.tif", wide, layout="single", compression="zlib")
+    with open_slide(path) as s:
+        assert s.raw_levels[0].dtype == np.uint16
+        np.testing.assert_array_equal(s.levels[0].compute(), real_pixels[:500, :400])
+
+
+# --- computed levels ----------------------------------------------------------------------------
+
+
+def test_large_single_level_gets_a_computed_pyramid(slide_writer, real_pixels):
+    big = np.tile(real_pixels, (2, 3, 1))  # 5934 x 6660
+    path, _ = slide_writer("big.tif", big, layout="single", compression="jpeg", tile=(256, 256))
+    with open_slide(path) as s:
+        assert s.stored_level_count == 1
+        assert [lv.shape[:2] for lv in s.levels] == [(5934, 6660), (2967, 3330), (1483, 1665)]
+        top = s.levels[-1].compute()
+        again = s.levels[-1][100:200, 100:200].compute()  # served from the computed copy
+        np.testing.assert_array_equal(again, top[100:200, 100:200])
+        level0 = s.levels[0].compute()[: 1483 * 4, : 1665 * 4].astype(np.float64)
+        expected = level0.reshape(1483, 4, 1665, 4, 3).mean(axis=(1, 3))
+        assert np.abs(top - expected).max() <= 1  # two roundings
+
+
+# --- Slide.reader: what runs read ---------------------------------------------------------------
+
+
+def test_reader_of_a_stored_rgb_level_is_its_tile_reader(slide_writer, real_pixels):
+    """Runs read stored 8-bit RGB levels through the tile reader (no dask graph per read),
+    decoding on one thread or a pool, with the dask level's pixels."""
+    path, _ = slide_writer("rgb.tif", real_pixels, layout="single")
+    with open_slide(path) as s, ThreadPoolExecutor(3) as pool:
+        reader = s.reader(0)
+        assert hasattr(reader, "read_tiles") and reader.shape == s.levels[0].shape
+        key = (slice(13, 977), slice(250, 899), slice(None))
+        ref = s.levels[0][key].compute()
+        np.testing.assert_array_equal(reader[key], ref)
+        np.testing.assert_array_equal(reader.read_tiles(key, pool.map), ref)
+
+
+def test_reader_of_a_computed_level_is_the_dask_level(slide_writer, real_pixels):
+    path, _ = slide_writer("rgb.tif", real_pixels, layout="single")
+    with open_slide(path) as s:
+        assert s.stored_level_count == 1 and s.reader(1) is s.levels[1]
+
+
+def test_reader_of_a_sixteen_bit_level_is_the_dask_level(slide_writer, real_pixels):
+    wide = real_pixels[:500, :400].astype(np.uint16) * 257
+    path, _ = slide_writer("sixteen.tif", wide, layout="single", compression="zlib")
+    with open_slide(path) as s:
+        assert s.reader(0) is s.levels[0]  # scaled to 8 bits by dask
+
+
+# --- µm/px, thumbnails, identity, closing -------------------------------------------------------
+
+
+def test_level_mpp(ome_slide):
+    assert ome_slide.level_mpp(2) == pytest.approx((0.25 * 2967 / 741, 0.25 * 2220 / 555))
+
+
+def test_level_for_mpp_is_the_closest_on_a_log_scale(ome_slide):
+    levels = [ome_slide.level_for_mpp(m) for m in (0.1, 0.26, 0.45, 0.55, 1.0, 50)]
+    assert levels == [0, 0, 1, 1, 2, 2]
+
+
+def test_level_for_mpp_refuses_a_non_positive_mpp(ome_slide):
+    with pytest.raises(ValueError, match="positive"):
+        ome_slide.level_for_mpp(0)
+
+
+def test_level_for_mpp_needs_a_pixel_size(slide_writer, real_pixels):
+    path, _ = slide_writer("nompp.tif", real_pixels[:600, :600], layout="single")
+    with open_slide(path) as s, pytest.raises(SlideError, match="no pixel size"):
+        s.level_for_mpp(0.5)
+
+
+def test_thumbnail(ome_slide, real_pixels):
+    thumb = ome_slide.thumbnail(300)
+    assert thumb.dtype == np.uint8 and thumb.shape[0] == 300 and thumb.shape[2] == 3
+    assert abs(thumb.shape[1] - 300 * 2220 / 2967) < 1
+    assert abs(thumb.mean() - real_pixels.mean()) < 2
+
+
+def test_thumbnail_level_is_the_coarsest_large_enough_else_level_0():
+    shapes = [(3000, 2000, 3), (1500, 1000, 3), (750, 500, 3)]
+    assert thumbnail_level(shapes, 1000) == 1
+    assert thumbnail_level(shapes, 700) == 2
+    assert thumbnail_level(shapes, 4000) == 0  # none is that large: the largest, not the smallest
+
+
+def test_identity_is_stable(slide_writer, real_pixels):
+    path, _ = slide_writer("id.tif", real_pixels[:600, :600], layout="single")
+    with open_slide(path) as a, open_slide(path) as b:
+        assert a.identity == b.identity and len(a.identity) == 40
+
+
+def test_identity_follows_the_file(slide_writer, real_pixels):
+    path, _ = slide_writer("id.tif", real_pixels[:600, :600], layout="single")
+    with open_slide(path) as a:
+        before = a.identity
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with open_slide(path) as c:
+        assert c.identity != before
+
+
+def test_read_after_close_says_so(slide_writer, real_pixels):
+    path, _ = slide_writer("closed.tif", real_pixels[:600, :600], layout="single")
+    s = open_slide(path)
+    level = s.levels[0]
+    s.close()
+    s.close()  # twice is fine
+    with pytest.raises(SlideError, match="closed"):
+        level[:10, :10].compute()
