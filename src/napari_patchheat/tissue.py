@@ -11,7 +11,8 @@ closed form, with no loop over patches. NumPy, SciPy and scikit-image only: no T
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
