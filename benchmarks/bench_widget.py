@@ -77,7 +77,7 @@ def timed(app, change) -> float:
 
 
 def bench_preview(viewer, widget, app, reps: int) -> float:
-    from napari_patchheat._preview import camera
+    from napari_patchheat._qt.canvas import camera
 
     cam = camera(viewer)
     print(f"\n[1] grid preview, {SLIDE_PX:,} x {SLIDE_PX:,} px slide, size 224, level 0; "
@@ -172,27 +172,27 @@ def bench_run(viewer, widget, app, run_s: float, nice: int) -> list[float]:
     """Event-loop lateness (ms) while a run fills the heatmap; the worker reniced by ``nice``."""
     import tempfile
 
-    import napari_patchheat._run_watch as run_watch
+    import napari_patchheat._qt.run_watch as run_watch
 
     run_watch.RUN_NICE = nice
     refreshes: list[float] = []
-    if widget.heatmap_layer is not None:  # a new layer, not merged into the last run's
-        viewer.layers.remove(widget.heatmap_layer)
-    old = widget.heatmap
+    if widget.display.layer is not None:  # a new layer, not merged into the last run's
+        viewer.layers.remove(widget.display.layer)
+    old = widget.display.heatmap
     with tempfile.TemporaryDirectory() as cache:  # a fresh cache: every patch is computed
         widget.cache_dir = cache
-        widget.run()
+        widget.run_panel.run()
         t0 = time.perf_counter()  # wait for the first batch (TensorFlow loads in the child)
-        while widget.running and (widget.heatmap is old or widget.heatmap.n_computed == 0):
+        while widget.run_panel.running and (widget.display.heatmap is old or widget.display.heatmap.n_computed == 0):
             app.processEvents()
             time.sleep(0.005)
         startup = time.perf_counter() - t0
-        widget.heatmap_layer.events.data.connect(lambda e: refreshes.append(time.perf_counter()))
-        done0, t1 = widget.heatmap.n_computed, time.perf_counter()
-        lateness = probe_latency(app, run_s, lambda: widget.running)
-        elapsed, done = time.perf_counter() - t1, widget.heatmap.n_computed - done0
-        widget.cancel()
-        while widget.running:
+        widget.display.layer.events.data.connect(lambda e: refreshes.append(time.perf_counter()))
+        done0, t1 = widget.display.heatmap.n_computed, time.perf_counter()
+        lateness = probe_latency(app, run_s, lambda: widget.run_panel.running)
+        elapsed, done = time.perf_counter() - t1, widget.display.heatmap.n_computed - done0
+        widget.run_panel.cancel()
+        while widget.run_panel.running:
             app.processEvents()
             time.sleep(0.01)
     print(f"    worker nice +{nice}: start {startup:.1f} s, then {done:,} patches in {elapsed:.1f} s "
@@ -211,8 +211,8 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchheat._run_watch import RUN_NICE
-    from napari_patchheat._widget import PatchHeatWidget
+    from napari_patchheat._qt.run_watch import RUN_NICE
+    from napari_patchheat._qt.widget import PatchHeatWidget
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)

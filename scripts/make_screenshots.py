@@ -43,7 +43,7 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication, QScrollArea
 
-    from napari_patchheat._preview import camera
+    from napari_patchheat._qt.canvas import camera
 
     viewer = napari.Viewer(title="napari-patchheat", show=True)
     viewer.window._qt_window.resize(*WINDOW_PX)
@@ -56,16 +56,16 @@ def main() -> int:
         widget.model.value = "dab"
         widget.size.value, widget.stride.value = 32, 32
         widget.tissue_threshold.value = 0.2
-        widget.colormap.value = "inferno"
-        widget.opacity.value = 0.65
-        if not widget.run():
+        widget.display.colormap.value = "inferno"
+        widget.display.opacity.value = 0.65
+        if not widget.run_panel.run():
             print(f"could not start the run: {widget.status.value}", file=sys.stderr)
             return 1
         end = time.monotonic() + RUN_TIMEOUT_S
-        while widget.running and time.monotonic() < end:
+        while widget.run_panel.running and time.monotonic() < end:
             settle(app, 0.1)
-        if widget.heatmap is None or widget.heatmap.n_computed == 0:
-            print(f"the run did not finish: {widget.run_info.value}", file=sys.stderr)
+        if widget.display.heatmap is None or widget.display.heatmap.n_computed == 0:
+            print(f"the run did not finish: {widget.run_panel.info.value}", file=sys.stderr)
             return 1
         viewer.reset_view()
         widget.inspector.select(5, 9)
@@ -81,7 +81,7 @@ def main() -> int:
         viewer.screenshot(str(lower), canvas_only=False, flash=False)
 
         # the grid preview close up: SAME padding, rate 2 (each patch spans 2 * 32 - 1 px)
-        widget.heatmap_layer.visible = False
+        widget.display.layer.visible = False
         widget.size.value, widget.stride.value, widget.rate.value = 32, 48, 2
         widget.padding.value = "SAME"
         cam = camera(viewer)

@@ -1,41 +1,147 @@
-"""TensorFlow never enters the napari process (DESIGN.md): importing the package, the geometry
-and every module the GUI loads leaves ``tensorflow`` out of ``sys.modules``.
+"""The import rules of DESIGN.md, checked on the code itself:
 
-Each check runs in a fresh interpreter, since this pytest process imports TensorFlow elsewhere.
+- TensorFlow never enters the napari process: importing the package and every module the GUI
+  loads leaves ``tensorflow`` and ``keras`` out of ``sys.modules``;
+- the core knows nothing of the GUI: no core module imports Qt, magicgui or napari, nor
+  ``napari_patchheat._qt``, at module level (napari itself checks this with import-linter);
+- no import cycle between the package's modules.
+
+Each import check runs in a fresh interpreter, since this pytest process imports TensorFlow
+elsewhere.
 """
 
+from __future__ import annotations
+
+import ast
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import napari_patchheat
 
+PACKAGE = "napari_patchheat"
+SRC = Path(napari_patchheat.__file__).parent
 # modules that exist to run TensorFlow: imported only by the inference worker
-TF_MODULES = {"napari_patchheat.inference"}
+TF_MODULES = {f"{PACKAGE}.inference"}
+# the napari side: the GUI package and the npe2 adapters
+GUI_PREFIXES = (f"{PACKAGE}._qt", f"{PACKAGE}._reader", f"{PACKAGE}._writer",
+                f"{PACKAGE}._sample_data")
+GUI_LIBRARIES = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "napari", "vispy",
+                 f"{PACKAGE}._qt")
+
+
+def all_modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages(napari_patchheat.__path__, f"{PACKAGE}."))
+
+
+def core_modules() -> list[str]:
+    return [m for m in all_modules() if not m.startswith(GUI_PREFIXES)]
 
 
 def gui_side_modules() -> list[str]:
-    names = [m.name for m in pkgutil.walk_packages(napari_patchheat.__path__, "napari_patchheat.")]
-    return sorted(n for n in names if n not in TF_MODULES and not n.startswith("napari_patchheat.models."))
+    return [m for m in all_modules()
+            if m not in TF_MODULES and not m.startswith(f"{PACKAGE}.models.")]
 
 
-def loads_tensorflow(*modules: str) -> bool:
-    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + \
-        "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+def loaded_after_import(modules: list[str], names: tuple[str, ...]) -> list[str]:
+    """Of ``names`` (packages or modules), those in ``sys.modules`` of a fresh interpreter after
+    importing ``modules``: a name counts when it or one of its submodules was loaded."""
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + f"print(sorted(n for n in {names!r} "
+            "if any(m == n or m.startswith(n + '.') for m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return out.stdout.strip() == "True"
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
 
 
 def test_package_grid_and_widget_side_modules_do_not_import_tensorflow():
     modules = gui_side_modules()
-    assert "napari_patchheat.grid" in modules and "napari_patchheat.extract" in modules
-    assert not loads_tensorflow("napari_patchheat", *modules)
+    assert f"{PACKAGE}.grid" in modules and f"{PACKAGE}._qt.widget" in modules
+    assert loaded_after_import([PACKAGE, *modules], ("tensorflow", "keras")) == []
 
 
-def test_the_check_can_fail():
-    assert loads_tensorflow("napari_patchheat.grid", "tensorflow")
+def test_the_tensorflow_check_can_fail():
+    assert loaded_after_import([f"{PACKAGE}.grid", "tensorflow"], ("tensorflow", "keras")) != []
+
+
+def test_core_modules_import_no_gui_library():
+    modules = core_modules()
+    assert f"{PACKAGE}.cli" in modules and f"{PACKAGE}.slide" in modules
+    assert not any(m.startswith(GUI_PREFIXES) for m in modules)
+    assert loaded_after_import(modules, GUI_LIBRARIES) == []
+
+
+def test_the_gui_library_check_can_fail():
+    loaded = loaded_after_import([f"{PACKAGE}._qt.widgets"], GUI_LIBRARIES)
+    assert {"magicgui", f"{PACKAGE}._qt"} <= set(loaded)
+
+
+def module_level_imports(path: Path, name: str) -> set[str]:
+    """Package modules that ``path`` (module ``name``) imports at module level, outside
+    ``if TYPE_CHECKING:`` blocks (imports inside functions are lazy by design)."""
+    is_pkg = path.name == "__init__.py"
+    base = name.split(".") if is_pkg else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, ast.ImportFrom):
+            parent = base[: len(base) - node.level + 1] if node.level else []
+            target = ".".join(parent + ([node.module] if node.module else []))
+            if node.level:
+                found.add(target)
+                found.update(f"{target}.{a.name}" for a in node.names)
+            elif target.startswith(PACKAGE):
+                found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith(PACKAGE))
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports at module level."""
+    names = set(all_modules())
+    graph = {}
+    for name in names:
+        rel = Path(*name.split(".")[1:])
+        path = SRC / rel / "__init__.py" if (SRC / rel).is_dir() else SRC / rel.with_suffix(".py")
+        graph[name] = {m for m in module_level_imports(path, name) if m in names and m != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (its modules in order), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    assert graph[f"{PACKAGE}._qt.widget"] >= {f"{PACKAGE}._qt.run_panel", f"{PACKAGE}.grid"}
+    assert find_cycle(graph) == []
+
+
+def test_the_cycle_check_can_fail():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
 
 
 @pytest.mark.parametrize("name", napari_patchheat.__all__)

@@ -1,7 +1,7 @@
 """npe2 writer: save a PatchHeat heatmap layer as a pyramidal OME-TIFF (+ JSON sidecar).
 
 Thin: the work is :func:`napari_patchheat.export.write_ome_tiff`. The heatmap layer carries its
-:class:`~napari_patchheat.heatmap.Heatmap` in ``metadata["patchheat_heatmap"]`` (see
+:class:`~napari_patchheat.heatmap.Heatmap` in ``metadata[HEATMAP_META_KEY]`` (see
 ``Heatmap.layer_kwargs``), so all classes, the grid and the placement are written, whatever
 class the layer shows. Other image layers are written as a plain OME-TIFF of their data, so
 claiming ``.ome.tif`` does not take that extension away from them.
@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 
 from .export import _atomic, sidecar_path, write_ome_tiff
-from .heatmap import Heatmap
-
-HEATMAP_KEY = "patchheat_heatmap"
+from .heatmap import HEATMAP_META_KEY, Heatmap
 
 
 def write_heatmap(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -26,7 +24,7 @@ def write_heatmap(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     A heatmap layer gives the OME-TIFF and its ``<stem>.json`` sidecar; any other image layer
     gives an OME-TIFF of its (full-resolution) data.
     """
-    heatmap = (meta.get("metadata") or {}).get(HEATMAP_KEY)
+    heatmap = (meta.get("metadata") or {}).get(HEATMAP_META_KEY)
     if isinstance(heatmap, Heatmap):
         tif = write_ome_tiff(heatmap, path)
         return [str(tif), str(sidecar_path(tif))]

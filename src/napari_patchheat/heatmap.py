@@ -16,6 +16,9 @@ import numpy as np
 from .grid import FloatPair, PatchGrid, as_float_pair
 
 HEATMAP_FORMAT_VERSION = 1
+# napari layer metadata keys of a heatmap layer (Heatmap.layer_kwargs): the Heatmap, the class shown
+HEATMAP_META_KEY = "patchheat_heatmap"
+CLASS_META_KEY = "patchheat_class"
 
 
 @dataclass
@@ -122,7 +125,7 @@ class Heatmap:
             "opacity": opacity,
             "contrast_limits": (0.0, 1.0),
             "blending": "translucent",
-            "metadata": {"patchheat_heatmap": self, "patchheat_class": c},
+            "metadata": {HEATMAP_META_KEY: self, CLASS_META_KEY: c},
         }
 
     # --- metadata and files --------------------------------------------------------------------

@@ -30,14 +30,21 @@ def viewer(make_napari_viewer: Any) -> Any:
 @pytest.fixture
 def widget(viewer: Any, qtbot: Any) -> Any:
     """The PatchHeat dock widget, docked in ``viewer``; its threads and run end with the test."""
-    from napari_patchheat._widget import PatchHeatWidget
+    from napari_patchheat._qt.widget import PatchHeatWidget
 
     w = PatchHeatWidget(viewer)
     viewer.window.add_dock_widget(w, name="PatchHeat")
     yield w
-    if w.run_handle is not None:
-        w.run_handle.kill()
-    qtbot.waitUntil(lambda: not w._workers, timeout=30_000)
+    w.run_panel.shutdown()
+    qtbot.waitUntil(lambda: w.workers.idle, timeout=30_000)
+
+
+@pytest.fixture
+def errors(monkeypatch: Any) -> list[str]:
+    """The messages the widget sends to napari's error notifications."""
+    shown: list[str] = []
+    monkeypatch.setattr("napari_patchheat._qt.widget.show_error", shown.append)
+    return shown
 
 
 def _pyramid(level0: np.ndarray, factors: tuple[int, ...] = (4,)) -> list[np.ndarray]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_patchheat._preview import (PREVIEW_DEBOUNCE_MS, PREVIEW_MAX_SHAPES, camera,
-                                       select_patches)
+from napari_patchheat._qt.canvas import camera
+from napari_patchheat._qt.preview import PREVIEW_DEBOUNCE_MS, PREVIEW_MAX_SHAPES, select_patches
 from napari_patchheat.grid import PatchGrid
 
 

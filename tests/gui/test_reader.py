@@ -111,10 +111,10 @@ def test_reader_missing_file_raises(tmp_path):
 
 
 def test_sample_data_menu(make_napari_viewer, tmp_path, monkeypatch):
-    from napari_patchheat import _sample_data
+    from napari_patchheat import cache, samples
 
-    monkeypatch.setenv(_sample_data.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(_sample_data, "SAMPLE_SIZE_PX", 2048)
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(samples, "SAMPLE_SIZE_PX", 2048)
     viewer = make_napari_viewer()
     [ihc] = viewer.open_sample(PLUGIN, "ihc")
     assert ihc.data.shape == (512, 512, 3) and ihc.rgb

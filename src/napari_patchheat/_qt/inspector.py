@@ -8,17 +8,18 @@ once computed, its predictions; a Shapes layer outlines it on the slide.
 
 from __future__ import annotations
 
-import textwrap
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from magicgui.widgets import Container, Label, PushButton, SpinBox
+from magicgui.widgets import Container, PushButton, SpinBox
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel
 
-from ._preview import camera
-from ._slide_layer import SlideLayer
-from .grid import FloatPair, PatchGrid
+from ..grid import FloatPair, PatchGrid
+from .canvas import add_outline_layer, add_outlines, camera, remove_layer, screen_px_to_world
+from .slide_layer import SlideLayer
+from .widgets import TextLabel
 
 INSPECTOR_DISPLAY_PX = 160  # the patch is drawn at least this large (whole-pixel zoom)
 INSPECTOR_MAX_DISPLAY_PX = 256  # ...and at most this large (larger patches: every k-th pixel)
@@ -26,25 +27,10 @@ HIGHLIGHT_LAYER_NAME = "PatchHeat selected patch"
 HIGHLIGHT_EDGE_COLOR = "yellow"
 HIGHLIGHT_EDGE_SCREEN_PX = 3.0
 CLICK_MAX_MOVE_SCREEN_PX = 4.0  # a press and release further apart than this is a pan, not a click
-TEXT_WRAP_CHARS = 56  # dock labels break their lines here (Qt's word wrap sizes docks badly)
 STEP_KEYS = {"Alt-Up": (-1, 0), "Alt-Down": (1, 0), "Alt-Left": (0, -1), "Alt-Right": (0, 1)}
 
 InspectSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer, int] | None"]
 ValuesSource = Callable[[PatchGrid, int, int, int], "tuple[tuple[str, ...], np.ndarray] | None"]
-
-
-class TextLabel(Label):
-    """A Label whose text is broken into lines of at most TEXT_WRAP_CHARS characters."""
-
-    @property  # type: ignore[override]
-    def value(self) -> str:
-        return str(Label.value.fget(self))  # type: ignore[attr-defined]
-
-    @value.setter
-    def value(self, text: str) -> None:
-        lines = str(text).splitlines() or [""]
-        Label.value.fset(self, "\n".join(  # type: ignore[attr-defined]
-            textwrap.fill(line, TEXT_WRAP_CHARS) or line for line in lines))
 
 
 def display_rgb(patch: np.ndarray) -> np.ndarray:
@@ -193,26 +179,19 @@ class PatchInspector(Container):
     def update_highlight_width(self) -> None:
         """Keep the outline HIGHLIGHT_EDGE_SCREEN_PX wide at the current zoom."""
         if self.highlight is not None and self.highlight in self.viewer.layers and self.highlight.nshapes:
-            self.highlight.edge_width = [HIGHLIGHT_EDGE_SCREEN_PX / camera(self.viewer).zoom]
+            self.highlight.edge_width = [screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX)]
 
     def _outline(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer) -> None:
         rect = slide.box_to_world(grid.boxes(*self.index, downsample))
-        width = HIGHLIGHT_EDGE_SCREEN_PX / camera(self.viewer).zoom
         layer = self.highlight
         if layer is None or layer not in self.viewer.layers:
-            active = self.viewer.layers.selection.active
-            layer = self.highlight = self.viewer.add_shapes(
-                None, ndim=2, name=HIGHLIGHT_LAYER_NAME, face_color="transparent",
-                edge_color=HIGHLIGHT_EDGE_COLOR, blending="translucent_no_depth",
-                **slide.unit_kwargs(),
-            )
-            if active is not None:
-                self.viewer.layers.selection.active = active
+            layer = self.highlight = add_outline_layer(
+                self.viewer, HIGHLIGHT_LAYER_NAME, HIGHLIGHT_EDGE_COLOR, **slide.unit_kwargs())
         slide.match_units(layer)
         if layer.nshapes:
             layer.data = []
-        layer.add_rectangles(rect, edge_width=width, edge_color=HIGHLIGHT_EDGE_COLOR,
-                             face_color="transparent")
+        add_outlines(layer, rect, screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX),
+                     HIGHLIGHT_EDGE_COLOR)
 
     def _show(self, rgb: np.ndarray) -> None:
         self.shown = np.ascontiguousarray(rgb)
@@ -255,6 +234,5 @@ class PatchInspector(Container):
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
         for key in STEP_KEYS:
             self.viewer.bind_key(key, None, overwrite=True)
-        if self.highlight is not None and self.highlight in self.viewer.layers:
-            self.viewer.layers.remove(self.highlight)
+        remove_layer(self.viewer, self.highlight)
         self.highlight = None

@@ -9,14 +9,23 @@ shimmer while panning) and redraws after parameter changes and camera moves, deb
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from ._slide_layer import SlideLayer
-from .grid import FloatPair, PatchGrid
+from ..grid import FloatPair, PatchGrid
+from .canvas import (
+    add_outline_layer,
+    add_outlines,
+    camera,
+    remove_layer,
+    screen_px_to_world,
+    view_rect_world,
+)
+from .slide_layer import SlideLayer
 
 PREVIEW_MAX_SHAPES = 300  # rectangles drawn at most (about 0.15 ms each here)
 PREVIEW_DEBOUNCE_MS = 60  # redraw this long after the last parameter change or camera move
@@ -25,30 +34,6 @@ PREVIEW_LAYER_NAME = "PatchHeat grid"
 PREVIEW_EDGE_COLOR = "cyan"
 
 GridSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer] | None"]
-
-
-def camera(viewer: Any) -> Any:
-    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None else viewer.camera
-
-
-def canvas_size(viewer: Any) -> tuple[float, float]:
-    """(height, width) of the canvas in screen pixels."""
-    canvas = getattr(viewer, "canvas", None)
-    size = getattr(canvas, "size", None) if canvas is not None else None
-    if size is None:
-        size = getattr(viewer, "_canvas_size", (600, 800))
-    return float(size[0]), float(size[1])
-
-
-def view_rect_world(viewer: Any) -> tuple[float, float, float, float]:
-    """The world rectangle ``(y0, x0, y1, x1)`` the 2-D canvas shows now."""
-    cam = camera(viewer)
-    cy, cx = (float(v) for v in cam.center[-2:])
-    h, w = canvas_size(viewer)
-    hy, hx = h / cam.zoom / 2, w / cam.zoom / 2
-    return cy - hy, cx - hx, cy + hy, cx + hx
 
 
 def world_rect_to_level0(slide: SlideLayer, rect: tuple[float, ...]) -> tuple[float, ...]:
@@ -190,7 +175,7 @@ class GridPreview:
 
     def edge_width(self) -> float:
         """World units for PREVIEW_EDGE_SCREEN_PX screen pixels at the current zoom."""
-        return PREVIEW_EDGE_SCREEN_PX / camera(self.viewer).zoom
+        return screen_px_to_world(self.viewer, PREVIEW_EDGE_SCREEN_PX)
 
     def _draw(self, keys: list[tuple[int, int]],
               rects: Callable[[list[tuple[int, int]]], np.ndarray], look: Any) -> None:
@@ -201,15 +186,9 @@ class GridPreview:
         if layer is None or layer not in self.viewer.layers:
             if not keys:
                 return
-            active = self.viewer.layers.selection.active
-            layer = self.layer = self.viewer.add_shapes(
-                None, ndim=2, name=PREVIEW_LAYER_NAME, face_color="transparent",
-                edge_color=PREVIEW_EDGE_COLOR, blending="translucent_no_depth",
-                **self._new_layer_kwargs,
-            )
+            layer = self.layer = add_outline_layer(self.viewer, PREVIEW_LAYER_NAME,
+                                                   PREVIEW_EDGE_COLOR, **self._new_layer_kwargs)
             self._keys, self._look = [], None
-            if active is not None:  # keep the user's layer active (clicks, keys)
-                self.viewer.layers.selection.active = active
         if look is not None and look == self._look and layer.nshapes == len(self._keys):
             wanted, had = set(keys), set(self._keys)
             gone = [i for i, k in enumerate(self._keys) if k not in wanted]
@@ -227,15 +206,12 @@ class GridPreview:
         self._keys, self._look = list(keys), look
 
     def _add(self, layer: Any, rects: np.ndarray) -> None:
-        if len(rects):
-            layer.add_rectangles(rects, edge_width=self.edge_width(),
-                                 edge_color=PREVIEW_EDGE_COLOR, face_color="transparent")
+        add_outlines(layer, rects, self.edge_width(), PREVIEW_EDGE_COLOR)
 
     def remove(self) -> None:
         """Stop redrawing and remove the layer."""
         self._timer.stop()
         for emitter in self._emitters():
             emitter.disconnect(self.schedule)
-        if self.layer is not None and self.layer in self.viewer.layers:
-            self.viewer.layers.remove(self.layer)
+        remove_layer(self.viewer, self.layer)
         self.layer = None

@@ -1,4 +1,4 @@
-"""What the widget needs to know about a slide shown as a napari Image layer.
+"""What the dock needs to know about a slide shown as a napari Image layer.
 
 Levels, downsamples, µm/px, the file behind it and how level-0 pixels map to world coordinates,
 from whatever opened the layer: this plugin's reader (its metadata), another reader (the layer's
@@ -9,22 +9,22 @@ TIFF). No Qt and no TensorFlow here.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from .grid import FloatPair, as_float_pair
-from .models.card import MPP_AT_1X_UM
+from ..grid import FloatPair, as_float_pair
+from ..heatmap import HEATMAP_META_KEY
+from ..models.card import MPP_AT_1X_UM
 
 # keys this plugin's reader puts into layer.metadata (see _reader.py); other readers' layers
 # fall back to the layer's source path and data shapes
 META_PATH_KEYS = ("path", "slide_path")
 META_MPP_KEYS = ("mpp",)
 META_DOWNSAMPLE_KEYS = ("downsamples",)
-HEATMAP_META_KEY = "patchheat_heatmap"  # set by Heatmap.layer_kwargs on heatmap layers
 
 
 def is_heatmap_layer(layer: Any) -> bool:
@@ -147,9 +147,6 @@ def _yx(array: Any, rgb: bool) -> tuple[int, int]:
     return int(shape[-2]), int(shape[-1])
 
 
-TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # read at most this many pixels for the status estimate
-
-
 class LayerCache:
     """Values computed from a layer's pixels: keyed weakly by the layer (a removed layer's go
     with it) and valid only while ``layer.data`` is the object they were computed from
@@ -182,43 +179,3 @@ class LayerCache:
     def set(self, layer: Any, key: Any, value: Any) -> None:
         """Store ``value`` for ``layer``'s current data under ``key``."""
         self._values(layer, create=True)[key] = value  # type: ignore[index]
-
-
-def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:
-    """The pyramid a run of ``level`` reads its tissue from and the level's index in it.
-
-    The slide's own levels when it has a file. Else the run gets that one level as a TIFF and
-    :func:`~napari_patchheat.slide.open_slide` adds 2x coarser levels to it: the same pyramid,
-    built lazily here (dask; pixels are read only where the mask's level is). Anything with
-    ``.levels`` and ``.downsamples`` is what :func:`~napari_patchheat.tissue.patch_tissue_fraction`
-    takes.
-    """
-    if slide.path is not None:
-        return SimpleNamespace(levels=list(slide.levels),
-                               downsamples=list(slide.downsamples)), level
-    import dask.array as da
-
-    from ._tiff_level import CHUNK_TARGET_PX
-    from .slide import rgb_pyramid
-
-    image = slide.levels[level]
-    if not isinstance(image, da.Array):  # name=False: no hashing of the pixels
-        image = da.from_array(image, chunks=(CHUNK_TARGET_PX, CHUNK_TARGET_PX) + image.shape[2:],
-                              name=False)
-    levels, downsamples = rgb_pyramid([image if image.ndim == 3 else image[..., None]])
-    return SimpleNamespace(levels=levels, downsamples=downsamples), 0
-
-
-def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPair] | None:
-    """The tissue mask the run computes from ``mask_level`` of ``source`` (see
-    :func:`~napari_patchheat.tissue.slide_tissue_mask`) and its (dy, dx) level-0 px per mask px.
-
-    For the status line's "41% tissue, N to run". None when that level holds more than
-    TISSUE_ESTIMATE_MAX_READ_PX pixels. Reads pixels: call it off the GUI thread.
-    """
-    from .tissue import slide_tissue_mask
-
-    h, w = source.levels[mask_level].shape[:2]
-    if h * w > TISSUE_ESTIMATE_MAX_READ_PX:
-        return None
-    return slide_tissue_mask(source, level=mask_level)

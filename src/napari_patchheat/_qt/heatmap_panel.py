@@ -10,29 +10,32 @@ from __future__ import annotations
 
 import re
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, LineEdit, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSlider,
+    LineEdit,
+    PushButton,
+)
 
-from ._inspector import TextLabel
-from ._slide_layer import HEATMAP_META_KEY, SlideLayer, is_heatmap_layer, is_slide_candidate
-from .export import FORMATS, export_heatmap
-from .grid import PatchGrid
-from .heatmap import Heatmap
+from ..export import FORMATS, export_heatmap
+from ..grid import PatchGrid
+from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
+from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
+from .widgets import TextLabel, section
 
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "red", "gray")
 DEFAULT_OPACITY = 0.6
-CLASS_META_KEY = "patchheat_class"  # the class index a heatmap layer shows
 THUMBNAIL_PX = 2000  # long side of the slide thumbnail the PNG export is blended over
 FORMAT_LABELS = {"ometiff": "OME-TIFF", "slide_raster": "slide-aligned TIFF",
                  "png": "PNG overlay", "csv": "CSV", "geojson": "GeoJSON (QuPath)"}
-
-
-def section(title: str) -> Label:
-    """A bold section title for the dock."""
-    return Label(value=f"<b>{title}</b>")
 
 
 def safe_stem(text: str) -> str:
@@ -43,7 +46,7 @@ def safe_stem(text: str) -> str:
 def thumbnail(slide: SlideLayer) -> np.ndarray:
     """The whole slide at about THUMBNAIL_PX on its long side, from the level Slide.thumbnail
     uses (every k-th pixel: layers may hold any dtype; the PNG export resizes it)."""
-    from .slide import thumbnail_level
+    from ..slide import thumbnail_level
 
     level = thumbnail_level([slide.level_shape(i) for i in range(len(slide.levels))],
                             THUMBNAIL_PX)

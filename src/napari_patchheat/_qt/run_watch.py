@@ -14,7 +14,7 @@ import queue
 import threading
 from typing import Any
 
-from .runner import Failed, Message, RunHandle, RunSpec, start_run
+from ..runner import Failed, Message, RunHandle, RunSpec, start_run
 
 RUN_NICE = 10  # added to the inference process's nice value (Unix); 0 leaves it as it is
 RUN_EXIT_WAIT_S = 120.0  # how long the reader thread waits for the ended run's process to exit
@@ -63,6 +63,11 @@ class RunWatcher:
                 out.append(self._messages.get_nowait())
         except queue.Empty:
             return out
+
+    @property
+    def ended(self) -> bool:
+        """True once the run's last message is queued and its process has been reaped."""
+        return not self._reader.is_alive()
 
     def cancel(self) -> None:
         """Ask the run to stop after its batch in progress (it answers Finished(cancelled))."""

@@ -1,0 +1,132 @@
+"""The status line's tissue estimate: "41% tissue, 65,541 to run" for the dock's grid.
+
+It counts what the run will compute: the per-patch tissue fraction
+(:func:`~napari_patchheat.tissue.grid_tissue_fraction`) of the mask the run reads, from the same
+pyramid (:func:`tissue_source`). The mask is read on a worker thread; values are kept per slide
+layer and its data (:class:`~napari_patchheat._qt.slide_layer.LayerCache`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from ..grid import FloatPair, PatchGrid
+from ..tissue import choose_mask_level, grid_tissue_fraction
+from .slide_layer import LayerCache, SlideLayer
+from .threads import Workers
+
+TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # read at most this many pixels for the estimate
+TISSUE_STATUS_MAX_PATCHES = 4_000_000  # above this the status line skips the tissue estimate
+TISSUE_SHOWN_FRACTION = 0.5  # with threshold 0, "x% tissue" counts patches at least this full
+_PENDING, _MISSING = "pending", "missing"
+
+
+def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float) -> str:
+    """'412 x 388 = 159,856 patches, 41% tissue, 65,541 to run' (tissue: per-patch fraction)."""
+    text = f"{grid.rows:,} x {grid.cols:,} = {grid.n_patches:,} patches"
+    if tissue is None:
+        return text
+    keep = tissue >= (threshold if threshold > 0 else TISSUE_SHOWN_FRACTION)
+    text += f", {keep.mean():.0%} tissue"
+    return text + (f", {int(keep.sum()):,} to run" if threshold > 0 else "")
+
+
+def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:
+    """The pyramid a run of ``level`` reads its tissue from and the level's index in it.
+
+    The slide's own levels when it has a file. Else the run gets that one level as a TIFF and
+    :func:`~napari_patchheat.slide.open_slide` adds 2x coarser levels to it: the same pyramid,
+    built lazily here (dask; pixels are read only where the mask's level is). Anything with
+    ``.levels`` and ``.downsamples`` is what :func:`~napari_patchheat.tissue.patch_tissue_fraction`
+    takes.
+    """
+    if slide.path is not None:
+        return SimpleNamespace(levels=list(slide.levels),
+                               downsamples=list(slide.downsamples)), level
+    import dask.array as da
+
+    from ..slide import CHUNK_TARGET_PX, rgb_pyramid
+
+    image = slide.levels[level]
+    if not isinstance(image, da.Array):  # name=False: no hashing of the pixels
+        image = da.from_array(image, chunks=(CHUNK_TARGET_PX, CHUNK_TARGET_PX) + image.shape[2:],
+                              name=False)
+    levels, downsamples = rgb_pyramid([image if image.ndim == 3 else image[..., None]])
+    return SimpleNamespace(levels=levels, downsamples=downsamples), 0
+
+
+def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPair] | None:
+    """The tissue mask the run computes from ``mask_level`` of ``source`` (see
+    :func:`~napari_patchheat.tissue.slide_tissue_mask`) and its (dy, dx) level-0 px per mask px.
+
+    None when that level holds more than TISSUE_ESTIMATE_MAX_READ_PX pixels. Reads pixels:
+    call it off the GUI thread.
+    """
+    from ..tissue import slide_tissue_mask
+
+    h, w = source.levels[mask_level].shape[:2]
+    if h * w > TISSUE_ESTIMATE_MAX_READ_PX:
+        return None
+    return slide_tissue_mask(source, level=mask_level)
+
+
+class TissueEstimate:
+    """Per-patch tissue fractions of a slide layer's grid, as the run computes them.
+
+    ``fraction(...)`` answers at once: the fractions, or None while the mask is read (it starts
+    that read on ``workers``) or where there is no estimate; ``on_ready()`` runs on the GUI
+    thread once a mask has been read.
+    """
+
+    def __init__(self, cache: LayerCache, workers: Workers, on_ready: Callable[[], None]):
+        self.cache, self.workers, self.on_ready = cache, workers, on_ready
+
+    def _mask_key(self, slide: SlideLayer, level: int,
+                  grid: PatchGrid) -> tuple[Any, int, tuple[Any, ...]]:
+        """(tissue source, grid level in it, mask key) of a run of ``grid`` on ``level``."""
+        source, source_level = tissue_source(slide, level)
+        mask_level = choose_mask_level(source, grid, source.downsamples[source_level])
+        origin = "file" if slide.path is not None else ("level", level)
+        return source, source_level, ("mask", origin, mask_level)
+
+    def ready(self, slide: SlideLayer, level: int, grid: PatchGrid) -> bool:
+        """True once the estimate of ``grid`` is known (or known to be skipped)."""
+        if grid.n_patches > TISSUE_STATUS_MAX_PATCHES:
+            return True
+        _, _, key = self._mask_key(slide, level, grid)
+        return self.cache.get(slide.layer, key, _MISSING) not in (_PENDING, _MISSING)
+
+    def fraction(self, slide: SlideLayer, level: int, grid: PatchGrid) -> np.ndarray | None:
+        """Per-patch tissue fraction of ``grid`` on ``level``; None until known (see class)."""
+        if grid.n_patches > TISSUE_STATUS_MAX_PATCHES:
+            return None
+        source, source_level, key = self._mask_key(slide, level, grid)
+        mask = self.cache.get(slide.layer, key, _MISSING)
+        if isinstance(mask, str) and mask == _MISSING:
+            self._read_mask(source, key, slide.layer)
+            return None
+        if not isinstance(mask, tuple):  # pending, or no estimate for this slide
+            return None
+        ds = source.downsamples[source_level]
+        cached = self.cache.get(slide.layer, "fraction")
+        if cached is not None and cached[0] == (key, grid, ds):
+            return cached[1]
+        fraction = grid_tissue_fraction(mask[0], mask[1], grid, ds)
+        self.cache.set(slide.layer, "fraction", ((key, grid, ds), fraction))
+        return fraction
+
+    def _read_mask(self, source: Any, key: tuple[Any, ...], layer: Any) -> None:
+        self.cache.set(layer, key, _PENDING)
+        data = layer.data
+
+        def store(result: Any) -> None:
+            if layer.data is data:  # else the layer's pixels were replaced meanwhile
+                self.cache.set(layer, key, result)
+            self.on_ready()
+
+        self.workers.start(tissue_level_mask, source, key[-1], returned=store,
+                           errored=lambda exc: store(None))

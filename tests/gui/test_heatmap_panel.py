@@ -1,0 +1,123 @@
+"""The heatmap panel: heatmap layers placed on their patches, display that never recomputes,
+new layers or merges, heatmaps read back from files, and Export."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gui_helpers import random_heatmap, text
+
+from napari_patchheat._qt.slide_layer import SlideLayer
+from napari_patchheat.export import FORMATS, SUFFIXES
+from napari_patchheat.heatmap import CLASS_META_KEY
+
+
+@pytest.mark.parametrize("level, mpp", [(0, None), (1, None), (1, 0.25)])
+def test_heatmap_cells_lie_on_their_patches(viewer, widget, pyramid, level, mpp):
+    levels = pyramid(np.zeros((1001, 1403, 3), np.uint8), (4,))
+    scale = 1.0 if mpp is None else mpp
+    layer = viewer.add_image(levels, rgb=True, multiscale=True, scale=(scale, scale),
+                             metadata={} if mpp is None else {"mpp": (mpp, mpp)}, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, level, 24, 24)  # stride == size: cells are the patches
+    hl = widget.display.show(heatmap, slide)
+    grid, ds = heatmap.grid, heatmap.downsample
+    assert ds == (1001 / 251, 1403 / 351) if level else ds == (1.0, 1.0)
+    for i, j in [(1, 1), (3, 7), (grid.rows - 1, grid.cols - 1), (grid.rows // 2, 5)]:
+        centre = grid.centers(i, j, ds) * scale  # world point of the patch's centre
+        assert np.allclose(np.round(hl.world_to_data(centre)), (i, j))
+        assert hl.get_value(centre, world=True) == pytest.approx(heatmap.values[i, j, 0])
+        # the cell's far edges (data i + 1/2) lie where the patch's level-0 box ends: pixel
+        # y1 - 1 is the last one in the patch, its outer edge is world y1 - 0.5
+        y0, x0, y1, x1 = grid.box(i, j, ds)
+        edge = np.asarray(hl.data_to_world((i + 0.5, j + 0.5)))
+        assert np.abs(edge - (np.array([y1, x1]) - 0.5) * scale).max() <= 0.5 * scale
+        start = np.asarray(hl.data_to_world((i - 0.5, j - 0.5)))
+        assert np.abs(start - (np.array([y0, x0]) - 0.5) * scale).max() <= 0.5 * scale
+    assert np.isnan(hl.get_value(grid.centers(0, 1, ds) * scale, world=True))  # not computed
+
+def test_class_colormap_opacity_never_recompute(viewer, widget):
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    heatmap = random_heatmap(SlideLayer.from_layer(layer), 0, 40, 40)
+    hl = widget.display.show(heatmap, SlideLayer.from_layer(layer))
+    values = heatmap.values
+    assert widget.display.class_name.choices == ("a", "b") and hl.name == "slide toy a"
+    widget.display.class_name.value = "b"
+    np.testing.assert_array_equal(hl.data, values[..., 1])
+    assert hl.name == "slide toy b" and hl.metadata[CLASS_META_KEY] == 1
+    widget.display.colormap.value = "viridis"
+    widget.display.opacity.value = 0.3
+    assert hl.colormap.name == "viridis" and hl.opacity == pytest.approx(0.3)
+    assert tuple(hl.contrast_limits) == (0.0, 1.0)
+    assert widget.display.heatmap.values is values and not widget.run_panel.running
+
+def test_other_parameters_make_a_new_layer_same_ones_merge(viewer, widget):
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    first = widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
+    other = widget.display.show(random_heatmap(slide, 0, 40, 20), slide)
+    assert other is not first and first in viewer.layers  # another grid: a layer of its own
+    again = random_heatmap(slide, 0, 40, 40, seed=5)
+    again.values[:] = np.nan  # e.g. a run whose cache was lost
+    assert widget.display.show(again, slide) is first  # same grid and model: merged
+    np.testing.assert_array_equal(first.data, random_heatmap(slide, 0, 40, 40).values[..., 0])
+    n = len(viewer.layers)
+    replaced = widget.display.show(random_heatmap(slide, 0, 32, 32), slide, replace=True)
+    assert replaced is first and len(viewer.layers) == n and first.data.shape == (13, 16)
+
+def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, tmp_path):
+    import tifffile
+
+    from napari_patchheat._reader import read_slides
+    from napari_patchheat.export import write_ome_tiff
+
+    slide_file = tmp_path / "slide.tif"
+    tifffile.imwrite(slide_file, np.full((300, 400, 3), 180, np.uint8), photometric="rgb")
+    data, kwargs, _ = read_slides(str(slide_file))[0]
+    viewer.add_image(data, **kwargs)
+    slide = SlideLayer.from_layer(viewer.layers[-1])
+    heatmap = random_heatmap(slide, 0, 50, 50)
+    heatmap.slide_path = str(slide_file)
+    write_ome_tiff(heatmap, tmp_path / "h.ome.tif")
+    for data, kwargs, _ in read_slides(str(tmp_path / "h.ome.tif")):
+        viewer.add_image(data, **kwargs)  # selecting it makes it the heatmap in use
+    assert widget.display.heatmap is not None and widget.display.heatmap.grid == heatmap.grid
+    assert widget.image_layer.value is viewer.layers[0]  # heatmaps are not offered as slides
+    assert widget.display.source_of(widget.display.layer) is viewer.layers[0]  # by its path
+    widget.size.value = widget.stride.value = 50
+    widget.padding.value = "SAME"
+    widget.inspector.select(1, 2)
+    a, b = heatmap.values[1, 2]
+    assert f"a: {a:.4g}, b: {b:.4g}" in text(widget.inspector.info)
+    widget.display.export_folder.value = tmp_path / "out"
+    widget.display.export_formats["png"].value = True
+    assert widget.display.export()["png"].is_file()
+
+def test_export_writes_every_format(viewer, widget, tmp_path):
+    layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
+    widget.display.export_folder.value = tmp_path / "out"
+    widget.display.export_stem.value = "case1"
+    files = widget.display.export()
+    assert set(files) == set(FORMATS) | {"json"}
+    for fmt in FORMATS:
+        assert files[fmt] == tmp_path / "out" / f"case1{SUFFIXES[fmt]}" and files[fmt].stat().st_size
+    assert "exported" in text(widget.display.export_info)
+
+def test_export_to_an_unwritable_folder_is_an_error_and_keeps_the_layer(viewer, widget, tmp_path,
+                                                                         errors):
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 40, 40)
+    hl = widget.display.show(heatmap, slide)
+    before = heatmap.values.copy()
+    (tmp_path / "a_file").write_text("in the way")
+    widget.display.export_folder.value = tmp_path / "a_file" / "out"  # a folder under a file
+    assert widget.display.export() is None
+    assert len(errors) == 1 and "Cannot write" in errors[0] and "a_file" in errors[0]
+    assert "Cannot write" in text(widget.status)
+    assert hl in viewer.layers and widget.display.heatmap is heatmap
+    np.testing.assert_array_equal(heatmap.values, before)
+    widget.display.export_folder.value = tmp_path / "fine"  # the widget stays usable
+    assert widget.display.export() is not None
