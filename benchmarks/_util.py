@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 RSS_SAMPLE_S = 0.005
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")

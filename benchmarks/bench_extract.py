@@ -16,11 +16,11 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import numpy as np  # noqa: E402
+import numpy as np
+from _util import gib, measure
 
-from _util import gib, measure  # noqa: E402
-from napari_patchheat import PatchGrid  # noqa: E402
-from napari_patchheat.extract import iter_patch_batches, numpy_extract_valid  # noqa: E402
+from napari_patchheat import PatchGrid
+from napari_patchheat.extract import iter_patch_batches, numpy_extract_valid
 
 BATCH = 64
 CONFIGS = [(k, s, r) for k in (224, 299) for s in (128, k) for r in (1, 2)]
@@ -70,7 +70,7 @@ def main() -> None:
             out = tf.image.extract_patches(level[None], [1, k, k, 1], [1, s, s, 1], [1, r, r, 1],
                                            "VALID").numpy()
         del out
-        gbs = lambda m: nbytes / m.seconds / 1e9  # noqa: E731
+        gbs = lambda m, nbytes=nbytes: nbytes / m.seconds / 1e9  # noqa: E731
         print(f"{k:4d} {s:6d} {r:4d} {grid.n_patches:8d} | {grid.n_patches / stf.seconds:8.0f} "
               f"{gbs(stf):5.2f} | {grid.n_patches / snp.seconds:8.0f} {gbs(snp):5.2f} | "
               f"{gbs(floor):6.2f} | {gbs(whole):6.2f} | {floor.seconds / snp.seconds:5.2f} "

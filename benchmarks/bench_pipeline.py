@@ -31,15 +31,15 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import numpy as np  # noqa: E402
+import numpy as np
+from _util import gib
 
-from _util import gib  # noqa: E402
-from napari_patchheat import open_slide  # noqa: E402
-from napari_patchheat.extract import iter_blocks  # noqa: E402
-from napari_patchheat.grid import read_region  # noqa: E402
-from napari_patchheat.inference import HeatmapRun, _LevelReader  # noqa: E402
-from napari_patchheat.options import RunOptions  # noqa: E402
-from napari_patchheat.samples import sample_slide_path  # noqa: E402
+from napari_patchheat import open_slide
+from napari_patchheat.extract import iter_blocks
+from napari_patchheat.grid import read_region
+from napari_patchheat.inference import HeatmapRun, _LevelReader
+from napari_patchheat.options import RunOptions
+from napari_patchheat.samples import sample_slide_path
 
 BATCH = 32
 REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "CMU-1-Small-Region.svs"

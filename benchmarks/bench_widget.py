@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import numpy as np  # noqa: E402
-
-from _util import gib, measure  # noqa: E402
+import numpy as np
+from _util import gib, measure
 
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
@@ -101,7 +100,7 @@ def bench_preview(viewer, widget, app, reps: int) -> float:
         widget.preview.update_now()
         sel = widget.preview.selection  # stride 224, centred
         for k in range(reps):
-            def move(k=k) -> None:  # pans of 1/7 of the view, back and forth around the centre
+            def move(k=k, across=across) -> None:  # pans of 1/7 of the view, to and fro
                 cam.center = (SLIDE_PX / 2 + ((k % 4) - 1.5) * across / 7, SLIDE_PX / 2)
                 widget.preview.update_now()
             pan.append(timed(app, move))

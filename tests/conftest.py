@@ -8,8 +8,9 @@ when it is there, else a mosaic of scikit-image's IHC image (real tissue either 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -18,7 +18,7 @@ def brute_grid(n: int, k: int, s: int, r: int, padding: str) -> tuple[int, int]:
     """Count and pad-before on one axis by trying every start (no formula shared with grid.py)."""
     e = (k - 1) * r + 1
     if padding == "VALID":
-        return len([a for a in range(0, n) if a + e <= n and a % s == 0]), 0
+        return len([a for a in range(n) if a + e <= n and a % s == 0]), 0
     count = 0
     while count * s < n:
         count += 1

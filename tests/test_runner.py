@@ -11,8 +11,7 @@ import tifffile
 from napari_patchheat import compute_heatmap
 from napari_patchheat.inference import Progress
 from napari_patchheat.options import RunOptions
-from napari_patchheat.runner import (Failed, Finished, RunSpec, Started, array_to_tiff,
-                                     start_run)
+from napari_patchheat.runner import Failed, Finished, RunSpec, Started, array_to_tiff, start_run
 
 
 @pytest.fixture(scope="module")

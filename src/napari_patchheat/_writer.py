@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .export import _atomic, sidecar_path, write_ome_tiff
+from .export import atomic_write, sidecar_path, write_ome_tiff
 from .heatmap import HEATMAP_META_KEY, Heatmap
 
 
@@ -36,7 +36,7 @@ def _write_plain(path: Path, data: Any, meta: dict[str, Any]) -> Path:
 
     array = np.asarray(data[0] if meta.get("multiscale") else data)
     rgb = bool(meta.get("rgb")) and array.shape[-1] in (3, 4)
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         tifffile.imwrite(tmp, array, ome=True, photometric="rgb" if rgb else "minisblack",
                          compression="zlib")
     return path

@@ -7,8 +7,9 @@ never loads TensorFlow into a napari process by itself.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 

@@ -7,9 +7,10 @@ computed (background, not yet run, cancelled). Placement follows DESIGN.md's coo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,9 +10,9 @@ import errno
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ..heatmap import Heatmap
 
@@ -56,7 +56,7 @@ def _folder_error(folder: Path, exc: OSError) -> ExportError:
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
+def atomic_write(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
@@ -74,7 +74,7 @@ def _atomic(path: Path) -> Iterator[Path]:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
 

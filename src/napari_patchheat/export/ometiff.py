@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..heatmap import Heatmap
-from ._files import BIGTIFF_FROM_BYTES, _atomic, _metadata_json, _write_text
+from ._files import BIGTIFF_FROM_BYTES, _metadata_json, _write_text, atomic_write
 
 OME_TILE_PX = 256  # OME-TIFF tile side; pyramid levels halve until one tile holds a level
 METADATA_NAMESPACE = "napari-patchheat/heatmap-metadata"
@@ -94,7 +94,7 @@ def write_ome_tiff(heatmap: Heatmap, path: str | Path, *, sidecar: bool = True) 
     if heatmap.mpp is not None:
         opts["resolutionunit"] = "CENTIMETER"
     big = sum(level.nbytes for level in levels) > BIGTIFF_FROM_BYTES
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         with tifffile.TiffWriter(tmp, bigtiff=big, ome=True) as tif:
             for k, level in enumerate(levels):
                 if heatmap.mpp is not None:

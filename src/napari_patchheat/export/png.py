@@ -6,13 +6,14 @@ Needs no Qt: colormaps come from napari's colormap objects, drawing from Pillow.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..heatmap import Heatmap
-from ._files import _atomic
+from ._files import atomic_write
 from .raster import _sample, level0_shape, raster_cells
 
 PNG_MAX_PX = 2000  # default: the PNG (overlay + colour bar) fits this many pixels each way
@@ -154,6 +155,6 @@ def write_png_overlay(
     image = render_overlay(heatmap, thumbnail, **kwargs)
     info = PngInfo()
     info.add_text("patchheat", json.dumps(heatmap.metadata(), default=str))
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
     return path

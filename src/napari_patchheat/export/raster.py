@@ -7,13 +7,14 @@ the PNG overlay uses. Coordinates: level-0 pixels (docs/export.md gives the form
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..heatmap import Heatmap
-from ._files import BIGTIFF_FROM_BYTES, _atomic
+from ._files import BIGTIFF_FROM_BYTES, atomic_write
 
 RASTER_TILE_PX = 512  # slide-aligned raster: tile side, and the unit of bounded-memory writing
 
@@ -102,7 +103,7 @@ def write_slide_raster(
     if heatmap.mpp is not None:
         opts = {"resolution": (1e4 / (heatmap.mpp[1] * w0 / w), 1e4 / (heatmap.mpp[0] * h0 / h)),
                 "resolutionunit": "CENTIMETER"}
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         tifffile.imwrite(
             tmp, tiles(), shape=(len(idx), h, w), dtype=np.float32, tile=(tile_px, tile_px),
             photometric="minisblack", compression="zlib", compressionargs={"level": 1},

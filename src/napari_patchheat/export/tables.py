@@ -8,14 +8,14 @@ from __future__ import annotations
 import csv
 import json
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..heatmap import Heatmap
-from ._files import _atomic
+from ._files import atomic_write
 
 TABLE_CHUNK_ROWS = 65536  # CSV / GeoJSON are written this many patches at a time
 CSV_COLUMNS = ("row", "col", "level", "x", "y", "width", "height", "center_x", "center_y")
@@ -78,7 +78,7 @@ def write_csv(heatmap: Heatmap, path: str | Path) -> Path:
     """CSV, one row per computed patch: row, col, level, x, y, width, height, center_x, center_y
     and one column per class. Box and centre in level-0 pixels (see :class:`PatchTable`)."""
     path = Path(path)
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow([*CSV_COLUMNS, *_class_columns(heatmap.class_names)])
@@ -130,7 +130,7 @@ def write_geojson(heatmap: Heatmap, path: str | Path, *, object_type: str = "til
     key = f"napari-patchheat:{heatmap.model_fingerprint}|{heatmap.slide_path}|{heatmap.level}"
     head = {"type": "FeatureCollection", "patchheat": heatmap.metadata()}
     names, sep = heatmap.class_names, "\n"
-    with _atomic(path) as tmp:
+    with atomic_write(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(head, default=str)[:-1] + ', "features": [')
             for t in _table_chunks(heatmap):

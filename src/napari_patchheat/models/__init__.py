@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .card import (PREPROCESSING_FAMILIES, PREPROCESSING_MODES, ModelCard, find_card,
-                   read_card)
+from .card import PREPROCESSING_FAMILIES, PREPROCESSING_MODES, ModelCard, find_card, read_card
 from .patch_model import PatchModel
 from .stain import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS
 
