@@ -286,7 +286,7 @@ def test_png_overlay_blends_computed_cells_leaves_nan_areas_and_draws_a_colour_b
     hh, ww, bar_h = ex.png_size((600, 800), 1000)
     assert (hh, ww) == (600, 800) and img.shape == (600 + bar_h, 800, 3)
     over = img[:600]
-    cells = ex._sample(h.values[..., 1], *ex.raster_cells(h, (600, 800)))
+    cells = ex.sample_cells(h.values[..., 1], *ex.raster_cells(h, (600, 800)))
     nan = np.isnan(cells)
     assert nan[:, :5 * 16].all() and nan.any() and (~nan).any()
     assert np.array_equal(over[nan], thumb[nan])  # the slide unchanged where nothing was computed

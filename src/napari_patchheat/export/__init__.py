@@ -29,7 +29,7 @@ from .ometiff import (
     write_ome_tiff,
 )
 from .png import PNG_MAX_PX, PNG_MIN_PX, colormap_lut, png_size, render_overlay, write_png_overlay
-from .raster import RASTER_TILE_PX, level0_shape, raster_cells, write_slide_raster
+from .raster import RASTER_TILE_PX, level0_shape, raster_cells, sample_cells, write_slide_raster
 from .tables import (
     CLASS_COLORS_RGB,
     CSV_COLUMNS,
@@ -44,12 +44,12 @@ from .tables import (
 
 __all__ = [
     "BIGTIFF_FROM_BYTES", "CLASS_COLORS_RGB", "CSV_COLUMNS", "FORMATS", "METADATA_NAMESPACE",
-    "OME_TILE_PX", "PLACEMENT_NAMESPACE", "PNG_MAX_PX", "PNG_MIN_PX", "RASTER_TILE_PX", "SUFFIXES",
-    "TABLE_CHUNK_ROWS", "ExportError", "PatchTable", "atomic_write", "colormap_lut", "ensure_folder",
-    "export_heatmap", "is_heatmap_file", "level0_shape", "ome_placement", "parse_formats",
-    "patch_table", "png_size", "raster_cells", "read_csv", "read_geojson", "read_ome_tiff",
-    "render_overlay", "sidecar_path", "write_csv", "write_geojson", "write_ome_tiff",
-    "write_png_overlay", "write_slide_raster",
+    "OME_TILE_PX", "PLACEMENT_NAMESPACE", "PNG_MAX_PX", "PNG_MIN_PX", "RASTER_TILE_PX",
+    "SUFFIXES", "TABLE_CHUNK_ROWS", "ExportError", "PatchTable", "atomic_write",
+    "colormap_lut", "ensure_folder", "export_heatmap", "is_heatmap_file", "level0_shape",
+    "ome_placement", "parse_formats", "patch_table", "png_size", "raster_cells", "read_csv",
+    "read_geojson", "read_ome_tiff", "render_overlay", "sample_cells", "sidecar_path",
+    "write_csv", "write_geojson", "write_ome_tiff", "write_png_overlay", "write_slide_raster",
 ]
 
 FORMATS = ("ometiff", "slide_raster", "png", "csv", "geojson")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..heatmap import Heatmap
 from ._files import atomic_write
-from .raster import _sample, level0_shape, raster_cells
+from .raster import level0_shape, raster_cells, sample_cells
 
 PNG_MAX_PX = 2000  # default: the PNG (overlay + colour bar) fits this many pixels each way
 PNG_MIN_PX = 64
@@ -133,7 +133,7 @@ def render_overlay(
     out = _fit_thumbnail(thumbnail, h, w)
     plane = heatmap.values[..., c]
     lo, hi = value_range if value_range is not None else _value_range(plane)
-    cells = _sample(plane, *raster_cells(heatmap, (h, w)))
+    cells = sample_cells(plane, *raster_cells(heatmap, (h, w)))
     shown = np.isfinite(cells)
     lut = colormap_lut(colormap)
     t = np.clip((cells[shown] - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros(shown.sum())

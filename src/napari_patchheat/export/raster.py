@@ -53,7 +53,7 @@ def raster_cells(heatmap: Heatmap, shape: Sequence[int]) -> tuple[np.ndarray, np
     return out[0], out[1]
 
 
-def _sample(plane: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+def sample_cells(plane: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
     """``plane`` (rows, cols) at cells iy x ix, NaN where an index is -1."""
     tile = plane[np.maximum(iy, 0)][:, np.maximum(ix, 0)]
     tile[iy < 0, :] = np.nan
@@ -97,7 +97,7 @@ def write_slide_raster(
             plane = heatmap.values[..., c]
             for y in range(0, h, tile_px):
                 for x in range(0, w, tile_px):
-                    yield _sample(plane, iy[y : y + tile_px], ix[x : x + tile_px])
+                    yield sample_cells(plane, iy[y : y + tile_px], ix[x : x + tile_px])
 
     opts: dict[str, Any] = {}
     if heatmap.mpp is not None:
