@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,7 +47,8 @@ def as_pair(name: str, value: int | Sequence[int]) -> Pair:
 
 def as_float_pair(name: str, value: float | Sequence[float]) -> FloatPair:
     """Normalise a downsample (a float or a (y, x) pair) to a pair of positive floats."""
-    items = [value, value] if np.isscalar(value) else list(value)  # type: ignore[arg-type]
+    # numpy's isscalar is a TypeGuard, not a TypeIs: mypy does not narrow the else branch
+    items: list[Any] = [value, value] if np.isscalar(value) else list(value)  # type: ignore[arg-type]
     if len(items) != 2 or not all(float(v) > 0 for v in items):
         raise ValueError(f"{name}={value!r} must be a positive number or a (y, x) pair of them.")
     return float(items[0]), float(items[1])
@@ -80,6 +81,18 @@ class PatchGrid:
     rate: Pair = (1, 1)
     padding: str = "VALID"
     _axes: tuple[tuple[int, int, int, int], ...] = field(init=False, repr=False, compare=False)
+
+    if TYPE_CHECKING:  # what __init__ takes; __post_init__ turns size, stride and rate into pairs
+
+        def __init__(
+            self,
+            height: int,
+            width: int,
+            size: int | Sequence[int],
+            stride: int | Sequence[int],
+            rate: int | Sequence[int] = (1, 1),
+            padding: str = "VALID",
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -176,7 +189,9 @@ class PatchGrid:
         x0 = (c * self.stride[1] - self.pad_before[1]).astype(np.float64)
         return np.stack([y0 * dy, x0 * dx, (y0 + ey) * dy, (x0 + ex) * dx], axis=-1)
 
-    def box(self, row: int, col: int, downsample: float | Sequence[float] = 1.0) -> tuple[float, ...]:
+    def box(
+        self, row: int, col: int, downsample: float | Sequence[float] = 1.0
+    ) -> tuple[float, ...]:
         """Box ``(y0, x0, y1, x1)`` of patch (row, col); see :meth:`boxes`."""
         self._check_index(row, col)
         return tuple(float(v) for v in self.boxes(row, col, downsample))
@@ -226,8 +241,9 @@ class PatchGrid:
     def _hits(self, lo: float, hi: float, axis: int) -> range:
         s, e, p = self.stride[axis], self.effective_size[axis], self.pad_before[axis]
         n = self.shape[axis]
-        # patch i spans [i*s - p, i*s - p + e): it meets [lo, hi) iff i*s - p < hi and i*s - p + e > lo.
-        # The closed forms can be off by one where float rounding meets an edge: step to the exact answer.
+        # patch i spans [i*s - p, i*s - p + e): it meets [lo, hi) iff i*s - p < hi and
+        # i*s - p + e > lo. The closed forms can be off by one where float rounding meets an
+        # edge: step to the exact answer.
         first = math.floor((lo + p - e) / s) + 1
         first += (first * s - p + e <= lo) - ((first - 1) * s - p + e > lo)
         last = math.ceil((hi + p) / s) - 1
@@ -265,7 +281,9 @@ class PatchGrid:
         x1 = (cols.stop - 1) * self.stride[1] - self.pad_before[1] + ex
         return y0, x0, y1, x1
 
-    def blocks(self, max_region_px: int, max_patches: int | None = None) -> list[tuple[range, range]]:
+    def blocks(
+        self, max_region_px: int, max_patches: int | None = None
+    ) -> list[tuple[range, range]]:
         """Cut the grid into blocks of patch rows and columns.
 
         Each block's region (see :meth:`block_region`) is at most ``max_region_px`` level pixels

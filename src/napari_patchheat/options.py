@@ -12,11 +12,12 @@ Numpy only: this module crosses to the spawned inference worker (pickled).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from .extract import Backend
-from .grid import PADDINGS, Pair, as_pair
+from .grid import PADDINGS, as_pair
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
 DEFAULT_BATCH_SIZE = 32
@@ -38,10 +39,10 @@ class RunOptions:
     """
 
     level: int = _option(0, "pyramid level (default 0)", "int")
-    size: Pair | None = _option(
+    size: int | Sequence[int] | None = _option(
         None, "patch size in level pixels, 'n' or 'y,x' (default: the model's input)", "pair")
-    stride: Pair | None = _option(None, "stride (default: the size)", "pair")
-    rate: Pair = _option(1, "dilation rate (default 1)", "pair")
+    stride: int | Sequence[int] | None = _option(None, "stride (default: the size)", "pair")
+    rate: int | Sequence[int] = _option(1, "dilation rate (default 1)", "pair")
     padding: str = _option(
         "VALID", "VALID keeps patches inside the level, SAME pads it with zeros as TensorFlow "
         "does (default VALID)", "choice", choices=PADDINGS)
@@ -52,7 +53,7 @@ class RunOptions:
         False, "resize patches to the model's input size when they differ", "switch")
     mixed_precision: bool = _option(
         False, "run a Keras model's layers in float16 (for GPUs with tensor cores)", "switch")
-    backend: str = _option(
+    backend: Backend = _option(
         "auto", "patch extraction: tf (on TensorFlow's device), numpy, or auto (tf when "
         "TensorFlow sees a GPU; the default)", "choice", choices=BACKENDS)
     cache_dir: str | os.PathLike[str] | None = _option(

@@ -187,8 +187,8 @@ def array_to_tiff(image: Any, folder: str | Path | None = None, mpp: float | Non
             for x in range(0, w, tile):
                 yield band[:, x : x + tile]
 
-    res = {} if mpp is None else {"resolution": (1e4 / mpp, 1e4 / mpp),
-                                  "resolutionunit": "CENTIMETER"}
+    res: dict[str, Any] = {} if mpp is None else {"resolution": (1e4 / mpp, 1e4 / mpp),
+                                                  "resolutionunit": "CENTIMETER"}
     rgb = image.ndim == 3 and image.shape[-1] in (3, 4)
     tifffile.imwrite(path, tiles(), shape=image.shape, dtype=image.dtype, tile=(tile, tile),
                      bigtiff=image.nbytes > 2**31, photometric="rgb" if rgb else "minisblack",

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -219,13 +219,13 @@ def _encode(tile: np.ndarray) -> bytes:
     """A JPEG tile exactly as tifffile encodes RGB with compression='jpeg' (YCbCr, 2x2)."""
     import imagecodecs
 
-    return imagecodecs.jpeg_encode(
+    return cast(bytes, imagecodecs.jpeg_encode(  # bytes: no out= buffer is given
         tile,
         level=SAMPLE_JPEG_QUALITY,
         colorspace="RGB",
         outcolorspace="YCBCR",
         subsampling=(2, 2),
-    )
+    ))
 
 
 def _tissue_alpha(height: int, width: int, seed: int) -> np.ndarray:
@@ -272,7 +272,8 @@ def _quilted_texture(seed: int) -> np.ndarray:
         out = np.zeros((size, period, 3), np.float32)
         for j in range(cells):
             y, x = rng.integers(0, ihc.shape[0] - size + 1, 2)
-            crop = np.rot90(ihc[y : y + size, x : x + size], rng.integers(4))
+            # numpy's stub wants k: int; rot90 takes any integer, this np.int64 included
+            crop = np.rot90(ihc[y : y + size, x : x + size], rng.integers(4))  # type: ignore[call-overload]
             crop = crop[:, ::-1] if rng.integers(2) else crop
             out[:, cols[j]] += crop * weight[None, :, None]
         return out * weight[:, None, None]

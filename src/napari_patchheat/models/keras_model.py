@@ -205,7 +205,7 @@ def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
                 f"The model card of {path} says input_size {list(input_size)} but the model "
                 f"takes {model_size[0]} x {model_size[1]} px: fix input_size in the card."
             )
-        input_size = model_size  # type: ignore[assignment]
+        input_size = model_size
     if out_shape is not None and len(out_shape) != 2:
         raise ValueError(
             f"Model {path} returns outputs of shape {out_shape}; a patch model must return one "
