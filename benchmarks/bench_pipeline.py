@@ -42,7 +42,8 @@ from napari_patchheat.options import RunOptions
 from napari_patchheat.samples import sample_slide_path
 
 BATCH = 32
-REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "CMU-1-Small-Region.svs"
+REAL_SVS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+            / "CMU-1-Small-Region.svs")
 
 
 def mobilenet_path(folder: Path) -> Path:

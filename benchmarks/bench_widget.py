@@ -29,7 +29,8 @@ from _util import gib, measure
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
 PROBE_MS = 10
-REAL_SVS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "CMU-1-Small-Region.svs"
+REAL_SVS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+            / "CMU-1-Small-Region.svs")
 
 
 def ensure_display() -> object | None:
@@ -112,13 +113,15 @@ def bench_preview(viewer, widget, app, reps: int) -> float:
 
 def bench_naive(viewer, app, grid) -> float:
     """ms to add the whole grid as a Shapes layer, extrapolated from <= NAIVE_MAX_SHAPES."""
-    print(f"\n    naive baseline: the whole grid ({grid.n_patches:,} rectangles) as one Shapes layer")
+    print(f"\n    naive baseline: the whole grid ({grid.n_patches:,} rectangles) "
+          "as one Shapes layer")
     counts, times = [], []
     for n in (2_000, 5_000, NAIVE_MAX_SHAPES):
         n = min(n, grid.n_patches)
         idx = np.arange(n)
         boxes = grid.boxes(idx // grid.cols, idx % grid.cols) - 0.5
-        rects = np.stack([boxes[:, [0, 1]], boxes[:, [0, 3]], boxes[:, [2, 3]], boxes[:, [2, 1]]], 1)
+        rects = np.stack(
+            [boxes[:, [0, 1]], boxes[:, [0, 3]], boxes[:, [2, 3]], boxes[:, [2, 1]]], 1)
         with measure() as m:
             layer = viewer.add_shapes(list(rects), shape_type="rectangle",
                                       face_color="transparent", edge_color="cyan", edge_width=2)
@@ -182,7 +185,8 @@ def bench_run(viewer, widget, app, run_s: float, nice: int) -> list[float]:
         widget.cache_dir = cache
         widget.run_panel.run()
         t0 = time.perf_counter()  # wait for the first batch (TensorFlow loads in the child)
-        while widget.run_panel.running and (widget.display.heatmap is old or widget.display.heatmap.n_computed == 0):
+        while widget.run_panel.running and (widget.display.heatmap is old
+                                            or widget.display.heatmap.n_computed == 0):
             app.processEvents()
             time.sleep(0.005)
         startup = time.perf_counter() - t0
@@ -194,8 +198,9 @@ def bench_run(viewer, widget, app, run_s: float, nice: int) -> list[float]:
         while widget.run_panel.running:
             app.processEvents()
             time.sleep(0.01)
-    print(f"    worker nice +{nice}: start {startup:.1f} s, then {done:,} patches in {elapsed:.1f} s "
-          f"({done / elapsed:,.0f}/s), {len(refreshes) / elapsed:.1f} layer updates/s; late: "
+    print(f"    worker nice +{nice}: start {startup:.1f} s, then {done:,} patches "
+          f"in {elapsed:.1f} s ({done / elapsed:,.0f}/s), "
+          f"{len(refreshes) / elapsed:.1f} layer updates/s; late: "
           f"median {statistics.median(lateness):5.1f}, p95 {np.percentile(lateness, 95):5.1f}, "
           f"max {max(lateness):6.1f} ({len(lateness)} ticks)")
     return lateness

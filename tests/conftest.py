@@ -1,4 +1,4 @@
-"""Shared fixtures: the real slides in ``../shared/data/real`` and slides generated from real pixels.
+"""Shared fixtures: the real slides in ``../shared/data/real``, slides generated from real pixels.
 
 Tests that need the shared data take the ``real_data`` fixture (or one built on it) and are
 skipped, with the reason, where that folder is absent. Generated slides use the CMU SVS's pixels
@@ -27,7 +27,8 @@ SVS_NAME, NDPI_NAME, IHC_NAME = "CMU-1-Small-Region.svs", "test3-DAPI-2-387.ndpi
 def real_data() -> Path:
     """The shared real slides folder; the test is skipped where it is absent."""
     if not (REAL_DATA / SVS_NAME).is_file():
-        pytest.skip(f"real test data absent: {REAL_DATA} (see its SOURCES.md; set PATCHHEAT_REAL_DATA)")
+        pytest.skip(f"real test data absent: {REAL_DATA} "
+                    "(see its SOURCES.md; set PATCHHEAT_REAL_DATA)")
     return REAL_DATA
 
 
@@ -109,7 +110,8 @@ def write_slide(
             head = f"Aperio Image Library v12.0.0 \r\n{w}x{h} ({tile[1]}x{tile[0]}) JPEG/RGB Q=70"
             tail = f"|AppMag = 40|MPP = {mpp}" if mpp else "|AppMag = 40"
             tif.write(image, tile=tile, description=head + tail, **common)
-            tif.write(downscale(image, 8), description=head + " thumbnail", **{**common, "tile": None})
+            tif.write(downscale(image, 8), description=head + " thumbnail",
+                      **{**common, "tile": None})
             for level in pyramid[1:]:
                 tif.write(level, tile=tile, description=head, **common)
             extra = {**common, "compression": "lzw"}
@@ -163,13 +165,15 @@ def huge_slide(tmp_path_factory: pytest.TempPathFactory, real_pixels: np.ndarray
 
     size, tile_px = 100_000, 256
     path = tmp_path_factory.mktemp("huge") / "huge.ome.tif"
-    encoded = _encode(np.ascontiguousarray(real_pixels[1000 : 1000 + tile_px, 1000 : 1000 + tile_px]))
+    encoded = _encode(
+        np.ascontiguousarray(real_pixels[1000 : 1000 + tile_px, 1000 : 1000 + tile_px]))
     shapes = [(size >> k, size >> k) for k in range(7)]
     with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tif:
         for k, (h, w) in enumerate(shapes):
             rows, cols = -(-h // tile_px), -(-w // tile_px)
             half = max(1, 8 >> k)
-            block = (slice(rows // 2 - half, rows // 2 + half), slice(cols // 2 - half, cols // 2 + half))
+            block = (slice(rows // 2 - half, rows // 2 + half),
+                     slice(cols // 2 - half, cols // 2 + half))
             extra = {"subifds": len(shapes) - 1} if k == 0 else {"subfiletype": 1}
             tif.write(
                 sparse_tiles(rows, cols, encoded, block),

@@ -1,4 +1,4 @@
-"""Extraction against TensorFlow itself: the origin's examples, TF's own cases, properties, streaming."""
+"""Extraction against TensorFlow: the origin's examples, TF's own cases, properties, streaming."""
 
 import re
 from pathlib import Path
@@ -150,7 +150,8 @@ def test_property_numpy_valid_equals_tensorflow(hw, k, s, r, seed):
     np.testing.assert_array_equal(out.reshape(ref.shape), ref)
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.uint16, np.int64, np.float16, np.float64, np.complex64])
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.uint16, np.int64, np.float16, np.float64, np.complex64])
 def test_dtypes_tensorflow_accepts(dtype):
     image = (np.arange(2 * 9 * 8 * 2) % 7).astype(dtype).reshape(2, 9, 8, 2)
     out = extract_patches(image, (3, 2), 2, (1, 2), "SAME")

@@ -258,7 +258,8 @@ def iter_patch_batches(
     bounded memory: one block plus one batch. With the "tf" backend the patches are tensors on
     TensorFlow's device: feed them to ``PatchModel.tf_predict`` without a trip to the host.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1):
         raise ValueError(f"batch_size={batch_size!r} must be a whole number of at least 1.")
     return batch_blocks(read_blocks(level, grid, mask, block_px, backend), batch_size)
 

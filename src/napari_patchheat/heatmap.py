@@ -85,7 +85,8 @@ class Heatmap:
         elif name_or_index in self.class_names:
             return self.class_names.index(name_or_index)
         raise ValueError(
-            f"class {name_or_index!r} is not one of this heatmap's classes {list(self.class_names)}."
+            f"class {name_or_index!r} is not one of this heatmap's classes "
+            f"{list(self.class_names)}."
         )
 
     # --- placement ----------------------------------------------------------------------------
@@ -102,7 +103,8 @@ class Heatmap:
     def layer_name(self, class_name: str | int = 0) -> str:
         """Layer name: slide, model and class."""
         stem = Path(self.slide_path).name if self.slide_path else "heatmap"
-        return f"{stem} {self.model_name or 'model'} {self.class_names[self.class_index(class_name)]}"
+        return (f"{stem} {self.model_name or 'model'} "
+                f"{self.class_names[self.class_index(class_name)]}")
 
     def layer_kwargs(
         self,

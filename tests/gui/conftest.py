@@ -15,7 +15,8 @@ from qtpy.QtWidgets import QApplication
 def _no_tensorflow_in_the_napari_process() -> Any:
     assert "tensorflow" not in sys.modules, "TensorFlow was imported before this GUI test"
     yield
-    assert "tensorflow" not in sys.modules, "this GUI test imported TensorFlow into napari's process"
+    assert "tensorflow" not in sys.modules, (
+        "this GUI test imported TensorFlow into napari's process")
 
 
 @pytest.fixture

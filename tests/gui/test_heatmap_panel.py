@@ -102,7 +102,8 @@ def test_export_writes_every_format(viewer, widget, tmp_path):
     files = widget.display.export()
     assert set(files) == set(FORMATS) | {"json"}
     for fmt in FORMATS:
-        assert files[fmt] == tmp_path / "out" / f"case1{SUFFIXES[fmt]}" and files[fmt].stat().st_size
+        assert (files[fmt] == tmp_path / "out" / f"case1{SUFFIXES[fmt]}"
+                and files[fmt].stat().st_size)
     assert "exported" in text(widget.display.export_info)
 
 def test_export_to_an_unwritable_folder_is_an_error_and_keeps_the_layer(viewer, widget, tmp_path,

@@ -17,7 +17,8 @@ def world_view(viewer) -> tuple[float, float, float, float]:
     canvas = viewer.window._qt_viewer.canvas.native
     h, w = canvas.height(), canvas.width()
     cy, cx = cam.center[-2:]
-    return cy - h / cam.zoom / 2, cx - w / cam.zoom / 2, cy + h / cam.zoom / 2, cx + w / cam.zoom / 2
+    return (cy - h / cam.zoom / 2, cx - w / cam.zoom / 2,
+            cy + h / cam.zoom / 2, cx + w / cam.zoom / 2)
 
 
 def expected_rects(grid: PatchGrid, ds, scale: float, view) -> tuple[np.ndarray, np.ndarray]:

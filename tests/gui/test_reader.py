@@ -38,7 +38,8 @@ def test_svs_opens_as_a_multiscale_layer_in_um(make_napari_viewer, svs_path):
 def test_ndpi_and_png(make_napari_viewer, ndpi_path, ihc_png_path):
     viewer = make_napari_viewer()
     layer = open_one(viewer, ndpi_path)
-    assert [d.shape[:2] for d in layer.data] == [(4864, 3968), (2432, 1984), (1216, 992), (608, 496)]
+    assert [d.shape[:2] for d in layer.data] == [
+        (4864, 3968), (2432, 1984), (1216, 992), (608, 496)]
     assert tuple(layer.scale) == pytest.approx((0.22818, 0.22818), abs=1e-5)
     viewer.layers.clear()
     layer = open_one(viewer, ihc_png_path)

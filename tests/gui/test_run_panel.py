@@ -49,8 +49,9 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     grid = widget.grid
     assert grid.shape == (184, 137)
     assert widget.run_panel.run()
-    qtbot.waitUntil(lambda: widget.display.heatmap is not None and widget.display.heatmap.n_computed >= 200,
-                    timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: widget.display.heatmap is not None and widget.display.heatmap.n_computed >= 200,
+        timeout=RUN_TIMEOUT_MS)
     widget.run_panel.cancel()
     qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
     layer, heatmap = widget.display.layer, widget.display.heatmap
@@ -64,7 +65,8 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     assert widget.run_panel.run()  # resumes: the runner's cache holds the first run's patches
     qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
     assert "done" in text(widget.run_panel.info)
-    assert widget.display.layer is layer and widget.run_panel.progress.max == grid.n_patches - partial
+    assert (widget.display.layer is layer
+            and widget.run_panel.progress.max == grid.n_patches - partial)
     assert widget.display.heatmap.n_computed == grid.n_patches
     assert len(refreshes) >= 3 and refreshes == sorted(refreshes)  # filled in progressively
     assert reference.wait(timeout=RUN_TIMEOUT_MS / 1000) == 0, reference.stdout.read()
@@ -110,8 +112,8 @@ def test_cancel_while_the_layer_is_written_starts_no_process(viewer, widget, qtb
     assert widget.run_panel.run_button.enabled and not widget.run_panel.cancel_button.enabled
 
 def test_batches_land_in_the_runs_heatmap_whichever_layer_is_selected(viewer, widget):
-    """The run's messages (runner.Started, inference.Progress, as its process sends them) fill the run's own
-    heatmap and layer, also after the user selected another heatmap layer."""
+    """The run's messages (runner.Started, inference.Progress, as its process sends them) fill
+    the run's own heatmap and layer, also after the user selected another heatmap layer."""
     from napari_patchheat.inference import Progress
     from napari_patchheat.runner import Started
 
@@ -124,7 +126,8 @@ def test_batches_land_in_the_runs_heatmap_whichever_layer_is_selected(viewer, wi
     empty = random_heatmap(slide, 0, 40, 40)
     empty.values[:] = np.nan
     widget.run_panel.begin(widget.run_request())  # what Run records before the process starts
-    widget.run_panel.handle_messages([Started(empty.metadata(), empty.values.copy(), empty.grid.n_patches)])
+    widget.run_panel.handle_messages(
+        [Started(empty.metadata(), empty.values.copy(), empty.grid.n_patches)])
     run_layer, run_heatmap = widget.display.layer, widget.display.heatmap
     assert run_layer is not other and run_heatmap.grid == widget.grid
     viewer.layers.selection.active = other  # the user looks at the other heatmap meanwhile

@@ -72,8 +72,10 @@ class HeatmapPanel(Container):
         self.class_name = ComboBox(label="class", choices=[])
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
-        self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True) for f in FORMATS}
-        self.export_folder = FileEdit(label="folder", mode="d", value=Path.home() / "patchheat-export")
+        self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True)
+                               for f in FORMATS}
+        self.export_folder = FileEdit(label="folder", mode="d",
+                                      value=Path.home() / "patchheat-export")
         self.export_stem = LineEdit(label="file stem", value="heatmap")
         self.export_button = PushButton(text="Export", enabled=False)
         self.export_info = TextLabel()

@@ -54,7 +54,8 @@ def zoom_for_display(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(np.repeat(image, f, axis=0), f, axis=1))
 
 
-def patch_at(grid: PatchGrid, downsample: FloatPair, yx_level0: np.ndarray) -> tuple[int, int] | None:
+def patch_at(grid: PatchGrid, downsample: FloatPair,
+             yx_level0: np.ndarray) -> tuple[int, int] | None:
     """The patch under a level-0 point (napari pixel coordinates): of the patches whose extent
     holds that pixel, the one whose centre is nearest; None outside every patch."""
     qy, qx = (float(v) for v in np.floor(np.asarray(yx_level0, float) + 0.5))
@@ -178,7 +179,8 @@ class PatchInspector(Container):
 
     def update_highlight_width(self) -> None:
         """Keep the outline HIGHLIGHT_EDGE_SCREEN_PX wide at the current zoom."""
-        if self.highlight is not None and self.highlight in self.viewer.layers and self.highlight.nshapes:
+        if (self.highlight is not None and self.highlight in self.viewer.layers
+                and self.highlight.nshapes):
             self.highlight.edge_width = [screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX)]
 
     def _outline(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer) -> None:

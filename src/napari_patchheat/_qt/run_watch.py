@@ -21,7 +21,7 @@ RUN_EXIT_WAIT_S = 120.0  # how long the reader thread waits for the ended run's 
 
 
 def lower_priority(pid: int, increment: int = RUN_NICE) -> bool:
-    """Raise the nice value of process ``pid`` by ``increment`` (capped at 19); False if not possible.
+    """Raise the nice value of process ``pid`` by ``increment`` (up to 19); False if not possible.
 
     On Linux a nice value belongs to a thread and is inherited by the threads it starts, so
     doing this right after the spawn covers TensorFlow's thread pools, created later.
@@ -29,7 +29,8 @@ def lower_priority(pid: int, increment: int = RUN_NICE) -> bool:
     if increment <= 0 or not hasattr(os, "setpriority"):
         return False
     try:
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment))
+        os.setpriority(os.PRIO_PROCESS, pid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment))
     except OSError:
         return False
     return True

@@ -48,8 +48,9 @@ __all__ = [
     "SUFFIXES", "TABLE_CHUNK_ROWS", "ExportError", "PatchTable", "atomic_write",
     "colormap_lut", "ensure_folder", "export_heatmap", "is_heatmap_file", "level0_shape",
     "ome_placement", "parse_formats", "patch_table", "png_size", "raster_cells", "read_csv",
-    "read_geojson", "read_ome_tiff", "render_overlay", "sample_cells", "sidecar_path",
-    "write_csv", "write_geojson", "write_ome_tiff", "write_png_overlay", "write_slide_raster",
+    "read_geojson", "read_ome_tiff", "render_overlay", "sample_cells",
+    "sidecar_path", "write_csv", "write_geojson", "write_ome_tiff", "write_png_overlay",
+    "write_slide_raster",
 ]
 
 FORMATS = ("ometiff", "slide_raster", "png", "csv", "geojson")
