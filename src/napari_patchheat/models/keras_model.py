@@ -183,10 +183,9 @@ def _load_savedmodel(path: Path, card: ModelCard, resize: bool) -> PatchModel:
                   in_spec.dtype.name, fp, keepalive=(loaded, sig))
 
 
-def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
-           in_shape: tuple, out_shape: tuple | None, in_dtype: str, fp: Fingerprint,
-           keepalive: Any, precision: str = "float32") -> PatchModel:
-    """Check the model's own shapes against the card and wrap it."""
+def _input_size(path: Path, in_shape: tuple, card: ModelCard) -> tuple[int, int] | None:
+    """The (height, width) the model takes: its own where fixed (checked against the card's),
+    else the card's; a ValueError where the input is no RGB image batch."""
     if len(in_shape) != 4:
         raise ValueError(
             f"Model {path} takes inputs of shape {in_shape}; a patch model takes image batches "
@@ -206,6 +205,12 @@ def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
                 f"takes {model_size[0]} x {model_size[1]} px: fix input_size in the card."
             )
         input_size = model_size
+    return input_size
+
+
+def _class_names(path: Path, out_shape: tuple | None, card: ModelCard) -> tuple[str, ...]:
+    """The class names: the card's (checked against the model's output width), else
+    ``class_<i>``; a ValueError where the output is not one vector per patch."""
     if out_shape is not None and len(out_shape) != 2:
         raise ValueError(
             f"Model {path} returns outputs of shape {out_shape}; a patch model must return one "
@@ -226,6 +231,15 @@ def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
             f"The model card of {path} names {len(names)} classes but the model returns {width} "
             "values per patch: fix class_names in the card."
         )
+    return tuple(names)
+
+
+def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
+           in_shape: tuple, out_shape: tuple | None, in_dtype: str, fp: Fingerprint,
+           keepalive: Any, precision: str = "float32") -> PatchModel:
+    """Check the model's own shapes against the card and wrap it."""
+    input_size = _input_size(path, in_shape, card)
+    names = _class_names(path, out_shape, card)
     prep = card.preprocessing or "none"
     mode = preprocessing_mode(prep)
     in_dtype = str(in_dtype).removeprefix("tf.")

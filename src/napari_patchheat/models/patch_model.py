@@ -126,7 +126,7 @@ class PatchModel:
         self._forward_fn = forward
         self._input_dtype = tf.as_dtype(input_dtype)
         self._mode = preprocessing_mode(preprocessing)
-        self._keepalive = keepalive  # e.g. a loaded SavedModel whose variables forward uses
+        self.keepalive = keepalive  # e.g. a loaded SavedModel whose variables forward uses
         self.jit_compile = bool(jit_compile)
         self._compiled = tf.function(self._forward, reduce_retracing=True, jit_compile=jit_compile)
         self._jit_checked = not jit_compile
