@@ -331,7 +331,7 @@ def test_mixed_precision_reaches_nested_models_and_keeps_the_output_float32(tmp_
     path = save(model, tmp_path / "nested.keras")
     write_card(tmp_path / "nested.json", preprocessing="0..1")
     mixed = load_model(path, mixed_precision=True)
-    built = mixed._keepalive  # the rebuilt Keras model
+    built = mixed.keepalive  # the rebuilt Keras model
     inner = built.layers[0]
     assert {layer.dtype_policy.name for layer in inner.layers} == {"mixed_float16"}
     assert built.layers[-1].dtype_policy.name == "float32"
