@@ -45,7 +45,8 @@ def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return min(times), result
 
 
-def tifffile_decode(path: Path, regions: list[tuple[int, int, int, int]], threads: int) -> list[np.ndarray]:
+def tifffile_decode(path: Path, regions: list[tuple[int, int, int, int]],
+                    threads: int) -> list[np.ndarray]:
     """Level-0 regions decoded by tifffile itself: its tile reads and decoder, ``threads`` wide."""
     import tifffile
 
@@ -67,7 +68,8 @@ def tifffile_decode(path: Path, regions: list[tuple[int, int, int, int]], thread
                 ))  # fmt: skip
 
                 def place(segment: tuple[bytes, int], region: np.ndarray = region,
-                          y0: int = y0, x0: int = x0, y1: int = y1, x1: int = x1) -> None:  # fmt: skip
+                          y0: int = y0, x0: int = x0, y1: int = y1,
+                          x1: int = x1) -> None:
                     data, i = segment
                     tile = page.decode(data, i, **args)[0][0]
                     ty, tx = divmod(i, across)
@@ -83,7 +85,7 @@ def tifffile_decode(path: Path, regions: list[tuple[int, int, int, int]], thread
 
 
 def tifffile_zarr(path: Path, regions: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
-    """The same regions through tifffile's zarr store (the route slide.py does not take)."""
+    """The same regions through tifffile's zarr store (a route slide/ does not take)."""
     import tifffile
     import zarr
 
@@ -92,7 +94,8 @@ def tifffile_zarr(path: Path, regions: list[tuple[int, int, int, int]]) -> list[
         return [np.asarray(z[y0:y1, x0:x1]) for y0, x0, y1, x1 in regions]
 
 
-def tissue_regions(slide: Any, n: int, size: tuple[int, int], seed: int = 0) -> list[tuple[int, int, int, int]]:
+def tissue_regions(slide: Any, n: int, size: tuple[int, int],
+                   seed: int = 0) -> list[tuple[int, int, int, int]]:
     """``n`` level-0 regions (y0, x0, y1, x1) of ``size`` (h, w), tile-unaligned, on tissue."""
     top = np.asarray(slide.levels[-1])
     tissue = np.argwhere(np.abs(top.astype(int) - 240).sum(axis=2) > 40)
@@ -110,7 +113,8 @@ def tissue_regions(slide: Any, n: int, size: tuple[int, int], seed: int = 0) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=100_000, help="slide side, px (level 0)")
-    parser.add_argument("--cache", type=Path, default=ROOT / "bench-out", help="where the slide is kept")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench-out",
+                        help="where the slide is kept")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--regions", type=int, default=8, help="level-0 regions per read pass")
     args = parser.parse_args(argv)
@@ -125,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     if cached:
         print(f"  generated slide (from the cache) {path} ({size_gb:.2f} GB)")
     else:
-        print(f"  write the generated slide        {time.perf_counter() - t0:8.1f} s  ({size_gb:.2f} GB)")
+        print(f"  write the generated slide        {time.perf_counter() - t0:8.1f} s  "
+              f"({size_gb:.2f} GB)")
 
     t_open, slide = best_of(lambda: open_slide(path), args.repeat)
     screen_level = next(
-        (k for k, lv in enumerate(slide.levels) if lv.shape[0] <= SCREEN_PX[0] and lv.shape[1] <= SCREEN_PX[1]),
+        (k for k, lv in enumerate(slide.levels)
+         if lv.shape[0] <= SCREEN_PX[0] and lv.shape[1] <= SCREEN_PX[1]),
         len(slide.levels) - 1,
     )
 
@@ -138,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             return np.asarray(s.levels[screen_level])
 
     t_first, screen = best_of(first_screen, args.repeat)
-    print(f"  open_slide                       {t_open * 1e3:8.1f} ms  ({len(slide.levels)} levels)")
+    print(f"  open_slide                       {t_open * 1e3:8.1f} ms  "
+          f"({len(slide.levels)} levels)")
     print(f"  open + first screenful           {t_first * 1e3:8.1f} ms  (level {screen_level}, "
           f"{screen.shape[1]} x {screen.shape[0]} px)")  # fmt: skip
     [(y0, x0, y1, x1)] = tissue_regions(slide, 1, SCREEN_PX)
@@ -147,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
 
     regions = tissue_regions(slide, args.regions, (REGION_PX, REGION_PX))
     mpix = sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in regions) / 1e6
-    t_ours, ours = best_of(lambda: [np.asarray(slide.levels[0][a:c, b:d]) for a, b, c, d in regions], args.repeat)
+    t_ours, ours = best_of(
+        lambda: [np.asarray(slide.levels[0][a:c, b:d]) for a, b, c, d in regions], args.repeat
+    )
     t_tiff, theirs = best_of(lambda: tifffile_decode(path, regions, threads), args.repeat)
     t_zarr, zarred = best_of(lambda: tifffile_zarr(path, regions), args.repeat)
     for a, b, c in zip(ours, theirs, zarred):
@@ -169,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     pixels = args.size * args.size * 3
-    print(f"  peak memory: open, first screenful, one {REGION_PX} px region ({region.nbytes / 2**20:.0f} MiB): "
-          f"{peak / 2**20:.1f} MiB (tracemalloc); the slide's pixels: {pixels / 2**30:.0f} GiB")  # fmt: skip
+    print(f"  peak memory: open, first screenful, one {REGION_PX} px region "
+          f"({region.nbytes / 2**20:.0f} MiB): {peak / 2**20:.1f} MiB (tracemalloc); "
+          f"the slide's pixels: {pixels / 2**30:.0f} GiB")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-    print(f"  peak RSS of the whole benchmark  {rss:8.1f} MiB  (Python, numpy, dask, tifffile included)")
+    print(f"  peak RSS of the whole benchmark  {rss:8.1f} MiB  "
+          "(Python, numpy, dask, tifffile included)")
 
     if REAL_SVS.is_file():
         import tifffile
@@ -182,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         t_tiff, b = best_of(lambda: tifffile.imread(REAL_SVS), args.repeat)
         assert np.array_equal(a, b)
         mpix = a.shape[0] * a.shape[1] / 1e6
-        print(f"  real CMU SVS, whole level 0 (240 px JPEG tiles): ours {mpix / t_ours:.1f} MPix/s, "
-              f"tifffile.imread {mpix / t_tiff:.1f} MPix/s, ratio ours/tifffile {t_tiff / t_ours:.2f}")  # fmt: skip
+        print(f"  real CMU SVS, whole level 0 (240 px JPEG tiles): ours {mpix / t_ours:.1f} "
+              f"MPix/s, tifffile.imread {mpix / t_tiff:.1f} MPix/s, "
+              f"ratio ours/tifffile {t_tiff / t_ours:.2f}")
     return 0
 
 
