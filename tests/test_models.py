@@ -21,8 +21,8 @@ from napari_patchheat.models import (  # noqa: E402
     PatchModel,
     load_model,
     read_card,
+    stain,
 )
-from napari_patchheat.models import stain  # noqa: E402
 from napari_patchheat.models.patch_model import preprocess  # noqa: E402
 
 IHC_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "ihc.png"
