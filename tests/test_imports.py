@@ -78,13 +78,14 @@ def test_the_gui_library_check_can_fail():
     assert {"magicgui", f"{PACKAGE}._qt"} <= set(loaded)
 
 
-def module_level_imports(path: Path, name: str) -> set[str]:
+def module_level_imports(path: Path, name: str, lazy: bool = False) -> set[str]:
     """Package modules that ``path`` (module ``name``) imports at module level, outside
-    ``if TYPE_CHECKING:`` blocks (imports inside functions are lazy by design)."""
+    ``if TYPE_CHECKING:`` blocks; with ``lazy``, also inside functions."""
     is_pkg = path.name == "__init__.py"
     base = name.split(".") if is_pkg else name.split(".")[:-1]
     found: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree) if lazy else tree.body:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
         if isinstance(node, ast.ImportFrom):
@@ -100,15 +101,51 @@ def module_level_imports(path: Path, name: str) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports at module level."""
+def import_graph(lazy: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules it imports at module level (with ``lazy``, anywhere)."""
     names = set(all_modules())
     graph = {}
     for name in names:
         rel = Path(*name.split(".")[1:])
         path = SRC / rel / "__init__.py" if (SRC / rel).is_dir() else SRC / rel.with_suffix(".py")
-        graph[name] = {m for m in module_level_imports(path, name) if m in names and m != name}
+        graph[name] = {m for m in module_level_imports(path, name, lazy)
+                       if m in names and m != name}
     return graph
+
+
+# DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
+LAYERS = (
+    ("grid", "density"),
+    ("slide", "options", "heatmap", "extract", "cache"),
+    ("tissue", "models", "export", "samples"),
+    ("inference",),
+    ("runner",),
+    ("_qt", "_reader", "_writer", "_sample_data", "cli"),  # `patchheat open` starts napari
+)
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else ""
+    return next((i for i, names in enumerate(LAYERS) if top in names), -1)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs of ``graph`` whose import goes up the LAYERS."""
+    return sorted((m, n) for m, deps in graph.items() for n in deps
+                  if layer_of(n) > layer_of(m) >= 0)
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph(lazy=True)
+    unplaced = sorted({m.split(".")[1] for m in graph if m.count(".") and layer_of(m) < 0})
+    assert unplaced == [], "place these modules in LAYERS"
+    assert graph[f"{PACKAGE}.slide.tiff_level"] >= {f"{PACKAGE}.grid"}
+    assert upward_imports(graph) == []
+
+
+def test_the_layer_check_can_fail():
+    graph = {f"{PACKAGE}.slide.tiff_level": {f"{PACKAGE}.inference", f"{PACKAGE}.grid"}}
+    assert upward_imports(graph) == [(f"{PACKAGE}.slide.tiff_level", f"{PACKAGE}.inference")]
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str]:

@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .grid import PatchGrid, read_region
+from .grid import READ_BLOCK_PX, PatchGrid, read_region
 
-READ_BLOCK_PX = 2048  # height and width of the level region one block reads (before its halo)
 BLOCK_PATCH_BYTES = 256 * 2**20  # "tf" backend: most bytes of patches one extraction returns
 Backend = Literal["auto", "tf", "numpy"]
 

@@ -18,6 +18,7 @@ import numpy as np
 Pair = tuple[int, int]
 FloatPair = tuple[float, float]
 PADDINGS = ("VALID", "SAME")
+READ_BLOCK_PX = 2048  # height and width of the level region one block reads (before its halo)
 
 
 def as_pair(name: str, value: int | Sequence[int]) -> Pair:

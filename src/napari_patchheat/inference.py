@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from .cache import open_values, run_cache_path, run_key
-from .extract import READ_BLOCK_PX, PatchBatch, batch_blocks, read_blocks
-from .grid import PatchGrid
+from .extract import PatchBatch, batch_blocks, read_blocks
+from .grid import READ_BLOCK_PX, PatchGrid
 from .heatmap import Heatmap
 from .models.keras_model import KERAS_SUFFIXES
 from .options import RunOptions

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..extract import READ_BLOCK_PX
+from ..grid import READ_BLOCK_PX
 from .errors import SlideError
 from .tile_cache import EDGE_TILE_CACHE_BYTES, EDGE_TILES
 
