@@ -8,7 +8,15 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from napari_patchheat.slide import SlideError, open_slide, thumbnail_level
+from napari_patchheat.grid import PatchGrid
+from napari_patchheat.heatmap import Heatmap
+from napari_patchheat.slide import SlideError, open_slide, rgb_pyramid, thumbnail_level
+
+ODD_SHAPE = (2601, 4099)  # level 0 of the odd-sized slide: computed levels 1300 x 2049, 650 x 1024
+# level-0 (y0, x0, y1, x1) of the bright squares on it: multiples of 64, so each is one patch of
+# 32 px on level 1 and of 16 px on level 2; one at the far edge, where a factor of
+# level-0 size / level size would be furthest off
+ODD_SQUARES = ((2496, 4032, 2560, 4096), (64, 128, 128, 192))
 
 
 @pytest.fixture
@@ -27,7 +35,8 @@ def test_svs_pyramid_adds_one_computed_level(svs_path):
         assert s.shape == (2967, 2220)
         assert s.stored_level_count == 1  # a single-level SVS ...
         assert [lv.shape for lv in s.levels] == [(2967, 2220, 3), (1483, 1110, 3)]  # ... + 1
-        assert s.downsamples[1] == (2967 / 1483, 2220 / 1110)
+        assert 2967 / 1483 != 2.0  # the odd height: level-0 size / level size is not the factor
+        assert s.downsamples[1] == (2.0, 2.0)  # a 2x2 mean is exactly 2 per axis
 
 
 def test_svs_computed_level_is_2x2_means(svs_path):
@@ -93,6 +102,83 @@ def test_large_single_level_gets_a_computed_pyramid(slide_writer, real_pixels):
         level0 = s.levels[0].compute()[: 1483 * 4, : 1665 * 4].astype(np.float64)
         expected = level0.reshape(1483, 4, 1665, 4, 3).mean(axis=(1, 3))
         assert np.abs(top - expected).max() <= 1  # two roundings
+
+
+@pytest.fixture
+def odd_slide(slide_writer, real_pixels):
+    """A single-level 2601 x 4099 slide (lossless) of darkened real pixels (never 255) with
+    white squares at ``ODD_SQUARES``; its pyramid is computed."""
+    image = np.tile(real_pixels // 2, (1, 2, 1))[: ODD_SHAPE[0], : ODD_SHAPE[1]]
+    for y0, x0, y1, x1 in ODD_SQUARES:
+        image[y0:y1, x0:x1] = 255
+    path, _ = slide_writer("odd.tif", image, layout="single", compression=None)
+    with open_slide(path) as s:
+        yield s
+
+
+def test_computed_levels_downsample_by_exactly_two_per_level(odd_slide):
+    """Each computed level is skimage's 2 x 2 block mean of the level above (odd last row and
+    column dropped), so its downsample is a power of two, not level-0 size / level size."""
+    from skimage.measure import block_reduce
+
+    s = odd_slide
+    assert [lv.shape[:2] for lv in s.levels] == [ODD_SHAPE, (1300, 2049), (650, 1024)]
+    assert (2601 / 650, 4099 / 1024) != (4.0, 4.0)  # the shape ratio is not the factor
+    assert s.downsamples == [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0)]
+    above = s.levels[0].compute()
+    for level in (1, 2):
+        h, w = s.levels[level].shape[:2]
+        expected = block_reduce(above[: 2 * h, : 2 * w].astype(np.float64), (2, 2, 1), np.mean)
+        above = s.levels[level].compute()
+        assert np.abs(above - expected).max() <= 0.5  # rounding only
+
+
+def test_computed_levels_after_stored_ones_double_the_last_stored_downsample(slide_writer,
+                                                                               real_pixels):
+    """Stored levels keep OpenSlide's level-0 size / level size; computed ones below them are
+    the last stored level's downsample times 2 per level."""
+    image = np.tile(real_pixels, (2, 2, 1))[:4501, :4099]
+    path, _ = slide_writer("two.tif", image, layout="pages", levels=2, compression="jpeg")
+    with open_slide(path) as s:
+        assert s.stored_level_count == 2
+        assert [lv.shape[:2] for lv in s.levels] == [(4501, 4099), (2250, 2049), (1125, 1024)]
+        dy, dx = 4501 / 2250, 4099 / 2049
+        assert s.downsamples[1] == (dy, dx)
+        assert s.downsamples[2] == (2 * dy, 2 * dx) != (4501 / 1125, 4099 / 1024)
+
+
+def test_rgb_pyramid_of_an_array_downsamples_by_exactly_two():
+    """The pyramid built for a layer without a file (the widget's tissue estimate)."""
+    import dask.array as da
+
+    image = da.zeros((*ODD_SHAPE, 3), np.uint8, chunks=(1024, 1024, 3))
+    levels, downsamples = rgb_pyramid([image])
+    assert [lv.shape[:2] for lv in levels] == [ODD_SHAPE, (1300, 2049), (650, 1024)]
+    assert downsamples == [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0)]
+
+
+@pytest.mark.parametrize("level, size", [(1, 32), (2, 16)])
+def test_a_heatmap_cell_on_a_computed_level_covers_its_patchs_level0_pixels(odd_slide, level,
+                                                                           size):
+    """TensorFlow's patches of the computed level find the white squares; the heatmap cell of
+    each such patch spans exactly the square's level-0 pixels (world [y0 - 0.5, y1 - 0.5))."""
+    import tensorflow as tf
+
+    s = odd_slide
+    pixels = s.levels[level].compute()
+    patches = tf.image.extract_patches(pixels[None], [1, size, size, 1], [1, size, size, 1],
+                                       [1, 1, 1, 1], "VALID").numpy()[0]
+    white = np.argwhere((patches == 255).all(axis=-1))
+    grid = PatchGrid(*pixels.shape[:2], size, size)
+    assert patches.shape[:2] == grid.shape and len(white) == len(ODD_SQUARES)
+    values = (patches == 255).all(axis=-1)[..., None].astype(np.float32)
+    heatmap = Heatmap(values, grid, level, s.downsamples[level], ("white",))
+    (sy, sx), (ty, tx) = heatmap.placement()
+    cells = [[ty + (i - 0.5) * sy, tx + (j - 0.5) * sx, ty + (i + 0.5) * sy, tx + (j + 0.5) * sx]
+             for i, j in white]  # row-major, as the squares sorted by row
+    for y0, x0, y1, x1 in ODD_SQUARES:
+        assert (s.levels[0][y0:y1, x0:x1] == 255).all().compute()
+    np.testing.assert_allclose(cells, np.array(sorted(ODD_SQUARES)) - 0.5, atol=1e-9)
 
 
 # --- Slide.reader: what runs read ---------------------------------------------------------------

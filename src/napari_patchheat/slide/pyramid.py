@@ -37,9 +37,11 @@ class Slide:
 
     ``levels``: dask arrays, RGB uint8, Y X 3, largest first, chunked on the file's tiles
     (grouped to ~``CHUNK_TARGET_PX``); stored levels first, then computed ones (2x coarsenings)
-    until the smallest fits ``PYRAMID_TOP_PX``. ``downsamples[k]`` = level-0 size / level-k size
-    per axis (dy, dx). ``mpp``: (y, x) µm per level-0 pixel, or None. Use as a context manager,
-    or call ``close()``: reading afterwards raises :class:`SlideError`.
+    until the smallest fits ``PYRAMID_TOP_PX``. ``downsamples[k]``: level-0 px per level-k px
+    (dy, dx); level-0 size / level-k size for stored levels, the last stored level's times
+    2**n for the n-th computed one (see :func:`rgb_pyramid`). ``mpp``: (y, x) µm per level-0
+    pixel, or None. Use as a context manager, or call ``close()``: reading afterwards raises
+    :class:`SlideError`.
     """
 
     def __init__(
@@ -151,12 +153,16 @@ def rgb_pyramid(raw_levels: Sequence[da.Array], premultiplied: bool = False
                 ) -> tuple[list[da.Array], list[tuple[float, float]]]:
     """RGB uint8 levels of ``raw_levels`` (Y X C, largest first; the RGB rule above) plus 2x
     coarser levels computed lazily until the smallest fits ``PYRAMID_TOP_PX``, and each level's
-    downsample (level-0 size / level size, per axis)."""
+    (dy, dx) level-0 px per level px: level-0 size / level size for the given levels (OpenSlide's
+    rule), exactly twice the level above's for computed ones (a 2x2 mean, odd last px dropped)."""
     levels = [as_rgb8(raw, premultiplied) for raw in raw_levels]
+    h0, w0 = levels[0].shape[:2]
+    downsamples = [(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]
     while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
         levels.append(_halved(levels[-1]))
-    h0, w0 = levels[0].shape[:2]
-    return levels, [(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]
+        dy, dx = downsamples[-1]
+        downsamples.append((2 * dy, 2 * dx))
+    return levels, downsamples
 
 
 def as_rgb8(raw: da.Array, premultiplied: bool = False) -> da.Array:
