@@ -64,7 +64,8 @@ def test_export_heatmap_writes_every_format_and_creates_the_folder(heatmap, tmp_
     written = ex.export_heatmap(heatmap, out, "s1")
     assert set(written) == {*ex.FORMATS, "json"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["s1.ome.tif", "s1.json", "s1.raster.tif", "s1.png", "s1.csv", "s1.geojson"]
+        ["s1.ome.tif", "s1.json", "s1.raster.tif", "s1.png", "s1.csv", "s1.wsinfer.csv",
+         "s1.geojson"]
     )
     assert all(p.parent == out and p.stat().st_size > 0 for p in written.values())
     only = ex.export_heatmap(heatmap, tmp_path / "two", "s2", "csv,geojson")
@@ -432,6 +433,125 @@ def test_nothing_computed_gives_empty_tables_and_an_unchanged_thumbnail(tmp_path
     assert np.isnan(tifffile.imread(written["ometiff"])).all()
     assert len(ex.read_csv(written["csv"]).rows) == 0
     assert len(ex.read_geojson(written["geojson"]).rows) == 0
+
+
+# --- GeoJSON classification ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dab_heatmap(ihc_png_path) -> Heatmap:
+    """The built-in ``dab`` model (TensorFlow) over the real IHC image: one output per patch."""
+    from napari_patchheat import compute_heatmap
+
+    h = compute_heatmap(ihc_png_path, "dab", size=64, stride=48, padding="SAME", use_cache=False)
+    assert h.class_names == ("dab_positive",) and h.n_computed == h.grid.n_patches > 100
+    assert np.unique(h.values).size > 50  # values vary
+    return h
+
+
+def geojson_features(path: Path) -> tuple[dict, list[dict]]:
+    doc = json.loads(Path(path).read_text())
+    return doc, doc["features"]
+
+
+def test_dab_geojson_classifies_exactly_the_tiles_at_or_above_the_threshold(dab_heatmap,
+                                                                           tmp_path):
+    h = dab_heatmap
+    values = h.values[..., 0]
+    threshold = float(np.sort(values, axis=None)[values.size // 3])  # a value some tile has
+    above = values >= threshold
+    assert 0 < above.sum() < values.size and (values == threshold).any()
+    path = ex.write_geojson(h, tmp_path / "dab.geojson", positive_threshold=threshold)
+    doc, features = geojson_features(path)
+    assert len(features) == values.size
+    classified = np.zeros_like(above)
+    for feat in features:
+        props = feat["properties"]
+        r, c = props["patchheat"]["row"], props["patchheat"]["col"]
+        assert np.float32(props["measurements"]["dab_positive"]) == values[r, c]
+        if "classification" in props:
+            assert props["classification"] == {"name": "dab_positive",
+                                               "color": list(ex.CLASS_COLORS_RGB[0])}
+            classified[r, c] = True
+    assert np.array_equal(classified, above)  # none below, every one at or above
+    rule = doc["patchheat"]["classification"]
+    assert rule["positive_threshold"] == threshold and rule["min_probability"] is None
+    assert "dab_positive" in rule["rule"] and ">=" in rule["rule"]
+
+
+def test_without_a_threshold_no_dab_tile_is_classified(dab_heatmap, tmp_path):
+    assert (dab_heatmap.values > 0).any()  # argmax would call these positive
+    doc, features = geojson_features(ex.export_heatmap(dab_heatmap, tmp_path, "dab",
+                                                      "geojson")["geojson"])
+    assert len(features) == dab_heatmap.n_computed
+    assert not any("classification" in f["properties"] for f in features)
+    assert doc["patchheat"]["classification"]["positive_threshold"] is None
+
+
+def test_multiclass_keeps_argmax_and_leaves_tiles_below_min_probability_unclassified(tmp_path):
+    h = make_heatmap(GRIDS["valid"], classes=("stroma", "tumor", "necrosis"))
+    rows, cols = np.nonzero(h.computed)
+    vals = h.values[rows, cols]
+    top, best = np.argmax(vals, axis=1), vals.max(axis=1)
+    min_probability = 0.7
+    assert 0 < (best < min_probability).sum() < len(best) and len(np.unique(top)) == 3
+    doc, features = geojson_features(ex.export_heatmap(
+        h, tmp_path, "h", "geojson", min_probability=min_probability)["geojson"])
+    for feat, k, b in zip(features, top, best):
+        got = feat["properties"].get("classification")
+        assert got == (None if b < min_probability else
+                       {"name": h.class_names[k], "color": list(ex.CLASS_COLORS_RGB[k])})
+    assert doc["patchheat"]["classification"]["min_probability"] == min_probability
+    _, plain = geojson_features(ex.write_geojson(h, tmp_path / "plain.geojson"))
+    assert [f["properties"]["classification"]["name"] for f in plain] == \
+        [h.class_names[k] for k in top]  # no minimum: every tile gets its top class
+
+
+def test_thresholds_that_do_not_fit_the_model_are_clear_errors(dab_heatmap, heatmap, tmp_path):
+    with pytest.raises(ValueError, match="positive threshold applies only to a model with one"):
+        ex.write_geojson(heatmap, tmp_path / "a.geojson", positive_threshold=0.5)
+    with pytest.raises(ValueError, match="minimum probability applies only to a model with"):
+        ex.write_geojson(dab_heatmap, tmp_path / "b.geojson", min_probability=0.5)
+    with pytest.raises(ValueError, match="must be a finite number"):
+        ex.write_geojson(dab_heatmap, tmp_path / "c.geojson", positive_threshold=float("nan"))
+    with pytest.raises(ValueError, match="positive threshold applies only"):  # before any file
+        ex.export_heatmap(heatmap, tmp_path / "d", "h", positive_threshold=0.5)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- WSInfer CSV --------------------------------------------------------------------------------
+def wsinfer_box_to_polygon(*, minx, miny, width, height):
+    """WSInfer's own ``write_geojson._box_to_polygon`` (SBU-BMI/wsinfer, wsinfer/write_geojson.py)
+    that turns its CSV rows into GeoJSON rings."""
+    maxx = minx + width
+    maxy = miny + height
+    return [(maxx, miny), (maxx, maxy), (minx, maxy), (minx, miny), (maxx, miny)]
+
+
+@pytest.mark.parametrize("which", ["dab", "dilated-nonsquare"])
+def test_wsinfer_csv_reads_back_with_pandas_as_wsinfer_does(which, dab_heatmap, tmp_path):
+    pd = pytest.importorskip("pandas")
+    h = dab_heatmap if which == "dab" else make_heatmap(GRIDS["dilated-nonsquare"],
+                                                         downsample=(4.000345, 3.99917))
+    written = ex.export_heatmap(h, tmp_path, "h", "csv_wsinfer,geojson")
+    assert written["csv_wsinfer"] == tmp_path / "h.wsinfer.csv"
+    df = pd.read_csv(written["csv_wsinfer"])
+    prob_cols = [c for c in df.columns if c.startswith("prob_")]  # how WSInfer finds classes
+    assert list(df.columns) == ["minx", "miny", "width", "height", *prob_cols]
+    assert prob_cols == [f"prob_{n}" for n in h.class_names]
+    rows, cols = np.nonzero(h.computed)
+    y0, x0, y1, x1 = h.grid.boxes(rows, cols, h.downsample).T
+    assert len(df) == len(rows) and np.unique(df[prob_cols[0]]).size > 10
+    np.testing.assert_allclose(df["minx"], x0, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(df["miny"], y0, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(df["width"], x1 - x0, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(df["height"], y1 - y0, rtol=0, atol=1e-9)
+    assert (x0 < 0).any() or which != "dab"  # SAME padding: boxes start outside the slide
+    values = h.values[rows, cols]
+    assert np.array_equal(df[prob_cols].to_numpy(np.float32), values)  # float32 exactly
+    _, features = geojson_features(written["geojson"])
+    for feat, (_, row) in zip(features, df.iterrows()):  # WSInfer's rings are ours
+        ring = wsinfer_box_to_polygon(minx=row["minx"], miny=row["miny"], width=row["width"],
+                                      height=row["height"])
+        np.testing.assert_allclose(feat["geometry"]["coordinates"][0], ring, rtol=0, atol=1e-9)
 
 
 # --- atomic writes and errors ------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """Export a :class:`Heatmap` to files other tools read, and read them back.
 
 Formats: pyramidal OME-TIFF (+ JSON sidecar), a TIFF aligned to a slide level, a PNG overlay,
-CSV and GeoJSON (QuPath / WSInfer style). No TensorFlow, no Qt. All coordinates are level-0
-pixels (DESIGN.md, "The coordinate contract"); docs/export.md states each format exactly.
+CSV (ours or WSInfer's columns) and GeoJSON (QuPath / WSInfer style). No TensorFlow, no Qt.
+All coordinates are level-0 pixels (DESIGN.md, "The coordinate contract"); docs/export.md
+states each format exactly.
 Every file is written to a temporary file in its folder, then renamed into place: a failure
 leaves no half file, and a folder that cannot be written is one :class:`ExportError`.
 
 Modules: ``_files`` (atomic writes, folder errors), ``ometiff``, ``raster`` (slide-aligned
-TIFF), ``png`` (overlay, colour bar), ``tables`` (CSV, GeoJSON). Import from this package.
+TIFF), ``png`` (overlay, colour bar), ``tables`` (CSV, GeoJSON), ``classes`` (which class a
+GeoJSON tile gets). Import from this package.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from ..heatmap import Heatmap
 from ._files import BIGTIFF_FROM_BYTES, ExportError, atomic_write, ensure_folder
+from .classes import UNCLASSIFIED, ClassRule
 from .ometiff import (
     METADATA_NAMESPACE,
     OME_TILE_PX,
@@ -34,31 +37,35 @@ from .tables import (
     CLASS_COLORS_RGB,
     CSV_COLUMNS,
     TABLE_CHUNK_ROWS,
+    WSINFER_COLUMNS,
     PatchTable,
     patch_table,
     read_csv,
     read_geojson,
     write_csv,
     write_geojson,
+    write_wsinfer_csv,
 )
 
 __all__ = [
     "BIGTIFF_FROM_BYTES", "CLASS_COLORS_RGB", "CSV_COLUMNS", "FORMATS", "METADATA_NAMESPACE",
     "OME_TILE_PX", "PLACEMENT_NAMESPACE", "PNG_MAX_PX", "PNG_MIN_PX", "RASTER_TILE_PX",
-    "SUFFIXES", "TABLE_CHUNK_ROWS", "ExportError", "PatchTable", "atomic_write",
+    "SUFFIXES", "TABLE_CHUNK_ROWS", "UNCLASSIFIED", "WSINFER_COLUMNS", "ClassRule",
+    "ExportError", "PatchTable", "atomic_write",
     "colormap_lut", "ensure_folder", "export_heatmap", "is_heatmap_file", "level0_shape",
     "ome_placement", "parse_formats", "patch_table", "png_size", "raster_cells", "read_csv",
     "read_geojson", "read_ome_tiff", "render_overlay", "sample_cells",
     "sidecar_path", "write_csv", "write_geojson", "write_ome_tiff", "write_png_overlay",
-    "write_slide_raster",
+    "write_slide_raster", "write_wsinfer_csv",
 ]
 
-FORMATS = ("ometiff", "slide_raster", "png", "csv", "geojson")
+FORMATS = ("ometiff", "slide_raster", "png", "csv", "csv_wsinfer", "geojson")
 SUFFIXES = {
     "ometiff": ".ome.tif",
     "slide_raster": ".raster.tif",
     "png": ".png",
     "csv": ".csv",
+    "csv_wsinfer": ".wsinfer.csv",
     "geojson": ".geojson",
 }
 
@@ -78,17 +85,21 @@ def export_heatmap(
     value_range: tuple[float, float] | None = None,
     raster_level_shape: Sequence[int] | None = None,
     object_type: str = "tile",
+    positive_threshold: float | None = None,
+    min_probability: float | None = None,
 ) -> dict[str, Path]:
     """Write ``heatmap`` to ``out_dir/<stem><suffix>`` in each of ``formats``; return the paths.
 
     ``formats``: names from :data:`FORMATS` or one comma-separated string ("ometiff,png").
     Keys of the result are the formats, plus "json" (the OME-TIFF's sidecar). ``thumbnail``,
     ``class_name``, ``colormap``, ``opacity``, ``png_max_px``, ``value_range`` shape the PNG;
-    ``raster_level_shape`` is the slide level (height, width) the raster is aligned to.
+    ``raster_level_shape`` is the slide level (height, width) the raster is aligned to;
+    ``positive_threshold`` / ``min_probability`` classify GeoJSON tiles (:class:`ClassRule`).
     """
     chosen = parse_formats(formats)
     if not stem or Path(stem).name != stem or stem in (".", ".."):
         raise ValueError(f"stem={stem!r} must be a plain file name without folders, e.g. 'slide1'.")
+    ClassRule(heatmap.class_names, positive_threshold, min_probability)  # fail before any file
     folder = ensure_folder(out_dir)
     out: dict[str, Path] = {}
     for fmt in chosen:
@@ -105,8 +116,12 @@ def export_heatmap(
             )
         elif fmt == "csv":
             out[fmt] = write_csv(heatmap, path)
+        elif fmt == "csv_wsinfer":
+            out[fmt] = write_wsinfer_csv(heatmap, path)
         else:
-            out[fmt] = write_geojson(heatmap, path, object_type=object_type)
+            out[fmt] = write_geojson(heatmap, path, object_type=object_type,
+                                     positive_threshold=positive_threshold,
+                                     min_probability=min_probability)
     return out
 
 

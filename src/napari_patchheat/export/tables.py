@@ -1,6 +1,6 @@
-"""The computed patches as a table: CSV and GeoJSON (QuPath / WSInfer style), read back.
+"""The computed patches as a table: CSV (ours or WSInfer's columns) and GeoJSON, read back.
 
-Boxes and centres in level-0 pixels; both files are streamed in chunks of TABLE_CHUNK_ROWS.
+Boxes and centres in level-0 pixels; the files are streamed in chunks of TABLE_CHUNK_ROWS.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +16,11 @@ import numpy as np
 
 from ..heatmap import Heatmap
 from ._files import atomic_write
+from .classes import UNCLASSIFIED, ClassRule
 
 TABLE_CHUNK_ROWS = 65536  # CSV / GeoJSON are written this many patches at a time
 CSV_COLUMNS = ("row", "col", "level", "x", "y", "width", "height", "center_x", "center_y")
+WSINFER_COLUMNS = ("minx", "miny", "width", "height")  # then prob_<class>, as WSInfer writes
 CLASS_COLORS_RGB = (  # classification colours in GeoJSON, class k gets k % 10
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
@@ -74,24 +76,48 @@ def _num_str(values: np.ndarray) -> np.ndarray:
     return text
 
 
-def write_csv(heatmap: Heatmap, path: str | Path) -> Path:
-    """CSV, one row per computed patch: row, col, level, x, y, width, height, center_x, center_y
-    and one column per class. Box and centre in level-0 pixels (see :class:`PatchTable`)."""
+def _write_csv_rows(heatmap: Heatmap, path: str | Path, header: Sequence[str],
+                    columns: Callable[[PatchTable], list[np.ndarray]]) -> Path:
+    """Stream a CSV: ``header``, then ``columns(chunk)`` (text arrays) for each table chunk."""
     path = Path(path)
     with atomic_write(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow([*CSV_COLUMNS, *_class_columns(heatmap.class_names)])
+            writer.writerow(header)
             for t in _table_chunks(heatmap):
-                b, c = t.boxes, t.centers
-                level = np.full(len(t.rows), str(t.level))
-                columns = [t.rows.astype(str), t.cols.astype(str), level,
-                           _num_str(b[:, 1]), _num_str(b[:, 0]),
-                           _num_str(b[:, 3] - b[:, 1]), _num_str(b[:, 2] - b[:, 0]),
-                           _num_str(c[:, 1]), _num_str(c[:, 0])]
-                columns += [_num_str(t.values[:, k]) for k in range(t.values.shape[1])]
-                writer.writerows(zip(*(col.tolist() for col in columns)))
+                writer.writerows(zip(*(col.tolist() for col in columns(t))))
     return path
+
+
+def _box_columns(t: PatchTable) -> list[np.ndarray]:
+    """x, y, width, height of each box as text, level-0 pixels."""
+    b = t.boxes
+    return [_num_str(b[:, 1]), _num_str(b[:, 0]), _num_str(b[:, 3] - b[:, 1]),
+            _num_str(b[:, 2] - b[:, 0])]
+
+
+def _value_columns(t: PatchTable) -> list[np.ndarray]:
+    return [_num_str(t.values[:, k]) for k in range(t.values.shape[1])]
+
+
+def write_csv(heatmap: Heatmap, path: str | Path) -> Path:
+    """CSV, one row per computed patch: row, col, level, x, y, width, height, center_x, center_y
+    and one column per class. Box and centre in level-0 pixels (see :class:`PatchTable`)."""
+
+    def columns(t: PatchTable) -> list[np.ndarray]:
+        level = np.full(len(t.rows), str(t.level))
+        return [t.rows.astype(str), t.cols.astype(str), level, *_box_columns(t),
+                _num_str(t.centers[:, 1]), _num_str(t.centers[:, 0]), *_value_columns(t)]
+
+    header = [*CSV_COLUMNS, *_class_columns(heatmap.class_names)]
+    return _write_csv_rows(heatmap, path, header, columns)
+
+
+def write_wsinfer_csv(heatmap: Heatmap, path: str | Path) -> Path:
+    """CSV with WSInfer's columns, one row per computed patch: minx, miny, width, height (the
+    patch's level-0 box, pixels) and prob_<class> per class; WSInfer's tools read it as theirs."""
+    header = [*WSINFER_COLUMNS, *(f"prob_{n}" for n in heatmap.class_names)]
+    return _write_csv_rows(heatmap, path, header, lambda t: [*_box_columns(t), *_value_columns(t)])
 
 
 def read_csv(path: str | Path) -> PatchTable:
@@ -117,18 +143,23 @@ def _ring(y0: float, x0: float, y1: float, x1: float) -> list[list[float]]:
     return [[x1, y0], [x1, y1], [x0, y1], [x0, y0], [x1, y0]]
 
 
-def write_geojson(heatmap: Heatmap, path: str | Path, *, object_type: str = "tile") -> Path:
+def write_geojson(heatmap: Heatmap, path: str | Path, *, object_type: str = "tile",
+                  positive_threshold: float | None = None,
+                  min_probability: float | None = None) -> Path:
     """GeoJSON FeatureCollection, one Polygon per computed patch, in level-0 pixels (x, y).
 
     Properties as QuPath reads them: ``objectType`` ("tile" or "detection"), ``measurements``
-    {class: value}, ``classification`` {name: top class, color: [r, g, b]}; and ``patchheat``
+    {class: value}, ``classification`` {name, color: [r, g, b]} where :class:`ClassRule` gives
+    one (the rule is stated in the collection's ``patchheat.classification``); and ``patchheat``
     {row, col, level}. Streamed to disk feature by feature.
     """
     if object_type not in ("tile", "detection", "annotation"):
         raise ValueError(f"object_type={object_type!r}: use 'tile', 'detection' or 'annotation'.")
+    rule = ClassRule(heatmap.class_names, positive_threshold, min_probability)
     path = Path(path)
     key = f"napari-patchheat:{heatmap.model_fingerprint}|{heatmap.slide_path}|{heatmap.level}"
-    head = {"type": "FeatureCollection", "patchheat": heatmap.metadata()}
+    head = {"type": "FeatureCollection",
+            "patchheat": {**heatmap.metadata(), "classification": rule.describe()}}
     names, sep = heatmap.class_names, "\n"
     with atomic_write(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -137,19 +168,20 @@ def write_geojson(heatmap: Heatmap, path: str | Path, *, object_type: str = "til
                 boxes = [[int(v) if v.is_integer() else v for v in b] for b in t.boxes.tolist()]
                 values = [[v if np.isfinite(v) else None for v in row]  # shortest float32 text
                           for row in t.values.astype(str).astype(float).tolist()]
-                top = np.argmax(np.nan_to_num(t.values, nan=-np.inf), axis=1).tolist()
-                for r, c, k, box, vals in zip(t.rows.tolist(), t.cols.tolist(), top, boxes, values):
-                    colour = list(CLASS_COLORS_RGB[k % len(CLASS_COLORS_RGB)])
+                classes = rule.classes(t.values).tolist()
+                for r, c, k, box, vals in zip(t.rows.tolist(), t.cols.tolist(), classes, boxes,
+                                              values):
+                    props: dict[str, object] = {"objectType": object_type}
+                    if k != UNCLASSIFIED:
+                        colour = list(CLASS_COLORS_RGB[k % len(CLASS_COLORS_RGB)])
+                        props["classification"] = {"name": names[k], "color": colour}
+                    props["measurements"] = dict(zip(names, vals))
+                    props["patchheat"] = {"row": r, "col": c, "level": t.level}
                     feature = {
                         "type": "Feature",
                         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{key}|{r}|{c}")),
                         "geometry": {"type": "Polygon", "coordinates": [_ring(*box)]},
-                        "properties": {
-                            "objectType": object_type,
-                            "classification": {"name": names[k], "color": colour},
-                            "measurements": dict(zip(names, vals)),
-                            "patchheat": {"row": r, "col": c, "level": t.level},
-                        },
+                        "properties": props,
                     }
                     f.write(sep + json.dumps(feature, allow_nan=False))
                     sep = ",\n"
