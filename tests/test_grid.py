@@ -233,3 +233,36 @@ def test_blocks_respect_a_patch_count_cap():
         for r, c in blocks:
             seen[r.start : r.stop, c.start : c.stop] += 1
         assert (seen == 1).all()
+
+
+def test_inside_samples_of_a_same_grid_by_hand():
+    g = PatchGrid(10, 10, 3, 4, rate=3, padding="SAME")  # starts -2, 2, 6; samples +0, +3, +6
+    rows, cols = g.inside_samples([0, 2, 1], [2, 0, 1])
+    np.testing.assert_array_equal(rows, [[False, True, True], [True, True, False], [True] * 3])
+    np.testing.assert_array_equal(cols, [[True, True, False], [False, True, True], [True] * 3])
+    rows, cols = PatchGrid(12, 7, 2, 1, rate=20, padding="SAME").inside_samples(5, [0, 6])
+    assert rows.shape == (2, 2) and not rows.any()  # row 5 starts at -5: samples -5 and 15
+    np.testing.assert_array_equal(cols, [[False, False], [False, False]])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    h=st.integers(1, 30), w=st.integers(1, 30), k=st.integers(1, 6), s=st.integers(1, 9),
+    r=st.integers(1, 7), padding=st.sampled_from(["VALID", "SAME"]),
+)
+def test_inside_samples_are_the_nonzero_samples_of_a_ones_image(h, w, k, s, r, padding):
+    """Against read_patch (held to tf.image.extract_patches in test_extract.py): a sample is
+    inside exactly where a patch of an all-ones image is not SAME's zero padding."""
+    try:
+        g = PatchGrid(h, w, (k, k + 1), (s, s + 2), (r, 1), padding)
+    except ValueError:
+        return  # VALID with no patch fitting
+    ones = np.ones((h, w, 1), np.uint8)
+    ii, jj = np.meshgrid(np.arange(g.rows), np.arange(g.cols), indexing="ij")
+    rows, cols = g.inside_samples(ii, jj)
+    assert rows.shape == (*g.shape, k) and cols.shape == (*g.shape, k + 1)
+    for i, j in zip(ii.ravel(), jj.ravel()):
+        seen = g.read_patch(ones, i, j)[..., 0].astype(bool)
+        np.testing.assert_array_equal(rows[i, j][:, None] & cols[i, j][None, :], seen)
+    if padding == "VALID":
+        assert rows.all() and cols.all()

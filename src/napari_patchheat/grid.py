@@ -190,6 +190,25 @@ class PatchGrid:
         x0 = (c * self.stride[1] - self.pad_before[1]).astype(np.float64)
         return np.stack([y0 * dy, x0 * dx, (y0 + ey) * dy, (x0 + ex) * dx], axis=-1)
 
+    def inside_samples(
+        self,
+        rows: np.ndarray | Sequence[int] | int,
+        cols: np.ndarray | Sequence[int] | int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which samples of patches (rows[n], cols[n]) are level pixels, not SAME's padding.
+
+        Returns bool ``(..., size_y)`` and ``(..., size_x)``: sample (ky, kx) lies inside the
+        level when both are True, i.e. when level-pixel row ``a_i + ky * rate_y`` is in
+        [0, height) and column ``b_j + kx * rate_x`` in [0, width). VALID: all True.
+        """
+        r, c = np.broadcast_arrays(np.asarray(rows, np.int64), np.asarray(cols, np.int64))
+        return self._inside_axis(r, 0), self._inside_axis(c, 1)
+
+    def _inside_axis(self, index: np.ndarray, axis: int) -> np.ndarray:
+        step = np.arange(self.size[axis], dtype=np.int64) * self.rate[axis]
+        pixel = (index * self.stride[axis] - self.pad_before[axis])[..., None] + step
+        return (pixel >= 0) & (pixel < (self.height, self.width)[axis])
+
     def box(
         self, row: int, col: int, downsample: float | Sequence[float] = 1.0
     ) -> tuple[float, ...]:
