@@ -144,6 +144,25 @@ def slide_writer(tmp_path: Path) -> Callable[..., tuple[Path, list[np.ndarray]]]
     return write
 
 
+ODD_SLIDE_MPP_UM = 0.2283  # with AppMag 40: 43.8x by 10 µm / mpp, 40x by the file
+
+
+@pytest.fixture
+def odd_slide(
+    slide_writer: Callable[..., tuple[Path, list[np.ndarray]]], real_pixels: np.ndarray
+) -> tuple[Path, list[tuple[int, int, int, int]]]:
+    """(path, squares): a single-level 2601 x 4099 SVS-like slide (AppMag 40, 0.2283 µm/px,
+    uncompressed) of darkened real pixels (never 255) with white squares at the level-0
+    ``squares`` (y0, x0, y1, x1), multiples of 64: one at the far edge, one near the origin."""
+    squares = [(64, 128, 128, 192), (2496, 4032, 2560, 4096)]
+    image = np.tile(real_pixels // 2, (1, 2, 1))[:2601, :4099]
+    for y0, x0, y1, x1 in squares:
+        image[y0:y1, x0:x1] = 255
+    path, _ = slide_writer("odd.svs", image, layout="svs", levels=1, compression=None,
+                           mpp=ODD_SLIDE_MPP_UM)
+    return path, squares
+
+
 def sparse_tiles(rows: int, cols: int, tile: bytes, block: tuple[slice, slice]) -> Iterator[bytes]:
     """``tile`` in the tiles of ``block`` (tile rows, tile columns), empty tiles elsewhere."""
     for ty in range(rows):

@@ -12,11 +12,7 @@ from napari_patchheat.grid import PatchGrid
 from napari_patchheat.heatmap import Heatmap
 from napari_patchheat.slide import SlideError, open_slide, rgb_pyramid, thumbnail_level
 
-ODD_SHAPE = (2601, 4099)  # level 0 of the odd-sized slide: computed levels 1300 x 2049, 650 x 1024
-# level-0 (y0, x0, y1, x1) of the bright squares on it: multiples of 64, so each is one patch of
-# 32 px on level 1 and of 16 px on level 2; one at the far edge, where a factor of
-# level-0 size / level size would be furthest off
-ODD_SQUARES = ((2496, 4032, 2560, 4096), (64, 128, 128, 192))
+ODD_SHAPE = (2601, 4099)  # level 0 of the odd_slide fixture; computed: 1300 x 2049, 650 x 1024
 
 
 @pytest.fixture
@@ -105,23 +101,21 @@ def test_large_single_level_gets_a_computed_pyramid(slide_writer, real_pixels):
 
 
 @pytest.fixture
-def odd_slide(slide_writer, real_pixels):
-    """A single-level 2601 x 4099 slide (lossless) of darkened real pixels (never 255) with
-    white squares at ``ODD_SQUARES``; its pyramid is computed."""
-    image = np.tile(real_pixels // 2, (1, 2, 1))[: ODD_SHAPE[0], : ODD_SHAPE[1]]
-    for y0, x0, y1, x1 in ODD_SQUARES:
-        image[y0:y1, x0:x1] = 255
-    path, _ = slide_writer("odd.tif", image, layout="single", compression=None)
+def odd(odd_slide):
+    """The odd-sized slide open, and its white squares (level-0 px, multiples of 64: each one
+    patch of 32 px on level 1 and of 16 px on level 2)."""
+    path, squares = odd_slide
     with open_slide(path) as s:
-        yield s
+        yield s, squares
 
 
-def test_computed_levels_downsample_by_exactly_two_per_level(odd_slide):
+def test_computed_levels_downsample_by_exactly_two_per_level(odd):
     """Each computed level is skimage's 2 x 2 block mean of the level above (odd last row and
     column dropped), so its downsample is a power of two, not level-0 size / level size."""
     from skimage.measure import block_reduce
 
-    s = odd_slide
+    s, _ = odd
+    assert s.stored_level_count == 1
     assert [lv.shape[:2] for lv in s.levels] == [ODD_SHAPE, (1300, 2049), (650, 1024)]
     assert (2601 / 650, 4099 / 1024) != (4.0, 4.0)  # the shape ratio is not the factor
     assert s.downsamples == [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0)]
@@ -158,27 +152,26 @@ def test_rgb_pyramid_of_an_array_downsamples_by_exactly_two():
 
 
 @pytest.mark.parametrize("level, size", [(1, 32), (2, 16)])
-def test_a_heatmap_cell_on_a_computed_level_covers_its_patchs_level0_pixels(odd_slide, level,
-                                                                           size):
+def test_a_heatmap_cell_on_a_computed_level_covers_its_patchs_level0_pixels(odd, level, size):
     """TensorFlow's patches of the computed level find the white squares; the heatmap cell of
     each such patch spans exactly the square's level-0 pixels (world [y0 - 0.5, y1 - 0.5))."""
     import tensorflow as tf
 
-    s = odd_slide
+    s, squares = odd
     pixels = s.levels[level].compute()
     patches = tf.image.extract_patches(pixels[None], [1, size, size, 1], [1, size, size, 1],
                                        [1, 1, 1, 1], "VALID").numpy()[0]
     white = np.argwhere((patches == 255).all(axis=-1))
     grid = PatchGrid(*pixels.shape[:2], size, size)
-    assert patches.shape[:2] == grid.shape and len(white) == len(ODD_SQUARES)
+    assert patches.shape[:2] == grid.shape and len(white) == len(squares)
     values = (patches == 255).all(axis=-1)[..., None].astype(np.float32)
     heatmap = Heatmap(values, grid, level, s.downsamples[level], ("white",))
     (sy, sx), (ty, tx) = heatmap.placement()
     cells = [[ty + (i - 0.5) * sy, tx + (j - 0.5) * sx, ty + (i + 0.5) * sy, tx + (j + 0.5) * sx]
              for i, j in white]  # row-major, as the squares sorted by row
-    for y0, x0, y1, x1 in ODD_SQUARES:
+    for y0, x0, y1, x1 in squares:
         assert (s.levels[0][y0:y1, x0:x1] == 255).all().compute()
-    np.testing.assert_allclose(cells, np.array(sorted(ODD_SQUARES)) - 0.5, atol=1e-9)
+    np.testing.assert_allclose(cells, np.array(sorted(squares)) - 0.5, atol=1e-9)
 
 
 # --- Slide.reader: what runs read ---------------------------------------------------------------
