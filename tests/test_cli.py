@@ -52,6 +52,10 @@ def test_run_on_the_real_svs_writes_compute_heatmaps_values(tmp_path):
         (["run", "{svs}", "--model", "{out}/nothing.keras", "--out", "{out}"], "nothing.keras"),
         (["run", "{svs}", "--out", "{out}", "--format", "npz,tiff"], "unknown format tiff"),
         (["run", "{svs}", "--mixed-precision", "--out", "{out}"], "float32 only"),
+        (["run", "{svs}", "--min-probability", "0.5", "--out", "{out}"],
+         "minimum probability applies only to a model with several classes"),
+        (["run", "{svs}", "--positive-threshold", "high", "--out", "{out}"],
+         "invalid float value: 'high'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -73,7 +77,8 @@ def test_help_lists_every_option():
     assert out.returncode == 0
     for option in ("--model", "--level", "--mpp", "--size", "--stride", "--rate", "--padding",
                    "--batch-size", "--tissue-threshold", "--resize", "--mixed-precision",
-                   "--backend", "--cache-dir", "--no-cache", "--out", "--format"):
+                   "--backend", "--cache-dir", "--no-cache", "--out", "--format",
+                   "--positive-threshold", "--min-probability", "csv_wsinfer"):
         assert option in out.stdout
     for command in ("demo", "open"):
         assert patchheat(command, "--help", timeout=60).returncode == 0
@@ -123,7 +128,7 @@ def test_run_writes_every_export_format_like_export_heatmap(tmp_path):
     tifffile.imwrite(slide, skimage.data.immunohistochemistry(), photometric="rgb")
     out = patchheat("run", slide, "--model", "dab", "--size", "64", "--stride", "32",
                     "--no-cache", "--out", tmp_path / "cli",
-                    "--format", "npz,ometiff,slide_raster,png,csv,geojson")
+                    "--format", "npz,ometiff,slide_raster,png,csv,csv_wsinfer,geojson")
     assert out.returncode == 0, out.stderr[-3000:]
     h = Heatmap.load_npz(tmp_path / "cli" / "ihc.dab.npz")
     with open_slide(slide) as s:  # the thumbnail the CLI passes
@@ -132,10 +137,102 @@ def test_run_writes_every_export_format_like_export_heatmap(tmp_path):
     assert cli_files == sorted([p.name for p in api.values()] + ["ihc.dab.npz"])
     np.testing.assert_array_equal(read_ome_tiff(tmp_path / "cli" / "ihc.dab.ome.tif").values,
                                   h.values)
-    for name in ("ihc.dab.csv", "ihc.dab.geojson", "ihc.dab.png", "ihc.dab.raster.tif"):
+    for name in ("ihc.dab.csv", "ihc.dab.wsinfer.csv", "ihc.dab.geojson", "ihc.dab.png",
+                 "ihc.dab.raster.tif"):
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
     assert len(read_csv(tmp_path / "cli" / "ihc.dab.csv").rows) == h.n_computed == 15 * 15
 
+
+
+# --- how GeoJSON tiles are classified ------------------------------------------------------------
+def ihc_slide(tmp_path: Path) -> Path:
+    import skimage.data
+    import tifffile
+
+    slide = tmp_path / "ihc.tif"
+    tifffile.imwrite(slide, skimage.data.immunohistochemistry(), photometric="rgb")
+    return slide
+
+
+def classified(geojson: Path, heatmap: Heatmap) -> tuple[np.ndarray, dict]:
+    """(rows, cols) bool of the tiles with a classification, and the rule the file states."""
+    import json
+
+    doc = json.loads(geojson.read_text())
+    out = np.zeros(heatmap.grid.shape, bool)
+    for feat in doc["features"]:
+        props = feat["properties"]
+        if "classification" in props:
+            assert props["classification"]["name"] == heatmap.class_names[0]
+            out[props["patchheat"]["row"], props["patchheat"]["col"]] = True
+    return out, doc["patchheat"]["classification"]
+
+
+def test_positive_threshold_flag_reaches_the_geojson_and_the_heatmap(tmp_path):
+    from napari_patchheat.export import export_heatmap
+
+    slide = ihc_slide(tmp_path)
+    code = main(["run", str(slide), "--model", "dab", "--size", "64", "--stride", "32",
+                 "--no-cache", "--positive-threshold", "0.5", "--out", str(tmp_path / "cli"),
+                 "--format", "npz,geojson"])
+    assert code == 0
+    h = Heatmap.load_npz(tmp_path / "cli" / "ihc.dab.npz")
+    values = h.values[..., 0]
+    assert 0 < (values >= 0.5).sum() < h.n_computed == values.size  # values vary around it
+    got, rule = classified(tmp_path / "cli" / "ihc.dab.geojson", h)
+    assert np.array_equal(got, values >= 0.5) and rule["positive_threshold"] == 0.5
+    assert h.extra["positive_threshold"] == 0.5  # the heatmap's files record it
+    api = export_heatmap(h, tmp_path / "api", "ihc.dab", "geojson",
+                         positive_threshold=h.extra["positive_threshold"])
+    assert api["geojson"].read_bytes() == (tmp_path / "cli" / "ihc.dab.geojson").read_bytes()
+
+
+def save_small_cnn(path: Path, outputs: int, activation: str) -> Path:
+    """A small Keras CNN (fixed random weights) on 32 x 32 patches, saved to ``path``."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(outputs, activation=activation)(x)).save(path)
+    return path
+
+
+def test_the_model_cards_positive_threshold_classifies_and_the_flag_overrides_it(tmp_path):
+    import json
+
+    slide = ihc_slide(tmp_path)
+    model = save_small_cnn(tmp_path / "tumour.keras", 1, "sigmoid")
+    ref = compute_heatmap(slide, model, size=32, stride=32, use_cache=False).values[..., 0]
+    assert np.unique(ref).size > 100  # values vary
+    card_t, flag_t = (float(np.quantile(ref, q, method="lower")) for q in (0.3, 0.8))
+    (tmp_path / "tumour.json").write_text(json.dumps(
+        {"class_names": ["tumour"], "positive_threshold": card_t}))
+    for out, flags, threshold in (("card", [], card_t),
+                                  ("flag", ["--positive-threshold", repr(flag_t)], flag_t)):
+        code = main(["run", str(slide), "--model", str(model), "--size", "32", "--no-cache",
+                     "--out", str(tmp_path / out), "--format", "npz,geojson", *flags])
+        assert code == 0
+        h = Heatmap.load_npz(tmp_path / out / "ihc.tumour.npz")
+        values = h.values[..., 0]
+        assert 0 < (values >= threshold).sum() < values.size
+        got, rule = classified(tmp_path / out / "ihc.tumour.geojson", h)
+        assert np.array_equal(got, values >= threshold)
+        assert rule["positive_threshold"] == threshold == h.extra["positive_threshold"]
+
+
+def test_a_threshold_that_does_not_fit_the_model_stops_before_the_run(tmp_path, capsys):
+    model = save_small_cnn(tmp_path / "three.keras", 3, "softmax")
+    code = main(["run", str(ihc_slide(tmp_path)), "--model", str(model), "--size", "32",
+                 "--no-cache", "--positive-threshold", "0.5", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "positive threshold applies only to a model with one output" in err
+    assert "patches" not in err and not (tmp_path / "out").exists()  # nothing ran
+    (tmp_path / "three.json").write_text('{"positive_threshold": 0.5, "class_names": ["a", "b"]}')
+    assert main(["run", str(ihc_slide(tmp_path)), "--model", str(model), "--out",
+                 str(tmp_path / "out")]) == 2
+    assert "positive_threshold is for models with one output" in capsys.readouterr().err
 
 
 class FailsOnSecondBatch:

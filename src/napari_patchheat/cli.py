@@ -14,10 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .grid import Pair, as_pair
 from .options import RunOptions
+
+if TYPE_CHECKING:
+    from .export import ClassRule
+    from .heatmap import Heatmap
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -80,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(run)
     run.add_argument("--out", type=Path, required=True, help="output folder")
     run.add_argument("--format", type=_formats, default=["npz"],
-                     help="comma-separated: npz, ometiff, slide_raster, png, csv, geojson "
-                          "(default npz)")
+                     help="comma-separated: npz, ometiff, slide_raster, png, csv, csv_wsinfer "
+                          "(WSInfer's columns), geojson (default npz)")
+    run.add_argument("--positive-threshold", type=float, default=None,
+                     help="GeoJSON: classify a one-output model's tiles whose value is at or "
+                          "above this (default: the model card's; none: no tile is classified)")
+    run.add_argument("--min-probability", type=float, default=None,
+                     help="GeoJSON: leave a multi-class model's tiles unclassified where their "
+                          "top class's value is below this (default: each gets its top class)")
 
     demo = sub.add_parser("demo", help="the IHC sample through 'dab', then the generated slide "
                                        "through 'tissue'; opens napari when there is a display")
@@ -159,10 +169,13 @@ class ProgressLine:
 
 def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",),
             options: RunOptions = RunOptions(), *, mpp: float | None = None,
-            quiet: bool = False) -> dict[str, Path]:
+            quiet: bool = False, positive_threshold: float | None = None,
+            min_probability: float | None = None) -> dict[str, Path]:
     """Compute a heatmap of ``slide`` with ``model`` and write it to ``out``; returns the files.
 
     ``mpp`` (µm/px), when given, picks the level closest to it instead of ``options.level``.
+    ``positive_threshold`` (else the model card's) and ``min_probability`` classify GeoJSON
+    tiles (export.ClassRule); they are checked before the run and kept in the heatmap's extra.
     """
     from .inference import HeatmapRun, RunError
     from .slide import open_slide
@@ -173,6 +186,7 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         if mpp is not None:
             options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
         run = HeatmapRun(s, model, options)
+        classify = class_rule(model, run.model.class_names, positive_threshold, min_probability)
         if not quiet:
             _describe_run(slide, run)
         stem = f"{slide_stem(slide)}.{run.model.name}"
@@ -182,13 +196,33 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
                 if not quiet:
                     bar(p)
         except (RunError, KeyboardInterrupt) as exc:  # keep what was computed
-            partial = run.result()
+            partial = with_class_rule(run.result(), classify)
             if partial.n_computed:
                 write_outputs(partial, out, f"{stem}.partial", ("npz",), s)
                 print(f"kept {partial.n_computed:,} computed patches in "
                       f"{out / (stem + '.partial.npz')}", file=sys.stderr)
             raise exc
-        return write_outputs(run.result(), out, stem, formats, s)
+        return write_outputs(with_class_rule(run.result(), classify), out, stem, formats, s)
+
+
+def class_rule(model: str, class_names: Sequence[str], positive_threshold: float | None,
+               min_probability: float | None) -> ClassRule:
+    """The export.ClassRule of a run: ``positive_threshold``, else the card's of ``model`` (a
+    built-in name or a path); a ValueError where a threshold does not fit the model's classes."""
+    from .export import ClassRule
+    from .models import find_card, is_builtin
+
+    if positive_threshold is None and not is_builtin(model):
+        positive_threshold = find_card(Path(model)).positive_threshold
+    return ClassRule(tuple(class_names), positive_threshold, min_probability)
+
+
+def with_class_rule(heatmap: Heatmap, rule: ClassRule) -> Heatmap:
+    """``heatmap`` with the rule's thresholds in its ``extra`` (its files record them)."""
+    for key in ("positive_threshold", "min_probability"):
+        if getattr(rule, key) is not None:
+            heatmap.extra[key] = getattr(rule, key)
+    return heatmap
 
 
 def _describe_run(slide: Path, run: Any) -> None:
@@ -212,7 +246,8 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
                   slide: Any) -> dict[str, Path]:
     """Write ``heatmap`` in each of ``formats`` under ``out``; returns format -> path.
 
-    ``slide`` (an open Slide) gives the PNG's background thumbnail.
+    ``slide`` (an open Slide) gives the PNG's background thumbnail; GeoJSON tiles are classified
+    by the thresholds in ``heatmap.extra`` (:func:`with_class_rule`).
     """
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -226,7 +261,10 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
         from .export import export_heatmap
 
         thumbnail = slide.thumbnail(2000) if "png" in others else None
-        written.update(export_heatmap(heatmap, out, stem, others, thumbnail=thumbnail))
+        written.update(export_heatmap(
+            heatmap, out, stem, others, thumbnail=thumbnail,
+            positive_threshold=heatmap.extra.get("positive_threshold"),
+            min_probability=heatmap.extra.get("min_probability")))
     return written
 
 
@@ -275,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             files = run_job(args.slide, args.model, args.out, args.format, run_options(args),
-                            mpp=args.mpp)
+                            mpp=args.mpp, positive_threshold=args.positive_threshold,
+                            min_probability=args.min_probability)
             for fmt, path in files.items():
                 print(f"{fmt}: {path}")
             return 0

@@ -43,7 +43,7 @@ _ALIASES = {"tf": "-1..1", "0-1": "0..1", "-1-1": "-1..1", "identity": "none"}
 MPP_AT_1X_UM = 10.0
 CARD_FILENAME_IN_DIR = "model_card.json"
 CARD_KEYS = ("class_names", "preprocessing", "input_size", "mpp", "magnification", "name",
-             "description")
+             "description", "positive_threshold")
 
 
 def preprocessing_mode(name: str) -> str:
@@ -72,6 +72,7 @@ class ModelCard:
     name: str | None = None
     description: str | None = None
     path: Path | None = None
+    positive_threshold: float | None = None  # one-output models: exported tiles classified >= it
 
     @property
     def effective_mpp(self) -> float | None:
@@ -146,7 +147,8 @@ def parse_card(data: dict[str, Any], path: Path | None = None) -> ModelCard:
     for key in ("name", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError(f"{key} must be a string.")
-    return ModelCard(names, prep, size, mpp, mag, data.get("name"), data.get("description"), path)
+    return ModelCard(names, prep, size, mpp, mag, data.get("name"), data.get("description"), path,
+                     _positive_threshold(data, names))
 
 
 def _positive(data: dict[str, Any], key: str) -> float | None:
@@ -156,4 +158,18 @@ def _positive(data: dict[str, Any], key: str) -> float | None:
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not math.isfinite(value) or value <= 0):
         raise ValueError(f"{key}={value!r} must be a positive number.")
+    return float(value)
+
+
+def _positive_threshold(data: dict[str, Any], names: tuple[str, ...] | None) -> float | None:
+    """The card's positive threshold: a finite number, for a model with one output only."""
+    value = data.get("positive_threshold")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"positive_threshold={value!r} must be a finite number, e.g. 0.5.")
+    if names is not None and len(names) != 1:
+        raise ValueError(
+            f"positive_threshold is for models with one output, but class_names names "
+            f"{len(names)} classes: remove it (exports classify by the top class).")
     return float(value)
