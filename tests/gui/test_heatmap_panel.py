@@ -122,3 +122,81 @@ def test_export_to_an_unwritable_folder_is_an_error_and_keeps_the_layer(viewer, 
     np.testing.assert_array_equal(heatmap.values, before)
     widget.display.export_folder.value = tmp_path / "fine"  # the widget stays usable
     assert widget.display.export() is not None
+
+
+def export_geojson(widget, tmp_path, stem: str):
+    """Export only the GeoJSON of the heatmap in use; (features, the rule the file states)."""
+    import json
+
+    for fmt, box in widget.display.export_formats.items():
+        box.value = fmt == "geojson"
+    widget.display.export_folder.value = tmp_path
+    widget.display.export_stem.value = stem
+    files = widget.display.export()
+    assert files is not None and set(files) == {"geojson"}
+    doc = json.loads(files["geojson"].read_text())
+    return doc["features"], doc["patchheat"]["classification"]
+
+
+def classified(features, heatmap) -> np.ndarray:
+    """(rows, cols) class index of each exported tile, -1 where it has no classification."""
+    out = np.full(heatmap.grid.shape, -2)
+    for feat in features:
+        props = feat["properties"]
+        name = props.get("classification", {}).get("name")
+        out[props["patchheat"]["row"], props["patchheat"]["col"]] = \
+            -1 if name is None else heatmap.class_names.index(name)
+    return out
+
+
+def test_the_positive_threshold_field_reaches_the_geojson(viewer, widget, tmp_path, errors):
+    layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 40, 40, classes=("dab_positive",))
+    widget.display.show(heatmap, slide)
+    panel = widget.display
+    assert panel.positive_threshold.visible and not panel.min_probability.visible
+    values, computed = heatmap.values[..., 0], heatmap.computed
+    assert 0 < (values[computed] >= 0.6).sum() < computed.sum()  # values vary around it
+    panel.positive_threshold.value = "0.6"
+    features, rule = export_geojson(widget, tmp_path, "t")
+    assert len(features) == computed.sum() and rule["positive_threshold"] == 0.6
+    got = classified(features, heatmap)
+    np.testing.assert_array_equal(got[computed], np.where(values[computed] >= 0.6, 0, -1))
+    panel.positive_threshold.value = ""  # no threshold: no tile is classified
+    features, rule = export_geojson(widget, tmp_path, "none")
+    assert rule["positive_threshold"] is None
+    assert (classified(features, heatmap)[computed] == -1).all()
+    panel.positive_threshold.value = "high"
+    assert panel.export() is None
+    assert len(errors) == 1 and "'high' is not a number" in errors[0]
+
+
+def test_a_heatmaps_recorded_threshold_fills_the_field(viewer, widget):
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 40, 40, classes=("tumour",))
+    heatmap.extra["positive_threshold"] = 0.35  # from the model card or `patchheat run`
+    widget.display.show(heatmap, slide)
+    assert widget.display.positive_threshold.value == "0.35"
+
+
+def test_the_min_probability_field_leaves_multiclass_tiles_unclassified(viewer, widget, tmp_path):
+    layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 40, 40, classes=("a", "b", "c"))
+    widget.display.show(heatmap, slide)
+    panel = widget.display
+    assert panel.min_probability.visible and not panel.positive_threshold.visible
+    computed = heatmap.computed
+    vals = heatmap.values[computed]
+    top = np.argmax(vals, axis=1)
+    assert 0 < (vals.max(axis=1) < 0.7).sum() < len(vals) and len(np.unique(top)) == 3
+    features, _ = export_geojson(widget, tmp_path, "argmax")  # empty: every tile its top class
+    np.testing.assert_array_equal(classified(features, heatmap)[computed], top)
+    panel.min_probability.value = "0.7"
+    features, rule = export_geojson(widget, tmp_path, "min")
+    assert rule["min_probability"] == 0.7
+    np.testing.assert_array_equal(classified(features, heatmap)[computed],
+                                  np.where(vals.max(axis=1) >= 0.7, top, -1))
+

@@ -3,7 +3,8 @@
 A heatmap layer is an Image layer made from :meth:`Heatmap.layer_kwargs` (placed per the
 coordinate contract, contrast limits 0..1, NaN transparent) and shifted by the slide layer's
 own translate. Class, colormap and opacity change the layer only, never the values. Export
-writes the layer's heatmap with :func:`~napari_patchheat.export.export_heatmap`.
+writes the layer's heatmap with :func:`~napari_patchheat.export.export_heatmap`; its positive
+threshold (one-output heatmaps) or minimum probability (several classes) classify GeoJSON tiles.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "red", "gray")
 DEFAULT_OPACITY = 0.6
 THUMBNAIL_PX = 2000  # long side of the slide thumbnail the PNG export is blended over
 FORMAT_LABELS = {"ometiff": "OME-TIFF", "slide_raster": "slide-aligned TIFF",
-                 "png": "PNG overlay", "csv": "CSV", "geojson": "GeoJSON (QuPath)"}
+                 "png": "PNG overlay", "csv": "CSV", "csv_wsinfer": "CSV (WSInfer columns)",
+                 "geojson": "GeoJSON (QuPath)"}
+# heatmap.extra keys of the GeoJSON classification (export.ClassRule) and their field labels
+CLASS_RULE_FIELDS = {"positive_threshold": "positive threshold",
+                     "min_probability": "minimum probability"}
 
 
 def safe_stem(text: str) -> str:
@@ -77,13 +82,20 @@ class HeatmapPanel(Container):
         self.export_folder = FileEdit(label="folder", mode="d",
                                       value=Path.home() / "patchheat-export")
         self.export_stem = LineEdit(label="file stem", value="heatmap")
+        self.positive_threshold = LineEdit(
+            label="positive threshold", tooltip="GeoJSON of a one-output model: tiles whose "
+            "value is at or above this are classified; empty: no tile is classified")
+        self.min_probability = LineEdit(
+            label="min probability", tooltip="GeoJSON of a multi-class model: tiles whose top "
+            "class is below this are unclassified; empty: every tile gets its top class")
         self.export_button = PushButton(text="Export", enabled=False)
         self.export_info = TextLabel()
         formats = Container(widgets=list(self.export_formats.values()), labels=False,
                             label="formats")
         super().__init__(labels=False, widgets=[
             section("Display"), Container(widgets=[self.class_name, self.colormap, self.opacity]),
-            section("Export"), Container(widgets=[formats, self.export_folder, self.export_stem]),
+            section("Export"), Container(widgets=[formats, self.export_folder, self.export_stem,
+                                                  self.positive_threshold, self.min_probability]),
             self.export_button, self.export_info,
         ])
         self.class_name.changed.connect(self.apply_display)
@@ -160,6 +172,11 @@ class HeatmapPanel(Container):
                 self.colormap.value = layer.colormap.name
             self.opacity.value = float(layer.opacity)
         self.export_stem.value = safe_stem(layer.name.rsplit(" ", 1)[0])
+        one_output = len(heatmap.class_names) == 1
+        self.positive_threshold.visible, self.min_probability.visible = one_output, not one_output
+        for key in CLASS_RULE_FIELDS:  # a threshold the heatmap records (model card, CLI)
+            if heatmap.extra.get(key) is not None:
+                getattr(self, key).value = repr(float(heatmap.extra[key]))
         self.export_button.enabled = True
         self.on_change()
 
@@ -219,6 +236,7 @@ class HeatmapPanel(Container):
                 heatmap, Path(self.export_folder.value), self.export_stem.value, formats,
                 thumbnail=thumb, class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
                 colormap=self.colormap.value, opacity=float(self.opacity.value),
+                **self.class_rule(len(heatmap.class_names)),
             )
         except (OSError, ValueError) as exc:
             self.export_info.value = "export failed (nothing was lost)"
@@ -226,3 +244,14 @@ class HeatmapPanel(Container):
             return None
         self.export_info.value = f"exported {len(files)} files to {self.export_folder.value}"
         return files
+
+    def class_rule(self, n_classes: int) -> dict[str, float | None]:
+        """The field that applies to a heatmap of ``n_classes`` as an export_heatmap argument:
+        ``positive_threshold`` (one class) or ``min_probability``; an empty field is None."""
+        key = "positive_threshold" if n_classes == 1 else "min_probability"
+        text = str(getattr(self, key).value).strip()
+        try:
+            return {key: float(text) if text else None}
+        except ValueError:
+            raise ValueError(f"the {CLASS_RULE_FIELDS[key]} {text!r} is not a number: type one "
+                             "such as 0.5, or leave the field empty.") from None
