@@ -25,6 +25,7 @@ from ..models.card import MPP_AT_1X_UM
 META_PATH_KEYS = ("path", "slide_path")
 META_MPP_KEYS = ("mpp",)
 META_DOWNSAMPLE_KEYS = ("downsamples",)
+META_POWER_KEYS = ("objective_power",)
 
 
 def is_heatmap_layer(layer: Any) -> bool:
@@ -51,8 +52,9 @@ class SlideLayer:
     """A slide layer's pyramid and placement.
 
     ``levels`` are (Y, X[, C]) arrays (numpy or dask), ``downsamples`` the (dy, dx) level-0 px
-    per level px, ``mpp`` the level-0 µm/px or None, ``path`` the file or None. World
-    coordinates are ``level-0 px * world_per_px + world_offset`` (the layer's scale/translate).
+    per level px, ``mpp`` the level-0 µm/px or None, ``path`` the file or None,
+    ``objective_power`` the file's level-0 magnification or None. World coordinates are
+    ``level-0 px * world_per_px + world_offset`` (the layer's scale/translate).
     """
 
     layer: Any
@@ -62,10 +64,12 @@ class SlideLayer:
     path: Path | None
     world_per_px: FloatPair
     world_offset: FloatPair
+    objective_power: float | None = None
 
     @classmethod
     def from_layer(cls, layer: Any) -> SlideLayer:
-        """Read levels, downsamples, mpp, file and placement off a napari Image layer."""
+        """Read levels, downsamples, mpp, objective power, file and placement off a napari
+        Image layer: from this plugin's reader's metadata, else from the layer's shapes."""
         meta = dict(layer.metadata or {})
         levels = list(layer.data) if layer.multiscale else [layer.data]
         h0, w0 = _yx(levels[0], layer.rgb)
@@ -77,10 +81,11 @@ class SlideLayer:
         mpp = _first(meta, META_MPP_KEYS)
         path = _first(meta, META_PATH_KEYS) or getattr(layer.source, "path", None)
         path = Path(path) if path is not None and Path(path).is_file() else None
+        power = _first(meta, META_POWER_KEYS)
         scale = tuple(float(v) for v in layer.scale[-2:])
         offset = tuple(float(v) for v in layer.translate[-2:])
         return cls(layer, levels, ds, None if mpp is None else as_float_pair("mpp", mpp), path,
-                   scale, offset)  # type: ignore[arg-type]
+                   scale, offset, None if power is None else float(power))  # type: ignore[arg-type]
 
     @property
     def name(self) -> str:
@@ -110,15 +115,23 @@ class SlideLayer:
         return _yx(self.levels[level], self.rgb)
 
     def level_label(self, level: int) -> str:
-        """'1: 8,250 x 11,500 px, 1.00 µm/px (10x)' or '1: ... px, 1/4' without a pixel size."""
+        """'1: 8,250 x 11,500 px, 0.5 µm/px (20x)', or '1: ... px, 1/4' without a pixel size.
+
+        The magnification is the file's objective power over the level's (x) downsample, else
+        ``MPP_AT_1X_UM`` over the level's µm/px; none where the file gives neither.
+        """
         h, w = self.level_shape(level)
-        dy, dx = self.downsamples[level]
+        dx = self.downsamples[level][1]
+        um = None if self.mpp is None else self.mpp[1] * dx
         text = f"{level}: {w:,} x {h:,} px"
-        if self.mpp is not None:
-            um = self.mpp[1] * dx
-            text += f", {um:.3g} µm/px ({MPP_AT_1X_UM / um:.3g}x)"
+        if um is not None:
+            text += f", {um:.3g} µm/px"
         elif level > 0:
             text += f", 1/{dx:.3g}"
+        if self.objective_power is not None:
+            text += f" ({self.objective_power / dx:.3g}x)"
+        elif um is not None:
+            text += f" ({MPP_AT_1X_UM / um:.3g}x)"
         return text
 
     def to_world(self, yx_level0: np.ndarray) -> np.ndarray:
