@@ -41,3 +41,31 @@ def test_the_status_lines_count_to_run_is_the_runs(viewer, widget, qtbot, slide_
         run_slide.close()
         assert 0 < want < widget.grid.n_patches
         assert f", {want:,} to run" in text(widget.status), (level, size, text(widget.status))
+
+
+def test_the_status_lines_tissue_share_does_not_follow_the_threshold(viewer, widget, qtbot,
+                                                                     svs_path):
+    """"x% tissue" counts the patches at least TISSUE_SHOWN_FRACTION tissue whatever the
+    threshold; "N to run" counts those at the threshold (the run's patch_tissue_fraction)."""
+    from napari_patchheat._qt.tissue_estimate import TISSUE_SHOWN_FRACTION
+    from napari_patchheat._reader import read_slides
+    from napari_patchheat.slide import open_slide
+    from napari_patchheat.tissue import patch_tissue_fraction
+
+    data, kwargs, _ = read_slides(str(svs_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget.level.value = 0
+    widget.size.value = widget.stride.value = 64
+    with open_slide(svs_path) as slide:
+        fraction = patch_tissue_fraction(slide, widget.grid, 0)
+    thresholds = [0.0, 0.1, 0.5, 0.9]
+    at = {t: fraction >= (t if t > 0 else TISSUE_SHOWN_FRACTION) for t in thresholds}
+    assert len({f"{keep.mean():.0%}" for keep in at.values()}) == 3  # the shares differ
+    shown = f", {at[0.5].mean():.0%} tissue"
+    for t in thresholds:
+        widget.tissue_threshold.value = t
+        qtbot.waitUntil(lambda: widget.tissue_ready and " tissue" in text(widget.status),
+                        timeout=60_000)
+        line = text(widget.status)
+        assert shown in line, (t, line)
+        assert (f", {int(at[t].sum()):,} to run" in line) == (t > 0), (t, line)

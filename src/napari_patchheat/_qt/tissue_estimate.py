@@ -21,18 +21,21 @@ from .threads import Workers
 
 TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # read at most this many pixels for the estimate
 TISSUE_STATUS_MAX_PATCHES = 4_000_000  # above this the status line skips the tissue estimate
-TISSUE_SHOWN_FRACTION = 0.5  # with threshold 0, "x% tissue" counts patches at least this full
+TISSUE_SHOWN_FRACTION = 0.5  # "x% tissue" counts patches at least this full, whatever threshold
 _PENDING, _MISSING = "pending", "missing"
 
 
 def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float) -> str:
-    """'412 x 388 = 159,856 patches, 41% tissue, 65,541 to run' (tissue: per-patch fraction)."""
+    """'412 x 388 = 159,856 patches, 41% tissue, 65,541 to run' (tissue: per-patch fraction).
+
+    The share of tissue is of patches at least ``TISSUE_SHOWN_FRACTION`` tissue, so it does not
+    move with ``threshold``; "N to run" (threshold > 0) counts those at the threshold.
+    """
     text = f"{grid.rows:,} x {grid.cols:,} = {grid.n_patches:,} patches"
     if tissue is None:
         return text
-    keep = tissue >= (threshold if threshold > 0 else TISSUE_SHOWN_FRACTION)
-    text += f", {keep.mean():.0%} tissue"
-    return text + (f", {int(keep.sum()):,} to run" if threshold > 0 else "")
+    text += f", {(tissue >= TISSUE_SHOWN_FRACTION).mean():.0%} tissue"
+    return text + (f", {int((tissue >= threshold).sum()):,} to run" if threshold > 0 else "")
 
 
 def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:
