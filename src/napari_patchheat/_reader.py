@@ -1,7 +1,10 @@
-"""npe2 reader: a slide file as one multiscale RGB image layer (thin: see slide.py).
+"""npe2 reader: a slide file as one multiscale RGB image layer (thin: see ``slide/``).
 
 The layer is in µm (``scale``, ``units``) when the slide knows its pixel size, so napari's
-scale bar reads µm; its metadata carries the path, µm/px and downsamples the widget needs.
+scale bar reads µm; its metadata carries what the widget needs: the path, µm/px, objective
+power and ``Slide.downsamples`` (exact powers of two for computed levels; napari's own
+``downsample_factors`` are level-0 size / level size and cannot be set, see
+docs/coordinates.md).
 A file this reader claims but cannot read raises :class:`~napari_patchheat.slide.SlideError`
 (napari shows the message); a file it does not take gets ``None``.
 """

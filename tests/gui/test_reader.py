@@ -31,8 +31,20 @@ def test_svs_opens_as_a_multiscale_layer_in_um(make_napari_viewer, svs_path):
     assert tuple(layer.contrast_limits) == (0, 255)
     meta = layer.metadata
     assert meta["path"] == str(svs_path) and meta["mpp"] == (0.499, 0.499)
-    assert meta["downsamples"] == [(1.0, 1.0), (2967 / 1483, 2220 / 1110)]
+    assert meta["downsamples"] == [(1.0, 1.0), (2.0, 2.0)]  # computed: a 2x2 mean, not 2967 / 1483
     assert meta["vendor"] == "aperio" and meta["objective_power"] == 20.0
+
+
+def test_computed_levels_carry_exact_downsamples(make_napari_viewer, odd_slide):
+    """A 2601 x 4099 single-level slide: its computed levels' downsamples are powers of two in
+    the metadata (napari's own factors are level-0 size / level size: see test_slide_layer)."""
+    viewer = make_napari_viewer()
+    layer = open_one(viewer, odd_slide[0])
+    meta = layer.metadata
+    assert meta["level_shapes"] == [(2601, 4099), (1300, 2049), (650, 1024)]
+    assert meta["downsamples"] == [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0)]
+    assert [tuple(f) for f in layer.downsample_factors[1:, :2]] != meta["downsamples"][1:]
+    assert meta["objective_power"] == 40.0 and meta["mpp"] == pytest.approx((0.2283, 0.2283))
 
 
 def test_ndpi_and_png(make_napari_viewer, ndpi_path, ihc_png_path):
@@ -131,7 +143,7 @@ def test_a_heatmap_ome_tiff_opens_back_over_its_slide(make_napari_viewer, svs_pa
     from napari_patchheat.heatmap import Heatmap
 
     with open_slide(svs_path) as slide:
-        level = 1  # a computed lower level: the downsample is not an integer on both axes
+        level = 1  # a computed lower level of an odd-sized slide: its downsample is exactly 2
         h0, w0 = slide.levels[level].shape[:2]
         grid = PatchGrid(h0, w0, 100, 60, padding="SAME")
         values = np.random.default_rng(3).random((*grid.shape, 2)).astype(np.float32)
