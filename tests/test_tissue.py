@@ -10,13 +10,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import ndimage
 
 import napari_patchheat.tissue as tissue
 from napari_patchheat.density import optical_density
 from napari_patchheat.grid import PatchGrid
+from napari_patchheat.slide import open_slide
 from napari_patchheat.tissue import (
+    FLUORESCENCE_MODEL_WARNING,
     choose_mask_level,
     grid_tissue_fraction,
+    is_fluorescence,
     patch_tissue_fraction,
     patch_tissue_mask,
     slide_tissue_mask,
@@ -232,13 +236,17 @@ def test_large_level_is_subsampled(monkeypatch):
     assert mask[55:145, 80:220].all() and not mask[:45].any()
 
 
+class Unreadable:
+    """A level that fails the test when read."""
+
+    def __init__(self, shape=(100, 100, 3)):
+        self.shape = shape
+
+    def __getitem__(self, key):
+        raise AssertionError("read")
+
+
 def test_threshold_zero_reads_nothing():
-    class Unreadable:
-        shape = (100, 100, 3)
-
-        def __getitem__(self, key):
-            raise AssertionError("read")
-
     slide = FakeSlide([Unreadable()], [(1.0, 1.0)])
     grid = PatchGrid(100, 100, 10, 10)
     assert patch_tissue_mask(slide, grid, 0, 0.0).all()
@@ -253,3 +261,117 @@ def test_tissue_module_does_not_import_tensorflow():
             "t.tissue_mask(np.full((8, 8, 3), 200, np.uint8)); "
             "assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- fluorescence -------------------------------------------------------------------------------
+def fluorescence_image(background=4.0, noise=1.0, glow=14.0, nuclei=160.0, *, fraction=0.35,
+                       shape=(600, 800), seed=0):
+    """A dark-background (DAPI-like) image, RGB uint8, and its known tissue region, bool (H, W).
+
+    Glass at ``background`` grey levels (Gaussian noise of sd ``noise``); an ellipse covering
+    ``fraction`` of the image glows at ``glow`` and holds nuclei (discs of radius 3 px) at
+    ``nuclei``. Blue carries the signal, green a quarter of it, red nothing (as the real NDPI).
+    """
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    scale = np.sqrt(fraction / np.pi)  # semi-axes h * scale, w * scale: area fraction * h * w
+    region = ((yy - h / 2) / (h * scale)) ** 2 + ((xx - w / 2) / (w * scale)) ** 2 <= 1
+    signal = np.where(region, glow, background) + rng.normal(0.0, noise, shape)
+    room = ndimage.binary_erosion(region, iterations=4)
+    centres = np.zeros(shape, bool)
+    centres.flat[rng.choice(np.flatnonzero(room), room.sum() // 150, replace=False)] = True
+    disc = np.hypot(*np.mgrid[-3:4, -3:4]) <= 3
+    signal[ndimage.binary_dilation(centres, disc)] = nuclei
+    grey = np.clip(np.round(signal), 0, 255).astype(np.uint8)
+    return np.stack([np.zeros_like(grey), grey // 4, grey], axis=-1), region
+
+
+@pytest.mark.parametrize(
+    ("background", "noise", "glow", "nuclei", "fraction"),
+    [
+        (4, 1, 14, 160, 0.35),  # DAPI, as on the real NDPI
+        (4, 1, 14, 160, 0.75),  # tissue over most of the slide
+        (30, 3, 45, 200, 0.35),  # glass well above black (camera offset, glowing glass)
+        (1, 0.5, 8, 12, 0.35),  # faint: a 16-bit scan that uses a few of its 8-bit levels
+    ],
+)
+def test_fluorescence_mask_is_the_bright_region(background, noise, glow, nuclei, fraction):
+    rgb, region = fluorescence_image(background, noise, glow, nuclei, fraction=fraction)
+    assert is_fluorescence(rgb)
+    mask = tissue_mask(rgb)
+    inside = ndimage.binary_erosion(region, iterations=4)
+    outside = ~ndimage.binary_dilation(region, iterations=4)
+    assert mask[inside].mean() > 0.99 and mask[outside].mean() < 0.01
+
+
+def test_fluorescence_slide_patches(slide_writer, monkeypatch):
+    """A 16-bit grey OME-TIFF pyramid: detected on its coarsest level, masked on another."""
+    rgb, region = fluorescence_image(shape=(1200, 1600), seed=3)
+    path, _ = slide_writer("dapi.ome.tif", rgb[..., 2].astype(np.uint16) * 257, levels=3,
+                           compression="zlib")
+    monkeypatch.setattr(tissue, "TISSUE_MASK_MIN_PX", 500)
+    grid = PatchGrid(1200, 1600, 64, 64)
+    with open_slide(path) as slide:
+        assert len(slide.levels) == 3 and is_fluorescence(slide)
+        assert choose_mask_level(slide, grid) == 1
+        fraction = patch_tissue_fraction(slide, grid, 0)
+    blocks = region[: grid.rows * 64, : grid.cols * 64].reshape(grid.rows, 64, grid.cols, 64)
+    covered = blocks.mean(axis=(1, 3))
+    assert (covered == 1).sum() > 50 and (covered == 0).sum() > 50
+    assert fraction[covered == 1].min() > 0.95 and fraction[covered == 0].max() < 0.05
+
+
+def test_brightfield_with_black_fill_stays_brightfield(real_pixels):
+    """A scanner's black fill over most of the image does not make an H&E slide fluorescence."""
+    he = real_pixels[::4, ::4]
+    image = np.zeros((he.shape[0], he.shape[1] * 9 // 4, 3), np.uint8)  # 5/9 of it black fill
+    image[:, : he.shape[1]] = he
+    assert not is_fluorescence(image)
+    brightfield = tissue_mask(image, mode="brightfield")
+    assert not np.array_equal(brightfield, tissue_mask(image, mode="fluorescence"))
+    np.testing.assert_array_equal(tissue_mask(image), brightfield)
+
+
+def test_real_slides_are_recognised(ndpi_path, svs_path, ihc_png_path):
+    for path, fluorescence in ((ndpi_path, True), (svs_path, False), (ihc_png_path, False)):
+        with open_slide(path) as slide:
+            assert is_fluorescence(slide) is fluorescence, path.name
+
+
+def test_is_fluorescence_reads_only_the_coarsest_level():
+    rgb, _ = fluorescence_image()
+    assert is_fluorescence(FakeSlide([Unreadable((2400, 3200, 3)), rgb], [(1, 1), (4, 4)]))
+    white = np.full((600, 800, 3), 240, np.uint8)
+    assert not is_fluorescence(FakeSlide([Unreadable((2400, 3200, 3)), white], [(1, 1), (4, 4)]))
+
+
+def test_ndpi_glass_is_not_tissue(ndpi_path):
+    """The issue's grid (224 px at level 0, 21 x 17 patches) on the DAPI NDPI: patches of glass
+    only (as tifffile reads the file) are background; every bright nucleus is tissue."""
+    import tifffile
+
+    with tifffile.TiffFile(ndpi_path) as tif:
+        brightest = tif.series[0].levels[2].asarray().max(axis=2)  # level 2: 4x downsampled
+    glass_max = np.percentile(brightest[:150, :150], 99.9)  # the top-left corner is bare glass
+    with open_slide(ndpi_path) as slide:
+        assert is_fluorescence(slide)
+        grid = PatchGrid(*slide.shape, 224, 224)
+        fraction = patch_tissue_fraction(slide, grid, 0)
+        mask, mask_ds = slide_tissue_mask(slide)
+    assert grid.shape == (21, 17) and mask_ds == (4.0, 4.0) and mask.shape == brightest.shape
+    side = 224 // 4
+    blocks = brightest[: grid.rows * side, : grid.cols * side]
+    blocks = blocks.reshape(grid.rows, side, grid.cols, side)
+    glass_only = np.percentile(blocks, 99, axis=(1, 3)) <= glass_max
+    assert glass_only.sum() >= 20 and not glass_only.all()
+    assert fraction[glass_only].mean() < 0.5 and fraction[glass_only].max() < 0.05
+    nuclei = brightest > 100
+    assert nuclei.mean() > 0.05 and mask[nuclei].mean() > 0.99
+    assert not mask[:150, :150].any()
+
+
+def test_fluorescence_warning_names_the_model():
+    text = FLUORESCENCE_MODEL_WARNING.format(model="hematoxylin")
+    assert "'hematoxylin'" in text and "fluorescence" in text and "brightfield" in text
+    assert text.endswith(".") and text.count(". ") == 0

@@ -1,8 +1,10 @@
 """Background skipping: a tissue mask from a low-resolution image, and the tissue fraction of
 every patch of a grid.
 
-A pixel is tissue by optical density (brightfield) or brightness (fluorescence), thresholded
-with Otsu's method inside fixed bounds, then cleaned (small objects dropped, small holes filled).
+A slide is fluorescence when its background is dark (:func:`is_fluorescence`, from its coarsest
+level). A pixel is tissue by optical density (brightfield: Otsu's threshold inside fixed bounds)
+or by brightness above the dark background (fluorescence), then the mask is cleaned (small
+objects dropped, small holes filled).
 The fraction of each patch's level-0 extent that is tissue comes from an integral image in
 closed form, with no loop over patches. NumPy, SciPy and scikit-image only: no TensorFlow, no Qt
 (the GUI imports this module).
@@ -25,15 +27,26 @@ from .grid import FloatPair, PatchGrid, as_float_pair
 # (the same level as the built-in ``tissue`` model's TISSUE_OD_SUM).
 TISSUE_OD_SUM_MIN = 0.015
 TISSUE_OD_SUM_MAX = 0.025
-SMOOTH_SIGMA_PX = 2.0  # brightfield: Gaussian smoothing of the score (mask pixels)
+SMOOTH_SIGMA_PX = 2.0  # Gaussian smoothing of the score (mask pixels)
 BLACK_FILL_MAX = 20  # brightfield pixels with every channel <= this are scanner fill, not tissue
-# Fluorescence (dark background): bounds on the threshold of the smoothed brightest channel
-# (0..255), smoothed over this fraction of the image's long side so that the dark space between
-# nuclei counts as the tissue it is.
-FLUORESCENCE_MIN = 8.0
-FLUORESCENCE_MAX = 16.0
-FLUORESCENCE_SIGMA_FRACTION = 0.005
-FLUORESCENCE_MEDIAN_MAX = 50  # "auto" calls an image fluorescence when its median is darker
+# Fluorescence is a dark background: at least FLUORESCENCE_DARK_FRACTION_MIN of the pixels have
+# no channel above DARK_GREY_MAX, and at most FLUORESCENCE_GLASS_FRACTION_MAX are bright glass
+# (every channel at least GLASS_GREY_MIN: a brightfield slide with black scanner fill still shows
+# its glass). Grey levels are 0..255.
+DARK_GREY_MAX = 50
+GLASS_GREY_MIN = 200
+FLUORESCENCE_DARK_FRACTION_MIN = 0.5
+FLUORESCENCE_GLASS_FRACTION_MAX = 0.1
+FLUORESCENCE_PROBE_MAX_PX = 1024  # is_fluorescence reads the coarsest level, subsampled to this
+# Fluorescence tissue: the smoothed brightest channel above the background (the most common
+# level of the pixels darker than Otsu's threshold) by FLUORESCENCE_STEP_GREY or by
+# FLUORESCENCE_NOISE_SIGMAS standard deviations of the background, whichever is more.
+FLUORESCENCE_STEP_GREY = 4.0
+FLUORESCENCE_NOISE_SIGMAS = 4.0
+FLUORESCENCE_MODEL_WARNING = (
+    "This slide looks like fluorescence (a dark background), but the built-in '{model}' model "
+    "measures brightfield stains on white glass, so its values here are not meaningful."
+)
 MIN_OBJECT_FRACTION = 2e-4  # tissue pieces smaller than this fraction of the image are dropped
 MIN_OBJECT_PX = 4
 MAX_HOLE_FRACTION = 2e-4  # background holes smaller than this fraction of the image are filled
@@ -49,12 +62,33 @@ def tissue_mask(image_rgb: np.ndarray, *, mode: Mode = "auto") -> np.ndarray:
     """Boolean tissue mask of a low-resolution RGB(A) or grey image (uint8), same height/width.
 
     Brightfield: Otsu on the smoothed summed optical density, the threshold clamped to
-    [TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX]; fluorescence (dark background): Otsu on the smoothed
-    brightest channel, clamped to [FLUORESCENCE_MIN, FLUORESCENCE_MAX]. Then pieces smaller
-    than MIN_OBJECT_FRACTION of the image are dropped and holes smaller than MAX_HOLE_FRACTION
-    filled. Transparent (alpha 0) pixels are never tissue.
+    [TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX]; fluorescence: the smoothed brightest channel above
+    the dark background by FLUORESCENCE_STEP_GREY or more; "auto" applies the rule of
+    :func:`is_fluorescence` to this image. Then pieces smaller than MIN_OBJECT_FRACTION of the
+    image are dropped and holes smaller than MAX_HOLE_FRACTION filled. Transparent (alpha 0)
+    pixels are never tissue.
     """
-    img = np.asarray(image_rgb)
+    rgb, valid = _rgb_and_valid(image_rgb)
+    # the brightest channel, once (np.maximum is ~10x faster than a max over a 3-long axis)
+    brightest = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+    if mode == "auto":
+        mode = "fluorescence" if _dark_background(rgb, brightest, valid) else "brightfield"
+    if mode not in ("brightfield", "fluorescence"):
+        raise ValueError(f"mode={mode!r} is unknown: use 'auto', 'brightfield' or 'fluorescence'.")
+    score: np.ndarray = brightest
+    if mode == "brightfield":
+        od = optical_density(rgb)
+        score = od[..., 0] + od[..., 1] + od[..., 2]
+        valid &= brightest > BLACK_FILL_MAX
+    score = ndimage.gaussian_filter(np.where(valid, score, 0).astype(np.float32), SMOOTH_SIGMA_PX)
+    threshold = (_otsu_clamped(score[valid], TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX)
+                 if mode == "brightfield" else _fluorescence_threshold(score[valid]))
+    return clean_mask((score >= threshold) & valid)
+
+
+def _rgb_and_valid(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """RGB uint8 (H, W, 3) of an RGB(A) or grey image, and where it is not transparent."""
+    img = np.asarray(image)
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or 0 in img.shape:
@@ -64,26 +98,34 @@ def tissue_mask(image_rgb: np.ndarray, *, mode: Mode = "auto") -> np.ndarray:
     img = _as_uint8(img)
     valid = img[..., 3] > 0 if img.shape[2] == 4 else np.ones(img.shape[:2], bool)
     rgb = img[..., :3] if img.shape[2] >= 3 else np.repeat(img, 3, axis=2)
-    # the brightest channel, once (np.maximum is ~10x faster than a max over a 3-long axis)
-    brightest = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
-    if mode == "auto":
-        dark = np.median(brightest[valid]) < FLUORESCENCE_MEDIAN_MAX if valid.any() else False
-        mode = "fluorescence" if dark else "brightfield"
-    if mode == "brightfield":
-        od = optical_density(rgb)
-        score = od[..., 0] + od[..., 1] + od[..., 2]
-        valid &= brightest > BLACK_FILL_MAX
-        bounds = (TISSUE_OD_SUM_MIN, TISSUE_OD_SUM_MAX)
-        sigma = SMOOTH_SIGMA_PX
-    elif mode == "fluorescence":
-        score = brightest.astype(np.float32)
-        bounds = (FLUORESCENCE_MIN, FLUORESCENCE_MAX)
-        sigma = max(SMOOTH_SIGMA_PX, FLUORESCENCE_SIGMA_FRACTION * max(rgb.shape[:2]))
-    else:
-        raise ValueError(f"mode={mode!r} is unknown: use 'auto', 'brightfield' or 'fluorescence'.")
-    score = ndimage.gaussian_filter(np.where(valid, score, 0).astype(np.float32), sigma)
-    mask = (score >= _otsu_clamped(score[valid], *bounds)) & valid
-    return clean_mask(mask)
+    return rgb, valid
+
+
+def _dark_background(rgb: np.ndarray, brightest: np.ndarray, valid: np.ndarray) -> bool:
+    """Whether an image's background is dark (fluorescence): see DARK_GREY_MAX and after."""
+    if not valid.any():
+        return False
+    darkest = np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+    dark = np.mean(brightest[valid] <= DARK_GREY_MAX)
+    glass = np.mean(darkest[valid] >= GLASS_GREY_MIN)
+    return bool(dark >= FLUORESCENCE_DARK_FRACTION_MIN and glass <= FLUORESCENCE_GLASS_FRACTION_MAX)
+
+
+def _fluorescence_threshold(values: np.ndarray) -> float:
+    """Grey level (0..255) above which a fluorescence pixel is signal: the background level
+    (the most common level below Otsu's threshold) plus FLUORESCENCE_STEP_GREY or
+    FLUORESCENCE_NOISE_SIGMAS standard deviations of the background, whichever is more."""
+    if values.size == 0:
+        return math.inf
+    from skimage.filters import threshold_otsu
+
+    counts = np.bincount(np.clip(np.round(values), 0, 255).astype(np.int64), minlength=256)
+    otsu = int(threshold_otsu(hist=counts)) if np.count_nonzero(counts) > 1 else 255
+    background = int(np.argmax(counts[: otsu + 1]))
+    below = counts[: background + 1]  # the background's dark side: |deviation| = background - k
+    half = np.searchsorted(np.cumsum(below[::-1]), below.sum() / 2)  # median |deviation|
+    sigma = 1.4826 * float(half)  # the standard deviation of a normal with that median
+    return background + max(FLUORESCENCE_STEP_GREY, FLUORESCENCE_NOISE_SIGMAS * sigma)
 
 
 def _as_uint8(img: np.ndarray) -> np.ndarray:
@@ -223,17 +265,37 @@ def slide_tissue_mask(
     """Tissue mask of a slide (``.levels``, ``.downsamples``) or of a level-0 image array.
 
     Reads one level (:func:`choose_mask_level` unless ``level`` is given), every k-th pixel
-    when its long side exceeds TISSUE_MASK_MAX_PX. Returns the mask and its (dy, dx) level-0 px
-    per mask px.
+    when its long side exceeds TISSUE_MASK_MAX_PX; "auto" is :func:`is_fluorescence` of the
+    slide. Returns the mask and its (dy, dx) level-0 px per mask px.
     """
     levels, downsamples = _levels(source)
     index = choose_mask_level(source, grid, grid_downsample) if level is None else level
-    image = levels[index]
-    k = max(1, math.ceil(max(image.shape[:2]) / TISSUE_MASK_MAX_PX))
-    offset = k // 2  # sample the centre of each k x k block
-    pixels = np.asarray(image[offset::k, offset::k])
+    pixels, k = _read_subsampled(levels[index], TISSUE_MASK_MAX_PX)
+    if mode == "auto":
+        mode = "fluorescence" if is_fluorescence(source) else "brightfield"
     dy, dx = downsamples[index]
     return tissue_mask(pixels, mode=mode), (dy * k, dx * k)
+
+
+def is_fluorescence(source: Any) -> bool:
+    """Whether a slide (``.levels``) or an image has a dark background (fluorescence).
+
+    Reads only the coarsest level, every k-th pixel when it is over FLUORESCENCE_PROBE_MAX_PX
+    long: at least FLUORESCENCE_DARK_FRACTION_MIN of its pixels are dark and at most
+    FLUORESCENCE_GLASS_FRACTION_MAX are bright glass.
+    """
+    levels, _ = _levels(source)
+    rgb, valid = _rgb_and_valid(_read_subsampled(levels[-1], FLUORESCENCE_PROBE_MAX_PX)[0])
+    brightest = np.maximum(np.maximum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
+    return _dark_background(rgb, brightest, valid)
+
+
+def _read_subsampled(image: Any, max_px: int) -> tuple[np.ndarray, int]:
+    """Every k-th pixel of ``image`` (the centre of each k x k block) so that its long side is
+    at most ``max_px``, as numpy, and k."""
+    k = max(1, math.ceil(max(image.shape[:2]) / max_px))
+    offset = k // 2
+    return np.asarray(image[offset::k, offset::k]), k
 
 
 def patch_tissue_fraction(source: Any, grid: PatchGrid, level: int = 0, *,
