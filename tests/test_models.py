@@ -367,15 +367,20 @@ def test_per_pixel_hed_matches_skimage(image):
     np.testing.assert_allclose(as_float, expected, rtol=0, atol=2e-6)
 
 
-def reference_fraction(rgb: np.ndarray, name: str) -> np.ndarray:
-    """The documented definition, from skimage's own rgb2hed, per patch of (n, h, w, 3)."""
+def reference_fraction(rgb: np.ndarray, name: str, inside: np.ndarray | None = None
+                       ) -> np.ndarray:
+    """The documented definition, from skimage's own rgb2hed, per patch of (n, h, w, 3); with
+    ``inside`` (n, h, w) bool, over those samples only (NaN where a patch has none)."""
     if name == "tissue":
         od = np.log(np.maximum(rgb / 255.0, 1e-6)) / np.log(1e-6)
         positive = od.sum(-1) >= stain.TISSUE_OD_SUM
     else:
         hed = color.rgb2hed(rgb)[..., stain.STAIN_INDEX[name]]
         positive = hed > stain.POSITIVE_OD[name]
-    return positive.mean(axis=(1, 2))[:, None]
+    if inside is None:
+        return positive.mean(axis=(1, 2))[:, None]
+    with np.errstate(invalid="ignore"):
+        return ((positive & inside).sum(axis=(1, 2)) / inside.sum(axis=(1, 2)))[:, None]
 
 
 def ihc_patches(size: int = 32) -> np.ndarray:
@@ -437,3 +442,55 @@ def test_builtin_fingerprints_and_compilation():
     assert fast.jit_compile and not plain.jit_compile
     np.testing.assert_array_equal(fast.predict(x), plain.predict(x))
     np.testing.assert_array_equal(fast.tf_predict(tf.constant(x)).numpy(), plain.predict(x))
+
+
+def some_inside(n: int, h: int, w: int, seed: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Random per-patch row and column masks; patch 0 has no row inside, patch 1 every sample."""
+    rng = np.random.default_rng(seed)
+    rows, cols = rng.random((n, h)) < 0.6, rng.random((n, w)) < 0.6
+    rows[0], rows[1], cols[1] = False, True, True
+    return rows, cols
+
+
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
+def test_builtins_count_only_the_samples_inside(name):
+    model = load_model(name)
+    assert model.needs_inside_mask
+    noise = np.random.default_rng(7).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    x = np.concatenate([ihc_patches(32)[::4], noise])  # IHC has no eosin; noise has some
+    rows, cols = some_inside(len(x), 32, 32)
+    inside = rows[:, :, None] & cols[:, None, :]
+    expected = reference_fraction(x, name, inside)
+    assert np.isnan(expected[0]).all() and np.nanstd(expected) > 0.05  # the reference varies
+    out = model.predict(x, (rows, cols))
+    assert np.isnan(out[0]).all() and np.isfinite(out[1:]).all()
+    atol = 2.5 / np.maximum(inside.sum(axis=(1, 2)), 1)[:, None]  # float32 flips a pixel or two
+    np.testing.assert_array_less(np.abs(out - expected)[1:], atol[1:])
+    assert out[1] == model.predict(x[1:2])[0]  # every sample inside: the plain fraction
+    tf_out = model.validate_output(model.tf_predict(tf.constant(x), (rows, cols)).numpy(),
+                                   len(x), (rows, cols))
+    np.testing.assert_array_equal(tf_out, out)
+
+
+def test_inside_masks_are_checked_and_refused_by_models_that_take_padding(tmp_path, cnn):
+    x = patches(3)
+    rows, cols = some_inside(3, SIZE, SIZE)
+    with pytest.raises(ValueError, match=r"inside mask of shapes \(3, 16\) and \(2, 16\)"):
+        load_model("dab").predict(x, (rows, cols[:2]))
+    user = load_model(save(cnn, tmp_path / "m.keras"))
+    assert not user.needs_inside_mask
+    with pytest.raises(ValueError, match="sees every sample of a patch, SAME's zero padding "
+                                         "included: pass no inside mask"):
+        user.predict(x, (rows, cols))
+    nan = np.array([[np.nan], [0.5], [np.nan]], np.float32)
+    with pytest.raises(ValueError, match="NaN or infinite values for 1 of 3 patches"):
+        load_model("dab").validate_output(nan, 3, (rows, cols))  # patch 2 has samples inside
+    rows[2] = False
+    np.testing.assert_array_equal(load_model("dab").validate_output(nan, 3, (rows, cols)), nan)
+
+
+def test_the_builtin_version_is_in_the_fingerprint(monkeypatch):
+    assert stain.STAIN_MODEL_VERSION >= 2  # version 1 counted SAME's zero padding as stain
+    before = stain.builtin_fingerprint("dab")
+    monkeypatch.setattr(stain, "STAIN_MODEL_VERSION", stain.STAIN_MODEL_VERSION + 1)
+    assert stain.builtin_fingerprint("dab") != before

@@ -17,6 +17,9 @@ import numpy as np
 from .card import preprocessing_mode
 
 Size = tuple[int, int]
+# Per patch, which sample rows (n, size_y) and columns (n, size_x) lie inside the level (bool;
+# numpy or TF): PatchGrid.inside_samples. Sample (ky, kx) is inside when both are True.
+InsideMask = tuple[Any, Any]
 CHANNELS = 3  # napari-patchheat feeds RGB patches
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
@@ -76,6 +79,12 @@ def as_size(value: int | Sequence[int]) -> Size:
     return int(items[0]), int(items[1])
 
 
+def _no_sample_inside(inside: InsideMask) -> np.ndarray:
+    """(n,) bool: the patches of an :data:`InsideMask` with no sample inside the level."""
+    rows, cols = (np.asarray(m, bool) for m in inside)
+    return np.asarray(~(rows.any(axis=1) & cols.any(axis=1)))
+
+
 class PatchModel:
     """A model that maps RGB patches to one value per class.
 
@@ -83,15 +92,17 @@ class PatchModel:
     ``channels`` (3), ``mpp`` (µm/px it was trained at, or None), ``magnification``,
     ``preprocessing``, ``resize``, ``fingerprint`` (hex SHA-256 of weights, config and
     preprocessing), ``spec`` (what to pass to ``load_model`` to get it again, e.g. in a worker
-    process), ``kind`` ("builtin", "keras", "h5" or "savedmodel") and ``precision`` ("float32",
-    or "mixed_float16" for a Keras model loaded with mixed precision).
+    process), ``kind`` ("builtin", "keras", "h5" or "savedmodel"), ``precision`` ("float32",
+    or "mixed_float16" for a Keras model loaded with mixed precision) and ``needs_inside_mask``
+    (True for the built-ins: they count only a patch's samples inside the level, and ``forward``
+    takes ``(x, inside)``, ``inside`` an :data:`InsideMask` or None when every sample is inside).
     """
 
     channels = CHANNELS
 
     def __init__(
         self,
-        forward: Callable[[Any], Any],
+        forward: Callable[..., Any],
         *,
         name: str,
         class_names: Sequence[str],
@@ -108,6 +119,7 @@ class PatchModel:
         jit_compile: bool = False,
         keepalive: Any = None,
         precision: str = "float32",
+        needs_inside_mask: bool = False,
     ) -> None:
         import tensorflow as tf
 
@@ -123,6 +135,7 @@ class PatchModel:
         self.kind = kind
         self.description = description
         self.precision = precision
+        self.needs_inside_mask = bool(needs_inside_mask)
         self._forward_fn = forward
         self._input_dtype = tf.as_dtype(input_dtype)
         self._mode = preprocessing_mode(preprocessing)
@@ -156,10 +169,30 @@ class PatchModel:
             f"{self.name!r}: set the patch size to {ih} x {iw}, or turn on resizing (resize=True)."
         )
 
-    def validate_output(self, out: np.ndarray, n: int | None = None) -> np.ndarray:
+    def check_inside(self, shape: Sequence[int | None], inside: InsideMask | None) -> None:
+        """Raise a ValueError unless ``inside`` is None or an :data:`InsideMask` of patches of
+        ``shape`` (n, h, w, ...) for a model that takes one (``needs_inside_mask``)."""
+        if inside is None:
+            return
+        if not self.needs_inside_mask:
+            raise ValueError(
+                f"Model {self.name!r} sees every sample of a patch, SAME's zero padding "
+                "included: pass no inside mask."
+            )
+        rows, cols = (tuple(m.shape) for m in inside)
+        n, h, w = tuple(shape)[:3]
+        if rows != (n, h) or cols != (n, w):
+            raise ValueError(
+                f"An inside mask of shapes {rows} and {cols} does not fit {n} patches of "
+                f"{h} x {w} samples: pass PatchGrid.inside_samples of the batch's patches."
+            )
+
+    def validate_output(self, out: np.ndarray, n: int | None = None,
+                        inside: InsideMask | None = None) -> np.ndarray:
         """Check outputs of ``n`` patches are ``(n, classes)`` finite numbers; return float32.
 
-        :meth:`predict` calls it; call it on numpy results of :meth:`tf_predict`.
+        With ``inside``, patches with no sample inside the level may be NaN. :meth:`predict`
+        calls it; call it on numpy results of :meth:`tf_predict`.
         """
         out = np.asarray(out)
         if out.ndim != 2 or (n is not None and out.shape[0] != n):
@@ -175,6 +208,8 @@ class PatchModel:
                 "in its model card."
             )
         bad = ~np.isfinite(out)
+        if inside is not None:  # NaN is the value of a patch with no sample inside
+            bad &= ~(np.isnan(out) & _no_sample_inside(inside)[:, None])
         if bad.any():
             rows = int(np.count_nonzero(bad.any(axis=1)))
             raise ValueError(
@@ -185,11 +220,12 @@ class PatchModel:
         return out.astype(np.float32, copy=False)
 
     # --- running ------------------------------------------------------------------------------
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, inside: InsideMask | None = None) -> np.ndarray:
         """Predict a batch of RGB patches: uint8 (n, h, w, 3) -> float32 (n, classes).
 
         Resizing (when on) and the card's preprocessing happen inside; the outputs are checked
-        (shape, NaN, infinity) with a ValueError a user can act on.
+        (shape, NaN, infinity) with a ValueError a user can act on. ``inside``: see
+        :meth:`tf_predict`.
         """
         arr = np.asarray(batch)
         if arr.ndim != 4 or arr.shape[-1] != CHANNELS:
@@ -202,33 +238,35 @@ class PatchModel:
         self.check_patch_size(arr.shape[1:3])
         if arr.shape[0] == 0:
             return np.zeros((0, self.n_classes), np.float32)
-        out = self.tf_predict(arr).numpy()
-        return self.validate_output(out, arr.shape[0])
+        out = self.tf_predict(arr, inside).numpy()
+        return self.validate_output(out, arr.shape[0], inside)
 
-    def tf_predict(self, batch: Any) -> Any:
+    def tf_predict(self, batch: Any, inside: InsideMask | None = None) -> Any:
         """The compiled forward pass on a TF tensor: (n, h, w, 3) 0..255 -> (n, classes) float32.
 
         Any numeric dtype (uint8 is cheapest); call it eagerly or inside your own
         ``tf.function``, e.g. right after ``tf.image.extract_patches`` on the GPU. It resizes
         and preprocesses like :meth:`predict` and checks shapes when tracing, but does not look
-        for NaN: pass its numpy result through :meth:`validate_output`.
+        for NaN: pass its numpy result through :meth:`validate_output`. ``inside`` (models with
+        ``needs_inside_mask`` only): count only those samples; a patch with none is NaN.
         """
+        self.check_inside(batch.shape, inside)
         if self._jit_checked:
-            return self._compiled(batch)
+            return self._compiled(batch, inside)
         import tensorflow as tf
 
         try:
-            out = self._compiled(batch)
+            out = self._compiled(batch, inside)
         except (ValueError, tf.errors.ResourceExhaustedError):  # the caller's to handle
             raise
         except Exception:  # XLA missing or failing on this platform: run without it
             self.jit_compile = False
             self._compiled = tf.function(self._forward, reduce_retracing=True)
-            out = self._compiled(batch)
+            out = self._compiled(batch, inside)
         self._jit_checked = True
         return out
 
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Any, inside: InsideMask | None = None) -> Any:
         import tensorflow as tf
 
         x = tf.convert_to_tensor(x)
@@ -252,7 +290,7 @@ class PatchModel:
         else:
             x = preprocess(tf.cast(x, tf.float32), self._mode)
             x = tf.cast(x, self._input_dtype)
-        y = self._forward_fn(x)
+        y = self._forward_fn(x, inside) if self.needs_inside_mask else self._forward_fn(x)
         if isinstance(y, dict):
             (y,) = y.values()
         y = tf.cast(y, tf.float32)

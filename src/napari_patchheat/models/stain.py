@@ -1,25 +1,29 @@
-"""Built-in models: stain quantification by colour deconvolution, as Keras models on TF ops.
+"""Built-in models: stain quantification by colour deconvolution, as TF functions.
 
 Ruifrok & Johnston's colour deconvolution with exactly the conventions of
 ``skimage.color.rgb2hed``: optical density per channel as :mod:`napari_patchheat.density`
 defines it (0 for white, 1 at the floor), stain concentrations
 ``max(OD @ hed_from_rgb, 0)``. Each model returns one value per patch, a fraction of its pixels
-in 0..1 (definitions in docs/models.md and :data:`BUILTIN_DESCRIPTIONS`). They take any patch
-size. This module imports TensorFlow only when a model is built.
+in 0..1 (definitions in docs/models.md and :data:`BUILTIN_DESCRIPTIONS`), counted over the
+patch's samples inside the level: SAME's zero padding is neither stain nor tissue. They take any
+patch size. This module imports TensorFlow only when a model is built.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ..density import OD_FLOOR, od_table
-from .patch_model import Fingerprint, PatchModel
+from .patch_model import Fingerprint, InsideMask, PatchModel
 
 BUILTIN_MODELS = ("tissue", "hematoxylin", "eosin", "dab")
-STAIN_MODEL_VERSION = 1  # bump when a definition or threshold changes (invalidates caches)
+# Bump when a definition or threshold changes (invalidates caches). 2: SAME's zero padding is
+# no longer counted (fractions over the samples inside the level).
+STAIN_MODEL_VERSION = 2
 # Ruifrok & Johnston's stain vectors (rows H, E, DAB; columns R, G, B), as skimage's rgb_from_hed.
 RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
 STAIN_INDEX = {"hematoxylin": 0, "eosin": 1, "dab": 2}
@@ -35,13 +39,14 @@ BUILTIN_CLASSES = {
     "eosin": ("eosin_positive",),
     "dab": ("dab_positive",),
 }
-BUILTIN_DESCRIPTIONS = {
-    "tissue": f"Fraction of the patch's pixels that are tissue: summed RGB optical density "
-              f"(rgb2hed units) >= {TISSUE_OD_SUM}.",
-    "hematoxylin": f"Fraction of the patch's pixels with hematoxylin (rgb2hed H) > "
+BUILTIN_DESCRIPTIONS = {  # "in the level": SAME's zero padding does not count
+    "tissue": f"Fraction of the patch's pixels in the level that are tissue: summed RGB "
+              f"optical density (rgb2hed units) >= {TISSUE_OD_SUM}.",
+    "hematoxylin": f"Fraction of the patch's pixels in the level with hematoxylin (rgb2hed H) > "
                    f"{POSITIVE_OD['hematoxylin']}.",
-    "eosin": f"Fraction of the patch's pixels with eosin (rgb2hed E) > {POSITIVE_OD['eosin']}.",
-    "dab": f"Fraction of the patch's pixels that are DAB-positive (rgb2hed D) > "
+    "eosin": f"Fraction of the patch's pixels in the level with eosin (rgb2hed E) > "
+             f"{POSITIVE_OD['eosin']}.",
+    "dab": f"Fraction of the patch's pixels in the level that are DAB-positive (rgb2hed D) > "
            f"{POSITIVE_OD['dab']}.",
 }
 
@@ -74,8 +79,12 @@ def rgb_to_hed(x: Any) -> Any:
     return tf.maximum(tf.tensordot(rgb_to_od(x), matrix, axes=1), 0.0)
 
 
-def positive_fraction(x: Any, name: str) -> Any:
-    """Per-patch value of built-in model ``name`` on patches (n, h, w, 3): (n, 1) float32."""
+def positive_fraction(x: Any, name: str, inside: InsideMask | None = None) -> Any:
+    """Per-patch value of built-in ``name`` on patches (n, h, w, 3): (n, 1) float32.
+
+    With ``inside`` (:data:`InsideMask`), the fraction is over the samples inside the level
+    only, NaN for a patch with none; without it, over every sample.
+    """
     import tensorflow as tf
 
     od = rgb_to_od(x)
@@ -84,42 +93,14 @@ def positive_fraction(x: Any, name: str) -> Any:
     else:
         column = tf.constant(hed_from_rgb()[:, STAIN_INDEX[name]], tf.float32)
         positive = tf.reduce_sum(od * column, axis=-1) > POSITIVE_OD[name]
-    return tf.reduce_mean(tf.cast(positive, tf.float32), axis=[1, 2])[:, None]
-
-
-@functools.cache
-def _layer_class() -> type:
-    import keras
-
-    class StainFraction(keras.layers.Layer):
-        """Fraction of a patch's pixels positive for a stain (or tissue); any patch size."""
-
-        def __init__(self, stain: str, **kwargs: Any) -> None:
-            kwargs.setdefault("dtype", "float32")
-            super().__init__(**kwargs)
-            if stain not in BUILTIN_MODELS:
-                raise ValueError(f"stain={stain!r} is unknown: use one of {BUILTIN_MODELS}.")
-            self.stain = stain
-
-        def call(self, x: Any) -> Any:
-            return positive_fraction(x, self.stain)
-
-        def compute_output_shape(self, input_shape: tuple) -> tuple:
-            return (input_shape[0], 1)
-
-        def get_config(self) -> dict:
-            return {**super().get_config(), "stain": self.stain}
-
-    return StainFraction
-
-
-def build_keras_model(name: str) -> Any:
-    """The Keras model of built-in ``name``: uint8 (n, h, w, 3) of any size -> (n, 1)."""
-    import keras
-
-    inputs = keras.Input((None, None, 3), dtype="uint8", name="rgb")
-    outputs = _layer_class()(name, name=f"{name}_fraction")(inputs)
-    return keras.Model(inputs, outputs, name=f"patchheat_{name}")
+    positive = tf.cast(positive, tf.float32)
+    if inside is None:
+        return tf.reduce_mean(positive, axis=[1, 2])[:, None]
+    rows, cols = (tf.cast(m, tf.float32) for m in inside)
+    # sums of 0s and 1s: exact in float32 up to 2**24 samples per patch; 0 / 0 is NaN
+    hits = tf.reduce_sum(tf.reduce_sum(positive * cols[:, None, :], axis=2) * rows, axis=1)
+    count = tf.reduce_sum(rows, axis=1) * tf.reduce_sum(cols, axis=1)
+    return (hits / count)[:, None]
 
 
 def builtin_fingerprint(name: str) -> str:
@@ -134,16 +115,16 @@ def builtin_fingerprint(name: str) -> str:
 def load_builtin(name: str, *, resize: bool = False, jit_compile: bool = True) -> PatchModel:
     """Built-in model ``name`` (one of :data:`BUILTIN_MODELS`) as a :class:`PatchModel`.
 
-    XLA (``jit_compile``) fuses the per-pixel math: several times faster on CPU.
+    XLA (``jit_compile``) fuses the per-pixel math: several times faster on CPU. The model
+    takes an inside mask (``needs_inside_mask``): see :func:`positive_fraction`.
     """
     key = name.strip().lower()
     if key not in BUILTIN_MODELS:
         raise ValueError(
             f"{name!r} is not a built-in model: use one of {', '.join(BUILTIN_MODELS)}."
         )
-    model = build_keras_model(key)
     return PatchModel(
-        lambda x: model(x, training=False),
+        _forward(key),
         name=key,
         class_names=BUILTIN_CLASSES[key],
         input_size=None,
@@ -155,5 +136,12 @@ def load_builtin(name: str, *, resize: bool = False, jit_compile: bool = True) -
         kind="builtin",
         description=BUILTIN_DESCRIPTIONS[key],
         jit_compile=jit_compile,
-        keepalive=model,
+        needs_inside_mask=True,
     )
+
+
+def _forward(name: str) -> Callable[[Any, InsideMask | None], Any]:
+    def forward(x: Any, inside: InsideMask | None) -> Any:
+        return positive_fraction(x, name, inside)
+
+    return forward
