@@ -1,7 +1,8 @@
-"""What a slide's metadata says: vendor, level-0 µm/px and objective power."""
+"""What a slide's metadata says: vendor, level-0 µm/px, objective power and channel names."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tifffile
 
@@ -63,3 +64,55 @@ def test_resolution_tags_give_mpp_when_plausible(slide_writer, real_pixels, mpp,
     with open_slide(path) as s:
         assert s.vendor == "tiff"
         assert s.mpp == (pytest.approx((mpp, mpp)) if kept else None)
+
+
+def test_ndpi_channel_names(ndpi_path):
+    with tifffile.TiffFile(ndpi_path) as tif:
+        fluorescence = tif.pages[0].ndpi_tags["Fluorescence"]  # tifffile's NDPI tag reader
+    assert fluorescence == "DAPI 2 (387)"
+    with open_slide(ndpi_path) as s:
+        assert s.channel_names == (fluorescence,)
+
+
+def test_brightfield_slides_name_no_channels(svs_path, ihc_png_path):
+    for path in (svs_path, ihc_png_path):
+        with open_slide(path) as s:
+            assert s.channel_names is None
+
+
+def ome_channel_names(path, image):
+    """Channel names of OME Image ``image`` of ``path`` as tifffile's OME-XML parser reads them."""
+    def listed(value):
+        return value if isinstance(value, list) else [value]
+
+    with tifffile.TiffFile(path) as tif:
+        images = listed(tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"])
+    return tuple(c.get("Name") for c in listed(images[image]["Pixels"]["Channel"]))
+
+
+def test_ome_channel_names_of_the_slide_image(tmp_path):
+    """Two OME Images: a small overview first, then the slide; the slide's names are read."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "plex.ome.tif"
+    names = ("DAPI", "FITC", "TRITC")
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        tif.write(rng.integers(0, 255, (3, 64, 80), np.uint8), photometric="minisblack",
+                  metadata={"axes": "CYX", "Channel": {"Name": ["a", "b", "c"]}})
+        tif.write(rng.integers(0, 4095, (3, 512, 640), np.uint16), photometric="minisblack",
+                  tile=(256, 256), metadata={"axes": "CYX", "Channel": {"Name": list(names)}})
+    assert ome_channel_names(path, 1) == names and ome_channel_names(path, 0) != names
+    with open_slide(path) as s:
+        assert s.shape == (512, 640) and s.channel_names == names
+
+
+def test_ome_grey_channel_name_and_unnamed_channels(tmp_path, real_pixels):
+    grey = tmp_path / "dapi.ome.tif"
+    tifffile.imwrite(grey, real_pixels[:256, :256, 2], photometric="minisblack",
+                     metadata={"axes": "YX", "Channel": {"Name": ["DAPI"]}})
+    unnamed = tmp_path / "rgb.ome.tif"
+    tifffile.imwrite(unnamed, real_pixels[:256, :256], photometric="rgb", metadata={"axes": "YXS"})
+    assert ome_channel_names(grey, 0) == ("DAPI",) and ome_channel_names(unnamed, 0) == (None,)
+    with open_slide(grey) as s:
+        assert s.channel_names == ("DAPI",)
+    with open_slide(unnamed) as s:
+        assert s.channel_names is None

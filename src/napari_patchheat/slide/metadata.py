@@ -1,8 +1,9 @@
-"""What a TIFF slide's metadata says: vendor, level-0 µm/px and objective power.
+"""What a TIFF slide's metadata says: vendor, level-0 µm/px, objective power, channel names.
 
-Aperio's ImageDescription, the NDPI magnification tag, OME-XML (PhysicalSize with its unit,
-NominalMagnification), then the TIFF resolution tags where nothing else gave a pixel size.
-Values that are missing, unparsable, non-positive or (for resolution tags) implausible are None.
+Aperio's ImageDescription, the NDPI magnification and fluorescence tags, OME-XML (PhysicalSize
+with its unit, NominalMagnification, Channel Name), then the TIFF resolution tags where nothing
+else gave a pixel size. Values that are missing, unparsable, non-positive or (for resolution
+tags) implausible are None.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from ..grid import as_float_pair
 
 MPP_PLAUSIBLE_UM = (0.01, 100.0)  # µm/px from TIFF resolution tags outside this are ignored
+NDPI_MAGNIFICATION_TAG = 65421
+NDPI_FLUORESCENCE_TAG = 65434  # the filter set a fluorescence NDPI was scanned with ("DAPI ...")
 _UNIT_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4,
             "m": 1e6, "Å": 1e-4}  # fmt: skip
 
@@ -38,7 +41,7 @@ def tiff_metadata(
         power = _positive(fields.get("AppMag"))
     elif tif.is_ndpi:
         vendor = "hamamatsu"
-        tag = page.tags.get(65421)  # NDPI Magnification
+        tag = page.tags.get(NDPI_MAGNIFICATION_TAG)
         power = _positive(tag.value if tag is not None else None)
     elif tif.is_ome:
         vendor = "ome"
@@ -52,25 +55,53 @@ def tiff_metadata(
     return vendor, mpp, power
 
 
-def _ome_metadata(xml: str | None, index: int) -> tuple[tuple[float, float] | None, float | None]:
-    if not xml:
-        return None, None
+def channel_names(tif: Any, page: Any, index: int) -> tuple[str, ...] | None:
+    """Names of the slide's channels where the file gives them, else None: OME-XML ``Channel
+    Name`` of the slide's Image ``index``, or an NDPI's fluorescence tag (one name, the filter
+    set of the scan). ``page`` is level 0's first page."""
+    if tif.is_ndpi:
+        tag = page.tags.get(NDPI_FLUORESCENCE_TAG)
+        name = str(tag.value).strip() if tag is not None else ""
+        return (name,) if name else None
+    if tif.is_ome:
+        px = _ome_pixels(_ome_elements(tif.ome_metadata), index)
+        channels = [] if px is None else [el for el in px if _local(el) == "Channel"]
+        if any(el.get("Name") for el in channels):
+            return tuple(el.get("Name") or f"channel {k}" for k, el in enumerate(channels))
+    return None
+
+
+def _ome_elements(xml: str | None) -> list[Any]:
+    """Every element of an OME-XML document (none where it is missing or unparsable)."""
     try:
-        root = ElementTree.fromstring(xml)
+        return list(ElementTree.fromstring(xml).iter()) if xml else []
     except ElementTree.ParseError:
-        return None, None
-    local = {el: el.tag.rsplit("}", 1)[-1] for el in root.iter()}
-    pixels = [el for el, tag in local.items() if tag == "Pixels"]
+        return []
+
+
+def _local(element: Any) -> str:
+    """An element's tag without its namespace."""
+    return str(element.tag).rsplit("}", 1)[-1]
+
+
+def _ome_pixels(elements: list[Any], index: int) -> Any:
+    """The ``Pixels`` of OME Image ``index`` (of the first Image where there are fewer)."""
+    pixels = [el for el in elements if _local(el) == "Pixels"]
+    return (pixels[index] if index < len(pixels) else pixels[0]) if pixels else None
+
+
+def _ome_metadata(xml: str | None, index: int) -> tuple[tuple[float, float] | None, float | None]:
+    elements = _ome_elements(xml)
+    px = _ome_pixels(elements, index)
     mpp = None
-    if pixels:
-        px = pixels[index] if index < len(pixels) else pixels[0]
+    if px is not None:
         sizes = []
         for axis in ("Y", "X"):
             unit = _UNIT_UM.get(px.get(f"PhysicalSize{axis}Unit", "µm"))
             value = _positive(px.get(f"PhysicalSize{axis}"))
             sizes.append(value * unit if value and unit else None)
         mpp = _mpp_pair(sizes)
-    objectives = [el for el, tag in local.items() if tag == "Objective"]
+    objectives = [el for el in elements if _local(el) == "Objective"]
     power = _positive(objectives[0].get("NominalMagnification")) if objectives else None
     return mpp, power
 

@@ -57,6 +57,7 @@ class Slide:
         premultiplied: bool = False,
         close: Callable[[], None] | None = None,
         tile_readers: list[Any] | None = None,
+        channel_names: tuple[str, ...] | None = None,
     ) -> None:
         self.path = path
         self._tile_readers = tile_readers or []
@@ -64,6 +65,7 @@ class Slide:
         self.vendor = vendor
         self.mpp = mpp
         self.objective_power = objective_power
+        self.channel_names = channel_names  # as the file names them (OME, NDPI), or None
         self.associated = associated or {}
         self.tile_shapes = tile_shapes or [
             (int(r.chunksize[0]), int(r.chunksize[1])) for r in raw_levels

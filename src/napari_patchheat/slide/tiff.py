@@ -13,7 +13,7 @@ from typing import Any
 
 from .arrays import as_dask
 from .errors import SlideError
-from .metadata import tiff_metadata
+from .metadata import channel_names, tiff_metadata
 from .pyramid import Slide, as_rgb8
 from .tiff_level import TiffLevel
 
@@ -55,7 +55,8 @@ def _slide_of(tif: Any, all_series: list[Any], path: Path) -> Slide:
         for k, lv in enumerate(sorted(main.levels, key=lambda s: -_area(s)))
     ]
     readers[-1].check_one_tile()  # codecs and data, on the smallest tile set
-    vendor, mpp, power = tiff_metadata(tif, readers[0].pages[0].keyframe, all_series.index(main))
+    page, index = readers[0].pages[0].keyframe, all_series.index(main)
+    vendor, mpp, power = tiff_metadata(tif, page, index)
     return Slide(
         path,
         [as_dask(r, f"{r.where} of {path.name}") for r in readers],
@@ -67,6 +68,7 @@ def _slide_of(tif: Any, all_series: list[Any], path: Path) -> Slide:
         premultiplied=readers[0].premultiplied,
         close=tif.close,
         tile_readers=readers,
+        channel_names=channel_names(tif, page, index),
     )
 
 
