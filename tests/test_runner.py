@@ -110,3 +110,55 @@ def test_the_parent_never_imports_tensorflow(ihc_tif, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_worker_runs_one_run_after_another_in_one_process(ihc_tif, tmp_path):
+    """Cancel stops the run, not the process: the next run resumes in the same worker."""
+    from napari_patchheat.runner import Worker
+
+    worker = Worker()
+    try:
+        spec = RunSpec(str(ihc_tif), "dab",
+                       RunOptions(size=16, stride=8, batch_size=64, cache_dir=tmp_path))
+        handle = worker.submit(spec)
+        with pytest.raises(RuntimeError, match="cancel that run first"):
+            worker.submit(spec)  # one run at a time
+        first = []
+        for m in handle.messages():
+            first.append(m)
+            if isinstance(m, Progress):
+                handle.cancel()
+        assert isinstance(first[-1], Finished) and first[-1].cancelled
+        assert worker.alive and worker.ready and not worker.busy
+        second = list(worker.submit(spec).messages())
+        assert isinstance(second[-1], Finished) and not second[-1].cancelled
+        assert second[0].total == first[0].total - first[-1].done > 0
+        assert worker.alive  # the same process, still up for the next run
+    finally:
+        worker.close()
+    assert not worker.alive and worker.process.exitcode == 0
+
+
+def test_the_model_cache_keeps_models_and_reloads_rewritten_files(tmp_path):
+    import keras
+
+    from napari_patchheat.runner import ModelCache
+
+    cache = ModelCache(size=2)
+    dab = RunSpec("slide.svs", "dab", RunOptions())
+    assert cache.get(dab) is cache.get(dab)  # loaded once
+    path = tmp_path / "m.keras"
+
+    def save(units: int) -> None:
+        model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(units)])
+        model.save(path)
+
+    save(2)
+    user = RunSpec("slide.svs", str(path), RunOptions())
+    first = cache.get(user)
+    assert first.n_classes == 2 and cache.get(user) is first
+    save(3)  # rewritten: loaded again
+    assert cache.get(user).n_classes == 3 and len(cache) == 2
+    cache.get(RunSpec("slide.svs", "tissue", RunOptions()))  # a third: the oldest goes
+    assert len(cache) == 2 and cache.get(dab) is not None

@@ -1,19 +1,25 @@
-"""Run inference in a spawned process and stream its results back.
+"""Run inference in a spawned process that stays up across runs, and stream results back.
 
-TensorFlow and a drawing napari viewer cannot share a process (DESIGN.md), so the GUI starts the
-run here: a ``multiprocessing`` "spawn" child opens the slide by path, loads the model, runs
-:class:`~napari_patchheat.inference.HeatmapRun` and sends small messages back: ``Started``,
-a :class:`~napari_patchheat.inference.Progress` per batch, then ``Finished`` or ``Failed``. This
-module never imports TensorFlow. The child exits when its parent goes away.
+TensorFlow and a drawing napari viewer cannot share a process (DESIGN.md), so runs go to a
+:class:`Worker`: a ``multiprocessing`` "spawn" child that imports TensorFlow once, in the
+background, as soon as it starts, keeps the models it loaded, and takes one run at a time
+(:meth:`Worker.submit`). For each run it opens the slide by path, runs
+:class:`~napari_patchheat.inference.HeatmapRun` and sends small messages back: ``Started``, a
+:class:`~napari_patchheat.inference.Progress` per batch, then ``Finished`` or ``Failed``. Cancel
+stops the run, not the process. :func:`start_run` is a run in a worker of its own. This module
+never imports TensorFlow. The child exits when its parent goes away, and keeps TensorFlow's
+C++ logs off the terminal unless ``$PATCHHEAT_DEBUG`` is set.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import queue
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +31,10 @@ from .inference import Progress
 from .options import RunOptions
 
 POLL_S = 0.05
-JOIN_S = 30.0  # how long messages() waits, after the last message, for the worker to exit
+JOIN_S = 30.0  # how long a run of its own waits, after its last message, for its worker to exit
+WORKER_MODELS_MAX = 4  # models a worker keeps loaded (least recently used go first)
+DEBUG_ENV = "PATCHHEAT_DEBUG"  # set: the worker's TensorFlow logs reach the terminal
+WORKER_NICE = 10  # added to the shared worker's nice value (Unix); 0 leaves it as it is
 LAST_WORDS_S = 1.0  # how long a dead worker's last messages may take to arrive
 WRITE_TILE_PX = 1024  # tile size of the temporary TIFF made for layers without a file
 
@@ -74,52 +83,186 @@ def _watch_parent() -> None:
         os._exit(3)
 
 
-def _worker(spec: RunSpec, out: Any, cancel: Any) -> None:
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ and absl logs (CUDA probing, oneDNN notes) off the terminal: they
+    go to file descriptor 2 before Python can filter them. ``$PATCHHEAT_DEBUG`` keeps them."""
+    if os.environ.get(DEBUG_ENV):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def _serve(jobs: Any, out: Any, cancel: Any, ready: Any) -> None:
+    """The worker process: import TensorFlow, then run each ``(job id, RunSpec)`` of ``jobs``
+    until ``None``, sending ``(job id, message)`` to ``out``."""
     threading.Thread(target=_watch_parent, daemon=True).start()
+    _quiet_tensorflow()
     try:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow  # noqa: F401  (warm: the first run need not wait for it)
+    except Exception as exc:  # a broken install: every run says so
+        broken: str | None = f"TensorFlow could not be imported ({exc}): reinstall it."
+    else:
+        broken = None
+    ready.set()
+    models = ModelCache()
+    while (job := jobs.get()) is not None:
+        job_id, spec = job
+        runs = iter([Failed(broken)]) if broken else _run(spec, cancel, models)
+        for msg in runs:
+            out.put((job_id, msg))
+
+
+class ModelCache:
+    """Loaded models, kept across runs (at most WORKER_MODELS_MAX, least recently used go)."""
+
+    def __init__(self, size: int = WORKER_MODELS_MAX) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+
+    @staticmethod
+    def key(spec: RunSpec) -> tuple[Any, ...]:
+        """What identifies a loaded model: its name or path (with the file's size and time, so
+        a rewritten file is loaded again), resize and precision."""
+        path = Path(spec.model)
+        stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+        return spec.model, stamp, spec.options.resize, spec.options.mixed_precision
+
+    def get(self, spec: RunSpec) -> Any:
+        """The PatchModel of ``spec``'s model, loaded now or before."""
+        from .models import load_model
+
+        key = self.key(spec)
+        if key not in self._models:
+            self._models[key] = load_model(spec.model, resize=spec.options.resize,
+                                           mixed_precision=spec.options.mixed_precision)
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+        self._models.move_to_end(key)
+        return self._models[key]
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def _run(spec: RunSpec, cancel: Any, models: ModelCache) -> Iterator[Message]:
+    """The messages of one run: Started, a Progress per batch, Finished; or Failed."""
+    try:
         from .inference import HeatmapRun
 
-        run = HeatmapRun(spec.slide, spec.model, spec.options)
+        run = HeatmapRun(spec.slide, models.get(spec), spec.options)
         todo = run.todo
-        out.put(Started(run.heatmap.metadata(), np.array(run.heatmap.values), int(todo.sum())))
+        yield Started(run.heatmap.metadata(), np.array(run.heatmap.values), int(todo.sum()))
         done = 0
         for progress in run.run(cancel):
             done = progress.done
-            out.put(progress)
-        out.put(Finished(done, cancel.is_set()))
+            yield progress
+        yield Finished(done, cancel.is_set())
     except Exception as exc:  # every failure reaches the caller as one sentence
-        out.put(Failed(str(exc) or type(exc).__name__))
+        yield Failed(str(exc) or type(exc).__name__)
+
+
+class Worker:
+    """A spawned process that holds TensorFlow and loaded models across runs.
+
+    Starting one costs the parent little (TensorFlow is imported in the child, in the
+    background); :attr:`ready` says when that is done. One run at a time: :meth:`submit` a
+    :class:`RunSpec`, read its :class:`RunHandle`, then submit the next.
+    """
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self._jobs, self._out = ctx.Queue(), ctx.Queue()
+        self._cancel, self._ready = ctx.Event(), ctx.Event()
+        self._ids = itertools.count(1)
+        self.process = ctx.Process(target=_serve, daemon=True, name="patchheat-inference",
+                                   args=(self._jobs, self._out, self._cancel, self._ready))
+        self.process.start()
+        self.current: RunHandle | None = None
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker process runs."""
+        return self.process.is_alive()
+
+    @property
+    def ready(self) -> bool:
+        """True once the worker has imported TensorFlow."""
+        return self._ready.is_set()
+
+    @property
+    def busy(self) -> bool:
+        """True while a submitted run has not ended."""
+        return self.current is not None and not self.current.ended
+
+    def submit(self, spec: RunSpec) -> RunHandle:
+        """Queue ``spec`` as the worker's next run; its handle reads its messages."""
+        if self.busy:
+            raise RuntimeError("The worker is still running a model: cancel that run first.")
+        self._cancel.clear()
+        handle = RunHandle(spec, self, next(self._ids))
+        self.current = handle
+        self._jobs.put((handle.job_id, spec))
+        return handle
+
+    def cancel(self) -> None:
+        """Ask the run in progress to stop after its batch (it answers a cancelled Finished)."""
+        self._cancel.set()
+
+    def receive(self, timeout: float) -> tuple[int, Message]:
+        """The next (job id, message) from the process; queue.Empty after ``timeout`` s."""
+        return self._out.get(timeout=timeout) if timeout > 0 else self._out.get_nowait()
+
+    def close(self, timeout: float = JOIN_S) -> None:
+        """Let the process finish its run, then exit; kill it if that takes over ``timeout`` s."""
+        if self.alive:
+            self._jobs.put(None)
+            self.process.join(timeout=timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """End the process at once (its run, if any, ends as Failed)."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=10)
 
 
 @dataclass
 class RunHandle:
-    """A run in its own process: read :meth:`messages`, :meth:`cancel` it, or :meth:`kill` it."""
+    """A run in a :class:`Worker`: read :meth:`messages` (or :meth:`poll`), :meth:`cancel` it, or
+    :meth:`kill` its worker. ``owns_worker``: the worker was started for this run alone and
+    is closed when the run ends."""
 
     spec: RunSpec
-    process: Any = field(repr=False)
-    _queue: Any = field(repr=False)
-    _cancel: Any = field(repr=False)
+    worker: Worker = field(repr=False)
+    job_id: int
+    owns_worker: bool = False
     ended: bool = False
+
+    @property
+    def process(self) -> Any:
+        """The worker's process."""
+        return self.worker.process
 
     def poll(self, timeout: float = 0.0) -> list[Message]:
         """Messages that have arrived (waiting up to ``timeout`` s for the first one).
 
         A worker that dies without a last word is reported as :class:`Failed`; its last words
-        still in the pipe are read first.
+        still in the pipe are read first. Messages of other runs are skipped.
         """
         msgs: list[Message] = []
         wait = timeout
         while not self.ended:
             try:
-                msg = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                job_id, msg = self.worker.receive(wait)
             except queue.Empty:
-                if msgs or self.process.is_alive():
+                if msgs or self.worker.alive:
                     break
                 if wait < LAST_WORDS_S:  # dead: give what it sent a moment to arrive
                     wait = LAST_WORDS_S
                     continue
-                self.ended = True
+                self._end()
                 msgs.append(Failed(
                     f"the inference process stopped unexpectedly (exit code "
                     f"{self.process.exitcode}); what was computed is kept: run again to resume "
@@ -127,45 +270,81 @@ class RunHandle:
                     "which spawned processes need)."
                 ))
                 break
+            if job_id != self.job_id:
+                continue
             msgs.append(msg)
             wait = 0.0
             if isinstance(msg, (Finished, Failed)):
-                self.ended = True
-        if self.ended:
-            self.process.join(timeout=0)  # reap it if it is gone; never wait for TF's shutdown
+                self._end()
         return msgs
+
+    def _end(self) -> None:
+        self.ended = True
+        if self.owns_worker:
+            self.worker.close()
+        else:
+            self.process.join(timeout=0)  # reap it if it died; never wait for TF's shutdown
 
     def messages(self) -> Iterator[Message]:
         """Every message until the run ends (blocking)."""
         while not self.ended:
             yield from self.poll(POLL_S)
-        self.process.join(timeout=JOIN_S)  # no zombie: the worker exits once TF has shut down
 
     def cancel(self) -> None:
-        """Ask the worker to stop after the batch in progress; it answers with a cancelled
-        :class:`Finished`."""
-        self._cancel.set()
+        """Ask the run to stop after the batch in progress; it answers with a cancelled
+        :class:`Finished`. The worker stays up."""
+        if not self.ended:
+            self.worker.cancel()
 
     def kill(self) -> None:
-        """End the worker at once."""
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=10)
+        """End the worker's process at once."""
+        self.worker.kill()
 
     @property
     def alive(self) -> bool:
         """True while the worker process runs."""
-        return self.process.is_alive()
+        return self.worker.alive
+
+
+def lower_priority(pid: int, increment: int = WORKER_NICE) -> bool:
+    """Raise the nice value of process ``pid`` by ``increment`` (up to 19); False if not possible.
+
+    On Linux a nice value belongs to a thread and is inherited by the threads it starts, so
+    doing this right after the spawn covers TensorFlow's thread pools, created later.
+    """
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment))
+    except OSError:
+        return False
+    return True
+
+
+_shared: Worker | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_worker(nice: int = WORKER_NICE) -> Worker:
+    """This process's warm worker: started (its priority lowered by ``nice``, so a run that
+    fills every core leaves the GUI the CPU it needs) on the first call, and again after it
+    died. One run at a time for the whole process."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.alive:
+            _shared = Worker()
+            lower_priority(_shared.process.pid, nice)
+        return _shared
 
 
 def start_run(spec: RunSpec) -> RunHandle:
-    """Start ``spec`` in a new spawned process (never importing TensorFlow here)."""
-    ctx = mp.get_context("spawn")
-    out, cancel = ctx.Queue(), ctx.Event()
-    process = ctx.Process(target=_worker, args=(spec, out, cancel), daemon=True,
-                          name="patchheat-inference")
-    process.start()
-    return RunHandle(spec, process, out, cancel)
+    """Run ``spec`` in a worker of its own, closed when the run ends (never importing
+    TensorFlow here)."""
+    worker = Worker()
+    handle = worker.submit(spec)
+    handle.owns_worker = True
+    return handle
 
 
 def array_to_tiff(image: Any, folder: str | Path | None = None, mpp: float | None = None) -> Path:

@@ -3,7 +3,8 @@
 What the panel needs comes in as data and callbacks, never from the dock itself: ``request()``
 gives the :class:`RunRequest` of the dock's parameters, ``show(heatmap, slide, replace)`` puts
 a run's heatmap in a layer, ``on_batch(layer, heatmap)`` says new values arrived and
-``on_error(message)`` reports what went wrong. A run goes to a spawned process
+``on_error(message)`` reports what went wrong. A run goes to this process's warm
+worker, a spawned process that holds TensorFlow across runs and starts when the panel does
 (:class:`~napari_patchheat._qt.run_watch.RunWatcher`); a layer without a file is first written
 to a temporary TIFF of its level on a worker thread. A QTimer on the GUI thread takes the run's
 messages: ``Started`` adds the run's own heatmap and layer, each ``Progress`` fills them
@@ -31,7 +32,7 @@ from ..heatmap import Heatmap
 from ..inference import Progress
 from ..options import RunOptions
 from ..runner import Failed, Finished, RunSpec, Started, array_to_tiff
-from .run_watch import RunWatcher
+from .run_watch import RunWatcher, warm_up
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 from .widgets import TextLabel
@@ -107,6 +108,7 @@ class RunPanel(Container):
         self._timer.timeout.connect(self.poll)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        warm_up()
 
     @property
     def running(self) -> bool:
@@ -211,12 +213,16 @@ class RunPanel(Container):
         """Start ``spec``'s process and watch it."""
         try:
             self.handle = RunWatcher(spec)
+        except RuntimeError as exc:  # another dock's run holds the worker
+            self._end("run not started: another run is in progress")
+            self.on_error(str(exc))
+            return
         except OSError as exc:
             self._end("run failed: the model's process did not start")
             self.on_error(f"The model's process did not start ({exc}); close other programs "
                           "and run again.")
             return
-        self.info.value = "starting the model in its own process…"
+        self.info.value = "starting the run…"
         self._timer.start()
 
     def cancel(self, *_: Any) -> None:
@@ -229,11 +235,11 @@ class RunPanel(Container):
             self.info.value = "cancelling…"
 
     def shutdown(self) -> None:
-        """The dock is gone: stop polling and end the run's process."""
+        """The dock is gone: stop polling and cancel the run (the worker stays up)."""
         self.closed = True
         self._timer.stop()
         if self.handle is not None:
-            self.handle.kill()
+            self.handle.cancel()
             self.handle = None
 
     # --- the run's messages --------------------------------------------------------------------
@@ -274,7 +280,7 @@ class RunPanel(Container):
         heatmap = Heatmap.from_metadata(msg.metadata, np.array(msg.values, np.float32))
         if heatmap.grid != request.grid:
             if self.handle is not None:
-                self.handle.kill()
+                self.handle.cancel()
             self._end("run stopped: the file's level differs from the layer's")
             self.on_error(f"The slide file's level {request.level} is {heatmap.grid.height} x "
                           f"{heatmap.grid.width} px but the layer's is {request.grid.height} x "
