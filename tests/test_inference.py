@@ -2,6 +2,7 @@
 errors keep the partial heatmap."""
 
 import dataclasses
+import functools
 import json
 import shutil
 import threading
@@ -12,6 +13,7 @@ import pytest
 
 from napari_patchheat import PatchGrid, compute_heatmap, load_model, open_slide
 from napari_patchheat.inference import HeatmapRun, RunError
+from napari_patchheat.models import BUILTIN_MODELS
 from napari_patchheat.options import RunOptions
 
 tf = pytest.importorskip("tensorflow")
@@ -334,3 +336,179 @@ def test_decoding_on_a_thread_pool_gives_the_same_heatmap(tmp_path, monkeypatch)
     pooled = compute_heatmap(path, "dab", **opts)
     assert one.n_computed == one.grid.n_patches
     np.testing.assert_array_equal(pooled.values, one.values)
+
+
+# --- SAME padding: built-ins count only the samples inside the level ----------------------------
+THRESHOLD_BAND = 1e-5  # pixels this close to a threshold may go either way (float32 vs float64)
+
+
+def write_tif(path: Path, image: np.ndarray) -> Path:
+    import tifffile
+
+    tifffile.imwrite(path, image, photometric="rgb")
+    return path
+
+
+def tf_same_patches(image: np.ndarray, size: int, stride: int, rate: int) -> np.ndarray:
+    """tf.image.extract_patches of (H, W, C) with SAME padding: (rows, cols, size * size, C)."""
+    out = tf.image.extract_patches(image[None], [1, size, size, 1], [1, stride, stride, 1],
+                                   [1, rate, rate, 1], "SAME").numpy()[0]
+    return out.reshape(*out.shape[:2], size * size, image.shape[2])
+
+
+def pixel_score(level: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+    """Per pixel, what built-in ``name`` thresholds (skimage's rgb2hed, or the summed optical
+    density for tissue), and its threshold."""
+    import skimage.color
+
+    from napari_patchheat.models import stain
+
+    if name == "tissue":
+        od = np.log(np.maximum(level / 255.0, 1e-6)) / np.log(1e-6)
+        return od.sum(-1), stain.TISSUE_OD_SUM
+    return skimage.color.rgb2hed(level)[..., stain.STAIN_INDEX[name]], stain.POSITIVE_OD[name]
+
+
+def in_level_fraction(level: np.ndarray, name: str, size: int, stride: int, rate: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bounds (lo, hi) of built-in ``name`` on TensorFlow's SAME patches counted over the
+    samples that are level pixels (found by their coordinates), NaN where a patch has none;
+    and the fraction of each patch's samples inside the level."""
+    h, w = level.shape[:2]
+    coords = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), -1) + 1
+    yx = tf_same_patches(coords.astype(np.int32), size, stride, rate) - 1  # padding: -1
+    inside = ((yx >= 0) & (yx < (h, w))).all(-1)
+    score, threshold = pixel_score(level, name)
+    value = tf_same_patches(score[..., None], size, stride, rate)[..., 0]
+    with np.errstate(invalid="ignore"):
+        lo, hi = (((value > threshold + band) & inside).sum(-1) / inside.sum(-1)
+                  for band in (THRESHOLD_BAND, -THRESHOLD_BAND))
+    return lo, hi, inside.mean(-1)
+
+
+def assert_within(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """A heatmap's one class lies in [lo, hi] patch by patch, NaN exactly where they are."""
+    v = values[..., 0]
+    np.testing.assert_array_equal(np.isnan(v), np.isnan(lo))
+    ok = np.isnan(lo) | ((lo - 1e-6 <= v) & (v <= hi + 1e-6))
+    assert ok.all(), (np.argwhere(~ok)[:5], v[~ok][:5], lo[~ok][:5], hi[~ok][:5])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
+def test_same_padding_of_a_blank_slide_is_neither_stain_nor_tissue(tmp_path, name, backend):
+    white = np.full((100, 100, 3), 255, np.uint8)
+    black = (tf_same_patches(white, 64, 32, 1) == 0).all(-1).mean(-1)
+    assert black[0, 0] > 0.7 and black[1, 1] == 0  # TF's corner patches are mostly padding
+    h = compute_heatmap(write_tif(tmp_path / "white.tif", white), name, size=64, stride=32,
+                        padding="SAME", batch_size=5, use_cache=False, backend=backend)
+    assert h.grid.shape == (4, 4) and h.n_computed == 16
+    np.testing.assert_array_equal(h.values, 0.0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+@pytest.mark.parametrize("name", ["tissue", "dab"])
+def test_a_patch_of_padding_only_is_nan(tmp_path, name, backend):
+    import skimage.data
+
+    crop = skimage.data.immunohistochemistry()[288:300, 12:24]  # tissue, glass, brown, blue
+    lo, hi, inside = in_level_fraction(crop, name, 2, 1, 20)
+    # starts -10..1, samples 20 apart: patches 2..9 on either axis have no sample inside
+    empty = np.zeros((12, 12), bool)
+    empty[2:10], empty[:, 2:10] = True, True
+    np.testing.assert_array_equal(inside == 0, empty)
+    assert np.nanstd(lo) > 0.1  # the patches with samples inside vary
+    h = compute_heatmap(write_tif(tmp_path / "crop.tif", crop), name, size=2, stride=1, rate=20,
+                        padding="SAME", batch_size=7, use_cache=False, backend=backend)
+    assert h.grid.shape == (12, 12)
+    assert_within(h.values, lo, hi)
+
+
+@functools.cache
+def svs_reference(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with open_slide(SVS) as slide:
+        level = np.asarray(slide.levels[0])
+    return in_level_fraction(level, name, 64, 48, 2)
+
+
+@needs_svs
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+@pytest.mark.parametrize("name", BUILTIN_MODELS)
+def test_same_run_on_a_real_slide_counts_the_samples_inside(name, backend):
+    lo, hi, inside = svs_reference(name)
+    assert (inside < 1).sum() > 100 and np.nanstd(lo) > 0.1  # edges padded; values vary
+    h = compute_heatmap(SVS, name, size=64, stride=48, rate=2, padding="SAME", batch_size=50,
+                        use_cache=False, backend=backend, block_px=700)
+    assert h.grid.shape == lo.shape and h.n_computed == lo.size
+    assert_within(h.values, lo, hi)
+
+
+@pytest.fixture(scope="module")
+def flatten_path(tmp_path_factory) -> Path:
+    """A Keras model whose outputs are its 8 x 8 RGB input, flattened: it shows what it sees."""
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten()])
+    path = tmp_path_factory.mktemp("model") / "flatten.keras"
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_a_user_model_sees_tensorflows_zero_padded_patches(tmp_path, flatten_path, backend):
+    import skimage.data
+
+    crop = skimage.data.immunohistochemistry()[200:240, 150:200]
+    expected = tf_same_patches(crop, 8, 5, 2).reshape(8, 10, -1).astype(np.float32)
+    padding = (expected.reshape(8, 10, 64, 3) == 0).all(-1)
+    assert not (crop == 0).all(-1).any() and padding[0, 0].sum() > 20  # zeros are TF's padding
+    assert expected.std() > 10
+    h = compute_heatmap(write_tif(tmp_path / "crop.tif", crop), flatten_path, size=8, stride=5,
+                        rate=2, padding="SAME", batch_size=7, use_cache=False, backend=backend)
+    np.testing.assert_array_equal(h.values, expected)
+
+
+@needs_svs
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_valid_runs_of_builtins_equal_the_model_on_tensorflows_patches(backend):
+    with open_slide(SVS) as slide:
+        level = np.asarray(slide.levels[0])
+    grid = PatchGrid(*level.shape[:2], 64, 48, 2, "VALID")
+    patches = tf.image.extract_patches(level[None], [1, 64, 64, 1], [1, 48, 48, 1],
+                                       [1, 2, 2, 1], "VALID").numpy()[0]
+    patches = patches.reshape(-1, 64, 64, 3)
+    for name in BUILTIN_MODELS:
+        expected = load_model(name).predict(patches).reshape(*grid.shape, 1)
+        assert expected.std() > 0.1
+        h = compute_heatmap(SVS, name, size=64, stride=48, rate=2, batch_size=50,
+                            use_cache=False, backend=backend, block_px=700)
+        np.testing.assert_array_equal(h.values, expected)
+
+
+def inside_mask_model(fits: int):
+    """The ``dab`` built-in's function as a PatchModel that, like a large model on a small GPU,
+    runs out of TensorFlow memory on more than ``fits`` patches at once."""
+    from napari_patchheat.models import PatchModel, stain
+
+    def forward(x, inside):
+        if x.shape[0] > fits:
+            raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+        return stain.positive_fraction(x, "dab", inside)
+
+    return PatchModel(forward, name=f"dab{fits}", class_names=["dab_positive"], input_size=None,
+                      fingerprint=f"dab-fits-{fits}", input_dtype="uint8",
+                      needs_inside_mask=True)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "tf"])
+def test_out_of_memory_halving_keeps_the_inside_masks_with_their_patches(ihc_tif, backend):
+    options = RunOptions(size=32, stride=24, rate=3, padding="SAME", batch_size=24,
+                         use_cache=False, backend=backend)
+    whole = HeatmapRun(ihc_tif, "dab", options)
+    list(whole.run())
+    run = HeatmapRun(ihc_tif, inside_mask_model(fits=5), options)
+    list(run.run())
+    assert run.model_batch_size == 3  # 24 -> 12 -> 6 -> 3
+    expected = whole.result().values
+    edge = np.ones(whole.grid.shape, bool)
+    edge[3:-3, 3:-3] = False
+    assert np.nanstd(expected[edge]) > 0.1 and np.isfinite(expected).all()
+    np.testing.assert_array_equal(run.result().values, expected)

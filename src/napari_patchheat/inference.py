@@ -28,6 +28,7 @@ from .extract import PatchBatch, batch_blocks, read_blocks
 from .grid import READ_BLOCK_PX, PatchGrid
 from .heatmap import Heatmap
 from .models.keras_model import KERAS_SUFFIXES
+from .models.patch_model import InsideMask
 from .options import RunOptions
 
 PREFETCH_BLOCKS = 2  # blocks read and cut ahead of the model (batches are copied in its thread)
@@ -200,12 +201,16 @@ class HeatmapRun:
         out of memory, that size halves (down to 1) and the piece is tried again."""
         import tensorflow as tf
 
+        inside = self._inside(batch.indices)
         done: list[np.ndarray] = []
         start = 0
         while start < len(batch):
             size = self.model_batch_size
+            piece = slice(start, start + size)
             try:
-                done.append(self._predict_piece(batch.patches[start : start + size], size))
+                done.append(self._predict_piece(
+                    batch.patches[piece], size,
+                    None if inside is None else (inside[0][piece], inside[1][piece])))
             except tf.errors.ResourceExhaustedError as exc:
                 if size == 1:
                     raise _ModelOutOfMemory(str(exc)) from exc
@@ -214,26 +219,53 @@ class HeatmapRun:
             start += size
         return done[0] if len(done) == 1 else np.concatenate(done)
 
-    def _predict_piece(self, patches: Any, size: int) -> np.ndarray:
+    def _inside(self, indices: np.ndarray) -> InsideMask | None:
+        """The in-level samples of patches ``indices`` (n, 2) for a model that counts only those
+        (the built-ins); None when the model sees every sample or every sample is inside."""
+        grid = self.grid
+        if not getattr(self.model, "needs_inside_mask", False) or not any(
+                grid.pad_before + grid.pad_after):
+            return None
+        rows, cols = grid.inside_samples(indices[:, 0], indices[:, 1])
+        return None if rows.all() and cols.all() else (rows, cols)
+
+    def _predict_piece(self, patches: Any, size: int, inside: InsideMask | None) -> np.ndarray:
         """The model on up to ``size`` patches, zero-padded to ``size`` so that a compiled (XLA)
-        model sees one shape and never recompiles for a short piece. Patches on TensorFlow's
-        device (the "tf" backend) stay there: only the predictions come back."""
+        model sees one shape and never recompiles for a short piece (the padding's inside masks
+        are all True). Patches on TensorFlow's device (the "tf" backend) stay there: only the
+        predictions come back."""
         n, pad = len(patches), size - len(patches)
+        full = _pad_inside(inside, pad)
         if isinstance(patches, np.ndarray):
             if pad:
                 zeros = np.zeros((pad, *patches.shape[1:]), patches.dtype)
                 patches = np.concatenate([patches, zeros])
-            return self.model.predict(patches)[:n]
+            return self.model.predict(patches, *_mask_arg(full))[:n]
         import tensorflow as tf
 
         if pad:
             patches = tf.pad(patches, [[0, pad], [0, 0], [0, 0], [0, 0]])
-        return self.model.validate_output(self.model.tf_predict(patches).numpy()[:n], n)
+        out = self.model.tf_predict(patches, *_mask_arg(full)).numpy()[:n]
+        return self.model.validate_output(out, n, inside)
 
     def result(self) -> Heatmap:
         """A detached copy of the heatmap (values in memory, not the cache's memory map)."""
         h = self.heatmap
         return dataclasses.replace(h, values=np.array(h.values), extra=dict(h.extra))
+
+
+def _pad_inside(inside: InsideMask | None, rows: int) -> InsideMask | None:
+    """``inside`` with ``rows`` patches of all-True masks appended (None stays None)."""
+    if inside is None or rows == 0:
+        return inside
+    y, x = (np.concatenate([m, np.ones((rows, m.shape[1]), bool)]) for m in inside)
+    return y, x
+
+
+def _mask_arg(inside: InsideMask | None) -> tuple[InsideMask, ...]:
+    """The arguments that pass ``inside`` to a model: none for None, so that models without
+    inside masks (user models, duck-typed ones) are called with the patches alone."""
+    return () if inside is None else (inside,)
 
 
 def _run_model(model: Any, options: RunOptions) -> Any:
