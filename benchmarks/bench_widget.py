@@ -7,6 +7,10 @@
 2. GUI event-loop latency while a run streams results into the heatmap layer: a QTimer probe
    ticking every PROBE_MS, its lateness (median, p95) during a run whose worker is reniced
    (the widget's default) against a run whose worker is not, and the probe while idle.
+3. Run -> first cells on screen (median of RUNS_FIRST_CELLS runs): with the warm worker for the
+   built-in `dab`, for a Keras CNN (MobileNetV2 size, random weights) already loaded, and for a
+   fully cached run, against the baseline of a worker started for the run (what every Run
+   cost before the warm worker).
 
 Runs under Xvfb (started here through pyvirtualdisplay when there is no $DISPLAY).
 Run: `.venv/bin/python benchmarks/bench_widget.py [--quick] [--run-s 20]`.
@@ -29,6 +33,8 @@ from _util import gib, measure
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
 PROBE_MS = 10
+RUNS_FIRST_CELLS = 5
+FIRST_CELLS_TIMEOUT_S = 300.0
 REAL_SVS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
             / "CMU-1-Small-Region.svs")
 
@@ -174,9 +180,11 @@ def bench_run(viewer, widget, app, run_s: float, nice: int) -> list[float]:
     """Event-loop lateness (ms) while a run fills the heatmap; the worker reniced by ``nice``."""
     import tempfile
 
-    import napari_patchheat._qt.run_watch as run_watch
+    from napari_patchheat.runner import shared_worker
 
-    run_watch.RUN_NICE = nice
+    shared_worker().kill()
+    while not shared_worker(nice=nice).ready:  # a worker reniced by ``nice``, TF imported
+        settle(app, 0.1)
     refreshes: list[float] = []
     if widget.display.layer is not None:  # a new layer, not merged into the last run's
         viewer.layers.remove(widget.display.layer)
@@ -206,16 +214,132 @@ def bench_run(viewer, widget, app, run_s: float, nice: int) -> list[float]:
     return lateness
 
 
+def first_cells_s(viewer, widget, app, cache: str) -> float:
+    """Seconds from Run to the run's first cells on screen (its layer holds a finite value);
+    the run is then cancelled (or ends) and its layer removed."""
+    if widget.display.layer is not None:  # a new layer, not merged into an earlier one
+        viewer.layers.remove(widget.display.layer)
+    widget.cache_dir = cache
+    t0 = time.perf_counter()
+    assert widget.run_panel.run(), widget.status.value
+    layer = None
+    while time.perf_counter() - t0 < FIRST_CELLS_TIMEOUT_S:
+        app.processEvents()
+        layer = widget.display.layer
+        if layer is not None and np.isfinite(layer.data).any():
+            break
+        time.sleep(0.002)
+    seconds = time.perf_counter() - t0
+    widget.run_panel.cancel()
+    while widget.run_panel.running:
+        settle(app, 0.01)
+    if widget.display.layer is not None:
+        viewer.layers.remove(widget.display.layer)
+    return seconds
+
+
+def mobilenet_file(folder: Path) -> Path:
+    """bench_pipeline's MobileNetV2 .keras file, written in a child process: TensorFlow must not
+    enter this one (napari draws here)."""
+    import subprocess
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+            "from bench_pipeline import mobilenet_path; print(mobilenet_path(Path(sys.argv[2])))")
+    out = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(folder)],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def bench_first_cells(viewer, widget, app, runs: int) -> dict[str, float]:
+    """Median seconds from Run to first cells: cold worker (baseline), warm dab, warm Keras CNN,
+    fully cached."""
+    import tempfile
+
+    from napari_patchheat.runner import shared_worker
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cold = []
+        for k in range(max(2, runs // 2)):
+            shared_worker().kill()  # the next Run starts a worker: the old cost of every Run
+            cold.append(first_cells_s(viewer, widget, app, f"{tmp}/cold{k}"))
+        out["cold worker (baseline)"] = statistics.median(cold)
+        while not shared_worker().ready:
+            settle(app, 0.1)
+        first_cells_s(viewer, widget, app, f"{tmp}/compile")  # the model's first batch compiles
+        out["warm, dab"] = statistics.median(
+            first_cells_s(viewer, widget, app, f"{tmp}/dab{k}") for k in range(runs))
+        full = f"{tmp}/full"
+        widget.cache_dir = full
+        widget.run_panel.run()
+        while widget.run_panel.running:
+            settle(app, 0.05)
+        out["warm, fully cached"] = statistics.median(
+            first_cells_s(viewer, widget, app, full) for _ in range(runs))
+        widget.model.value = "Keras file…"
+        widget.model_file.value = mobilenet_file(Path(tmp))
+        widget.size.value = widget.stride.value = 224
+        first_cells_s(viewer, widget, app, f"{tmp}/load")  # loads and compiles the model once
+        out["warm, Keras CNN loaded"] = statistics.median(
+            first_cells_s(viewer, widget, app, f"{tmp}/cnn{k}") for k in range(runs))
+        widget.model.value = "dab"
+    return out
+
+
+def part_preview(viewer, widget, app, quick: bool) -> None:
+    """[1] the grid preview on the 100k slide against the naive full grid."""
+    widget.size.value = widget.stride.value = 224
+    print(f"status line: {' '.join(widget.status.value.split())}")
+    worst = bench_preview(viewer, widget, app, 5 if quick else 15)
+    naive = bench_naive(viewer, app, widget.grid)
+    print(f"    preview, worst median over zooms: {worst:.1f} ms (target 150); naive full grid "
+          f"/ preview: {naive / worst:,.0f}x")
+
+
+def part_latency(viewer, widget, app, run_s: float) -> None:
+    """[2] event-loop lateness during a run, worker reniced or not."""
+    from napari_patchheat.runner import WORKER_NICE
+
+    print(f"\n[2] event-loop latency: a {PROBE_MS} ms QTimer probe, ms late")
+    idle = probe_latency(app, 3.0)
+    print(f"    idle: median {statistics.median(idle):5.1f}, p95 {np.percentile(idle, 95):5.1f}")
+    widget.size.value, widget.stride.value, widget.batch_size.value = 32, 4, 64
+    g = widget.grid
+    print(f"    run: 'dab', grid {g.rows} x {g.cols} = {g.n_patches:,}, batch 64")
+    base = bench_run(viewer, widget, app, run_s, nice=0)  # baseline: the worker not reniced
+    ours = bench_run(viewer, widget, app, run_s, nice=WORKER_NICE)
+    p95, p95_base = np.percentile(ours, 95), np.percentile(base, 95)
+    print(f"summary: during a run the event loop is {statistics.median(ours):.1f} ms late at the "
+          f"median (target < 50), p95 {p95:.1f} ms (not reniced: {p95_base:.1f} ms, "
+          f"{p95_base / max(p95, 0.1):.1f}x)")
+
+
+def part_first_cells(viewer, widget, app, runs: int) -> None:
+    """[3] Run -> first cells, warm worker against a worker started for the run."""
+    print(f"\n[3] Run -> first cells on screen, median of {runs} runs")
+    widget.model.value = "dab"
+    widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 32
+    firsts = bench_first_cells(viewer, widget, app, runs)
+    cold = firsts["cold worker (baseline)"]
+    for name, seconds in firsts.items():
+        print(f"    {name:<24} {seconds:6.2f} s  (cold / this: {cold / seconds:5.1f}x)")
+    print(f"summary: first cells {firsts['warm, dab']:.2f} s (dab), "
+          f"{firsts['warm, Keras CNN loaded']:.2f} s (Keras CNN), "
+          f"{firsts['warm, fully cached']:.2f} s (cached) with the warm worker (targets 2, 2, "
+          f"0.5 s); {cold:.1f} s with a worker started for the run")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--run-s", type=float, default=20.0, help="seconds of run to probe")
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
     args = ap.parse_args()
+    parts = {int(p) for p in args.parts.split(",")}
     display = ensure_display()  # noqa: F841 (kept alive)
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_patchheat._qt.run_watch import RUN_NICE
     from napari_patchheat._qt.widget import PatchHeatWidget
 
     viewer = napari.Viewer(show=True)
@@ -228,29 +352,15 @@ def main() -> int:
     settle(app, 0.5)
     while not widget.tissue_ready:
         settle(app, 0.05)
-    widget.size.value = widget.stride.value = 224
-    print(f"status line: {' '.join(widget.status.value.split())}")
-    worst = bench_preview(viewer, widget, app, 5 if args.quick else 15)
-    naive = bench_naive(viewer, app, widget.grid)
-    print(f"    preview, worst median over zooms: {worst:.1f} ms; naive full grid / preview: "
-          f"{naive / worst:,.0f}x")
-    print(f"\n[2] event-loop latency: a {PROBE_MS} ms QTimer probe, ms late")
-    idle = probe_latency(app, 3.0)
-    print(f"    idle: median {statistics.median(idle):5.1f}, p95 {np.percentile(idle, 95):5.1f}")
-    source = add_run_slide(viewer, widget)
-    widget.model.value = "dab"
-    widget.size.value, widget.stride.value, widget.batch_size.value = 32, 4, 64
-    viewer.reset_view()
-    g = widget.grid
-    print(f"    run: 'dab' on {source}, grid {g.rows} x {g.cols} = {g.n_patches:,}, batch 64")
-    run_s = 8.0 if args.quick else args.run_s
-    base = bench_run(viewer, widget, app, run_s, nice=0)  # baseline: the worker not reniced
-    ours = bench_run(viewer, widget, app, run_s, nice=RUN_NICE)
-    p95, p95_base = np.percentile(ours, 95), np.percentile(base, 95)
-    print(f"\nsummary: preview update <= {worst:.0f} ms median (target 150), "
-          f"{naive / worst:,.0f}x faster than the naive full grid; during a run the event loop "
-          f"is {statistics.median(ours):.1f} ms late at the median (target < 50), p95 "
-          f"{p95:.1f} ms (not reniced: {p95_base:.1f} ms, {p95_base / max(p95, 0.1):.1f}x)")
+    if 1 in parts:
+        part_preview(viewer, widget, app, args.quick)
+    if parts & {2, 3}:
+        print(f"run slide: {add_run_slide(viewer, widget)}")
+        viewer.reset_view()
+    if 2 in parts:
+        part_latency(viewer, widget, app, 8.0 if args.quick else args.run_s)
+    if 3 in parts:
+        part_first_cells(viewer, widget, app, 3 if args.quick else RUNS_FIRST_CELLS)
     viewer.close()
     return 0
 

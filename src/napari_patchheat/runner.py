@@ -334,6 +334,7 @@ def shared_worker(nice: int = WORKER_NICE) -> Worker:
     with _shared_lock:
         if _shared is None or not _shared.alive:
             _shared = Worker()
+            assert _shared.process.pid is not None  # started
             lower_priority(_shared.process.pid, nice)
         return _shared
 

@@ -264,3 +264,22 @@ def test_read_after_close_says_so(slide_writer, real_pixels):
     s.close()  # twice is fine
     with pytest.raises(SlideError, match="closed"):
         level[:10, :10].compute()
+
+
+def test_rgb_pyramid_of_channel_planes_stacked_lazily():
+    """A layer built as a dask stack of channel planes (one chunk per channel) gets its coarser
+    levels too, equal to those of the same pixels in one chunk."""
+    import dask.array as da
+
+    from napari_patchheat.slide import rgb_pyramid
+
+    rng = np.random.default_rng(3)
+    planes = [da.from_array(rng.integers(0, 256, (4200, 2300), dtype=np.uint8), chunks=1024)
+              for _ in range(3)]
+    stacked = da.stack(planes, axis=-1)
+    assert stacked.numblocks[2] == 3
+    levels, downsamples = rgb_pyramid([stacked])
+    whole, _ = rgb_pyramid([da.from_array(np.asarray(stacked), chunks=(1024, 1024, 3))])
+    assert downsamples[1:] == [(2.0, 2.0), (4.0, 4.0)]
+    np.testing.assert_array_equal(np.asarray(levels[2]), np.asarray(whole[2]))
+    assert len(np.unique(np.asarray(levels[2]))) > 100

@@ -157,7 +157,8 @@ def rgb_pyramid(raw_levels: Sequence[da.Array], premultiplied: bool = False
     coarser levels computed lazily until the smallest fits ``PYRAMID_TOP_PX``, and each level's
     (dy, dx) level-0 px per level px: level-0 size / level size for the given levels (OpenSlide's
     rule), exactly twice the level above's for computed ones (a 2x2 mean, odd last px dropped)."""
-    levels = [as_rgb8(raw, premultiplied) for raw in raw_levels]
+    # one chunk across the colour axis (a stack of channel planes has one per channel)
+    levels = [as_rgb8(raw.rechunk({2: -1}), premultiplied) for raw in raw_levels]
     h0, w0 = levels[0].shape[:2]
     downsamples = [(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]
     while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
