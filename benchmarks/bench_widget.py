@@ -217,8 +217,7 @@ def bench_run(viewer, widget, app, run_s: float, nice: int) -> list[float]:
 def first_cells_s(viewer, widget, app, cache: str) -> float:
     """Seconds from Run to the run's first cells on screen (its layer holds a finite value);
     the run is then cancelled (or ends) and its layer removed."""
-    if widget.display.layer is not None:  # a new layer, not merged into an earlier one
-        viewer.layers.remove(widget.display.layer)
+    drop_run_layer(viewer, widget)  # a new layer, not merged into an earlier one
     widget.cache_dir = cache
     t0 = time.perf_counter()
     assert widget.run_panel.run(), widget.status.value
@@ -233,9 +232,14 @@ def first_cells_s(viewer, widget, app, cache: str) -> float:
     widget.run_panel.cancel()
     while widget.run_panel.running:
         settle(app, 0.01)
-    if widget.display.layer is not None:
-        viewer.layers.remove(widget.display.layer)
+    drop_run_layer(viewer, widget)
     return seconds
+
+
+def drop_run_layer(viewer, widget) -> None:
+    """Remove the heatmap layer in use, if it is still in the viewer."""
+    if widget.display.layer is not None and widget.display.layer in viewer.layers:
+        viewer.layers.remove(widget.display.layer)
 
 
 def mobilenet_file(folder: Path) -> Path:

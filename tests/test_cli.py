@@ -272,3 +272,16 @@ def test_a_failed_run_exits_1_and_keeps_its_patches(tmp_path, monkeypatch, capsy
     partial = Heatmap.load_npz(tmp_path / "out" / "ihc.dab.partial.npz")
     assert partial.n_computed == 10
     assert "kept 10 computed patches" in err
+
+
+def test_a_builtin_model_on_a_fluorescence_slide_warns(tmp_path, ndpi_path, svs_path, capsys):
+    """The DAPI NDPI (dark background) through 'hematoxylin' warns; the brightfield SVS does
+    not; both still run."""
+    from napari_patchheat.tissue import FLUORESCENCE_MODEL_WARNING
+
+    warning = FLUORESCENCE_MODEL_WARNING.format(model="hematoxylin")
+    for slide, warns in ((ndpi_path, True), (svs_path, False)):
+        code = main(["run", str(slide), "--model", "hematoxylin", "--mpp", "8", "--size", "64",
+                     "--no-cache", "--out", str(tmp_path / slide.stem)])
+        err = capsys.readouterr().err
+        assert code == 0 and (warning in err) == warns, err

@@ -76,6 +76,7 @@ def slide_layer_data(slide: Any) -> LayerData:
             "vendor": slide.vendor,
             "objective_power": slide.objective_power,
             "identity": slide.identity,
+            "channel_names": slide.channel_names,
         },
     }
     if slide.mpp is not None:

@@ -186,9 +186,10 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         if mpp is not None:
             options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
         run = HeatmapRun(s, model, options)
-        classify = class_rule(model, run.model.class_names, positive_threshold, min_probability)
+        classify = class_rule(run.model, positive_threshold, min_probability)
         if not quiet:
             _describe_run(slide, run)
+            _warn_if_fluorescence(run.model, s)
         stem = f"{slide_stem(slide)}.{run.model.name}"
         bar = ProgressLine(run.model.name)
         try:
@@ -205,16 +206,15 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         return write_outputs(with_class_rule(run.result(), classify), out, stem, formats, s)
 
 
-def class_rule(model: str, class_names: Sequence[str], positive_threshold: float | None,
+def class_rule(model: Any, positive_threshold: float | None,
                min_probability: float | None) -> ClassRule:
-    """The export.ClassRule of a run: ``positive_threshold``, else the card's of ``model`` (a
-    built-in name or a path); a ValueError where a threshold does not fit the model's classes."""
+    """The export.ClassRule of a run of ``model`` (a PatchModel): ``positive_threshold``, else
+    its card's; a ValueError where a threshold does not fit the model's classes."""
     from .export import ClassRule
-    from .models import find_card, is_builtin
 
-    if positive_threshold is None and not is_builtin(model):
-        positive_threshold = find_card(Path(model)).positive_threshold
-    return ClassRule(tuple(class_names), positive_threshold, min_probability)
+    if positive_threshold is None:
+        positive_threshold = model.positive_threshold
+    return ClassRule(tuple(model.class_names), positive_threshold, min_probability)
 
 
 def with_class_rule(heatmap: Heatmap, rule: ClassRule) -> Heatmap:
@@ -223,6 +223,16 @@ def with_class_rule(heatmap: Heatmap, rule: ClassRule) -> Heatmap:
         if getattr(rule, key) is not None:
             heatmap.extra[key] = getattr(rule, key)
     return heatmap
+
+
+def _warn_if_fluorescence(model: Any, slide: Any) -> None:
+    """A warning line on stderr when a built-in (brightfield) model runs on a fluorescence
+    slide."""
+    from .tissue import FLUORESCENCE_MODEL_WARNING, is_fluorescence
+
+    if model.kind == "builtin" and is_fluorescence(slide):
+        print(f"patchheat: warning: {FLUORESCENCE_MODEL_WARNING.format(model=model.name)}",
+              file=sys.stderr)
 
 
 def _describe_run(slide: Path, run: Any) -> None:

@@ -150,7 +150,8 @@ class HeatmapRun:
             level=self.level, downsample=self.downsample, mpp=self.slide.mpp,
             model_name=self.model.name, model_fingerprint=self.model.fingerprint,
             slide_path=str(self.slide.path), slide_shape=tuple(self.slide.shape),
-            extra={"tissue_threshold": self.tissue_threshold},
+            extra={"tissue_threshold": self.tissue_threshold,
+                   "positive_threshold": self.model.positive_threshold},
         )
         if self.options.use_cache:
             self.cache_path = run_cache_path(self.key, self.options.cache_dir)

@@ -69,3 +69,22 @@ def test_the_status_lines_tissue_share_does_not_follow_the_threshold(viewer, wid
         line = text(widget.status)
         assert shown in line, (t, line)
         assert (f", {int(at[t].sum()):,} to run" in line) == (t > 0), (t, line)
+
+
+def test_a_builtin_model_on_a_fluorescence_slide_is_warned_of(viewer, widget, qtbot, ndpi_path,
+                                                             svs_path):
+    from napari_patchheat._reader import read_slides
+    from napari_patchheat.tissue import FLUORESCENCE_MODEL_WARNING
+
+    for path, warns in ((ndpi_path, True), (svs_path, False)):
+        data, kwargs, _ = read_slides(str(path))[0]
+        widget.image_layer.value = viewer.add_image(data, **kwargs)
+        widget.model.value = "hematoxylin"
+        widget.size.value = widget.stride.value = 512
+        qtbot.waitUntil(lambda: widget.tissue.fluorescence(widget.slide, 0) is not None,
+                        timeout=60_000)
+        widget.model.value = "dab"  # the warning names the model
+        status = text(widget.status)
+        assert (FLUORESCENCE_MODEL_WARNING.format(model="dab") in " ".join(status.split())) \
+            == warns, status
+        assert ("channels: DAPI 2 (387)" in status) == warns  # the NDPI names its filter

@@ -53,7 +53,8 @@ class SlideLayer:
 
     ``levels`` are (Y, X[, C]) arrays (numpy or dask), ``downsamples`` the (dy, dx) level-0 px
     per level px, ``mpp`` the level-0 µm/px or None, ``path`` the file or None,
-    ``objective_power`` the file's level-0 magnification or None. World coordinates are
+    ``objective_power`` the file's level-0 magnification or None, ``channel_names`` the file's
+    names of its channels (OME-XML, NDPI fluorescence) or None. World coordinates are
     ``level-0 px * world_per_px + world_offset`` (the layer's scale/translate).
     """
 
@@ -65,6 +66,7 @@ class SlideLayer:
     world_per_px: FloatPair
     world_offset: FloatPair
     objective_power: float | None = None
+    channel_names: tuple[str, ...] | None = None
 
     @classmethod
     def from_layer(cls, layer: Any) -> SlideLayer:
@@ -84,8 +86,10 @@ class SlideLayer:
         power = _first(meta, META_POWER_KEYS)
         scale = tuple(float(v) for v in layer.scale[-2:])
         offset = tuple(float(v) for v in layer.translate[-2:])
+        names = meta.get("channel_names")
         return cls(layer, levels, ds, None if mpp is None else as_float_pair("mpp", mpp), path,
-                   scale, offset, None if power is None else float(power))  # type: ignore[arg-type]
+                   scale, offset, None if power is None else float(power),  # type: ignore[arg-type]
+                   None if not names else tuple(str(n) for n in names))
 
     @property
     def name(self) -> str:

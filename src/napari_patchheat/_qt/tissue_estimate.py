@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import FloatPair, PatchGrid
-from ..tissue import choose_mask_level, grid_tissue_fraction
+from ..tissue import choose_mask_level, grid_tissue_fraction, is_fluorescence
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 
@@ -110,7 +110,7 @@ class TissueEstimate:
         source, source_level, key = self._mask_key(slide, level, grid)
         mask = self.cache.get(slide.layer, key, _MISSING)
         if isinstance(mask, str) and mask == _MISSING:
-            self._read_mask(source, key, slide.layer)
+            self._compute(slide.layer, key, tissue_level_mask, source, key[-1])
             return None
         if not isinstance(mask, tuple):  # pending, or no estimate for this slide
             return None
@@ -122,7 +122,23 @@ class TissueEstimate:
         self.cache.set(slide.layer, "fraction", ((key, grid, ds), fraction))
         return fraction
 
-    def _read_mask(self, source: Any, key: tuple[Any, ...], layer: Any) -> None:
+    def fluorescence(self, slide: SlideLayer, level: int) -> bool | None:
+        """Whether what a run of ``level`` reads looks like fluorescence (a dark background:
+        :func:`~napari_patchheat.tissue.is_fluorescence`); None until known (read off the GUI
+        thread, then ``on_ready()``)."""
+        source, _ = tissue_source(slide, level)
+        key = ("fluorescence", "file" if slide.path is not None else ("level", level))
+        value = self.cache.get(slide.layer, key, _MISSING)
+        if isinstance(value, str):
+            if value == _MISSING:
+                self._compute(slide.layer, key, is_fluorescence, source)
+            return None
+        return value
+
+    def _compute(self, layer: Any, key: tuple[Any, ...], func: Callable[..., Any],
+                 *args: Any) -> None:
+        """``func(*args)`` on a worker thread, its result stored for ``layer``'s data under
+        ``key`` (None if it failed), then ``on_ready()``."""
         self.cache.set(layer, key, _PENDING)
         data = layer.data
 
@@ -131,5 +147,4 @@ class TissueEstimate:
                 self.cache.set(layer, key, result)
             self.on_ready()
 
-        self.workers.start(tissue_level_mask, source, key[-1], returned=store,
-                           errored=lambda exc: store(None))
+        self.workers.start(func, *args, returned=store, errored=lambda exc: store(None))

@@ -22,6 +22,7 @@ from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card, is_builtin
 from ..options import DEFAULT_BATCH_SIZE, RunOptions
+from ..tissue import FLUORESCENCE_MODEL_WARNING
 from .heatmap_panel import HeatmapPanel
 from .inspector import PatchInspector
 from .preview import GridPreview
@@ -248,9 +249,20 @@ class PatchHeatWidget(Container):
         else:
             tissue = self.tissue.fraction(self.slide, self.level.value, self.grid)
             line = grid_status(self.grid, tissue, self.tissue_threshold.value)
+            warn = warn or self._fluorescence_warning()
+            if self.slide.channel_names:
+                line += f"; channels: {', '.join(self.slide.channel_names)}"
             self.status.value = f"{line}; {warn}" if warn else line
         self.preview.schedule()
         self.inspector.refresh()
+
+    def _fluorescence_warning(self) -> str:
+        """The warning for a built-in (brightfield) model on a fluorescence slide, else ''."""
+        model = self.model_spec()
+        if self.slide is None or not is_builtin(model) \
+                or not self.tissue.fluorescence(self.slide, self.level.value):
+            return ""
+        return FLUORESCENCE_MODEL_WARNING.format(model=model)
 
     @property
     def tissue_ready(self) -> bool:

@@ -265,4 +265,5 @@ def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
         description=card.description,
         keepalive=keepalive,
         precision=precision,
+        positive_threshold=card.positive_threshold,
     )

@@ -95,7 +95,8 @@ class PatchModel:
     process), ``kind`` ("builtin", "keras", "h5" or "savedmodel"), ``precision`` ("float32",
     or "mixed_float16" for a Keras model loaded with mixed precision) and ``needs_inside_mask``
     (True for the built-ins: they count only a patch's samples inside the level, and ``forward``
-    takes ``(x, inside)``, ``inside`` an :data:`InsideMask` or None when every sample is inside).
+    takes ``(x, inside)``, ``inside`` an :data:`InsideMask` or None when every sample is inside),
+    ``positive_threshold`` (the model card's, for classifying a one-output model's tiles).
     """
 
     channels = CHANNELS
@@ -120,6 +121,7 @@ class PatchModel:
         keepalive: Any = None,
         precision: str = "float32",
         needs_inside_mask: bool = False,
+        positive_threshold: float | None = None,
     ) -> None:
         import tensorflow as tf
 
@@ -136,6 +138,7 @@ class PatchModel:
         self.description = description
         self.precision = precision
         self.needs_inside_mask = bool(needs_inside_mask)
+        self.positive_threshold = positive_threshold  # the card's, for a one-output model
         self._forward_fn = forward
         self._input_dtype = tf.as_dtype(input_dtype)
         self._mode = preprocessing_mode(preprocessing)
