@@ -151,7 +151,7 @@ class HeatmapRun:
             model_name=self.model.name, model_fingerprint=self.model.fingerprint,
             slide_path=str(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold,
-                   "positive_threshold": self.model.positive_threshold},
+                   "positive_threshold": getattr(self.model, "positive_threshold", None)},
         )
         if self.options.use_cache:
             self.cache_path = run_cache_path(self.key, self.options.cache_dir)
