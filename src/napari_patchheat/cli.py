@@ -212,8 +212,8 @@ def class_rule(model: Any, positive_threshold: float | None,
     its card's; a ValueError where a threshold does not fit the model's classes."""
     from .export import ClassRule
 
-    if positive_threshold is None:
-        positive_threshold = model.positive_threshold
+    if positive_threshold is None:  # the card's (models other than PatchModels have none)
+        positive_threshold = getattr(model, "positive_threshold", None)
     return ClassRule(tuple(model.class_names), positive_threshold, min_probability)
 
 
@@ -230,7 +230,7 @@ def _warn_if_fluorescence(model: Any, slide: Any) -> None:
     slide."""
     from .tissue import FLUORESCENCE_MODEL_WARNING, is_fluorescence
 
-    if model.kind == "builtin" and is_fluorescence(slide):
+    if getattr(model, "kind", "") == "builtin" and is_fluorescence(slide):
         print(f"patchheat: warning: {FLUORESCENCE_MODEL_WARNING.format(model=model.name)}",
               file=sys.stderr)
 
