@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from napari_patchheat import PatchGrid, compute_heatmap, load_model, open_slide
-from napari_patchheat.inference import HeatmapRun, RunError
+from napari_patchheat.inference import HeatmapRun, Progress, RunError
 from napari_patchheat.models import BUILTIN_MODELS
 from napari_patchheat.options import RunOptions
 
@@ -513,3 +513,11 @@ def test_out_of_memory_halving_keeps_the_inside_masks_with_their_patches(ihc_tif
     edge[3:-3, 3:-3] = False
     assert np.nanstd(expected[edge]) > 0.1 and np.isfinite(expected).all()
     np.testing.assert_array_equal(run.result().values, expected)
+
+
+def test_progress_says_the_time_left_at_its_rate():
+    empty = np.zeros((0, 2), np.int64)
+    p = Progress(empty, np.zeros((0, 1), np.float32), done=30, total=130, elapsed_s=10.0)
+    assert p.patches_per_s == 3.0 and p.eta_text == "0:33"  # 100 patches at 3/s
+    assert Progress(empty, empty, done=0, total=5, elapsed_s=0.0).eta_text == "?"
+    assert Progress(empty, empty, done=1, total=7201, elapsed_s=1.0).eta_text == "120:00"

@@ -154,13 +154,11 @@ class ProgressLine:
         if not final and now - self.last < PROGRESS_EVERY_S and p.done < p.total:
             return
         self.last = now
-        rate = p.patches_per_s
-        eta = (p.total - p.done) / rate if rate > 0 else 0.0
         width = 30
         filled = int(width * p.done / max(p.total, 1))
         self.stream.write(
             f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} patches "
-            f"{rate:6.1f} p/s ETA {int(eta // 60)}:{int(eta % 60):02d} "
+            f"{p.patches_per_s:6.1f} p/s ETA {p.eta_text} "
         )
         if p.done >= p.total:
             self.stream.write("\n")

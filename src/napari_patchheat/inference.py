@@ -91,6 +91,15 @@ class Progress:
         """Patches computed in this run per second of wall time."""
         return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def eta_text(self) -> str:
+        """Time left at the run's rate so far, 'm:ss' ('?' before the rate is known)."""
+        rate = self.patches_per_s
+        if rate <= 0:
+            return "?"
+        eta = round((self.total - self.done) / rate)
+        return f"{eta // 60}:{eta % 60:02d}"
+
 
 class HeatmapRun:
     """One run of ``model`` over a level of ``slide``: grid, tissue mask, cache and results.

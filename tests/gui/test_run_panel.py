@@ -31,7 +31,7 @@ def test_a_failing_run_is_a_notification_and_the_widget_stays_usable(viewer, wid
     assert widget.run_panel.run_button.enabled and not widget.run_panel.cancel_button.enabled
 
 def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget, qtbot, tmp_path,
-                                                                 svs_path):
+                                                                 svs_path, monkeypatch):
     """The 'tissue' model over the CMU SVS: values equal `patchheat run`'s (compute_heatmap,
     computed in its own process, since it imports TensorFlow)."""
     from napari_patchheat._reader import read_slides
@@ -64,9 +64,10 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     layer.events.data.connect(lambda e: refreshes.append(int(np.isfinite(layer.data).sum())))
     assert widget.run_panel.run()  # resumes: the runner's cache holds the first run's patches
     qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
-    assert "done" in text(widget.run_panel.info)
-    assert (widget.display.layer is layer
-            and widget.run_panel.progress.max == grid.n_patches - partial)
+    assert text(widget.run_panel.info) == (f"done: {grid.n_patches - partial:,} patches computed "
+                                           f"by this run, {partial:,} from the cache")
+    bar = widget.run_panel.progress  # the cached patches count as done
+    assert widget.display.layer is layer and bar.max == bar.value == grid.n_patches
     assert widget.display.heatmap.n_computed == grid.n_patches
     assert len(refreshes) >= 3 and refreshes == sorted(refreshes)  # filled in progressively
     assert reference.wait(timeout=RUN_TIMEOUT_MS / 1000) == 0, reference.stdout.read()
@@ -76,6 +77,14 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     np.testing.assert_allclose(layer.data, ref.values[..., 0], rtol=1e-6)
     assert widget.display.heatmap.slide_path == str(svs_path)
     assert "tensorflow" not in sys.modules
+    notes: list[str] = []
+    monkeypatch.setattr("napari_patchheat._qt.run_panel.show_info", notes.append)
+    assert widget.run_panel.run()  # all cached: done at once, the bar full, a notification
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
+    assert bar.max == bar.value == grid.n_patches
+    assert text(widget.run_panel.info) == (f"done: 0 patches computed by this run, "
+                                           f"{grid.n_patches:,} from the cache")
+    assert len(notes) == 1 and "is done" in notes[0] and layer.name in notes[0]
 
 def test_a_layer_without_a_file_runs_through_a_temporary_tiff(viewer, widget, qtbot, tmp_path,
                                                               pyramid):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, ProgressBar, PushButton
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
 from ..grid import FloatPair, PatchGrid
@@ -73,6 +74,13 @@ class ActiveRun:
     cancelled: bool = False  # cancelled while preparing
     heatmap: Heatmap | None = None
     layer: Any = None
+    cached: int = 0  # patches already computed (the cache) when it started
+    to_compute: int = 0  # patches it computes
+
+    def show_counts(self, bar: Any, done: int) -> None:
+        """The bar counts the cached patches as done: ``cached + done`` of ``cached +
+        to_compute``."""
+        bar.max, bar.value = max(self.cached + self.to_compute, 1), self.cached + done
 
 
 ShowHeatmap = Callable[[Heatmap, SlideLayer, bool], Any]
@@ -261,16 +269,16 @@ class RunPanel(Container):
                 run.heatmap.update(msg.indices, msg.values)
                 last = msg
             elif isinstance(msg, Finished):
-                self._end(f"{'cancelled' if msg.cancelled else 'done'}: {msg.done:,} patches "
-                          "computed by this run" + ("; Run resumes" if msg.cancelled else ""))
+                self._on_finished(msg)
             elif isinstance(msg, Failed):
                 self._end(f"run failed: {msg.message}")
                 self.on_error(f"The run failed: {msg.message}")
         if last is not None and run is not None and run.heatmap is not None:
-            self.progress.max, self.progress.value = max(last.total, 1), last.done
+            run.show_counts(self.progress, last.done)
             if self.running:
-                self.info.value = (f"{last.done:,} / {last.total:,} patches, "
-                                   f"{last.patches_per_s:,.0f} patches/s")
+                self.info.value = (f"{run.cached + last.done:,} / {run.cached + last.total:,} "
+                                   f"patches, {last.patches_per_s:,.0f} patches/s, "
+                                   f"{last.eta_text} left")
             self.on_batch(run.layer, run.heatmap)
 
     def _on_started(self, msg: Started) -> None:
@@ -292,10 +300,24 @@ class RunPanel(Container):
             heatmap.level, heatmap.downsample = request.level, request.downsample
             heatmap.slide_path, heatmap.mpp = "", slide.mpp
             heatmap.slide_shape = slide.level_shape(0)
-        self.progress.max, self.progress.value = max(msg.total, 1), 0
-        self.info.value = f"{msg.total:,} patches to compute"
+        run.cached, run.to_compute = heatmap.n_computed, msg.total
+        run.show_counts(self.progress, 0)
+        self.info.value = f"{run.cached:,} patches from the cache, {msg.total:,} to compute"
         run.layer = self.show(heatmap, slide, run.replace)
         run.heatmap = heatmap
+
+    def _on_finished(self, msg: Finished) -> None:
+        run = self.active
+        if msg.cancelled:
+            self._end(f"cancelled: {msg.done:,} patches computed by this run; Run resumes")
+            return
+        text = f"done: {msg.done:,} patches computed by this run"
+        if run is not None:
+            run.show_counts(self.progress, msg.done)
+            text += f", {run.cached:,} from the cache" if run.cached else ""
+        self._end(text)
+        name = getattr(run.layer, "name", "the heatmap") if run is not None else "the heatmap"
+        show_info(f"PatchHeat: {name} is done ({text.removeprefix('done: ')}).")
 
     def _end(self, text: str) -> None:
         self._timer.stop()
