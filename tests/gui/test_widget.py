@@ -109,3 +109,26 @@ def test_every_layer_the_widget_adds_shares_the_slides_units(viewer, widget, svs
     assert len(viewer.layers) == 4  # slide, heatmap, grid preview, selected patch
     for layer in viewer.layers:
         assert tuple(layer.units) == tuple(slide_layer.units), layer.name
+
+
+def test_the_dock_fits_900_px_and_opens_the_inspector_on_a_patch(viewer, widget, qtbot):
+    from napari_patchheat._qt.widget import DISPLAY_SECTION, DOCK_MAX_HEIGHT_PX, INSPECTOR_SECTION
+
+    layer = viewer.add_image(np.full((400, 500, 3), 230, np.uint8), rgb=True, name="slide")
+    widget.size.value = widget.stride.value = 40
+    body = widget.scroll.widget()
+    assert body.sizeHint().height() <= DOCK_MAX_HEIGHT_PX
+    inspector = widget.collapsibles[INSPECTOR_SECTION]
+    assert not inspector.isExpanded()
+    widget.inspector.select(9, 11)  # as a click or Alt+arrow does
+    assert inspector.isExpanded()
+    viewer.window._qt_window.resize(1200, 700)  # a short window: the dock scrolls to it
+    qtbot.waitUntil(lambda: widget.scroll.viewport().height() < body.height())
+    widget.inspector.select(0, 0)
+    top = inspector.mapTo(body, inspector.rect().topLeft()).y()
+    shown = widget.scroll.verticalScrollBar().value()
+    assert shown <= top < shown + widget.scroll.viewport().height()
+    assert not widget.collapsibles[DISPLAY_SECTION].isExpanded()
+    slide = SlideLayer.from_layer(layer)
+    widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
+    assert widget.collapsibles[DISPLAY_SECTION].isExpanded()  # a heatmap: its colours, export

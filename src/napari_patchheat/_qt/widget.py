@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QScrollArea
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from superqt import QCollapsible
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
@@ -30,7 +31,7 @@ from .run_panel import RunPanel, RunRequest
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .threads import Workers
 from .tissue_estimate import TissueEstimate, grid_status
-from .widgets import TextLabel, section
+from .widgets import TextLabel
 
 if TYPE_CHECKING:
     import napari
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 MODEL_FILE_CHOICE = "Keras file…"
 DEFAULT_SIZE_PX = 224
 DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
+DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a laptop's screen
+DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
 NO_SLIDE = "Open a slide (an image layer) to start."
 
 
@@ -57,6 +60,8 @@ class PatchHeatWidget(Container):
         self.workers = Workers()
         self._layer_cache = LayerCache()  # masks and temporary TIFFs per slide layer and data
         self._watched: Any = None  # the slide layer whose data events we follow
+        self._opened_for: Any = None  # the heatmap layer the display section was opened for
+        self._inspected: tuple[int, int] | None = None  # the patch the inspector was opened on
         self._closed = False
         self._build_parameters()
         self._build_panels()
@@ -97,42 +102,68 @@ class PatchHeatWidget(Container):
         self.preview.redrawn.append(self._after_preview)
 
     def _lay_out(self) -> None:
-        """One column (``body``) in a scroll area, as wide as its widest line. napari docks
+        """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
+        and Run open, Display and export and the Patch inspector closed until there is a
+        heatmap or a selected patch (so the dock fits DOCK_MAX_HEIGHT_PX). napari docks
         ``self.native``, and a magicgui scrollable Container's ``native`` is the column without
         its scroll area, so the scroll area is made here."""
-        self.body = Container(labels=False, widgets=[
-            section("Grid"),
-            Container(widgets=[self.image_layer, self.level, self.size, self.stride, self.rate,
-                               self.padding]),
-            self.status, self.show_grid, self.preview_info,
-            section("Model"),
-            Container(widgets=[self.model, self.model_file, self.batch_size,
-                               self.tissue_threshold]),
-            self.model_info, self.resize, self.mixed_precision,
-            section("Run"), self.run_panel,
-            self.display,
-            section("Patch inspector"), self.inspector,
-        ])
+        self.sections: dict[str, Container] = {
+            "Grid": Container(labels=False, widgets=[
+                Container(widgets=[self.image_layer, self.level, self.size, self.stride,
+                                   self.rate, self.padding]),
+                self.status, self.show_grid, self.preview_info]),
+            "Model": Container(labels=False, widgets=[
+                Container(widgets=[self.model, self.model_file, self.batch_size,
+                                   self.tissue_threshold]),
+                self.model_info, self.resize, self.mixed_precision]),
+            "Run": self.run_panel,
+            DISPLAY_SECTION: self.display,
+            INSPECTOR_SECTION: self.inspector,
+        }
+        body = QWidget()
+        column = QVBoxLayout(body)
+        column.setContentsMargins(2, 2, 2, 2)
+        column.setSpacing(0)
+        self.collapsibles: dict[str, QCollapsible] = {}
+        for title, content in self.sections.items():
+            box = self.collapsibles[title] = QCollapsible(title)
+            box.layout().setContentsMargins(0, 0, 0, 0)
+            content.native.layout().setContentsMargins(4, 0, 4, 4)
+            box.addWidget(content.native)
+            if title not in (DISPLAY_SECTION, INSPECTOR_SECTION):
+                box.expand(animate=False)
+            column.addWidget(box)
+        column.addStretch()
         super().__init__(labels=False)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(self.body.native)
-        scroll.setMinimumWidth(max(DOCK_MIN_WIDTH_PX, self.body.native.minimumSizeHint().width()
-                                   + scroll.verticalScrollBar().sizeHint().width()))
-        self.native.layout().addWidget(scroll)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(body)
+        self.scroll.setMinimumWidth(max(DOCK_MIN_WIDTH_PX, body.minimumSizeHint().width()
+                                        + self.scroll.verticalScrollBar().sizeHint().width()))
+        self.native.layout().addWidget(self.scroll)
         self.native.layout().setContentsMargins(0, 0, 0, 0)
+
+    def show_section(self, title: str) -> None:
+        """Open section ``title`` (if closed) and scroll it into view."""
+        box = self.collapsibles[title]
+        if not box.isExpanded():
+            box.expand(animate=False)
+        self.scroll.ensureWidgetVisible(box)
 
     def reset_choices(self, *_: Any) -> None:
         """Refresh every combo box's choices (napari calls this when layers are added, removed,
-        reordered or renamed); the column sits in a scroll area, outside this Container."""
-        self.body.reset_choices()
+        reordered or renamed); the sections sit in a scroll area, outside this Container."""
+        for content in self.sections.values():
+            content.reset_choices()
 
     def _connect(self) -> None:
         for w in (self.size, self.stride, self.rate, self.padding, self.level,
                   self.tissue_threshold, self.model, self.model_file, self.resize):
             w.changed.connect(self._on_params)
         self.image_layer.changed.connect(self._on_layer)
+        self.inspector.row.changed.connect(self._on_patch_selected)
+        self.inspector.col.changed.connect(self._on_patch_selected)
         self.show_grid.changed.connect(self._on_show_grid)
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
@@ -302,7 +333,17 @@ class PatchHeatWidget(Container):
         self.inspector.update_values()
 
     def _on_heatmap_changed(self) -> None:
+        if self.display.layer is not self._opened_for:  # a new heatmap: show its display
+            self._opened_for = self.display.layer
+            self.show_section(DISPLAY_SECTION)
         self.inspector.update_values()
+
+    def _on_patch_selected(self, *_: Any) -> None:
+        """A patch was selected (click, keys, buttons): open the inspector on it, once per
+        patch (a new grid keeps the selection without reopening)."""
+        if self.inspector.index is not None and self.inspector.index != self._inspected:
+            self._inspected = self.inspector.index
+            self.show_section(INSPECTOR_SECTION)
 
     def _on_show_grid(self, *_: Any) -> None:
         self.preview.enabled = bool(self.show_grid.value)
