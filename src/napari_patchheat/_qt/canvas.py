@@ -1,13 +1,20 @@
 """The viewer's canvas: its camera, the world rectangle it shows, and the outline layers (Shapes
-of transparent rectangles) that the grid preview and the patch inspector draw over the slide."""
+of transparent rectangles) that the grid preview and the patch inspector draw over the slide.
+
+Outline layers are not editable and stay on top of every other layer: after layers are added
+or moved (another slide opened, a heatmap shown, a drag in the layer list) they are moved back
+on top once the event is over.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QTimer
 
 OUTLINE_BLENDING = "translucent_no_depth"  # outlines stay visible over the slide and heatmaps
+OUTLINE_META_KEY = "patchheat_outline"  # layer metadata of the outline layers made here
 
 
 def camera(viewer: Any) -> Any:
@@ -39,16 +46,71 @@ def screen_px_to_world(viewer: Any, screen_px: float) -> float:
     return screen_px / camera(viewer).zoom
 
 
+def is_outline_layer(layer: Any) -> bool:
+    """True for a layer made by :func:`add_outline_layer`."""
+    return bool(getattr(layer, "metadata", {}).get(OUTLINE_META_KEY))
+
+
 def add_outline_layer(viewer: Any, name: str, color: str, **kwargs: Any) -> Any:
-    """A new, empty Shapes layer for rectangle outlines of ``color``; the active layer stays
-    active (the user's clicks and keys keep going where they went). ``kwargs`` go to napari
-    (e.g. the slide layer's ``units``)."""
+    """A new, empty Shapes layer for rectangle outlines of ``color``, on top of the others and
+    not editable; the active layer stays active (the user's clicks and keys keep going where
+    they went). ``kwargs`` go to napari (e.g. the slide layer's ``units``)."""
     active = viewer.layers.selection.active
     layer = viewer.add_shapes(None, ndim=2, name=name, face_color="transparent",
-                              edge_color=color, blending=OUTLINE_BLENDING, **kwargs)
+                              edge_color=color, blending=OUTLINE_BLENDING,
+                              metadata={OUTLINE_META_KEY: True}, **kwargs)
     if active is not None:
         viewer.layers.selection.active = active
+    _keep_read_only(layer)
+    _keep_on_top(viewer, layer)
     return layer
+
+
+def _keep_read_only(layer: Any) -> None:
+    """Make ``layer`` not editable, also after napari resets it (Shapes do on ``data = ...``)."""
+    def lock(*_: Any) -> None:
+        if layer.editable:
+            layer.editable = False
+
+    layer.events.editable.connect(lock)
+    lock()
+
+
+def _keep_on_top(viewer: Any, layer: Any) -> None:
+    """Move the outline layers back on top after any layer is inserted or moved, while
+    ``layer`` is in the viewer. The move waits for the event to end (the layer list's other
+    listeners, Qt's among them, see each change in order)."""
+    pending = [False]
+
+    def raise_now() -> None:
+        pending[0] = False
+        raise_outlines(viewer)
+
+    def schedule(*_: Any) -> None:
+        if not pending[0]:
+            pending[0] = True
+            QTimer.singleShot(0, raise_now)
+
+    def forget(event: Any) -> None:
+        if event.value is layer:
+            viewer.layers.events.inserted.disconnect(schedule)
+            viewer.layers.events.moved.disconnect(schedule)
+            viewer.layers.events.removed.disconnect(forget)
+
+    viewer.layers.events.inserted.connect(schedule)
+    viewer.layers.events.moved.connect(schedule)
+    viewer.layers.events.removed.connect(forget)
+
+
+def raise_outlines(viewer: Any) -> None:
+    """Move the outline layers to the top of the layer list (keeping their order)."""
+    layers = viewer.layers
+    outlines = [layer for layer in layers if is_outline_layer(layer)]
+    top = list(layers)[len(layers) - len(outlines):]
+    if all(a is b for a, b in zip(top, outlines)):
+        return
+    for layer in outlines:
+        layers.move(layers.index(layer), len(layers))
 
 
 def add_outlines(layer: Any, rects: np.ndarray, edge_width: float, color: str) -> None:
