@@ -12,7 +12,7 @@ import pytest
 from napari_patchheat import compute_heatmap, open_slide
 from napari_patchheat.cli import build_parser, main, run_options
 from napari_patchheat.heatmap import Heatmap
-from napari_patchheat.options import RunOptions
+from napari_patchheat.options import INTERACTIVE_TISSUE_THRESHOLD, RunOptions
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SVS = REAL / "CMU-1-Small-Region.svs"
@@ -101,7 +101,9 @@ def test_every_run_option_has_a_flag(f):
 
 
 def test_flags_build_run_options():
-    assert run_options(parse_run()) == RunOptions()
+    # the CLI (like the dock) skips glass by default; the API computes every patch
+    assert run_options(parse_run()) == RunOptions(tissue_threshold=INTERACTIVE_TISSUE_THRESHOLD)
+    assert RunOptions().tissue_threshold == 0 < INTERACTIVE_TISSUE_THRESHOLD
     args = parse_run("--level", "2", "--size", "224,299", "--stride", "100", "--rate", "2",
                      "--padding", "same", "--batch-size", "8", "--tissue-threshold", "0.5",
                      "--resize", "--mixed-precision", "--backend", "NumPy", "--cache-dir", "c",

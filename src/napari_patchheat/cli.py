@@ -135,7 +135,8 @@ def _add_option(p: Any, f: dataclasses.Field[Any]) -> None:
     else:
         parsers = {"int": int, "float": float, "path": Path, "pair": _pair(f.name)}
         typed = dict(type=parsers[kind])
-    p.add_argument(flag, dest=f.name, default=f.default, help=help_text, **typed)
+    default = f.metadata.get("interactive_default", f.default)
+    p.add_argument(flag, dest=f.name, default=default, help=help_text, **typed)
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

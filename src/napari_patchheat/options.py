@@ -21,11 +21,15 @@ from .grid import PADDINGS, as_pair
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
 DEFAULT_BATCH_SIZE = 32
+# The tools people click and type (the dock, `patchheat run`) skip patches with almost no tissue,
+# so glass is not painted; the API computes every patch unless told otherwise (0 keeps all).
+INTERACTIVE_TISSUE_THRESHOLD = 0.1
 PAIR_FIELDS = ("size", "stride", "rate")
 
 
 def _option(default: Any, help_text: str, kind: str, **more: Any) -> Any:
-    """A dataclass field with its UI description in the metadata."""
+    """A dataclass field with its UI description in the metadata (``interactive_default``: the
+    dock's and the CLI's default where it differs from the API's)."""
     return field(default=default, metadata={"help": help_text, "kind": kind, **more})
 
 
@@ -48,7 +52,9 @@ class RunOptions:
         "does (default VALID)", "choice", choices=PADDINGS)
     batch_size: int = _option(DEFAULT_BATCH_SIZE, "patches per model call (default 32)", "int")
     tissue_threshold: float = _option(
-        0.0, "skip patches with less tissue than this fraction (default 0: keep all)", "float")
+        0.0, f"skip patches with less tissue than this fraction (default "
+        f"{INTERACTIVE_TISSUE_THRESHOLD}: glass is skipped; 0 keeps every patch)", "float",
+        interactive_default=INTERACTIVE_TISSUE_THRESHOLD)
     resize: bool = _option(
         False, "resize patches to the model's input size when they differ", "switch")
     mixed_precision: bool = _option(

@@ -39,12 +39,14 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     ref_dir = tmp_path / "ref"
     reference = subprocess.Popen(
         [sys.executable, "-m", "napari_patchheat.cli", "run", str(svs_path), "--model", "tissue",
-         "--size", "32", "--stride", "16", "--no-cache", "--out", str(ref_dir), "--format", "npz"],
+         "--size", "32", "--stride", "16", "--tissue-threshold", "0", "--no-cache",
+         "--out", str(ref_dir), "--format", "npz"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     data, kwargs, _ = read_slides(str(svs_path))[0]
     viewer.add_image(data, **kwargs)
     widget.cache_dir = str(tmp_path / "cache")
     widget.model.value = "tissue"
+    widget.tissue_threshold.value = 0.0  # every patch, glass too
     widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 4  # ~4 s of batches
     grid = widget.grid
     assert grid.shape == (184, 137)

@@ -61,8 +61,10 @@ def test_mixed_precision_is_offered_for_keras_files_only(viewer, widget, tmp_pat
     widget.mixed_precision.value = True
     assert widget.run_options().mixed_precision
     assert widget.run_panel.spec().options.mixed_precision  # what the run's process gets
-    widget.model.value = "dab"  # built-ins compute in float32: the option goes away
+    assert widget.resize.visible
+    widget.model.value = "dab"  # built-ins compute in float32, at any size: the options go away
     assert not widget.mixed_precision.visible and not widget.run_options().mixed_precision
+    assert not widget.resize.visible
 
 
 def test_a_renamed_layer_shows_its_new_name(viewer, widget):
@@ -132,3 +134,13 @@ def test_the_dock_fits_900_px_and_opens_the_inspector_on_a_patch(viewer, widget,
     slide = SlideLayer.from_layer(layer)
     widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
     assert widget.collapsibles[DISPLAY_SECTION].isExpanded()  # a heatmap: its colours, export
+
+
+def test_the_dock_skips_glass_by_default_as_the_cli_does(viewer, widget):
+    from napari_patchheat.cli import build_parser, run_options
+    from napari_patchheat.options import INTERACTIVE_TISSUE_THRESHOLD
+
+    viewer.add_image(np.full((400, 500, 3), 230, np.uint8), rgb=True, name="slide")
+    cli = run_options(build_parser().parse_args(["run", "s.svs", "--out", "o"]))
+    assert widget.run_options().tissue_threshold == cli.tissue_threshold
+    assert cli.tissue_threshold == INTERACTIVE_TISSUE_THRESHOLD > 0

@@ -22,7 +22,7 @@ from superqt import QCollapsible
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card, is_builtin
-from ..options import DEFAULT_BATCH_SIZE, RunOptions
+from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptions
 from ..tissue import FLUORESCENCE_MODEL_WARNING
 from .heatmap_panel import HeatmapPanel
 from .inspector import PatchInspector
@@ -86,7 +86,7 @@ class PatchHeatWidget(Container):
                                         visible=False)
         self.batch_size = SpinBox(label="batch size", min=1, max=4096, value=DEFAULT_BATCH_SIZE)
         self.tissue_threshold = FloatSpinBox(label="tissue threshold", min=0.0, max=1.0,
-                                             step=0.05, value=0.0)
+                                             step=0.05, value=INTERACTIVE_TISSUE_THRESHOLD)
         self.status = TextLabel()
         self.show_grid = CheckBox(text="show the patch grid", value=True)
         self.preview_info = TextLabel()
@@ -219,7 +219,8 @@ class PatchHeatWidget(Container):
         return RunOptions(
             level=self.level.value, size=self.size.value, stride=self.stride.value,
             rate=self.rate.value, padding=self.padding.value, batch_size=self.batch_size.value,
-            tissue_threshold=float(self.tissue_threshold.value), resize=bool(self.resize.value),
+            tissue_threshold=float(self.tissue_threshold.value),
+            resize=bool(self.resize.value) and not is_builtin(self.model_spec()),
             mixed_precision=mixed, cache_dir=self.cache_dir,
         )
 
@@ -271,8 +272,9 @@ class PatchHeatWidget(Container):
 
     def _on_params(self, *_: Any) -> None:
         """Any parameter changed: new grid, status line, preview (debounced), inspector."""
-        self.model_file.visible = self.model.value == MODEL_FILE_CHOICE
-        self.mixed_precision.visible = self.model_file.visible  # built-ins compute in float32
+        # built-ins take patches of any size and compute in float32: no resize, no float16
+        uses_file = self.model.value == MODEL_FILE_CHOICE  # (not .visible: a closed section)
+        self.model_file.visible = self.resize.visible = self.mixed_precision.visible = uses_file
         self.model_info.value, warn = self._model_text()
         self._make_grid()
         if self.grid is None or self.slide is None:
