@@ -237,7 +237,7 @@ def _warn_if_fluorescence(model: Any, slide: Any) -> None:
 def _describe_run(slide: Path, run: Any) -> None:
     """One line on stderr: the level, its grid and how many patches the run computes."""
     g = run.grid
-    print(f"{slide.name}: level {run.level} {g.height} x {g.width} px, grid "
+    print(f"{slide.name}: level {run.level} {g.height} x {g.width} px (h x w), grid "
           f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {int(run.todo.sum()):,} to compute "
           f"with '{run.model.name}'", file=sys.stderr)
 

@@ -35,7 +35,8 @@ def test_the_readers_metadata_gives_path_mpp_and_levels(viewer, svs_path):
     slide = SlideLayer.from_layer(viewer.add_image(data, **kwargs))
     assert slide.path == svs_path and slide.mpp == tuple(kwargs["metadata"]["mpp"])
     assert slide.downsamples == [tuple(d) for d in kwargs["metadata"]["downsamples"]]
-    assert slide.level_label(0).startswith(f"0: {data[0].shape[1]:,} x {data[0].shape[0]:,} px")
+    assert slide.level_label(0).startswith(
+        f"0: {data[0].shape[0]:,} x {data[0].shape[1]:,} px (h x w)")
 
 
 def open_in(viewer, path) -> SlideLayer:
@@ -49,9 +50,9 @@ def test_magnification_is_the_files_objective_power_over_the_downsample(viewer, 
     assert slide.downsamples == [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0)]
     assert f"{10 / 0.2283:.3g}" == "43.8"  # what the µm/px rule would say
     assert [slide.level_label(k) for k in range(3)] == [
-        "0: 4,099 x 2,601 px, 0.228 µm/px (40x)",
-        "1: 2,049 x 1,300 px, 0.457 µm/px (20x)",
-        "2: 1,024 x 650 px, 0.913 µm/px (10x)"]
+        "0: 2,601 x 4,099 px (h x w), 0.228 µm/px (40x)",
+        "1: 1,300 x 2,049 px (h x w), 0.457 µm/px (20x)",
+        "2: 650 x 1,024 px (h x w), 0.913 µm/px (10x)"]
 
 
 @pytest.mark.parametrize("name, labels", [
@@ -61,7 +62,7 @@ def test_magnification_is_the_files_objective_power_over_the_downsample(viewer, 
 ])
 def test_magnification_of_the_real_slides(viewer, svs_path, ndpi_path, name, labels):
     slide = open_in(viewer, svs_path if name == "svs" else ndpi_path)
-    assert [slide.level_label(k).split("px, ")[1] for k in range(len(slide.levels))] == labels
+    assert [slide.level_label(k).split("w), ")[1] for k in range(len(slide.levels))] == labels
 
 
 def test_magnification_without_an_objective_power_comes_from_the_pixel_size(viewer, slide_writer,
@@ -78,8 +79,8 @@ def test_magnification_without_a_pixel_size_is_the_objective_powers(viewer, slid
     path, _ = slide_writer("nompp.svs", real_pixels, layout="svs", levels=2)  # AppMag 40 only
     slide = open_in(viewer, path)
     assert slide.mpp is None
-    assert slide.level_label(0) == "0: 2,220 x 2,967 px (40x)"
-    assert slide.level_label(1) == f"1: 1,110 x 1,483 px, 1/{2220 / 1110:.3g} (20x)"
+    assert slide.level_label(0) == "0: 2,967 x 2,220 px (h x w) (40x)"
+    assert slide.level_label(1) == f"1: 1,483 x 1,110 px (h x w), 1/{2220 / 1110:.3g} (20x)"
 
 
 def white_cells(slide: SlideLayer, level: int, size: int) -> tuple[PatchGrid, np.ndarray]:

@@ -18,8 +18,9 @@ def test_the_plugins_menu_docks_the_widget(viewer, qtbot, pyramid):
     try:
         assert isinstance(w, PatchHeatWidget) and w.viewer is viewer  # not napari's proxy
         assert w.level.choices == (0, 1)
-        assert w.level.native.itemText(0) == "0: 1,200 x 1,000 px, 0.5 µm/px (20x)"
-        assert w.level.native.itemText(1) == "1: 600 x 500 px, 1 µm/px (10x)"
+        # height first, as the status line's rows x cols and the API's (y, x) pairs
+        assert w.level.native.itemText(0) == "0: 1,000 x 1,200 px (h x w), 0.5 µm/px (20x)"
+        assert w.level.native.itemText(1) == "1: 500 x 600 px (h x w), 1 µm/px (10x)"
         w.size.value = w.stride.value = 100
         w.preview.update_now()
         assert w.preview.layer.nshapes == 10 * 12

@@ -119,7 +119,8 @@ class SlideLayer:
         return _yx(self.levels[level], self.rgb)
 
     def level_label(self, level: int) -> str:
-        """'1: 8,250 x 11,500 px, 0.5 µm/px (20x)', or '1: ... px, 1/4' without a pixel size.
+        """'1: 11,500 x 8,250 px (h x w), 0.5 µm/px (20x)', or '1: ... , 1/4' without a pixel
+        size. Height first, as everywhere in the dock and the API's (y, x) pairs.
 
         The magnification is the file's objective power over the level's (x) downsample, else
         ``MPP_AT_1X_UM`` over the level's µm/px; none where the file gives neither.
@@ -127,7 +128,7 @@ class SlideLayer:
         h, w = self.level_shape(level)
         dx = self.downsamples[level][1]
         um = None if self.mpp is None else self.mpp[1] * dx
-        text = f"{level}: {w:,} x {h:,} px"
+        text = f"{level}: {h:,} x {w:,} px (h x w)"
         if um is not None:
             text += f", {um:.3g} µm/px"
         elif level > 0:
