@@ -3,13 +3,37 @@ new layers or merges, heatmaps read back from files, and Export."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from gui_helpers import random_heatmap, text
 
+from napari_patchheat._qt import heatmap_panel
+from napari_patchheat._qt.canvas import is_outline_layer
 from napari_patchheat._qt.slide_layer import SlideLayer
-from napari_patchheat.export import FORMATS, SUFFIXES
+from napari_patchheat.export import FORMATS, SUFFIXES, read_csv, read_ome_tiff
 from napari_patchheat.heatmap import CLASS_META_KEY
+
+EXPORT_TIMEOUT_MS = 60_000
+
+
+def export_and_wait(panel, qtbot):
+    """Start an export and wait for it: the files written, or None when it failed."""
+    assert panel.export()
+    qtbot.waitUntil(lambda: not panel.exporting, timeout=EXPORT_TIMEOUT_MS)
+    return panel.exported
+
+
+def slide_file_layer(viewer, path, shape=(300, 400)):
+    """A slide file written at ``path`` and opened with this plugin's reader."""
+    import tifffile
+
+    from napari_patchheat._reader import read_slides
+
+    tifffile.imwrite(path, np.full((*shape, 3), 180, np.uint8), photometric="rgb")
+    data, kwargs, _ = read_slides(str(path))[0]
+    return viewer.add_image(data, **kwargs)
 
 
 @pytest.mark.parametrize("level, mpp", [(0, None), (1, None), (1, 0.25)])
@@ -41,10 +65,10 @@ def test_class_colormap_opacity_never_recompute(viewer, widget):
     heatmap = random_heatmap(SlideLayer.from_layer(layer), 0, 40, 40)
     hl = widget.display.show(heatmap, SlideLayer.from_layer(layer))
     values = heatmap.values
-    assert widget.display.class_name.choices == ("a", "b") and hl.name == "slide toy a"
+    assert widget.display.class_name.choices == ("a", "b") and hl.name == "toy · slide · a"
     widget.display.class_name.value = "b"
     np.testing.assert_array_equal(hl.data, values[..., 1])
-    assert hl.name == "slide toy b" and hl.metadata[CLASS_META_KEY] == 1
+    assert hl.name == "toy · slide · b" and hl.metadata[CLASS_META_KEY] == 1
     widget.display.colormap.value = "viridis"
     widget.display.opacity.value = 0.3
     assert hl.colormap.name == "viridis" and hl.opacity == pytest.approx(0.3)
@@ -65,7 +89,7 @@ def test_other_parameters_make_a_new_layer_same_ones_merge(viewer, widget):
     replaced = widget.display.show(random_heatmap(slide, 0, 32, 32), slide, replace=True)
     assert replaced is first and len(viewer.layers) == n and first.data.shape == (13, 16)
 
-def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, tmp_path):
+def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, qtbot, tmp_path):
     import tifffile
 
     from napari_patchheat._reader import read_slides
@@ -91,23 +115,23 @@ def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, tmp_pat
     assert f"a: {a:.4g}, b: {b:.4g}" in text(widget.inspector.info)
     widget.display.export_folder.value = tmp_path / "out"
     widget.display.export_formats["png"].value = True
-    assert widget.display.export()["png"].is_file()
+    assert export_and_wait(widget.display, qtbot)["png"].is_file()
 
-def test_export_writes_every_format(viewer, widget, tmp_path):
+def test_export_writes_every_format(viewer, widget, qtbot, tmp_path):
     layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
     widget.display.export_folder.value = tmp_path / "out"
     widget.display.export_stem.value = "case1"
-    files = widget.display.export()
+    files = export_and_wait(widget.display, qtbot)
     assert set(files) == set(FORMATS) | {"json"}
     for fmt in FORMATS:
         assert (files[fmt] == tmp_path / "out" / f"case1{SUFFIXES[fmt]}"
                 and files[fmt].stat().st_size)
     assert "exported" in text(widget.display.export_info)
 
-def test_export_to_an_unwritable_folder_is_an_error_and_keeps_the_layer(viewer, widget, tmp_path,
-                                                                         errors):
+def test_export_to_an_unwritable_folder_is_an_error_and_keeps_the_layer(viewer, widget, qtbot,
+                                                                         tmp_path, errors):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40)
@@ -115,16 +139,18 @@ def test_export_to_an_unwritable_folder_is_an_error_and_keeps_the_layer(viewer, 
     before = heatmap.values.copy()
     (tmp_path / "a_file").write_text("in the way")
     widget.display.export_folder.value = tmp_path / "a_file" / "out"  # a folder under a file
-    assert widget.display.export() is None
+    assert export_and_wait(widget.display, qtbot) is None
     assert len(errors) == 1 and "Cannot write" in errors[0] and "a_file" in errors[0]
     assert "Cannot write" in text(widget.status)
+    assert "failed" in text(widget.display.export_info)
     assert hl in viewer.layers and widget.display.heatmap is heatmap
     np.testing.assert_array_equal(heatmap.values, before)
-    widget.display.export_folder.value = tmp_path / "fine"  # the widget stays usable
-    assert widget.display.export() is not None
+    assert widget.display.export_button.enabled  # the widget stays usable
+    widget.display.export_folder.value = tmp_path / "fine"
+    assert export_and_wait(widget.display, qtbot) is not None
 
 
-def export_geojson(widget, tmp_path, stem: str):
+def export_geojson(widget, qtbot, tmp_path, stem: str):
     """Export only the GeoJSON of the heatmap in use; (features, the rule the file states)."""
     import json
 
@@ -132,7 +158,7 @@ def export_geojson(widget, tmp_path, stem: str):
         box.value = fmt == "geojson"
     widget.display.export_folder.value = tmp_path
     widget.display.export_stem.value = stem
-    files = widget.display.export()
+    files = export_and_wait(widget.display, qtbot)
     assert files is not None and set(files) == {"geojson"}
     doc = json.loads(files["geojson"].read_text())
     return doc["features"], doc["patchheat"]["classification"]
@@ -149,7 +175,8 @@ def classified(features, heatmap) -> np.ndarray:
     return out
 
 
-def test_the_positive_threshold_field_reaches_the_geojson(viewer, widget, tmp_path, errors):
+def test_the_positive_threshold_field_reaches_the_geojson(viewer, widget, qtbot, tmp_path,
+                                                         errors):
     layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40, classes=("dab_positive",))
@@ -159,16 +186,16 @@ def test_the_positive_threshold_field_reaches_the_geojson(viewer, widget, tmp_pa
     values, computed = heatmap.values[..., 0], heatmap.computed
     assert 0 < (values[computed] >= 0.6).sum() < computed.sum()  # values vary around it
     panel.positive_threshold.value = "0.6"
-    features, rule = export_geojson(widget, tmp_path, "t")
+    features, rule = export_geojson(widget, qtbot, tmp_path, "t")
     assert len(features) == computed.sum() and rule["positive_threshold"] == 0.6
     got = classified(features, heatmap)
     np.testing.assert_array_equal(got[computed], np.where(values[computed] >= 0.6, 0, -1))
     panel.positive_threshold.value = ""  # no threshold: no tile is classified
-    features, rule = export_geojson(widget, tmp_path, "none")
+    features, rule = export_geojson(widget, qtbot, tmp_path, "none")
     assert rule["positive_threshold"] is None
     assert (classified(features, heatmap)[computed] == -1).all()
     panel.positive_threshold.value = "high"
-    assert panel.export() is None
+    assert panel.export() is False and not panel.exporting  # nothing starts
     assert len(errors) == 1 and "'high' is not a number" in errors[0]
 
 
@@ -181,7 +208,8 @@ def test_a_heatmaps_recorded_threshold_fills_the_field(viewer, widget):
     assert widget.display.positive_threshold.value == "0.35"
 
 
-def test_the_min_probability_field_leaves_multiclass_tiles_unclassified(viewer, widget, tmp_path):
+def test_the_min_probability_field_leaves_multiclass_tiles_unclassified(viewer, widget, qtbot,
+                                                                       tmp_path):
     layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40, classes=("a", "b", "c"))
@@ -192,11 +220,131 @@ def test_the_min_probability_field_leaves_multiclass_tiles_unclassified(viewer, 
     vals = heatmap.values[computed]
     top = np.argmax(vals, axis=1)
     assert 0 < (vals.max(axis=1) < 0.7).sum() < len(vals) and len(np.unique(top)) == 3
-    features, _ = export_geojson(widget, tmp_path, "argmax")  # empty: every tile its top class
+    features, _ = export_geojson(widget, qtbot, tmp_path, "argmax")  # empty: each its top class
     np.testing.assert_array_equal(classified(features, heatmap)[computed], top)
     panel.min_probability.value = "0.7"
-    features, rule = export_geojson(widget, tmp_path, "min")
+    features, rule = export_geojson(widget, qtbot, tmp_path, "min")
     assert rule["min_probability"] == 0.7
     np.testing.assert_array_equal(classified(features, heatmap)[computed],
                                   np.where(vals.max(axis=1) >= 0.7, top, -1))
 
+
+
+def outlines_on_top(viewer) -> bool:
+    """True when the outline layers (grid preview, selected patch) are the top layers."""
+    flags = [is_outline_layer(layer) for layer in viewer.layers]
+    return any(flags) and flags == sorted(flags)
+
+
+def test_a_new_heatmap_goes_on_top_of_the_heatmaps_under_the_outlines(viewer, widget, qtbot):
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    widget.size.value = widget.stride.value = 40
+    assert widget.inspector.select(2, 3)  # the selected-patch outline
+    qtbot.waitUntil(lambda: outlines_on_top(viewer), timeout=5_000)
+    slide = SlideLayer.from_layer(layer)
+    first = widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
+    second = widget.display.show(random_heatmap(slide, 0, 40, 20, model="other"), slide)
+    assert list(viewer.layers)[:3] == [layer, first, second]  # the second is not hidden
+    assert outlines_on_top(viewer)
+    later = viewer.add_image(np.zeros((300, 300, 3), np.uint8), rgb=True, name="slide 2")
+    qtbot.waitUntil(lambda: outlines_on_top(viewer), timeout=5_000)  # the outlines follow
+    third = widget.display.show(random_heatmap(slide, 0, 40, 20, model="third"), slide)
+    assert list(viewer.layers)[:5] == [layer, first, second, third, later]
+    qtbot.waitUntil(lambda: outlines_on_top(viewer), timeout=5_000)
+    assert widget.display.show(random_heatmap(slide, 0, 40, 40, seed=4), slide) is first
+    assert list(viewer.layers)[:5] == [layer, first, second, third, later]  # merged: stays
+
+
+def test_layer_names_are_short_with_a_run_number_and_name_the_export(viewer, widget, tmp_path):
+    layer = slide_file_layer(viewer, tmp_path / "CMU-1-Small-Region.svs.tif")
+    assert layer.name == "CMU-1-Small-Region.svs.tif"
+    slide = SlideLayer.from_layer(layer)
+    panel = widget.display
+    dab = random_heatmap(slide, 0, 50, 50, classes=("dab_positive",), model="dab")
+    first = panel.show(dab, slide)
+    assert first.name == "dab · CMU-1-Small-Region"  # one class: not named
+    assert panel.export_stem.value == "dab_CMU-1-Small-Region"
+    again = panel.show(random_heatmap(slide, 0, 50, 25, classes=("dab_positive",), model="dab"),
+                       slide)
+    assert again.name == "dab · CMU-1-Small-Region (2)"
+    assert panel.export_stem.value == "dab_CMU-1-Small-Region_2"
+    assert panel.show(dab, slide) is first and first.name == "dab · CMU-1-Small-Region"
+    multi = panel.show(random_heatmap(slide, 0, 50, 50, classes=("a", "b"), model="hed"), slide)
+    assert multi.name == "hed · CMU-1-Small-Region · a"
+    panel.class_name.value = "b"
+    assert multi.name == "hed · CMU-1-Small-Region · b"
+    assert panel.export_stem.value == "hed_CMU-1-Small-Region"  # every class goes to the files
+    viewer.layers.remove(again)
+    third = panel.show(random_heatmap(slide, 0, 40, 40, classes=("dab_positive",), model="dab"),
+                       slide)
+    assert third.name == "dab · CMU-1-Small-Region (2)"  # numbers the heatmaps still open
+
+
+def test_the_heatmap_in_use_shows_its_colour_bar_and_legend(viewer, widget):
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    panel = widget.display
+    legend = viewer.canvas.overlays[heatmap_panel.LEGEND_OVERLAY_KEY]
+    first = panel.show(random_heatmap(slide, 0, 40, 40, classes=("tumour", "stroma")), slide)
+    assert first.colorbar.visible and tuple(first.contrast_limits) == (0.0, 1.0)
+    assert legend.visible and "tumour" in legend.text and "0–1" in legend.text
+    assert first.name in legend.text
+    assert legend.position == first.colorbar.position  # the legend sits over its colour bar
+    panel.class_name.value = "stroma"
+    assert "stroma" in legend.text and "tumour" not in legend.text
+    second = panel.show(random_heatmap(slide, 0, 40, 20, classes=("dab_positive",),
+                                       model="dab"), slide)
+    assert second.colorbar.visible and not first.colorbar.visible  # one bar: the one in use
+    assert "dab_positive" in legend.text and second.name in legend.text
+    viewer.layers.selection.active = first  # selecting a heatmap makes it the one in use
+    assert first.colorbar.visible and not second.colorbar.visible and "stroma" in legend.text
+    first.visible = False
+    assert not legend.visible
+    first.visible = True
+    assert legend.visible
+    viewer.layers.remove(first)
+    assert not legend.visible
+
+
+def test_export_runs_off_the_gui_thread_on_the_values_it_started_with(viewer, widget, qtbot,
+                                                                     tmp_path, monkeypatch):
+    gate, writers, notes = threading.Event(), [], []
+    write = heatmap_panel.export_heatmap
+
+    def held_export(*args, **kwargs):  # export_heatmap, held until the test lets it go
+        writers.append(threading.current_thread())
+        assert gate.wait(30)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(heatmap_panel, "export_heatmap", held_export)
+    monkeypatch.setattr(heatmap_panel, "show_info", notes.append)
+    layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 40, 40)
+    panel = widget.display
+    hl = panel.show(heatmap, slide)
+    for fmt, box in panel.export_formats.items():
+        box.value = fmt in ("ometiff", "csv")
+    out = tmp_path / "out"
+    panel.export_folder.value, panel.export_stem.value = out, "held"
+    exported = heatmap.values.copy()
+    assert panel.export()  # returns while the files are still being written
+    assert panel.exporting and not panel.export_button.enabled
+    assert not panel.export_busy.native.isHidden() and panel.export_busy.max == 0  # busy bar
+    assert "exporting" in text(panel.export_info)
+    qtbot.waitUntil(lambda: len(writers) == 1, timeout=10_000)
+    assert writers[0] is not threading.main_thread() and not out.exists()
+    heatmap.values[...] = 0.25  # a run's batch lands while the export runs
+    panel.refresh_layer()
+    assert (hl.data == 0.25).all()
+    gate.set()
+    qtbot.waitUntil(lambda: not panel.exporting, timeout=EXPORT_TIMEOUT_MS)
+    files = panel.exported
+    assert set(files) == {"ometiff", "json", "csv"} and files["csv"].parent == out
+    np.testing.assert_array_equal(read_ome_tiff(files["ometiff"]).values, exported)
+    table = read_csv(files["csv"])
+    assert len(table.rows) == np.isfinite(exported).all(-1).sum()
+    np.testing.assert_allclose(table.values, exported[table.rows, table.cols], rtol=1e-6)
+    assert panel.export_button.enabled and panel.export_busy.native.isHidden()
+    assert len(notes) == 1 and str(out) in notes[0] and "3 files" in notes[0]
+    assert "exported 3 files" in text(panel.export_info) and out.name in text(panel.export_info)

@@ -61,7 +61,7 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     assert "cancelled" in text(widget.run_panel.info)
     assert 200 <= partial < grid.n_patches  # Cancel keeps what was computed, and only that
     assert np.isnan(layer.data).sum() == grid.n_patches - partial
-    assert layer.name == f"{svs_path.name} tissue tissue_fraction"
+    assert layer.name == f"tissue · {svs_path.stem}"  # model · slide, no file extension
     refreshes: list[int] = []
     layer.events.data.connect(lambda e: refreshes.append(int(np.isfinite(layer.data).sum())))
     assert widget.run_panel.run()  # resumes: the runner's cache holds the first run's patches
@@ -110,7 +110,7 @@ def test_a_layer_without_a_file_runs_through_a_temporary_tiff(viewer, widget, qt
     assert h.n_computed == 64 and h.slide_path == "" and h.slide_shape == (512, 512)
     scale, translate = widget.display.layer.scale, widget.display.layer.translate
     assert tuple(scale) == (64.0, 64.0) and tuple(translate) == (31.5, 31.5)
-    assert widget.display.layer.name == "ihc dab dab_positive"
+    assert widget.display.layer.name == "dab · ihc"
 
 def test_cancel_while_the_layer_is_written_starts_no_process(viewer, widget, qtbot, errors):
     viewer.add_image(np.zeros((600, 700, 3), np.uint8), rgb=True, name="slide")

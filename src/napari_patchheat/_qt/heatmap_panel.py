@@ -2,13 +2,19 @@
 
 A heatmap layer is an Image layer made from :meth:`Heatmap.layer_kwargs` (placed per the
 coordinate contract, contrast limits 0..1, NaN transparent) and shifted by the slide layer's
-own translate. Class, colormap and opacity change the layer only, never the values. Export
-writes the layer's heatmap with :func:`~napari_patchheat.export.export_heatmap`; its positive
-threshold (one-output heatmaps) or minimum probability (several classes) classify GeoJSON tiles.
+own translate. A new one goes right above its slide and the heatmaps over it, and is named
+``model · slide`` (``· class`` for models of several classes, ``(n)`` for the n-th such layer).
+The heatmap in use shows napari's colour bar and a legend (its class and value range) on the
+canvas. Class, colormap and opacity change the layer only, never the values. Export writes a
+copy of the heatmap with :func:`~napari_patchheat.export.export_heatmap` on a worker thread;
+its positive threshold (one-output heatmaps) or minimum probability (several classes) classify
+GeoJSON tiles.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import re
 import weakref
 from collections.abc import Callable
@@ -23,13 +29,18 @@ from magicgui.widgets import (
     FileEdit,
     FloatSlider,
     LineEdit,
+    ProgressBar,
     PushButton,
 )
+from napari.components.overlays import TextOverlay
+from napari.utils.notifications import show_info
 
+from .._reader import SLIDE_SUFFIXES
 from ..export import FORMATS, export_heatmap
 from ..grid import PatchGrid
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
+from .threads import Workers
 from .widgets import TextLabel, section
 
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "red", "gray")
@@ -41,11 +52,38 @@ FORMAT_LABELS = {"ometiff": "OME-TIFF", "slide_raster": "slide-aligned TIFF",
 # heatmap.extra keys of the GeoJSON classification (export.ClassRule) and their field labels
 CLASS_RULE_FIELDS = {"positive_threshold": "positive threshold",
                      "min_probability": "minimum probability"}
+NAME_SEPARATOR = " · "
+NAME_SUFFIXES = (*SLIDE_SUFFIXES, ".ome")  # file extensions left out of layer names
+TITLE_META_KEY = "patchheat_title"  # layer metadata: (model · slide, run number) of its name
+LEGEND_OVERLAY_KEY = "patchheat_legend"  # viewer.canvas.overlays key of the legend
 
 
 def safe_stem(text: str) -> str:
     """A file-name stem from free text: runs of other characters become '_'."""
     return re.sub(r"[^\w.+-]+", "_", text).strip("._") or "heatmap"
+
+
+def short_name(file_or_layer_name: str) -> str:
+    """A slide's name without its file extensions ('CMU-1.svs' -> 'CMU-1', 'a.ome.tif' -> 'a')."""
+    name = file_or_layer_name
+    while True:
+        head, dot, ext = name.rpartition(".")
+        if not head or f".{ext.lower()}" not in NAME_SUFFIXES:
+            return name
+        name = head
+
+
+def title_base(heatmap: Heatmap, slide_name: str) -> str:
+    """'model · slide' of a heatmap over the slide named ``slide_name`` (see short_name)."""
+    return f"{heatmap.model_name or 'model'}{NAME_SEPARATOR}{slide_name or 'heatmap'}"
+
+
+def layer_title(base: str, run: int, heatmap: Heatmap, class_index: int) -> str:
+    """The layer name: the base, the class shown when there are several, the run number n > 1."""
+    name = base
+    if len(heatmap.class_names) > 1:
+        name += NAME_SEPARATOR + heatmap.class_names[class_index]
+    return name if run == 1 else f"{name} ({run})"
 
 
 def thumbnail(slide: SlideLayer) -> np.ndarray:
@@ -59,18 +97,32 @@ def thumbnail(slide: SlideLayer) -> np.ndarray:
     return np.asarray(slide.levels[level][::k, ::k])
 
 
+
+def write_export(heatmap: Heatmap, folder: Path, stem: str, formats: list[str],
+                 slide: SlideLayer | None, **options: Any) -> dict[str, Path]:
+    """Write ``heatmap`` in ``formats`` to ``folder`` (a worker thread's job: the PNG's slide
+    thumbnail is read here too); ``options`` go to export_heatmap."""
+    thumb = thumbnail(slide) if slide is not None and "png" in formats else None
+    return export_heatmap(heatmap, folder, stem, formats, thumbnail=thumb, **options)
+
+
 class HeatmapPanel(Container):
     """Class, colormap, opacity and Export of the heatmap in use (``heatmap``, ``layer``).
 
     ``on_error(message)`` reports a failure; ``on_change()`` runs when another heatmap is in
-    use or its values changed (the inspector shows predictions from it).
+    use or its values changed (the inspector shows predictions from it). Exports run on
+    ``workers``; ``exporting`` is True meanwhile and ``exported`` holds the last one's files.
     """
 
-    def __init__(self, viewer: Any, on_error: Callable[[str], None],
+    def __init__(self, viewer: Any, workers: Workers, on_error: Callable[[str], None],
                  on_change: Callable[[], None]):
-        self.viewer, self.on_error, self.on_change = viewer, on_error, on_change
+        self.viewer, self.workers = viewer, workers
+        self.on_error, self.on_change = on_error, on_change
         self.heatmap: Heatmap | None = None
         self.layer: Any = None
+        self.exporting = False
+        self.exported: dict[str, Path] | None = None
+        self._closed = False
         # heatmap layer -> weak reference to the slide layer under it (neither kept alive here)
         self._sources: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = \
             weakref.WeakKeyDictionary()
@@ -89,6 +141,7 @@ class HeatmapPanel(Container):
             label="min probability", tooltip="GeoJSON of a multi-class model: tiles whose top "
             "class is below this are unclassified; empty: every tile gets its top class")
         self.export_button = PushButton(text="Export", enabled=False)
+        self.export_busy = ProgressBar(min=0, max=0, visible=False)  # max 0: a busy bar
         self.export_info = TextLabel()
         formats = Container(widgets=list(self.export_formats.values()), labels=False,
                             label="formats")
@@ -96,12 +149,16 @@ class HeatmapPanel(Container):
             section("Display"), Container(widgets=[self.class_name, self.colormap, self.opacity]),
             section("Export"), Container(widgets=[formats, self.export_folder, self.export_stem,
                                                   self.positive_threshold, self.min_probability]),
-            self.export_button, self.export_info,
+            self.export_button, self.export_busy, self.export_info,
         ])
+        self.legend = TextOverlay(box=True)
+        self.legend.visible = False
+        viewer.canvas.overlays[LEGEND_OVERLAY_KEY] = self.legend
         self.class_name.changed.connect(self.apply_display)
         self.colormap.changed.connect(self.apply_display)
         self.opacity.changed.connect(self.apply_display)
         self.export_button.changed.connect(self.export)
+        viewer.layers.events.removed.connect(self._on_removed)
 
     # --- layers --------------------------------------------------------------------------------
     def source_of(self, layer: Any) -> Any:
@@ -132,7 +189,8 @@ class HeatmapPanel(Container):
     def show(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
         """Show ``heatmap`` over ``slide``: in the layer of the same slide, grid and model (values
         merged, so nothing computed is lost), else in the layer in use (``replace``), else in a
-        new layer; a heatmap of another grid never lands in a layer of this one unasked."""
+        new layer right above the slide and its heatmaps; a heatmap of another grid never lands
+        in a layer of this one unasked."""
         layer = self._matching_layer(heatmap, slide)
         if layer is not None:
             old = layer.metadata[HEATMAP_META_KEY].values
@@ -144,12 +202,15 @@ class HeatmapPanel(Container):
         c = names.index(self.class_name.value) if self.class_name.value in names else 0
         kw = heatmap.layer_kwargs(c, slide.world_per_px, self.colormap.value, self.opacity.value)
         kw["translate"] = tuple(np.add(kw["translate"], slide.world_offset))
-        kw["name"] = f"{slide.name} {heatmap.model_name} {names[c]}"
+        base = title_base(heatmap, short_name(slide.path.name if slide.path else slide.name))
+        title = layer.metadata.get(TITLE_META_KEY) if layer is not None else None
+        if title is None or title[0] != base:
+            title = (base, self._next_run(base, layer))
+        kw["metadata"][TITLE_META_KEY] = title
+        kw["name"] = layer_title(*title, heatmap, c)
         if layer is None:
             layer = self.viewer.add_image(**kw, **slide.unit_kwargs())
-            layers = self.viewer.layers
-            if slide.layer in layers:  # right above its slide: the grid and outline stay on top
-                layers.move(layers.index(layer), layers.index(slide.layer) + 1)
+            self._place(layer, slide.layer)
         else:
             layer.metadata = {**layer.metadata, **kw.pop("metadata")}
             layer.data, layer.scale, layer.translate = kw["data"], kw["scale"], kw["translate"]
@@ -159,10 +220,36 @@ class HeatmapPanel(Container):
         self.adopt(layer)
         return layer
 
+    def _next_run(self, base: str, layer: Any) -> int:
+        """1 + the highest run number of the heatmap layers named ``base`` (other than
+        ``layer``); 1 when there is none."""
+        runs = [other.metadata[TITLE_META_KEY][1] for other in self.viewer.layers
+                if other is not layer and other.metadata.get(TITLE_META_KEY, ("",))[0] == base]
+        return max(runs, default=0) + 1
+
+    def _place(self, layer: Any, slide_layer: Any) -> None:
+        """Move a new heatmap layer right above the highest of its slide layer and the heatmaps
+        over that slide: a new run is never hidden under an earlier one."""
+        layers = self.viewer.layers
+        below = [i for i, other in enumerate(layers) if other is not layer and (
+            other is slide_layer or (is_heatmap_layer(other)
+                                     and self.source_of(other) is slide_layer))]
+        if below:
+            layers.move(layers.index(layer), max(below) + 1)
+
     def adopt(self, layer: Any) -> None:
-        """Make ``layer`` the heatmap that class, colormap, opacity and Export apply to."""
+        """Make ``layer`` the heatmap that class, colormap, opacity, the colour bar, the legend
+        and Export apply to."""
         heatmap = layer.metadata[HEATMAP_META_KEY]
-        self.layer, self.heatmap = layer, heatmap
+        previous, self.layer, self.heatmap = self.layer, layer, heatmap
+        if previous is not layer and previous is not None:
+            previous.colorbar.visible = False
+            previous.events.visible.disconnect(self._update_legend)
+            previous.events.name.disconnect(self._update_legend)
+        if previous is not layer:
+            layer.events.visible.connect(self._update_legend)
+            layer.events.name.connect(self._update_legend)
+        layer.colorbar.visible = True
         c = int(layer.metadata.get(CLASS_META_KEY, 0))
         with self.class_name.changed.blocked(), self.colormap.changed.blocked(), \
                 self.opacity.changed.blocked():
@@ -171,14 +258,39 @@ class HeatmapPanel(Container):
             if layer.colormap.name in COLORMAPS:
                 self.colormap.value = layer.colormap.name
             self.opacity.value = float(layer.opacity)
-        self.export_stem.value = safe_stem(layer.name.rsplit(" ", 1)[0])
+        self.export_stem.value = safe_stem(self._file_title(layer))
         one_output = len(heatmap.class_names) == 1
         self.positive_threshold.visible, self.min_probability.visible = one_output, not one_output
         for key in CLASS_RULE_FIELDS:  # a threshold the heatmap records (model card, CLI)
             if heatmap.extra.get(key) is not None:
                 getattr(self, key).value = repr(float(heatmap.extra[key]))
-        self.export_button.enabled = True
+        self.export_button.enabled = not self.exporting
+        self._update_legend()
         self.on_change()
+
+    def _file_title(self, layer: Any) -> str:
+        """The layer's name without its class: 'dab · CMU-1 (2)', also for layers named
+        elsewhere (a heatmap read back from a file: its model and slide file)."""
+        heatmap = layer.metadata[HEATMAP_META_KEY]
+        base, run = layer.metadata.get(TITLE_META_KEY) or (
+            title_base(heatmap, short_name(Path(heatmap.slide_path).name)), 1)
+        return base if run == 1 else f"{base} ({run})"
+
+    def _update_legend(self, *_: Any) -> None:
+        """The legend of the heatmap in use: its class, value range and layer, over its colour
+        bar; hidden when that layer is hidden or gone."""
+        layer, heatmap = self.layer, self.heatmap
+        shown = layer is not None and heatmap is not None and layer in self.viewer.layers
+        if shown:
+            lo, hi = (float(v) for v in layer.contrast_limits)
+            name = heatmap.class_names[int(layer.metadata.get(CLASS_META_KEY, 0))]
+            self.legend.text = f"{name}: {lo:g}–{hi:g}\n{layer.name}"
+            self.legend.position = layer.colorbar.position
+        self.legend.visible = bool(shown and layer.visible)
+
+    def _on_removed(self, event: Any) -> None:
+        if event.value is self.layer:
+            self._update_legend()
 
     def on_active(self, event: Any) -> None:
         """A heatmap layer selected in the layer list becomes the one in use."""
@@ -194,10 +306,13 @@ class HeatmapPanel(Container):
         c = heatmap.class_index(self.class_name.value) if self.class_name.value else 0
         if c != layer.metadata.get(CLASS_META_KEY):
             layer.metadata = {**layer.metadata, CLASS_META_KEY: c}
-            layer.name = f"{layer.name.rsplit(' ', 1)[0]} {heatmap.class_names[c]}"
+            title = layer.metadata.get(TITLE_META_KEY)
+            if title is not None:  # named here (a layer read from a file keeps its name)
+                layer.name = layer_title(*title, heatmap, c)
         layer.colormap = self.colormap.value
         layer.opacity = float(self.opacity.value)
         self.refresh_layer()
+        self._update_legend()
 
     def refresh_layer(self, layer: Any = None, heatmap: Heatmap | None = None) -> None:
         """Show a heatmap's current values (after new batches) in its layer: ``layer`` and
@@ -218,32 +333,59 @@ class HeatmapPanel(Container):
         return None if np.isnan(v).any() else (h.class_names, v)
 
     # --- export --------------------------------------------------------------------------------
-    def export(self, *_: Any) -> dict[str, Path] | None:
-        """Write the heatmap in use in the ticked formats; a failure goes to ``on_error``."""
+    def export(self, *_: Any) -> bool:
+        """Start writing the heatmap in use, as it is now, in the ticked formats on a worker
+        thread; False (and ``on_error``) when it cannot start. A failure goes to ``on_error``."""
         heatmap, layer = self.heatmap, self.layer
         formats = [f for f, box in self.export_formats.items() if box.value]
+        if self.exporting:
+            self.on_error("An export is still running: wait for it to finish.")
+            return False
         if heatmap is None or layer is None:
             self.on_error("Nothing to export: run a model or select a heatmap layer first.")
-            return None
+            return False
         if not formats:
             self.on_error("Tick at least one export format.")
-            return None
-        source = self.source_of(layer)
+            return False
         try:
-            thumb = thumbnail(SlideLayer.from_layer(source)) \
-                if "png" in formats and source is not None else None
-            files = export_heatmap(
-                heatmap, Path(self.export_folder.value), self.export_stem.value, formats,
-                thumbnail=thumb, class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
-                colormap=self.colormap.value, opacity=float(self.opacity.value),
-                **self.class_rule(len(heatmap.class_names)),
-            )
-        except (OSError, ValueError) as exc:
-            self.export_info.value = "export failed (nothing was lost)"
+            rule = self.class_rule(len(heatmap.class_names))
+        except ValueError as exc:
             self.on_error(f"Export failed: {exc}")
-            return None
-        self.export_info.value = f"exported {len(files)} files to {self.export_folder.value}"
-        return files
+            return False
+        source = self.source_of(layer)
+        folder = Path(self.export_folder.value)
+        as_now = dataclasses.replace(heatmap, values=heatmap.values.copy(),
+                                     extra=dict(heatmap.extra))  # runs may fill it meanwhile
+        job = functools.partial(
+            write_export, as_now, folder, str(self.export_stem.value), formats,
+            SlideLayer.from_layer(source) if source is not None else None,
+            class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
+            colormap=self.colormap.value, opacity=float(self.opacity.value), **rule)
+        self.exported = None
+        self._set_exporting(True, f"exporting {len(formats)} formats to {folder}…")
+        self.workers.start(job, returned=functools.partial(self._exported, folder),
+                           errored=self._export_failed)
+        return True
+
+    def _set_exporting(self, running: bool, text: str) -> None:
+        self.exporting = running
+        self.export_button.enabled = not running and self.heatmap is not None
+        self.export_busy.visible = running
+        self.export_info.value = text
+
+    def _exported(self, folder: Path, files: dict[str, Path]) -> None:
+        self.exported, self.exporting = files, False
+        if self._closed:
+            return
+        self._set_exporting(False, f"exported {len(files)} files to {folder}")
+        show_info(f"PatchHeat: exported {len(files)} files to {folder}")
+
+    def _export_failed(self, exc: Exception) -> None:
+        self.exported, self.exporting = None, False
+        if self._closed:
+            return
+        self._set_exporting(False, "export failed (nothing was lost)")
+        self.on_error(f"Export failed: {exc}")
 
     def class_rule(self, n_classes: int) -> dict[str, float | None]:
         """The field that applies to a heatmap of ``n_classes`` as an export_heatmap argument:
@@ -255,3 +397,10 @@ class HeatmapPanel(Container):
         except ValueError:
             raise ValueError(f"the {CLASS_RULE_FIELDS[key]} {text!r} is not a number: type one "
                              "such as 0.5, or leave the field empty.") from None
+
+    def shutdown(self) -> None:
+        """The dock is gone: drop the legend and stop following the viewer (an export still
+        running finishes its files)."""
+        self._closed = True
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
+        self.viewer.canvas.overlays.pop(LEGEND_OVERLAY_KEY, None)

@@ -96,7 +96,7 @@ class PatchHeatWidget(Container):
         self.tissue = TissueEstimate(self._layer_cache, self.workers, self._on_tissue_ready)
         self.run_panel = RunPanel(self._layer_cache, self.workers, self.run_request,
                                   self._show_run_heatmap, self._on_batch, self._error)
-        self.display = HeatmapPanel(viewer, self._error, self._on_heatmap_changed)
+        self.display = HeatmapPanel(viewer, self.workers, self._error, self._on_heatmap_changed)
         self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values)
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
@@ -369,6 +369,7 @@ class PatchHeatWidget(Container):
         self.viewer.layers.selection.events.active.disconnect(self.display.on_active)
         self._watch(None)
         try:
+            self.display.shutdown()
             self.preview.remove()
             self.inspector.remove()
         except (RuntimeError, ValueError, KeyError):  # the viewer is closing as well
