@@ -97,3 +97,63 @@ def test_inspector_shows_predictions_once_computed(viewer, widget):
     widget.display.show(heatmap, SlideLayer.from_layer(layer))
     a, b = heatmap.values[2, 3]
     assert f"a: {a:.4g}, b: {b:.4g}" in text(widget.inspector.info)
+
+
+def test_a_click_on_a_heatmap_inspects_its_own_grid_and_values(viewer, widget, qtbot):
+    image = np.random.default_rng(4).integers(0, 256, (300, 410, 3), dtype=np.uint8)
+    layer = viewer.add_image(image, rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 30, 20)  # SAME, size 30, stride 20: 15 x 21 patches
+    hl = widget.display.show(heatmap, slide)
+    widget.size.value = widget.stride.value = 64  # the dock's grid is another one now
+    grid = heatmap.grid
+    cam = camera(viewer)
+    cam.center, cam.zoom = (150.0, 205.0), 1.5
+    qtbot.wait(50)
+    click(viewer, qtbot, grid.centers(4, 7))
+    inspector = widget.inspector
+    assert inspector.index == (4, 7)
+    np.testing.assert_array_equal(inspector.patch, grid.read_patch(image, 4, 7))
+    info = text(inspector.info)
+    a, b = heatmap.values[4, 7]
+    assert f"of {grid.rows} x {grid.cols}" in info and f"a: {a:.4g}, b: {b:.4g}" in info
+    assert hl.name in info
+    np.testing.assert_allclose(inspector.highlight.data[0],
+                               slide.box_to_world(grid.boxes(4, 7))[0])
+    assert inspector.step(0, 1) and inspector.index == (4, 8)  # steps on the heatmap's grid
+    np.testing.assert_array_equal(inspector.patch, grid.read_patch(image, 4, 8))
+    hl.visible = False  # no heatmap under the click: the dock's grid again
+    dock = widget.grid
+    click(viewer, qtbot, dock.centers(1, 2))
+    assert inspector.index == (1, 2)
+    np.testing.assert_array_equal(inspector.patch, dock.read_patch(image, 1, 2))
+    assert "not computed yet" in text(inspector.info)
+
+
+def test_a_click_on_a_heatmap_opened_from_an_ome_tiff_inspects_it(viewer, widget, qtbot,
+                                                                  tmp_path):
+    import tifffile
+
+    from napari_patchheat._reader import read_slides
+    from napari_patchheat.export import write_ome_tiff
+
+    image = np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    slide_file = tmp_path / "slide.tif"
+    tifffile.imwrite(slide_file, image, photometric="rgb")
+    data, kwargs, _ = read_slides(str(slide_file))[0]
+    slide = SlideLayer.from_layer(viewer.add_image(data, **kwargs))
+    heatmap = random_heatmap(slide, 0, 50, 30)
+    heatmap.slide_path = str(slide_file)
+    write_ome_tiff(heatmap, tmp_path / "h.ome.tif")
+    for data, kwargs, _ in read_slides(str(tmp_path / "h.ome.tif")):
+        viewer.add_image(data, **kwargs)
+    widget.size.value = widget.stride.value = 64
+    cam = camera(viewer)
+    cam.center, cam.zoom = (150.0, 200.0), 1.5
+    qtbot.wait(50)
+    grid = heatmap.grid
+    click(viewer, qtbot, grid.centers(2, 5))
+    assert widget.inspector.index == (2, 5)
+    np.testing.assert_array_equal(widget.inspector.patch, grid.read_patch(image, 2, 5))
+    a, b = heatmap.values[2, 5]
+    assert f"a: {a:.4g}, b: {b:.4g}" in text(widget.inspector.info)

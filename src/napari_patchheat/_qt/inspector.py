@@ -3,7 +3,9 @@
 The patch is :meth:`PatchGrid.read_patch` of the level: every ``rate``-th pixel of its
 effective extent, zeros where SAME padding reaches outside the image (NumPy; the tests hold
 it to ``tf.image.extract_patches``). Shown in the dock, with its grid index, level-0 box and,
-once computed, its predictions; a Shapes layer outlines it on the slide.
+once computed, its predictions; a Shapes layer outlines it on the slide. A click on a heatmap
+inspects that heatmap's own grid, level and values (its patch under the click, over its slide)
+until a click lands on no heatmap; elsewhere the dock's grid is inspected.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel
 
 from ..grid import FloatPair, PatchGrid
+from ..heatmap import HEATMAP_META_KEY
 from .canvas import add_outline_layer, add_outlines, camera, remove_layer, screen_px_to_world
+from .hover import heatmap_cell_at
 from .slide_layer import SlideLayer
 from .widgets import TextLabel
 
@@ -31,6 +35,7 @@ STEP_KEYS = {"Alt-Up": (-1, 0), "Alt-Down": (1, 0), "Alt-Left": (0, -1), "Alt-Ri
 
 InspectSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer, int] | None"]
 ValuesSource = Callable[[PatchGrid, int, int, int], "tuple[tuple[str, ...], np.ndarray] | None"]
+InspectState = "tuple[PatchGrid, FloatPair, SlideLayer, int]"
 
 
 def display_rgb(patch: np.ndarray) -> np.ndarray:
@@ -71,14 +76,19 @@ def patch_at(grid: PatchGrid, downsample: FloatPair,
 class PatchInspector(Container):
     """Row/column of the patch shown, step buttons, the patch, and what is known about it.
 
-    ``source()`` gives (grid, downsample, slide, level) or None; ``values(grid, level, row,
-    col)`` gives (class names, values) of a computed patch or None.
+    ``source()`` gives the dock's (grid, downsample, slide, level) or None; ``values(grid,
+    level, row, col)`` gives (class names, values) of a computed patch or None; ``slide_of
+    (heatmap layer)`` gives the slide layer a heatmap lies over, or None. ``heatmap_layer`` is
+    the heatmap whose grid is inspected (after a click on it), None for the dock's grid.
     """
 
-    def __init__(self, viewer: Any, source: InspectSource, values: ValuesSource):
+    def __init__(self, viewer: Any, source: InspectSource, values: ValuesSource,
+                 slide_of: Callable[[Any], Any]):
         self.viewer = viewer
         self.source = source
         self.values = values
+        self.slide_of = slide_of
+        self.heatmap_layer: Any = None
         self.index: tuple[int, int] | None = None
         self.patch: np.ndarray | None = None
         self.highlight: Any = None
@@ -105,9 +115,21 @@ class PatchInspector(Container):
             viewer.bind_key(key, lambda _v, dr=dr, dc=dc: self.step(dr, dc), overwrite=True)
 
     # --- choosing a patch -----------------------------------------------------------------------
+    def state(self) -> InspectState | None:
+        """(grid, downsample, slide, level) inspected: the heatmap's (``heatmap_layer``, while it
+        is in the viewer over an open slide), else the dock's; None without a grid."""
+        layer = self.heatmap_layer
+        slide_layer = self.slide_of(layer) \
+            if layer is not None and layer in self.viewer.layers else None
+        if slide_layer is None:
+            self.heatmap_layer = None
+            return self.source()
+        h = layer.metadata[HEATMAP_META_KEY]
+        return h.grid, h.downsample, SlideLayer.from_layer(slide_layer), h.level
+
     def select(self, row: int, col: int) -> bool:
         """Show patch (row, col) of the current grid; False (and nothing shown) if there is none."""
-        state = self.source()
+        state = self.state()
         if state is None or not (0 <= row < state[0].rows and 0 <= col < state[0].cols):
             return False
         grid, downsample, slide, level = state
@@ -126,7 +148,14 @@ class PatchInspector(Container):
         return self.select(self.index[0] + drow, self.index[1] + dcol)
 
     def select_at(self, yx_world: Any) -> bool:
-        """Select the patch under a world point (see :func:`patch_at`)."""
+        """Select the patch under a world point: of the heatmap seen there (its cell, see
+        :func:`~napari_patchheat._qt.hover.heatmap_cell_at`) when it lies over an open slide,
+        else of the dock's grid (see :func:`patch_at`)."""
+        cell = heatmap_cell_at(self.viewer, yx_world)
+        if cell is not None and self.slide_of(cell.layer) is not None:
+            self.heatmap_layer = cell.layer
+            return self.select(cell.row, cell.col)
+        self.heatmap_layer = None
         state = self.source()
         if state is None:
             return False
@@ -136,7 +165,7 @@ class PatchInspector(Container):
 
     def refresh(self) -> None:
         """The grid changed: show the same index on the new grid, or clear."""
-        state = self.source()
+        state = self.state()
         if state is not None:
             self.row.max, self.col.max = state[0].rows - 1, state[0].cols - 1
         if self.index is None or not self.select(*self.index):
@@ -154,14 +183,15 @@ class PatchInspector(Container):
     # --- what is shown --------------------------------------------------------------------------
     def update_values(self) -> None:
         """Rewrite the text: index, level-0 box and the predictions known so far."""
-        state = self.source()
+        state = self.state()
         if state is None or self.index is None:
             return
         grid, downsample, slide, level = state
         row, col = self.index
         y0, x0, y1, x1 = grid.box(row, col, downsample)
         ky, kx = grid.size
-        lines = [
+        lines = [] if self.heatmap_layer is None else [f"heatmap {self.heatmap_layer.name}:"]
+        lines += [
             f"patch (row {row}, col {col}) of {grid.rows:,} x {grid.cols:,}, level {level}: "
             f"{ky} x {kx} samples, rate {grid.rate[0]}",
             f"level-0 box: y {y0:g}–{y1:g}, x {x0:g}–{x1:g} px (end excluded)",
@@ -169,13 +199,22 @@ class PatchInspector(Container):
         if slide.mpp is not None:
             lines.append(f"= y {y0 * slide.mpp[0]:.1f}–{y1 * slide.mpp[0]:.1f}, "
                          f"x {x0 * slide.mpp[1]:.1f}–{x1 * slide.mpp[1]:.1f} µm")
-        known = self.values(grid, level, row, col)
+        known = self._known(grid, level, row, col)
         if known is None:
             lines.append("prediction: not computed yet")
         else:
             names, vals = known
             lines.append(", ".join(f"{n}: {v:.4g}" for n, v in zip(names, vals)))
         self.info.value = "\n".join(lines)
+
+    def _known(self, grid: PatchGrid, level: int, row: int, col: int) -> Any:
+        """(class names, values) of a computed patch: the inspected heatmap's, else from
+        ``values``; None when not computed."""
+        if self.heatmap_layer is None:
+            return self.values(grid, level, row, col)
+        h = self.heatmap_layer.metadata[HEATMAP_META_KEY]
+        v = h.values[row, col]
+        return None if np.isnan(v).any() else (h.class_names, v)
 
     def update_highlight_width(self) -> None:
         """Keep the outline HIGHLIGHT_EDGE_SCREEN_PX wide at the current zoom."""

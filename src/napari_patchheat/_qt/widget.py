@@ -25,6 +25,7 @@ from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find
 from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptions
 from ..tissue import FLUORESCENCE_MODEL_WARNING
 from .heatmap_panel import HeatmapPanel
+from .hover import HoverStatus
 from .inspector import PatchInspector
 from .preview import GridPreview
 from .run_panel import RunPanel, RunRequest
@@ -97,7 +98,9 @@ class PatchHeatWidget(Container):
         self.run_panel = RunPanel(self._layer_cache, self.workers, self.run_request,
                                   self._show_run_heatmap, self._on_batch, self._error)
         self.display = HeatmapPanel(viewer, self.workers, self._error, self._on_heatmap_changed)
-        self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values)
+        self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values,
+                                        self.display.source_of)
+        self.hover = HoverStatus(viewer)
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
 
@@ -370,6 +373,7 @@ class PatchHeatWidget(Container):
         self._watch(None)
         try:
             self.display.shutdown()
+            self.hover.remove()
             self.preview.remove()
             self.inspector.remove()
         except (RuntimeError, ValueError, KeyError):  # the viewer is closing as well
