@@ -1,5 +1,6 @@
 """The viewer's canvas: its camera, the world rectangle it shows, and the outline layers (Shapes
-of transparent rectangles) that the grid preview and the patch inspector draw over the slide.
+of transparent rectangles, and the grid preview's image of lines) that the grid preview and the
+patch inspector draw over the slide.
 
 Outline layers are not editable and stay on top of every other layer: after layers are added
 or moved (another slide opened, a heatmap shown, a drag in the layer list) they are moved back
@@ -8,6 +9,7 @@ on top once the event is over.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,10 +57,28 @@ def add_outline_layer(viewer: Any, name: str, color: str, **kwargs: Any) -> Any:
     """A new, empty Shapes layer for rectangle outlines of ``color``, on top of the others and
     not editable; the active layer stays active (the user's clicks and keys keep going where
     they went). ``kwargs`` go to napari (e.g. the slide layer's ``units``)."""
+    return _as_outline(viewer, lambda: viewer.add_shapes(
+        None, ndim=2, name=name, face_color="transparent", edge_color=color,
+        blending=OUTLINE_BLENDING, metadata={OUTLINE_META_KEY: True}, **kwargs))
+
+
+def add_overlay_layer(viewer: Any, name: str, **kwargs: Any) -> Any:
+    """A new Image layer for an RGBA picture (h, w, 4 uint8; the grid preview's lines past its
+    rectangles), kept on top and not editable like the outline layers, under those already
+    there; the active layer stays active. ``kwargs`` go to napari."""
+    layer = _as_outline(viewer, lambda: viewer.add_image(
+        np.zeros((1, 1, 4), np.uint8), rgb=True, name=name, blending=OUTLINE_BLENDING,
+        metadata={OUTLINE_META_KEY: True}, **kwargs))
+    layers = viewer.layers
+    layers.move(layers.index(layer), min(layers.index(o) for o in layers if is_outline_layer(o)))
+    return layer
+
+
+def _as_outline(viewer: Any, add: Callable[[], Any]) -> Any:
+    """``add()`` a layer as an outline layer: the active layer stays active, the new one is not
+    editable and kept on top."""
     active = viewer.layers.selection.active
-    layer = viewer.add_shapes(None, ndim=2, name=name, face_color="transparent",
-                              edge_color=color, blending=OUTLINE_BLENDING,
-                              metadata={OUTLINE_META_KEY: True}, **kwargs)
+    layer = add()
     if active is not None:
         viewer.layers.selection.active = active
     _keep_read_only(layer)
@@ -113,11 +133,13 @@ def raise_outlines(viewer: Any) -> None:
         layers.move(layers.index(layer), len(layers))
 
 
-def add_outlines(layer: Any, rects: np.ndarray, edge_width: float, color: str) -> None:
-    """Add rectangles (n, 4, 2 world corners) to an outline layer, ``edge_width`` world units."""
+def add_outlines(layer: Any, rects: np.ndarray, edge_width: float, color: Any,
+                 face_color: Any = "transparent") -> None:
+    """Add rectangles (n, 4, 2 world corners) to an outline layer, ``edge_width`` world units;
+    ``face_color`` one colour or one per rectangle (RGBA rows)."""
     if len(rects):
         layer.add_rectangles(rects, edge_width=edge_width, edge_color=color,
-                             face_color="transparent")
+                             face_color=face_color)
 
 
 def remove_layer(viewer: Any, layer: Any) -> None:
