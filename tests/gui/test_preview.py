@@ -1,13 +1,24 @@
 """The live grid preview: its rectangles are PatchGrid's boxes of the patches in view, placed on
-pixel edges, capped, and follow SAME/VALID/rate, the level, µm scale and the camera."""
+pixel edges, and follow SAME/VALID/rate, the level, µm scale and the camera; past the cap every
+patch boundary in view is a drawn line (within a screen pixel) and nothing else is; a grid finer
+than the screen is a tint, not a sparser grid; overlapping patches show single patches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from napari_patchheat._qt.canvas import camera
-from napari_patchheat._qt.preview import PREVIEW_DEBOUNCE_MS, PREVIEW_MAX_SHAPES, select_patches
+from napari_patchheat._qt.canvas import camera, is_outline_layer
+from napari_patchheat._qt.grid_overlay import (
+    EXAMPLE_COLOR,
+    LINE_COLOR,
+    TINT_MAX_ALPHA,
+    TINT_MIN_LIT_FRACTION,
+    AxisPixels,
+    render,
+    rgb,
+)
+from napari_patchheat._qt.preview import PREVIEW_DEBOUNCE_MS, PREVIEW_MAX_SHAPES
 from napari_patchheat.grid import PatchGrid
 
 
@@ -96,37 +107,6 @@ def test_lower_level_and_micrometre_scale(viewer, widget, pyramid):
     match(got, want, atol=1e-3 * mpp)
 
 
-def test_cap_shows_a_regular_subsample_and_says_so(viewer, widget):
-    viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
-    set_params(widget, 20, 20)  # 150 x 150 = 22,500 patches, all in view
-    viewer.reset_view()
-    widget.preview.update_now()
-    sel = widget.preview.selection
-    assert sel.in_view == 150 * 150
-    assert 0 < widget.preview.layer.nshapes == sel.n_shown <= PREVIEW_MAX_SHAPES
-    assert sel.step > 1 and set(np.diff(sel.rows)) == {sel.step} == set(np.diff(sel.cols))
-    assert "every" in widget.preview_info.value and "22,500" in widget.preview_info.value
-    want, index = expected_rects(widget.grid, (1.0, 1.0), 1.0, world_view(viewer))
-    k = match(drawn_rects(widget), want)  # each one still a real patch, at a multiple of step
-    assert (index[k] % sel.step == 0).all()
-
-
-def test_select_patches_never_exceeds_the_cap():
-    rng = np.random.default_rng(1)
-    for _ in range(200):
-        h, w = rng.integers(50, 100_000, 2)
-        k, s = int(rng.integers(1, 300)), int(rng.integers(1, 300))
-        grid = PatchGrid(int(h), int(w), k, s, padding="SAME")
-        y0, x0 = rng.uniform(-1000, h), rng.uniform(-1000, w)
-        view = (y0, x0, y0 + rng.uniform(1, 50_000), x0 + rng.uniform(1, 50_000))
-        cap = int(rng.integers(1, 400))
-        sel = select_patches(grid, (1.0, 1.0), view, cap)
-        rr, cc = grid.patches_in(*view)
-        assert sel.n_shown <= cap and sel.in_view == len(rr) * len(cc)
-        assert (sel.n_shown > 0) == (sel.in_view > 0)
-        assert set(sel.rows) <= set(rr) and set(sel.cols) <= set(cc)
-
-
 def test_camera_moves_redraw_debounced(viewer, widget, qtbot):
     viewer.add_image(np.zeros((4000, 4000, 3), np.uint8), rgb=True, name="slide")
     set_params(widget, 50, 50)
@@ -174,3 +154,224 @@ def test_bad_parameters_clear_the_preview_and_say_why(viewer, widget):
     assert " ".join(widget.status.value.split()).startswith("6 x 8 = 48 patches")
     widget.show_grid.value = False
     assert widget.preview.layer.nshapes == 0
+
+
+# --- past the cap: the lines image ----------------------------------------------------------------
+EVERYWHERE = (-np.inf, -np.inf, np.inf, np.inf)  # a view of every patch (the image reaches past
+# the canvas, so its lines are those of patches outside the view too)
+
+
+def n_rectangles(widget) -> int:
+    """Rectangles in the preview's Shapes layer (none before it is made)."""
+    return 0 if widget.preview.layer is None else widget.preview.layer.nshapes
+
+
+def lines_image(widget) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The preview's lines image: RGBA (h, w, 4) and its pixel edges in world coordinates along
+    y (h + 1) and x (w + 1), from the layer's own data, scale and translate."""
+    layer = widget.preview.lines_layer
+    assert layer is not None and layer.visible
+    rgba = np.asarray(layer.data)
+    assert rgba.ndim == 3 and rgba.shape[2] == 4 and rgba.dtype == np.uint8
+    (sy, sx), (ty, tx) = layer.scale[-2:], layer.translate[-2:]
+    h, w = rgba.shape[:2]
+    return rgba, ty - sy / 2 + sy * np.arange(h + 1), tx - sx / 2 + sx * np.arange(w + 1)
+
+
+def boundaries(rects: np.ndarray) -> tuple[dict[float, tuple], dict[float, tuple]]:
+    """Horizontal and vertical patch boundaries of world rectangles (n, 4) y0 x0 y1 x1:
+    {y: (x from, x to)} and {x: (y from, y to)} (each line spans its patches' extents)."""
+    out: tuple[dict, dict] = ({}, {})
+    for axis, (lo, hi) in ((0, (1, 3)), (1, (0, 2))):
+        for edge in (axis, axis + 2):
+            for v in np.unique(rects[:, edge]):
+                on = rects[:, edge] == v
+                old = out[axis].get(v, (np.inf, -np.inf))
+                out[axis][v] = (min(old[0], rects[on, lo].min()), max(old[1], rects[on, hi].max()))
+    return out
+
+
+def assert_lines_are_the_boundaries(widget, rects: np.ndarray) -> None:
+    """Every boundary of ``rects`` (world y0 x0 y1 x1) inside the lines image lies on lit pixels
+    (within a screen pixel) along its whole span, and every lit pixel lies within a screen pixel
+    of a boundary."""
+    rgba, ey, ex = lines_image(widget)
+    lit = rgba[..., 3] > 0
+    sy, sx = ey[1] - ey[0], ex[1] - ex[0]
+    cy, cx = (ey[:-1] + ey[1:]) / 2, (ex[:-1] + ex[1:]) / 2
+    horizontal, vertical = boundaries(rects)
+    checked = 0
+    for lines, edges, step, across, across_step, near in (
+            (horizontal, ey, sy, cx, sx, lambda k: lit[max(k - 1, 0):k + 2].any(0)),
+            (vertical, ex, sx, cy, sy, lambda k: lit[:, max(k - 1, 0):k + 2].any(1))):
+        for v, (lo, hi) in lines.items():
+            if not edges[0] + step < v < edges[-1] - step:
+                continue
+            k = int(np.searchsorted(edges, v, side="right")) - 1
+            along = (across > lo + across_step) & (across < hi - across_step)
+            assert along.any() and near(k)[along].all(), f"the boundary at {v} is not drawn"
+            checked += 1
+    assert checked > 10
+    by, bx = np.array(sorted(horizontal)), np.array(sorted(vertical))
+    dy = np.abs(cy[:, None] - by[None, :]).min(1)
+    dx = np.abs(cx[:, None] - bx[None, :]).min(1)
+    stray = lit & ~((dy <= sy)[:, None] | (dx <= sx)[None, :])
+    assert not stray.any(), f"{stray.sum()} lit pixels lie on no patch boundary"
+
+
+@pytest.mark.parametrize("pyramid_level, padding, rate", [(0, "VALID", 1), (1, "SAME", 2)])
+def test_past_the_cap_every_boundary_in_view_is_a_drawn_line(viewer, widget, pyramid,
+                                                             pyramid_level, padding, rate):
+    if pyramid_level == 0:
+        viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
+        scale, ds, shape, size = 1.0, (1.0, 1.0), (3000, 3000), 20
+    else:  # a lower level of a slide shown in µm: the image follows the layer's scale
+        scale = 0.5
+        viewer.add_image(pyramid(np.zeros((4001, 3203, 3), np.uint8), (4,)), rgb=True,
+                         multiscale=True, scale=(scale, scale), name="slide",
+                         metadata={"mpp": (scale, scale)})
+        ds, shape, size = (4001 / 1001, 3203 / 801), (1001, 801), 7
+    set_params(widget, size, size * rate - rate + 1 if rate > 1 else size, rate, padding,
+               level=pyramid_level)
+    grid = PatchGrid(*shape, size, widget.stride.value, rate, padding)
+    assert widget.grid == grid
+    viewer.reset_view()
+    cam = camera(viewer)
+    cam.zoom *= 1.7  # the grid's top-left part: its outer edges and SAME padding in view
+    cam.center = (cam.center[-2] - 300 * scale, cam.center[-1] - 500 * scale)
+    widget.preview.update_now()
+    want, _ = expected_rects(grid, ds, scale, world_view(viewer))
+    assert len(want) > PREVIEW_MAX_SHAPES
+    assert n_rectangles(widget) == 0  # no isolated squares: the true tiling
+    assert_lines_are_the_boundaries(widget, expected_rects(grid, ds, scale, EVERYWHERE)[0])
+    info = " ".join(widget.preview_info.value.split())
+    assert f"{len(want):,} patches in view" in info and "boundary lines" in info
+    rgba, _, _ = lines_image(widget)
+    assert np.allclose(rgba[rgba[..., 3] > 0][:, :3], rgb(LINE_COLOR) * 255, atol=1)
+    lines, slide = widget.preview.lines_layer, viewer.layers["slide"]
+    assert tuple(lines.units) == tuple(slide.units)
+    assert is_outline_layer(lines) and not lines.editable  # kept on top, like the rectangles
+    assert viewer.layers.index(lines) > viewer.layers.index(slide)
+    assert viewer.layers.selection.active is slide  # the user's layer stays the active one
+    widget.show_grid.value = False
+    assert not widget.preview.lines_layer.visible
+
+
+def test_a_grid_finer_than_the_screen_is_a_tint_not_a_sparser_grid(viewer, widget):
+    viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
+    set_params(widget, 2, 2)  # 1,500 x 1,500 patches, several per screen pixel
+    viewer.reset_view()
+    widget.preview.update_now()
+    assert n_rectangles(widget) == 0
+    rgba, ey, ex = lines_image(widget)
+    cy, cx = (ey[:-1] + ey[1:]) / 2, (ex[:-1] + ex[1:]) / 2
+    inside = ((cy > 0) & (cy < 2999))[:, None] & ((cx > 0) & (cx < 2999))[None, :]
+    alpha = rgba[..., 3][inside] / 255
+    assert inside.sum() > 100_000
+    # every screen pixel holds boundaries: all of them lit, evenly, a tint the slide shows through
+    assert alpha.min() > 0 and alpha.max() - alpha.min() < 0.02
+    assert alpha.max() <= TINT_MAX_ALPHA + 0.01
+    sy, sx = ey[1] - ey[0], ex[1] - ex[0]  # no further than the grid's outer lines
+    assert ey[0] >= -0.5 - sy and ey[-1] <= 2999.5 + sy
+    assert ex[0] >= -0.5 - sx and ex[-1] <= 2999.5 + sx
+    info = " ".join(widget.preview_info.value.split())
+    assert "2,250,000 patches in view" in info and "zoom in" in info
+
+
+def test_overlap_shows_single_patches_across_their_neighbours(viewer, widget):
+    """Stride 20 < size 60: each patch spans three strides. Close up, single patches are filled
+    rectangles (real patches, none overlapping another) crossed by their neighbours' edges;
+    zoomed out, shaded single patches in the lines image are crossed by lines."""
+    viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
+    set_params(widget, 60, 20)
+    cam = camera(viewer)
+    cam.center, cam.zoom = (500.0, 600.0), 3.0
+    widget.preview.update_now()
+    got = drawn_rects(widget)
+    want, index = expected_rects(widget.grid, (1.0, 1.0), 1.0, world_view(viewer))
+    k = match(got, want)
+    faces = np.asarray(widget.preview.layer.face_color)
+    edges = np.asarray(widget.preview.layer.edge_color)
+    filled = faces[:, 3] > 0
+    assert 0 < filled.sum() < len(got)
+    assert np.allclose(faces[filled, :3], rgb(EXAMPLE_COLOR))  # a look of their own
+    assert np.allclose(edges[filled, :3], rgb(EXAMPLE_COLOR))
+    assert np.allclose(edges[~filled, :3], rgb(LINE_COLOR))
+    shaded = got[filled]
+    for a, b in zip(*np.triu_indices(len(shaded), 1)):  # single patches: none overlaps another
+        assert (shaded[a, 2] <= shaded[b, 0] or shaded[b, 2] <= shaded[a, 0]
+                or shaded[a, 3] <= shaded[b, 1] or shaded[b, 3] <= shaded[a, 1])
+    view = world_view(viewer)
+    inner = 0
+    for y0, x0, y1, x1 in shaded:  # each spans 60 px, crossed by two neighbours' top edges
+        assert y1 - y0 == x1 - x0 == 60
+        if view[0] < y0 and y1 < view[2]:
+            assert len({v for v in got[:, 0] if y0 < v < y1}) == 2
+            inner += 1
+    assert inner > 0
+    assert len(set(map(tuple, index[k[filled]]))) == filled.sum()
+    info = " ".join(widget.preview_info.value.split())
+    assert "overlap" in info and "stride 20 < effective size 60" in info
+
+    cam.zoom = 0.5  # past the cap: the lines image
+    widget.preview.update_now()
+    rgba, ey, ex = lines_image(widget)
+    orange = (rgba[..., 0] > 0) & (rgba[..., 3] > 0)  # shaded (the lines are cyan: no red)
+    assert orange.any()
+    _, vertical = boundaries(expected_rects(widget.grid, (1.0, 1.0), 1.0, EVERYWHERE)[0])
+    cx = (ex[:-1] + ex[1:]) / 2
+    row = int(np.argmax(orange.sum(1)))
+    runs = np.flatnonzero(np.diff(np.r_[0, orange[row].astype(int), 0]))
+    assert len(runs) >= 4
+    for start, stop in zip(runs[::2], runs[1::2]):  # a shaded patch: 60 px, 30 screen px
+        if 0 < start and stop < len(cx):
+            assert abs((stop - start) * (ex[1] - ex[0]) - 60) <= 2 * (ex[1] - ex[0])
+            assert sum(cx[start] + 1 < v < cx[stop - 1] - 1 for v in vertical) == 2
+
+    set_params(widget, 60, 60)  # no overlap: nothing filled, nothing said
+    cam.zoom = 3.0
+    widget.preview.update_now()
+    assert widget.preview.layer.nshapes > 0
+    assert (np.asarray(widget.preview.layer.face_color)[:, 3] == 0).all()
+    assert "overlap" not in widget.preview_info.value
+
+
+def brute_force_axis(starts: np.ndarray, extent: float, pixels: AxisPixels
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per screen pixel: a patch boundary lies in it; it meets a patch's closed extent."""
+    edges = pixels.edges()
+    bounds = np.r_[starts, starts + extent]
+    has = np.array([((bounds >= lo) & (bounds < hi)).any() for lo, hi in zip(edges, edges[1:])])
+    cov = np.array([((starts < hi) & (starts + extent >= lo)).any()
+                    for lo, hi in zip(edges, edges[1:])])
+    return has, cov
+
+
+def test_the_lines_image_lights_exactly_the_pixels_boundaries_cross():
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(40, 20_000, 2))
+        k, s, r = (int(v) for v in (rng.integers(1, 200), rng.integers(1, 200), rng.integers(1, 4)))
+        padding = str(rng.choice(["VALID", "SAME"]))
+        try:
+            grid = PatchGrid(h, w, k, s, r, padding)
+        except ValueError:
+            continue
+        ds = (float(rng.uniform(1, 5)), float(rng.uniform(1, 5)))
+        step = float(rng.uniform(0.2, 40))
+        ry = AxisPixels(float(rng.uniform(-500, h * ds[0])), step * ds[0] / ds[1], 97)
+        rx = AxisPixels(float(rng.uniform(-500, w * ds[1])), step, 131)
+        picture = render(grid, ds, ry, rx)
+        for axis, pixels, lines in ((0, ry, picture.rows), (1, rx, picture.cols)):
+            starts = (np.arange(grid.shape[axis]) * grid.stride[axis]
+                      - grid.pad_before[axis]) * ds[axis]
+            has, cov = brute_force_axis(starts, grid.effective_size[axis] * ds[axis], pixels)
+            assert (lines.boundary == has).all() and (lines.covered == cov).all()
+            # lines closer than 2 screen px: an even tint over the patches' extent
+            tint = has[cov].mean() > TINT_MIN_LIT_FRACTION if cov.any() else False
+            assert lines.tint == tint and (lines.drawn == (cov if tint else has)).all()
+        rows, cols = picture.rows, picture.cols
+        expect = ((rows.drawn[:, None] & cols.covered[None, :])
+                  | (cols.drawn[None, :] & rows.covered[:, None])
+                  | (rows.example[:, None] & cols.example[None, :]))
+        assert ((picture.rgba[..., 3] > 0) == expect).all()

@@ -1,14 +1,15 @@
-"""Live patch-grid preview: the rectangles of the patches in view, in a napari Shapes layer.
+"""Live patch-grid preview: the true tiling of the patches in view, at any zoom.
 
-napari's Shapes layer costs about 0.5 ms per rectangle, so the preview never builds the whole
-grid: it asks :meth:`PatchGrid.patches_in` (closed form) which patches meet the view, keeps at
-most ``PREVIEW_MAX_SHAPES`` of them (a regular subsample, aligned to the grid so it does not
-shimmer while panning) and redraws after parameter changes and camera moves, debounced.
+Up to ``PREVIEW_MAX_SHAPES`` patches in view, each patch's rectangle in a napari Shapes layer
+(about 0.5 ms a rectangle, so never the whole grid: :meth:`PatchGrid.patches_in` says in closed
+form which patches meet the view). Past that, every patch boundary drawn into an image at
+screen resolution (:mod:`~napari_patchheat._qt.grid_overlay`). Where patches overlap, single
+patches are shaded and outlined in orange, so each one's extent shows across its neighbours.
+Redrawn after parameter changes and camera moves, debounced.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,20 +21,36 @@ from ..grid import FloatPair, PatchGrid
 from .canvas import (
     add_outline_layer,
     add_outlines,
+    add_overlay_layer,
     camera,
+    canvas_size,
     remove_layer,
     screen_px_to_world,
     view_rect_world,
 )
+from .grid_overlay import (
+    EXAMPLE_ALPHA,
+    EXAMPLE_COLOR,
+    LINE_COLOR,
+    GridPicture,
+    example_indices,
+    example_steps,
+    render,
+    rgb,
+    view_pixels,
+)
 from .slide_layer import SlideLayer
 
-PREVIEW_MAX_SHAPES = 300  # rectangles drawn at most (about 0.15 ms each here)
+PREVIEW_MAX_SHAPES = 300  # rectangles drawn at most; past them, the lines image
 PREVIEW_DEBOUNCE_MS = 60  # redraw this long after the last parameter change or camera move
 PREVIEW_EDGE_SCREEN_PX = 1.5  # rectangle edges, in screen pixels at any zoom
+PREVIEW_MARGIN_FRACTION = 0.25  # the lines image reaches this share of the view past each side
 PREVIEW_LAYER_NAME = "PatchHeat grid"
-PREVIEW_EDGE_COLOR = "cyan"
+PREVIEW_LINES_LAYER_NAME = "PatchHeat grid lines"
 
 GridSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer] | None"]
+# keys (row, col) -> their rectangles (n, 4, 2 world corners), edge and face colours (n, 4 RGBA)
+Shapes = Callable[[list[tuple[int, int]]], "tuple[np.ndarray, np.ndarray, np.ndarray]"]
 
 
 def world_rect_to_level0(slide: SlideLayer, rect: tuple[float, ...]) -> tuple[float, ...]:
@@ -43,71 +60,57 @@ def world_rect_to_level0(slide: SlideLayer, rect: tuple[float, ...]) -> tuple[fl
     return tuple(float(v) + 0.5 for v in (min(ay, by), min(ax, bx), max(ay, by), max(ax, bx)))
 
 
-@dataclass(frozen=True)
-class PreviewSelection:
-    """Patches drawn: every ``rows[a]``, ``cols[b]`` pair; ``in_view`` patches meet the view."""
+def grid_extent_level0(grid: PatchGrid, downsample: FloatPair) -> tuple[float, ...]:
+    """``(y0, x0, y1, x1)``: level-0 pixel-edge coordinates of the box holding every patch."""
+    first, last = grid.boxes([0, grid.rows - 1], [0, grid.cols - 1], downsample)
+    return float(first[0]), float(first[1]), float(last[2]), float(last[3])
 
-    rows: np.ndarray
-    cols: np.ndarray
-    step: int
+
+def _pair_text(pair: tuple[int, int]) -> str:
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]} x {pair[1]}"
+
+
+@dataclass(frozen=True)
+class PreviewPicture:
+    """What the preview shows of ``grid``: ``in_view`` patches meet the view, drawn as
+    ``n_shapes`` rectangles (every one of them) or, past the cap, as ``lines``."""
+
+    grid: PatchGrid
     in_view: int
-    cap: int = PREVIEW_MAX_SHAPES
+    n_shapes: int = 0
+    lines: GridPicture | None = None
 
     @property
-    def n_shown(self) -> int:
-        """Number of rectangles drawn."""
-        return len(self.rows) * len(self.cols)
-
-    def indices(self) -> tuple[np.ndarray, np.ndarray]:
-        """Flat (row, col) index arrays of the rectangles, row-major."""
-        r, c = np.meshgrid(self.rows, self.cols, indexing="ij")
-        return r.ravel(), c.ravel()
+    def examples_shown(self) -> bool:
+        """True when single patches are shown (patches overlap and are large enough)."""
+        if example_steps(self.grid) is None:
+            return False
+        return self.lines is None or self.lines.examples_shown
 
     def describe(self) -> str:
-        """'grid preview: 96 patches in view', or with a subsample 'grid preview: every 4th row
-        and column of the 4,096 patches in view (256 drawn, cap 300)'."""
+        """'grid preview: 96 patches in view', '..., drawn as their boundary lines' past the
+        cap, with what overlap and a grid finer than the screen look like."""
         if self.in_view == 0:
             return "grid preview: no patch in view"
-        if self.step == 1:
-            return f"grid preview: {self.in_view:,} patches in view"
-        return (f"grid preview: every {_ordinal(self.step)} row and column of the "
-                f"{self.in_view:,} patches in view ({self.n_shown:,} drawn, cap {self.cap})")
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _aligned(r: range, step: int) -> np.ndarray:
-    """Indices of ``r`` that are multiples of ``step`` (the first index when none is)."""
-    first = -(-r.start // step) * step
-    out = np.arange(first, r.stop, step, dtype=np.int64)
-    return out if len(out) or not len(r) else np.array([r.start], np.int64)
-
-
-def select_patches(grid: PatchGrid, downsample: FloatPair, view_level0: tuple[float, ...],
-                   max_shapes: int = PREVIEW_MAX_SHAPES) -> PreviewSelection:
-    """The patches of ``grid`` (on a level of ``downsample``) meeting a level-0 px rectangle.
-
-    At most ``max_shapes``: past it, every ``step``-th grid row and column (the same step on
-    both axes, indices multiples of it).
-    """
-    rr, cc = grid.patches_in(*view_level0, downsample=downsample)
-    n = len(rr) * len(cc)
-    step = 1 if n <= max_shapes else max(1, math.ceil(math.sqrt(n / max_shapes)))
-    rows, cols = _aligned(rr, step), _aligned(cc, step)
-    while len(rows) * len(cols) > max_shapes:
-        step = max(step + 1, math.ceil(step * math.sqrt(len(rows) * len(cols) / max_shapes)))
-        rows, cols = _aligned(rr, step), _aligned(cc, step)
-    return PreviewSelection(rows, cols, step, n, max_shapes)
+        text = f"grid preview: {self.in_view:,} patches in view"
+        if self.lines is not None:
+            text += (", their lines closer than the screen shows, as a tint: zoom in to see each"
+                     if self.lines.dense else ", drawn as their boundary lines")
+        if example_steps(self.grid) is not None:
+            g = self.grid
+            text += (f"; patches overlap (stride {_pair_text(g.stride)} < effective size "
+                     f"{_pair_text(g.effective_size)} px): ")
+            text += ("single patches outlined in orange" if self.examples_shown
+                     else "zoom in to see single patches")
+        return text
 
 
 class GridPreview:
-    """Keeps a Shapes layer showing the patches in view; ``schedule()`` redraws debounced.
+    """Keeps the preview layers showing the patches in view; ``schedule()`` redraws debounced.
 
     ``source()`` gives the current (grid, downsample, slide) or None (nothing to show).
     ``redrawn`` callbacks run after each redraw (the inspector resizes its highlight there).
+    ``layer`` holds the rectangles, ``lines_layer`` (made when first needed) the lines image.
     """
 
     def __init__(self, viewer: Any, source: GridSource, max_shapes: int = PREVIEW_MAX_SHAPES):
@@ -116,7 +119,8 @@ class GridPreview:
         self.max_shapes = max_shapes
         self.enabled = True
         self.layer: Any = None
-        self.selection: PreviewSelection | None = None
+        self.lines_layer: Any = None
+        self.picture: PreviewPicture | None = None
         self.message = ""
         self.redrawn: list[Callable[[], None]] = []
         self._keys: list[tuple[int, int]] = []  # (row, col) of each rectangle, in layer order
@@ -148,28 +152,31 @@ class GridPreview:
         return self._timer.isActive()
 
     def update_now(self) -> None:
-        """Redraw now: rectangles of the patches in view (capped), or none."""
+        """Redraw now: the rectangles of the patches in view, or past the cap their lines."""
         self._timer.stop()
         state = self.source() if self.enabled else None
-        if state is None or self.viewer.dims.ndisplay != 2:
-            self.selection, self.message = None, ""
-            self._draw([], lambda keys: np.zeros((0, 4, 2)), None)
-        else:
+        self.picture = None
+        if state is not None and self.viewer.dims.ndisplay == 2:
             grid, downsample, slide = state
-            view = world_rect_to_level0(slide, view_rect_world(self.viewer))
-            self.selection = select_patches(grid, downsample, view, self.max_shapes)
-            self.message = self.selection.describe()
-            rows, cols = self.selection.indices()
-
-            def rects(keys: list[tuple[int, int]]) -> np.ndarray:
-                r, c = np.array(keys, np.int64).reshape(-1, 2).T
-                return slide.box_to_world(grid.boxes(r, c, downsample))
-
-            look = (grid, downsample, slide.world_per_px, slide.world_offset, self.edge_width())
             self._new_layer_kwargs = slide.unit_kwargs()
-            self._draw(list(zip(rows.tolist(), cols.tolist())), rects, look)
-            if self.layer is not None:
-                slide.match_units(self.layer)
+            view = world_rect_to_level0(slide, view_rect_world(self.viewer))
+            rr, cc = grid.patches_in(*view, downsample=downsample)
+            n = len(rr) * len(cc)
+            if n <= self.max_shapes:
+                self._show_rectangles(grid, downsample, slide, rr, cc)
+                self.picture = PreviewPicture(grid, n, n_shapes=n)
+            else:
+                self._draw([], self._no_shapes, None)
+                self.picture = PreviewPicture(grid, n, lines=self._show_lines(
+                    grid, downsample, slide, view))
+            for layer in (self.layer, self.lines_layer):
+                if layer is not None:
+                    slide.match_units(layer)
+        if self.picture is None:
+            self._draw([], self._no_shapes, None)
+        if self.picture is None or self.picture.lines is None:
+            self._hide_lines()
+        self.message = "" if self.picture is None else self.picture.describe()
         for callback in self.redrawn:
             callback()
 
@@ -177,17 +184,47 @@ class GridPreview:
         """World units for PREVIEW_EDGE_SCREEN_PX screen pixels at the current zoom."""
         return screen_px_to_world(self.viewer, PREVIEW_EDGE_SCREEN_PX)
 
-    def _draw(self, keys: list[tuple[int, int]],
-              rects: Callable[[list[tuple[int, int]]], np.ndarray], look: Any) -> None:
-        """Show the patches ``keys`` (row, col). When only the view moved (same grid, placement
-        and zoom: ``look``), only the patches that left are removed and those that came in
-        added; napari's cost is per rectangle, so a pan costs a fraction of a redraw."""
+    # --- the rectangles ---------------------------------------------------------------------
+    @staticmethod
+    def _no_shapes(keys: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.zeros((0, 4, 2)), np.zeros((0, 4)), np.zeros((0, 4))
+
+    def _show_rectangles(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer,
+                         rr: range, cc: range) -> None:
+        """Every patch of rows ``rr`` x columns ``cc`` as a rectangle; where patches overlap,
+        the single patches of :func:`example_indices` shaded and outlined in EXAMPLE_COLOR."""
+        steps = example_steps(grid)
+        shown: tuple[set[int], set[int]] = (set(), set())
+        if steps is not None:
+            shown = (set(example_indices(rr, steps[0]).tolist()),
+                     set(example_indices(cc, steps[1]).tolist()))
+        example = rgb(EXAMPLE_COLOR)
+
+        def shapes(keys: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            r, c = np.array(keys, np.int64).reshape(-1, 2).T
+            single = [i for i, (y, x) in enumerate(keys) if y in shown[0] and x in shown[1]]
+            edges = np.tile(np.r_[rgb(LINE_COLOR), 1.0], (len(keys), 1))
+            faces = np.zeros((len(keys), 4))
+            edges[single], faces[single] = np.r_[example, 1.0], np.r_[example, EXAMPLE_ALPHA]
+            return slide.box_to_world(grid.boxes(r, c, downsample)), edges, faces
+
+        r, c = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop),
+                           indexing="ij")
+        look = (grid, downsample, slide.world_per_px, slide.world_offset, self.edge_width(),
+                shown)
+        self._draw(list(zip(r.ravel().tolist(), c.ravel().tolist())), shapes, look)
+
+    def _draw(self, keys: list[tuple[int, int]], shapes: Shapes, look: Any) -> None:
+        """Show the patches ``keys`` (row, col). When only the view moved (same grid, placement,
+        zoom and single patches shown: ``look``), only the patches that left are removed and those
+        that came in added; napari's cost is per rectangle, so a pan costs a fraction of a
+        redraw."""
         layer = self.layer
         if layer is None or layer not in self.viewer.layers:
             if not keys:
                 return
-            layer = self.layer = add_outline_layer(self.viewer, PREVIEW_LAYER_NAME,
-                                                   PREVIEW_EDGE_COLOR, **self._new_layer_kwargs)
+            layer = self.layer = add_outline_layer(self.viewer, PREVIEW_LAYER_NAME, LINE_COLOR,
+                                                   **self._new_layer_kwargs)
             self._keys, self._look = [], None
         if look is not None and look == self._look and layer.nshapes == len(self._keys):
             wanted, had = set(keys), set(self._keys)
@@ -197,21 +234,57 @@ class GridPreview:
                 if gone:
                     layer.selected_data = set(gone)
                     layer.remove_selected()
-                self._add(layer, rects(new))
+                self._add(layer, *shapes(new))
                 self._keys = [k for k in self._keys if k in wanted] + new
                 return
         if layer.nshapes:
             layer.data = []
-        self._add(layer, rects(keys))
+        self._add(layer, *shapes(keys))
         self._keys, self._look = list(keys), look
 
-    def _add(self, layer: Any, rects: np.ndarray) -> None:
-        add_outlines(layer, rects, self.edge_width(), PREVIEW_EDGE_COLOR)
+    def _add(self, layer: Any, rects: np.ndarray, edges: np.ndarray, faces: np.ndarray) -> None:
+        add_outlines(layer, rects, self.edge_width(), edges, faces)
+
+    # --- the lines image --------------------------------------------------------------------
+    def _show_lines(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer,
+                    view: tuple[float, ...]) -> GridPicture | None:
+        """Draw every patch boundary over the view (and PREVIEW_MARGIN_FRACTION of it past
+        each side, so a pan shows lines before the redraw) at screen resolution."""
+        world_per_screen_px = screen_px_to_world(self.viewer, 1.0)
+        step = tuple(world_per_screen_px / w for w in slide.world_per_px)
+        margin = tuple(round(n * PREVIEW_MARGIN_FRACTION) for n in canvas_size(self.viewer))
+        pixels = view_pixels(view, step, grid_extent_level0(grid, downsample), margin)
+        if pixels is None:
+            return None
+        picture = render(grid, downsample, *pixels)
+        layer = self.lines_layer
+        if layer is None or layer not in self.viewer.layers:
+            layer = self.lines_layer = add_overlay_layer(
+                self.viewer, PREVIEW_LINES_LAYER_NAME, **self._new_layer_kwargs)
+        # image pixel k is centred on k (napari): the first screen pixel's centre, in world
+        first = [p.start + p.step / 2 - 0.5 for p in pixels]
+        scale = np.array([p.step * w for p, w in zip(pixels, slide.world_per_px)])
+        translate = slide.to_world(np.array(first))
+        layer.data = picture.rgba
+        # each property set is a refresh (a thumbnail, the layer list): only those that changed
+        if not np.array_equal(layer.scale[-2:], scale):
+            layer.scale = scale
+        if not np.array_equal(layer.translate[-2:], translate):
+            layer.translate = translate
+        if not layer.visible:
+            layer.visible = True
+        return picture
+
+    def _hide_lines(self) -> None:
+        layer = self.lines_layer
+        if layer is not None and layer in self.viewer.layers and layer.visible:
+            layer.visible = False
 
     def remove(self) -> None:
-        """Stop redrawing and remove the layer."""
+        """Stop redrawing and remove the layers."""
         self._timer.stop()
         for emitter in self._emitters():
             emitter.disconnect(self.schedule)
         remove_layer(self.viewer, self.layer)
-        self.layer = None
+        remove_layer(self.viewer, self.lines_layer)
+        self.layer = self.lines_layer = None
