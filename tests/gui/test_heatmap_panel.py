@@ -348,3 +348,13 @@ def test_export_runs_off_the_gui_thread_on_the_values_it_started_with(viewer, wi
     assert panel.export_button.enabled and panel.export_busy.native.isHidden()
     assert len(notes) == 1 and str(out) in notes[0] and "3 files" in notes[0]
     assert "exported 3 files" in text(panel.export_info) and out.name in text(panel.export_info)
+
+
+def test_the_class_choices_outlive_a_layer_added_later(viewer, widget):
+    layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    hl = widget.display.show(random_heatmap(slide, 0, 40, 40, classes=("a", "b", "c")), slide)
+    widget.display.class_name.value = "b"
+    viewer.add_image(np.zeros((50, 50), np.uint8), name="another")  # napari resets choices
+    assert widget.display.class_name.choices == ("a", "b", "c")
+    assert widget.display.class_name.value == "b" and hl.metadata[CLASS_META_KEY] == 1

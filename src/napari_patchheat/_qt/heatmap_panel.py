@@ -80,9 +80,8 @@ def title_base(heatmap: Heatmap, slide_name: str) -> str:
 
 def layer_title(base: str, run: int, heatmap: Heatmap, class_index: int) -> str:
     """The layer name: the base, the class shown when there are several, the run number n > 1."""
-    name = base
-    if len(heatmap.class_names) > 1:
-        name += NAME_SEPARATOR + heatmap.class_names[class_index]
+    several = len(heatmap.class_names) > 1
+    name = base + (NAME_SEPARATOR + heatmap.class_names[class_index] if several else "")
     return name if run == 1 else f"{name} ({run})"
 
 
@@ -95,7 +94,6 @@ def thumbnail(slide: SlideLayer) -> np.ndarray:
                             THUMBNAIL_PX)
     k = max(1, max(slide.level_shape(level)) // THUMBNAIL_PX)
     return np.asarray(slide.levels[level][::k, ::k])
-
 
 
 def write_export(heatmap: Heatmap, folder: Path, stem: str, formats: list[str],
@@ -126,7 +124,8 @@ class HeatmapPanel(Container):
         # heatmap layer -> weak reference to the slide layer under it (neither kept alive here)
         self._sources: weakref.WeakKeyDictionary[Any, weakref.ref[Any]] = \
             weakref.WeakKeyDictionary()
-        self.class_name = ComboBox(label="class", choices=[])
+        # choices from the heatmap in use: napari resets the dock's choices as layers change
+        self.class_name = ComboBox(label="class", choices=self._class_choices)
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
         self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True)
@@ -158,7 +157,7 @@ class HeatmapPanel(Container):
         self.colormap.changed.connect(self.apply_display)
         self.opacity.changed.connect(self.apply_display)
         self.export_button.changed.connect(self.export)
-        viewer.layers.events.removed.connect(self._on_removed)
+        viewer.layers.events.removed.connect(self._update_legend)
 
     # --- layers --------------------------------------------------------------------------------
     def source_of(self, layer: Any) -> Any:
@@ -253,7 +252,7 @@ class HeatmapPanel(Container):
         c = int(layer.metadata.get(CLASS_META_KEY, 0))
         with self.class_name.changed.blocked(), self.colormap.changed.blocked(), \
                 self.opacity.changed.blocked():
-            self.class_name.choices = list(heatmap.class_names)
+            self.class_name.reset_choices()
             self.class_name.value = heatmap.class_names[c]
             if layer.colormap.name in COLORMAPS:
                 self.colormap.value = layer.colormap.name
@@ -267,6 +266,9 @@ class HeatmapPanel(Container):
         self.export_button.enabled = not self.exporting
         self._update_legend()
         self.on_change()
+
+    def _class_choices(self, _widget: Any = None) -> list[str]:
+        return list(self.heatmap.class_names) if self.heatmap is not None else []
 
     def _file_title(self, layer: Any) -> str:
         """The layer's name without its class: 'dab · CMU-1 (2)', also for layers named
@@ -287,10 +289,6 @@ class HeatmapPanel(Container):
             self.legend.text = f"{name}: {lo:g}–{hi:g}\n{layer.name}"
             self.legend.position = layer.colorbar.position
         self.legend.visible = bool(shown and layer.visible)
-
-    def _on_removed(self, event: Any) -> None:
-        if event.value is self.layer:
-            self._update_legend()
 
     def on_active(self, event: Any) -> None:
         """A heatmap layer selected in the layer list becomes the one in use."""
@@ -402,5 +400,5 @@ class HeatmapPanel(Container):
         """The dock is gone: drop the legend and stop following the viewer (an export still
         running finishes its files)."""
         self._closed = True
-        self.viewer.layers.events.removed.disconnect(self._on_removed)
+        self.viewer.layers.events.removed.disconnect(self._update_legend)
         self.viewer.canvas.overlays.pop(LEGEND_OVERLAY_KEY, None)
