@@ -118,3 +118,20 @@ def test_a_heatmap_read_back_from_its_ome_tiff_shows_its_values(viewer, widget, 
     viewer.layers.selection.active = viewer.layers[0]
     text = widget.hover.text_at(heatmap.grid.centers(3, 4))
     assert all(p in text for p in expected(heatmap, 3, 4))
+
+
+
+def test_after_the_dock_is_gone_napari_keeps_its_own_status_and_no_legend(viewer, widget,
+                                                                         over_slide):
+    from napari_patchheat._qt.heatmap_panel import LEGEND_OVERLAY_KEY
+
+    layer, slide, heatmap, _ = over_slide
+    assert viewer.canvas.overlays[LEGEND_OVERLAY_KEY].visible
+    widget.display.shutdown()  # what the dock's teardown calls
+    widget.hover.remove()
+    assert LEGEND_OVERLAY_KEY not in viewer.canvas.overlays
+    viewer.layers.selection.active = layer
+    viewer.cursor.position = tuple(slide.to_world(heatmap.grid.centers(4, 5, heatmap.downsample)))
+    viewer.mouse_over_canvas = True
+    viewer.update_status_from_cursor()
+    assert "[" in status_text(viewer.status) and "patch" not in status_text(viewer.status)
