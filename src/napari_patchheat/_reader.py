@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jpg", ".jpeg")
+from .slide import SLIDE_SUFFIXES
 
 LayerData = tuple[Any, dict[str, Any], str]
 

@@ -176,6 +176,7 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
     ``positive_threshold`` (else the model card's) and ``min_probability`` classify GeoJSON
     tiles (export.ClassRule); they are checked before the run and kept in the heatmap's extra.
     """
+    from .heatmap import slide_stem
     from .inference import HeatmapRun, RunError
     from .slide import open_slide
 
@@ -189,7 +190,7 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         if not quiet:
             _describe_run(slide, run)
             _warn_if_fluorescence(run.model, s)
-        stem = f"{slide_stem(slide)}.{run.model.name}"
+        stem = f"{slide_stem(slide.name)}.{run.model.name}"
         bar = ProgressLine(run.model.name)
         try:
             for p in run.run():
@@ -240,15 +241,6 @@ def _describe_run(slide: Path, run: Any) -> None:
     print(f"{slide.name}: level {run.level} {g.height} x {g.width} px (h x w), grid "
           f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {int(run.todo.sum()):,} to compute "
           f"with '{run.model.name}'", file=sys.stderr)
-
-
-def slide_stem(path: Path) -> str:
-    """The slide's file name without its extension (both parts of ``.ome.tif``)."""
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],

@@ -15,11 +15,23 @@ from typing import Any
 import numpy as np
 
 from .grid import FloatPair, PatchGrid, as_float_pair
+from .slide import SLIDE_SUFFIXES
 
 HEATMAP_FORMAT_VERSION = 1
 # napari layer metadata keys of a heatmap layer (Heatmap.layer_kwargs): the Heatmap, the class shown
 HEATMAP_META_KEY = "patchheat_heatmap"
 CLASS_META_KEY = "patchheat_class"
+NAME_SEPARATOR = " · "  # between the parts of a heatmap layer's name
+STEM_SUFFIXES = (*SLIDE_SUFFIXES, ".ome")  # file extensions left out of names
+
+
+def slide_stem(name: str) -> str:
+    """A slide's file name without its extensions ('CMU-1.svs' -> 'CMU-1', 'a.ome.tif' -> 'a')."""
+    while True:
+        head, _, ext = name.rpartition(".")
+        if not head or f".{ext.lower()}" not in STEM_SUFFIXES:
+            return name
+        name = head
 
 
 @dataclass
@@ -100,11 +112,20 @@ class Heatmap:
         (sy, sx), (ty, tx) = self.grid.placement(self.downsample)
         return (sy * wy, sx * wx), (ty * wy, tx * wx)
 
-    def layer_name(self, class_name: str | int = 0) -> str:
-        """Layer name: slide, model and class."""
-        stem = Path(self.slide_path).name if self.slide_path else "heatmap"
-        return (f"{stem} {self.model_name or 'model'} "
-                f"{self.class_names[self.class_index(class_name)]}")
+    def title(self, slide_name: str | None = None) -> str:
+        """'model · slide': the model and the slide's name without its extensions (its file's,
+        unless ``slide_name`` is given)."""
+        name = slide_name if slide_name is not None else Path(self.slide_path or "heatmap").name
+        return f"{self.model_name or 'model'}{NAME_SEPARATOR}{slide_stem(name) or 'heatmap'}"
+
+    def layer_name(self, class_name: str | int = 0, title: str | None = None,
+                   run: int = 1) -> str:
+        """'dab · CMU-1': the title (default :meth:`title`), the class when the model has
+        several ('· tumour'), the run number when it is not the first ('(2)')."""
+        name = title if title is not None else self.title()
+        if len(self.class_names) > 1:
+            name += NAME_SEPARATOR + self.class_names[self.class_index(class_name)]
+        return name if run == 1 else f"{name} ({run})"
 
     def layer_kwargs(
         self,

@@ -169,11 +169,14 @@ def test_napari_draws_a_computed_level_within_one_of_its_pixels(viewer, odd_slid
     assert level > 0 and (worst * viewer.camera.zoom * mpp < 1).all()  # under a screen pixel
 
 
-def test_heatmaps_and_3d_layers_are_no_slides(viewer):
+def test_heatmaps_overlays_and_3d_layers_are_no_slides(viewer):
     assert is_slide_candidate(viewer.add_image(np.zeros((20, 30, 3), np.uint8), rgb=True))
     assert not is_slide_candidate(viewer.add_image(np.zeros((4, 20, 30), np.uint8)))
     assert not is_slide_candidate(viewer.add_image(np.zeros((20, 30), np.float32),
                                                    metadata={"patchheat_heatmap": None}))
+    from napari_patchheat._qt.canvas import add_overlay_layer
+
+    assert not is_slide_candidate(add_overlay_layer(viewer, "lines"))
 
 
 def test_layer_cache_values_follow_the_layers_data(viewer):

@@ -35,7 +35,6 @@ from magicgui.widgets import (
 from napari.components.overlays import TextOverlay
 from napari.utils.notifications import show_info
 
-from .._reader import SLIDE_SUFFIXES
 from ..export import FORMATS, export_heatmap
 from ..grid import PatchGrid
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
@@ -52,8 +51,6 @@ FORMAT_LABELS = {"ometiff": "OME-TIFF", "slide_raster": "slide-aligned TIFF",
 # heatmap.extra keys of the GeoJSON classification (export.ClassRule) and their field labels
 CLASS_RULE_FIELDS = {"positive_threshold": "positive threshold",
                      "min_probability": "minimum probability"}
-NAME_SEPARATOR = " · "
-NAME_SUFFIXES = (*SLIDE_SUFFIXES, ".ome")  # file extensions left out of layer names
 TITLE_META_KEY = "patchheat_title"  # layer metadata: (model · slide, run number) of its name
 LEGEND_OVERLAY_KEY = "patchheat_legend"  # viewer.canvas.overlays key of the legend
 
@@ -61,28 +58,6 @@ LEGEND_OVERLAY_KEY = "patchheat_legend"  # viewer.canvas.overlays key of the leg
 def safe_stem(text: str) -> str:
     """A file-name stem from free text: runs of other characters become '_'."""
     return re.sub(r"[^\w.+-]+", "_", text).strip("._") or "heatmap"
-
-
-def short_name(file_or_layer_name: str) -> str:
-    """A slide's name without its file extensions ('CMU-1.svs' -> 'CMU-1', 'a.ome.tif' -> 'a')."""
-    name = file_or_layer_name
-    while True:
-        head, dot, ext = name.rpartition(".")
-        if not head or f".{ext.lower()}" not in NAME_SUFFIXES:
-            return name
-        name = head
-
-
-def title_base(heatmap: Heatmap, slide_name: str) -> str:
-    """'model · slide' of a heatmap over the slide named ``slide_name`` (see short_name)."""
-    return f"{heatmap.model_name or 'model'}{NAME_SEPARATOR}{slide_name or 'heatmap'}"
-
-
-def layer_title(base: str, run: int, heatmap: Heatmap, class_index: int) -> str:
-    """The layer name: the base, the class shown when there are several, the run number n > 1."""
-    several = len(heatmap.class_names) > 1
-    name = base + (NAME_SEPARATOR + heatmap.class_names[class_index] if several else "")
-    return name if run == 1 else f"{name} ({run})"
 
 
 def thumbnail(slide: SlideLayer) -> np.ndarray:
@@ -201,12 +176,12 @@ class HeatmapPanel(Container):
         c = names.index(self.class_name.value) if self.class_name.value in names else 0
         kw = heatmap.layer_kwargs(c, slide.world_per_px, self.colormap.value, self.opacity.value)
         kw["translate"] = tuple(np.add(kw["translate"], slide.world_offset))
-        base = title_base(heatmap, short_name(slide.path.name if slide.path else slide.name))
+        base = heatmap.title(slide.path.name if slide.path else slide.name)
         title = layer.metadata.get(TITLE_META_KEY) if layer is not None else None
         if title is None or title[0] != base:
             title = (base, self._next_run(base, layer))
         kw["metadata"][TITLE_META_KEY] = title
-        kw["name"] = layer_title(*title, heatmap, c)
+        kw["name"] = heatmap.layer_name(c, *title)
         if layer is None:
             layer = self.viewer.add_image(**kw, **slide.unit_kwargs())
             self._place(layer, slide.layer)
@@ -275,7 +250,7 @@ class HeatmapPanel(Container):
         elsewhere (a heatmap read back from a file: its model and slide file)."""
         heatmap = layer.metadata[HEATMAP_META_KEY]
         base, run = layer.metadata.get(TITLE_META_KEY) or (
-            title_base(heatmap, short_name(Path(heatmap.slide_path).name)), 1)
+            heatmap.title(), 1)
         return base if run == 1 else f"{base} ({run})"
 
     def _update_legend(self, *_: Any) -> None:
@@ -306,7 +281,7 @@ class HeatmapPanel(Container):
             layer.metadata = {**layer.metadata, CLASS_META_KEY: c}
             title = layer.metadata.get(TITLE_META_KEY)
             if title is not None:  # named here (a layer read from a file keeps its name)
-                layer.name = layer_title(*title, heatmap, c)
+                layer.name = heatmap.layer_name(c, *title)
         layer.colormap = self.colormap.value
         layer.opacity = float(self.opacity.value)
         self.refresh_layer()

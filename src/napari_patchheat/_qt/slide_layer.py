@@ -34,10 +34,14 @@ def is_heatmap_layer(layer: Any) -> bool:
 
 
 def is_slide_candidate(layer: Any) -> bool:
-    """True for a 2-D (RGB or single-channel) Image layer that is not a heatmap."""
+    """True for a 2-D (RGB or single-channel) Image layer that is not a heatmap, nor one of
+    the dock's own overlays (the grid preview's lines)."""
     from napari.layers import Image
 
-    return isinstance(layer, Image) and layer.ndim == 2 and not is_heatmap_layer(layer)
+    from .canvas import is_outline_layer
+
+    return (isinstance(layer, Image) and layer.ndim == 2 and not is_heatmap_layer(layer)
+            and not is_outline_layer(layer))
 
 
 def _first(meta: dict[str, Any], keys: Sequence[str]) -> Any:

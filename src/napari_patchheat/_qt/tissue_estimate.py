@@ -88,10 +88,19 @@ class TissueEstimate:
     def __init__(self, cache: LayerCache, workers: Workers, on_ready: Callable[[], None]):
         self.cache, self.workers, self.on_ready = cache, workers, on_ready
 
+    def _source(self, slide: SlideLayer, level: int) -> tuple[Any, int]:
+        """:func:`tissue_source` of ``level``, built once per layer and data: each parameter
+        change asks for it, and the dask pyramid of a large array takes hundreds of ms to build."""
+        source = self.cache.get(slide.layer, ("source", level))
+        if source is None:
+            source = tissue_source(slide, level)
+            self.cache.set(slide.layer, ("source", level), source)
+        return source
+
     def _mask_key(self, slide: SlideLayer, level: int,
                   grid: PatchGrid) -> tuple[Any, int, tuple[Any, ...]]:
         """(tissue source, grid level in it, mask key) of a run of ``grid`` on ``level``."""
-        source, source_level = tissue_source(slide, level)
+        source, source_level = self._source(slide, level)
         mask_level = choose_mask_level(source, grid, source.downsamples[source_level])
         origin = "file" if slide.path is not None else ("level", level)
         return source, source_level, ("mask", origin, mask_level)
@@ -126,7 +135,7 @@ class TissueEstimate:
         """Whether what a run of ``level`` reads looks like fluorescence (a dark background:
         :func:`~napari_patchheat.tissue.is_fluorescence`); None until known (read off the GUI
         thread, then ``on_ready()``)."""
-        source, _ = tissue_source(slide, level)
+        source, _ = self._source(slide, level)
         key = ("fluorescence", "file" if slide.path is not None else ("level", level))
         value = self.cache.get(slide.layer, key, _MISSING)
         if isinstance(value, str):

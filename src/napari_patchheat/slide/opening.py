@@ -13,6 +13,8 @@ from .image import open_image
 from .pyramid import Slide
 from .tiff import open_tiff
 
+# the file names a slide reader takes (napari's reader claims these)
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jpg", ".jpeg")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 
