@@ -18,7 +18,7 @@ def test_slide_stem_drops_slide_extensions_only(name, stem):
 
 
 def heatmap(classes: tuple[str, ...]) -> Heatmap:
-    grid = PatchGrid(64, 64, 32)
+    grid = PatchGrid(64, 64, 32, 32)
     values = np.zeros((*grid.shape, len(classes)), np.float32)
     return Heatmap(values, grid, 0, (1.0, 1.0), classes, model_name="dab",
                    slide_path="/data/CMU-1.svs")
