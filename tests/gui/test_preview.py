@@ -285,8 +285,9 @@ def test_overlap_shows_single_patches_across_their_neighbours(viewer, widget):
     viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
     set_params(widget, 60, 20)
     cam = camera(viewer)
-    cam.center, cam.zoom = (500.0, 600.0), 3.0
+    cam.center, cam.zoom = (500.0, 600.0), 5.0
     widget.preview.update_now()
+    assert widget.preview.picture.lines is None  # close up: every patch a rectangle
     got = drawn_rects(widget)
     want, index = expected_rects(widget.grid, (1.0, 1.0), 1.0, world_view(viewer))
     k = match(got, want)
@@ -329,7 +330,7 @@ def test_overlap_shows_single_patches_across_their_neighbours(viewer, widget):
             assert sum(cx[start] + 1 < v < cx[stop - 1] - 1 for v in vertical) == 2
 
     set_params(widget, 60, 60)  # no overlap: nothing filled, nothing said
-    cam.zoom = 3.0
+    cam.zoom = 5.0
     widget.preview.update_now()
     assert widget.preview.layer.nshapes > 0
     assert (np.asarray(widget.preview.layer.face_color)[:, 3] == 0).all()

@@ -41,7 +41,7 @@ from .grid_overlay import (
 )
 from .slide_layer import SlideLayer
 
-PREVIEW_MAX_SHAPES = 100  # rectangles drawn at most; past them, the lines image
+PREVIEW_MAX_SHAPES = 160  # rectangles at most (napari: ~0.5 ms each); past them, the lines
 PREVIEW_DEBOUNCE_MS = 60  # redraw this long after the last parameter change or camera move
 PREVIEW_EDGE_SCREEN_PX = 1.5  # rectangle edges, in screen pixels at any zoom
 PREVIEW_MARGIN_FRACTION = 0.25  # the lines image reaches this share of the view past each side
