@@ -1,9 +1,10 @@
 """The dock widget's responsiveness, against naive baselines measured in the same run.
 
 1. Grid preview on a 100,000 x 100,000 px slide (a lazy dask pyramid: no pixels are stored):
-   time from a parameter change or a pan to the preview redrawn and painted, at several zooms,
-   against building the whole grid as napari shapes the naive way (capped at
-   NAIVE_MAX_SHAPES rectangles, the cost per rectangle extrapolated to the full grid).
+   time from a parameter change or a pan to the preview redrawn and painted, at several zooms
+   (rectangles close up, the image of the lines past them), with the longest single blocking
+   call of each kind, against building the whole grid as napari shapes the naive way (capped
+   at NAIVE_MAX_SHAPES rectangles, the cost per rectangle extrapolated to the full grid).
 2. GUI event-loop latency while a run streams results into the heatmap layer: a QTimer probe
    ticking every PROBE_MS, its lateness (median, p95) during a run whose worker is reniced
    (the widget's default) against a run whose worker is not, and the probe while idle.
@@ -33,6 +34,7 @@ from _util import gib, measure
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
 PROBE_MS = 10
+PREVIEW_CALLS = ("handler", "redraw", "camera", "paint")  # the event-loop turns part 1 times
 RUNS_FIRST_CELLS = 5
 FIRST_CELLS_TIMEOUT_S = 300.0
 REAL_SVS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -82,39 +84,88 @@ def timed(app, change) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def bench_preview(viewer, widget, app, reps: int) -> float:
+def bench_preview(viewer, widget, app, reps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """The preview at several zooms (see preview_row): the worst median (ms) with the grid, of
+    the rows drawn as rectangles and of those drawn as lines; and the longest single call (ms)
+    of the dock's parameter handler, the preview's redraw, the camera's handlers, the paint."""
     from napari_patchheat._qt.canvas import camera
 
     cam = camera(viewer)
     print(f"\n[1] grid preview, {SLIDE_PX:,} x {SLIDE_PX:,} px slide, size 224, level 0; "
-          f"median of {reps} updates each, ms")
-    print(f"    {'view (level-0 px across)':>26} {'in view':>10} {'drawn':>6} "
-          f"{'param change':>13} {'pan':>8}")
-    medians = []
-    for across in (1_500, 6_000, 25_000, SLIDE_PX * 1.05):
+          f"median of {reps} updates each, ms; then the longest single call of the row, ms")
+    t0 = time.perf_counter()
+    for stride in (112, 224):  # the status line's tissue mask of each stride read beforehand:
+        widget.stride.value = stride  # a read on a worker thread while napari slices the dask
+        while not (widget.tissue_ready and widget.workers.idle):  # slide can break napari's
+            settle(app, 0.05)  # dask cache (KeyError), and its CPU would be timed here
+    print(f"    the dock's background reads done in {time.perf_counter() - t0:.1f} s")
+    for across in (1_500, 25_000):  # napari makes each layer once: timed apart
         cam.zoom = viewer.canvas.size[1] / across
-        cam.center = (SLIDE_PX / 2, SLIDE_PX / 2)
+        t0 = time.perf_counter()
+        widget.preview.update_now()
+        print(f"    first draw (the layer made): {(time.perf_counter() - t0) * 1e3:.0f} ms, "
+              f"{'rectangles' if widget.preview.picture.lines is None else 'lines'}")
+    print(f"    {'level-0 px across':>17} {'in view':>9} {'drawn':>9} {'param':>6} {'pan 224':>8} "
+          f"{'pan 112':>8} {'no grid':>8} | {'handler':>7} {'redraw':>6} {'camera':>6} "
+          f"{'paint':>6}")
+    worst, longest = {"rectangles": 0.0, "lines": 0.0}, dict.fromkeys(PREVIEW_CALLS, 0.0)
+    for across in (1_500, 2_500, 6_000, 25_000, SLIDE_PX * 1.05):
+        picture, med, row = preview_row(viewer, widget, app, across, reps)
+        kind = "rectangles" if picture.lines is None else "lines"
+        worst[kind] = max(worst[kind], *med[:3])
+        longest = {k: max(v, row[k]) for k, v in longest.items()}
+        drawn = (f"{picture.n_shapes} rects" if picture.lines is None
+                 else "tint" if picture.lines.dense else "lines")
+        print(f"    {across:>17,.0f} {picture.in_view:>9,} {drawn:>9} {med[0]:>6.1f} "
+              f"{med[1]:>8.1f} {med[2]:>8.1f} {med[3]:>8.1f} | {row['handler']:>7.1f} "
+              f"{row['redraw']:>6.1f} {row['camera']:>6.1f} {row['paint']:>6.1f}")
+    widget.stride.value = 224
+    return worst, longest
+
+
+def preview_row(viewer, widget, app, across: float, reps: int):
+    """At a view ``across`` level-0 px wide, centred: the picture at stride 224, the median ms
+    from a parameter change (stride 224 <-> 112: overlap or not) or a pan of 1/7 of the view
+    (at 224, at 112, and with the grid hidden: napari's own cost) to the preview redrawn and
+    painted, and the longest single call (ms) of each of PREVIEW_CALLS."""
+    from napari_patchheat._qt.canvas import camera
+
+    cam, row = camera(viewer), dict.fromkeys(PREVIEW_CALLS, 0.0)
+
+    def turn(name: str, call) -> float:  # one event-loop turn: a blocking call
+        t0 = time.perf_counter()
+        call()
+        row[name] = max(row[name], ms := (time.perf_counter() - t0) * 1e3)
+        return ms
+
+    def update(name: str, call) -> float:  # a change, the debounced redraw, the paint
+        inside: list[float] = []
+        total = timed(app, lambda: inside.extend(
+            (turn(name, call), turn("redraw", widget.preview.update_now))))
+        row["paint"] = max(row["paint"], total - sum(inside))
+        return total
+
+    def pan(k: int) -> None:  # to and fro
+        cam.center = (SLIDE_PX / 2 + ((k % 4) - 1.5) * across / 7, SLIDE_PX / 2)
+
+    cam.zoom = viewer.canvas.size[1] / across
+    for k in range(4):  # napari reads (and caches) the slide's tiles at the pan positions
+        pan(k)
+        settle(app, 0.3)
+    cam.center = (SLIDE_PX / 2, SLIDE_PX / 2)
+    widget.stride.value = 224
+    widget.preview.update_now()
+    settle(app, 0.3)
+    picture = widget.preview.picture
+    times = [[update("handler", lambda s=(112, 224)[k % 2]: setattr(widget.stride, "value", s))
+              for k in range(reps)]]
+    for stride, shown in ((224, True), (112, True), (224, False)):
+        widget.stride.value, widget.show_grid.value = stride, shown
         widget.preview.update_now()
         settle(app, 0.2)
-        strides = [200, 224]
-        param, pan = [], []
-        for k in range(reps):
-            def change(s=strides[k % 2]) -> None:
-                widget.stride.value = s
-                widget.preview.update_now()  # what the debounce timer calls
-            param.append(timed(app, change))
-        widget.stride.value = 224
-        widget.preview.update_now()
-        sel = widget.preview.selection  # stride 224, centred
-        for k in range(reps):
-            def move(k=k, across=across) -> None:  # pans of 1/7 of the view, to and fro
-                cam.center = (SLIDE_PX / 2 + ((k % 4) - 1.5) * across / 7, SLIDE_PX / 2)
-                widget.preview.update_now()
-            pan.append(timed(app, move))
-        medians += [statistics.median(param), statistics.median(pan)]
-        print(f"    {across:>26,.0f} {sel.in_view:>10,} {sel.n_shown:>6} "
-              f"{statistics.median(param):>13.1f} {statistics.median(pan):>8.1f}")
-    return max(medians)
+        times.append([update("camera", lambda k=k: pan(k)) for k in range(reps)])
+    widget.show_grid.value = True
+    return picture, [statistics.median(t) for t in times], row
 
 
 def bench_naive(viewer, app, grid) -> float:
@@ -294,10 +345,15 @@ def part_preview(viewer, widget, app, quick: bool) -> None:
     """[1] the grid preview on the 100k slide against the naive full grid."""
     widget.size.value = widget.stride.value = 224
     print(f"status line: {' '.join(widget.status.value.split())}")
-    worst = bench_preview(viewer, widget, app, 5 if quick else 15)
+    worst, longest = bench_preview(viewer, widget, app, 5 if quick else 15)
     naive = bench_naive(viewer, app, widget.grid)
-    print(f"    preview, worst median over zooms: {worst:.1f} ms (target 150); naive full grid "
-          f"/ preview: {naive / worst:,.0f}x")
+    top = max(worst.values())
+    print(f"    preview, worst median over zooms: {top:.1f} ms (target 150): drawn as rectangles "
+          f"{worst['rectangles']:.1f} ms, as lines {worst['lines']:.1f} ms; naive full grid / "
+          f"preview: {naive / top:,.0f}x")
+    print(f"    longest blocking call: the preview's redraw {longest['redraw']:.1f} ms (target "
+          f"50); the dock's parameter handler {longest['handler']:.1f} ms, napari's camera "
+          f"handlers {longest['camera']:.1f} ms, paint {longest['paint']:.1f} ms")
 
 
 def part_latency(viewer, widget, app, run_s: float) -> None:
