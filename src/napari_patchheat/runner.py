@@ -126,7 +126,8 @@ class ModelCache:
         """What identifies a loaded model: its name or path (with the file's size and time, so
         a rewritten file is loaded again), resize and precision."""
         path = Path(spec.model)
-        stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.exists() else None
+        stat = path.stat() if path.exists() else None
+        stamp = None if stat is None else (stat.st_mtime_ns, stat.st_size)
         return spec.model, stamp, spec.options.resize, spec.options.mixed_precision
 
     def get(self, spec: RunSpec) -> Any:
