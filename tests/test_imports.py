@@ -116,11 +116,12 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
     ("grid", "density"),
-    ("slide", "options", "heatmap", "extract", "cache"),
+    ("slide", "options", "heatmap", "extract", "cache", "manifest"),
     ("tissue", "models", "export", "samples"),
     ("inference",),
     ("runner",),
-    ("_qt", "_reader", "_writer", "_sample_data", "cli"),  # `patchheat open` starts napari
+    # `patchheat open` starts napari; `batch` runs cli.run_job on dask workers
+    ("_qt", "_reader", "_writer", "_sample_data", "cli", "batch"),
 )
 
 
