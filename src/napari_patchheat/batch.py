@@ -2,13 +2,16 @@
 
 One task per slide runs what ``patchheat run`` runs (``cli.run_job``: the same HeatmapRun, the
 same files) in a worker process that loads each model once. With ``split_px`` a slide's task
-cuts its patch grid into regions of about N x N level pixels, submits them as tasks of their
-own (``worker_client``) and merges their values into its heatmap: the same grid, the same
-patches, the same values. Workers send patch counts as events on a topic the client
-subscribes to; the client writes the manifest (manifest.py) as slides finish. No scheduler of
-our own: a LocalCluster of worker processes by default, else the caller's Client (any
-scheduler: dask-jobqueue, Kubernetes, a scheduler file). Slides, models and the output folder
-must be on a filesystem the workers see. TensorFlow is imported by the workers only.
+cuts the patches its run would compute, in the run's reading order (block after block), into
+regions of about N x N level pixels, each a whole number of the run's batches, submits them as
+tasks of their own (``worker_client``) and merges their values into its heatmap: the same
+batches through the same model give the same values, bit for bit (a model's float results may
+depend on a patch's batch, so regions of other batches would not). Workers send patch counts
+as events on a topic the client subscribes to; the client writes the manifest (manifest.py) as
+slides finish. No scheduler of our own: a LocalCluster of worker processes by default, else
+the caller's Client (any scheduler: dask-jobqueue, Kubernetes, a scheduler file). Slides,
+models and the output folder must be on a filesystem the workers see. TensorFlow is imported
+by the workers only.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask
 import numpy as np
@@ -33,6 +36,7 @@ from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_com
 from distributed import worker_client as _worker_client
 
 from .cli import EXIT_FAILED, PROGRESS_EVERY_S, UserError, run_job
+from .extract import read_order
 from .grid import PatchGrid
 from .heatmap import slide_stem
 from .inference import HeatmapRun, Progress
@@ -80,25 +84,37 @@ class BatchJob:
         return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
+class TaskReport(NamedTuple):
+    """A task's last report: its slide, patches done and to do, the worker process's id."""
+
+    slide: str
+    done: int
+    total: int
+    pid: int
+
+
 @dataclass
 class BatchProgress:
-    """Where a batch stands: its manifest and, per task, (slide, patches done, patches to do)
-    as the workers last reported them."""
+    """Where a batch stands: its manifest and each task's last report (task -> TaskReport)."""
 
     manifest: Manifest
-    tasks: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    tasks: dict[str, TaskReport] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
-    def slide_patches(self, slide: str) -> tuple[int, int]:
-        """(done, to do) patches of ``slide`` in this batch, over its tasks reported so far."""
-        counts = [(d, t) for s, d, t in self.tasks.values() if s == slide]
-        return sum(d for d, _ in counts), sum(t for _, t in counts)
+    def slide_patches(self, row: SlideRow) -> tuple[int, int]:
+        """(done, to do) patches of ``row``'s slide in this batch: its tasks' reports while it
+        runs, its computed patches once it is ok, what was done when it failed."""
+        if row.status == "ok":
+            return row.computed, row.computed
+        done = sum(t.done for t in self.tasks.values() if t.slide == row.slide)
+        total = sum(t.total for t in self.tasks.values() if t.slide == row.slide)
+        return (done, total) if row.status == "pending" else (done, done)
 
     @property
     def patches(self) -> tuple[int, int]:
-        """(done, to do) patches over every task reported so far."""
-        return (sum(d for _, d, _ in self.tasks.values()),
-                sum(t for _, _, t in self.tasks.values()))
+        """(done, to do) patches over the batch's slides, as far as reported."""
+        counts = [self.slide_patches(r) for r in self.manifest.rows]
+        return sum(d for d, _ in counts), sum(t for _, t in counts)
 
     @property
     def finished(self) -> int:
@@ -174,7 +190,7 @@ def _client(client: Client | None) -> Iterator[Client]:
     if client is not None:
         yield client
         return
-    with LocalCluster(processes=True, dashboard_address=":0") as cluster, Client(cluster) as c:
+    with command_client(None, None, None, None) as c:
         yield c
 
 
@@ -190,7 +206,8 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
     def on_event(event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
         with lock:
-            progress.tasks[msg["task"]] = (msg["slide"], msg["done"], msg["total"])
+            progress.tasks[msg["task"]] = TaskReport(msg["slide"], msg["done"], msg["total"],
+                                                     msg["pid"])
             notify()
 
     client.register_plugin(ThreadLimits())
@@ -202,7 +219,7 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
         for i, row in enumerate(manifest.rows) if row.status == "pending"
     }
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             i = futures[future]
             row = _row(future, manifest.rows[i].slide)
             with lock:
@@ -302,64 +319,74 @@ def process_slide(slide: str, job: BatchJob) -> SlideRow:
                     regions=state["regions"], outputs={k: str(v) for k, v in files.items()})
 
 
-def split_regions(grid: PatchGrid, todo: np.ndarray, split_px: int) -> list[tuple[range, range]]:
-    """Blocks of patch rows and columns (``grid.blocks``) whose level region is at most
-    ``split_px`` level pixels a side (or one patch), those with a patch of ``todo`` in them."""
-    return [(rows, cols) for rows, cols in grid.blocks(split_px)
-            if todo[rows.start:rows.stop, cols.start:cols.stop].any()]
+def run_order(run: HeatmapRun) -> np.ndarray:
+    """(n, 2) grid indices (row, col) of the patches ``run`` computes, in the order its batches
+    take them: block after block of ``read_blocks``, row-major in each."""
+    todo = run.todo
+    parts = [np.argwhere(todo[r.start:r.stop, c.start:c.stop]) + (r.start, c.start)
+             for r, c in read_order(run.image, run.grid, run.block_px, run.backend)]
+    return np.concatenate(parts) if parts else np.empty((0, 2), np.int64)
+
+
+def split_order(order: np.ndarray, grid: PatchGrid, split_px: int,
+                batch_size: int) -> list[np.ndarray]:
+    """``order`` cut into consecutive regions of about ``split_px`` x ``split_px`` level pixels
+    of patches (by the grid's stride), each a whole number of batches: each region's batches
+    are the single run's, so each patch's value is too."""
+    per_batch = (split_px / grid.stride[0]) * (split_px / grid.stride[1]) / batch_size
+    size = max(1, round(per_batch)) * batch_size
+    return [order[i:i + size] for i in range(0, len(order), size)]
 
 
 def _compute_regions(run: HeatmapRun, slide: str, job: BatchJob,
                      state: dict[str, Any]) -> Iterator[Progress]:
     """The patches of ``run`` computed as region tasks on the cluster, merged into its
     heatmap as they finish; a Progress per region."""
-    regions = split_regions(run.grid, run.todo, job.split_px or 0)
+    regions = split_order(run_order(run), run.grid, job.split_px or 1, run.batch_size)
     state["regions"] = len(regions)
-    total, done, t0 = int(run.todo.sum()), 0, time.perf_counter()
+    total, done, t0 = sum(map(len, regions)), 0, time.perf_counter()
+    options = dataclasses.replace(run.options, tissue_threshold=0.0)  # the patches are given
     token = uuid.uuid4().hex[:8]
     with _worker_client() as client:
-        futures = [
-            client.submit(compute_region, slide, job, run.options, rows, cols,
-                          f"{slide}#{k}", retries=job.retries, resources=job.resources,
-                          key=f"patchheat-region-{Path(slide).name}-{k}-{token}")
-            for k, (rows, cols) in enumerate(regions)
-        ]
-        for future in as_completed(futures):
-            (r0, c0), values, computed = future.result()
-            fresh = ~np.isnan(values).any(axis=-1)
-            indices = np.argwhere(fresh) + (r0, c0)
-            run.heatmap.update(indices, values[fresh])
-            done += computed
-            yield Progress(indices, values[fresh], done, total, time.perf_counter() - t0)
+        futures = {
+            client.submit(compute_region, slide, job, options, indices, f"{slide}#{k}",
+                          retries=job.retries, resources=job.resources,
+                          key=f"patchheat-region-{Path(slide).name}-{k}-{token}"): indices
+            for k, indices in enumerate(regions)
+        }
+        for future in as_completed(futures, loop=client.loop):
+            indices, values = futures[future], future.result()
+            run.heatmap.update(indices, values)
+            done += len(indices)
+            yield Progress(indices, values, done, total, time.perf_counter() - t0)
 
 
 class _RegionRun(HeatmapRun):
-    """A HeatmapRun that computes only the patches of grid ``rows`` and ``cols``."""
+    """A HeatmapRun that computes exactly the patches ``indices`` (n, 2), cached or not."""
 
-    def __init__(self, slide: Any, model: Any, options: RunOptions, rows: range, cols: range):
+    def __init__(self, slide: Any, model: Any, options: RunOptions, indices: np.ndarray):
         super().__init__(slide, model, options)
-        self.region = (slice(rows.start, rows.stop), slice(cols.start, cols.stop))
+        self.indices = indices
 
     @property
     def todo(self) -> np.ndarray:
-        inside = np.zeros(self.grid.shape, bool)
-        inside[self.region] = True
-        return super().todo & inside
+        todo = np.zeros(self.grid.shape, bool)
+        todo[self.indices[:, 0], self.indices[:, 1]] = True
+        return todo
 
 
-def compute_region(slide: str, job: BatchJob, options: RunOptions, rows: range, cols: range,
-                   task: str) -> tuple[tuple[int, int], np.ndarray, int]:
-    """A region task: the patches of grid ``rows`` x ``cols`` of ``slide`` (``options.level``);
-    returns the region's origin (row, col), its values (NaN where not computed) and how many
-    patches it computed."""
+def compute_region(slide: str, job: BatchJob, options: RunOptions, indices: np.ndarray,
+                   task: str) -> np.ndarray:
+    """A region task: the patches ``indices`` (n, 2; grid rows and columns of the level and
+    grid of ``options``) of ``slide``, in their order's batches; returns their values
+    (n, classes)."""
     from .slide import open_slide
 
     with dask.config.set(scheduler=LOCAL_DASK_SCHEDULER), open_slide(slide) as s:
-        run = _RegionRun(s, _model(job, options), options, rows, cols)
-        done = 0
-        for p in _Reporter(job, slide, task).follow(run.run(), int(run.todo.sum())):
-            done = p.done
-        return (rows.start, cols.start), np.array(run.heatmap.values[run.region]), done
+        run = _RegionRun(s, _model(job, options), options, indices)
+        for _ in _Reporter(job, slide, task).follow(run.run(), len(indices)):
+            pass
+        return np.array(run.heatmap.values[indices[:, 0], indices[:, 1]])
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -395,19 +422,20 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
 def command_client(scheduler: str | None, workers: int | None, threads: int | None,
                    resources: dict[str, float] | None) -> Iterator[Client]:
     """A client of ``scheduler`` (an address, or a scheduler file), else of a LocalCluster of
-    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``."""
+    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``.
+    It is not made dask's default scheduler: this process's own dask reads stay local."""
     if scheduler is None:
         with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                           resources=resources, dashboard_address=":0") as cluster, \
-                Client(cluster) as client:
+                Client(cluster, set_as_default=False) as client:
             yield client
         return
     if workers is not None or threads is not None:
         raise ValueError("--workers and --threads-per-worker size the local cluster: start "
                          "the scheduler's workers with 'dask worker --nworkers N --nthreads T'.")
     try:
-        client = (Client(scheduler_file=scheduler) if Path(scheduler).is_file()
-                  else Client(scheduler))
+        client = (Client(scheduler_file=scheduler, set_as_default=False)
+                  if Path(scheduler).is_file() else Client(scheduler, set_as_default=False))
     except (OSError, TimeoutError) as exc:
         raise OSError(f"cannot reach the dask scheduler {scheduler}: {exc}") from None
     with client:
