@@ -227,3 +227,32 @@ def test_batch_command_runs_on_a_scheduler_started_with_the_dask_commands(genera
         cli_options = RunOptions(size=64, stride=48, padding="SAME", tissue_threshold=0.1)
         assert_same_files(row.outputs, reference(slide, tmp_path / "ref", cli_options,
                                                  ("npz", "csv")))
+
+
+def test_batch_flags():
+    from napari_patchheat.batch import parse_resources
+    from napari_patchheat.cli import build_parser, run_options
+
+    args = build_parser().parse_args(
+        ["batch", "a.svs", "b.svs", "--list", "l.txt", "--size", "64", "--out", "o",
+         "--scheduler", "tcp://h:8786", "--split-px", "4096", "--retries", "2",
+         "--resources", "GPU=1", "--format", "npz,csv"])
+    assert args.slides == [Path("a.svs"), Path("b.svs")] and args.slide_list == Path("l.txt")
+    assert (args.scheduler, args.split_px, args.retries) == ("tcp://h:8786", 4096, 2)
+    assert args.format == ["npz", "csv"] and run_options(args).size == (64, 64)
+    assert parse_resources(args.resources) == {"GPU": 1.0}
+    assert parse_resources("GPU=1, MEMORY=8e9") == {"GPU": 1.0, "MEMORY": 8e9}
+    with pytest.raises(ValueError, match="NAME=AMOUNT"):
+        parse_resources("GPU")
+
+
+def test_batch_without_slides_or_with_local_sizes_for_a_scheduler_is_one_line(capsys, tmp_path):
+    from napari_patchheat.cli import main
+
+    assert main(["batch", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "patchheat: error: no slides: give slide files, or --list FILE.")
+    assert main(["batch", "x.svs", "--out", str(tmp_path), "--scheduler", "tcp://h:1",
+                 "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "size the local cluster" in err and len(err.splitlines()) == 1
