@@ -114,17 +114,21 @@ def test_a_batch_equals_run_on_each_slide_fails_a_bad_one_and_skips_done_ones_ag
         client, generated, tmp_path):
     bad = tmp_path / "corrupt.svs"
     bad.write_bytes(b"II*\x00" + b"\x17" * 5000)  # a TIFF header, then nothing readable
-    slides = [*real_slides(), *generated, bad]
+    missing = tmp_path / "missing.svs"
+    slides = [*real_slides(), *generated, bad, missing]
+    good = slides[:-2]
     out = tmp_path / "batch"
     options = replace(OPTIONS, cache_dir=tmp_path / "cache")
     reports = []
     manifest = run_batch(slides, "dab", options, out, client, formats=FORMATS,
                          on_progress=lambda p: reports.append(p.patches))
     rows = {Path(r.slide).name: r for r in manifest.rows}
-    assert [r.status for r in manifest.rows] == ["ok"] * (len(slides) - 1) + ["failed"]
-    error = rows["corrupt.svs"].error
-    assert "corrupt.svs" in error and "\n" not in error and error.endswith(".")
-    for slide in slides[:-1]:
+    assert [r.status for r in manifest.rows] == ["ok"] * len(good) + ["failed"] * 2
+    for name in ("corrupt.svs", "missing.svs"):  # one sentence each
+        error = rows[name].error
+        assert name in error and "\n" not in error and error.endswith("."), error
+    assert rows["missing.svs"].error == f"{missing} does not exist: give the path of a slide file."
+    for slide in good:
         want = reference(slide, tmp_path / "ref")
         row = rows[slide.name]
         assert_same_files(row.outputs, want)
@@ -138,7 +142,7 @@ def test_a_batch_equals_run_on_each_slide_fails_a_bad_one_and_skips_done_ones_ag
 
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir() if "batch" not in p.name}
     again = run_batch(slides, "dab", options, out, client, formats=FORMATS)
-    assert [r.status for r in again.rows] == ["skipped"] * (len(slides) - 1) + ["failed"]
+    assert [r.status for r in again.rows] == ["skipped"] * len(good) + ["failed"] * 2
     assert [r.outputs for r in again.rows] == [r.outputs for r in manifest.rows]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
     other = run_batch(slides[:1], "dab", replace(options, stride=64), out, client)

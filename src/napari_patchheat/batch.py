@@ -243,7 +243,7 @@ def _row(future: Any, slide: str) -> SlideRow:
             "give the workers more memory, or use --split-px."))
     except Exception as exc:  # the worker's error, as one sentence
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if not isinstance(exc, (ValueError, OSError, RuntimeError)) or not text:
+        if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)) or not text:
             text = f"{type(exc).__name__}: {text}".rstrip(": ")
         return SlideRow(slide, "failed", error=text)
 
