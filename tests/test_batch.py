@@ -260,3 +260,20 @@ def test_batch_without_slides_or_with_local_sizes_for_a_scheduler_is_one_line(ca
                  "--workers", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert "size the local cluster" in err and len(err.splitlines()) == 1
+
+
+def test_batch_command_starts_a_local_cluster_and_exits_1_when_a_slide_failed(generated,
+                                                                              tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_patchheat.cli", "batch", generated[1],
+         tmp_path / "missing.svs", "--model", "dab", "--size", "64", "--no-cache", "--out", out,
+         "--workers", "1", "--threads-per-worker", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "2 slides: 1 ok, 1 failed" in done.stdout
+    assert f"failed: {tmp_path / 'missing.svs'}: {tmp_path / 'missing.svs'} does not exist" \
+        in done.stderr
+    row = Manifest.read(out).rows[0]
+    options = RunOptions(size=64, tissue_threshold=0.1)
+    assert_same_files(row.outputs, reference(generated[1], tmp_path / "ref", options, ("npz",)))
