@@ -83,14 +83,15 @@ def options() -> RunOptions:
     return RunOptions(size=PATCH_PX, stride=PATCH_PX, tissue_threshold=TISSUE, use_cache=False)
 
 
-def singles(model: str, paths: list[str]) -> None:
-    """Child process: the single runs of ``paths`` after a warm-up run; prints their seconds."""
+def singles(model: str, warm_slide: str, paths: list[str]) -> None:
+    """Child process: the single runs of ``paths`` after a warm-up run on ``warm_slide`` (as the
+    workers' warm-up: no tile of ``paths`` decoded before); prints their wall and CPU seconds."""
     from napari_patchheat.cli import run_job
     from napari_patchheat.models import load_model
 
     loaded = load_model(model)
     out = Path(tempfile.mkdtemp())
-    run_job(Path(paths[0]), loaded, out / "warm", ("npz",), options(), quiet=True)
+    run_job(Path(warm_slide), loaded, out / "warm", ("npz",), options(), quiet=True)
     wall, cpu0 = 0.0, time.process_time()
     for p in paths:
         t0 = time.perf_counter()
@@ -99,9 +100,10 @@ def singles(model: str, paths: list[str]) -> None:
     print(json.dumps([wall, time.process_time() - cpu0]))
 
 
-def single_runs(model: str, paths: list[Path]) -> tuple[float, float]:
+def single_runs(model: str, warm_slide: str, paths: list[Path]) -> tuple[float, float]:
     """(wall, CPU) seconds of the single runs of ``paths``, in a warm child process."""
-    out = subprocess.run([sys.executable, __file__, "--singles", model, *map(str, paths)],
+    out = subprocess.run([sys.executable, __file__, "--singles", model, warm_slide,
+                          *map(str, paths)],
                          env={**os.environ, **ONE_THREAD}, capture_output=True, text=True,
                          check=True)
     wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
@@ -163,7 +165,7 @@ def main() -> None:
     ap.add_argument("--singles", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.singles:
-        return singles(args.singles[0], args.singles[1:])
+        return singles(args.singles[0], args.singles[1], args.singles[2:])
     size, repeats = (4096, 1) if args.quick else (8192, REPEATS)
     paths = slides(size, N_SLIDES, "s")
     big = slides(BIG * size, 1, "big")[0]
@@ -187,7 +189,7 @@ def main() -> None:
                     wall, cpu = batch_times(client, paths, model)
                     best[0] = min(best[0], wall)
                     if workers == 1:  # the single runs, while this cluster idles
-                        single_wall, single_cpu = single_runs(model, paths)
+                        single_wall, single_cpu = single_runs(model, warm_slide, paths)
                         best[1] = min(best[1], single_wall)
                         cpu_ratio[name] = min(cpu_ratio.get(name, np.inf), cpu / single_cpu)
                     else:
