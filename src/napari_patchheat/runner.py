@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .grid import as_numpy
 from .inference import Progress
 from .options import RunOptions
 
@@ -364,7 +365,7 @@ def array_to_tiff(image: Any, folder: str | Path | None = None, mpp: float | Non
 
     def tiles() -> Iterator[np.ndarray]:
         for y in range(0, h, tile):
-            band = np.asarray(image[y : y + tile])
+            band = as_numpy(image[y : y + tile])
             for x in range(0, w, tile):
                 yield band[:, x : x + tile]
 

@@ -36,7 +36,7 @@ from napari.components.overlays import TextOverlay
 from napari.utils.notifications import show_info
 
 from ..export import FORMATS, export_heatmap
-from ..grid import PatchGrid
+from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
 from .threads import Workers
@@ -68,7 +68,7 @@ def thumbnail(slide: SlideLayer) -> np.ndarray:
     level = thumbnail_level([slide.level_shape(i) for i in range(len(slide.levels))],
                             THUMBNAIL_PX)
     k = max(1, max(slide.level_shape(level)) // THUMBNAIL_PX)
-    return np.asarray(slide.levels[level][::k, ::k])
+    return as_numpy(slide.levels[level][::k, ::k])
 
 
 def write_export(heatmap: Heatmap, folder: Path, stem: str, formats: list[str],

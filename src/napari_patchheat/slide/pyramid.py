@@ -25,6 +25,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from ..grid import as_numpy
 from .arrays import CHUNK_TARGET_PX, LoadedOnce, as_dask
 from .errors import SlideError
 
@@ -119,7 +120,7 @@ class Slide:
         from PIL import Image
 
         level = thumbnail_level([lv.shape for lv in self.levels], max_px)
-        image = Image.fromarray(np.asarray(self.levels[level]))
+        image = Image.fromarray(as_numpy(self.levels[level]))
         image.thumbnail((max_px, max_px), Image.Resampling.BOX)
         return np.asarray(image)
 
@@ -218,7 +219,7 @@ def _halved(level: da.Array) -> da.Array:
 
 def _kept_once_computed(level: da.Array) -> da.Array:
     """``level`` computed whole on its first read and kept (zooming out is then fast)."""
-    pixels = LoadedOnce(lambda: np.asarray(level), level.shape, level.dtype)
+    pixels = LoadedOnce(lambda: as_numpy(level), level.shape, level.dtype)
     return as_dask(pixels, f"computed {level.name}", level.chunks)
 
 
