@@ -20,7 +20,14 @@ from qtpy.QtWidgets import QLabel
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import HEATMAP_META_KEY
-from .canvas import add_outline_layer, add_outlines, camera, remove_layer, screen_px_to_world
+from .canvas import (
+    add_outline_layer,
+    add_outlines,
+    camera,
+    one_update,
+    remove_layer,
+    screen_px_to_world,
+)
 from .hover import heatmap_cell_at
 from .slide_layer import SlideLayer
 from .widgets import TextLabel
@@ -229,10 +236,11 @@ class PatchInspector(Container):
             layer = self.highlight = add_outline_layer(
                 self.viewer, HIGHLIGHT_LAYER_NAME, HIGHLIGHT_EDGE_COLOR, **slide.unit_kwargs())
         slide.match_units(layer)
-        if layer.nshapes:
-            layer.data = []
-        add_outlines(layer, rect, screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX),
-                     HIGHLIGHT_EDGE_COLOR)
+        with one_update(layer):
+            if layer.nshapes:
+                layer.data = []
+            add_outlines(layer, rect, screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX),
+                         HIGHLIGHT_EDGE_COLOR)
 
     def _show(self, rgb: np.ndarray) -> None:
         self.shown = np.ascontiguousarray(rgb)

@@ -24,6 +24,7 @@ from .canvas import (
     add_overlay_layer,
     camera,
     canvas_size,
+    one_update,
     remove_layer,
     screen_px_to_world,
     view_rect_world,
@@ -226,21 +227,24 @@ class GridPreview:
             layer = self.layer = add_outline_layer(self.viewer, PREVIEW_LAYER_NAME, LINE_COLOR,
                                                    **self._new_layer_kwargs)
             self._keys, self._look = [], None
-        if look is not None and look == self._look and layer.nshapes == len(self._keys):
-            wanted, had = set(keys), set(self._keys)
-            gone = [i for i, k in enumerate(self._keys) if k not in wanted]
-            new = [k for k in keys if k not in had]
-            if len(gone) + len(new) < len(keys):
-                if gone:
-                    layer.selected_data = set(gone)
-                    layer.remove_selected()
-                self._add(layer, *shapes(new))
-                self._keys = [k for k in self._keys if k in wanted] + new
-                return
-        if layer.nshapes:
-            layer.data = []
-        self._add(layer, *shapes(keys))
-        self._keys, self._look = list(keys), look
+        if not keys and not layer.nshapes:
+            return
+        with one_update(layer):
+            if look is not None and look == self._look and layer.nshapes == len(self._keys):
+                wanted, had = set(keys), set(self._keys)
+                gone = [i for i, k in enumerate(self._keys) if k not in wanted]
+                new = [k for k in keys if k not in had]
+                if len(gone) + len(new) < len(keys):
+                    if gone:
+                        layer.selected_data = set(gone)
+                        layer.remove_selected()
+                    self._add(layer, *shapes(new))
+                    self._keys = [k for k in self._keys if k in wanted] + new
+                    return
+            if layer.nshapes:
+                layer.data = []
+            self._add(layer, *shapes(keys))
+            self._keys, self._look = list(keys), look
 
     def _add(self, layer: Any, rects: np.ndarray, edges: np.ndarray, faces: np.ndarray) -> None:
         add_outlines(layer, rects, self.edge_width(), edges, faces)
@@ -265,12 +269,12 @@ class GridPreview:
         first = [p.start + p.step / 2 - 0.5 for p in pixels]
         scale = np.array([p.step * w for p, w in zip(pixels, slide.world_per_px)])
         translate = slide.to_world(np.array(first))
-        layer.data = picture.rgba
-        # each property set is a refresh (a thumbnail, the layer list): only those that changed
-        if not np.array_equal(layer.scale[-2:], scale):
-            layer.scale = scale
-        if not np.array_equal(layer.translate[-2:], translate):
-            layer.translate = translate
+        with one_update(layer):
+            layer.data = picture.rgba
+            if not np.array_equal(layer.scale[-2:], scale):
+                layer.scale = scale
+            if not np.array_equal(layer.translate[-2:], translate):
+                layer.translate = translate
         if not layer.visible:
             layer.visible = True
         return picture
