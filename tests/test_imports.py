@@ -117,7 +117,7 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 LAYERS = (
     ("grid", "density"),
     ("slide", "options", "heatmap", "extract", "cache"),
-    ("tissue", "models", "export", "samples", "roi", "regions", "overlap"),
+    ("tissue", "models", "export", "samples", "roi", "regions", "region_stats", "overlap"),
     ("inference",),
     ("runner",),
     ("_qt", "_reader", "_writer", "_sample_data", "cli"),  # `patchheat open` starts napari

@@ -93,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="GeoJSON: leave a multi-class model's tiles unclassified where their "
                           "top class's value is below this (default: each gets its top class)")
 
+    reg = sub.add_parser("regions", help="threshold a heatmap written by 'run' into regions "
+                                         "(QuPath GeoJSON annotations) and numbers per region")
+    reg.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    reg.add_argument("--class", dest="class_name", default=None,
+                     help="class to threshold (default: the heatmap's only class)")
+    reg.add_argument("--threshold", type=float, required=True,
+                     help="regions are where the class is at or above this")
+    reg.add_argument("--smooth", type=float, default=0.0,
+                     help="Gaussian smoothing before the threshold, in cells (default 0: none)")
+    reg.add_argument("--roi", type=Path, default=None,
+                     help="numbers per region of interest too: GeoJSON of polygons in level-0 "
+                          "px or a mask image (see run --roi)")
+    reg.add_argument("--out", type=Path, default=None,
+                     help="output folder (default: the heatmap's folder)")
+
     demo = sub.add_parser("demo", help="the IHC sample through 'dab', then the generated slide "
                                        "through 'tissue'; opens napari when there is a display")
     demo.add_argument("--out", type=Path, default=Path("patchheat-demo"),
@@ -269,6 +284,54 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
     return written
 
 
+def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth: float = 0.0,
+                roi: Path | None = None, out: Path | None = None) -> dict[str, Path]:
+    """Threshold a heatmap file into regions; write ``<stem>.regions.geojson`` (QuPath
+    annotations with their numbers) and ``<stem>.regions.csv`` (numbers for every computed
+    patch, each region of interest, each region) and print the table. Returns the files."""
+    from .export import read_ome_tiff
+    from .heatmap import Heatmap
+    from .region_stats import format_stats, region_stats, stats_measurements, write_stats_csv
+    from .regions import heatmap_regions, write_regions_geojson
+    from .roi import load_roi, region_patch_masks
+
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: give a heatmap .npz or .ome.tif written by run.")
+    heatmap = Heatmap.load_npz(path) if path.suffix == ".npz" else read_ome_tiff(path)
+    if class_name is None and len(heatmap.class_names) > 1:
+        raise UserError(f"this heatmap has classes {', '.join(heatmap.class_names)}: choose "
+                        "one with --class.")
+    c = heatmap.class_index(class_name if class_name is not None else 0)
+    name = heatmap.class_names[c]
+    found = heatmap_regions(heatmap, c, threshold, smooth=smooth)
+    rows = [region_stats(heatmap, "all computed patches", "all", heatmap.computed, threshold)]
+    if roi is not None:
+        regions = load_roi(roi)
+        if not isinstance(regions, list):
+            raise UserError("--roi takes a GeoJSON of polygons here, not a mask image.")
+        g, d = heatmap.grid, heatmap.downsample
+        shape = heatmap.slide_shape or (g.height * d[0], g.width * d[1])
+        masks = region_patch_masks(regions, g, d, shape)
+        rows += [region_stats(heatmap, r.name, "roi", m, threshold, r.geometry)
+                 for r, m in zip(regions, masks)]
+    found_rows = [region_stats(heatmap, r.name, "region", r.patches, threshold, r.geometry)
+                  for r in found]
+    folder = out if out is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = path.name.removesuffix(".npz").removesuffix(".ome.tif")
+    files = {
+        "geojson": write_regions_geojson(
+            found, folder / f"{stem}.regions.geojson", class_name=name, class_index=c,
+            measurements=[stats_measurements(r) for r in found_rows],
+            metadata={"class": name, "threshold": threshold, "smooth_cells": smooth,
+                      "heatmap": heatmap.metadata()}),
+        "csv": write_stats_csv(rows + found_rows, heatmap.class_names,
+                               folder / f"{stem}.regions.csv"),
+    }
+    print(format_stats(rows + found_rows, name))
+    return files
+
+
 def demo(out: Path, viewer: bool) -> int:
     """The README's main job: IHC sample through 'dab', generated slide through 'tissue'."""
     from .samples import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
@@ -316,6 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             files = run_job(args.slide, args.model, args.out, args.format, run_options(args),
                             mpp=args.mpp, positive_threshold=args.positive_threshold,
                             min_probability=args.min_probability)
+            for fmt, path in files.items():
+                print(f"{fmt}: {path}")
+            return 0
+        if args.command == "regions":
+            files = regions_job(args.heatmap, args.class_name, args.threshold,
+                                smooth=args.smooth, roi=args.roi, out=args.out)
             for fmt, path in files.items():
                 print(f"{fmt}: {path}")
             return 0

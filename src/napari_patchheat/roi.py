@@ -174,7 +174,7 @@ def load_roi(source: RoiSource) -> list[Region] | MaskRoi:
     return regions
 
 
-def check_inside_slide(regions: Sequence[Region], slide_shape: Sequence[int]) -> None:
+def check_inside_slide(regions: Sequence[Region], slide_shape: Sequence[float]) -> None:
     """A ValueError naming the first region that reaches outside the slide (level-0 h, w)."""
     h, w = float(slide_shape[0]), float(slide_shape[1])
     tol = OUTSIDE_TOLERANCE_PX
@@ -189,7 +189,7 @@ def check_inside_slide(regions: Sequence[Region], slide_shape: Sequence[int]) ->
 
 # --- patches inside -----------------------------------------------------------------------------
 def roi_fraction(roi: list[Region] | MaskRoi, grid: PatchGrid,
-                 downsample: float | Sequence[float], slide_shape: Sequence[int]) -> np.ndarray:
+                 downsample: float | Sequence[float], slide_shape: Sequence[float]) -> np.ndarray:
     """Fraction (0..1) of each patch's effective level-0 box inside the region, float64
     (rows, cols). ``downsample`` is the grid's level's; ``slide_shape`` the level-0 (h, w)."""
     if isinstance(roi, MaskRoi):
@@ -199,7 +199,7 @@ def roi_fraction(roi: list[Region] | MaskRoi, grid: PatchGrid,
 
 
 def roi_centres(roi: list[Region] | MaskRoi, grid: PatchGrid,
-                downsample: float | Sequence[float], slide_shape: Sequence[int]) -> np.ndarray:
+                downsample: float | Sequence[float], slide_shape: Sequence[float]) -> np.ndarray:
     """bool (rows, cols): patches whose box centre (level-0 px) lies inside the region."""
     dy, dx = as_float_pair("downsample", downsample)
     ey, ex = grid.effective_size
@@ -216,7 +216,7 @@ def roi_centres(roi: list[Region] | MaskRoi, grid: PatchGrid,
 
 
 def roi_patch_mask(roi: RoiSource, grid: PatchGrid,
-                   downsample: float | Sequence[float], slide_shape: Sequence[int], *,
+                   downsample: float | Sequence[float], slide_shape: Sequence[float], *,
                    min_fraction: float = DEFAULT_MIN_FRACTION, centre: bool = False
                    ) -> np.ndarray:
     """bool (rows, cols): the patches inside ``roi`` (any form :func:`load_roi` takes).
@@ -230,17 +230,31 @@ def roi_patch_mask(roi: RoiSource, grid: PatchGrid,
     loaded = load_roi(roi)
     if not isinstance(loaded, MaskRoi):
         check_inside_slide(loaded, slide_shape)
-    if centre:
-        inside = roi_centres(loaded, grid, downsample, slide_shape)
-    else:
-        # a tolerance for rounding: a box exactly half inside counts as half
-        inside = roi_fraction(loaded, grid, downsample, slide_shape) >= min_fraction - 1e-9
+    inside = _inside(loaded, grid, downsample, slide_shape, min_fraction, centre)
     if not inside.any():
         rule = "centre" if centre else f"{min_fraction:.0%} of its area"
         raise ValueError(f"the region holds no patch of the {grid.rows} x {grid.cols} grid (a "
                          f"patch counts when {rule} is inside): draw a larger region or use "
                          "smaller patches.")
     return inside
+
+
+def _inside(roi: list[Region] | MaskRoi, grid: PatchGrid, downsample: float | Sequence[float],
+            slide_shape: Sequence[float], min_fraction: float, centre: bool) -> np.ndarray:
+    if centre:
+        return roi_centres(roi, grid, downsample, slide_shape)
+    # a tolerance for rounding: a box exactly half inside counts as half
+    return roi_fraction(roi, grid, downsample, slide_shape) >= min_fraction - 1e-9
+
+
+def region_patch_masks(regions: Sequence[Region], grid: PatchGrid,
+                       downsample: float | Sequence[float], slide_shape: Sequence[float], *,
+                       min_fraction: float = DEFAULT_MIN_FRACTION, centre: bool = False
+                       ) -> list[np.ndarray]:
+    """bool (rows, cols) per region: its patches by the rule of :func:`roi_patch_mask` (a
+    region with none gets an empty mask; regions outside the slide are a ValueError)."""
+    check_inside_slide(regions, slide_shape)
+    return [_inside([r], grid, downsample, slide_shape, min_fraction, centre) for r in regions]
 
 
 def union(regions: Sequence[Region]) -> shapely.Geometry:
