@@ -257,6 +257,18 @@ def region_patch_masks(regions: Sequence[Region], grid: PatchGrid,
     return [_inside([r], grid, downsample, slide_shape, min_fraction, centre) for r in regions]
 
 
+def scaled_roi(roi: Any, fy: float, fx: float) -> Any:
+    """``roi`` with its regions' coordinates times (fy, fx) (e.g. level-0 px -> level px);
+    mask images, scaled over the slide, and None stay as they are."""
+    if roi is None or isinstance(roi, MaskRoi):
+        return roi
+    loaded = load_roi(roi)
+    if isinstance(loaded, MaskRoi):
+        return loaded
+    return [Region(r.name, shapely.transform(r.geometry, lambda xy: xy * (fx, fy)))
+            for r in loaded]
+
+
 def union(regions: Sequence[Region]) -> shapely.Geometry:
     """All regions as one geometry (overlaps counted once)."""
     geoms = [r.geometry for r in regions]
