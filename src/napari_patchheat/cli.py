@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--out", type=Path, default=None,
                      help="output folder (default: the heatmap's folder)")
 
+    ov = sub.add_parser("overlap", help="the overlap-averaged map of a heatmap written by 'run' "
+                                        "(each cell the mean of the patches over it) as a TIFF")
+    ov.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    ov.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: the heatmap's folder)")
+
     demo = sub.add_parser("demo", help="the IHC sample through 'dab', then the generated slide "
                                        "through 'tissue'; opens napari when there is a display")
     demo.add_argument("--out", type=Path, default=Path("patchheat-demo"),
@@ -284,20 +290,37 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
     return written
 
 
+def load_heatmap(path: Path) -> Heatmap:
+    """A heatmap file written by ``run``: .npz, or the OME-TIFF export."""
+    from .export import read_ome_tiff
+    from .heatmap import Heatmap
+
+    if not path.is_file():
+        raise UserError(f"{path} does not exist: give a heatmap .npz or .ome.tif written by run.")
+    return Heatmap.load_npz(path) if path.suffix == ".npz" else read_ome_tiff(path)
+
+
+def overlap_job(path: Path, out: Path | None = None) -> Path:
+    """Write the overlap-averaged map of a heatmap file as ``<stem>.overlap.tif``."""
+    from .overlap import overlap_map, write_overlap_tiff
+
+    overlap = overlap_map(load_heatmap(path))
+    folder = out if out is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = path.name.removesuffix(".npz").removesuffix(".ome.tif")
+    return write_overlap_tiff(overlap, folder / f"{stem}.overlap.tif")
+
+
 def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth: float = 0.0,
                 roi: Path | None = None, out: Path | None = None) -> dict[str, Path]:
     """Threshold a heatmap file into regions; write ``<stem>.regions.geojson`` (QuPath
     annotations with their numbers) and ``<stem>.regions.csv`` (numbers for every computed
     patch, each region of interest, each region) and print the table. Returns the files."""
-    from .export import read_ome_tiff
-    from .heatmap import Heatmap
     from .region_stats import format_stats, region_stats, stats_measurements, write_stats_csv
     from .regions import heatmap_regions, write_regions_geojson
     from .roi import load_roi, region_patch_masks
 
-    if not path.is_file():
-        raise UserError(f"{path} does not exist: give a heatmap .npz or .ome.tif written by run.")
-    heatmap = Heatmap.load_npz(path) if path.suffix == ".npz" else read_ome_tiff(path)
+    heatmap = load_heatmap(path)
     if class_name is None and len(heatmap.class_names) > 1:
         raise UserError(f"this heatmap has classes {', '.join(heatmap.class_names)}: choose "
                         "one with --class.")
@@ -387,6 +410,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 smooth=args.smooth, roi=args.roi, out=args.out)
             for fmt, path in files.items():
                 print(f"{fmt}: {path}")
+            return 0
+        if args.command == "overlap":
+            print(f"overlap: {overlap_job(args.heatmap, args.out)}")
             return 0
         if args.command == "demo":
             return demo(args.out, not args.no_viewer)

@@ -27,6 +27,7 @@ from ..tissue import FLUORESCENCE_MODEL_WARNING
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
+from .overlap_panel import OverlapPanel
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
@@ -43,7 +44,7 @@ DEFAULT_SIZE_PX = 224
 DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
 DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a laptop's screen
 DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
-REGIONS_SECTION = "Regions and numbers"
+REGIONS_SECTION, OVERLAP_SECTION = "Regions and numbers", "Smoother map"
 NO_SLIDE = "Open a slide (an image layer) to start."
 
 
@@ -108,6 +109,7 @@ class PatchHeatWidget(Container):
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
         self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error)
+        self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -128,6 +130,7 @@ class PatchHeatWidget(Container):
             DISPLAY_SECTION: self.display,
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
+            OVERLAP_SECTION: self.overlap,
         }
         body = QWidget()
         column = QVBoxLayout(body)
@@ -139,7 +142,8 @@ class PatchHeatWidget(Container):
             box.layout().setContentsMargins(0, 0, 0, 0)
             content.native.layout().setContentsMargins(4, 0, 4, 4)
             box.addWidget(content.native)
-            if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION):
+            if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
+                             OVERLAP_SECTION):
                 box.expand(animate=False)
             column.addWidget(box)
         column.addStretch()
