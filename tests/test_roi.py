@@ -138,6 +138,8 @@ def test_geojson_with_holes_multipolygons_and_a_bow_tie(tmp_path):
     ("{not json", "is not JSON"),
     (json.dumps({"type": "FeatureCollection", "features": []}), "has no Polygon"),
     (json.dumps({"type": "Point", "coordinates": [1, 2]}), "has no Polygon"),
+    (json.dumps({"type": "Polygon", "coordinates": [[1, 2]]}),
+     "feature 1 is not a valid GeoJSON geometry"),
 ])
 def test_bad_geojson_is_one_sentence(tmp_path, content, message):
     path = tmp_path / "bad.geojson"

@@ -14,7 +14,7 @@ from gui_helpers import random_heatmap, text
 from napari_patchheat._qt.roi_panel import REGIONS_META_KEY, WHOLE_SLIDE
 from napari_patchheat._qt.run_panel import _tiff_spec
 from napari_patchheat._qt.slide_layer import SlideLayer
-from napari_patchheat.roi import MaskRoi, Region, roi_patch_mask
+from napari_patchheat.roi import MaskRoi, Region, read_roi_geojson, roi_patch_mask
 
 # regions in level-0 px, QuPath's convention (pixel p covers [p, p + 1))
 BOX = (300.0, 200.0, 1500.0, 900.0)  # x0, y0, x1, y1
@@ -115,7 +115,7 @@ def test_a_layer_without_a_file_runs_its_level_with_the_regions_scaled(widget, s
     assert spec.options.roi[0].geometry.equals(shapely.box(x0 / dx, y0 / dy, x1 / dx, y1 / dy))
 
 
-def test_regions_and_numbers_of_a_heatmap(viewer, widget, svs):
+def test_regions_and_numbers_of_a_heatmap(viewer, widget, svs, tmp_path):
     heatmap = random_heatmap(svs, 0, 64, 64, classes=("a",), padding="VALID", seed=2)
     widget.display.show(heatmap, svs)
     panel = widget.regions
@@ -140,6 +140,11 @@ def test_regions_and_numbers_of_a_heatmap(viewer, widget, svs):
     on_lattice = (corners - np.asarray(translate) + np.asarray(scale) / 2) / np.asarray(scale)
     np.testing.assert_allclose(on_lattice, np.round(on_lattice), atol=1e-6)
     assert panel.compute() and sum(REGIONS_META_KEY in lay.metadata for lay in viewer.layers) == 1
+    widget.display.export_folder.value = tmp_path
+    widget.display.export_stem.value = "cmu"
+    files = panel.export()
+    back = read_roi_geojson(files["geojson"])
+    assert len(back) == n_regions and files["csv"].read_text().count("\n") == len(panel.rows) + 1
     panel.threshold.value = 1.0
     assert not panel.compute()
     assert "no computed patch has a >= 1" in text(widget.status)

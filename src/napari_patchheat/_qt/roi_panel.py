@@ -10,6 +10,7 @@ The patches inside come from :mod:`napari_patchheat.roi`, the same code the run 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +19,14 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushBu
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
-from ..region_stats import PERCENTILE, RegionStats, region_stats
-from ..regions import HeatRegion, heatmap_regions
+from ..region_stats import (
+    PERCENTILE,
+    RegionStats,
+    region_stats,
+    stats_measurements,
+    write_stats_csv,
+)
+from ..regions import HeatRegion, heatmap_regions, write_regions_geojson
 from ..roi import (
     DEFAULT_MIN_FRACTION,
     MaskRoi,
@@ -175,20 +182,25 @@ class RegionsPanel(Container):
 
     def __init__(self, viewer: Any, source: Callable[[], Any],
                  roi: Callable[[SlideLayer], RegionSource | None],
-                 on_error: Callable[[str], None]):
+                 on_error: Callable[[str], None], destination: Callable[[], tuple[Path, str]]):
         self.viewer, self.source, self.roi, self.on_error = viewer, source, roi, on_error
+        self.destination = destination
         self.threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05, value=0.5)
         self.smooth = FloatSpinBox(label="smooth (cells)", min=0.0, max=50.0, step=0.5,
                                    value=0.0)
         self.compute_button = PushButton(text="Regions and numbers")
+        self.export_button = PushButton(text="Export regions (GeoJSON, CSV)", enabled=False)
         self.table = Table()
         self.info = TextLabel()
         self.layer: Any = None
         self.rows: list[RegionStats] = []
+        self.found: list[HeatRegion] = []
+        self._of: tuple[Heatmap, int, float] | None = None  # heatmap, class, threshold
         super().__init__(labels=False, widgets=[
             Container(widgets=[self.threshold, self.smooth]), self.compute_button, self.info,
-            self.table])
+            self.table, self.export_button])
         self.compute_button.changed.connect(self.compute)
+        self.export_button.changed.connect(self.export)
 
     def compute(self, *_: Any) -> bool:
         """Find the regions of the heatmap in use, show them and their numbers; False (and a
@@ -210,11 +222,37 @@ class RegionsPanel(Container):
             self.on_error(str(exc))
             return False
         rows += [region_stats(heatmap, r.name, "region", r.patches, t, r.geometry) for r in found]
-        self.rows = rows
+        self.rows, self.found, self._of = rows, found, (heatmap, c, t)
+        self.export_button.enabled = True
         self._show_layer(found, slide, f"{layer.name} regions >= {t:g}")
         self._show_table(rows, heatmap.class_names[c], t)
         self.info.value = f"{len(found):,} regions of {heatmap.class_names[c]} >= {t:g}"
         return True
+
+    def export(self, *_: Any) -> dict[str, Path]:
+        """Write the regions (QuPath annotations with their numbers) and the table (CSV) as
+        ``<stem>.regions.geojson`` and ``.csv`` in the Export folder."""
+        if self._of is None:
+            return {}
+        heatmap, c, t = self._of
+        folder, stem = self.destination()
+        name = heatmap.class_names[c]
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            regions = [r for r in self.rows if r.kind == "region"]
+            files = {
+                "geojson": write_regions_geojson(
+                    self.found, folder / f"{stem}.regions.geojson", class_name=name,
+                    class_index=c, measurements=[stats_measurements(r) for r in regions],
+                    metadata={"class": name, "threshold": t,
+                              "smooth_cells": float(self.smooth.value)}),
+                "csv": write_stats_csv(self.rows, heatmap.class_names,
+                                       folder / f"{stem}.regions.csv")}
+        except OSError as exc:
+            self.on_error(f"cannot write the regions to {folder}: {exc.strerror or exc}.")
+            return {}
+        self.info.value = f"wrote {files['geojson'].name} and {files['csv'].name} in {folder}"
+        return files
 
     def _roi_rows(self, heatmap: Heatmap, slide: SlideLayer, t: float) -> list[RegionStats]:
         roi = self.roi(slide)

@@ -108,7 +108,8 @@ class PatchHeatWidget(Container):
         self.hover = HoverStatus(viewer)
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
-        self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error)
+        self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
+                                    self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
 
     def _lay_out(self) -> None:
@@ -320,6 +321,10 @@ class PatchHeatWidget(Container):
     def _roi(self, slide: SlideLayer) -> Any:
         """The region of interest of a run on ``slide`` (level-0 px), or None."""
         return self.region.roi(slide)
+
+    def _export_destination(self) -> tuple[Path, str]:
+        """The Export section's folder and file stem."""
+        return Path(self.display.export_folder.value), str(self.display.export_stem.value)
 
     def _regions_source(self) -> Any:
         layer = self.display.layer
