@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import shapely
+import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -168,3 +169,10 @@ def test_cli_regions_writes_the_annotations_and_the_numbers(tmp_path, capsys):
     assert lines[0].startswith("region,kind,patches,area_um2,region_area_um2,c0_mean")
     assert [line.split(",")[1:3] for line in lines[1:]] == [
         ["all", "100"], ["roi", "50"], ["region", "16"], ["region", "4"]]
+    mask = np.zeros((10, 10), np.uint8)
+    mask[:, :3] = 1  # the left 30 px of the 100 px slide: patch columns 0-2
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    assert main(["regions", str(npz), "--class", "c1", "--threshold", "0.5", "--roi",
+                 str(tmp_path / "mask.tif")]) == 0
+    lines = (tmp_path / "s.dab.regions.csv").read_text().splitlines()
+    assert lines[2].split(",")[:3] == ["mask", "roi", "30"]

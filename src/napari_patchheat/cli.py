@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Gaussian smoothing before the threshold, in cells (default 0: none)")
     reg.add_argument("--roi", type=Path, default=None,
                      help="numbers per region of interest too: GeoJSON of polygons in level-0 "
-                          "px or a mask image (see run --roi)")
+                          "px (a row per feature) or a mask image (see run --roi)")
     reg.add_argument("--out", type=Path, default=None,
                      help="output folder (default: the heatmap's folder)")
 
@@ -316,9 +316,14 @@ def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth:
     """Threshold a heatmap file into regions; write ``<stem>.regions.geojson`` (QuPath
     annotations with their numbers) and ``<stem>.regions.csv`` (numbers for every computed
     patch, each region of interest, each region) and print the table. Returns the files."""
-    from .region_stats import format_stats, region_stats, stats_measurements, write_stats_csv
+    from .region_stats import (
+        format_stats,
+        region_stats,
+        roi_stats,
+        stats_measurements,
+        write_stats_csv,
+    )
     from .regions import heatmap_regions, write_regions_geojson
-    from .roi import load_roi, region_patch_masks
 
     heatmap = load_heatmap(path)
     if class_name is None and len(heatmap.class_names) > 1:
@@ -329,14 +334,7 @@ def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth:
     found = heatmap_regions(heatmap, c, threshold, smooth=smooth)
     rows = [region_stats(heatmap, "all computed patches", "all", heatmap.computed, threshold)]
     if roi is not None:
-        regions = load_roi(roi)
-        if not isinstance(regions, list):
-            raise UserError("--roi takes a GeoJSON of polygons here, not a mask image.")
-        g, d = heatmap.grid, heatmap.downsample
-        shape = heatmap.slide_shape or (g.height * d[0], g.width * d[1])
-        masks = region_patch_masks(regions, g, d, shape)
-        rows += [region_stats(heatmap, r.name, "roi", m, threshold, r.geometry)
-                 for r, m in zip(regions, masks)]
+        rows += roi_stats(heatmap, roi, threshold)
     found_rows = [region_stats(heatmap, r.name, "region", r.patches, threshold, r.geometry)
                   for r in found]
     folder = out if out is not None else path.parent

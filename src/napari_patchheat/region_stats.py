@@ -21,6 +21,7 @@ import shapely
 from .export import atomic_write
 from .grid import PatchGrid
 from .heatmap import Heatmap
+from .roi import MaskRoi, RoiSource, load_roi, region_patch_masks, roi_patch_mask
 
 PERCENTILE = 90
 STATS = ("mean", "median", f"p{PERCENTILE}", "share_above")
@@ -87,6 +88,20 @@ def region_stats(heatmap: Heatmap, name: str, kind: str, patches: np.ndarray,
             f"p{PERCENTILE}": float(np.percentile(v, PERCENTILE)),
             "share_above": float((v >= threshold).mean())})
     return RegionStats(name, kind, int(chosen.sum()), area, region_area, unit, per_class)
+
+
+def roi_stats(heatmap: Heatmap, roi: RoiSource, threshold: float) -> list[RegionStats]:
+    """One row per region of interest (each feature or shape; a mask image is one row), its
+    patches by the default rule of a run (half the box inside)."""
+    g, d = heatmap.grid, heatmap.downsample
+    shape = heatmap.slide_shape or (g.height * d[0], g.width * d[1])
+    loaded = load_roi(roi)
+    if isinstance(loaded, MaskRoi):
+        return [region_stats(heatmap, "mask", "roi", roi_patch_mask(loaded, g, d, shape),
+                             threshold)]
+    masks = region_patch_masks(loaded, g, d, shape)
+    return [region_stats(heatmap, r.name, "roi", m, threshold, r.geometry)
+            for r, m in zip(loaded, masks)]
 
 
 def stats_columns(class_names: Sequence[str], unit: str) -> list[str]:

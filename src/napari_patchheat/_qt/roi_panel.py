@@ -23,6 +23,7 @@ from ..region_stats import (
     PERCENTILE,
     RegionStats,
     region_stats,
+    roi_stats,
     stats_measurements,
     write_stats_csv,
 )
@@ -32,7 +33,6 @@ from ..roi import (
     MaskRoi,
     Region,
     polygonal,
-    region_patch_masks,
     roi_patch_mask,
 )
 from .canvas import is_outline_layer
@@ -256,15 +256,7 @@ class RegionsPanel(Container):
 
     def _roi_rows(self, heatmap: Heatmap, slide: SlideLayer, t: float) -> list[RegionStats]:
         roi = self.roi(slide)
-        if roi is None:
-            return []
-        g, d = heatmap.grid, heatmap.downsample
-        if isinstance(roi, MaskRoi):
-            return [region_stats(heatmap, "region of interest", "roi",
-                                 roi_patch_mask(roi, g, d, slide.level_shape(0)), t)]
-        masks = region_patch_masks(roi, g, d, slide.level_shape(0))
-        return [region_stats(heatmap, r.name, "roi", m, t, r.geometry)
-                for r, m in zip(roi, masks)]
+        return [] if roi is None else roi_stats(heatmap, roi, t)
 
     def _show_layer(self, found: list[HeatRegion], slide: SlideLayer, name: str) -> None:
         """The regions' outlines (holes in HOLE_EDGE_COLOR) as one Shapes layer, replaced on
