@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import shapely
-from gui_helpers import random_heatmap, text
+from gui_helpers import RUN_TIMEOUT_MS, random_heatmap, text
 
 from napari_patchheat._qt.roi_panel import REGIONS_META_KEY, WHOLE_SLIDE
 from napari_patchheat._qt.run_panel import _tiff_spec
@@ -152,3 +152,29 @@ def test_regions_and_numbers_of_a_heatmap(viewer, widget, svs, tmp_path):
     panel.threshold.value = 0.9
     assert widget.regions.compute() and [r.kind for r in widget.regions.rows][:2] == [
         "all", "region"]
+
+
+def test_a_run_in_the_dock_computes_exactly_the_patches_inside(viewer, widget, qtbot, tmp_path,
+                                                               pyramid):
+    """The IHC sample as a numpy pyramid (run through a temporary TIFF of level 1, the regions
+    scaled to it) inside a drawn triangle: the heatmap is computed where the dock said."""
+    import skimage.data
+
+    levels = pyramid(skimage.data.immunohistochemistry(), (2,))
+    layer = viewer.add_image(levels, rgb=True, multiscale=True, name="ihc")
+    slide = SlideLayer.from_layer(layer)
+    widget.cache_dir = str(tmp_path / "cache")
+    widget.model.value = "dab"
+    widget.level.value = 1
+    widget.size.value, widget.stride.value = 32, 16
+    widget.tissue_threshold.value = 0.0
+    widget.region.layer.value = viewer.add_shapes(
+        [world(slide, [(40, 30), (500, 200), (100, 480)])], shape_type="polygon")
+    inside = widget.inside
+    assert 0 < inside.sum() < widget.grid.n_patches / 2
+    assert widget.run_panel.run()
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
+    assert "done" in text(widget.run_panel.info), text(widget.run_panel.info)
+    h = widget.display.heatmap
+    np.testing.assert_array_equal(h.computed, inside)
+    assert h.extra["roi"]["patches"] == inside.sum()
