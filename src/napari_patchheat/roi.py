@@ -32,6 +32,7 @@ from .tissue import grid_tissue_fraction
 
 DEFAULT_MIN_FRACTION = 0.5
 OUTSIDE_TOLERANCE_PX = 1.0  # a region may reach this far past the slide's edge (level-0 px)
+FRACTION_ROUNDING = 1e-9  # a box exactly at the fraction counts as inside despite rounding
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 RoiSource = Union[str, "os.PathLike[str]", shapely.Geometry, Sequence[shapely.Geometry],
@@ -243,8 +244,7 @@ def _inside(roi: list[Region] | MaskRoi, grid: PatchGrid, downsample: float | Se
             slide_shape: Sequence[float], min_fraction: float, centre: bool) -> np.ndarray:
     if centre:
         return roi_centres(roi, grid, downsample, slide_shape)
-    # a tolerance for rounding: a box exactly half inside counts as half
-    return roi_fraction(roi, grid, downsample, slide_shape) >= min_fraction - 1e-9
+    return roi_fraction(roi, grid, downsample, slide_shape) >= min_fraction - FRACTION_ROUNDING
 
 
 def region_patch_masks(regions: Sequence[Region], grid: PatchGrid,

@@ -126,6 +126,7 @@ class RegionChoice(Container):
         self.centre = CheckBox(text="inside when the patch's centre is", value=False)
         super().__init__(widgets=[self.layer, self.min_fraction, self.centre])
         self._watched: Any = None
+        self._last: tuple[Any, np.ndarray | None] | None = None  # (key, patch_mask's answer)
         for w in (self.layer, self.min_fraction, self.centre):
             w.changed.connect(self._changed)
 
@@ -134,6 +135,7 @@ class RegionChoice(Container):
                                         if is_region_layer(layer)]
 
     def _changed(self, *_: Any) -> None:
+        self._last = None
         self.min_fraction.enabled = not self.centre.value
         self._watch(self.layer.value)
         self.on_change()
@@ -150,6 +152,7 @@ class RegionChoice(Container):
         self._watched = layer
 
     def _edited(self, *_: Any) -> None:
+        self._last = None
         self.on_change()
 
     def roi(self, slide: SlideLayer) -> RegionSource | None:
@@ -163,13 +166,20 @@ class RegionChoice(Container):
 
     def patch_mask(self, grid: PatchGrid, downsample: FloatPair,
                    slide: SlideLayer) -> np.ndarray | None:
-        """bool (rows, cols): the grid's patches inside the region (None: the whole slide)."""
+        """bool (rows, cols): the grid's patches inside the region (None: the whole slide).
+        Kept until the grid, the slide, the choice or the region's layer changes: the dock asks
+        on every parameter change."""
+        layer = self.layer.value
+        placed = None if isinstance(layer, str) else (tuple(layer.scale), tuple(layer.translate))
+        key = (grid, downsample, slide.layer, slide.world_per_px, slide.world_offset, placed)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         roi = self.roi(slide)
-        if roi is None:
-            return None
-        return roi_patch_mask(roi, grid, downsample, slide.level_shape(0),
-                              min_fraction=float(self.min_fraction.value),
-                              centre=bool(self.centre.value))
+        inside = None if roi is None else roi_patch_mask(
+            roi, grid, downsample, slide.level_shape(0),
+            min_fraction=float(self.min_fraction.value), centre=bool(self.centre.value))
+        self._last = (key, inside)
+        return inside
 
 
 class RegionsPanel(Container):
