@@ -246,3 +246,17 @@ def test_cli_run_inside_a_geojson_region(svs_path, tmp_path, capsys):
     assert main(["run", str(svs_path), "--roi", str(bad), "--out", str(tmp_path / "o2")]) == 2
     assert "bad.geojson is not JSON" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_the_region_and_the_tissue_threshold_must_both_hold(svs_path, tmp_path):
+    from napari_patchheat import open_slide
+    from napari_patchheat.tissue import patch_tissue_fraction
+
+    region = svs_region()
+    h = compute_heatmap(svs_path, "dab", size=64, stride=64, roi=region, tissue_threshold=0.5,
+                        use_cache=False)
+    with open_slide(svs_path) as slide:
+        tissue = patch_tissue_fraction(slide, h.grid, 0) >= 0.5
+    inside = roi_patch_mask(region, h.grid, h.downsample, h.slide_shape)
+    assert (inside & ~tissue).any() and (tissue & ~inside).any()  # both rules remove patches
+    np.testing.assert_array_equal(h.computed, inside & tissue)
