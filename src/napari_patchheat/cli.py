@@ -290,66 +290,38 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
     return written
 
 
-def load_heatmap(path: Path) -> Heatmap:
-    """A heatmap file written by ``run``: .npz, or the OME-TIFF export."""
-    from .export import read_ome_tiff
-    from .heatmap import Heatmap
-
-    if not path.is_file():
-        raise UserError(f"{path} does not exist: give a heatmap .npz or .ome.tif written by run.")
-    return Heatmap.load_npz(path) if path.suffix == ".npz" else read_ome_tiff(path)
-
-
 def overlap_job(path: Path, out: Path | None = None) -> Path:
     """Write the overlap-averaged map of a heatmap file as ``<stem>.overlap.tif``."""
     from .overlap import overlap_map, write_overlap_tiff
+    from .region_report import heatmap_file_stem, read_heatmap_file
 
-    overlap = overlap_map(load_heatmap(path))
+    overlap = overlap_map(read_heatmap_file(path))
     folder = out if out is not None else path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    stem = path.name.removesuffix(".npz").removesuffix(".ome.tif")
-    return write_overlap_tiff(overlap, folder / f"{stem}.overlap.tif")
+    return write_overlap_tiff(overlap, folder / f"{heatmap_file_stem(path)}.overlap.tif")
 
 
 def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth: float = 0.0,
                 roi: Path | None = None, out: Path | None = None) -> dict[str, Path]:
-    """Threshold a heatmap file into regions; write ``<stem>.regions.geojson`` (QuPath
-    annotations with their numbers) and ``<stem>.regions.csv`` (numbers for every computed
-    patch, each region of interest, each region) and print the table. Returns the files."""
-    from .region_stats import (
-        format_stats,
-        region_stats,
-        roi_stats,
-        stats_measurements,
-        write_stats_csv,
+    """Threshold a heatmap file into regions, write their report (region_report.py) next to
+    it or in ``out`` and print its numbers. Returns the files."""
+    from .region_report import (
+        heatmap_file_stem,
+        read_heatmap_file,
+        region_report,
+        write_region_report,
     )
-    from .regions import heatmap_regions, write_regions_geojson
+    from .region_stats import format_stats
 
-    heatmap = load_heatmap(path)
+    heatmap = read_heatmap_file(path)
     if class_name is None and len(heatmap.class_names) > 1:
         raise UserError(f"this heatmap has classes {', '.join(heatmap.class_names)}: choose "
                         "one with --class.")
-    c = heatmap.class_index(class_name if class_name is not None else 0)
-    name = heatmap.class_names[c]
-    found = heatmap_regions(heatmap, c, threshold, smooth=smooth)
-    rows = [region_stats(heatmap, "all computed patches", "all", heatmap.computed, threshold)]
-    if roi is not None:
-        rows += roi_stats(heatmap, roi, threshold)
-    found_rows = [region_stats(heatmap, r.name, "region", r.patches, threshold, r.geometry)
-                  for r in found]
-    folder = out if out is not None else path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = path.name.removesuffix(".npz").removesuffix(".ome.tif")
-    files = {
-        "geojson": write_regions_geojson(
-            found, folder / f"{stem}.regions.geojson", class_name=name, class_index=c,
-            measurements=[stats_measurements(r) for r in found_rows],
-            metadata={"class": name, "threshold": threshold, "smooth_cells": smooth,
-                      "heatmap": heatmap.metadata()}),
-        "csv": write_stats_csv(rows + found_rows, heatmap.class_names,
-                               folder / f"{stem}.regions.csv"),
-    }
-    print(format_stats(rows + found_rows, name))
+    report = region_report(heatmap, class_name if class_name is not None else 0, threshold,
+                           smooth=smooth, roi=roi)
+    files = write_region_report(report, out if out is not None else path.parent,
+                                heatmap_file_stem(path))
+    print(format_stats(report.rows, report.class_name))
     return files
 
 

@@ -19,15 +19,9 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushBu
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
-from ..region_stats import (
-    PERCENTILE,
-    RegionStats,
-    region_stats,
-    roi_stats,
-    stats_measurements,
-    write_stats_csv,
-)
-from ..regions import HeatRegion, heatmap_regions, write_regions_geojson
+from ..region_report import RegionReport, region_report, write_region_report
+from ..region_stats import PERCENTILE, RegionStats
+from ..regions import HeatRegion
 from ..roi import (
     DEFAULT_MIN_FRACTION,
     MaskRoi,
@@ -204,8 +198,7 @@ class RegionsPanel(Container):
         self.info = TextLabel()
         self.layer: Any = None
         self.rows: list[RegionStats] = []
-        self.found: list[HeatRegion] = []
-        self._of: tuple[Heatmap, int, float] | None = None  # heatmap, class, threshold
+        self.report: RegionReport | None = None
         super().__init__(labels=False, widgets=[
             Container(widgets=[self.threshold, self.smooth]), self.compute_button, self.info,
             self.table, self.export_button])
@@ -225,48 +218,30 @@ class RegionsPanel(Container):
         slide = SlideLayer.from_layer(slide_layer)
         t = float(self.threshold.value)
         try:
-            found = heatmap_regions(heatmap, c, t, smooth=float(self.smooth.value))
-            rows = [region_stats(heatmap, "all computed patches", "all", heatmap.computed, t)]
-            rows += self._roi_rows(heatmap, slide, t)
+            report = region_report(heatmap, c, t, smooth=float(self.smooth.value),
+                                   roi=self.roi(slide))
         except ValueError as exc:
             self.on_error(str(exc))
             return False
-        rows += [region_stats(heatmap, r.name, "region", r.patches, t, r.geometry) for r in found]
-        self.rows, self.found, self._of = rows, found, (heatmap, c, t)
+        self.report, self.rows = report, report.rows
         self.export_button.enabled = True
-        self._show_layer(found, slide, f"{layer.name} regions >= {t:g}")
-        self._show_table(rows, heatmap.class_names[c], t)
-        self.info.value = f"{len(found):,} regions of {heatmap.class_names[c]} >= {t:g}"
+        self._show_layer(report.regions, slide, f"{layer.name} regions >= {t:g}")
+        self._show_table(report.rows, report.class_name, t)
+        self.info.value = f"{len(report.regions):,} regions of {report.class_name} >= {t:g}"
         return True
 
     def export(self, *_: Any) -> dict[str, Path]:
-        """Write the regions (QuPath annotations with their numbers) and the table (CSV) as
-        ``<stem>.regions.geojson`` and ``.csv`` in the Export folder."""
-        if self._of is None:
+        """Write the regions and the table (region_report.py) to the Export folder and stem."""
+        if self.report is None:
             return {}
-        heatmap, c, t = self._of
         folder, stem = self.destination()
-        name = heatmap.class_names[c]
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            regions = [r for r in self.rows if r.kind == "region"]
-            files = {
-                "geojson": write_regions_geojson(
-                    self.found, folder / f"{stem}.regions.geojson", class_name=name,
-                    class_index=c, measurements=[stats_measurements(r) for r in regions],
-                    metadata={"class": name, "threshold": t,
-                              "smooth_cells": float(self.smooth.value)}),
-                "csv": write_stats_csv(self.rows, heatmap.class_names,
-                                       folder / f"{stem}.regions.csv")}
+            files = write_region_report(self.report, folder, stem)
         except OSError as exc:
             self.on_error(f"cannot write the regions to {folder}: {exc.strerror or exc}.")
             return {}
         self.info.value = f"wrote {files['geojson'].name} and {files['csv'].name} in {folder}"
         return files
-
-    def _roi_rows(self, heatmap: Heatmap, slide: SlideLayer, t: float) -> list[RegionStats]:
-        roi = self.roi(slide)
-        return [] if roi is None else roi_stats(heatmap, roi, t)
 
     def _show_layer(self, found: list[HeatRegion], slide: SlideLayer, name: str) -> None:
         """The regions' outlines (holes in HOLE_EDGE_COLOR) as one Shapes layer, replaced on
