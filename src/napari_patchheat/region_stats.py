@@ -24,6 +24,8 @@ from .heatmap import Heatmap
 from .roi import MaskRoi, RoiSource, load_roi, region_patch_masks, roi_patch_mask
 
 PERCENTILE = 90
+# a region's patches: bool (rows, cols) over the grid, or (rows, cols) index arrays
+Selection = np.ndarray | tuple[np.ndarray, np.ndarray]
 STATS = ("mean", "median", f"p{PERCENTILE}", "share_above")
 
 
@@ -42,11 +44,18 @@ class RegionStats:
     values: dict[str, dict[str, float]]
 
 
-def union_area(grid: PatchGrid, downsample: Sequence[float], patches: np.ndarray) -> float:
-    """Exact level-0 area (px²) of the union of the effective boxes of ``patches`` (bool rows x
-    cols): the boxes' edges cut the plane into a mesh; a mesh cell counts once when any box
-    covers it (a 2-D difference array, summed). Works on the patches' bounding rows and cols."""
-    rows, cols = np.nonzero(patches)
+def _indices(patches: Selection) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(patches, tuple):
+        return np.asarray(patches[0], np.int64), np.asarray(patches[1], np.int64)
+    rows, cols = np.nonzero(np.asarray(patches, bool))
+    return rows, cols
+
+
+def union_area(grid: PatchGrid, downsample: Sequence[float], patches: Selection) -> float:
+    """Exact level-0 area (px²) of the union of the effective boxes of ``patches`` (see
+    :data:`Selection`): the boxes' edges cut the plane into a mesh; a mesh cell counts once when
+    any box covers it (a 2-D difference array, summed). The mesh spans the patches only."""
+    rows, cols = _indices(patches)
     if len(rows) == 0:
         return 0.0
     dy, dx = float(downsample[0]), float(downsample[1])
@@ -67,13 +76,15 @@ def _mesh(starts: np.ndarray, extent: float) -> tuple[np.ndarray, np.ndarray, np
     return edges, np.searchsorted(edges, starts), np.searchsorted(edges, starts + extent)
 
 
-def region_stats(heatmap: Heatmap, name: str, kind: str, patches: np.ndarray,
+def region_stats(heatmap: Heatmap, name: str, kind: str, patches: Selection,
                  threshold: float, geometry: shapely.Geometry | None = None) -> RegionStats:
-    """The numbers of the computed patches inside ``patches`` (bool rows x cols); ``geometry``
-    (level-0 px) is the region's polygon, for its own area."""
-    chosen = np.asarray(patches, bool) & heatmap.computed
-    values = heatmap.values[chosen].astype(np.float64)  # (n, classes)
-    area = union_area(heatmap.grid, heatmap.downsample, chosen)
+    """The numbers of the computed patches among ``patches`` (see :data:`Selection`);
+    ``geometry`` (level-0 px) is the region's polygon, for its own area."""
+    rows, cols = _indices(patches)
+    keep = heatmap.computed[rows, cols]
+    rows, cols = rows[keep], cols[keep]
+    values = heatmap.values[rows, cols].astype(np.float64)  # (n, classes)
+    area = union_area(heatmap.grid, heatmap.downsample, (rows, cols))
     region_area = float("nan") if geometry is None else float(shapely.area(geometry))
     unit = "px2"
     if heatmap.mpp is not None:
@@ -87,7 +98,7 @@ def region_stats(heatmap: Heatmap, name: str, kind: str, patches: np.ndarray,
             "mean": float(v.mean()), "median": float(np.median(v)),
             f"p{PERCENTILE}": float(np.percentile(v, PERCENTILE)),
             "share_above": float((v >= threshold).mean())})
-    return RegionStats(name, kind, int(chosen.sum()), area, region_area, unit, per_class)
+    return RegionStats(name, kind, len(rows), area, region_area, unit, per_class)
 
 
 def roi_stats(heatmap: Heatmap, roi: RoiSource, threshold: float) -> list[RegionStats]:
@@ -99,9 +110,12 @@ def roi_stats(heatmap: Heatmap, roi: RoiSource, threshold: float) -> list[Region
     if isinstance(loaded, MaskRoi):
         return [region_stats(heatmap, "mask", "roi", roi_patch_mask(loaded, g, d, shape),
                              threshold)]
-    masks = region_patch_masks(loaded, g, d, shape)
-    return [region_stats(heatmap, r.name, "roi", m, threshold, r.geometry)
-            for r, m in zip(loaded, masks)]
+    rows = []
+    for region in loaded:  # one at a time: a full-grid mask each
+        (mask,) = region_patch_masks([region], g, d, shape)
+        rows.append(region_stats(heatmap, region.name, "roi", _indices(mask), threshold,
+                                 region.geometry))
+    return rows
 
 
 def stats_columns(class_names: Sequence[str], unit: str) -> list[str]:
