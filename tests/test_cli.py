@@ -84,7 +84,7 @@ def test_help_lists_every_option():
         assert patchheat(command, "--help", timeout=60).returncode == 0
 
 
-SAMPLE_TEXT = {"int": "3", "float": "0.5", "pair": "5,6", "path": "somewhere"}
+SAMPLE_TEXT = {"int": "3", "float": "0.25", "pair": "5,6", "path": "somewhere"}  # no default
 
 
 def parse_run(*flags):

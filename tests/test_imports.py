@@ -117,7 +117,8 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 LAYERS = (
     ("grid", "density"),
     ("slide", "options", "heatmap", "extract", "cache"),
-    ("tissue", "models", "export", "samples"),
+    ("tissue", "models", "export", "samples", "roi", "regions", "region_stats",
+     "region_report", "overlap"),
     ("inference",),
     ("runner",),
     ("_qt", "_reader", "_writer", "_sample_data", "cli"),  # `patchheat open` starts napari

@@ -38,11 +38,15 @@ def runs_dir() -> Path:
     return cache_root() / RUNS_FOLDER
 
 
-def run_key(slide_identity: str, level: int, grid: PatchGrid, model_fingerprint: str) -> str:
-    """Cache key of a run: slide identity, level, grid parameters, model fingerprint."""
+def run_key(slide_identity: str, level: int, grid: PatchGrid, model_fingerprint: str,
+            roi: str = "") -> str:
+    """Cache key of a run: slide identity, level, grid parameters, model fingerprint, and the
+    region's patch selection (``roi.roi_key``; "" for the whole slide)."""
     g = grid
     parts = [slide_identity, level, g.height, g.width, g.size, g.stride, g.rate, g.padding,
              model_fingerprint]
+    if roi:
+        parts.append(roi)
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:RUN_KEY_CHARS]
 
 

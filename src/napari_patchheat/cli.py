@@ -93,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="GeoJSON: leave a multi-class model's tiles unclassified where their "
                           "top class's value is below this (default: each gets its top class)")
 
+    reg = sub.add_parser("regions", help="threshold a heatmap written by 'run' into regions "
+                                         "(QuPath GeoJSON annotations) and numbers per region")
+    reg.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    reg.add_argument("--class", dest="class_name", default=None,
+                     help="class to threshold (default: the heatmap's only class)")
+    reg.add_argument("--threshold", type=float, required=True,
+                     help="regions are where the class is at or above this")
+    reg.add_argument("--smooth", type=float, default=0.0,
+                     help="Gaussian smoothing before the threshold, in cells (default 0: none)")
+    reg.add_argument("--roi", type=Path, default=None,
+                     help="numbers per region of interest too: GeoJSON of polygons in level-0 "
+                          "px (a row per feature) or a mask image (see run --roi)")
+    reg.add_argument("--out", type=Path, default=None,
+                     help="output folder (default: the heatmap's folder)")
+
+    ov = sub.add_parser("overlap", help="the overlap-averaged map of a heatmap written by 'run' "
+                                        "(each cell the mean of the patches over it) as a TIFF")
+    ov.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    ov.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: the heatmap's folder)")
+
     demo = sub.add_parser("demo", help="the IHC sample through 'dab', then the generated slide "
                                        "through 'tissue'; opens napari when there is a display")
     demo.add_argument("--out", type=Path, default=Path("patchheat-demo"),
@@ -269,6 +290,41 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
     return written
 
 
+def overlap_job(path: Path, out: Path | None = None) -> Path:
+    """Write the overlap-averaged map of a heatmap file as ``<stem>.overlap.tif``."""
+    from .overlap import overlap_map, write_overlap_tiff
+    from .region_report import heatmap_file_stem, read_heatmap_file
+
+    overlap = overlap_map(read_heatmap_file(path))
+    folder = out if out is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_overlap_tiff(overlap, folder / f"{heatmap_file_stem(path)}.overlap.tif")
+
+
+def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth: float = 0.0,
+                roi: Path | None = None, out: Path | None = None) -> dict[str, Path]:
+    """Threshold a heatmap file into regions, write their report (region_report.py) next to
+    it or in ``out`` and print its numbers. Returns the files."""
+    from .region_report import (
+        heatmap_file_stem,
+        read_heatmap_file,
+        region_report,
+        write_region_report,
+    )
+    from .region_stats import format_stats
+
+    heatmap = read_heatmap_file(path)
+    if class_name is None and len(heatmap.class_names) > 1:
+        raise UserError(f"this heatmap has classes {', '.join(heatmap.class_names)}: choose "
+                        "one with --class.")
+    report = region_report(heatmap, class_name if class_name is not None else 0, threshold,
+                           smooth=smooth, roi=roi)
+    files = write_region_report(report, out if out is not None else path.parent,
+                                heatmap_file_stem(path))
+    print(format_stats(report.rows, report.class_name))
+    return files
+
+
 def demo(out: Path, viewer: bool) -> int:
     """The README's main job: IHC sample through 'dab', generated slide through 'tissue'."""
     from .samples import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
@@ -318,6 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                             min_probability=args.min_probability)
             for fmt, path in files.items():
                 print(f"{fmt}: {path}")
+            return 0
+        if args.command == "regions":
+            files = regions_job(args.heatmap, args.class_name, args.threshold,
+                                smooth=args.smooth, roi=args.roi, out=args.out)
+            for fmt, path in files.items():
+                print(f"{fmt}: {path}")
+            return 0
+        if args.command == "overlap":
+            print(f"overlap: {overlap_job(args.heatmap, args.out)}")
             return 0
         if args.command == "demo":
             return demo(args.out, not args.no_viewer)

@@ -132,6 +132,7 @@ class HeatmapRun:
         self.model.check_patch_size(self.grid.size)
         self.tissue_threshold = options.tissue_threshold
         self.tissue = self._tissue_fraction() if self.tissue_threshold > 0 else None
+        self.roi = self._roi_mask() if options.roi is not None else None
         self.heatmap = self._open_heatmap()
 
     # --- set-up -------------------------------------------------------------------------------
@@ -147,10 +148,21 @@ class HeatmapRun:
 
         return patch_tissue_fraction(self.slide, self.grid, self.level)
 
+    def _roi_mask(self) -> np.ndarray:
+        """(rows, cols) bool: the patches inside the options' region of interest."""
+        from .roi import roi_patch_mask
+
+        o = self.options
+        return roi_patch_mask(o.roi, self.grid, self.downsample, self.slide.shape[:2],
+                              min_fraction=o.roi_min_fraction, centre=o.roi_centre)
+
     @property
     def key(self) -> str:
-        """Cache key: slide identity, level, grid parameters, model fingerprint."""
-        return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint)
+        """Cache key: slide identity, level, grid parameters, model fingerprint, region."""
+        from .roi import roi_key
+
+        return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint,
+                       "" if self.roi is None else roi_key(self.roi))
 
     def _open_heatmap(self) -> Heatmap:
         """An empty (NaN) heatmap, or with caching on, one whose values are the cache."""
@@ -160,19 +172,31 @@ class HeatmapRun:
             model_name=self.model.name, model_fingerprint=self.model.fingerprint,
             slide_path=str(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold,
-                   "positive_threshold": getattr(self.model, "positive_threshold", None)},
+                   "positive_threshold": getattr(self.model, "positive_threshold", None),
+                   **self._roi_extra()},
         )
         if self.options.use_cache:
             self.cache_path = run_cache_path(self.key, self.options.cache_dir)
             heatmap.values = open_values(self.cache_path, heatmap.values.shape)
         return heatmap
 
+    def _roi_extra(self) -> dict[str, Any]:
+        """What the heatmap records of the region: the rule and the patches inside."""
+        if self.roi is None:
+            return {}
+        o = self.options
+        return {"roi": {"patches": int(self.roi.sum()), "min_fraction": o.roi_min_fraction,
+                        "centre": o.roi_centre}}
+
     @property
     def todo(self) -> np.ndarray:
-        """(rows, cols) bool: patches this run will compute (tissue, not yet in the cache)."""
+        """(rows, cols) bool: patches this run will compute (tissue, inside the region of
+        interest, not yet in the cache)."""
         todo = ~self.heatmap.computed
         if self.tissue is not None:
             todo &= self.tissue >= self.tissue_threshold
+        if self.roi is not None:
+            todo &= self.roi
         return todo
 
     # --- the run ------------------------------------------------------------------------------

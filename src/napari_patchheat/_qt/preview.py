@@ -18,6 +18,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..grid import FloatPair, PatchGrid
+from ..roi import roi_key
 from .canvas import (
     add_outline_layer,
     add_outlines,
@@ -119,6 +120,7 @@ class GridPreview:
         self.source = source
         self.max_shapes = max_shapes
         self.enabled = True
+        self.inside: np.ndarray | None = None  # bool (rows, cols): only these are drawn
         self.layer: Any = None
         self.lines_layer: Any = None
         self.picture: PreviewPicture | None = None
@@ -211,8 +213,12 @@ class GridPreview:
 
         r, c = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop),
                            indexing="ij")
+        region = None
+        if self.inside is not None:  # a region of interest: only its patches
+            keep = self.inside[r, c]
+            r, c, region = r[keep], c[keep], roi_key(self.inside)
         look = (grid, downsample, slide.world_per_px, slide.world_offset, self.edge_width(),
-                shown)
+                shown, region)
         self._draw(list(zip(r.ravel().tolist(), c.ravel().tolist())), shapes, look)
 
     def _draw(self, keys: list[tuple[int, int]], shapes: Shapes, look: Any) -> None:

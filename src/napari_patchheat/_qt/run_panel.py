@@ -32,6 +32,7 @@ from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..inference import Progress
 from ..options import RunOptions
+from ..roi import scaled_roi
 from ..runner import Failed, Finished, RunSpec, Started, array_to_tiff
 from .run_watch import RunWatcher, warm_up
 from .slide_layer import LayerCache, SlideLayer
@@ -334,4 +335,7 @@ def _file_spec(request: RunRequest) -> RunSpec:
 
 def _tiff_spec(request: RunRequest, tiff: Path) -> RunSpec:
     """The run of a layer without a file: the worker opens its level written as ``tiff``."""
-    return RunSpec(str(tiff), request.model, dataclasses.replace(request.options, level=0))
+    dy, dx = request.slide.downsamples[request.options.level]
+    roi = scaled_roi(request.options.roi, 1 / dy, 1 / dx)  # the TIFF's level 0 is this level
+    return RunSpec(str(tiff), request.model,
+                   dataclasses.replace(request.options, level=0, roi=roi))
