@@ -115,7 +115,7 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
-    ("grid", "density"),
+    ("grid", "density", "files"),
     ("slide", "options", "heatmap", "extract", "cache"),
     ("tissue", "models", "export", "samples"),
     ("inference",),

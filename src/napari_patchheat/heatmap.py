@@ -7,6 +7,7 @@ computed (background, not yet run, cancelled). Placement follows DESIGN.md's coo
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .files import atomic_write
 from .grid import FloatPair, PatchGrid, as_float_pair
 from .slide import SLIDE_SUFFIXES
 
@@ -195,14 +197,22 @@ class Heatmap:
     def save_npz(self, path: str | Path) -> Path:
         """Write values and metadata to one ``.npz`` file (atomically); returns the path."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, values=self.values, metadata=json.dumps(self.metadata()))
-        tmp.replace(path)
         return path
 
     @classmethod
     def load_npz(cls, path: str | Path) -> Heatmap:
-        """Read a heatmap written by :meth:`save_npz`."""
-        with np.load(path, allow_pickle=False) as f:
-            return cls.from_metadata(json.loads(str(f["metadata"])), f["values"])
+        """Read a heatmap written by :meth:`save_npz`; any other file is a ValueError saying so
+        (an OSError where it cannot be read at all)."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                meta, values = json.loads(str(f["metadata"])), f["values"]
+            return cls.from_metadata(meta, values)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                zipfile.BadZipFile) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path} is not a heatmap written by patchheat ({why}): give a "
+                             "'.npz' that 'patchheat run' wrote.") from exc
