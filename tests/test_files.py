@@ -40,12 +40,26 @@ def test_atomic_write_removes_its_temporary_on_error(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_check_writable_folder_fails_fast_on_a_file(tmp_path):
+def test_check_writable_folder_fails_fast_and_creates_nothing(tmp_path):
     a_file = tmp_path / "f"
     a_file.write_text("")
-    with pytest.raises(OSError):
-        check_writable_folder(a_file)
-    with pytest.raises(OSError):
-        check_writable_folder(a_file / "sub")
-    assert check_writable_folder(tmp_path / "new" / "sub").is_dir()
-    assert os.listdir(tmp_path / "new" / "sub") == []
+    for bad in (a_file, a_file / "sub"):
+        with pytest.raises(NotADirectoryError, match=f"{a_file} is a file, not a folder"):
+            check_writable_folder(bad)
+    assert check_writable_folder(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
+    assert os.listdir(tmp_path) == ["f"]  # nothing made
+
+
+def test_check_writable_folder_refuses_a_read_only_file_system(tmp_path):
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        with pytest.raises(PermissionError, match="cannot be written"):
+            check_writable_folder(ro / "out")
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)

@@ -57,13 +57,14 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def check_writable_folder(folder: str | os.PathLike[str]) -> Path:
-    """Create ``folder`` if needed and check a file can be made in it (an OSError if not), so
-    that a run fails before it computes rather than after."""
-    folder = Path(folder).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
-    if not folder.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder))
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".patchheat-check-")
-    os.close(fd)
-    os.unlink(name)
+    """Check that ``folder`` is, or can be made as, a folder this process can write in (an
+    OSError saying why if not), so a run fails before it computes; creates nothing."""
+    folder = Path(folder).expanduser().absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{probe} is a file, not a folder", str(folder))
+    if not os.access(probe, os.W_OK | os.X_OK):  # no permission, or a read-only file system
+        raise PermissionError(errno.EACCES, f"{probe} cannot be written", str(folder))
     return folder
