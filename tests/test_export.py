@@ -358,6 +358,24 @@ def test_csv_fractional_downsample_and_clashing_class_names(tmp_path):
     assert t.class_names == ("x", "tumor")
 
 
+def test_csv_class_names_a_spreadsheet_would_run_are_quoted_and_read_back(tmp_path):
+    """CSV injection: a class name starting with = + - @ goes in with a leading "'"."""
+    import csv
+
+    classes = ("=HYPERLINK(\"http://x\")", "+1", "-cmd", "@SUM(A1)", "'=quoted", "plain")
+    h = make_heatmap(GRIDS["dilated-nonsquare"], classes=classes)
+    path = ex.write_csv(h, tmp_path / "h.csv")
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert header[len(ex.CSV_COLUMNS):] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-cmd",
+                                            "'@SUM(A1)", "''=quoted", "plain"]
+    assert ex.read_csv(path).class_names == classes
+    wsinfer = ex.write_wsinfer_csv(h, tmp_path / "w.csv").read_text().splitlines()[0]
+    assert "prob_=HYPERLINK" in wsinfer  # starts with prob_: nothing to run
+    values = [float(v) for v in path.read_text().splitlines()[1].split(",")[9:]]
+    assert len(values) == len(classes)  # number cells stay numbers
+
+
 def test_tables_written_in_chunks_are_the_same_files(heatmap, tmp_path, monkeypatch):
     whole = ex.export_heatmap(heatmap, tmp_path / "whole", "h", "csv,geojson")
     monkeypatch.setattr(ex.tables, "TABLE_CHUNK_ROWS", 7)
