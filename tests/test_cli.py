@@ -393,7 +393,7 @@ def test_open_with_a_bad_heatmap_is_one_line_before_napari_starts(tmp_path, cont
     out = patchheat("open", "--heatmap", bad, timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("patchheat: error: ") and len(out.stderr.splitlines()) == 1
-    assert f"{bad} is not a heatmap written by patchheat" in out.stderr
+    assert f"{bad} cannot be read as a heatmap written by napari-patchheat" in out.stderr
     missing = patchheat("open", "--heatmap", tmp_path / "missing.npz", timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 

@@ -636,3 +636,21 @@ def test_written_files_get_normal_permissions(heatmap, tmp_path):
     probe = tmp_path / "probe"
     probe.write_text("")
     assert os.stat(path).st_mode & 0o777 == os.stat(probe).st_mode & 0o777
+
+
+@pytest.mark.parametrize("damage", ["truncated", "sidecar not JSON", "sidecar without grid"])
+def test_a_damaged_heatmap_ome_tiff_is_one_sentence(tmp_path, damage):
+    h = make_heatmap(GRIDS["same-overlap"])
+    path = ex.write_ome_tiff(h, tmp_path / "h.ome.tif")
+    side = ex.sidecar_path(path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    else:  # a plain OME-TIFF whose heatmap metadata is only in a damaged sidecar
+        import tifffile
+
+        tifffile.imwrite(path, h.values[..., 0], ome=True)
+        meta = h.metadata()
+        del meta["grid"]
+        side.write_text("{" if damage == "sidecar not JSON" else json.dumps(meta))
+    with pytest.raises(ValueError, match="cannot be read as a heatmap written by napari-patch"):
+        ex.read_ome_tiff(path)

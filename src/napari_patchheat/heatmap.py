@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,15 +205,24 @@ class Heatmap:
     @classmethod
     def load_npz(cls, path: str | Path) -> Heatmap:
         """Read a heatmap written by :meth:`save_npz`; any other file is a ValueError saying so
-        (an OSError where it cannot be read at all)."""
-        try:
+        (:func:`reading_heatmap_file`)."""
+        with reading_heatmap_file(path):
             with np.load(path, allow_pickle=False) as f:
                 meta, values = json.loads(str(f["metadata"])), f["values"]
-            return cls.from_metadata(meta, values)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-                zipfile.BadZipFile) as exc:
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{path} is not a heatmap written by patchheat ({why}): give a "
-                             "'.npz' that 'patchheat run' wrote.") from exc
+            heatmap = cls.from_metadata(meta, values)
+        return heatmap
+
+
+@contextmanager
+def reading_heatmap_file(path: str | Path) -> Iterator[None]:
+    """Whatever a damaged or foreign file makes a heatmap reader raise, as one ValueError naming
+    ``path``; a file that is missing or not readable stays an OSError."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            SyntaxError, RuntimeError, zipfile.BadZipFile) as exc:  # RuntimeError: codecs
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} cannot be read as a heatmap written by napari-patchheat "
+                         f"({why}): it is damaged or another kind of file.") from exc

@@ -163,3 +163,18 @@ def test_a_heatmap_ome_tiff_opens_back_over_its_slide(make_napari_viewer, svs_pa
             cell = np.round(layer.world_to_data(world)).astype(int)
             assert tuple(cell) == (i, j)
             np.testing.assert_array_equal(layer.data[i, j], values[i, j, c])
+
+
+def test_a_damaged_heatmap_ome_tiff_is_an_error_not_a_crash(make_napari_viewer, tmp_path):
+    from napari_patchheat.export import write_ome_tiff
+    from napari_patchheat.grid import PatchGrid
+    from napari_patchheat.heatmap import Heatmap
+
+    grid = PatchGrid(256, 256, 32, 32)
+    heatmap = Heatmap(np.zeros((*grid.shape, 1), np.float32), grid, 0, (1.0, 1.0), ("a",))
+    path = write_ome_tiff(heatmap, tmp_path / "h.ome.tif")
+    path.write_bytes(b"II*\x00" + bytes(range(256)) * 4)  # a TIFF header, then garbage
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError, match=f"{path} cannot be read as a heatmap"):
+        viewer.open(str(path), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
