@@ -115,6 +115,6 @@ def test_a_file_that_is_not_a_heatmap_is_one_sentence(tmp_path, content):
         if content != "no metadata":
             fields["metadata"] = "{" if content == "metadata not JSON" else json.dumps(meta)
         np.savez(path, **fields)
-    with pytest.raises(ValueError, match="cannot be read as a heatmap written by napari-patchheat") as err:
+    with pytest.raises(ValueError, match="cannot be read as a heatmap written by") as err:
         Heatmap.load_npz(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
