@@ -405,3 +405,31 @@ def test_bad_numbers_and_empty_format_lists_are_refused(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             main(["run", "slide.svs", "--out", str(tmp_path), *args])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_values(tmp_path):
+    """Killed without a chance to flush: the cache keeps only whole committed batches."""
+    import signal
+
+    slide = ihc_slide(tmp_path)
+    args = ["run", str(slide), "--size", "8", "--stride", "1", "--batch-size", "64",
+            "--tissue-threshold", "0", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen([sys.executable, "-m", "napari_patchheat.cli", *args],
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    while "/" not in seen.rpartition("]")[2] or " 0/" in seen[-40:]:  # some batches done
+        seen += proc.stderr.read(100)
+        assert proc.poll() is None
+    time.sleep(0.7)  # past CACHE_FLUSH_S: some batches are committed
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(60) == -signal.SIGKILL
+    again = patchheat(*args)
+    assert again.returncode == 0, again.stderr
+    resumed = again.stderr.split(" to compute")[0].rpartition(", ")[2]
+    total = 505 * 505
+    assert 0 < int(resumed.replace(",", "")) < total  # it resumed, not restarted
+    ref = compute_heatmap(slide, "dab", size=8, stride=1, use_cache=False)
+    np.testing.assert_array_equal(Heatmap.load_npz(tmp_path / "out" / "ihc.dab.npz").values,
+                                  ref.values)
