@@ -198,7 +198,10 @@ def _open_and_load(path: Path, header: dict[str, Any],
     db = sqlite3.connect(path, timeout=CACHE_BUSY_S, isolation_level=None,
                          check_same_thread=False)
     try:
-        db.execute("PRAGMA synchronous=NORMAL")
+        # no fsync per commit (it cost 0.23 ms a batch): a killed process loses nothing
+        # committed; a power cut may lose the last commits or damage the file, which then does
+        # not verify and is set aside (quick_check, CRCs): never a wrong value
+        db.execute("PRAGMA synchronous=OFF")
         db.execute("BEGIN IMMEDIATE")
         db.execute("CREATE TABLE IF NOT EXISTS header (name TEXT PRIMARY KEY, value TEXT)")
         db.execute("CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, n INTEGER, "
