@@ -105,6 +105,22 @@ def test_a_cache_that_does_not_verify_is_set_aside_with_a_warning(tmp_path, dama
     assert len(list(tmp_path.glob("k.sqlite.bad-*"))) == 1
 
 
+def test_one_bad_record_makes_the_whole_file_untrusted(tmp_path):
+    path = tmp_path / "k.sqlite"
+    c = cache.RunCache.open(path, "k", GRID, 1)
+    c.add(np.array([[0, 0]]), np.array([[0.5]]))
+    c.flush()
+    c.add(np.array([[1, 1]]), np.array([[0.25]]))
+    c.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE batches SET crc = crc + 1 WHERE id = 2")
+    db.commit()
+    db.close()
+    with pytest.warns(cache.CacheWarning, match="checksum"):
+        values = cache.RunCache.open(path, "k", GRID, 1).values
+    assert np.isnan(values).all()  # the good first record is not kept from a bad file either
+
+
 def test_a_cache_of_another_grid_or_shape_is_set_aside(tmp_path):
     path = tmp_path / "k.sqlite"
     cache.RunCache.open(path, "k", GRID, 1).close()

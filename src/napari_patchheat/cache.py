@@ -113,24 +113,27 @@ class RunCache:
         return self._db is not None
 
     @classmethod
-    def open(cls, path: Path, key: str, grid: PatchGrid, n_classes: int) -> RunCache:
+    def open(cls, path: Path, key: str, grid: PatchGrid, n_classes: int, *,
+             _retry: bool = True) -> RunCache:
         """The cache of run ``key`` at ``path``, created if missing; a file that does not verify
         is set aside and replaced; one that cannot be opened is read if it can be (warning)."""
         shape = (*grid.shape, n_classes)
         header = {"format_version": CACHE_FORMAT_VERSION, "key": key, "shape": list(shape),
                   "dtype": _VALUE_DTYPE.str, "grid": _grid_record(grid)}
-        empty = np.full(shape, np.nan, np.float32)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db, values = _open_and_load(path, header, empty)
+            db, values = _open_and_load(path, header)
         except (CacheInvalid, sqlite3.DatabaseError) as exc:
             if not isinstance(exc, sqlite3.OperationalError):  # damaged: set aside, start afresh
-                if set_aside(path, exc) is None:
-                    return cls(path, header, empty, None)
-                return cls.open(path, key, grid, n_classes)
-            return cls(path, header, _read_only(path, header, empty, exc), None)
+                if not _retry:  # a fresh file that does not verify: something else writes it
+                    _warn(f"results will not be cached: the new cache {path} does not verify "
+                          f"({exc}).")
+                elif set_aside(path, exc) is not None:
+                    return cls.open(path, key, grid, n_classes, _retry=False)
+                return cls(path, header, _not_computed(header), None)
+            return cls(path, header, _read_only(path, header, exc), None)
         except (OSError, sqlite3.Error) as exc:  # not writable: read-only folder, a file, full
-            return cls(path, header, _read_only(path, header, empty, exc), None)
+            return cls(path, header, _read_only(path, header, exc), None)
         return cls(path, header, values, db)
 
     def add(self, indices: np.ndarray, values: np.ndarray) -> None:
@@ -192,8 +195,7 @@ def _grid_record(grid: PatchGrid) -> dict[str, Any]:
             "rate": list(g.rate), "padding": g.padding}
 
 
-def _open_and_load(path: Path, header: dict[str, Any],
-                   empty: np.ndarray) -> tuple[sqlite3.Connection, np.ndarray]:
+def _open_and_load(path: Path, header: dict[str, Any]) -> tuple[sqlite3.Connection, np.ndarray]:
     """Open (or create, with ``header``) the SQLite file at ``path`` and read its values."""
     db = sqlite3.connect(path, timeout=CACHE_BUSY_S, isolation_level=None,
                          check_same_thread=False)
@@ -209,7 +211,7 @@ def _open_and_load(path: Path, header: dict[str, Any],
         db.executemany("INSERT OR IGNORE INTO header VALUES (?, ?)",
                        [(k, json.dumps(v)) for k, v in header.items()])
         db.execute("COMMIT")
-        return db, _load(db, header, empty)
+        return db, _load(db, header)
     except BaseException:
         db.close()
         raise
@@ -220,8 +222,13 @@ def _record(indices: np.ndarray, values: np.ndarray) -> tuple[int, bytes, bytes,
     return len(indices), idx, vals, zlib.crc32(vals, zlib.crc32(idx))
 
 
-def _load(db: sqlite3.Connection, header: dict[str, Any], values: np.ndarray) -> np.ndarray:
-    """``values`` filled from the records of ``db`` after checking its structure, its header
+def _not_computed(header: dict[str, Any]) -> np.ndarray:
+    """All NaN values of the header's shape: nothing computed."""
+    return np.full(header["shape"], np.nan, np.float32)
+
+
+def _load(db: sqlite3.Connection, header: dict[str, Any]) -> np.ndarray:
+    """The values of ``db``'s records (NaN elsewhere), after checking its structure, its header
     and every record (CacheInvalid where one does not verify)."""
     problems = [row[0] for row in db.execute("PRAGMA quick_check")]
     if problems != ["ok"]:
@@ -231,6 +238,7 @@ def _load(db: sqlite3.Connection, header: dict[str, Any], values: np.ndarray) ->
     for name, want in header.items():
         if stored.get(name) != want:
             raise CacheInvalid(f"its {name} is {stored.get(name)!r}, not {want!r}")
+    values = _not_computed(header)
     rows, cols, classes = values.shape
     for n, idx, vals, crc in db.execute("SELECT n, indices, vals, crc FROM batches"):
         if (len(idx) != n * 2 * _INDEX_DTYPE.itemsize
@@ -246,21 +254,20 @@ def _load(db: sqlite3.Connection, header: dict[str, Any], values: np.ndarray) ->
     return values
 
 
-def _read_only(path: Path, header: dict[str, Any], empty: np.ndarray,
-               exc: BaseException) -> np.ndarray:
+def _read_only(path: Path, header: dict[str, Any], exc: BaseException) -> np.ndarray:
     """The values of a cache that cannot be written (read without writing anything), NaN if it
     cannot be read either; warns once that results will not be cached."""
     _warn(f"results will not be cached: cannot write the cache {path} ({_reason(exc)}).")
     if not path.is_file():
-        return empty
+        return _not_computed(header)
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
-            return _load(db, header, empty)
+            return _load(db, header)
         finally:
             db.close()
     except (CacheInvalid, sqlite3.Error, OSError):
-        return np.full_like(empty, np.nan)
+        return _not_computed(header)
 
 
 def set_aside(path: Path, why: BaseException) -> Path | None:
