@@ -178,3 +178,24 @@ def test_a_damaged_heatmap_ome_tiff_is_an_error_not_a_crash(make_napari_viewer, 
     with pytest.raises(ValueError, match=f"{path} cannot be read as a heatmap"):
         viewer.open(str(path), plugin=PLUGIN)
     assert len(viewer.layers) == 0
+
+
+def test_a_huge_sparse_tiff_opens_and_draws(make_napari_viewer, tmp_path):
+    """The issue's 200,000 x 200,000 px single-level TIFF with one stored tile: napari opens it
+    and draws the whole slide (its computed levels skip the glass)."""
+    import tifffile
+
+    red = np.zeros((512, 512, 3), np.uint8)
+    red[..., 0] = 200
+    count = (200_000 // 512 + 1) ** 2
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, (red if i == 0 else None for i in range(count)),
+                     shape=(200_000, 200_000, 3), dtype=np.uint8, tile=(512, 512),
+                     photometric="rgb", bigtiff=True)
+    viewer = make_napari_viewer(show=True)
+    layer = open_one(viewer, path)
+    viewer.reset_view()
+    QApplication.processEvents()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert len(layer.data) == 8 and layer.data_level == 7
+    assert (shot[..., :3] == 255).all(axis=-1).mean() > 0.5  # the glass, drawn white
