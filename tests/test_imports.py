@@ -120,7 +120,8 @@ LAYERS = (
     ("tissue", "models", "export", "samples"),
     ("inference",),
     ("runner",),
-    ("_qt", "_reader", "_writer", "_sample_data", "cli"),  # `patchheat open` starts napari
+    # `patchheat open` starts napari; console: the CLI's terminal
+    ("_qt", "_reader", "_writer", "_sample_data", "cli", "console"),
 )
 
 
