@@ -115,13 +115,14 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
-    ("grid", "density"),
+    ("grid", "density", "files"),
     ("slide", "options", "heatmap", "extract", "cache"),
     ("tissue", "models", "export", "samples", "roi", "regions", "region_stats",
      "region_report", "overlap"),
     ("inference",),
     ("runner",),
-    ("_qt", "_reader", "_writer", "_sample_data", "cli"),  # `patchheat open` starts napari
+    # `patchheat open` starts napari; console: the CLI's terminal
+    ("_qt", "_reader", "_writer", "_sample_data", "cli", "console"),
 )
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import weakref
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -36,6 +35,7 @@ from napari.components.overlays import TextOverlay
 from napari.utils.notifications import show_info
 
 from ..export import FORMATS, export_heatmap
+from ..files import safe_name
 from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
@@ -53,11 +53,6 @@ CLASS_RULE_FIELDS = {"positive_threshold": "positive threshold",
                      "min_probability": "minimum probability"}
 TITLE_META_KEY = "patchheat_title"  # layer metadata: (model · slide, run number) of its name
 LEGEND_OVERLAY_KEY = "patchheat_legend"  # viewer.canvas.overlays key of the legend
-
-
-def safe_stem(text: str) -> str:
-    """A file-name stem from free text: runs of other characters become '_'."""
-    return re.sub(r"[^\w.+-]+", "_", text).strip("._") or "heatmap"
 
 
 def thumbnail(slide: SlideLayer) -> np.ndarray:
@@ -238,7 +233,7 @@ class HeatmapPanel(Container):
             if layer.colormap.name in COLORMAPS:
                 self.colormap.value = layer.colormap.name
             self.opacity.value = float(layer.opacity)
-        self.export_stem.value = safe_stem(self._file_title(layer))
+        self.export_stem.value = safe_name(self._file_title(layer))
         one_output = len(heatmap.class_names) == 1
         self.positive_threshold.visible, self.min_probability.visible = one_output, not one_output
         for key in CLASS_RULE_FIELDS:  # a threshold the heatmap records (model card, CLI)
