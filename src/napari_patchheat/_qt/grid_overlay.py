@@ -242,8 +242,17 @@ def region_mask(grid: PatchGrid, downsample: FloatPair, rows_px: AxisPixels,
                 cols_px: AxisPixels, table: np.ndarray) -> np.ndarray:
     """bool (rows_px.n, cols_px.n): the screen pixels that a patch inside the region (``table``:
     :func:`inside_table` of the grid's mask) meets, its boundary included."""
-    (r0, r1), (c0, c1) = _meeting(grid, downsample, 0, rows_px), _meeting(grid, downsample, 1,
-                                                                          cols_px)
-    count = (table[r1[:, None], c1[None, :]] - table[r0[:, None], c1[None, :]]
-             - table[r1[:, None], c0[None, :]] + table[r0[:, None], c0[None, :]])
-    return (count > 0) & (r1 > r0)[:, None] & (c1 > c0)[None, :]
+    # neighbouring pixels mostly meet the same patches: count over the distinct index ranges of
+    # each axis, then pick the rows and columns of the result (as render does)
+    (r0, r1), rows = _distinct(*_meeting(grid, downsample, 0, rows_px))
+    (c0, c1), cols = _distinct(*_meeting(grid, downsample, 1, cols_px))
+    strips = table[r1] - table[r0]  # per distinct row range: inside patches of cols < j
+    small = ((strips[:, c1] - strips[:, c0]) > 0) & (r1 > r0)[:, None] & (c1 > c0)[None, :]
+    return small[:, cols][rows]
+
+
+def _distinct(first: np.ndarray, end: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                           np.ndarray]:
+    """The distinct (first, end) pairs and, per pixel, the index of its pair among them."""
+    pairs, inverse = np.unique(np.stack([first, end], 1), axis=0, return_inverse=True)
+    return (pairs[:, 0], pairs[:, 1]), inverse.reshape(-1)
