@@ -95,9 +95,9 @@ def bench_preview(viewer, widget, app, reps: int) -> tuple[dict[str, float], dic
           f"median of {reps} updates each, ms; then the longest single call of the row, ms")
     t0 = time.perf_counter()
     for stride in (112, 224):  # the status line's tissue mask of each stride read beforehand:
-        widget.stride.value = stride  # a read on a worker thread while napari slices the dask
-        while not (widget.tissue_ready and widget.workers.idle):  # slide can break napari's
-            settle(app, 0.05)  # dask cache (KeyError), and its CPU would be timed here
+        widget.stride.value = stride  # its CPU on a worker thread would be timed here
+        while not (widget.tissue_ready and widget.workers.idle):
+            settle(app, 0.05)
     print(f"    the dock's background reads done in {time.perf_counter() - t0:.1f} s")
     for across in (1_500, 25_000):  # napari makes each layer once: timed apart
         cam.zoom = viewer.canvas.size[1] / across

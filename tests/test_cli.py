@@ -4,6 +4,7 @@ exit 2."""
 import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def test_help_lists_every_option():
         assert patchheat(command, "--help", timeout=60).returncode == 0
 
 
-SAMPLE_TEXT = {"int": "3", "float": "0.5", "pair": "5,6", "path": "somewhere"}
+SAMPLE_TEXT = {"int": "3", "float": "0.25", "pair": "5,6", "path": "somewhere"}  # no default
 
 
 def parse_run(*flags):
@@ -287,3 +288,150 @@ def test_a_builtin_model_on_a_fluorescence_slide_warns(tmp_path, ndpi_path, svs_
                      "--no-cache", "--out", str(tmp_path / slide.stem)])
         err = capsys.readouterr().err
         assert code == 0 and (warning in err) == warns, err
+
+
+# --- reliability: outputs checked first, names sanitised, signals, bad files, the cache ------
+
+
+def test_out_that_is_a_file_fails_before_the_run(tmp_path, capsys):
+    a_file = tmp_path / "some_file"
+    a_file.write_text("")
+    code = main(["run", str(ihc_slide(tmp_path)), "--out", str(a_file)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"cannot write the output folder {a_file}" in err and "is a file, not a folder" in err
+    assert "patches" not in err  # nothing ran (the subprocess check below times it)
+
+
+def test_out_that_is_a_file_fails_in_under_a_second_as_a_command(tmp_path):
+    a_file = tmp_path / "some_file"
+    a_file.write_text("")
+    started = time.monotonic()
+    out = patchheat("run", ihc_slide(tmp_path), "--out", a_file, timeout=60)
+    took = time.monotonic() - started
+    assert out.returncode == 2 and "is a file, not a folder" in out.stderr
+    print(f"--out a file: exit 2 after {took:.2f} s")  # measured, never asserted (STYLE)
+
+
+@pytest.mark.parametrize("card_name", ["H&E / IHC tumour model", "x/../../../escaped"])
+def test_a_model_card_name_is_a_safe_file_name_inside_out(tmp_path, card_name):
+    import json
+
+    model = save_small_cnn(tmp_path / "m.keras", 1, "sigmoid")
+    (tmp_path / "m.json").write_text(json.dumps({"class_names": ["t"], "name": card_name}))
+    out = tmp_path / "deep" / "er" / "out"
+    assert main(["run", str(ihc_slide(tmp_path)), "--model", str(model), "--size", "32",
+                 "--no-cache", "--out", str(out)]) == 0
+    written = list(out.iterdir())
+    assert len(written) == 1 and written[0].name.startswith("ihc.") and "/" not in written[0].name
+    assert Heatmap.load_npz(written[0]).model_name == card_name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "ihc.tif", "m.json", "m.keras"]
+
+
+def test_a_successful_rerun_removes_the_stale_partial(tmp_path):
+    slide, out = ihc_slide(tmp_path), tmp_path / "out"
+    out.mkdir()
+    stale = out / "ihc.dab.partial.npz"
+    stale.write_bytes(b"an interrupted run's")
+    assert main(["run", str(slide), "--size", "64", "--no-cache", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ihc.dab.npz"]
+
+
+def test_sigterm_keeps_the_partial_heatmap_and_exits_143(tmp_path):
+    slide = ihc_slide(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "napari_patchheat.cli", "run", str(slide),
+                             "--size", "8", "--stride", "1", "--batch-size", "64", "--no-cache",
+                             "--tissue-threshold", "0", "--out", str(tmp_path / "out")],
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    while " p/s " not in seen:  # the progress line: a batch is computed
+        seen += proc.stderr.read(50)
+        assert proc.poll() is None
+    proc.terminate()
+    err = proc.stderr.read()
+    assert proc.wait(60) == 143 and "kept" in err and "Traceback" not in err
+    assert "\npatchheat: interrupted" in err  # on a line of its own, not glued to the bar
+    partial = Heatmap.load_npz(tmp_path / "out" / "ihc.dab.partial.npz")
+    assert 0 < partial.n_computed < partial.grid.n_patches
+
+
+def test_tensorflows_start_up_lines_stay_off_the_terminal(tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a model")
+    out = patchheat("run", ihc_slide(tmp_path), "--model", bad, "--out", tmp_path / "o",
+                    timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [out.stderr.strip()]  # one line, the error
+    assert out.stderr.startswith("patchheat: error: ") and "bad.keras" in out.stderr
+
+
+def test_cache_warnings_are_one_line_and_the_run_goes_on(tmp_path, capsys):
+    a_file = tmp_path / "cache-is-a-file"
+    a_file.write_text("")
+    assert main(["run", str(ihc_slide(tmp_path)), "--size", "64", "--cache-dir", str(a_file),
+                 "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warns = [line for line in err if line.startswith("patchheat: warning: ")]
+    assert len(warns) == 1 and "results will not be cached" in warns[0]
+    assert (tmp_path / "out" / "ihc.dab.npz").is_file()
+
+
+def test_cache_info_and_clear(tmp_path, capsys):
+    slide, cache_dir = ihc_slide(tmp_path), tmp_path / "runs"
+    assert main(["run", str(slide), "--size", "64", "--cache-dir", str(cache_dir),
+                 "--out", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert main(["cache", "info", "--cache-dir", str(cache_dir)]) == 0
+    assert f"{cache_dir}: 1 cached run(s), 0 set aside" in capsys.readouterr().out
+    assert main(["cache", "clear", "--cache-dir", str(cache_dir)]) == 0
+    assert "cleared" in capsys.readouterr().out and not cache_dir.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"just text"])
+def test_open_with_a_bad_heatmap_is_one_line_before_napari_starts(tmp_path, content):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(content)
+    out = patchheat("open", "--heatmap", bad, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("patchheat: error: ") and len(out.stderr.splitlines()) == 1
+    assert f"{bad} cannot be read as a heatmap written by napari-patchheat" in out.stderr
+    missing = patchheat("open", "--heatmap", tmp_path / "missing.npz", timeout=120)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_bad_numbers_and_empty_format_lists_are_refused(tmp_path, capsys):
+    for args, message in ((["--mpp", "inf"], "inf must be a number above 0"),
+                          (["--mpp", "-1"], "must be a number above 0"),
+                          (["--format", ","], "unknown format ','")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["run", "slide.svs", "--out", str(tmp_path), *args])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_values(tmp_path):
+    """Killed without a chance to flush: the cache keeps only whole committed batches."""
+    import signal
+
+    slide = ihc_slide(tmp_path)
+    args = ["run", str(slide), "--size", "8", "--stride", "1", "--batch-size", "64",
+            "--tissue-threshold", "0", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen([sys.executable, "-m", "napari_patchheat.cli", *args],
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = ""
+    while "/" not in seen.rpartition("]")[2] or " 0/" in seen[-40:]:  # some batches done
+        seen += proc.stderr.read(100)
+        assert proc.poll() is None
+    time.sleep(0.7)  # past CACHE_FLUSH_S: some batches are committed
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(60) == -signal.SIGKILL
+    again = patchheat(*args)
+    assert again.returncode == 0, again.stderr
+    resumed = again.stderr.split(" to compute")[0].rpartition(", ")[2]
+    total = 505 * 505
+    assert 0 < int(resumed.replace(",", "")) < total  # it resumed, not restarted
+    ref = compute_heatmap(slide, "dab", size=8, stride=1, use_cache=False)
+    np.testing.assert_array_equal(Heatmap.load_npz(tmp_path / "out" / "ihc.dab.npz").values,
+                                  ref.values)

@@ -358,6 +358,24 @@ def test_csv_fractional_downsample_and_clashing_class_names(tmp_path):
     assert t.class_names == ("x", "tumor")
 
 
+def test_csv_class_names_a_spreadsheet_would_run_are_quoted_and_read_back(tmp_path):
+    """CSV injection: a class name starting with = + - @ goes in with a leading "'"."""
+    import csv
+
+    classes = ("=HYPERLINK(\"http://x\")", "+1", "-cmd", "@SUM(A1)", "'=quoted", "plain")
+    h = make_heatmap(GRIDS["dilated-nonsquare"], classes=classes)
+    path = ex.write_csv(h, tmp_path / "h.csv")
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert header[len(ex.CSV_COLUMNS):] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-cmd",
+                                            "'@SUM(A1)", "''=quoted", "plain"]
+    assert ex.read_csv(path).class_names == classes
+    wsinfer = ex.write_wsinfer_csv(h, tmp_path / "w.csv").read_text().splitlines()[0]
+    assert "prob_=HYPERLINK" in wsinfer  # starts with prob_: nothing to run
+    values = [float(v) for v in path.read_text().splitlines()[1].split(",")[9:]]
+    assert len(values) == len(classes)  # number cells stay numbers
+
+
 def test_tables_written_in_chunks_are_the_same_files(heatmap, tmp_path, monkeypatch):
     whole = ex.export_heatmap(heatmap, tmp_path / "whole", "h", "csv,geojson")
     monkeypatch.setattr(ex.tables, "TABLE_CHUNK_ROWS", 7)
@@ -618,3 +636,21 @@ def test_written_files_get_normal_permissions(heatmap, tmp_path):
     probe = tmp_path / "probe"
     probe.write_text("")
     assert os.stat(path).st_mode & 0o777 == os.stat(probe).st_mode & 0o777
+
+
+@pytest.mark.parametrize("damage", ["truncated", "sidecar not JSON", "sidecar without grid"])
+def test_a_damaged_heatmap_ome_tiff_is_one_sentence(tmp_path, damage):
+    h = make_heatmap(GRIDS["same-overlap"])
+    path = ex.write_ome_tiff(h, tmp_path / "h.ome.tif")
+    side = ex.sidecar_path(path)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    else:  # a plain OME-TIFF whose heatmap metadata is only in a damaged sidecar
+        import tifffile
+
+        tifffile.imwrite(path, h.values[..., 0], ome=True)
+        meta = h.metadata()
+        del meta["grid"]
+        side.write_text("{" if damage == "sidecar not JSON" else json.dumps(meta))
+    with pytest.raises(ValueError, match="cannot be read as a heatmap written by napari-patch"):
+        ex.read_ome_tiff(path)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_patchheat.grid import PatchGrid, read_region
+from napari_patchheat.grid import PatchGrid, as_numpy, read_region
 
 
 def brute_grid(n: int, k: int, s: int, r: int, padding: str) -> tuple[int, int]:
@@ -147,6 +147,33 @@ def test_patches_in_a_million_patch_grid_is_closed_form():
     assert rows == range(77, 83) and cols == range(155, 158)
     # numpy scalars, as napari's camera gives them, work the same
     assert g.patches_in(*np.array([10_000.0, 20_000.0, 10_500.0, 20_100.0])) == (rows, cols)
+
+
+@pytest.mark.parametrize("edge", [False, True])
+def test_reads_leave_dasks_global_callbacks_alone(edge):
+    """napari's slicing enters its dask cache (a global dask Callback) on the GUI thread while
+    the dock reads pixels on another: a read must neither swap ``Callback.active`` (dask's
+    default compute empties it meanwhile) nor run the cache's hooks on its own tasks."""
+    from dask.callbacks import Callback
+
+    active_inside: list[int] = []
+
+    def block(b):
+        active_inside.append(len(Callback.active))
+        return b + 1
+
+    image = da.map_blocks(block, da.zeros((8, 8), np.uint8, chunks=4), dtype=np.uint8)
+    region = (-2, -2, 6, 6) if edge else (0, 0, 8, 8)
+    hooked: list[str] = []
+    with Callback(pretask=lambda key, dsk, state: hooked.append(key)):
+        np.asarray(image)  # dask's default, the reference: empties the set, runs the hook
+        assert active_inside and set(active_inside) == {0} and hooked
+        active_inside.clear(), hooked.clear()
+        out = read_region(image, *region)
+        assert as_numpy(image).sum() == 64
+    assert out[2:, 2:].min() == 1 if edge else out.min() == 1
+    assert active_inside and set(active_inside) == {1}
+    assert hooked == []
 
 
 @pytest.mark.parametrize("as_dask", [False, True])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -30,3 +32,89 @@ def test_layer_names_are_model_slide_class_and_run():
     assert one.layer_name() == "dab · CMU-1"  # one class: not repeated in the name
     assert two.layer_name("tumour") == "dab · CMU-1 · tumour"
     assert two.layer_name(0, title="dab · other", run=3) == "dab · other · normal (3)"
+
+
+# --- the .npz file: written atomically, read back or refused with a sentence -----------------
+
+
+def big_heatmap() -> Heatmap:
+    grid = PatchGrid(4096, 4096, 8, 8)  # 512 x 512 cells: a write takes a while
+    values = np.random.default_rng(0).random((*grid.shape, 2), dtype=np.float32)
+    return Heatmap(values, grid, 0, (1.0, 1.0), ("a", "b"), model_name="m")
+
+
+def test_npz_round_trips(tmp_path):
+    h = big_heatmap()
+    back = Heatmap.load_npz(h.save_npz(tmp_path / "h.npz"))
+    np.testing.assert_array_equal(back.values, h.values)
+    assert back.metadata() == h.metadata()
+    assert [p.name for p in tmp_path.iterdir()] == ["h.npz"]  # no temporary left
+
+
+def test_two_writers_of_one_npz_always_leave_a_valid_file(tmp_path):
+    """The issue's race: two writers of one path with the same temporary name corrupted it."""
+    import threading
+
+    ones = big_heatmap()
+    twos = big_heatmap()
+    twos.values[:] += 1
+    path = tmp_path / "h.npz"
+    start = threading.Barrier(2)
+
+    def write(h: Heatmap) -> None:
+        start.wait()
+        h.save_npz(path)
+
+    for _ in range(12):
+        writers = [threading.Thread(target=write, args=(h,)) for h in (ones, twos)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join()
+        back = Heatmap.load_npz(path).values  # one writer's whole file, never a mix
+        assert np.array_equal(back, ones.values) or np.array_equal(back, twos.values)
+    assert [p.name for p in tmp_path.iterdir()] == ["h.npz"]
+
+
+def test_a_failed_npz_write_leaves_no_file(tmp_path, monkeypatch):
+    """RLIMIT_FSIZE makes the write fail as a full disk does (EFBIG), in this process."""
+    import resource
+    import signal
+
+    h = big_heatmap()
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, old[1]))
+    try:
+        with pytest.raises(OSError):
+            h.save_npz(tmp_path / "h.npz")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"\0" * 1000, b"garbage, not a zip",
+    "truncated", "no metadata", "metadata not JSON", "grid missing", "values misshapen",
+])
+def test_a_file_that_is_not_a_heatmap_is_one_sentence(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    h = heatmap(("a",))
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "truncated":
+        h.save_npz(path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        meta = h.metadata()
+        if content == "grid missing":
+            del meta["grid"]
+        values = np.zeros((5, 5, 1)) if content == "values misshapen" else h.values
+        fields = {"values": values}
+        if content != "no metadata":
+            fields["metadata"] = "{" if content == "metadata not JSON" else json.dumps(meta)
+        np.savez(path, **fields)
+    with pytest.raises(ValueError, match="cannot be read as a heatmap written by") as err:
+        Heatmap.load_npz(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

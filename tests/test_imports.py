@@ -115,13 +115,15 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
-    ("grid", "density"),
+    ("grid", "density", "files"),
     ("slide", "options", "heatmap", "extract", "cache", "manifest"),
-    ("tissue", "models", "export", "samples"),
+    ("tissue", "models", "export", "samples", "roi", "regions", "region_stats",
+     "region_report", "overlap"),
     ("inference",),
     ("runner",),
-    # `patchheat open` starts napari; `batch` runs cli.run_job on dask workers
-    ("_qt", "_reader", "_writer", "_sample_data", "cli", "batch"),
+    # `patchheat open` starts napari; console: the CLI's terminal; `batch` runs cli.run_job on
+    # dask workers
+    ("_qt", "_reader", "_writer", "_sample_data", "cli", "console", "batch"),
 )
 
 

@@ -11,7 +11,16 @@ import tifffile
 from napari_patchheat import compute_heatmap
 from napari_patchheat.inference import Progress
 from napari_patchheat.options import RunOptions
-from napari_patchheat.runner import Failed, Finished, RunSpec, Started, array_to_tiff, start_run
+from napari_patchheat.runner import (
+    Failed,
+    Finished,
+    RunSpec,
+    Started,
+    Warned,
+    array_to_tiff,
+    died_message,
+    start_run,
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +93,24 @@ def test_a_killed_worker_is_reported(ihc_tif, tmp_path):
             handle.kill()
             break
     rest = collect(handle)
-    assert isinstance(rest[-1], Failed) and "stopped unexpectedly" in rest[-1].message
+    assert isinstance(rest[-1], Failed) and "stopped by SIGKILL" in rest[-1].message
+    assert "__main__" not in rest[-1].message  # no script advice after a kill
+
+
+def test_a_dead_workers_message_says_what_killed_it():
+    assert "SIGBUS" in died_message(-7, True) and "full disk" in died_message(-7, True)
+    assert "__main__" in died_message(1, False)  # a script that spawns without the guard
+    assert "exit code 3" in died_message(3, True) and "__main__" not in died_message(3, True)
+
+
+def test_cache_trouble_arrives_as_a_warning_and_the_run_goes_on(ihc_tif, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    msgs = collect(start_run(RunSpec(str(ihc_tif), "dab",
+                                     RunOptions(size=32, stride=32, cache_dir=str(a_file)))))
+    assert isinstance(msgs[0], Warned) and "results will not be cached" in msgs[0].message
+    assert isinstance(msgs[1], Started) and isinstance(msgs[-1], Finished)
+    assert msgs[-1].done == 16 * 16 and not msgs[-1].cancelled
 
 
 def test_array_to_tiff_round_trips_for_layers_without_a_file(tmp_path):

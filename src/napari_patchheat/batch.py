@@ -35,7 +35,8 @@ import numpy as np
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed, get_worker
 from distributed import worker_client as _worker_client
 
-from .cli import EXIT_FAILED, PROGRESS_EVERY_S, UserError, run_job
+from .cli import EXIT_FAILED, UserError, run_job
+from .console import PROGRESS_EVERY_S
 from .extract import read_order
 from .grid import PatchGrid
 from .heatmap import slide_stem
@@ -149,7 +150,7 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
         raise ValueError(f"split_px={split_px} must be a whole number of level pixels, >= 1.")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    job = BatchJob(_absolute_model(model), _absolute_cache(options), str(out), tuple(formats),
+    job = BatchJob(_absolute_model(model), _absolute_paths(options), str(out), tuple(formats),
                    mpp, positive_threshold, min_probability, split_px, retries,
                    dict(resources) if resources else None,
                    f"{TOPIC_PREFIX}-{uuid.uuid4().hex[:12]}")
@@ -345,7 +346,8 @@ def _compute_regions(run: HeatmapRun, slide: str, job: BatchJob,
     regions = split_order(run_order(run), run.grid, job.split_px or 1, run.batch_size)
     state["regions"] = len(regions)
     total, done, t0 = sum(map(len, regions)), 0, time.perf_counter()
-    options = dataclasses.replace(run.options, tissue_threshold=0.0)  # the patches are given
+    # the patches are given (no tissue mask, no region of interest); the slide's run caches them
+    options = dataclasses.replace(run.options, tissue_threshold=0.0, roi=None, use_cache=False)
     token = uuid.uuid4().hex[:8]
     with _worker_client() as client:
         futures = {
@@ -357,8 +359,12 @@ def _compute_regions(run: HeatmapRun, slide: str, job: BatchJob,
         for future in as_completed(futures, loop=client.loop):
             indices, values = futures[future], future.result()
             run.heatmap.update(indices, values)
+            if run.cache is not None:
+                run.cache.add(indices, values)
             done += len(indices)
             yield Progress(indices, values, done, total, time.perf_counter() - t0)
+    if run.cache is not None:
+        run.cache.flush()
 
 
 class _RegionRun(HeatmapRun):
@@ -397,11 +403,12 @@ def _absolute_model(model: str | os.PathLike[str]) -> str:
     return str(model) if is_builtin(str(model)) else str(Path(model).resolve())
 
 
-def _absolute_cache(options: RunOptions) -> RunOptions:
-    """``options`` with its cache folder made absolute."""
-    if options.cache_dir is None:
-        return options
-    return dataclasses.replace(options, cache_dir=Path(options.cache_dir).resolve())
+def _absolute_paths(options: RunOptions) -> RunOptions:
+    """``options`` with its cache folder and region-of-interest file made absolute."""
+    paths: dict[str, Any] = {
+        name: Path(value).resolve() for name in ("cache_dir", "roi")
+        if isinstance(value := getattr(options, name), (str, os.PathLike))}
+    return dataclasses.replace(options, **paths) if paths else options
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -1,43 +1,54 @@
-"""The ``patchheat`` command: ``run`` a model over a slide, ``batch`` many, the ``demo``, ``open``.
+"""The ``patchheat`` command: ``run`` a model over a slide, ``batch`` many, the ``demo``,
+``open`` napari, ``cache info|clear``.
 
 ``run`` and ``demo`` compute in this process with TensorFlow, ``batch`` on dask.distributed's
 workers (batch.py); anything that shows napari runs in a fresh process (``patchheat open``),
-since TensorFlow and napari's OpenGL cannot share one.
+since TensorFlow and napari's OpenGL cannot share one. Only the standard library is imported
+with this module, so that Ctrl-C at any moment is the one-line interruption, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
+import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .grid import Pair, as_pair
-from .options import RunOptions
+from .console import ProgressLine, import_tensorflow_quietly, printed_warnings, say
 
 if TYPE_CHECKING:
     from .export import ClassRule
+    from .grid import Pair
     from .heatmap import Heatmap
+    from .options import RunOptions
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
-PROGRESS_EVERY_S = 0.5
+EXIT_TERMINATED = 143  # the shell's code for SIGTERM
 
 
 class UserError(Exception):
     """Bad arguments or input: printed as one line, exit code 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: handled as Ctrl-C is (computed patches kept), exit code 143."""
+
+
 def _pair(name: str) -> Callable[[str], Pair]:
     """The argparse type of pair option ``name``: '224' -> (224, 224), '224,299' -> (224, 299)."""
 
     def parse(text: str) -> Pair:
+        from .grid import as_pair
+
         try:
             parts = [int(p) for p in text.split(",")]
         except ValueError:
@@ -62,10 +73,22 @@ def _formats(text: str) -> list[str]:
 
     names = [t.strip().lower() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in (*FORMATS, "npz")]
-    if bad:
+    if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown format {', '.join(bad)}: choose from npz, {', '.join(FORMATS)}")
+            f"unknown format {', '.join(bad) or repr(text)}: choose from npz, "
+            f"{', '.join(FORMATS)}")
     return names
+
+
+def _positive(text: str) -> float:
+    """The argparse type of a finite number above 0 (a pixel size)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0, e.g. 0.5")
+    return value
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -110,6 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="resources each model task takes, e.g. GPU=1 (start the workers "
                             "with --resources GPU=1)")
 
+    reg = sub.add_parser("regions", help="threshold a heatmap written by 'run' into regions "
+                                         "(QuPath GeoJSON annotations) and numbers per region")
+    reg.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    reg.add_argument("--class", dest="class_name", default=None,
+                     help="class to threshold (default: the heatmap's only class)")
+    reg.add_argument("--threshold", type=float, required=True,
+                     help="regions are where the class is at or above this")
+    reg.add_argument("--smooth", type=float, default=0.0,
+                     help="Gaussian smoothing before the threshold, in cells (default 0: none)")
+    reg.add_argument("--roi", type=Path, default=None,
+                     help="numbers per region of interest too: GeoJSON of polygons in level-0 "
+                          "px (a row per feature) or a mask image (see run --roi)")
+    reg.add_argument("--out", type=Path, default=None,
+                     help="output folder (default: the heatmap's folder)")
+
+    ov = sub.add_parser("overlap", help="the overlap-averaged map of a heatmap written by 'run' "
+                                        "(each cell the mean of the patches over it) as a TIFF")
+    ov.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    ov.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: the heatmap's folder)")
+
     demo = sub.add_parser("demo", help="the IHC sample through 'dab', then the generated slide "
                                        "through 'tissue'; opens napari when there is a display")
     demo.add_argument("--out", type=Path, default=Path("patchheat-demo"),
@@ -120,11 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("slide", type=Path, nargs="?", help="slide to open")
     op.add_argument("--heatmap", type=Path, action="append", default=[],
                     help="heatmap .npz written by 'patchheat run' (repeatable)")
+
+    cache = sub.add_parser("cache", help="see or empty the result cache (resumed runs)")
+    cache.add_argument("action", choices=("info", "clear"),
+                       help="info: where it is, its runs and size; clear: delete them")
+    cache.add_argument("--cache-dir", type=Path, default=None,
+                       help="the cache folder (default: runs/ in $PATCHHEAT_CACHE_DIR, else "
+                            "$XDG_CACHE_HOME/napari-patchheat)")
     return ap
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """``--model``, ``--mpp`` and a flag per :class:`RunOptions` field, with its help."""
+    from .options import RunOptions
+
     p.add_argument("--model", default="dab",
                    help="built-in model (tissue, hematoxylin, eosin, dab) or a Keras/SavedModel "
                         "path (default dab)")
@@ -132,7 +185,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         if f.name == "level":  # a level, or the one closest to a pixel size: not both
             group = p.add_mutually_exclusive_group()
             _add_option(group, f)
-            group.add_argument("--mpp", type=float, default=None,
+            group.add_argument("--mpp", type=_positive, default=None,
                                help="pick the level closest to this µm/px")
         else:
             _add_option(p, f)
@@ -172,33 +225,13 @@ def _add_option(p: Any, f: dataclasses.Field[Any]) -> None:
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The RunOptions of parsed ``patchheat run`` arguments (a ValueError for bad values)."""
+    from .options import RunOptions
+
     return RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
 
 
-class ProgressLine:
-    """A one-line progress bar on stderr: patches, patches/s, ETA."""
-
-    def __init__(self, label: str, stream: Any = sys.stderr):
-        self.label, self.stream, self.last = label, stream, 0.0
-
-    def __call__(self, p: Any, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self.last < PROGRESS_EVERY_S and p.done < p.total:
-            return
-        self.last = now
-        width = 30
-        filled = int(width * p.done / max(p.total, 1))
-        self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} patches "
-            f"{p.patches_per_s:6.1f} p/s ETA {p.eta_text} "
-        )
-        if p.done >= p.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
 def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",),
-            options: RunOptions = RunOptions(), *, mpp: float | None = None,
+            options: RunOptions | None = None, *, mpp: float | None = None,
             quiet: bool = False, positive_threshold: float | None = None,
             min_probability: float | None = None,
             compute: Callable[[Any], Iterable[Any]] | None = None) -> dict[str, Path]:
@@ -210,21 +243,31 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
     ``compute(run)``, when given, yields the HeatmapRun's Progress in place of ``run.run()``
     (``patchheat batch`` reports progress to its client, or computes regions on a cluster).
     """
+    from .files import check_writable_folder, safe_name
     from .heatmap import slide_stem
     from .inference import HeatmapRun, RunError
-    from .slide import open_slide
+    from .options import RunOptions
 
+    options = options if options is not None else RunOptions()
     if not slide.exists():
         raise UserError(f"{slide} does not exist: give the path of a slide file.")
+    try:  # before the run, so a bad --out costs nothing
+        check_writable_folder(out)
+    except OSError as exc:
+        raise UserError(f"cannot write the output folder {out}: {exc.strerror}; choose "
+                        "another --out.") from exc
+    from .slide import open_slide
+
     with open_slide(slide) as s:
         if mpp is not None:
             options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
+        import_tensorflow_quietly()
         run = HeatmapRun(s, model, options)
         classify = class_rule(run.model, positive_threshold, min_probability)
         if not quiet:
             _describe_run(slide, run)
             _warn_if_fluorescence(run.model, s)
-        stem = f"{slide_stem(slide.name)}.{run.model.name}"
+        stem = safe_name(f"{slide_stem(slide.name)}.{run.model.name}")  # a card's name: any text
         bar = ProgressLine(run.model.name)
         try:
             for p in run.run() if compute is None else compute(run):
@@ -233,11 +276,17 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         except (RunError, KeyboardInterrupt) as exc:  # keep what was computed
             partial = with_class_rule(run.result(), classify)
             if partial.n_computed:
-                write_outputs(partial, out, f"{stem}.partial", ("npz",), s)
-                print(f"kept {partial.n_computed:,} computed patches in "
-                      f"{out / (stem + '.partial.npz')}", file=sys.stderr)
+                try:
+                    write_outputs(partial, out, f"{stem}.partial", ("npz",), s)
+                    say(f"kept {partial.n_computed:,} computed patches in "
+                        f"{out / (stem + '.partial.npz')}")
+                except OSError as write_error:
+                    say(f"patchheat: could not keep the computed patches in {out}: "
+                        f"{write_error}")
             raise exc
-        return write_outputs(with_class_rule(run.result(), classify), out, stem, formats, s)
+        written = write_outputs(with_class_rule(run.result(), classify), out, stem, formats, s)
+        (out / f"{stem}.partial.npz").unlink(missing_ok=True)  # an earlier run's, now stale
+        return written
 
 
 def class_rule(model: Any, positive_threshold: float | None,
@@ -290,7 +339,11 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
         raise UserError(f"cannot create the output folder {out}: {exc.strerror}.") from exc
     written: dict[str, Path] = {}
     if "npz" in formats:
-        written["npz"] = heatmap.save_npz(out / f"{stem}.npz")
+        try:
+            written["npz"] = heatmap.save_npz(out / f"{stem}.npz")
+        except OSError as exc:
+            raise UserError(f"cannot write {out / (stem + '.npz')}: {exc.strerror or exc}."
+                            ) from exc
     others = [f for f in formats if f != "npz"]
     if others:
         from .export import export_heatmap
@@ -303,8 +356,44 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
     return written
 
 
+def overlap_job(path: Path, out: Path | None = None) -> Path:
+    """Write the overlap-averaged map of a heatmap file as ``<stem>.overlap.tif``."""
+    from .overlap import overlap_map, write_overlap_tiff
+    from .region_report import heatmap_file_stem, read_heatmap_file
+
+    overlap = overlap_map(read_heatmap_file(path))
+    folder = out if out is not None else path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_overlap_tiff(overlap, folder / f"{heatmap_file_stem(path)}.overlap.tif")
+
+
+def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth: float = 0.0,
+                roi: Path | None = None, out: Path | None = None) -> dict[str, Path]:
+    """Threshold a heatmap file into regions, write their report (region_report.py) next to
+    it or in ``out`` and print its numbers. Returns the files."""
+    from .region_report import (
+        heatmap_file_stem,
+        read_heatmap_file,
+        region_report,
+        write_region_report,
+    )
+    from .region_stats import format_stats
+
+    heatmap = read_heatmap_file(path)
+    if class_name is None and len(heatmap.class_names) > 1:
+        raise UserError(f"this heatmap has classes {', '.join(heatmap.class_names)}: choose "
+                        "one with --class.")
+    report = region_report(heatmap, class_name if class_name is not None else 0, threshold,
+                           smooth=smooth, roi=roi)
+    files = write_region_report(report, out if out is not None else path.parent,
+                                heatmap_file_stem(path))
+    print(format_stats(report.rows, report.class_name))
+    return files
+
+
 def demo(out: Path, viewer: bool) -> int:
     """The README's main job: IHC sample through 'dab', generated slide through 'tissue'."""
+    from .options import RunOptions
     from .samples import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
 
     ihc = ihc_sample_path()
@@ -322,53 +411,106 @@ def demo(out: Path, viewer: bool) -> int:
 
 
 def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
-    """napari with ``slide``, the PatchHeat dock widget and the given heatmaps."""
+    """napari with ``slide``, the PatchHeat dock widget and the given heatmaps; files that
+    cannot be shown are a UserError or ValueError before napari starts."""
+    from .heatmap import Heatmap
+
+    for path in (slide, *heatmaps):
+        if path is not None and not path.is_file():
+            raise UserError(f"{path} does not exist or is not a file: give a file's path.")
+    loaded = [Heatmap.load_npz(path) for path in heatmaps]
     import napari
 
     from ._reader import heatmap_layer_data
-    from .heatmap import Heatmap
 
     viewer = napari.Viewer(title="napari-patchheat")
     if slide is not None:
         layers = viewer.open(str(slide), plugin="napari-patchheat")
         viewer.scale_bar.visible = bool(layers and layers[0].metadata.get("mpp"))  # µm known
     viewer.window.add_plugin_dock_widget("napari-patchheat", "PatchHeat")
-    for path in heatmaps:
-        data, kwargs, _ = heatmap_layer_data(Heatmap.load_npz(path))[0]  # the first class
+    for heatmap in loaded:
+        data, kwargs, _ = heatmap_layer_data(heatmap)[0]  # the first class
         viewer.add_image(data, **kwargs)
     napari.run()
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``patchheat`` console script."""
-    from .inference import RunError
+def cache_command(action: str, folder: Path | None) -> int:
+    """``patchheat cache info`` (where, how many runs, how big) or ``clear`` (delete them)."""
+    from .cache import cache_info, clear_cache
 
-    args = build_parser().parse_args(argv)
+    info = cache_info(folder)
+    if action == "info":
+        print(f"{info.folder}: {info.runs} cached run(s), {info.set_aside} set aside, "
+              f"{info.other} other file(s), {info.total_bytes / 1e6:.1f} MB")
+        return 0
     try:
-        if args.command == "run":
-            files = run_job(args.slide, args.model, args.out, args.format, run_options(args),
-                            mpp=args.mpp, positive_threshold=args.positive_threshold,
-                            min_probability=args.min_probability)
-            for fmt, path in files.items():
-                print(f"{fmt}: {path}")
-            return 0
-        if args.command == "batch":
-            from .batch import batch_command
+        freed = clear_cache(folder)
+    except OSError as exc:
+        raise UserError(f"cannot clear the cache {info.folder} ({exc.strerror or exc}): delete "
+                        "it by hand.") from exc
+    print(f"cleared {info.folder}: {freed / 1e6:.1f} MB freed")
+    return 0
 
-            return batch_command(args, run_options(args))
-        if args.command == "demo":
-            return demo(args.out, not args.no_viewer)
-        return open_viewer(args.slide, args.heatmap)
-    except RunError as exc:  # a failed run: one line, not a traceback
-        print(f"patchheat: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("patchheat: interrupted; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (UserError, ValueError, OSError) as exc:  # bad arguments, unreadable files
-        print(f"patchheat: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the parsed command."""
+    if args.command == "run":
+        files = run_job(args.slide, args.model, args.out, args.format, run_options(args),
+                        mpp=args.mpp, positive_threshold=args.positive_threshold,
+                        min_probability=args.min_probability)
+        for fmt, path in files.items():
+            print(f"{fmt}: {path}")
+        return 0
+    if args.command == "batch":
+        from .batch import batch_command
+
+        return batch_command(args, run_options(args))
+    if args.command == "regions":
+        files = regions_job(args.heatmap, args.class_name, args.threshold,
+                            smooth=args.smooth, roi=args.roi, out=args.out)
+        for fmt, path in files.items():
+            print(f"{fmt}: {path}")
+        return 0
+    if args.command == "overlap":
+        print(f"overlap: {overlap_job(args.heatmap, args.out)}")
+        return 0
+    if args.command == "demo":
+        return demo(args.out, not args.no_viewer)
+    if args.command == "cache":
+        return cache_command(args.action, args.cache_dir)
+    return open_viewer(args.slide, args.heatmap)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``patchheat`` console script: exit 0, 1 (the run failed), 2 (bad
+    input), 130 (Ctrl-C) or 143 (SIGTERM); one line on stderr for each error."""
+    if threading.current_thread() is threading.main_thread():  # like Ctrl-C: keep what is done
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args = build_parser().parse_args(argv)
+        with printed_warnings():
+            return _command(args)
+    except KeyboardInterrupt as exc:
+        say("patchheat: interrupted; run the same command again to resume")
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except Exception as exc:
+        from .inference import RunError
+
+        if isinstance(exc, RunError):  # a failed run: one line, not a traceback
+            say(f"patchheat: error: {exc}")
+            return EXIT_FAILED
+        if isinstance(exc, (UserError, ValueError, OSError)):  # bad arguments, unreadable files
+            say(f"patchheat: error: {exc}")
+            return EXIT_BAD_INPUT
+        raise
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -323,6 +323,19 @@ class PatchGrid:
         ]
 
 
+def as_numpy(image: Any) -> np.ndarray:
+    """``np.asarray(image)``, where a dask array is computed without dask's global callbacks.
+
+    dask's default compute swaps its global ``Callback.active`` for the compute's duration, from
+    whichever thread calls it; napari's slicing adds and removes its dask cache there from
+    another thread. A background read racing it broke napari's cache (KeyError in
+    ``dask/cache.py``). Passing ``callbacks=()`` leaves them alone and runs none of them.
+    """
+    if hasattr(image, "compute") and hasattr(image, "dask"):
+        return np.asarray(image.compute(callbacks=()))
+    return np.asarray(image)
+
+
 def read_region(
     image: Any, y0: int, x0: int, y1: int, x1: int, step: tuple[int, int] = (1, 1)
 ) -> np.ndarray:
@@ -337,10 +350,10 @@ def read_region(
     (sy, iy0, iy1), (sx, ix0, ix1) = _samples(y0, y1, step[0], h), _samples(x0, x1, step[1], w)
     ny, nx = -(-(y1 - y0) // step[0]), -(-(x1 - x0) // step[1])
     if (iy0, ix0, iy1, ix1) == (0, 0, ny, nx):  # inside the image: no zero fill, no copy
-        return np.asarray(image[y0:y1 : step[0], x0:x1 : step[1]])
+        return as_numpy(image[y0:y1 : step[0], x0:x1 : step[1]])
     out = np.zeros((ny, nx) + tuple(image.shape[2:]), dtype=image.dtype)
     if iy0 < iy1 and ix0 < ix1:
-        out[iy0:iy1, ix0:ix1] = np.asarray(
+        out[iy0:iy1, ix0:ix1] = as_numpy(
             image[sy : sy + (iy1 - iy0 - 1) * step[0] + 1 : step[0],
                   sx : sx + (ix1 - ix0 - 1) * step[1] + 1 : step[1]]
         )

@@ -7,13 +7,16 @@ computed (background, not yet run, cancelled). Placement follows DESIGN.md's coo
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .files import atomic_write
 from .grid import FloatPair, PatchGrid, as_float_pair
 from .slide import SLIDE_SUFFIXES
 
@@ -195,14 +198,31 @@ class Heatmap:
     def save_npz(self, path: str | Path) -> Path:
         """Write values and metadata to one ``.npz`` file (atomically); returns the path."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".part")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, values=self.values, metadata=json.dumps(self.metadata()))
-        tmp.replace(path)
         return path
 
     @classmethod
     def load_npz(cls, path: str | Path) -> Heatmap:
-        """Read a heatmap written by :meth:`save_npz`."""
-        with np.load(path, allow_pickle=False) as f:
-            return cls.from_metadata(json.loads(str(f["metadata"])), f["values"])
+        """Read a heatmap written by :meth:`save_npz`; any other file is a ValueError saying so
+        (:func:`reading_heatmap_file`)."""
+        with reading_heatmap_file(path):
+            with np.load(path, allow_pickle=False) as f:
+                meta, values = json.loads(str(f["metadata"])), f["values"]
+            heatmap = cls.from_metadata(meta, values)
+        return heatmap
+
+
+@contextmanager
+def reading_heatmap_file(path: str | Path) -> Iterator[None]:
+    """Whatever a damaged or foreign file makes a heatmap reader raise, as one ValueError naming
+    ``path``; a file that is missing or not readable stays an OSError."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            SyntaxError, RuntimeError, zipfile.BadZipFile) as exc:  # RuntimeError: codecs
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} cannot be read as a heatmap written by napari-patchheat "
+                         f"({why}): it is damaged or another kind of file.") from exc

@@ -2,8 +2,8 @@
 
 Reading and decoding run ahead of inference in a worker thread through a bounded queue, so the
 model does not wait on I/O and memory stays bounded. Results go to the resume cache (cache.py: a
-memory-mapped ``.npy`` keyed by slide, level, grid and model), so a cancelled or failed run
-resumes where it stopped. This module runs TensorFlow, in the inference worker (runner.py); it
+SQLite file of finished batches keyed by slide, level, grid and model), so a cancelled or failed
+run resumes where it stopped. This module runs TensorFlow, in the inference worker (runner.py); it
 imports TensorFlow inside the functions that need it, so the napari process may import it for
 :class:`Progress`, the worker's per-batch message.
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .cache import open_values, run_cache_path, run_key
+from .cache import RunCache, open_run_cache, run_key
 from .extract import PatchBatch, batch_blocks, read_blocks
 from .grid import READ_BLOCK_PX, PatchGrid
 from .heatmap import Heatmap
@@ -105,7 +105,7 @@ class HeatmapRun:
     """One run of ``model`` over a level of ``slide``: grid, tissue mask, cache and results.
 
     Build it (cheap: no patch is read), look at ``grid``, ``todo`` and ``heatmap``, then iterate
-    :meth:`run`. ``heatmap.values`` is the cache (a memory map) when caching is on. When
+    :meth:`run`. ``heatmap.values`` starts with the cached patches when caching is on. When
     TensorFlow runs out of memory, the model gets each batch in halves (``model_batch_size``,
     down to one patch) from then on. ``block_px`` is the side of the level region (level
     pixels) one read covers.
@@ -132,6 +132,7 @@ class HeatmapRun:
         self.model.check_patch_size(self.grid.size)
         self.tissue_threshold = options.tissue_threshold
         self.tissue = self._tissue_fraction() if self.tissue_threshold > 0 else None
+        self.roi = self._roi_mask() if options.roi is not None else None
         self.heatmap = self._open_heatmap()
 
     # --- set-up -------------------------------------------------------------------------------
@@ -147,32 +148,57 @@ class HeatmapRun:
 
         return patch_tissue_fraction(self.slide, self.grid, self.level)
 
+    def _roi_mask(self) -> np.ndarray:
+        """(rows, cols) bool: the patches inside the options' region of interest."""
+        from .roi import roi_patch_mask
+
+        o = self.options
+        return roi_patch_mask(o.roi, self.grid, self.downsample, self.slide.shape[:2],
+                              min_fraction=o.roi_min_fraction, centre=o.roi_centre)
+
     @property
     def key(self) -> str:
-        """Cache key: slide identity, level, grid parameters, model fingerprint."""
-        return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint)
+        """Cache key: slide identity, level, grid parameters, model fingerprint, region."""
+        from .roi import roi_key
+
+        return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint,
+                       "" if self.roi is None else roi_key(self.roi))
 
     def _open_heatmap(self) -> Heatmap:
-        """An empty (NaN) heatmap, or with caching on, one whose values are the cache."""
+        """An empty (NaN) heatmap; with caching on, the cached patches filled in."""
         heatmap = Heatmap.empty(
             self.grid, self.model.class_names,
             level=self.level, downsample=self.downsample, mpp=self.slide.mpp,
             model_name=self.model.name, model_fingerprint=self.model.fingerprint,
             slide_path=str(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold,
-                   "positive_threshold": getattr(self.model, "positive_threshold", None)},
+                   "positive_threshold": getattr(self.model, "positive_threshold", None),
+                   **self._roi_extra()},
         )
+        self.cache: RunCache | None = None
         if self.options.use_cache:
-            self.cache_path = run_cache_path(self.key, self.options.cache_dir)
-            heatmap.values = open_values(self.cache_path, heatmap.values.shape)
+            self.cache = open_run_cache(self.key, self.grid, len(self.model.class_names),
+                                        self.options.cache_dir)
+            heatmap.values = self.cache.values
         return heatmap
+
+    def _roi_extra(self) -> dict[str, Any]:
+        """What the heatmap records of the region: the rule and the patches inside."""
+        if self.roi is None:
+            return {}
+        o = self.options
+        return {"roi": {"patches": int(self.roi.sum()), "min_fraction": o.roi_min_fraction,
+                        "centre": o.roi_centre}}
 
     @property
     def todo(self) -> np.ndarray:
-        """(rows, cols) bool: patches this run will compute (tissue, not yet in the cache)."""
+        """(rows, cols) bool: patches this run will compute (tissue, inside the region of
+        interest, not yet in the cache)."""
         todo = ~self.heatmap.computed
         if self.tissue is not None:
             todo &= self.tissue >= self.tissue_threshold
+        if self.roi is not None:
+            todo &= self.roi
         return todo
 
     # --- the run ------------------------------------------------------------------------------
@@ -195,6 +221,8 @@ class HeatmapRun:
                     break
                 values = self._predict(batch)
                 self.heatmap.update(batch.indices, values)
+                if self.cache is not None:
+                    self.cache.add(batch.indices, values)
                 done += len(batch)
                 yield Progress(batch.indices, values, done, total, time.perf_counter() - t0)
         except Exception as exc:  # reading or the model failed: keep what is done
@@ -202,9 +230,8 @@ class HeatmapRun:
         finally:
             blocks.close()
             reader.close()
-            flush = getattr(self.heatmap.values, "flush", None)
-            if flush is not None:
-                flush()
+            if self.cache is not None:
+                self.cache.flush()
 
     def _predict(self, batch: PatchBatch) -> np.ndarray:
         """The model on one batch, in pieces of :attr:`model_batch_size`; when TensorFlow runs
@@ -259,7 +286,7 @@ class HeatmapRun:
         return self.model.validate_output(out, n, inside)
 
     def result(self) -> Heatmap:
-        """A detached copy of the heatmap (values in memory, not the cache's memory map)."""
+        """A detached copy of the heatmap (its own values and extra)."""
         h = self.heatmap
         return dataclasses.replace(h, values=np.array(h.values), extra=dict(h.extra))
 

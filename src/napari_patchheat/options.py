@@ -67,6 +67,18 @@ class RunOptions:
         "$XDG_CACHE_HOME/napari-patchheat)", "path")
     use_cache: bool = _option(
         True, "neither read nor write the result cache", "switch", flag="--no-cache")
+    # compare=False: a region (geometries, a mask array) has no meaningful equality
+    roi: Any = field(default=None, compare=False, metadata={
+        "help": "run only inside these regions: a GeoJSON file of polygons in level-0 pixels "
+                "(QuPath's 'Export objects as GeoJSON') or a mask image (scaled over the slide, "
+                "non-zero inside); the API also takes shapely geometries and mask arrays",
+        "kind": "path"})
+    roi_min_fraction: float = _option(
+        0.5, "a patch is inside the region when at least this fraction of its effective area "
+        "is (default 0.5)", "float")
+    roi_centre: bool = _option(
+        False, "a patch is inside the region when its centre is (instead of the fraction)",
+        "switch")
 
     def __post_init__(self) -> None:
         for name in PAIR_FIELDS:
@@ -76,6 +88,9 @@ class RunOptions:
         self._check_batch_size()
         self._check_tissue_threshold()
         self._check_choices()
+        if not 0.0 < self.roi_min_fraction <= 1.0:
+            raise ValueError(f"roi_min_fraction={self.roi_min_fraction} must be a fraction "
+                             "above 0, up to 1.")
 
     def _check_batch_size(self) -> None:
         n = self.batch_size

@@ -5,7 +5,8 @@ TensorFlow and a drawing napari viewer cannot share a process (DESIGN.md), so ru
 background, as soon as it starts, keeps the models it loaded, and takes one run at a time
 (:meth:`Worker.submit`). For each run it opens the slide by path, runs
 :class:`~napari_patchheat.inference.HeatmapRun` and sends small messages back: ``Started``, a
-:class:`~napari_patchheat.inference.Progress` per batch, then ``Finished`` or ``Failed``. Cancel
+:class:`~napari_patchheat.inference.Progress` per batch (``Warned`` where the cache could not be
+used), then ``Finished`` or ``Failed``. Cancel
 stops the run, not the process. :func:`start_run` is a run in a worker of its own. This module
 never imports TensorFlow. The child exits when its parent goes away, and keeps TensorFlow's
 C++ logs off the terminal unless ``$PATCHHEAT_DEBUG`` is set.
@@ -17,8 +18,10 @@ import itertools
 import multiprocessing as mp
 import os
 import queue
+import signal
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .grid import as_numpy
 from .inference import Progress
 from .options import RunOptions
 
@@ -67,13 +71,21 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Warned:
+    """Something the user should know that does not stop the run (the cache could not be
+    used, a damaged cache was set aside); ``message`` is one sentence."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Failed:
     """The run failed; ``message`` is one sentence for the user. Computed values are kept."""
 
     message: str
 
 
-Message = Started | Progress | Finished | Failed  # Progress: one finished batch
+Message = Started | Progress | Warned | Finished | Failed  # Progress: one finished batch
 
 
 def _watch_parent() -> None:
@@ -148,7 +160,21 @@ class ModelCache:
 
 
 def _run(spec: RunSpec, cancel: Any, models: ModelCache) -> Iterator[Message]:
-    """The messages of one run: Started, a Progress per batch, Finished; or Failed."""
+    """The messages of one run: Started, a Progress per batch, Finished; or Failed. The cache's
+    warnings (CacheWarning) come as Warned, each as soon as it is given."""
+    from .cache import CacheWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CacheWarning)
+        for msg in _run_messages(spec, cancel, models):
+            while caught:
+                warning = caught.pop(0)
+                if issubclass(warning.category, CacheWarning):
+                    yield Warned(str(warning.message))
+            yield msg
+
+
+def _run_messages(spec: RunSpec, cancel: Any, models: ModelCache) -> Iterator[Message]:
     try:
         from .inference import HeatmapRun
 
@@ -264,12 +290,7 @@ class RunHandle:
                     wait = LAST_WORDS_S
                     continue
                 self._end()
-                msgs.append(Failed(
-                    f"the inference process stopped unexpectedly (exit code "
-                    f"{self.process.exitcode}); what was computed is kept: run again to resume "
-                    "(from a script, put the script's code under if __name__ == '__main__':, "
-                    "which spawned processes need)."
-                ))
+                msgs.append(Failed(died_message(self.process.exitcode, self.worker.ready)))
                 break
             if job_id != self.job_id:
                 continue
@@ -305,6 +326,25 @@ class RunHandle:
     def alive(self) -> bool:
         """True while the worker process runs."""
         return self.worker.alive
+
+
+def died_message(exitcode: int | None, ready: bool) -> str:
+    """The sentence for a worker that died without a word: killed by a signal (which), or
+    failing as it started (a script without a ``__main__`` guard), or another exit code."""
+    kept = "what was computed is kept: run again to resume."
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = {"SIGKILL": " (killed: out of memory, or by a user)",
+                "SIGBUS": " (a file it mapped became unreadable, e.g. a full disk)"}
+        return (f"the inference process was stopped by {name}{hint.get(name, '')}; {kept}")
+    if exitcode == 1 and not ready:
+        return ("the inference process failed as it started (exit code 1): from a script, put "
+                "the script's code under if __name__ == '__main__':, which spawned processes "
+                "need.")
+    return f"the inference process stopped unexpectedly (exit code {exitcode}); {kept}"
 
 
 def lower_priority(pid: int, increment: int = WORKER_NICE) -> bool:
@@ -364,7 +404,7 @@ def array_to_tiff(image: Any, folder: str | Path | None = None, mpp: float | Non
 
     def tiles() -> Iterator[np.ndarray]:
         for y in range(0, h, tile):
-            band = np.asarray(image[y : y + tile])
+            band = as_numpy(image[y : y + tile])
             for x in range(0, w, tile):
                 yield band[:, x : x + tile]
 

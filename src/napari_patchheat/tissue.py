@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from .density import optical_density
-from .grid import FloatPair, PatchGrid, as_float_pair
+from .grid import FloatPair, PatchGrid, as_float_pair, as_numpy
 
 # Bounds on the threshold of the summed RGB optical density (rgb2hed units; x6 for log10 OD):
 # a pixel lighter than a grey of ~238 is never tissue; one as dark as a grey of ~227 always is
@@ -88,7 +88,7 @@ def tissue_mask(image_rgb: np.ndarray, *, mode: Mode = "auto") -> np.ndarray:
 
 def _rgb_and_valid(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 (H, W, 3) of an RGB(A) or grey image, and where it is not transparent."""
-    img = np.asarray(image)
+    img = as_numpy(image)
     if img.ndim == 2:
         img = img[..., None]
     if img.ndim != 3 or img.shape[2] not in (1, 3, 4) or 0 in img.shape:
@@ -295,7 +295,7 @@ def _read_subsampled(image: Any, max_px: int) -> tuple[np.ndarray, int]:
     at most ``max_px``, as numpy, and k."""
     k = max(1, math.ceil(max(image.shape[:2]) / max_px))
     offset = k // 2
-    return np.asarray(image[offset::k, offset::k]), k
+    return as_numpy(image[offset::k, offset::k]), k
 
 
 def patch_tissue_fraction(source: Any, grid: PatchGrid, level: int = 0, *,

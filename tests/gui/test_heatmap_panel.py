@@ -112,7 +112,7 @@ def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, qtbot, 
     widget.padding.value = "SAME"
     widget.inspector.select(1, 2)
     a, b = heatmap.values[1, 2]
-    assert f"a: {a:.4g}, b: {b:.4g}" in text(widget.inspector.info)
+    assert f"a {a:.4g}, b {b:.4g}" in text(widget.inspector.info)
     widget.display.export_folder.value = tmp_path / "out"
     widget.display.export_formats["png"].value = True
     assert export_and_wait(widget.display, qtbot)["png"].is_file()
@@ -308,12 +308,12 @@ def test_the_heatmap_in_use_shows_its_colour_bar_and_legend(viewer, widget):
 
 def test_export_runs_off_the_gui_thread_on_the_values_it_started_with(viewer, widget, qtbot,
                                                                      tmp_path, monkeypatch):
-    gate, writers, notes = threading.Event(), [], []
+    gates, writers, notes = [threading.Event(), threading.Event()], [], []
     write = heatmap_panel.export_heatmap
 
-    def held_export(*args, **kwargs):  # export_heatmap, held until the test lets it go
+    def held_export(*args, **kwargs):  # export_heatmap of one format, held until let go
         writers.append(threading.current_thread())
-        assert gate.wait(30)
+        assert gates[len(writers) - 1].wait(30)
         return write(*args, **kwargs)
 
     monkeypatch.setattr(heatmap_panel, "export_heatmap", held_export)
@@ -330,14 +330,20 @@ def test_export_runs_off_the_gui_thread_on_the_values_it_started_with(viewer, wi
     exported = heatmap.values.copy()
     assert panel.export()  # returns while the files are still being written
     assert panel.exporting and not panel.export_button.enabled
-    assert not panel.export_busy.native.isHidden() and panel.export_busy.max == 0  # busy bar
-    assert "exporting" in text(panel.export_info)
+    assert not panel.export_busy.native.isHidden()
+    assert (panel.export_busy.max, panel.export_busy.value) == (2, 0)  # formats written
     qtbot.waitUntil(lambda: len(writers) == 1, timeout=10_000)
     assert writers[0] is not threading.main_thread() and not out.exists()
+    qtbot.waitUntil(lambda: "OME-TIFF (1 of 2)" in text(panel.export_info), timeout=10_000)
     heatmap.values[...] = 0.25  # a run's batch lands while the export runs
     panel.refresh_layer()
     assert (hl.data == 0.25).all()
-    gate.set()
+    gates[0].set()
+    qtbot.waitUntil(lambda: len(writers) == 2, timeout=EXPORT_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "CSV (2 of 2)" in text(panel.export_info), timeout=10_000)
+    assert panel.exporting and panel.export_busy.value == 1
+    assert sorted(f.name for f in out.iterdir()) == ["held.json", "held.ome.tif"]
+    gates[1].set()
     qtbot.waitUntil(lambda: not panel.exporting, timeout=EXPORT_TIMEOUT_MS)
     files = panel.exported
     assert set(files) == {"ometiff", "json", "csv"} and files["csv"].parent == out

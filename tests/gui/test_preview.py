@@ -5,6 +5,8 @@ than the screen is a tint, not a sparser grid; overlapping patches show single p
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -376,3 +378,88 @@ def test_the_lines_image_lights_exactly_the_pixels_boundaries_cross():
                   | (cols.drawn[None, :] & rows.covered[:, None])
                   | (rows.example[:, None] & cols.example[None, :]))
         assert ((picture.rgba[..., 3] > 0) == expect).all()
+
+
+def test_a_redraw_reaches_napari_as_one_update_and_is_drawn(viewer, widget):
+    """napari's layer list spends ~5 ms on each layer event (its row's dataChanged, thumbnail
+    included): a redraw (a pan, a new grid, the lines image) reaches it as one update of at most
+    four events (data, thumbnail, extent, highlight), not one per step, and the canvas shows it:
+    after a pan, bright rows of the screenshot lie on the patches' top and bottom edges."""
+    viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
+    set_params(widget, 50, 50)
+    cam = camera(viewer)
+    for zoom in (0.2, 2.0):  # both layers made (napari makes a layer once: many events)
+        cam.center, cam.zoom = (300.0, 300.0), zoom
+        widget.preview.update_now()
+    events: list[list[tuple[int, str]]] = []  # per change: (layer index, event type)
+    viewer.layers.events.connect(lambda e: events[-1].append((e.index, e.type))
+                                 if events and hasattr(e, "index") else None)
+    for change in (lambda: setattr(cam, "center", (337.0, 261.0)),  # a pan: rectangles moved
+                   lambda: setattr(widget.stride, "value", 40),  # a new grid
+                   lambda: setattr(cam, "zoom", 0.2),  # zoomed out: the lines image
+                   lambda: setattr(cam, "center", (900.0, 700.0)),  # a pan of the lines
+                   lambda: setattr(cam, "zoom", 2.0)):  # back to rectangles
+        change()
+        events.append([])
+        widget.preview.update_now()
+        ours = [(i, t) for i, t in events[-1] if t != "scale_factor"]  # that: napari's zoom
+        per_layer = collections.Counter(i for i, _ in ours)
+        assert ("set_data" in {t for _, t in ours} and per_layer
+                and max(per_layer.values()) <= 4), events[-1]
+    assert widget.preview.picture.lines is None and widget.preview.layer.nshapes > 0
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    h, w = shot.shape[:2]
+    bright_rows = np.flatnonzero((shot[:, w // 4: 3 * w // 4, :3].max(-1) > 60).mean(1) > 0.5)
+    edges_world = np.array([k * 40 - 0.5 for k in range(100)] + [k * 40 + 49.5 for k in range(100)])
+    edges_screen = (edges_world - cam.center[-2]) * cam.zoom + h / 2
+    edges_screen = edges_screen[(edges_screen > 2) & (edges_screen < h - 2)]
+    assert len(bright_rows) > 0 and len(edges_screen) > 4
+    assert np.abs(bright_rows[:, None] - edges_screen[None, :]).min(1).max() <= 2
+    assert np.abs(edges_screen[:, None] - bright_rows[None, :]).min(1).max() <= 2
+
+
+@pytest.mark.parametrize("size, stride, rate, padding, ds", [
+    (20, 20, 1, "VALID", (1.0, 1.0)), (60, 20, 1, "SAME", (1.0, 1.0)),
+    (7, 13, 2, "SAME", (4.0, 3.9))])
+def test_region_mask_keeps_the_pixels_patches_inside_meet(size, stride, rate, padding, ds):
+    """Brute force: a screen pixel stays when a patch inside the region meets it (its extent
+    and the pixel as closed intervals); the inside mask varies, so the check can fail."""
+    from napari_patchheat._qt.grid_overlay import inside_table, region_mask
+
+    grid = PatchGrid(400, 300, size, stride, rate, padding)
+    rng = np.random.default_rng(size)
+    inside = rng.random((grid.rows, grid.cols)) < 0.3
+    rows_px, cols_px = AxisPixels(-30.3, 2.7, 700), AxisPixels(11.0, 3.1, 500)
+    got = region_mask(grid, ds, rows_px, cols_px, inside_table(inside))
+    want = np.zeros_like(got)
+    for i, j in zip(*np.nonzero(inside)):
+        y0, x0, y1, x1 = grid.box(i, j, ds)
+        ey, ex = rows_px.edges(), cols_px.edges()
+        ys = (ey[:-1] <= y1) & (ey[1:] >= y0)
+        xs = (ex[:-1] <= x1) & (ex[1:] >= x0)
+        want |= ys[:, None] & xs[None, :]
+    assert 0 < want.sum() < want.size
+    np.testing.assert_array_equal(got, want)
+
+
+def test_past_the_cap_only_the_regions_patches_are_drawn(viewer, widget):
+    viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
+    set_params(widget, 20, 20)
+    viewer.reset_view()
+    inside = np.zeros((widget.grid.rows, widget.grid.cols), bool)
+    inside[10:40, 30:90] = True
+    widget.preview.inside = inside
+    widget.preview.update_now()
+    rgba, ey, ex = lines_image(widget)
+    lit = rgba[..., 3] > 0
+    cy, cx = (ey[:-1] + ey[1:]) / 2, (ex[:-1] + ex[1:]) / 2  # world = level-0 - 0.5 here
+    sy, sx = ey[1] - ey[0], ex[1] - ex[0]
+    near = (((cy >= 10 * 20 - 0.5 - sy) & (cy <= 40 * 20 - 0.5 + sy))[:, None]
+            & ((cx >= 30 * 20 - 0.5 - sx) & (cx <= 90 * 20 - 0.5 + sx))[None, :])
+    assert lit.any() and not (lit & ~near).any()
+    inner = (((cy > 10 * 20 + sy) & (cy < 40 * 20 - sy))[:, None]
+             & ((cx > 30 * 20 + sx) & (cx < 90 * 20 - sx))[None, :])
+    assert lit[inner].mean() > 0.05  # the region's own lines are drawn
+    widget.preview.inside = None
+    widget.preview.update_now()
+    assert (lines_image(widget)[0][..., 3] > 0)[~near].any()  # the whole grid again

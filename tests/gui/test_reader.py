@@ -163,3 +163,39 @@ def test_a_heatmap_ome_tiff_opens_back_over_its_slide(make_napari_viewer, svs_pa
             cell = np.round(layer.world_to_data(world)).astype(int)
             assert tuple(cell) == (i, j)
             np.testing.assert_array_equal(layer.data[i, j], values[i, j, c])
+
+
+def test_a_damaged_heatmap_ome_tiff_is_an_error_not_a_crash(make_napari_viewer, tmp_path):
+    from napari_patchheat.export import write_ome_tiff
+    from napari_patchheat.grid import PatchGrid
+    from napari_patchheat.heatmap import Heatmap
+
+    grid = PatchGrid(256, 256, 32, 32)
+    heatmap = Heatmap(np.zeros((*grid.shape, 1), np.float32), grid, 0, (1.0, 1.0), ("a",))
+    path = write_ome_tiff(heatmap, tmp_path / "h.ome.tif")
+    path.write_bytes(b"II*\x00" + bytes(range(256)) * 4)  # a TIFF header, then garbage
+    viewer = make_napari_viewer()
+    with pytest.raises(ValueError, match=f"{path} cannot be read as a heatmap"):
+        viewer.open(str(path), plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+
+
+def test_a_huge_sparse_tiff_opens_and_draws(make_napari_viewer, tmp_path):
+    """The issue's 200,000 x 200,000 px single-level TIFF with one stored tile: napari opens it
+    and draws the whole slide (its computed levels skip the glass)."""
+    import tifffile
+
+    red = np.zeros((512, 512, 3), np.uint8)
+    red[..., 0] = 200
+    count = (200_000 // 512 + 1) ** 2
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, (red if i == 0 else None for i in range(count)),
+                     shape=(200_000, 200_000, 3), dtype=np.uint8, tile=(512, 512),
+                     photometric="rgb", bigtiff=True)
+    viewer = make_napari_viewer(show=True)
+    layer = open_one(viewer, path)
+    viewer.reset_view()
+    QApplication.processEvents()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert len(layer.data) == 8 and layer.data_level == 7
+    assert (shot[..., :3] == 255).all(axis=-1).mean() > 0.5  # the glass, drawn white

@@ -168,3 +168,24 @@ def test_replacing_a_layers_data_writes_its_new_pixels(viewer, widget):
     second = Path(widget.run_panel.spec().slide)
     assert second != first
     np.testing.assert_array_equal(tifffile.imread(second), b)
+
+
+def test_cache_trouble_is_a_warning_and_the_run_completes(viewer, widget, qtbot, errors,
+                                                          tmp_path, svs_path, monkeypatch):
+    """A cache folder that is a file: the worker's CacheWarning reaches napari as a warning
+    notification; the run is not stopped and no error is shown."""
+    from napari_patchheat._reader import read_slides
+
+    warned: list[str] = []
+    monkeypatch.setattr("napari_patchheat._qt.run_panel.show_warning", warned.append)
+    data, kwargs, _ = read_slides(str(svs_path))[0]
+    viewer.add_image(data, **kwargs)
+    a_file = tmp_path / "cache-is-a-file"
+    a_file.write_text("")
+    widget.cache_dir = str(a_file)
+    widget.model.value = "tissue"
+    widget.size.value, widget.stride.value = 128, 128
+    assert widget.run_panel.run()
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
+    assert len(warned) == 1 and "results will not be cached" in warned[0]
+    assert errors == [] and text(widget.run_panel.info).startswith("done")

@@ -283,3 +283,77 @@ def test_rgb_pyramid_of_channel_planes_stacked_lazily():
     assert downsamples[1:] == [(2.0, 2.0), (4.0, 4.0)]
     np.testing.assert_array_equal(np.asarray(levels[2]), np.asarray(whole[2]))
     assert len(np.unique(np.asarray(levels[2]))) > 100
+
+
+# --- sparse TIFFs: tiles missing from the file --------------------------------------------------
+
+
+def _sparse_tiff(path, shape, tile, present):
+    """A tiled RGB TIFF of ``shape`` whose tiles ``present`` (tile index -> (tile, tile, 3)
+    uint8) are in the file and all others are absent (byte count 0: glass). Writes only those."""
+    import tifffile
+
+    count = (-(-shape[0] // tile)) * (-(-shape[1] // tile))
+    first = min(present)
+    assert first == 0, "tifffile needs the first tile to learn the dtype"
+    tifffile.imwrite(path, (present.get(i) for i in range(count)), shape=(*shape, 3),
+                     dtype=np.uint8, tile=(tile, tile), photometric="rgb", bigtiff=True)
+    return path
+
+
+def test_a_sparse_tiffs_computed_levels_equal_the_dense_files(tmp_path, real_pixels):
+    """Tiles absent from the file read as white; every computed level of the sparse file equals
+    that of the same image written whole (white where the sparse file has no tile)."""
+    import tifffile
+
+    shape, tile = (5000, 4600), 256
+    across = -(-shape[1] // tile)
+    rng = np.random.default_rng(5)
+    picks = {0, *rng.choice(20 * across, 40, replace=False).tolist()}
+    present = {}
+    dense = np.full((*shape, 3), 255, np.uint8)
+    for i in picks:
+        y, x = i // across * tile, i % across * tile
+        piece = real_pixels[y % 2000: y % 2000 + tile, x % 2000: x % 2000 + tile]
+        h, w = min(tile, shape[0] - y), min(tile, shape[1] - x)
+        dense[y: y + h, x: x + w] = piece[:h, :w]
+        full = np.full((tile, tile, 3), 255, np.uint8)
+        full[:h, :w] = piece[:h, :w]
+        present[i] = full
+    sparse_path = _sparse_tiff(tmp_path / "sparse.tif", shape, tile, present)
+    dense_path = tmp_path / "dense.tif"
+    tifffile.imwrite(dense_path, dense, tile=(tile, tile), photometric="rgb")
+    with open_slide(sparse_path) as s, open_slide(dense_path) as d:
+        assert s.reader(0).has_absent_tiles and not d.reader(0).has_absent_tiles
+        assert len(s.levels) == len(d.levels) == 3
+        for k in range(len(s.levels)):
+            np.testing.assert_array_equal(np.asarray(s.levels[k]), np.asarray(d.levels[k]))
+        np.testing.assert_array_equal(s.levels[2][300:700, 200:900].compute(),
+                                      d.levels[2][300:700, 200:900].compute())
+
+
+def test_a_huge_sparse_tiff_never_reads_its_glass(tmp_path, monkeypatch):
+    """The issue's case: a 200,000 x 200,000 px single-level TIFF with one stored tile (2.6 MB
+    on disk). Its thumbnail reads level-0 pixels only around that tile, not 4e10 of glass."""
+    from napari_patchheat.slide.tiff_level import TiffLevel
+
+    red = np.zeros((512, 512, 3), np.uint8)
+    red[..., 0] = 200
+    path = _sparse_tiff(tmp_path / "huge.tif", (200_000, 200_000), 512, {0: red})
+    assert path.stat().st_size < 4_000_000
+    read = []
+    real_getitem = TiffLevel.__getitem__
+
+    def counting(self, key):
+        out = real_getitem(self, key)
+        read.append(out.shape[0] * out.shape[1])
+        return out
+
+    monkeypatch.setattr(TiffLevel, "__getitem__", counting)
+    with open_slide(path) as s:
+        assert [lv.shape[0] for lv in s.levels] == [200_000 // 2**k for k in range(8)]
+        thumb = s.thumbnail(512)
+        top = np.asarray(s.levels[-1])
+    assert sum(read) <= 2048 * 2048  # the level-1 chunk over the one stored tile
+    assert (top[:4, :4] == [200, 0, 0]).all() and (top[4:] == 255).all()
+    assert (top[:, 4:] == 255).all() and thumb.shape == (512, 512, 3)

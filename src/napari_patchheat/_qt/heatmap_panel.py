@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,8 @@ from napari.components.overlays import TextOverlay
 from napari.utils.notifications import show_info
 
 from ..export import FORMATS, export_heatmap
-from ..grid import PatchGrid
+from ..files import safe_name
+from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
 from .threads import Workers
@@ -55,11 +55,6 @@ TITLE_META_KEY = "patchheat_title"  # layer metadata: (model · slide, run numbe
 LEGEND_OVERLAY_KEY = "patchheat_legend"  # viewer.canvas.overlays key of the legend
 
 
-def safe_stem(text: str) -> str:
-    """A file-name stem from free text: runs of other characters become '_'."""
-    return re.sub(r"[^\w.+-]+", "_", text).strip("._") or "heatmap"
-
-
 def thumbnail(slide: SlideLayer) -> np.ndarray:
     """The whole slide at about THUMBNAIL_PX on its long side, from the level Slide.thumbnail
     uses (every k-th pixel: layers may hold any dtype; the PNG export resizes it)."""
@@ -68,15 +63,21 @@ def thumbnail(slide: SlideLayer) -> np.ndarray:
     level = thumbnail_level([slide.level_shape(i) for i in range(len(slide.levels))],
                             THUMBNAIL_PX)
     k = max(1, max(slide.level_shape(level)) // THUMBNAIL_PX)
-    return np.asarray(slide.levels[level][::k, ::k])
+    return as_numpy(slide.levels[level][::k, ::k])
 
 
 def write_export(heatmap: Heatmap, folder: Path, stem: str, formats: list[str],
-                 slide: SlideLayer | None, **options: Any) -> dict[str, Path]:
-    """Write ``heatmap`` in ``formats`` to ``folder`` (a worker thread's job: the PNG's slide
-    thumbnail is read here too); ``options`` go to export_heatmap."""
-    thumb = thumbnail(slide) if slide is not None and "png" in formats else None
-    return export_heatmap(heatmap, folder, stem, formats, thumbnail=thumb, **options)
+                 slide: SlideLayer | None,
+                 **options: Any) -> Generator[str, None, dict[str, Path]]:
+    """Write ``heatmap`` in ``formats`` to ``folder``, one format after another, yielding each
+    format's name before it is written; return the files (a worker thread's job: the PNG's
+    slide thumbnail is read here too). ``options`` go to export_heatmap."""
+    files: dict[str, Path] = {}
+    for fmt in formats:
+        yield fmt
+        thumb = thumbnail(slide) if slide is not None and fmt == "png" else None
+        files.update(export_heatmap(heatmap, folder, stem, [fmt], thumbnail=thumb, **options))
+    return files
 
 
 class HeatmapPanel(Container):
@@ -115,7 +116,7 @@ class HeatmapPanel(Container):
             label="min probability", tooltip="GeoJSON of a multi-class model: tiles whose top "
             "class is below this are unclassified; empty: every tile gets its top class")
         self.export_button = PushButton(text="Export", enabled=False)
-        self.export_busy = ProgressBar(min=0, max=0, visible=False)  # max 0: a busy bar
+        self.export_busy = ProgressBar(min=0, max=1, visible=False)  # formats written
         self.export_info = TextLabel()
         formats = Container(widgets=list(self.export_formats.values()), labels=False,
                             label="formats")
@@ -232,7 +233,7 @@ class HeatmapPanel(Container):
             if layer.colormap.name in COLORMAPS:
                 self.colormap.value = layer.colormap.name
             self.opacity.value = float(layer.opacity)
-        self.export_stem.value = safe_stem(self._file_title(layer))
+        self.export_stem.value = safe_name(self._file_title(layer))
         one_output = len(heatmap.class_names) == 1
         self.positive_threshold.visible, self.min_probability.visible = one_output, not one_output
         for key in CLASS_RULE_FIELDS:  # a threshold the heatmap records (model card, CLI)
@@ -335,10 +336,21 @@ class HeatmapPanel(Container):
             class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
             colormap=self.colormap.value, opacity=float(self.opacity.value), **rule)
         self.exported = None
-        self._set_exporting(True, f"exporting {len(formats)} formats to {folder}…")
+        self.export_busy.max, self.export_busy.value = len(formats), 0
+        self._set_exporting(True, f"exporting to {folder}…")
         self.workers.start(job, returned=functools.partial(self._exported, folder),
-                           errored=self._export_failed)
+                           errored=self._export_failed,
+                           yielded=functools.partial(self._exporting, formats, folder))
         return True
+
+    def _exporting(self, formats: list[str], folder: Path, fmt: str) -> None:
+        """Progress: ``fmt`` is being written, the formats before it are done."""
+        if self._closed or not self.exporting:
+            return
+        done = formats.index(fmt)
+        self.export_busy.value = done
+        self.export_info.value = (f"exporting {FORMAT_LABELS.get(fmt, fmt)} ({done + 1} of "
+                                  f"{len(formats)}) to {folder}…")
 
     def _set_exporting(self, running: bool, text: str) -> None:
         self.exporting = running

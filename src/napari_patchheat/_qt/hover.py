@@ -62,15 +62,26 @@ def heatmap_cell_at(viewer: Any, yx_world: Any) -> HeatmapCell | None:
     return covering
 
 
+def box_text(box: Any) -> str:
+    """'level-0 y y0–y1, x x0–x1 px' of a level-0 box (y0, x0, y1, x1)."""
+    y0, x0, y1, x1 = box
+    return f"level-0 y {y0:g}–{y1:g}, x {x0:g}–{x1:g} px"
+
+
+def values_text(class_names: Any, values: Any) -> str:
+    """'<class> <value>, ...' of a patch's values; 'not computed yet' where any is NaN. The
+    status bar and the inspector say it alike."""
+    if values is None or np.isnan(values).any():
+        return "not computed yet"
+    return ", ".join(f"{n} {v:.4g}" for n, v in zip(class_names, values))
+
+
 def cell_text(cell: HeatmapCell) -> str:
     """'<layer>: patch (row r, col c), level-0 y y0–y1, x x0–x1 px: <class> <value>, ...'."""
     h = cell.heatmap
-    y0, x0, y1, x1 = h.grid.box(cell.row, cell.col, h.downsample)
-    values = cell.values
-    known = "not computed" if np.isnan(values).any() else \
-        ", ".join(f"{n} {v:.4g}" for n, v in zip(h.class_names, values))
-    return (f"{cell.layer.name}: patch (row {cell.row}, col {cell.col}), "
-            f"level-0 y {y0:g}–{y1:g}, x {x0:g}–{x1:g} px: {known}")
+    box = h.grid.box(cell.row, cell.col, h.downsample)
+    return (f"{cell.layer.name}: patch (row {cell.row}, col {cell.col}), {box_text(box)}: "
+            f"{values_text(h.class_names, cell.values)}")
 
 
 def with_heatmap(status: Any, text: str) -> Any:

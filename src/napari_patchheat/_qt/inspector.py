@@ -20,8 +20,15 @@ from qtpy.QtWidgets import QLabel
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import HEATMAP_META_KEY
-from .canvas import add_outline_layer, add_outlines, camera, remove_layer, screen_px_to_world
-from .hover import heatmap_cell_at
+from .canvas import (
+    add_outline_layer,
+    add_outlines,
+    camera,
+    one_update,
+    remove_layer,
+    screen_px_to_world,
+)
+from .hover import box_text, heatmap_cell_at, values_text
 from .slide_layer import SlideLayer
 from .widgets import TextLabel
 
@@ -188,23 +195,20 @@ class PatchInspector(Container):
             return
         grid, downsample, slide, level = state
         row, col = self.index
-        y0, x0, y1, x1 = grid.box(row, col, downsample)
+        box = grid.box(row, col, downsample)
+        y0, x0, y1, x1 = box
         ky, kx = grid.size
         lines = [] if self.heatmap_layer is None else [f"heatmap {self.heatmap_layer.name}:"]
         lines += [
             f"patch (row {row}, col {col}) of {grid.rows:,} x {grid.cols:,}, level {level}: "
             f"{ky} x {kx} samples, rate {grid.rate[0]}",
-            f"level-0 box: y {y0:g}–{y1:g}, x {x0:g}–{x1:g} px (end excluded)",
+            f"{box_text(box)} (end excluded)",
         ]
         if slide.mpp is not None:
             lines.append(f"= y {y0 * slide.mpp[0]:.1f}–{y1 * slide.mpp[0]:.1f}, "
                          f"x {x0 * slide.mpp[1]:.1f}–{x1 * slide.mpp[1]:.1f} µm")
         known = self._known(grid, level, row, col)
-        if known is None:
-            lines.append("prediction: not computed yet")
-        else:
-            names, vals = known
-            lines.append(", ".join(f"{n}: {v:.4g}" for n, v in zip(names, vals)))
+        lines.append(values_text(*known) if known is not None else values_text((), None))
         self.info.value = "\n".join(lines)
 
     def _known(self, grid: PatchGrid, level: int, row: int, col: int) -> Any:
@@ -229,10 +233,11 @@ class PatchInspector(Container):
             layer = self.highlight = add_outline_layer(
                 self.viewer, HIGHLIGHT_LAYER_NAME, HIGHLIGHT_EDGE_COLOR, **slide.unit_kwargs())
         slide.match_units(layer)
-        if layer.nshapes:
-            layer.data = []
-        add_outlines(layer, rect, screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX),
-                     HIGHLIGHT_EDGE_COLOR)
+        with one_update(layer):
+            if layer.nshapes:
+                layer.data = []
+            add_outlines(layer, rect, screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX),
+                         HIGHLIGHT_EDGE_COLOR)
 
     def _show(self, rgb: np.ndarray) -> None:
         self.shown = np.ascontiguousarray(rgb)

@@ -18,12 +18,14 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..grid import FloatPair, PatchGrid
+from ..roi import roi_key
 from .canvas import (
     add_outline_layer,
     add_outlines,
     add_overlay_layer,
     camera,
     canvas_size,
+    one_update,
     remove_layer,
     screen_px_to_world,
     view_rect_world,
@@ -35,6 +37,8 @@ from .grid_overlay import (
     GridPicture,
     example_indices,
     example_steps,
+    inside_table,
+    region_mask,
     render,
     rgb,
     view_pixels,
@@ -118,6 +122,8 @@ class GridPreview:
         self.source = source
         self.max_shapes = max_shapes
         self.enabled = True
+        self.inside: np.ndarray | None = None  # bool (rows, cols): only these are drawn
+        self._table: tuple[np.ndarray, np.ndarray] | None = None  # inside, its inside_table
         self.layer: Any = None
         self.lines_layer: Any = None
         self.picture: PreviewPicture | None = None
@@ -210,8 +216,12 @@ class GridPreview:
 
         r, c = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop),
                            indexing="ij")
+        region = None
+        if self.inside is not None:  # a region of interest: only its patches
+            keep = self.inside[r, c]
+            r, c, region = r[keep], c[keep], roi_key(self.inside)
         look = (grid, downsample, slide.world_per_px, slide.world_offset, self.edge_width(),
-                shown)
+                shown, region)
         self._draw(list(zip(r.ravel().tolist(), c.ravel().tolist())), shapes, look)
 
     def _draw(self, keys: list[tuple[int, int]], shapes: Shapes, look: Any) -> None:
@@ -226,21 +236,24 @@ class GridPreview:
             layer = self.layer = add_outline_layer(self.viewer, PREVIEW_LAYER_NAME, LINE_COLOR,
                                                    **self._new_layer_kwargs)
             self._keys, self._look = [], None
-        if look is not None and look == self._look and layer.nshapes == len(self._keys):
-            wanted, had = set(keys), set(self._keys)
-            gone = [i for i, k in enumerate(self._keys) if k not in wanted]
-            new = [k for k in keys if k not in had]
-            if len(gone) + len(new) < len(keys):
-                if gone:
-                    layer.selected_data = set(gone)
-                    layer.remove_selected()
-                self._add(layer, *shapes(new))
-                self._keys = [k for k in self._keys if k in wanted] + new
-                return
-        if layer.nshapes:
-            layer.data = []
-        self._add(layer, *shapes(keys))
-        self._keys, self._look = list(keys), look
+        if not keys and not layer.nshapes:
+            return
+        with one_update(layer):
+            if look is not None and look == self._look and layer.nshapes == len(self._keys):
+                wanted, had = set(keys), set(self._keys)
+                gone = [i for i, k in enumerate(self._keys) if k not in wanted]
+                new = [k for k in keys if k not in had]
+                if len(gone) + len(new) < len(keys):
+                    if gone:
+                        layer.selected_data = set(gone)
+                        layer.remove_selected()
+                    self._add(layer, *shapes(new))
+                    self._keys = [k for k in self._keys if k in wanted] + new
+                    return
+            if layer.nshapes:
+                layer.data = []
+            self._add(layer, *shapes(keys))
+            self._keys, self._look = list(keys), look
 
     def _add(self, layer: Any, rects: np.ndarray, edges: np.ndarray, faces: np.ndarray) -> None:
         add_outlines(layer, rects, self.edge_width(), edges, faces)
@@ -257,6 +270,10 @@ class GridPreview:
         if pixels is None:
             return None
         picture = render(grid, downsample, *pixels)
+        if self.inside is not None:  # a region of interest: only its patches' lines
+            if self._table is None or self._table[0] is not self.inside:
+                self._table = (self.inside, inside_table(self.inside))
+            picture.rgba[~region_mask(grid, downsample, *pixels, self._table[1])] = 0
         layer = self.lines_layer
         if layer is None or layer not in self.viewer.layers:
             layer = self.lines_layer = add_overlay_layer(
@@ -265,12 +282,12 @@ class GridPreview:
         first = [p.start + p.step / 2 - 0.5 for p in pixels]
         scale = np.array([p.step * w for p, w in zip(pixels, slide.world_per_px)])
         translate = slide.to_world(np.array(first))
-        layer.data = picture.rgba
-        # each property set is a refresh (a thumbnail, the layer list): only those that changed
-        if not np.array_equal(layer.scale[-2:], scale):
-            layer.scale = scale
-        if not np.array_equal(layer.translate[-2:], translate):
-            layer.translate = translate
+        with one_update(layer):
+            layer.data = picture.rgba
+            if not np.array_equal(layer.scale[-2:], scale):
+                layer.scale = scale
+            if not np.array_equal(layer.translate[-2:], translate):
+                layer.translate = translate
         if not layer.visible:
             layer.visible = True
         return picture

@@ -8,7 +8,8 @@ worker, a spawned process that holds TensorFlow across runs and starts when the 
 (:class:`~napari_patchheat._qt.run_watch.RunWatcher`); a layer without a file is first written
 to a temporary TIFF of its level on a worker thread. A QTimer on the GUI thread takes the run's
 messages: ``Started`` adds the run's own heatmap and layer, each ``Progress`` fills them
-(whichever heatmap is in use meanwhile), ``Finished`` and ``Failed`` end the run.
+(whichever heatmap is in use meanwhile), ``Warned`` is a napari warning, ``Finished`` and
+``Failed`` end the run.
 No TensorFlow here: it runs in the run's process only.
 """
 
@@ -25,14 +26,15 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, ProgressBar, PushButton
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..inference import Progress
 from ..options import RunOptions
-from ..runner import Failed, Finished, RunSpec, Started, array_to_tiff
+from ..roi import scaled_roi
+from ..runner import Failed, Finished, RunSpec, Started, Warned, array_to_tiff
 from .run_watch import RunWatcher, warm_up
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
@@ -268,6 +270,8 @@ class RunPanel(Container):
             elif isinstance(msg, Progress) and run is not None and run.heatmap is not None:
                 run.heatmap.update(msg.indices, msg.values)
                 last = msg
+            elif isinstance(msg, Warned):  # e.g. the cache cannot be written: the run goes on
+                show_warning(f"PatchHeat: {msg.message}")
             elif isinstance(msg, Finished):
                 self._on_finished(msg)
             elif isinstance(msg, Failed):
@@ -334,4 +338,7 @@ def _file_spec(request: RunRequest) -> RunSpec:
 
 def _tiff_spec(request: RunRequest, tiff: Path) -> RunSpec:
     """The run of a layer without a file: the worker opens its level written as ``tiff``."""
-    return RunSpec(str(tiff), request.model, dataclasses.replace(request.options, level=0))
+    dy, dx = request.slide.downsamples[request.options.level]
+    roi = scaled_roi(request.options.roi, 1 / dy, 1 / dx)  # the TIFF's level 0 is this level
+    return RunSpec(str(tiff), request.model,
+                   dataclasses.replace(request.options, level=0, roi=roi))

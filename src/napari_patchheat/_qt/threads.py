@@ -14,8 +14,11 @@ class Workers:
         self._running: set[Any] = set()
 
     def start(self, func: Callable[..., Any], *args: Any, returned: Callable[[Any], None],
-              errored: Callable[[Exception], None]) -> None:
-        """Run ``func(*args)`` on a worker thread; then ``returned(result)`` or ``errored(exc)``."""
+              errored: Callable[[Exception], None],
+              yielded: Callable[[Any], None] | None = None) -> None:
+        """Run ``func(*args)`` on a worker thread; then ``returned(result)`` or ``errored(exc)``.
+        A generator function's values go to ``yielded`` as they come, its return value to
+        ``returned``."""
         from napari.qt.threading import create_worker
 
         # errors go to ``errored`` only (not re-raised on the GUI thread as well)
@@ -23,6 +26,8 @@ class Workers:
         self._running.add(worker)
         worker.returned.connect(returned)
         worker.errored.connect(errored)
+        if yielded is not None:
+            worker.yielded.connect(yielded)
         worker.finished.connect(lambda: self._running.discard(worker))
         worker.start()
 

@@ -25,17 +25,23 @@ TISSUE_SHOWN_FRACTION = 0.5  # "x% tissue" counts patches at least this full, wh
 _PENDING, _MISSING = "pending", "missing"
 
 
-def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float) -> str:
+def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float,
+                inside: np.ndarray | None = None) -> str:
     """'412 x 388 = 159,856 patches, 41% tissue, 65,541 to run' (tissue: per-patch fraction).
 
     The share of tissue is of patches at least ``TISSUE_SHOWN_FRACTION`` tissue, so it does not
-    move with ``threshold``; "N to run" (threshold > 0) counts those at the threshold.
+    move with ``threshold``; "N to run" (threshold > 0) counts those at the threshold. With
+    ``inside`` (bool, the patches in a region of interest), '2,310 in the region' and the
+    patches to run are those inside.
     """
     text = f"{grid.rows:,} x {grid.cols:,} = {grid.n_patches:,} patches"
+    if inside is not None:
+        text += f", {int(inside.sum()):,} in the region"
     if tissue is None:
-        return text
+        return text + (f", {int(inside.sum()):,} to run" if inside is not None else "")
     text += f", {(tissue >= TISSUE_SHOWN_FRACTION).mean():.0%} tissue"
-    return text + (f", {int((tissue >= threshold).sum()):,} to run" if threshold > 0 else "")
+    run = tissue >= threshold if inside is None else (tissue >= threshold) & inside
+    return text + (f", {int(run.sum()):,} to run" if threshold > 0 or inside is not None else "")
 
 
 def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:

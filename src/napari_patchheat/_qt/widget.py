@@ -29,7 +29,9 @@ from .batch_panel import BatchPanel
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
+from .overlap_panel import OverlapPanel
 from .preview import GridPreview
+from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .threads import Workers
@@ -44,6 +46,7 @@ DEFAULT_SIZE_PX = 224
 DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
 DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a laptop's screen
 DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
+REGIONS_SECTION, OVERLAP_SECTION = "Regions and numbers", "Smoother map"
 BATCH_SECTION = "All open slides"  # closed until opened
 NO_SLIDE = "Open a slide (an image layer) to start."
 
@@ -94,6 +97,8 @@ class PatchHeatWidget(Container):
         self.status = TextLabel()
         self.show_grid = CheckBox(text="show the patch grid", value=True)
         self.preview_info = TextLabel()
+        self.region = RegionChoice(self.viewer, self._on_params)
+        self.inside: Any = None  # bool (rows, cols): the grid's patches inside the region
 
     def _build_panels(self) -> None:
         viewer = self.viewer
@@ -108,6 +113,9 @@ class PatchHeatWidget(Container):
         self.hover = HoverStatus(viewer)
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
+        self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
+                                    self._export_destination)
+        self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -119,7 +127,7 @@ class PatchHeatWidget(Container):
             "Grid": Container(labels=False, widgets=[
                 Container(widgets=[self.image_layer, self.level, self.size, self.stride,
                                    self.rate, self.padding]),
-                self.status, self.show_grid, self.preview_info]),
+                self.region, self.status, self.show_grid, self.preview_info]),
             "Model": Container(labels=False, widgets=[
                 Container(widgets=[self.model, self.model_file, self.batch_size,
                                    self.tissue_threshold]),
@@ -128,6 +136,8 @@ class PatchHeatWidget(Container):
             BATCH_SECTION: self.batch_panel,
             DISPLAY_SECTION: self.display,
             INSPECTOR_SECTION: self.inspector,
+            REGIONS_SECTION: self.regions,
+            OVERLAP_SECTION: self.overlap,
         }
         body = QWidget()
         column = QVBoxLayout(body)
@@ -139,7 +149,8 @@ class PatchHeatWidget(Container):
             box.layout().setContentsMargins(0, 0, 0, 0)
             content.native.layout().setContentsMargins(4, 0, 4, 4)
             box.addWidget(content.native)
-            if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, BATCH_SECTION):
+            if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
+                             OVERLAP_SECTION, BATCH_SECTION):
                 box.expand(animate=False)
             column.addWidget(box)
         column.addStretch()
@@ -231,6 +242,9 @@ class PatchHeatWidget(Container):
             tissue_threshold=float(self.tissue_threshold.value),
             resize=bool(self.resize.value) and not is_builtin(self.model_spec()),
             mixed_precision=mixed, cache_dir=self.cache_dir,
+            roi=self._roi(self.slide) if self.slide is not None else None,
+            roi_min_fraction=float(self.region.min_fraction.value),
+            roi_centre=bool(self.region.centre.value),
         )
 
     def run_request(self) -> RunRequest:
@@ -286,17 +300,44 @@ class PatchHeatWidget(Container):
         self.model_file.visible = self.resize.visible = self.mixed_precision.visible = uses_file
         self.model_info.value, warn = self._model_text()
         self._make_grid()
+        self._inside_region()
         if self.grid is None or self.slide is None:
             self.status.value = self.grid_error
         else:
             tissue = self.tissue.fraction(self.slide, self.level.value, self.grid)
-            line = grid_status(self.grid, tissue, self.tissue_threshold.value)
+            line = grid_status(self.grid, tissue, self.tissue_threshold.value, self.inside)
             warn = warn or self._fluorescence_warning()
             if self.slide.channel_names:
                 line += f"; channels: {', '.join(self.slide.channel_names)}"
             self.status.value = f"{line}; {warn}" if warn else line
         self.preview.schedule()
         self.inspector.refresh()
+
+    def _inside_region(self) -> None:
+        """The grid's patches inside the chosen region (None: the whole slide), for the status
+        line and the preview; a region without patches is the grid's error."""
+        self.inside = None
+        if self.grid is not None and self.slide is not None:
+            try:
+                self.inside = self.region.patch_mask(self.grid, self.downsample(), self.slide)
+            except ValueError as exc:
+                self.grid, self.grid_error = None, str(exc)
+        self.preview.inside = self.inside
+
+    def _roi(self, slide: SlideLayer) -> Any:
+        """The region of interest of a run on ``slide`` (level-0 px), or None."""
+        return self.region.roi(slide)
+
+    def _export_destination(self) -> tuple[Path, str]:
+        """The Export section's folder and file stem."""
+        return Path(self.display.export_folder.value), str(self.display.export_stem.value)
+
+    def _regions_source(self) -> Any:
+        layer = self.display.layer
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        source = self.display.source_of(layer)
+        return None if source is None else (layer, source)
 
     def _fluorescence_warning(self) -> str:
         """The warning for a built-in (brightfield) model on a fluorescence slide, else ''."""

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import errno
 import json
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import files
 from ..heatmap import Heatmap
 
 BIGTIFF_FROM_BYTES = 2**31  # uncompressed size from which TIFFs are written as BigTIFF
@@ -57,20 +56,15 @@ def _folder_error(folder: Path, exc: OSError) -> ExportError:
 
 @contextmanager
 def atomic_write(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    """:func:`napari_patchheat.files.atomic_write`, its folder's errors as an ExportError."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError) and not isinstance(exc, ExportError):
-            raise _folder_error(path.parent, exc) from exc
-        raise
+        with files.atomic_write(path) as tmp:
+            yield tmp
+    except OSError as exc:
+        if isinstance(exc, ExportError):
+            raise
+        raise _folder_error(path.parent, exc) from exc
 
 
 def _write_text(path: Path, text: str) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..heatmap import Heatmap
+from ..heatmap import Heatmap, reading_heatmap_file
 from ._files import BIGTIFF_FROM_BYTES, _metadata_json, _write_text, atomic_write
 
 OME_TILE_PX = 256  # OME-TIFF tile side; pyramid levels halve until one tile holds a level
@@ -109,24 +109,28 @@ def write_ome_tiff(heatmap: Heatmap, path: str | Path, *, sidecar: bool = True) 
 
 
 def read_ome_tiff(path: str | Path) -> Heatmap:
-    """Read a heatmap written by :func:`write_ome_tiff` (metadata from the file, else sidecar)."""
+    """Read a heatmap written by :func:`write_ome_tiff` (metadata from the file, else sidecar);
+    a damaged file is one ValueError naming it."""
     import tifffile
 
     path = Path(path)
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        values = series.asarray()
-        if "C" not in series.axes:
-            values = values[np.newaxis]
-        meta = _ome_comment(tif.ome_metadata or "")
-    if meta is None and sidecar_path(path).is_file():
-        meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    with reading_heatmap_file(path):
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            values = series.asarray()
+            if "C" not in series.axes:
+                values = values[np.newaxis]
+            meta = _ome_comment(tif.ome_metadata or "")
+        if meta is None and sidecar_path(path).is_file():
+            meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     if meta is None:
         raise ValueError(
             f"{path} holds no PatchHeat heatmap metadata and has no sidecar "
             f"{sidecar_path(path).name}: it was not written by napari-patchheat."
         )
-    return Heatmap.from_metadata(meta, np.moveaxis(values, 0, -1))
+    with reading_heatmap_file(path):
+        heatmap = Heatmap.from_metadata(meta, np.moveaxis(values, 0, -1))
+    return heatmap
 
 
 def is_heatmap_file(path: str | Path) -> bool:

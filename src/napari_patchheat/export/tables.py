@@ -21,6 +21,9 @@ from .classes import UNCLASSIFIED, ClassRule
 TABLE_CHUNK_ROWS = 65536  # CSV / GeoJSON are written this many patches at a time
 CSV_COLUMNS = ("row", "col", "level", "x", "y", "width", "height", "center_x", "center_y")
 WSINFER_COLUMNS = ("minx", "miny", "width", "height")  # then prob_<class>, as WSInfer writes
+# text cells a spreadsheet would run as a formula start with one of these: quoted with a "'"
+# (OWASP's advice); the quote itself is quoted too, so that reading back is exact
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 CLASS_COLORS_RGB = (  # classification colours in GeoJSON, class k gets k % 10
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
@@ -64,7 +67,18 @@ def _table_chunks(heatmap: Heatmap) -> Iterator[PatchTable]:
 
 
 def _class_columns(class_names: Sequence[str]) -> list[str]:
-    return [f"class_{n}" if n in CSV_COLUMNS else n for n in class_names]
+    return [f"class_{n}" if n in CSV_COLUMNS else text_cell(n) for n in class_names]
+
+
+def text_cell(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs: a leading ``'`` where it starts with
+    ``= + - @``, a tab, a carriage return or ``'`` (see :func:`read_text_cell`)."""
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def read_text_cell(cell: str) -> str:
+    """The text :func:`text_cell` wrote as ``cell``."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
 
 
 def _num_str(values: np.ndarray) -> np.ndarray:
@@ -116,7 +130,7 @@ def write_csv(heatmap: Heatmap, path: str | Path) -> Path:
 def write_wsinfer_csv(heatmap: Heatmap, path: str | Path) -> Path:
     """CSV with WSInfer's columns, one row per computed patch: minx, miny, width, height (the
     patch's level-0 box, pixels) and prob_<class> per class; WSInfer's tools read it as theirs."""
-    header = [*WSINFER_COLUMNS, *(f"prob_{n}" for n in heatmap.class_names)]
+    header = [*WSINFER_COLUMNS, *(text_cell(f"prob_{n}") for n in heatmap.class_names)]
     return _write_csv_rows(heatmap, path, header, lambda t: [*_box_columns(t), *_value_columns(t)])
 
 
@@ -129,7 +143,8 @@ def read_csv(path: str | Path) -> PatchTable:
     data = data.reshape(-1, len(header))
     fixed = len(CSV_COLUMNS)
     names = tuple(
-        n[6:] if n.startswith("class_") and n[6:] in CSV_COLUMNS else n for n in header[fixed:]
+        n[6:] if n.startswith("class_") and n[6:] in CSV_COLUMNS else read_text_cell(n)
+        for n in header[fixed:]
     )
     x, y, w, h = data[:, 3], data[:, 4], data[:, 5], data[:, 6]
     level = int(data[0, 2]) if len(data) else -1

@@ -19,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
 
+from ..grid import as_numpy
 from .arrays import CHUNK_TARGET_PX, LoadedOnce, as_dask
 from .errors import SlideError
 
@@ -71,12 +73,24 @@ class Slide:
             (int(r.chunksize[0]), int(r.chunksize[1])) for r in raw_levels
         ]
         self.stored_level_count = len(raw_levels)
-        self.levels, self.downsamples = rgb_pyramid(raw_levels, premultiplied)
+        self.levels, self.downsamples = rgb_pyramid(raw_levels, premultiplied,
+                                                    self._absent_region(premultiplied))
         stat = path.stat()
         shapes = [lv.shape for lv in self.levels]
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()
         self._close = close
+
+    def _absent_region(self, premultiplied: bool) -> AbsentRegion | None:
+        """Where the last stored level has tiles missing from the file (a sparse TIFF): its
+        ``absent(y0, y1, x0, x1)`` and the RGB colour such regions read as; else None."""
+        if len(self._tile_readers) != len(self.raw_levels):
+            return None
+        last = self._tile_readers[-1]
+        if not getattr(last, "has_absent_tiles", False):
+            return None
+        pixel = np.full((1, 1, last.shape[2]), last.fill, last.dtype)
+        return AbsentRegion(last.absent, _rgb8_block(pixel, premultiplied)[0, 0])
 
     def reader(self, level: int) -> Any:
         """An array-like of ``levels[level]`` for reading large regions: the file's tile reader
@@ -119,7 +133,7 @@ class Slide:
         from PIL import Image
 
         level = thumbnail_level([lv.shape for lv in self.levels], max_px)
-        image = Image.fromarray(np.asarray(self.levels[level]))
+        image = Image.fromarray(as_numpy(self.levels[level]))
         image.thumbnail((max_px, max_px), Image.Resampling.BOX)
         return np.asarray(image)
 
@@ -151,18 +165,30 @@ def thumbnail_level(shapes: Sequence[Sequence[int]], max_px: int) -> int:
     return max((k for k, s in enumerate(sizes) if s >= max_px), default=0)
 
 
-def rgb_pyramid(raw_levels: Sequence[da.Array], premultiplied: bool = False
+@dataclass(frozen=True)
+class AbsentRegion:
+    """Where the last stored level is absent from the file: ``absent(y0, y1, x0, x1)`` (its
+    pixels) says a region has no tile in the file; such a region reads as ``rgb``."""
+
+    absent: Callable[[int, int, int, int], bool]
+    rgb: np.ndarray
+
+
+def rgb_pyramid(raw_levels: Sequence[da.Array], premultiplied: bool = False,
+                absent: AbsentRegion | None = None
                 ) -> tuple[list[da.Array], list[tuple[float, float]]]:
     """RGB uint8 levels of ``raw_levels`` (Y X C, largest first; the RGB rule above) plus 2x
     coarser levels computed lazily until the smallest fits ``PYRAMID_TOP_PX``, and each level's
     (dy, dx) level-0 px per level px: level-0 size / level size for the given levels (OpenSlide's
-    rule), exactly twice the level above's for computed ones (a 2x2 mean, odd last px dropped)."""
+    rule), exactly twice the level above's for computed ones (a 2x2 mean, odd last px dropped).
+    With ``absent`` (a sparse file), a computed chunk over no stored tile is its colour at once."""
     # one chunk across the colour axis (a stack of channel planes has one per channel)
     levels = [as_rgb8(raw.rechunk({2: -1}), premultiplied) for raw in raw_levels]
     h0, w0 = levels[0].shape[:2]
     downsamples = [(h0 / lv.shape[0], w0 / lv.shape[1]) for lv in levels]
     while max(levels[-1].shape[:2]) > PYRAMID_TOP_PX and min(levels[-1].shape[:2]) >= 2:
-        levels.append(_halved(levels[-1]))
+        factor = 2 ** (len(levels) - len(raw_levels) + 1)  # last stored level px per level px
+        levels.append(_halved(levels[-1], None if absent is None else (absent, factor)))
         dy, dx = downsamples[-1]
         downsamples.append((2 * dy, 2 * dx))
     return levels, downsamples
@@ -200,8 +226,10 @@ def _rgb8_block(block: np.ndarray, premultiplied: bool) -> np.ndarray:
     return block
 
 
-def _halved(level: da.Array) -> da.Array:
-    """The next pyramid level, 2x2 means of ``level`` (odd last rows/columns dropped)."""
+def _halved(level: da.Array, sparse: tuple[AbsentRegion, int] | None = None) -> da.Array:
+    """The next pyramid level, 2x2 means of ``level`` (odd last rows/columns dropped); with
+    ``sparse`` (where the file has no tiles, and stored px per px of the new level), each chunk
+    over no stored tile is filled at once instead of computed (:class:`_SparseLevel`)."""
     h, w = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
     level = level[:h, :w]
     if any(c % 2 or c < CHUNK_TARGET_PX // 2 for c in level.chunks[0][:-1] + level.chunks[1][:-1]):
@@ -213,12 +241,34 @@ def _halved(level: da.Array) -> da.Array:
         chunks=tuple(tuple(c // 2 for c in axis) for axis in level.chunks[:2]) + ((3,),),
         meta=np.empty((0, 0, 0), np.uint8),
     )
+    if sparse is not None:
+        half = as_dask(_SparseLevel(half, *sparse), f"sparse {half.name}", half.chunks)
     return _kept_once_computed(half) if half.nbytes <= COMPUTED_CACHE_BYTES else half
+
+
+class _SparseLevel:
+    """A computed level read region by region: a region over no stored tile is the absent
+    colour at once, any other is computed from the level above (its own regions checked the
+    same way), so a sparse huge TIFF is never decoded or averaged where it has no data."""
+
+    def __init__(self, level: da.Array, where: AbsentRegion, factor: int):
+        self.level, self.where, self.factor = level, where, factor
+        self.shape, self.dtype, self.ndim = level.shape, level.dtype, 3
+        self.tile = (CHUNK_TARGET_PX, CHUNK_TARGET_PX)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        (y0, y1, _), (x0, x1, _) = (k.indices(n) for k, n in zip(key[:2], self.shape[:2]))
+        f = self.factor
+        if self.where.absent(y0 * f, y1 * f, x0 * f, x1 * f):
+            out = np.empty((max(y1 - y0, 0), max(x1 - x0, 0), 3), np.uint8)
+            out[...] = self.where.rgb
+            return out[(slice(None), slice(None), *key[2:])]
+        return np.asarray(self.level[key].compute(scheduler="synchronous"))
 
 
 def _kept_once_computed(level: da.Array) -> da.Array:
     """``level`` computed whole on its first read and kept (zooming out is then fast)."""
-    pixels = LoadedOnce(lambda: np.asarray(level), level.shape, level.dtype)
+    pixels = LoadedOnce(lambda: as_numpy(level), level.shape, level.dtype)
     return as_dask(pixels, f"computed {level.name}", level.chunks)
 
 

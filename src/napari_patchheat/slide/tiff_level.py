@@ -74,6 +74,7 @@ class TiffLevel:
         self.fill = np.iinfo(self.dtype).max if rgb else 0
         self._check_codec(keyframe)
         self._check_extent()
+        self._absent = self._absent_tiles()
         self._number = next(_LEVEL_NUMBERS)
         # id(keyframe) -> (decode, its arguments), built once, under the file's lock
         self._decoders: dict[int, tuple[Callable[..., Any], dict[str, Any]]] = {}
@@ -85,6 +86,30 @@ class TiffLevel:
                             "jpegheader": getattr(kf, "jpegheader", None)}
                     given = {k: v for k, v in args.items() if v is not None}
                     self._decoders[id(kf)] = (kf.decode, given)
+
+    def _absent_tiles(self) -> np.ndarray:
+        """(tile rows, tile columns) bool: True where a tile is in no page or plane of the file
+        (byte count 0), so it reads as ``fill``; all False where the layout is not understood."""
+        rows = -(-self.shape[0] // self.tile[0])
+        absent = np.ones((rows, self.across), bool)
+        for page in self.pages:
+            counts = np.asarray(page.databytecounts, np.int64)
+            if counts.size != self.planes * rows * self.across:
+                return np.zeros((rows, self.across), bool)
+            absent &= (counts.reshape(self.planes, rows, self.across) == 0).all(axis=0)
+        return absent
+
+    @property
+    def has_absent_tiles(self) -> bool:
+        """True when some tile of this level is not in the file (a sparse TIFF)."""
+        return bool(self._absent.any())
+
+    def absent(self, y0: int, y1: int, x0: int, x1: int) -> bool:
+        """True when every tile under the region [y0, y1) x [x0, x1) (level pixels) is absent
+        from the file: the region reads as ``fill`` without decoding anything."""
+        th, tw = self.tile
+        block = self._absent[y0 // th: -(-y1 // th), x0 // tw: -(-x1 // tw)]
+        return bool(block.size and block.all())
 
     def _check_codec(self, keyframe: Any) -> None:
         from tifffile import TIFF

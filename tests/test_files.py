@@ -1,0 +1,65 @@
+"""One atomic write and one file-name sanitiser for every file the package writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from napari_patchheat.files import atomic_write, check_writable_folder, safe_name
+
+
+@pytest.mark.parametrize("text, name", [
+    ("H&E / IHC tumour model", "H_E_IHC_tumour_model"),
+    ("x/../../../escaped", "x_.._.._.._escaped"),
+    ("..", "heatmap"), ("", "heatmap"), (".hidden", "hidden"), ("CMU-1.dab", "CMU-1.dab"),
+])
+def test_safe_name_is_one_plain_file_name(text, name):
+    assert safe_name(text) == name
+    assert "/" not in name and name not in (".", "..") and not name.startswith(".")
+
+
+def test_atomic_write_replaces_whole_files_with_normal_permissions(tmp_path):
+    path = tmp_path / "out.txt"
+    path.write_text("old")
+    with atomic_write(path) as tmp:
+        assert tmp.parent == tmp_path and tmp != path
+        tmp.write_text("new")
+        assert path.read_text() == "old"  # nothing visible until the block succeeds
+    assert path.read_text() == "new" and os.listdir(tmp_path) == ["out.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_atomic_write_removes_its_temporary_on_error(tmp_path):
+    with pytest.raises(RuntimeError), atomic_write(tmp_path / "out.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("the writer failed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_writable_folder_fails_fast_and_creates_nothing(tmp_path):
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    for bad in (a_file, a_file / "sub"):
+        with pytest.raises(NotADirectoryError, match=f"{a_file} is a file, not a folder"):
+            check_writable_folder(bad)
+    assert check_writable_folder(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
+    assert os.listdir(tmp_path) == ["f"]  # nothing made
+
+
+def test_check_writable_folder_refuses_a_read_only_file_system(tmp_path):
+    import subprocess
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        with pytest.raises(PermissionError, match="cannot be written"):
+            check_writable_folder(ro / "out")
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
