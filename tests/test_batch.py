@@ -151,7 +151,7 @@ def test_a_batch_equals_run_on_each_slide_fails_a_bad_one_and_skips_done_ones_ag
 
 def test_a_split_slide_equals_the_unsplit_run(client, generated, tmp_path):
     options = RunOptions(size=40, stride=30, rate=2, padding="SAME", tissue_threshold=0.1,
-                         level=1, use_cache=False)
+                         level=1, cache_dir=tmp_path / "cache")
     slide = generated[0]
     manifest = run_batch([slide], "dab", options, tmp_path / "split", client,
                          formats=("npz", "csv", "geojson"), split_px=200)
@@ -162,6 +162,10 @@ def test_a_split_slide_equals_the_unsplit_run(client, generated, tmp_path):
     got = Heatmap.load_npz(row.outputs["npz"])
     assert got.placement() == Heatmap.load_npz(want["npz"]).placement()
     assert 0 < got.n_computed < got.grid.n_patches and np.nanstd(got.values) > 0.01
+    # the slide's task cached the merged values: another batch of it computes nothing
+    again = run_batch([slide], "dab", options, tmp_path / "again", client, split_px=200).rows[0]
+    assert (again.status, again.regions, again.computed) == ("ok", 0, 0)
+    assert_same_files(again.outputs, {"npz": want["npz"]})
 
 
 def test_a_killed_worker_does_not_lose_its_slide(client, generated, tmp_path):
