@@ -15,12 +15,16 @@ BATCH_TIMEOUT_MS = 240_000
 def test_run_on_all_open_slides_opens_each_heatmap_over_its_slide(viewer, widget, qtbot,
                                                                     tmp_path, svs_path,
                                                                     ihc_png_path, errors):
+    from napari_patchheat._qt.widget import BATCH_SECTION
     from napari_patchheat._reader import read_slides
 
+    section = widget.collapsibles[BATCH_SECTION]
     viewer.add_image(np.zeros((300, 300), np.uint8), name="no file")  # left out of the batch
+    assert section.isHidden()  # nothing to batch: the section is not there
     for path in (svs_path, ihc_png_path):
         data, kwargs, _ = read_slides(str(path))[0]
         viewer.add_image(data, **kwargs)
+    assert not section.isHidden()
     widget.cache_dir = str(tmp_path / "cache")
     widget.model.value = "dab"
     widget.size.value, widget.stride.value = 64, 64

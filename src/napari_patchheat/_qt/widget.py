@@ -47,7 +47,7 @@ DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
 DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a laptop's screen
 DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
 REGIONS_SECTION, OVERLAP_SECTION = "Regions and numbers", "Smoother map"
-BATCH_SECTION = "All open slides"  # closed until opened
+BATCH_SECTION = "All open slides"  # closed; shown while slides read from files are open
 NO_SLIDE = "Open a slide (an image layer) to start."
 
 
@@ -188,6 +188,7 @@ class PatchHeatWidget(Container):
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.connect(self.display.on_active)
+        self._show_batch_section()
         self.native.destroyed.connect(self._shutdown)
 
     # --- choices -------------------------------------------------------------------------------
@@ -199,7 +200,12 @@ class PatchHeatWidget(Container):
             return []
         return [(self.slide.level_label(i), i) for i in range(len(self.slide.levels))]
 
+    def _show_batch_section(self) -> None:
+        """"All open slides" is there while a slide read from a file is open."""
+        self.collapsibles[BATCH_SECTION].setVisible(bool(self.batch_panel.open_slides()))
+
     def _on_layers_changed(self, *_: Any) -> None:
+        self._show_batch_section()
         current = self.image_layer.value
         self.image_layer.reset_choices()
         if current is not None and current not in self.viewer.layers:
