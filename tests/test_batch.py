@@ -149,6 +149,33 @@ def test_a_batch_equals_run_on_each_slide_fails_a_bad_one_and_skips_done_ones_ag
     assert [r.status for r in other.rows] == ["ok"]  # other options: computed again
 
 
+def test_cancel_stops_the_running_tasks_and_a_later_batch_resumes_them(client, tmp_path):
+    """Cancel as soon as the workers report computed patches: run_batch returns, the rows stay
+    pending, the tasks stop at their next report (no files written), and the next batch
+    completes them from what the cache kept (fewer patches computed than the slides hold)."""
+    import threading
+
+    svs = [s for s in real_slides() if s.suffix == ".svs"]
+    if not svs:
+        pytest.skip("the real CMU SVS is absent from ../shared/data/real")
+    options = replace(OPTIONS, size=8, stride=4, tissue_threshold=0.0, batch_size=4096,
+                      cache_dir=tmp_path / "cache")  # ~400k patches: seconds of work
+    out, cancel = tmp_path / "out", threading.Event()
+
+    def on_progress(p) -> None:
+        if p.patches[0] > 0:
+            cancel.set()
+
+    manifest = run_batch(svs, "dab", options, out, client, on_progress=on_progress,
+                         cancel=cancel)
+    assert cancel.is_set() and [r.status for r in manifest.rows] == ["pending"]
+    time.sleep(3 * 0.5 + 1)  # a task reports (and checks) every 0.5 s at most
+    assert sorted(p.name for p in out.iterdir()) == ["batch.csv", "batch.json"]
+    again = run_batch(svs, "dab", options, out, client)
+    row = again.rows[0]
+    assert row.status == "ok" and 0 < row.computed < row.patches
+
+
 def test_a_split_slide_equals_the_unsplit_run(client, generated, tmp_path):
     options = RunOptions(size=40, stride=30, rate=2, padding="SAME", tissue_threshold=0.1,
                          level=1, cache_dir=tmp_path / "cache")

@@ -32,7 +32,15 @@ from typing import Any, NamedTuple
 
 import dask
 import numpy as np
-from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed, get_worker
+from distributed import (
+    Client,
+    Event,
+    KilledWorker,
+    LocalCluster,
+    WorkerPlugin,
+    as_completed,
+    get_worker,
+)
 from distributed import worker_client as _worker_client
 
 from .cli import EXIT_FAILED, UserError, run_job
@@ -46,6 +54,7 @@ from .models import is_builtin
 from .options import RunOptions
 from .runner import DEBUG_ENV, ModelCache, RunSpec
 
+CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
 EVENT_EVERY_S = 0.5  # a task reports its patch counts at most this often (and when it ends)
 TOPIC_PREFIX = "patchheat-progress"
 # TensorFlow (and OpenMP) in a worker get as many threads as the worker has, unless set
@@ -135,7 +144,8 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
               positive_threshold: float | None = None, min_probability: float | None = None,
               split_px: int | None = None, retries: int = 0,
               resources: dict[str, float] | None = None,
-              on_progress: Callable[[BatchProgress], Any] | None = None) -> Manifest:
+              on_progress: Callable[[BatchProgress], Any] | None = None,
+              cancel: threading.Event | None = None) -> Manifest:
     """Compute the heatmap of each slide with ``model`` on a dask cluster; returns the manifest.
 
     Each slide gets the files ``patchheat run --format`` writes, in ``out``, and a row in
@@ -144,7 +154,9 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
     row with one sentence. ``client``: the caller's (any scheduler), else a LocalCluster of
     worker processes for this call. ``split_px``: regions of about that many level pixels a
     side, merged. ``retries`` and ``resources`` (e.g. ``{"GPU": 1}``) go to each model task.
-    ``on_progress`` gets a :class:`BatchProgress` as workers report and slides finish.
+    ``on_progress`` gets a :class:`BatchProgress` as workers report and slides finish. Setting
+    ``cancel`` cancels the slides' tasks not finished yet: their rows stay ``pending`` (a later
+    batch runs them, resuming from the result cache) and run_batch returns.
     """
     if split_px is not None and split_px < 1:
         raise ValueError(f"split_px={split_px} must be a whole number of level pixels, >= 1.")
@@ -158,7 +170,7 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
     manifest.write(out)
     if any(r.status == "pending" for r in manifest.rows):
         with _client(client) as c:
-            _run(c, job, manifest, on_progress)
+            _run(c, job, manifest, on_progress, cancel)
     return manifest
 
 
@@ -196,8 +208,10 @@ def _client(client: Client | None) -> Iterator[Client]:
 
 
 def _run(client: Client, job: BatchJob, manifest: Manifest,
-         on_progress: Callable[[BatchProgress], Any] | None) -> None:
-    """Submit the pending slides and fill their rows (and the manifest files) as they end."""
+         on_progress: Callable[[BatchProgress], Any] | None,
+         cancel: threading.Event | None = None) -> None:
+    """Submit the pending slides and fill their rows (and the manifest files) as they end;
+    ``cancel`` set: cancel the tasks not finished, their rows stay pending."""
     progress, lock = BatchProgress(manifest), threading.Lock()
 
     def notify() -> None:
@@ -219,8 +233,15 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
                       key=f"patchheat-slide-{Path(row.slide).name}-{uuid.uuid4().hex[:8]}"): i
         for i, row in enumerate(manifest.rows) if row.status == "pending"
     }
+    ended = threading.Event()
+    if cancel is not None:
+        threading.Thread(target=_cancel_when_set, daemon=True,
+                         args=(cancel, ended, client, list(futures), cancel_event_name(job))
+                         ).start()
     try:
         for future in as_completed(futures, loop=client.loop):
+            if future.cancelled():
+                continue
             i = futures[future]
             row = _row(future, manifest.rows[i].slide)
             with lock:
@@ -231,7 +252,20 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
         client.cancel(list(futures))
         raise
     finally:
+        ended.set()
         client.unsubscribe_topic(job.topic)
+
+
+def _cancel_when_set(cancel: threading.Event, ended: threading.Event, client: Client,
+                     futures: list[Any], event_name: str) -> None:
+    """Once ``cancel`` is set (unless the batch ``ended`` first): set the distributed Event
+    ``event_name`` (running tasks stop at their next report) and cancel ``futures``."""
+    while not ended.is_set():
+        if cancel.wait(CANCEL_POLL_S):
+            if not ended.is_set():
+                Event(event_name, client=client).set()
+                client.cancel(futures)
+            return
 
 
 def _row(future: Any, slide: str) -> SlideRow:
@@ -276,10 +310,12 @@ def _model(job: BatchJob, options: RunOptions) -> Any:
 
 
 class _Reporter:
-    """Sends a task's patch counts to the client as events of the job's topic."""
+    """Sends a task's patch counts to the client as events of the job's topic, and stops the
+    task (BatchCancelled) once the batch is cancelled (the job's cancel Event is set)."""
 
     def __init__(self, job: BatchJob, slide: str, task: str):
         self.topic, self.slide, self.task = job.topic, slide, task
+        self.cancelled = Event(cancel_event_name(job))
 
     def send(self, done: int, total: int) -> None:
         get_worker().log_event(self.topic, {"slide": self.slide, "task": self.task,
@@ -294,6 +330,19 @@ class _Reporter:
             if p.done == p.total or time.monotonic() - last >= EVENT_EVERY_S:
                 self.send(p.done, p.total)
                 last = time.monotonic()
+                if p.done < p.total and self.cancelled.is_set():
+                    raise BatchCancelled(f"the batch was cancelled at {p.done:,} / "
+                                         f"{p.total:,} patches of {Path(self.slide).name}")
+
+
+class BatchCancelled(RuntimeError):
+    """A slide's task stopped because its batch was cancelled (its batches so far are in the
+    result cache)."""
+
+
+def cancel_event_name(job: BatchJob) -> str:
+    """The name of the distributed Event that cancels ``job``'s running tasks."""
+    return f"{job.topic}-cancel"
 
 
 def process_slide(slide: str, job: BatchJob) -> SlideRow:

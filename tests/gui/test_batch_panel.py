@@ -53,3 +53,29 @@ def test_run_on_all_open_slides_opens_each_heatmap_over_its_slide(viewer, widget
         scale, translate = saved.placement(slide.world_per_px)
         np.testing.assert_allclose(layers[0].scale, scale)
         np.testing.assert_allclose(layers[0].translate, np.add(translate, slide.world_offset))
+
+
+def test_cancel_leaves_the_unfinished_slides_pending(viewer, widget, qtbot, tmp_path, svs_path):
+    from napari_patchheat._reader import read_slides
+
+    data, kwargs, _ = read_slides(str(svs_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget.cache_dir = str(tmp_path / "cache")
+    widget.model.value = "dab"
+    widget.size.value, widget.stride.value = 8, 4  # ~400k patches: seconds of work
+    widget.tissue_threshold.value = 0.0
+    panel = widget.batch_panel
+    panel.out.value = tmp_path / "out"
+    assert not panel.cancel_button.enabled
+    try:
+        assert panel.run() and panel.cancel_button.enabled
+        qtbot.waitUntil(lambda: "/ " in text(panel.info) and not text(panel.info).startswith(
+            "CMU-1-Small-Region.svs: 0 /"), timeout=BATCH_TIMEOUT_MS)  # computing
+        panel.cancel_button.native.click()
+        assert not panel.cancel_button.enabled and "cancelling" in text(panel.info)
+        qtbot.waitUntil(lambda: not panel.running, timeout=BATCH_TIMEOUT_MS)
+    finally:
+        panel.shutdown()
+    assert [r.status for r in Manifest.read(tmp_path / "out").rows] == ["pending"]
+    assert "1 pending" in text(panel.info) and "cancelled" in text(panel.info)
+    assert panel.run_button.enabled and not panel.cancel_button.enabled

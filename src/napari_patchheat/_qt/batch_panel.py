@@ -45,11 +45,14 @@ class BatchPanel(Container):
                             tooltip="where each slide's heatmap and batch.csv go; empty: a new "
                                     "temporary folder")
         self.run_button = PushButton(text="Run on all open slides")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.info = TextLabel()
         super().__init__(labels=False, widgets=[
-            Container(widgets=[self.scheduler, self.out]), self.run_button, self.progress,
-            self.info])
+            Container(widgets=[self.scheduler, self.out]),
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                      labels=False),
+            self.progress, self.info])
         self.running = False
         self.slide_layers: dict[str, SlideLayer] = {}  # absolute path -> its layer
         self.shown: set[str] = set()  # slides whose heatmap this batch opened
@@ -57,10 +60,12 @@ class BatchPanel(Container):
         self._cluster: Any = None
         self._lock = threading.Lock()
         self._progress: Any = None  # the batch's last BatchProgress (set on other threads)
+        self._cancel = threading.Event()  # the running batch's (run_batch's ``cancel``)
         self._timer = QTimer(self.native)
         self._timer.setInterval(BATCH_POLL_MS)
         self._timer.timeout.connect(self.poll)
         self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
 
     def open_slides(self) -> dict[str, SlideLayer]:
         """Absolute path -> layer of each image layer read from a slide file."""
@@ -92,22 +97,31 @@ class BatchPanel(Container):
         out = Path(text) if text not in ("", ".") else Path(
             tempfile.mkdtemp(prefix="patchheat-batch-"))
         self.running, self.shown, self._progress = True, set(), None
-        self.run_button.enabled = False
+        self._cancel = threading.Event()
+        self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.max, self.progress.value = len(self.slide_layers), 0
         self.info.value = f"starting: {len(self.slide_layers)} slides, results in {out}"
         self._timer.start()
         self.workers.start(self._run_batch, list(self.slide_layers), request, out,
-                           self.scheduler.value.strip(), returned=self._finished,
+                           self.scheduler.value.strip(), self._cancel, returned=self._finished,
                            errored=self._failed)
         return True
 
+    def cancel(self, *_: Any) -> None:
+        """Cancel the running batch: slides not finished stay pending (the next batch resumes
+        them from the result cache); the tasks running stop at their next report."""
+        if self.running:
+            self._cancel.set()
+            self.cancel_button.enabled = False
+            self.info.value += "\ncancelling…"
+
     # --- on the worker thread ----------------------------------------------------------------
-    def _run_batch(self, slides: list[str], request: RunRequest, out: Path,
-                   address: str) -> Manifest:
+    def _run_batch(self, slides: list[str], request: RunRequest, out: Path, address: str,
+                   cancel: threading.Event) -> Manifest:
         from ..batch import run_batch
 
         return run_batch(slides, request.model, request.options, out, self._client(address),
-                         on_progress=self._record)
+                         on_progress=self._record, cancel=cancel)
 
     def _client(self, address: str) -> Any:
         """The client of ``address`` (a scheduler file or address), or of this panel's local
@@ -161,7 +175,9 @@ class BatchPanel(Container):
     def _finished(self, manifest: Manifest) -> None:
         self._timer.stop()
         self._show_rows(manifest.rows)
-        self.info.value += f"\n{manifest.summary}"
+        left = self._cancel.is_set() and any(r.status == "pending" for r in manifest.rows)
+        self.info.value += f"\n{manifest.summary}" + (
+            "; cancelled: the next batch resumes the pending ones" if left else "")
         self._end()
 
     def _failed(self, exc: Exception) -> None:
@@ -171,10 +187,12 @@ class BatchPanel(Container):
 
     def _end(self) -> None:
         self.running = False
-        self.run_button.enabled = True
+        self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def shutdown(self) -> None:
-        """The dock is gone: stop polling, close the clients and the local cluster."""
+        """The dock is gone: cancel the batch, stop polling, close the clients and the local
+        cluster."""
+        self._cancel.set()
         self._timer.stop()
         for client in self._clients.values():
             client.close()
