@@ -34,7 +34,6 @@ import dask
 import numpy as np
 from distributed import (
     Client,
-    Event,
     KilledWorker,
     LocalCluster,
     WorkerPlugin,
@@ -235,9 +234,8 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
     }
     ended = threading.Event()
     if cancel is not None:
-        threading.Thread(target=_cancel_when_set, daemon=True,
-                         args=(cancel, ended, client, list(futures), cancel_event_name(job))
-                         ).start()
+        threading.Thread(target=_cancel_when_set, args=(cancel, ended, client, list(futures)),
+                         daemon=True).start()
     try:
         for future in as_completed(futures, loop=client.loop):
             if future.cancelled():
@@ -257,13 +255,12 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
 
 
 def _cancel_when_set(cancel: threading.Event, ended: threading.Event, client: Client,
-                     futures: list[Any], event_name: str) -> None:
-    """Once ``cancel`` is set (unless the batch ``ended`` first): set the distributed Event
-    ``event_name`` (running tasks stop at their next report) and cancel ``futures``."""
+                     futures: list[Any]) -> None:
+    """Cancel ``futures`` once ``cancel`` is set, unless the batch ``ended`` first (tasks
+    running stop at their next report: :func:`stop_if_cancelled`)."""
     while not ended.is_set():
         if cancel.wait(CANCEL_POLL_S):
             if not ended.is_set():
-                Event(event_name, client=client).set()
                 client.cancel(futures)
             return
 
@@ -310,12 +307,11 @@ def _model(job: BatchJob, options: RunOptions) -> Any:
 
 
 class _Reporter:
-    """Sends a task's patch counts to the client as events of the job's topic, and stops the
-    task (BatchCancelled) once the batch is cancelled (the job's cancel Event is set)."""
+    """Sends a task's patch counts to the client as events of the job's topic; stops the task
+    (BatchCancelled) at the first batch after its future was cancelled."""
 
     def __init__(self, job: BatchJob, slide: str, task: str):
         self.topic, self.slide, self.task = job.topic, slide, task
-        self.cancelled = Event(cancel_event_name(job))
 
     def send(self, done: int, total: int) -> None:
         get_worker().log_event(self.topic, {"slide": self.slide, "task": self.task,
@@ -330,19 +326,23 @@ class _Reporter:
             if p.done == p.total or time.monotonic() - last >= EVENT_EVERY_S:
                 self.send(p.done, p.total)
                 last = time.monotonic()
-                if p.done < p.total and self.cancelled.is_set():
-                    raise BatchCancelled(f"the batch was cancelled at {p.done:,} / "
-                                         f"{p.total:,} patches of {Path(self.slide).name}")
+            if p.done < p.total:  # a look at the worker's own state: cheap
+                stop_if_cancelled(f"{p.done:,} / {p.total:,} patches of {Path(self.slide).name}")
 
 
 class BatchCancelled(RuntimeError):
-    """A slide's task stopped because its batch was cancelled (its batches so far are in the
-    result cache)."""
+    """A task stopped because its batch was cancelled (its batches so far are in the result
+    cache)."""
 
 
-def cancel_event_name(job: BatchJob) -> str:
-    """The name of the distributed Event that cancels ``job``'s running tasks."""
-    return f"{job.topic}-cancel"
+def stop_if_cancelled(where: str) -> None:
+    """Raise BatchCancelled when the task running this was cancelled: its worker marks a task
+    the scheduler released while it runs (a cancelled future) "cancelled" in its own state;
+    dask cannot stop a running task, so tasks look themselves."""
+    worker = get_worker()
+    task = worker.state.tasks.get(worker.get_current_task())
+    if task is None or task.state == "cancelled":
+        raise BatchCancelled(f"the batch was cancelled at {where}")
 
 
 def process_slide(slide: str, job: BatchJob) -> SlideRow:
@@ -406,6 +406,11 @@ def _compute_regions(run: HeatmapRun, slide: str, job: BatchJob,
             for k, indices in enumerate(regions)
         }
         for future in as_completed(futures, loop=client.loop):
+            try:
+                stop_if_cancelled(f"{done:,} / {total:,} patches of {Path(slide).name}")
+            except BatchCancelled:
+                client.cancel(list(futures))
+                raise
             indices, values = futures[future], future.result()
             run.heatmap.update(indices, values)
             if run.cache is not None:

@@ -62,7 +62,7 @@ def test_cancel_leaves_the_unfinished_slides_pending(viewer, widget, qtbot, tmp_
     viewer.add_image(data, **kwargs)
     widget.cache_dir = str(tmp_path / "cache")
     widget.model.value = "dab"
-    widget.size.value, widget.stride.value = 8, 4  # ~400k patches: seconds of work
+    widget.size.value, widget.stride.value = 8, 2  # 1.6M patches: seconds of work
     widget.tissue_threshold.value = 0.0
     panel = widget.batch_panel
     panel.out.value = tmp_path / "out"
