@@ -1,0 +1,216 @@
+"""The computed levels of a huge TIFF, built once into a file: one streaming pass, progress, cancel.
+
+A slide's computed levels (:func:`~napari_patchheat.slide.pyramid.rgb_pyramid`: 2x2 means of the
+last stored level, down to ``PYRAMID_TOP_PX``) are computed lazily, so its first zoomed-out
+view or thumbnail decodes the whole last stored level. Where that level has more than
+``COARSE_BUILD_MIN_PX`` pixels (and tiles in the file: a sparse TIFF is cheap already),
+:func:`build_coarse_levels` computes them all in one pass over it, block by block (each stored
+tile decoded once, one tile row kept per computed level), into a tiled TIFF in ``coarse/`` of
+the cache folder, keyed by the slide file's path, size and time; ``open_slide`` reads them from
+there once it exists (:func:`use_built_levels`). Values equal the lazily computed ones bit for
+bit. No Qt, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..cache import cache_root
+from ..files import atomic_write
+from .arrays import as_dask
+from .errors import SlideError
+from .pyramid import Slide, halve_block
+from .tiff_level import TiffLevel
+
+COARSE_BUILD_MIN_PX = 2**28  # last stored level px above which computed levels are built once
+COARSE_FOLDER = "coarse"  # in the cache folder
+COARSE_TILE_PX = 256  # tiles of the built levels
+COARSE_BLOCK_PX = 2048  # stored-level px a side read per step (rounded to its tiles)
+COARSE_FORMAT = "napari-patchheat coarse levels 1"  # the file's ImageDescription
+_COMPRESSION, _PREDICTOR = 50000, 2  # Zstd, horizontal differencing: lossless
+
+
+class BuildCancelled(Exception):
+    """The build was cancelled; nothing was written."""
+
+
+def coarse_file(path: Path, folder: Path | None = None) -> Path:
+    """Where the built computed levels of the slide file ``path`` go: a file in ``folder``
+    (default ``coarse/`` of the cache folder) named for the file's path, size and time."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    name = hashlib.sha1(key.encode()).hexdigest()[:20]
+    return (folder or cache_root() / COARSE_FOLDER) / f"{name}.tif"
+
+
+def needs_build(slide: Slide) -> bool:
+    """True when ``slide``'s computed levels would decode more than ``COARSE_BUILD_MIN_PX``
+    stored pixels, from tiles the file holds, and are not read from a built file yet."""
+    if slide.coarse_path is not None or len(slide.levels) == slide.stored_level_count:
+        return False
+    readers = slide.tile_readers
+    if len(readers) != slide.stored_level_count:  # PNG, JPEG: decoded whole anyway
+        return False
+    last = readers[-1]
+    return last.shape[0] * last.shape[1] > COARSE_BUILD_MIN_PX and not last.has_absent_tiles
+
+
+def use_built_levels(slide: Slide, folder: Path | None = None) -> Slide:
+    """``slide`` with its computed levels read from their built file, where one exists and
+    matches (shapes, format); else ``slide`` as it is. Returns ``slide``."""
+    if not needs_build(slide):
+        return slide
+    path = coarse_file(slide.path, folder)
+    if not path.is_file():
+        return slide
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception:  # unreadable: the slide's own lazy levels still give the right pixels
+        return slide
+    try:
+        pages: list[Any] = list(tif.pages)
+        shapes = [tuple(lv.shape) for lv in slide.levels[slide.stored_level_count:]]
+        if pages[0].description != COARSE_FORMAT or [p.shape for p in pages] != shapes:
+            raise SlideError(f"{path} does not hold this slide's levels.", path)
+        readers = [TiffLevel(_Series(p), path, f"built level {k + slide.stored_level_count}")
+                   for k, p in enumerate(pages)]
+    except Exception:
+        tif.close()
+        return slide
+    slide.use_computed_levels([as_dask(r, f"{r.where} of {path.name}") for r in readers],
+                              readers, path, tif.close)
+    return slide
+
+
+class _Series:
+    """One page as the series :class:`TiffLevel` takes."""
+
+    def __init__(self, page: Any) -> None:
+        self.pages, self.axes, self.shape = [page], "YXS", page.shape
+
+
+def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        cancel: threading.Event | None = None) -> Path:
+    """Compute ``slide``'s computed levels in one pass over its last stored level and write
+    them (a tiled, lossless TIFF, one page per level) to :func:`coarse_file`, atomically.
+
+    ``progress(done, total)`` (stored-level rows) is called after each strip; a set ``cancel``
+    stops the build between blocks (:class:`BuildCancelled`, nothing left behind). Memory: one
+    block and one tile row per level. Raises OSError where the folder cannot be written.
+    """
+    target = coarse_file(slide.path, folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = slide.reader(slide.stored_level_count - 1)
+    shapes = [lv.shape[:2] for lv in slide.levels[slide.stored_level_count:]]
+    height, width = source.shape[:2]
+    th, tw = slide.tile_shapes[slide.stored_level_count - 1]
+    step = 2 ** len(shapes)  # a block this many px from the origin halves alone, every level
+    cols = width if tw >= width else _multiple(math.lcm(tw, step), COARSE_BLOCK_PX)
+    rows = _multiple(math.lcm(th, step), COARSE_BLOCK_PX**2 // cols)
+    spools = [_Spool(h, w, target.parent) for h, w in shapes]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        try:
+            for y0 in range(0, height, rows):
+                y1 = min(y0 + rows, height)
+                strips = [np.empty((min(rows >> k + 1, h - (y0 >> k + 1)), w, 3), np.uint8)
+                          for k, (h, w) in enumerate(shapes)]
+                for x0 in range(0, width, cols):
+                    if cancel is not None and cancel.is_set():
+                        raise BuildCancelled(f"Building the zoomed-out views of {slide.path} "
+                                             "was cancelled.")
+                    block = _read(source, y0, y1, x0, min(x0 + cols, width), pool.map)
+                    for k, strip in enumerate(strips):
+                        block = halve_block(block[: block.shape[0] // 2 * 2,
+                                                  : block.shape[1] // 2 * 2])
+                        xk = x0 >> k + 1
+                        strip[:, xk: xk + block.shape[1]] = block
+                for spool, strip in zip(spools, strips):
+                    spool.add(strip)
+                if progress is not None:
+                    progress(y1, height)
+            with atomic_write(target) as tmp:
+                _write(tmp, spools)
+        finally:
+            for spool in spools:
+                spool.close()
+    return target
+
+
+def _multiple(unit: int, at_least: int) -> int:
+    """The smallest multiple of ``unit`` that is at least ``at_least``."""
+    return unit * max(1, -(-at_least // unit))
+
+
+def _read(source: Any, y0: int, y1: int, x0: int, x1: int, map_fn: Any) -> np.ndarray:
+    """RGB uint8 pixels [y0, y1) x [x0, x1) of the stored level, tiles decoded by ``map_fn``."""
+    if hasattr(source, "read_tiles"):
+        return source.read_tiles((slice(y0, y1), slice(x0, x1)), map_fn)
+    return np.asarray(source[y0:y1, x0:x1])
+
+
+class _Spool:
+    """One computed level's tiles, encoded as their rows complete, in an unnamed temporary file
+    (gone with the process, whatever happens)."""
+
+    def __init__(self, height: int, width: int, folder: Path) -> None:
+        self.shape = (height, width, 3)
+        self.rows = np.empty((0, width, 3), np.uint8)  # rows not yet a whole tile row
+        self.file: IO[bytes] = tempfile.TemporaryFile(dir=folder, prefix=".coarse-")
+        self.tiles: list[tuple[int, int]] = []  # (offset, length) in the file, row-major
+
+    def add(self, strip: np.ndarray) -> None:
+        """Append the level's next rows; encode every tile row they complete (the last, short
+        one once the level's last row came)."""
+        self.rows = np.concatenate([self.rows, strip]) if len(self.rows) else strip
+        done = len(self.tiles) // -(-self.shape[1] // COARSE_TILE_PX) * COARSE_TILE_PX
+        last = done + len(self.rows) >= self.shape[0]
+        while len(self.rows) >= COARSE_TILE_PX or (last and len(self.rows)):
+            self._encode_row(self.rows[:COARSE_TILE_PX])
+            self.rows = self.rows[COARSE_TILE_PX:]
+
+    def _encode_row(self, row: np.ndarray) -> None:
+        import imagecodecs
+
+        t = COARSE_TILE_PX
+        for x in range(0, self.shape[1], t):
+            tile = np.zeros((t, t, 3), np.uint8)
+            part = row[:, x: x + t]
+            tile[: part.shape[0], : part.shape[1]] = part
+            data = imagecodecs.zstd_encode(imagecodecs.delta_encode(tile, axis=-2).tobytes())
+            self.tiles.append((self.file.tell(), len(data)))
+            self.file.write(data)
+
+    def encoded(self) -> Iterator[bytes]:
+        """The level's encoded tiles, in order."""
+        for offset, length in self.tiles:
+            self.file.seek(offset)
+            yield self.file.read(length)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _write(path: Path, spools: list[_Spool]) -> None:
+    """The levels of ``spools`` as a tiled TIFF at ``path``, one page each, largest first."""
+    import tifffile
+
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for k, spool in enumerate(spools):
+            tif.write(spool.encoded(), shape=spool.shape, dtype=np.uint8,
+                      tile=(COARSE_TILE_PX, COARSE_TILE_PX), photometric="rgb",
+                      compression=_COMPRESSION, predictor=_PREDICTOR, metadata=None,
+                      description=COARSE_FORMAT if k == 0 else None,
+                      subfiletype=1 if k else 0)
