@@ -138,7 +138,7 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
                         xk = x0 >> k + 1
                         strip[:, xk: xk + block.shape[1]] = block
                 for spool, strip in zip(spools, strips):
-                    spool.add(strip)
+                    spool.add(strip, pool.map)
                 if progress is not None:
                     progress(y1, height)
             with atomic_write(target) as tmp:
@@ -171,25 +171,19 @@ class _Spool:
         self.file: IO[bytes] = tempfile.TemporaryFile(dir=folder, prefix=".coarse-")
         self.tiles: list[tuple[int, int]] = []  # (offset, length) in the file, row-major
 
-    def add(self, strip: np.ndarray) -> None:
+    def add(self, strip: np.ndarray, map_fn: Callable[..., Iterator[bytes]] = map) -> None:
         """Append the level's next rows; encode every tile row they complete (the last, short
-        one once the level's last row came)."""
+        one once the level's last row came), its tiles through ``map_fn``."""
         self.rows = np.concatenate([self.rows, strip]) if len(self.rows) else strip
         done = len(self.tiles) // -(-self.shape[1] // COARSE_TILE_PX) * COARSE_TILE_PX
         last = done + len(self.rows) >= self.shape[0]
         while len(self.rows) >= COARSE_TILE_PX or (last and len(self.rows)):
-            self._encode_row(self.rows[:COARSE_TILE_PX])
+            self._encode_row(self.rows[:COARSE_TILE_PX], map_fn)
             self.rows = self.rows[COARSE_TILE_PX:]
 
-    def _encode_row(self, row: np.ndarray) -> None:
-        import imagecodecs
-
+    def _encode_row(self, row: np.ndarray, map_fn: Callable[..., Iterator[bytes]]) -> None:
         t = COARSE_TILE_PX
-        for x in range(0, self.shape[1], t):
-            tile = np.zeros((t, t, 3), np.uint8)
-            part = row[:, x: x + t]
-            tile[: part.shape[0], : part.shape[1]] = part
-            data = imagecodecs.zstd_encode(imagecodecs.delta_encode(tile, axis=-2).tobytes())
+        for data in map_fn(_encode_tile, (row[:, x: x + t] for x in range(0, self.shape[1], t))):
             self.tiles.append((self.file.tell(), len(data)))
             self.file.write(data)
 
@@ -201,6 +195,15 @@ class _Spool:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _encode_tile(part: np.ndarray) -> bytes:
+    """A tile (zero-padded to COARSE_TILE_PX a side) as the built file stores it."""
+    import imagecodecs
+
+    tile = np.zeros((COARSE_TILE_PX, COARSE_TILE_PX, 3), np.uint8)
+    tile[: part.shape[0], : part.shape[1]] = part
+    return bytes(imagecodecs.zstd_encode(imagecodecs.delta_encode(tile, axis=-2).tobytes()))
 
 
 def _write(path: Path, spools: list[_Spool]) -> None:
