@@ -13,13 +13,16 @@ bit. No Qt, no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,7 +38,10 @@ from .tiff_level import TiffLevel
 COARSE_BUILD_MIN_PX = 2**28  # last stored level px above which computed levels are built once
 COARSE_FOLDER = "coarse"  # in the cache folder
 COARSE_TILE_PX = 256  # tiles of the built levels
-COARSE_BLOCK_PX = 2048  # stored-level px a side read per step (rounded to its tiles)
+COARSE_MAX_THREADS = 4  # blocks read and halved at once
+COARSE_BLOCK_AREA_PX = 2**22  # stored-level px read per block (whole tiles, 2 tile rows of
+# the first built level high: each block row completes one of its tile rows)
+COARSE_BUILD_NICE = 10  # the build's threads run this much nicer than the viewer (Linux)
 COARSE_FORMAT = "napari-patchheat coarse levels 1"  # the file's ImageDescription
 _COMPRESSION, _PREDICTOR = 50000, 2  # Zstd, horizontal differencing: lossless
 
@@ -108,8 +114,9 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
     them (a tiled, lossless TIFF, one page per level) to :func:`coarse_file`, atomically.
 
     ``progress(done, total)`` (stored-level rows) is called after each strip; a set ``cancel``
-    stops the build between blocks (:class:`BuildCancelled`, nothing left behind). Memory: one
-    block and one tile row per level. Raises OSError where the folder cannot be written.
+    stops the build between blocks (:class:`BuildCancelled`, nothing left behind). Memory: a
+    block per thread and a block row per level. Raises OSError where the folder cannot be
+    written. Its threads run at a lower priority than the caller's process (Linux).
     """
     target = coarse_file(slide.path, folder)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,25 +125,29 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
     height, width = source.shape[:2]
     th, tw = slide.tile_shapes[slide.stored_level_count - 1]
     step = 2 ** len(shapes)  # a block this many px from the origin halves alone, every level
-    cols = width if tw >= width else _multiple(math.lcm(tw, step), COARSE_BLOCK_PX)
-    rows = _multiple(math.lcm(th, step), COARSE_BLOCK_PX**2 // cols)
+    cols = width if tw >= width else _multiple(math.lcm(tw, step),
+                                               COARSE_BLOCK_AREA_PX // (2 * COARSE_TILE_PX))
+    rows = _multiple(math.lcm(th, step), min(2 * COARSE_TILE_PX, COARSE_BLOCK_AREA_PX // cols))
     spools = [_Spool(h, w, target.parent) for h, w in shapes]
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+
+    def levels_of(x0: int, y0: int, y1: int) -> list[np.ndarray]:
+        if cancel is not None and cancel.is_set():
+            raise BuildCancelled(f"Building the zoomed-out views of {slide.path} was cancelled.")
+        return _halvings(_read(source, y0, y1, x0, min(x0 + cols, width)), len(shapes))
+
+    threads = min(os.cpu_count() or 1, COARSE_MAX_THREADS)
+    with ThreadPoolExecutor(threads, initializer=_lower_priority) as pool:
         try:
             for y0 in range(0, height, rows):
                 y1 = min(y0 + rows, height)
                 strips = [np.empty((min(rows >> k + 1, h - (y0 >> k + 1)), w, 3), np.uint8)
                           for k, (h, w) in enumerate(shapes)]
-                for x0 in range(0, width, cols):
-                    if cancel is not None and cancel.is_set():
-                        raise BuildCancelled(f"Building the zoomed-out views of {slide.path} "
-                                             "was cancelled.")
-                    block = _read(source, y0, y1, x0, min(x0 + cols, width), pool.map)
-                    for k, strip in enumerate(strips):
-                        block = halve_block(block[: block.shape[0] // 2 * 2,
-                                                  : block.shape[1] // 2 * 2])
-                        xk = x0 >> k + 1
-                        strip[:, xk: xk + block.shape[1]] = block
+                for i in range(0, width, cols * threads):  # a block per thread at a time
+                    starts = range(i, min(i + cols * threads, width), cols)
+                    done = pool.map(levels_of, starts, repeat(y0), repeat(y1))
+                    for x0, pieces in zip(starts, done):
+                        for k, (strip, piece) in enumerate(zip(strips, pieces)):
+                            strip[:, x0 >> k + 1: (x0 >> k + 1) + piece.shape[1]] = piece
                 for spool, strip in zip(spools, strips):
                     spool.add(strip, pool.map)
                 if progress is not None:
@@ -149,16 +160,32 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
     return target
 
 
+def _halvings(block: np.ndarray, n: int) -> list[np.ndarray]:
+    """``block`` halved ``n`` times (2x2 means, odd last row and column dropped each time)."""
+    out = []
+    for _ in range(n):
+        block = halve_block(block[: block.shape[0] // 2 * 2, : block.shape[1] // 2 * 2])
+        out.append(block)
+    return out
+
+
+def _lower_priority() -> None:
+    """Lower this thread's scheduling priority (Linux), so the viewer's thread comes first."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COARSE_BUILD_NICE)
+
+
 def _multiple(unit: int, at_least: int) -> int:
     """The smallest multiple of ``unit`` that is at least ``at_least``."""
     return unit * max(1, -(-at_least // unit))
 
 
-def _read(source: Any, y0: int, y1: int, x0: int, x1: int, map_fn: Any) -> np.ndarray:
-    """RGB uint8 pixels [y0, y1) x [x0, x1) of the stored level, tiles decoded by ``map_fn``."""
-    if hasattr(source, "read_tiles"):
-        return source.read_tiles((slice(y0, y1), slice(x0, x1)), map_fn)
-    return np.asarray(source[y0:y1, x0:x1])
+def _read(source: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """RGB uint8 pixels [y0, y1) x [x0, x1) of the stored level (a block of whole tiles)."""
+    if isinstance(source, TiffLevel):
+        return source.read_tiles((slice(y0, y1), slice(x0, x1)))
+    return np.asarray(source[y0:y1, x0:x1].compute(scheduler="synchronous"))
 
 
 class _Spool:
@@ -167,19 +194,23 @@ class _Spool:
 
     def __init__(self, height: int, width: int, folder: Path) -> None:
         self.shape = (height, width, 3)
-        self.rows = np.empty((0, width, 3), np.uint8)  # rows not yet a whole tile row
+        self.pending: list[np.ndarray] = []  # rows not yet a whole tile row
         self.file: IO[bytes] = tempfile.TemporaryFile(dir=folder, prefix=".coarse-")
         self.tiles: list[tuple[int, int]] = []  # (offset, length) in the file, row-major
+        self.rows_done = 0
 
     def add(self, strip: np.ndarray, map_fn: Callable[..., Iterator[bytes]] = map) -> None:
         """Append the level's next rows; encode every tile row they complete (the last, short
         one once the level's last row came), its tiles through ``map_fn``."""
-        self.rows = np.concatenate([self.rows, strip]) if len(self.rows) else strip
-        done = len(self.tiles) // -(-self.shape[1] // COARSE_TILE_PX) * COARSE_TILE_PX
-        last = done + len(self.rows) >= self.shape[0]
-        while len(self.rows) >= COARSE_TILE_PX or (last and len(self.rows)):
-            self._encode_row(self.rows[:COARSE_TILE_PX], map_fn)
-            self.rows = self.rows[COARSE_TILE_PX:]
+        self.pending.append(strip)
+        count = sum(len(rows) for rows in self.pending)
+        last = self.rows_done + count >= self.shape[0]
+        while count >= COARSE_TILE_PX or (last and count):
+            rows = self.pending[0] if len(self.pending) == 1 else np.concatenate(self.pending)
+            self._encode_row(rows[:COARSE_TILE_PX], map_fn)
+            self.rows_done += min(count, COARSE_TILE_PX)
+            self.pending = [rows[COARSE_TILE_PX:]] if count > COARSE_TILE_PX else []
+            count = max(count - COARSE_TILE_PX, 0)
 
     def _encode_row(self, row: np.ndarray, map_fn: Callable[..., Iterator[bytes]]) -> None:
         t = COARSE_TILE_PX
