@@ -1,0 +1,91 @@
+"""A huge single-level slide in napari: its zoomed-out views are blank while built on a worker
+thread (the event loop keeps turning), then the layer shows the built levels; removing the layer
+cancels; a cache that cannot be written falls back to the computed levels with a warning."""
+
+from __future__ import annotations
+
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
+
+from napari_patchheat._qt.coarse_build import is_pending, running_builds
+from napari_patchheat.slide import coarse, rgb_pyramid
+from napari_patchheat.slide.pyramid import halve_block
+
+PLUGIN = "napari-patchheat"
+SHAPE = (4100, 6003)
+
+
+@pytest.fixture
+def huge(monkeypatch, tmp_path):
+    """A 4100 x 6003 px single-level TIFF of noise, huge above 2**20 px; the cache in tmp_path."""
+    monkeypatch.setattr(coarse, "COARSE_BUILD_MIN_PX", 2**20)
+    monkeypatch.setenv("PATCHHEAT_CACHE_DIR", str(tmp_path / "cache"))
+    image = np.random.default_rng(0).integers(0, 256, (*SHAPE, 3), np.uint8)
+    path = tmp_path / "huge.tif"
+    tifffile.imwrite(path, image, tile=(256, 256), photometric="rgb", compression="zlib")
+    return path, image
+
+
+class LoopProbe:
+    """Records when a 10 ms QTimer fires: the longest gap is the longest the loop was blocked."""
+
+    def __init__(self) -> None:
+        self.ticks = [time.monotonic()]
+        self.timer = QTimer()
+        self.timer.timeout.connect(lambda: self.ticks.append(time.monotonic()))
+        self.timer.start(10)
+
+    def longest_gap_s(self) -> float:
+        self.timer.stop()
+        return float(np.diff(self.ticks).max())
+
+
+def test_zoomed_out_views_build_without_blocking_then_show(make_napari_viewer, qtbot, huge):
+    path, image = huge
+    viewer = make_napari_viewer(show=True)
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    probe = LoopProbe()
+    assert is_pending(layer) and len(layer.data) == 3
+    assert not np.asarray(layer.data[2][:8, :8]).any()  # blank: level 0 is not read for it
+    viewer.reset_view()  # the zoomed-out view napari draws at once
+    QApplication.processEvents()
+    qtbot.waitUntil(lambda: not is_pending(layer) and not running_builds(), timeout=120_000)
+    gap = probe.longest_gap_s()
+    expected, _ = rgb_pyramid([da.from_array(image, chunks=(1024, 1024, 3))])
+    for built, level in zip(layer.data[1:], expected[1:], strict=True):
+        np.testing.assert_array_equal(np.asarray(built), level.compute())
+    assert layer.metadata["downsamples"] == [(1.0, 1.0), (2.0, 2.0), (4.0, 4.0)]
+    assert len(probe.ticks) > 10 and gap < 1.0, gap  # the loop kept turning
+
+
+def test_removing_the_layer_cancels_the_build(make_napari_viewer, qtbot, huge, tmp_path):
+    path, _ = huge
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    [build] = running_builds()
+    viewer.layers.remove(layer)
+    assert build.cancel.is_set()
+    qtbot.waitUntil(lambda: not running_builds(), timeout=60_000)
+    assert not list((tmp_path / "cache" / "coarse").glob("*.tif"))
+
+
+def test_an_unwritable_cache_warns_and_shows_computed_levels(make_napari_viewer, qtbot, huge,
+                                                             tmp_path, monkeypatch):
+    import napari.utils.notifications
+
+    path, image = huge
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    warned: list[str] = []
+    monkeypatch.setattr(napari.utils.notifications, "show_warning", warned.append)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    qtbot.waitUntil(lambda: not is_pending(layer) and not running_builds(), timeout=60_000)
+    assert len(warned) == 1 and "could not be built" in warned[0], warned
+    np.testing.assert_array_equal(np.asarray(layer.data[2][:2, :2]),  # the lazy 2x2 means
+                                  halve_block(halve_block(image[:8, :8])))
