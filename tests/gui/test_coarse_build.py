@@ -89,3 +89,48 @@ def test_an_unwritable_cache_warns_and_shows_computed_levels(make_napari_viewer,
     assert len(warned) == 1 and "could not be built" in warned[0], warned
     np.testing.assert_array_equal(np.asarray(layer.data[2][:2, :2]),  # the lazy 2x2 means
                                   halve_block(halve_block(image[:8, :8])))
+
+
+def test_the_dock_shows_the_build_and_its_cancel(widget, viewer, qtbot, huge, tmp_path,
+                                                 monkeypatch):
+    """The Grid section's line follows the build; Cancel stops it, the views stay blank (the
+    build is held at its first step until the test has clicked)."""
+    import threading
+
+    from napari_patchheat._qt.coarse_build import CANCELLED, COARSE_PENDING_KEY, CoarseBuild
+
+    path, _ = huge
+    gate = threading.Event()
+    record = CoarseBuild._progress
+
+    def held(self, done, total):
+        record(self, done, total)
+        gate.wait(30)
+
+    monkeypatch.setattr(CoarseBuild, "_progress", held)
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    widget.image_layer.value = layer
+    line = widget.build_status
+    qtbot.waitUntil(lambda: line.info.value.endswith("%") and running_builds()[0].done > 0)
+    assert line.visible and line.cancel_button.visible
+    assert "building the zoomed-out views: " in line.info.value
+    assert not widget.tissue_ready  # no estimate from the blank levels
+    line.cancel_button.clicked.emit(False)
+    gate.set()
+    qtbot.waitUntil(lambda: not running_builds(), timeout=60_000)
+    qtbot.waitUntil(lambda: "cancelled" in line.info.value)
+    assert layer.metadata[COARSE_PENDING_KEY] == CANCELLED and not line.cancel_button.visible
+    assert not np.asarray(layer.data[2][:8, :8]).any()
+    assert not list((tmp_path / "cache" / "coarse").glob("*.tif"))
+
+
+def test_the_dock_line_goes_once_built_and_the_tissue_estimate_comes(widget, viewer, qtbot,
+                                                                     huge):
+    path, _ = huge
+    [layer] = viewer.open(str(path), plugin=PLUGIN)
+    widget.image_layer.value = layer
+    assert widget.build_status.visible and not widget.tissue_ready
+    qtbot.waitUntil(lambda: not is_pending(layer) and not running_builds(), timeout=120_000)
+    assert not widget.build_status.visible
+    qtbot.waitUntil(lambda: widget.tissue_ready, timeout=60_000)
+    assert "tissue" in widget.status.value

@@ -4,9 +4,10 @@ A slide whose computed levels would decode more than ``COARSE_BUILD_MIN_PX`` pix
 (:func:`~napari_patchheat.slide.coarse.needs_build`) is shown with those levels blank (napari
 would otherwise decode the whole image on the GUI thread for the first zoomed-out view), while
 :func:`~napari_patchheat.slide.coarse.build_coarse_levels` runs on a worker thread with a napari
-progress bar. Removing the layer (or closing the viewer) cancels the build; when it is done the
-layer's data becomes the built levels. Where the build fails (a full disk, a read-only cache)
-a warning says so and the layer gets the lazily computed levels, as before.
+progress bar (the dock shows it too, with Cancel: ``build_status.py``). Removing the layer (or
+closing the viewer) cancels the build; when it is done the layer's data becomes the built
+levels. Where the build fails (a full disk, a read-only cache) a warning says so and the layer
+gets the lazily computed levels, as before.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..slide import CHUNK_TARGET_PX, Slide
 from ..slide.coarse import BuildCancelled, build_coarse_levels, use_built_levels
 
 COARSE_PENDING_KEY = "coarse_pending"  # layer.metadata: True while the zoomed-out views build
+CANCELLED = "cancelled"  # ... and this once their build was cancelled (they stay blank)
 COARSE_POLL_MS = 200  # how often the progress bar follows the build
 _BUILDS: set[CoarseBuild] = set()  # running builds (a collected worker crashes Qt)
 
@@ -69,10 +71,14 @@ class CoarseBuild:
     def _progress(self, done: int, total: int) -> None:
         self.done, self.total = done, total
 
+    @property
+    def percent(self) -> int:
+        """How much of the build is done, in %."""
+        return 100 * self.done // max(self.total, 1)
+
     def _show_progress(self) -> None:
-        percent = 100 * self.done // max(self.total, 1)
-        if percent > self.bar.n:
-            self.bar.update(percent - self.bar.n)
+        if self.percent > self.bar.n:
+            self.bar.update(self.percent - self.bar.n)
 
     def layers(self) -> list[Any]:
         """The viewer's layers waiting for these zoomed-out views."""
@@ -88,7 +94,9 @@ class CoarseBuild:
         self._show(list(slide.levels))
 
     def _failed(self, exc: Exception) -> None:
-        if isinstance(exc, BuildCancelled):
+        if isinstance(exc, BuildCancelled):  # the layers that remain stay blank zoomed out
+            for layer in self.layers():
+                layer.metadata[COARSE_PENDING_KEY] = CANCELLED
             return
         from napari.utils.notifications import show_warning
 
@@ -130,3 +138,8 @@ def start_build(slide: Slide) -> bool:
 def running_builds() -> list[CoarseBuild]:
     """The builds still running."""
     return list(_BUILDS)
+
+
+def build_of(layer: Any) -> CoarseBuild | None:
+    """The running build of ``layer``'s zoomed-out views, or None."""
+    return next((b for b in _BUILDS if any(x is layer for x in b.layers())), None)
