@@ -64,12 +64,17 @@ def test_zoomed_out_views_build_without_blocking_then_show(make_napari_viewer, q
     assert len(probe.ticks) > 10 and gap < 1.0, gap  # the loop kept turning
 
 
-def test_removing_the_layer_cancels_the_build(make_napari_viewer, qtbot, huge, tmp_path):
+@pytest.mark.parametrize("close", ["layer", "viewer"])
+def test_removing_the_layer_or_closing_the_viewer_cancels_the_build(make_napari_viewer, qtbot,
+                                                                    huge, tmp_path, close):
     path, _ = huge
     viewer = make_napari_viewer()
     [layer] = viewer.open(str(path), plugin=PLUGIN)
     [build] = running_builds()
-    viewer.layers.remove(layer)
+    if close == "layer":
+        viewer.layers.remove(layer)
+    else:
+        viewer.close()
     assert build.cancel.is_set()
     qtbot.waitUntil(lambda: not running_builds(), timeout=60_000)
     assert not list((tmp_path / "cache" / "coarse").glob("*.tif"))

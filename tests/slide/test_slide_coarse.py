@@ -29,14 +29,15 @@ def noisy(shape, seed=0):
     return image
 
 
-@pytest.mark.parametrize("tile,top", [((512, 512), 2048), ((256, 384), 96)])
+@pytest.mark.parametrize("tile,top", [((512, 512), 2048), ((256, 384), 96), (None, 2048)])
 def test_built_levels_equal_the_computed_levels(huge, monkeypatch, tile, top):
-    """Odd sizes, tiles that are not square, and (top=96) six computed levels: a block must
-    be a multiple of 64 px for every level to halve alone."""
+    """Odd sizes, tiles that are not square, (top=96) six computed levels: a block must be a
+    multiple of 64 px for every level to halve alone, and (None) strips of 16 rows."""
     monkeypatch.setattr(pyramid, "PYRAMID_TOP_PX", top)
     path = huge / "s.tif"
-    tifffile.imwrite(path, noisy((3001, 4099)), tile=tile, photometric="rgb",
-                     compression="zlib")
+    layout = {"tile": tile} if tile else {"rowsperstrip": 16}
+    tifffile.imwrite(path, noisy((3001, 4099)), photometric="rgb", compression="zlib",
+                     **layout)
     with open_slide(path) as s:
         assert coarse.needs_build(s) and s.coarse_path is None
         expected = [lv.compute() for lv in s.levels[1:]]
