@@ -1,14 +1,14 @@
-"""The computed levels of a huge TIFF, built once into a file: one streaming pass, progress, cancel.
+"""The computed levels of a huge TIFF, built once into a file: one pass, progress, cancel.
 
-A slide's computed levels (:func:`~napari_patchheat.slide.pyramid.rgb_pyramid`: 2x2 means of the
-last stored level, down to ``PYRAMID_TOP_PX``) are computed lazily, so its first zoomed-out
+A slide's computed levels (:func:`~napari_patchheat.slide.pyramid.rgb_pyramid`: 2x2 means of
+the last stored level, down to ``PYRAMID_TOP_PX``) are computed lazily, so its first zoomed-out
 view or thumbnail decodes the whole last stored level. Where that level has more than
 ``COARSE_BUILD_MIN_PX`` pixels (and tiles in the file: a sparse TIFF is cheap already),
 :func:`build_coarse_levels` computes them all in one pass over it, block by block (each stored
-tile decoded once, one tile row kept per computed level), into a tiled TIFF in ``coarse/`` of
-the cache folder, keyed by the slide file's path, size and time; ``open_slide`` reads them from
-there once it exists (:func:`use_built_levels`). Values equal the lazily computed ones bit for
-bit. No Qt, no TensorFlow.
+tile decoded once; memory: a block per thread and a block row per computed level), into a
+tiled TIFF in ``coarse/`` of the cache folder, keyed by the slide file's path, size and time;
+``open_slide`` reads them from there once it exists (:func:`use_built_levels`). Values equal
+the lazily computed ones bit for bit. No Qt, no TensorFlow.
 """
 
 from __future__ import annotations
