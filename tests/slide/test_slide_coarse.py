@@ -147,3 +147,23 @@ def test_memory_stays_a_block_per_thread_and_a_row_per_level(huge, monkeypatch):
         assert s.coarse_path is not None
         np.testing.assert_array_equal(s.levels[-1][0, 6:10, 0].compute(), [0, 0, 1, 1])
     assert peak < 48 * 2**20, peak / 2**20  # 29 MB here
+
+
+def test_a_full_disk_is_an_oserror_and_leaves_nothing(huge, mounts, monkeypatch):
+    """A 200 kB tmpfs as the cache: the build fails with ENOSPC, removes its files (the spooled
+    tiles and the half-written TIFF) and the slide opens with its lazy levels."""
+    import errno
+
+    full = mounts("full", "200k")
+    monkeypatch.setenv("PATCHHEAT_CACHE_DIR", str(full))
+    path = huge / "s.tif"
+    tifffile.imwrite(path, noisy((2100, 1100)), tile=(256, 256), photometric="rgb")
+    with open_slide(path) as s:
+        expected = s.levels[1].compute()
+        with pytest.raises(OSError) as info:
+            coarse.build_coarse_levels(s)
+    assert info.value.errno == errno.ENOSPC
+    assert [p.name for p in (full / "coarse").iterdir()] == []
+    with open_slide(path) as s:
+        assert s.coarse_path is None
+        np.testing.assert_array_equal(s.levels[1].compute(), expected)
