@@ -128,32 +128,37 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
     cols = width if tw >= width else _multiple(math.lcm(tw, step),
                                                COARSE_BLOCK_AREA_PX // (2 * COARSE_TILE_PX))
     rows = _multiple(math.lcm(th, step), min(2 * COARSE_TILE_PX, COARSE_BLOCK_AREA_PX // cols))
-    spools = [_Spool(h, w, target.parent) for h, w in shapes]
+    # the first level's tiles go straight into the file; the smaller levels' wait in spools
+    spools = [_Spool(*shapes[0])] + [_Spool(h, w, target.parent) for h, w in shapes[1:]]
 
     def levels_of(x0: int, y0: int, y1: int) -> list[np.ndarray]:
         if cancel is not None and cancel.is_set():
             raise BuildCancelled(f"Building the zoomed-out views of {slide.path} was cancelled.")
         return _halvings(_read(source, y0, y1, x0, min(x0 + cols, width)), len(shapes))
 
+    def first_level(pool: ThreadPoolExecutor) -> Iterator[bytes]:
+        """The pass: the first level's encoded tiles, in order, as their rows complete."""
+        for y0 in range(0, height, rows):
+            y1 = min(y0 + rows, height)
+            strips = [np.empty((min(rows >> k + 1, h - (y0 >> k + 1)), w, 3), np.uint8)
+                      for k, (h, w) in enumerate(shapes)]
+            for i in range(0, width, cols * threads):  # a block per thread at a time
+                starts = range(i, min(i + cols * threads, width), cols)
+                done = pool.map(levels_of, starts, repeat(y0), repeat(y1))
+                for x0, pieces in zip(starts, done):
+                    for k, (strip, piece) in enumerate(zip(strips, pieces)):
+                        strip[:, x0 >> k + 1: (x0 >> k + 1) + piece.shape[1]] = piece
+            for spool, strip in zip(spools, strips):
+                spool.add(strip, pool.map)
+            if progress is not None:
+                progress(y1, height)
+            yield from spools[0].take()
+
     threads = min(os.cpu_count() or 1, COARSE_MAX_THREADS)
     with ThreadPoolExecutor(threads, initializer=_lower_priority) as pool:
         try:
-            for y0 in range(0, height, rows):
-                y1 = min(y0 + rows, height)
-                strips = [np.empty((min(rows >> k + 1, h - (y0 >> k + 1)), w, 3), np.uint8)
-                          for k, (h, w) in enumerate(shapes)]
-                for i in range(0, width, cols * threads):  # a block per thread at a time
-                    starts = range(i, min(i + cols * threads, width), cols)
-                    done = pool.map(levels_of, starts, repeat(y0), repeat(y1))
-                    for x0, pieces in zip(starts, done):
-                        for k, (strip, piece) in enumerate(zip(strips, pieces)):
-                            strip[:, x0 >> k + 1: (x0 >> k + 1) + piece.shape[1]] = piece
-                for spool, strip in zip(spools, strips):
-                    spool.add(strip, pool.map)
-                if progress is not None:
-                    progress(y1, height)
             with atomic_write(target) as tmp:
-                _write(tmp, spools)
+                _write(tmp, first_level(pool), spools)
         finally:
             for spool in spools:
                 spool.close()
@@ -189,14 +194,17 @@ def _read(source: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
 
 
 class _Spool:
-    """One computed level's tiles, encoded as their rows complete, in an unnamed temporary file
-    (gone with the process, whatever happens)."""
+    """One computed level's tiles, encoded as their rows complete: kept until :meth:`take`n,
+    or (with a ``folder``) in an unnamed temporary file there, gone with the process whatever
+    happens, until the level is written (:meth:`encoded`)."""
 
-    def __init__(self, height: int, width: int, folder: Path) -> None:
+    def __init__(self, height: int, width: int, folder: Path | None = None) -> None:
         self.shape = (height, width, 3)
         self.pending: list[np.ndarray] = []  # rows not yet a whole tile row
-        self.file: IO[bytes] = tempfile.TemporaryFile(dir=folder, prefix=".coarse-")
+        self.file: IO[bytes] | None = (
+            None if folder is None else tempfile.TemporaryFile(dir=folder, prefix=".coarse-"))
         self.tiles: list[tuple[int, int]] = []  # (offset, length) in the file, row-major
+        self.ready: list[bytes] = []  # without a file: tiles encoded, not yet taken
         self.rows_done = 0
 
     def add(self, strip: np.ndarray, map_fn: Callable[..., Iterator[bytes]] = map) -> None:
@@ -215,17 +223,27 @@ class _Spool:
     def _encode_row(self, row: np.ndarray, map_fn: Callable[..., Iterator[bytes]]) -> None:
         t = COARSE_TILE_PX
         for data in map_fn(_encode_tile, (row[:, x: x + t] for x in range(0, self.shape[1], t))):
-            self.tiles.append((self.file.tell(), len(data)))
-            self.file.write(data)
+            if self.file is None:
+                self.ready.append(data)
+            else:
+                self.tiles.append((self.file.tell(), len(data)))
+                self.file.write(data)
+
+    def take(self) -> list[bytes]:
+        """The tiles encoded since the last take (a spool without a file)."""
+        ready, self.ready = self.ready, []
+        return ready
 
     def encoded(self) -> Iterator[bytes]:
-        """The level's encoded tiles, in order."""
+        """The level's encoded tiles, in order (a spool with a file)."""
+        assert self.file is not None
         for offset, length in self.tiles:
             self.file.seek(offset)
             yield self.file.read(length)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def _encode_tile(part: np.ndarray) -> bytes:
@@ -237,14 +255,18 @@ def _encode_tile(part: np.ndarray) -> bytes:
     return bytes(imagecodecs.zstd_encode(imagecodecs.delta_encode(tile, axis=-2).tobytes()))
 
 
-def _write(path: Path, spools: list[_Spool]) -> None:
-    """The levels of ``spools`` as a tiled TIFF at ``path``, one page each, largest first."""
+def _write(path: Path, first: Iterator[bytes], spools: list[_Spool]) -> None:
+    """A tiled TIFF at ``path``, one page per level, largest first: the first level's tiles
+    from ``first`` (as the pass makes them), then each smaller level's from its spool."""
     import tifffile
 
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for k, spool in enumerate(spools):
-            tif.write(spool.encoded(), shape=spool.shape, dtype=np.uint8,
+            tif.write(first if k == 0 else spool.encoded(), shape=spool.shape, dtype=np.uint8,
                       tile=(COARSE_TILE_PX, COARSE_TILE_PX), photometric="rgb",
                       compression=_COMPRESSION, predictor=_PREDICTOR, metadata=None,
                       description=COARSE_FORMAT if k == 0 else None,
                       subfiletype=1 if k else 0)
+            if k == 0:
+                for _ in first:  # tifffile stops at the level's last tile: finish the pass
+                    raise AssertionError("the first level has more tiles than its shape")
