@@ -7,14 +7,25 @@ noisy; absolute numbers are printed for context only.
 from __future__ import annotations
 
 import os
+import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 RSS_SAMPLE_S = 0.005
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 7) -> float:
+    """Median wall time of ``repeats`` calls of ``fn``, ms."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
 
 
 def rss_bytes() -> int:

@@ -6,23 +6,15 @@ ratio says how many such passes each query costs. Run: `.venv/bin/python benchma
 
 from __future__ import annotations
 
-import statistics
-import time
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np
+from _util import median_ms
 
 from napari_patchheat import PatchGrid
-
-REPEATS = 7
-
-
-def median_ms(fn) -> float:
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

@@ -10,11 +10,14 @@ Run: `PYTHONPATH=src .venv/bin/python benchmarks/bench_regions.py`.
 
 from __future__ import annotations
 
-import statistics
-import time
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np
 import shapely
+from _util import median_ms
 from scipy import ndimage
 
 from napari_patchheat import PatchGrid
@@ -23,17 +26,7 @@ from napari_patchheat.region_stats import union_area
 from napari_patchheat.regions import heatmap_regions
 from napari_patchheat.roi import as_mask_roi, roi_patch_mask
 
-REPEATS = 7
 VERTICES = 1000
-
-
-def median_ms(fn) -> float:
-    times = []
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def wavy_polygon(cx: float, cy: float, radius: float, seed: int = 0) -> shapely.Polygon:

@@ -344,7 +344,9 @@ def test_sigterm_keeps_the_partial_heatmap_and_exits_143(tmp_path):
                              "--tissue-threshold", "0", "--out", str(tmp_path / "out")],
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    while "patches" not in proc.stderr.read(200):  # the progress line: computing
+    seen = ""
+    while " p/s " not in seen:  # the progress line: a batch is computed
+        seen += proc.stderr.read(50)
         assert proc.poll() is None
     proc.terminate()
     err = proc.stderr.read()

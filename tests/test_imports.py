@@ -116,13 +116,14 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
     ("grid", "density", "files"),
-    ("slide", "options", "heatmap", "extract", "cache"),
+    ("slide", "options", "heatmap", "extract", "cache", "manifest"),
     ("tissue", "models", "export", "samples", "roi", "regions", "region_stats",
      "region_report", "overlap"),
     ("inference",),
     ("runner",),
-    # `patchheat open` starts napari; console: the CLI's terminal
-    ("_qt", "_reader", "_writer", "_sample_data", "cli", "console"),
+    # `patchheat open` starts napari; console: the CLI's terminal; `batch` runs cli.run_job on
+    # dask workers
+    ("_qt", "_reader", "_writer", "_sample_data", "cli", "console", "batch"),
 )
 
 

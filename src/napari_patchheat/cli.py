@@ -1,10 +1,10 @@
-"""The ``patchheat`` command: ``run`` a model over a slide, the ``demo``, ``open`` napari,
-``cache info|clear``.
+"""The ``patchheat`` command: ``run`` a model over a slide, ``batch`` many, the ``demo``,
+``open`` napari, ``cache info|clear``.
 
-``run`` and ``demo`` compute in this process with TensorFlow; anything that shows napari runs in
-a fresh process (``patchheat open``), since TensorFlow and napari's OpenGL cannot share one.
-Only the standard library is imported with this module, so that Ctrl-C at any moment is the
-one-line interruption, never a traceback.
+``run`` and ``demo`` compute in this process with TensorFlow, ``batch`` on dask.distributed's
+workers (batch.py); anything that shows napari runs in a fresh process (``patchheat open``),
+since TensorFlow and napari's OpenGL cannot share one. Only the standard library is imported
+with this module, so that Ctrl-C at any moment is the one-line interruption, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,16 +106,32 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="compute a heatmap of a slide with a model")
     run.add_argument("slide", type=Path, help="slide file (SVS, OME-TIFF, NDPI, TIFF, PNG, JPEG)")
     _add_run_options(run)
-    run.add_argument("--out", type=Path, required=True, help="output folder")
-    run.add_argument("--format", type=_formats, default=["npz"],
-                     help="comma-separated: npz, ometiff, slide_raster, png, csv, csv_wsinfer "
-                          "(WSInfer's columns), geojson (default npz)")
-    run.add_argument("--positive-threshold", type=float, default=None,
-                     help="GeoJSON: classify a one-output model's tiles whose value is at or "
-                          "above this (default: the model card's; none: no tile is classified)")
-    run.add_argument("--min-probability", type=float, default=None,
-                     help="GeoJSON: leave a multi-class model's tiles unclassified where their "
-                          "top class's value is below this (default: each gets its top class)")
+    _add_output_options(run)
+
+    batch = sub.add_parser("batch", help="many slides (or huge ones in regions) on "
+                                         "dask.distributed: a local cluster or a scheduler")
+    batch.add_argument("slides", type=Path, nargs="*", help="slide files")
+    batch.add_argument("--list", type=Path, dest="slide_list",
+                       help="file listing the slides: .txt (one a line) or .csv (a 'slide' "
+                            "column); relative paths are taken from its folder")
+    _add_run_options(batch)
+    _add_output_options(batch)
+    batch.add_argument("--scheduler",
+                       help="dask scheduler address (tcp://host:8786) or scheduler file "
+                            "(default: start a local cluster)")
+    batch.add_argument("--workers", type=int, default=None,
+                       help="local cluster: worker processes (default: dask's choice)")
+    batch.add_argument("--threads-per-worker", type=int, default=None,
+                       help="local cluster: threads of each worker (and its TensorFlow)")
+    batch.add_argument("--split-px", type=int, default=None,
+                       help="split each slide into region tasks of about N x N level pixels, "
+                            "merged into one heatmap")
+    batch.add_argument("--retries", type=int, default=0,
+                       help="run a task that raised again up to N times (default 0; a task "
+                            "whose worker died is rescheduled anyway)")
+    batch.add_argument("--resources", default=None,
+                       help="resources each model task takes, e.g. GPU=1 (start the workers "
+                            "with --resources GPU=1)")
 
     reg = sub.add_parser("regions", help="threshold a heatmap written by 'run' into regions "
                                          "(QuPath GeoJSON annotations) and numbers per region")
@@ -175,6 +191,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
             _add_option(p, f)
 
 
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--out``, ``--format`` and the GeoJSON thresholds (``run`` and ``batch``)."""
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--format", type=_formats, default=["npz"],
+                   help="comma-separated: npz, ometiff, slide_raster, png, csv, csv_wsinfer "
+                        "(WSInfer's columns), geojson (default npz)")
+    p.add_argument("--positive-threshold", type=float, default=None,
+                   help="GeoJSON: classify a one-output model's tiles whose value is at or "
+                        "above this (default: the model card's; none: no tile is classified)")
+    p.add_argument("--min-probability", type=float, default=None,
+                   help="GeoJSON: leave a multi-class model's tiles unclassified where their "
+                        "top class's value is below this (default: each gets its top class)")
+
+
 def _add_option(p: Any, f: dataclasses.Field[Any]) -> None:
     """The flag of RunOptions field ``f``, from its metadata (see options.py)."""
     kind, help_text = f.metadata["kind"], f.metadata["help"]
@@ -203,12 +233,15 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",),
             options: RunOptions | None = None, *, mpp: float | None = None,
             quiet: bool = False, positive_threshold: float | None = None,
-            min_probability: float | None = None) -> dict[str, Path]:
+            min_probability: float | None = None,
+            compute: Callable[[Any], Iterable[Any]] | None = None) -> dict[str, Path]:
     """Compute a heatmap of ``slide`` with ``model`` and write it to ``out``; returns the files.
 
     ``mpp`` (µm/px), when given, picks the level closest to it instead of ``options.level``.
     ``positive_threshold`` (else the model card's) and ``min_probability`` classify GeoJSON
     tiles (export.ClassRule); they are checked before the run and kept in the heatmap's extra.
+    ``compute(run)``, when given, yields the HeatmapRun's Progress in place of ``run.run()``
+    (``patchheat batch`` reports progress to its client, or computes regions on a cluster).
     """
     from .files import check_writable_folder, safe_name
     from .heatmap import slide_stem
@@ -237,7 +270,7 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         stem = safe_name(f"{slide_stem(slide.name)}.{run.model.name}")  # a card's name: any text
         bar = ProgressLine(run.model.name)
         try:
-            for p in run.run():
+            for p in run.run() if compute is None else compute(run):
                 if not quiet:
                     bar(p)
         except (RunError, KeyboardInterrupt) as exc:  # keep what was computed
@@ -429,6 +462,10 @@ def _command(args: argparse.Namespace) -> int:
         for fmt, path in files.items():
             print(f"{fmt}: {path}")
         return 0
+    if args.command == "batch":
+        from .batch import batch_command
+
+        return batch_command(args, run_options(args))
     if args.command == "regions":
         files = regions_job(args.heatmap, args.class_name, args.threshold,
                             smooth=args.smooth, roi=args.roi, out=args.out)

@@ -186,11 +186,7 @@ def read_blocks(
             raise ValueError(f"mask of shape {mask.shape} must be the grid's shape {grid.shape}.")
     if backend == "auto":
         backend = auto_backend()
-    max_patches = None
-    if backend == "tf":  # TF materialises every patch of a block: bound the block by that
-        patch_bytes = grid.depth_per_channel * level.shape[2] * np.dtype(level.dtype).itemsize
-        max_patches = max(1, BLOCK_PATCH_BYTES // patch_bytes)
-    for rows, cols in grid.blocks(block_px, max_patches):
+    for rows, cols in read_order(level, grid, block_px, backend):
         keep = None
         if mask is not None:
             keep = mask[rows.start : rows.stop, cols.start : cols.stop]
@@ -205,6 +201,20 @@ def read_blocks(
         patches = block_patches(region, grid, backend)
         local = np.argwhere(keep if keep is not None else np.ones(patches.shape[:2], bool))
         yield Block(patches, local, (rows.start, cols.start))
+
+
+def read_order(level: Any, grid: PatchGrid, block_px: int = READ_BLOCK_PX,
+               backend: Backend = "auto") -> list[tuple[range, range]]:
+    """The blocks of patch rows and columns :func:`read_blocks` reads, in its order: regions
+    of at most ``block_px`` level pixels a side, for the "tf" backend also at most
+    ``BLOCK_PATCH_BYTES`` of patches of ``level`` (Y X C)."""
+    if backend == "auto":
+        backend = auto_backend()
+    max_patches = None
+    if backend == "tf":  # TF materialises every patch of a block: bound the block by that
+        patch_bytes = grid.depth_per_channel * level.shape[2] * np.dtype(level.dtype).itemsize
+        max_patches = max(1, BLOCK_PATCH_BYTES // patch_bytes)
+    return grid.blocks(block_px, max_patches)
 
 
 def iter_blocks(

@@ -112,7 +112,7 @@ def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, qtbot, 
     widget.padding.value = "SAME"
     widget.inspector.select(1, 2)
     a, b = heatmap.values[1, 2]
-    assert f"a: {a:.4g}, b: {b:.4g}" in text(widget.inspector.info)
+    assert f"a {a:.4g}, b {b:.4g}" in text(widget.inspector.info)
     widget.display.export_folder.value = tmp_path / "out"
     widget.display.export_formats["png"].value = True
     assert export_and_wait(widget.display, qtbot)["png"].is_file()

@@ -416,3 +416,50 @@ def test_a_redraw_reaches_napari_as_one_update_and_is_drawn(viewer, widget):
     assert len(bright_rows) > 0 and len(edges_screen) > 4
     assert np.abs(bright_rows[:, None] - edges_screen[None, :]).min(1).max() <= 2
     assert np.abs(edges_screen[:, None] - bright_rows[None, :]).min(1).max() <= 2
+
+
+@pytest.mark.parametrize("size, stride, rate, padding, ds", [
+    (20, 20, 1, "VALID", (1.0, 1.0)), (60, 20, 1, "SAME", (1.0, 1.0)),
+    (7, 13, 2, "SAME", (4.0, 3.9))])
+def test_region_mask_keeps_the_pixels_patches_inside_meet(size, stride, rate, padding, ds):
+    """Brute force: a screen pixel stays when a patch inside the region meets it (its extent
+    and the pixel as closed intervals); the inside mask varies, so the check can fail."""
+    from napari_patchheat._qt.grid_overlay import inside_table, region_mask
+
+    grid = PatchGrid(400, 300, size, stride, rate, padding)
+    rng = np.random.default_rng(size)
+    inside = rng.random((grid.rows, grid.cols)) < 0.3
+    rows_px, cols_px = AxisPixels(-30.3, 2.7, 700), AxisPixels(11.0, 3.1, 500)
+    got = region_mask(grid, ds, rows_px, cols_px, inside_table(inside))
+    want = np.zeros_like(got)
+    for i, j in zip(*np.nonzero(inside)):
+        y0, x0, y1, x1 = grid.box(i, j, ds)
+        ey, ex = rows_px.edges(), cols_px.edges()
+        ys = (ey[:-1] <= y1) & (ey[1:] >= y0)
+        xs = (ex[:-1] <= x1) & (ex[1:] >= x0)
+        want |= ys[:, None] & xs[None, :]
+    assert 0 < want.sum() < want.size
+    np.testing.assert_array_equal(got, want)
+
+
+def test_past_the_cap_only_the_regions_patches_are_drawn(viewer, widget):
+    viewer.add_image(np.zeros((3000, 3000, 3), np.uint8), rgb=True, name="slide")
+    set_params(widget, 20, 20)
+    viewer.reset_view()
+    inside = np.zeros((widget.grid.rows, widget.grid.cols), bool)
+    inside[10:40, 30:90] = True
+    widget.preview.inside = inside
+    widget.preview.update_now()
+    rgba, ey, ex = lines_image(widget)
+    lit = rgba[..., 3] > 0
+    cy, cx = (ey[:-1] + ey[1:]) / 2, (ex[:-1] + ex[1:]) / 2  # world = level-0 - 0.5 here
+    sy, sx = ey[1] - ey[0], ex[1] - ex[0]
+    near = (((cy >= 10 * 20 - 0.5 - sy) & (cy <= 40 * 20 - 0.5 + sy))[:, None]
+            & ((cx >= 30 * 20 - 0.5 - sx) & (cx <= 90 * 20 - 0.5 + sx))[None, :])
+    assert lit.any() and not (lit & ~near).any()
+    inner = (((cy > 10 * 20 + sy) & (cy < 40 * 20 - sy))[:, None]
+             & ((cx > 30 * 20 + sx) & (cx < 90 * 20 - sx))[None, :])
+    assert lit[inner].mean() > 0.05  # the region's own lines are drawn
+    widget.preview.inside = None
+    widget.preview.update_now()
+    assert (lines_image(widget)[0][..., 3] > 0)[~near].any()  # the whole grid again

@@ -12,7 +12,9 @@ the picture stays the true tiling, seen coarser.
 Overlap (stride < effective size) does not show in the lines alone (with e = 2 s the ends of
 patches fall on the starts of others), so single patches are shaded and outlined in another
 colour: those whose indices are multiples of ``m = ceil(e / s) + 1`` (they never overlap each
-other); each spans ``e`` across the lines of its neighbours. Numpy only: no Qt, no napari.
+other); each spans ``e`` across the lines of its neighbours. With a region of interest, a pixel
+stays only where a patch inside the region meets it (:func:`region_mask`). Numpy only: no Qt,
+no napari.
 """
 
 from __future__ import annotations
@@ -213,3 +215,44 @@ def render(grid: PatchGrid, downsample: FloatPair, rows_px: AxisPixels,
                            | (((r[3] & c[2]) | (r[2] & c[3])) << 3))
     rgba = _palette(rows.alpha, cols.alpha)[patterns][row_state]
     return GridPicture(rgba, rows, cols, shown)
+
+
+def inside_table(inside: np.ndarray) -> np.ndarray:
+    """The summed-area table of a (rows, cols) bool mask: (rows + 1, cols + 1) int64, entry
+    [i, j] = patches inside among rows < i and cols < j."""
+    table = np.zeros((inside.shape[0] + 1, inside.shape[1] + 1), np.int64)
+    np.cumsum(np.cumsum(inside, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    return table
+
+
+def _meeting(grid: PatchGrid, downsample: FloatPair, a: int,
+             pixels: AxisPixels) -> tuple[np.ndarray, np.ndarray]:
+    """Per screen pixel of axis ``a``: the first and one past the last index of the patches
+    whose extent (ends included) meets it; empty where first >= end."""
+    d, e, s, p = downsample[a], grid.effective_size[a], grid.stride[a], grid.pad_before[a]
+    n = (grid.rows, grid.cols)[a]
+    edges = pixels.edges()
+    # patch i: [(i s - p) d, (i s - p + e) d]; meets [lo, hi] when it starts <= hi, ends >= lo
+    end = np.clip(np.floor((edges[1:] / d + p) / s).astype(np.int64) + 1, 0, n)
+    first = np.clip(np.ceil((edges[:-1] / d + p - e) / s).astype(np.int64), 0, n)
+    return first, end
+
+
+def region_mask(grid: PatchGrid, downsample: FloatPair, rows_px: AxisPixels,
+                cols_px: AxisPixels, table: np.ndarray) -> np.ndarray:
+    """bool (rows_px.n, cols_px.n): the screen pixels that a patch inside the region (``table``:
+    :func:`inside_table` of the grid's mask) meets, its boundary included."""
+    # neighbouring pixels mostly meet the same patches: count over the distinct index ranges of
+    # each axis, then pick the rows and columns of the result (as render does)
+    (r0, r1), rows = _distinct(*_meeting(grid, downsample, 0, rows_px))
+    (c0, c1), cols = _distinct(*_meeting(grid, downsample, 1, cols_px))
+    strips = table[r1] - table[r0]  # per distinct row range: inside patches of cols < j
+    small = ((strips[:, c1] - strips[:, c0]) > 0) & (r1 > r0)[:, None] & (c1 > c0)[None, :]
+    return small[:, cols][rows]
+
+
+def _distinct(first: np.ndarray, end: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray],
+                                                           np.ndarray]:
+    """The distinct (first, end) pairs and, per pixel, the index of its pair among them."""
+    pairs, inverse = np.unique(np.stack([first, end], 1), axis=0, return_inverse=True)
+    return (pairs[:, 0], pairs[:, 1]), inverse.reshape(-1)

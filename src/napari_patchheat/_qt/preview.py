@@ -37,6 +37,8 @@ from .grid_overlay import (
     GridPicture,
     example_indices,
     example_steps,
+    inside_table,
+    region_mask,
     render,
     rgb,
     view_pixels,
@@ -121,6 +123,7 @@ class GridPreview:
         self.max_shapes = max_shapes
         self.enabled = True
         self.inside: np.ndarray | None = None  # bool (rows, cols): only these are drawn
+        self._table: tuple[np.ndarray, np.ndarray] | None = None  # inside, its inside_table
         self.layer: Any = None
         self.lines_layer: Any = None
         self.picture: PreviewPicture | None = None
@@ -267,6 +270,10 @@ class GridPreview:
         if pixels is None:
             return None
         picture = render(grid, downsample, *pixels)
+        if self.inside is not None:  # a region of interest: only its patches' lines
+            if self._table is None or self._table[0] is not self.inside:
+                self._table = (self.inside, inside_table(self.inside))
+            picture.rgba[~region_mask(grid, downsample, *pixels, self._table[1])] = 0
         layer = self.lines_layer
         if layer is None or layer not in self.viewer.layers:
             layer = self.lines_layer = add_overlay_layer(

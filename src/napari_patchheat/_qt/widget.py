@@ -3,6 +3,7 @@
 The dock holds the grid and model parameters and composes its panels, each with an interface of
 data and callbacks: :class:`~napari_patchheat._qt.run_panel.RunPanel` (Run, Cancel, progress),
 :class:`~napari_patchheat._qt.heatmap_panel.HeatmapPanel` (heatmap layers, display, Export),
+:class:`~napari_patchheat._qt.batch_panel.BatchPanel` (all open slides on a dask cluster),
 :class:`~napari_patchheat._qt.inspector.PatchInspector` and
 :class:`~napari_patchheat._qt.preview.GridPreview`. TensorFlow never runs in this process: a run
 goes to a spawned process and its messages fill a :class:`Heatmap` and its Image layer in place.
@@ -24,6 +25,7 @@ from ..heatmap import Heatmap
 from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card, is_builtin
 from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptions
 from ..tissue import FLUORESCENCE_MODEL_WARNING
+from .batch_panel import BatchPanel
 from .build_status import BuildStatus
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
@@ -46,6 +48,7 @@ DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
 DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a laptop's screen
 DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
 REGIONS_SECTION, OVERLAP_SECTION = "Regions and numbers", "Smoother map"
+BATCH_SECTION = "All open slides"  # closed; shown while slides read from files are open
 NO_SLIDE = "Open a slide (an image layer) to start."
 
 
@@ -105,6 +108,8 @@ class PatchHeatWidget(Container):
         self.run_panel = RunPanel(self._layer_cache, self.workers, self.run_request,
                                   self._show_run_heatmap, self._on_batch, self._error)
         self.display = HeatmapPanel(viewer, self.workers, self._error, self._on_heatmap_changed)
+        self.batch_panel = BatchPanel(viewer, self.workers, self.run_request,
+                                      self._show_run_heatmap, self._error)
         self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values,
                                         self.display.source_of)
         self.hover = HoverStatus(viewer)
@@ -131,6 +136,7 @@ class PatchHeatWidget(Container):
                                    self.tissue_threshold]),
                 self.model_info, self.resize, self.mixed_precision]),
             "Run": self.run_panel,
+            BATCH_SECTION: self.batch_panel,
             DISPLAY_SECTION: self.display,
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
@@ -147,7 +153,7 @@ class PatchHeatWidget(Container):
             content.native.layout().setContentsMargins(4, 0, 4, 4)
             box.addWidget(content.native)
             if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
-                             OVERLAP_SECTION):
+                             OVERLAP_SECTION, BATCH_SECTION):
                 box.expand(animate=False)
             column.addWidget(box)
         column.addStretch()
@@ -185,6 +191,7 @@ class PatchHeatWidget(Container):
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.connect(self.display.on_active)
+        self._show_batch_section()
         self.native.destroyed.connect(self._shutdown)
 
     # --- choices -------------------------------------------------------------------------------
@@ -196,7 +203,12 @@ class PatchHeatWidget(Container):
             return []
         return [(self.slide.level_label(i), i) for i in range(len(self.slide.levels))]
 
+    def _show_batch_section(self) -> None:
+        """"All open slides" is there while a slide read from a file is open."""
+        self.collapsibles[BATCH_SECTION].setVisible(bool(self.batch_panel.open_slides()))
+
     def _on_layers_changed(self, *_: Any) -> None:
+        self._show_batch_section()
         current = self.image_layer.value
         self.image_layer.reset_choices()
         if current is not None and current not in self.viewer.layers:
@@ -412,6 +424,7 @@ class PatchHeatWidget(Container):
         """The dock widget is gone: end the run, drop the preview and the outline."""
         self._closed = True
         self.run_panel.shutdown()
+        self.batch_panel.shutdown()
         self.build_status.shutdown()
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
         self.viewer.layers.events.removed.disconnect(self._on_layers_changed)

@@ -1,0 +1,223 @@
+"""``patchheat batch`` on dask.distributed against its baselines, measured in one run (CPU).
+
+1. Scaling: 8 generated slides through the built-in `dab` (cheap: reading-bound) and through a
+   small CNN (model-bound), as batches on a LocalCluster of 1 and of 2 worker processes of 1
+   thread each: the 2-worker batch's slides/hour over the 1-worker batch's (target >= 1.6 on
+   this 2-core machine).
+2. Overhead: the 1-worker batch's wall time over the sum of the same slides' single runs
+   (``cli.run_job``, what ``patchheat run`` does) in one warm process with 1 thread
+   (target: below 1.10, i.e. under 10% overhead); also the CPU time of the worker process (all
+   its threads: the task, dask's event loop and profiler) over the single runs', which load
+   from other programs on the machine does not change.
+3. Split: a slide 4 times as wide and high (32768 x 32768 px) as 4 region tasks
+   (``--split-px``) on the 2-worker cluster against the same slide as one task on the same
+   cluster (target >= 1.6).
+Every cluster is warmed first (TensorFlow imported, the model loaded on each worker), runs use
+no result cache, and each batch writes to a fresh folder. Slides are generated once into the
+cache folder. Run: `PYTHONPATH=src .venv/bin/python benchmarks/bench_batch.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+              "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+os.environ.update(ONE_THREAD)  # this process's single runs; the workers get theirs by plugin
+
+import numpy as np  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+from napari_patchheat.batch import BatchJob, run_batch  # noqa: E402
+from napari_patchheat.cache import cache_root  # noqa: E402
+from napari_patchheat.options import RunOptions  # noqa: E402
+from napari_patchheat.samples import write_sample_slide  # noqa: E402
+
+N_SLIDES = 8
+REPEATS = 3  # best of, alternated (the machine is shared)
+BIG = 4  # the split slide is this many times the others' side
+PATCH_PX = 64
+TISSUE = 0.1
+
+
+def slides(size_px: int, n: int, tag: str) -> list[Path]:
+    """``n`` generated slides of ``size_px`` (different seeds), written once."""
+    folder = cache_root() / "bench-batch"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in range(n):
+        path = folder / f"{tag}-{size_px}-{seed}.ome.tif"
+        if not path.is_file():
+            write_sample_slide(path, size_px, seed=seed)
+        paths.append(path)
+    return paths
+
+
+def small_cnn(folder: Path) -> Path:
+    """A small CNN (3 strided convolutions, 64 x 64 input, random weights) as .keras + card."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((PATCH_PX, PATCH_PX, 3))
+    x = inputs
+    for filters in (16, 32, 64):
+        x = keras.layers.Conv2D(filters, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    path = folder / "small_cnn.keras"
+    keras.Model(inputs, outputs).save(path)
+    path.with_suffix(".json").write_text(json.dumps(
+        {"class_names": ["benign", "tumour"], "preprocessing": "0..1"}))
+    return path
+
+
+def options() -> RunOptions:
+    return RunOptions(size=PATCH_PX, stride=PATCH_PX, tissue_threshold=TISSUE, use_cache=False)
+
+
+def singles(model: str, warm_slide: str, paths: list[str]) -> None:
+    """Child process: the single runs of ``paths`` after a warm-up run on ``warm_slide`` (as the
+    workers' warm-up: no tile of ``paths`` decoded before); prints their wall and CPU seconds."""
+    from napari_patchheat.cli import run_job
+    from napari_patchheat.models import load_model
+
+    loaded = load_model(model)
+    out = Path(tempfile.mkdtemp())
+    run_job(Path(warm_slide), loaded, out / "warm", ("npz",), options(), quiet=True)
+    wall, cpu0 = 0.0, time.process_time()
+    for p in paths:
+        t0 = time.perf_counter()
+        run_job(Path(p), loaded, out, ("npz",), options(), quiet=True)
+        wall += time.perf_counter() - t0
+    print(json.dumps([wall, time.process_time() - cpu0]))
+
+
+def single_runs(model: str, warm_slide: str, paths: list[Path]) -> tuple[float, float]:
+    """(wall, CPU) seconds of the single runs of ``paths``, in a warm child process."""
+    out = subprocess.run([sys.executable, __file__, "--singles", model, warm_slide,
+                          *map(str, paths)],
+                         env={**os.environ, **ONE_THREAD}, capture_output=True, text=True,
+                         check=True)
+    wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, cpu
+
+
+def warm(model: str, slide: str) -> None:
+    """On a worker: import TensorFlow, load the model into the batch's model cache, run it."""
+    import dask
+
+    from napari_patchheat import batch
+    from napari_patchheat.cli import run_job
+
+    job = BatchJob(model, options(), "")
+    with dask.config.set(scheduler="threads"):
+        run_job(Path(slide), batch._model(job, job.options), Path(tempfile.mkdtemp()),
+                ("npz",), job.options, quiet=True)
+
+
+def timed_batch(client: Client, paths: list[Path], model: str, **kw: Any) -> float:
+    """Wall seconds of a batch of ``paths`` (the client's side: submission to manifest)."""
+    return batch_times(client, paths, model, **kw)[0]
+
+
+def batch_times(client: Client, paths: list[Path], model: str,
+                **kw: Any) -> tuple[float, float]:
+    """(wall, CPU) seconds of a batch of ``paths``: CPU is the workers' processes' own."""
+    cpu0 = client.run(time.process_time)
+    t0 = time.perf_counter()
+    m = run_batch(paths, model, options(), tempfile.mkdtemp(), client, **kw)
+    wall = time.perf_counter() - t0
+    cpu1 = client.run(time.process_time)
+    assert m.count("ok") == len(paths), m.to_csv()
+    return wall, sum(cpu1[w] - cpu0[w] for w in cpu1)
+
+
+def cluster(workers: int) -> tuple[LocalCluster, Client]:
+    c = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                     dashboard_address=":0")
+    return c, Client(c, set_as_default=False)
+
+
+def regions_split_px(slide: Path, model: str, regions: int) -> tuple[int, int]:
+    """A --split-px that cuts ``slide``'s run into ``regions`` region tasks, and its patches."""
+    from napari_patchheat.batch import run_order, split_order
+    from napari_patchheat.inference import HeatmapRun
+
+    run = HeatmapRun(slide, model, options())
+    order = run_order(run)
+    for split_px in range(PATCH_PX, 100 * run.grid.height, PATCH_PX // 4):
+        if len(split_order(order, run.grid, split_px, run.batch_size)) <= regions:
+            return split_px, len(order)
+    raise RuntimeError("no split gives that many regions")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller slides, one repeat")
+    ap.add_argument("--singles", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.singles:
+        return singles(args.singles[0], args.singles[1], args.singles[2:])
+    size, repeats = (4096, 1) if args.quick else (8192, REPEATS)
+    paths = slides(size, N_SLIDES, "s")
+    big = slides(BIG * size, 1, "big")[0]
+    warm_slide = str(slides(1024, 1, "warm")[0])
+    models = {"dab": "dab", "small CNN": str(small_cnn(Path(tempfile.mkdtemp())))}
+    print(f"{N_SLIDES} slides of {size} x {size} px, {PATCH_PX} px patches, tissue >= {TISSUE}; "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; best of {repeats}", flush=True)
+    batch_s: dict[tuple[str, int], float] = {}
+    single_s: dict[str, float] = {}
+    split: dict[str, tuple[float, float, int]] = {}
+    cpu_ratio: dict[str, float] = {}
+    for workers in (1, 2):
+        cl, client = cluster(workers)
+        try:
+            for name, model in models.items():
+                client.run(warm, model, warm_slide)
+                if workers == 2:
+                    split_px, n = regions_split_px(big, model, 4)
+                best = [np.inf] * 3
+                for _ in range(repeats):  # alternated, so that load from elsewhere hits all
+                    wall, cpu = batch_times(client, paths, model)
+                    best[0] = min(best[0], wall)
+                    if workers == 1:  # the single runs, while this cluster idles
+                        single_wall, single_cpu = single_runs(model, warm_slide, paths)
+                        best[1] = min(best[1], single_wall)
+                        cpu_ratio[name] = min(cpu_ratio.get(name, np.inf), cpu / single_cpu)
+                    else:
+                        best[1] = min(best[1], timed_batch(client, [big], model))
+                        best[2] = min(best[2], timed_batch(client, [big], model,
+                                                           split_px=split_px))
+                batch_s[name, workers] = best[0]
+                if workers == 1:
+                    single_s[name] = best[1]
+                else:
+                    split[name] = (best[1], best[2], n)
+        finally:
+            client.close()
+            cl.close()
+    print(f"load {os.getloadavg()[0]:.1f}")
+    for name in models:
+        one, two = batch_s[name, 1], batch_s[name, 2]
+        print(f"1. {name}: 1 worker {N_SLIDES / one * 3600:,.0f} slides/h, 2 workers "
+              f"{N_SLIDES / two * 3600:,.0f} slides/h: ratio {one / two:.2f} (target >= 1.6)")
+        print(f"2. {name}: 1-worker batch {one:.2f} s over the sum of single runs "
+              f"{single_s[name]:.2f} s: ratio {one / single_s[name]:.3f} (target < 1.10); "
+              f"CPU time (the worker process's, all its threads) over the single runs' "
+              f"{cpu_ratio[name]:.3f}")
+        t1, t4, n = split[name]
+        print(f"3. {name}: {BIG * size} x {BIG * size} px slide ({n:,} patches), one task {t1:.2f} "
+              f"s, 4 region tasks on 2 workers {t4:.2f} s: ratio {t1 / t4:.2f} (target >= 1.6)",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

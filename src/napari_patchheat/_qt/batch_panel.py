@@ -1,0 +1,201 @@
+"""The dock's "Run on all open slides": the tasks of ``patchheat batch``, queued from napari.
+
+The slides are the viewer's image layers read from files (heatmaps left out); the model and the
+options are the dock's (``request()``, as Run's). The batch (:func:`~napari_patchheat.batch.
+run_batch`) runs on a worker thread against a LocalCluster of worker processes, started by the
+first batch and kept for the next, or against the scheduler whose address is typed in the panel.
+TensorFlow runs in the cluster's worker processes only, never in napari's. A QTimer on the GUI
+thread shows each slide's line (patches as its workers report them, then ok, skipped or the
+failure) and opens each finished heatmap over its slide (``show``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from magicgui.widgets import Container, FileEdit, LineEdit, ProgressBar, PushButton
+from qtpy.QtCore import QTimer
+
+from ..heatmap import Heatmap
+from ..manifest import Manifest, SlideRow
+from .run_panel import RunRequest, ShowHeatmap
+from .slide_layer import SlideLayer, is_slide_candidate
+from .threads import Workers
+from .widgets import TextLabel
+
+BATCH_POLL_MS = 200  # how often the GUI shows the batch's progress
+
+
+class BatchPanel(Container):
+    """The scheduler address, the output folder, "Run on all open slides", a bar over the
+    slides and a line per slide (see the module's docstring)."""
+
+    def __init__(self, viewer: Any, workers: Workers, request: Callable[[], RunRequest],
+                 show: ShowHeatmap, on_error: Callable[[str], None]):
+        self.viewer, self.workers, self.request = viewer, workers, request
+        self.show, self.on_error = show, on_error
+        self.scheduler = LineEdit(label="scheduler", value="",
+                                  tooltip="a dask scheduler's address (tcp://host:8786) or "
+                                          "scheduler file; empty: a local cluster")
+        self.out = FileEdit(label="output folder", mode="d", value="",
+                            tooltip="where each slide's heatmap and batch.csv go; empty: a new "
+                                    "temporary folder")
+        self.run_button = PushButton(text="Run on all open slides")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(min=0, max=1, value=0)
+        self.info = TextLabel()
+        super().__init__(labels=False, widgets=[
+            Container(widgets=[self.scheduler, self.out]),
+            Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
+                      labels=False),
+            self.progress, self.info])
+        self.running = False
+        self.slide_layers: dict[str, SlideLayer] = {}  # absolute path -> its layer
+        self.shown: set[str] = set()  # slides whose heatmap this batch opened
+        self._clients: dict[str, Any] = {}  # address ('' for the local cluster) -> Client
+        self._cluster: Any = None
+        self._lock = threading.Lock()
+        self._progress: Any = None  # the batch's last BatchProgress (set on other threads)
+        self._cancel = threading.Event()  # the running batch's (run_batch's ``cancel``)
+        self._timer = QTimer(self.native)
+        self._timer.setInterval(BATCH_POLL_MS)
+        self._timer.timeout.connect(self.poll)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+
+    def open_slides(self) -> dict[str, SlideLayer]:
+        """Absolute path -> layer of each image layer read from a slide file."""
+        slides = {}
+        for layer in self.viewer.layers:
+            if is_slide_candidate(layer):
+                slide = SlideLayer.from_layer(layer)
+                if slide.path is not None:
+                    slides.setdefault(str(Path(slide.path).resolve()), slide)
+        return slides
+
+    def run(self, *_: Any) -> bool:
+        """Queue a batch of the open slides with the dock's model and options; False if it
+        cannot start (the reason goes to ``on_error``)."""
+        if self.running:
+            self.on_error("A batch is in progress: wait for it to finish.")
+            return False
+        try:
+            request = self.request()
+        except ValueError as exc:
+            self.on_error(str(exc))
+            return False
+        self.slide_layers = self.open_slides()
+        if not self.slide_layers:
+            self.on_error("Open slides from files first: layers without a file cannot go to "
+                          "a cluster.")
+            return False
+        text = str(self.out.value) if self.out.value is not None else ""
+        out = Path(text) if text not in ("", ".") else Path(
+            tempfile.mkdtemp(prefix="patchheat-batch-"))
+        self.running, self.shown, self._progress = True, set(), None
+        self._cancel = threading.Event()
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.max, self.progress.value = len(self.slide_layers), 0
+        self.info.value = f"starting: {len(self.slide_layers)} slides, results in {out}"
+        self._timer.start()
+        self.workers.start(self._run_batch, list(self.slide_layers), request, out,
+                           self.scheduler.value.strip(), self._cancel, returned=self._finished,
+                           errored=self._failed)
+        return True
+
+    def cancel(self, *_: Any) -> None:
+        """Cancel the running batch: slides not finished stay pending (the next batch resumes
+        them from the result cache); the tasks running stop at their next report."""
+        if self.running:
+            self._cancel.set()
+            self.cancel_button.enabled = False
+            self.info.value += "\ncancelling…"
+
+    # --- on the worker thread ----------------------------------------------------------------
+    def _run_batch(self, slides: list[str], request: RunRequest, out: Path, address: str,
+                   cancel: threading.Event) -> Manifest:
+        from ..batch import run_batch
+
+        return run_batch(slides, request.model, request.options, out, self._client(address),
+                         on_progress=self._record, cancel=cancel)
+
+    def _client(self, address: str) -> Any:
+        """The client of ``address`` (a scheduler file or address), or of this panel's local
+        cluster of worker processes for ''; made once, kept for the next batch."""
+        if address not in self._clients:
+            from distributed import Client, LocalCluster
+
+            if address:
+                self._clients[address] = Client(scheduler_file=address, set_as_default=False) \
+                    if Path(address).is_file() else Client(address, set_as_default=False)
+            else:
+                self._cluster = LocalCluster(processes=True, dashboard_address=":0")
+                self._clients[address] = Client(self._cluster, set_as_default=False)
+        return self._clients[address]
+
+    def _record(self, progress: Any) -> None:
+        with self._lock:
+            self._progress = progress
+
+    # --- on the GUI thread -------------------------------------------------------------------
+    def poll(self) -> None:
+        """Show the batch's last progress and open the heatmaps finished since."""
+        with self._lock:
+            progress = self._progress
+        if progress is not None:
+            self._show_rows(progress.manifest.rows, progress)
+
+    def _show_rows(self, rows: list[SlideRow], progress: Any = None) -> None:
+        lines = []
+        for row in rows:
+            name = Path(row.slide).name
+            if row.status == "pending":
+                done, total = progress.slide_patches(row) if progress is not None else (0, 0)
+                lines.append(f"{name}: {done:,} / {total:,} patches" if total else
+                             f"{name}: queued")
+            else:
+                lines.append(f"{name}: {row.error or row.status}")
+                self._open(row)
+        self.progress.value = sum(r.status != "pending" for r in rows)
+        self.info.value = "\n".join(lines)
+
+    def _open(self, row: SlideRow) -> None:
+        """Open ``row``'s heatmap over its slide, once per batch."""
+        if row.slide in self.shown or "npz" not in row.outputs:
+            return
+        self.shown.add(row.slide)
+        slide = self.slide_layers.get(row.slide)
+        if slide is not None and slide.layer in self.viewer.layers:
+            self.show(Heatmap.load_npz(row.outputs["npz"]), slide, False)
+
+    def _finished(self, manifest: Manifest) -> None:
+        self._timer.stop()
+        self._show_rows(manifest.rows)
+        left = self._cancel.is_set() and any(r.status == "pending" for r in manifest.rows)
+        self.info.value += f"\n{manifest.summary}" + (
+            "; cancelled: the next batch resumes the pending ones" if left else "")
+        self._end()
+
+    def _failed(self, exc: Exception) -> None:
+        self._timer.stop()
+        self._end()
+        self.on_error(f"The batch failed: {exc}")
+
+    def _end(self) -> None:
+        self.running = False
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+
+    def shutdown(self) -> None:
+        """The dock is gone: cancel the batch, stop polling, close the clients and the local
+        cluster."""
+        self._cancel.set()
+        self._timer.stop()
+        for client in self._clients.values():
+            client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._clients, self._cluster = {}, None

@@ -1,0 +1,310 @@
+"""Batches on a real dask.distributed cluster: each slide's files equal ``patchheat run``'s bit
+for bit, a bad slide is one failed row, a second batch skips what is done, a split slide equals
+the unsplit run, a killed worker loses no slide, and ``patchheat batch --scheduler`` runs on a
+scheduler and workers started with the ``dask`` commands.
+
+One LocalCluster of 2 worker processes (1 thread each) serves the module; the workers import
+TensorFlow on their first task. References are computed in this process with ``cli.run_job``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from napari_patchheat.batch import BatchJob, plan, run_batch, split_order
+from napari_patchheat.cli import run_job
+from napari_patchheat.grid import PatchGrid
+from napari_patchheat.heatmap import Heatmap
+from napari_patchheat.manifest import MANIFEST_CSV, Manifest, SlideRow
+from napari_patchheat.options import RunOptions
+
+FORMATS = ("npz", "csv", "geojson", "png", "ometiff")
+OPTIONS = RunOptions(size=64, stride=48, padding="SAME", tissue_threshold=0.1, batch_size=16)
+DASK = Path(sys.executable).with_name("dask")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as c:  # this process's dask stays local
+        yield c
+
+
+@pytest.fixture
+def generated(slide_writer, real_pixels):
+    """Two generated slides (3-level JPEG OME-TIFF pyramids) of different real pixels."""
+    a, _ = slide_writer("gen-a.ome.tif", real_pixels[:1400, :1700], mpp=0.5)
+    b, _ = slide_writer("gen-b.ome.tif", np.ascontiguousarray(real_pixels[-1200:, ::-1][:, :900]),
+                        layout="pages")
+    return [a, b]
+
+
+def reference(slide: Path, out: Path, options: RunOptions = OPTIONS,
+              formats=FORMATS) -> dict[str, Path]:
+    """``patchheat run``'s files for ``slide`` (no cache: computed afresh)."""
+    return run_job(slide, "dab", out, formats, replace(options, use_cache=False), quiet=True)
+
+
+def file_bytes(path: str | Path) -> bytes:
+    """The file's bytes, the OME-XML's UUID (new for every file tifffile writes) left out."""
+    return re.sub(rb"urn:uuid:[0-9a-f-]{36}", b"urn:uuid:", Path(path).read_bytes())
+
+
+def assert_same_files(got: dict[str, str], want: dict[str, Path]) -> None:
+    assert sorted(got) == sorted(want)
+    for fmt, path in want.items():
+        assert Path(got[fmt]).name == path.name
+        assert file_bytes(got[fmt]) == file_bytes(path), fmt
+
+
+def real_slides() -> list[Path]:
+    from conftest import REAL_DATA
+
+    names = ("CMU-1-Small-Region.svs", "ihc.png")
+    return [REAL_DATA / n for n in names if (REAL_DATA / n).is_file()]
+
+
+def done_row(tmp_path: Path) -> SlideRow:
+    npz = tmp_path / "a.dab.npz"
+    npz.write_bytes(b"x")
+    return SlideRow(str(tmp_path / "a.svs"), "ok", patches=10, computed=10, seconds=2.0,
+                    outputs={"npz": str(npz)})
+
+
+def test_plan_skips_done_slides_once_each_and_fails_name_clashes(tmp_path):
+    job = BatchJob("dab", RunOptions(size=64), str(tmp_path))
+    previous = Manifest(job.key, [done_row(tmp_path)])
+    (tmp_path / "sub").mkdir()
+    slides = [tmp_path / "a.svs", tmp_path / "b.svs", tmp_path / "b.svs",
+              tmp_path / "sub" / "b.ome.tif"]
+    m = plan(slides, job, previous)
+    assert [(Path(r.slide).name, r.status) for r in m.rows] == [
+        ("a.svs", "skipped"), ("b.svs", "pending"), ("b.ome.tif", "failed")]
+    assert m.rows[0].outputs == previous.rows[0].outputs and m.rows[0].computed == 0
+    assert "b.svs" in m.rows[2].error and "separate batches" in m.rows[2].error
+    other = BatchJob("dab", RunOptions(size=32), str(tmp_path))
+    assert other.key != job.key
+    assert [r.status for r in plan(slides[:1], other, previous).rows] == ["pending"]
+    assert BatchJob("dab", RunOptions(size=64), "elsewhere", split_px=500).key == job.key
+
+
+def test_regions_are_whole_batches_of_the_reading_order():
+    order = np.argwhere(np.ones((10, 10), bool))
+    grid = PatchGrid(1000, 1000, 100, 100)
+    pieces = split_order(order, grid, 450, 8)  # (450 / 100)^2 = 20 patches -> 3 batches of 8
+    assert [len(p) for p in pieces] == [24, 24, 24, 24, 4]
+    np.testing.assert_array_equal(np.concatenate(pieces), order)
+    assert [len(p) for p in split_order(order, grid, 10, 8)] == [8] * 12 + [4]
+
+
+def test_a_batch_equals_run_on_each_slide_fails_a_bad_one_and_skips_done_ones_again(
+        client, generated, tmp_path):
+    bad = tmp_path / "corrupt.svs"
+    bad.write_bytes(b"II*\x00" + b"\x17" * 5000)  # a TIFF header, then nothing readable
+    missing = tmp_path / "missing.svs"
+    slides = [*real_slides(), *generated, bad, missing]
+    good = slides[:-2]
+    out = tmp_path / "batch"
+    options = replace(OPTIONS, cache_dir=tmp_path / "cache")
+    reports = []
+    manifest = run_batch(slides, "dab", options, out, client, formats=FORMATS,
+                         on_progress=lambda p: reports.append(p.patches))
+    rows = {Path(r.slide).name: r for r in manifest.rows}
+    assert [r.status for r in manifest.rows] == ["ok"] * len(good) + ["failed"] * 2
+    for name in ("corrupt.svs", "missing.svs"):  # one sentence each
+        error = rows[name].error
+        assert name in error and "\n" not in error and error.endswith("."), error
+    assert rows["missing.svs"].error == f"{missing} does not exist: give the path of a slide file."
+    for slide in good:
+        want = reference(slide, tmp_path / "ref")
+        row = rows[slide.name]
+        assert_same_files(row.outputs, want)
+        h = Heatmap.load_npz(want["npz"])
+        assert np.nanstd(h.values) > 0.01  # the reference varies: equal files mean something
+        assert row.patches == row.computed == h.n_computed > 0 and row.seconds > 0
+    assert reports and reports[-1][0] == reports[-1][1] == sum(r.computed for r in rows.values())
+    on_disk = Manifest.read(out)
+    assert on_disk.to_csv() == manifest.to_csv() == (out / MANIFEST_CSV).read_text()
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.iterdir() if "batch" not in p.name}
+    again = run_batch(slides, "dab", options, out, client, formats=FORMATS)
+    assert [r.status for r in again.rows] == ["skipped"] * len(good) + ["failed"] * 2
+    assert [r.outputs for r in again.rows] == [r.outputs for r in manifest.rows]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
+    other = run_batch(slides[:1], "dab", replace(options, stride=64), out, client)
+    assert [r.status for r in other.rows] == ["ok"]  # other options: computed again
+
+
+def test_cancel_stops_the_running_tasks_and_a_later_batch_resumes_them(client, tmp_path):
+    """Cancel as soon as the workers report computed patches: run_batch returns, the rows stay
+    pending, the tasks stop at their next report (no files written), and the next batch
+    completes them from what the cache kept (fewer patches computed than the slides hold)."""
+    import threading
+
+    svs = [s for s in real_slides() if s.suffix == ".svs"]
+    if not svs:
+        pytest.skip("the real CMU SVS is absent from ../shared/data/real")
+    options = replace(OPTIONS, size=8, stride=4, tissue_threshold=0.0, batch_size=4096,
+                      cache_dir=tmp_path / "cache")  # ~400k patches: seconds of work
+    out, cancel = tmp_path / "out", threading.Event()
+
+    def on_progress(p) -> None:
+        if p.patches[0] > 0:
+            cancel.set()
+
+    manifest = run_batch(svs, "dab", options, out, client, on_progress=on_progress,
+                         cancel=cancel)
+    assert cancel.is_set() and [r.status for r in manifest.rows] == ["pending"]
+    time.sleep(3 * 0.5 + 1)  # a task reports (and checks) every 0.5 s at most
+    assert sorted(p.name for p in out.iterdir()) == ["batch.csv", "batch.json"]
+    again = run_batch(svs, "dab", options, out, client)
+    row = again.rows[0]
+    assert row.status == "ok" and 0 < row.computed < row.patches
+
+
+def test_a_split_slide_equals_the_unsplit_run(client, generated, tmp_path):
+    options = RunOptions(size=40, stride=30, rate=2, padding="SAME", tissue_threshold=0.1,
+                         level=1, cache_dir=tmp_path / "cache")
+    slide = generated[0]
+    manifest = run_batch([slide], "dab", options, tmp_path / "split", client,
+                         formats=("npz", "csv", "geojson"), split_px=200)
+    row = manifest.rows[0]
+    assert row.status == "ok" and row.regions > 4
+    want = reference(slide, tmp_path / "ref", options, ("npz", "csv", "geojson"))
+    assert_same_files(row.outputs, want)
+    got = Heatmap.load_npz(row.outputs["npz"])
+    assert got.placement() == Heatmap.load_npz(want["npz"]).placement()
+    assert 0 < got.n_computed < got.grid.n_patches and np.nanstd(got.values) > 0.01
+    # the slide's task cached the merged values: another batch of it computes nothing
+    again = run_batch([slide], "dab", options, tmp_path / "again", client, split_px=200).rows[0]
+    assert (again.status, again.regions, again.computed) == ("ok", 0, 0)
+    assert_same_files(again.outputs, {"npz": want["npz"]})
+
+
+def test_a_killed_worker_does_not_lose_its_slide(client, generated, tmp_path):
+    slide = generated[0]
+    options = RunOptions(size=16, stride=16, batch_size=8, cache_dir=tmp_path / "cache")
+    killed: list[int] = []
+    pids_after: set[int] = set()
+
+    def kill_the_first_worker_to_report(progress):
+        for report in progress.tasks.values():
+            if not killed:
+                os.kill(report.pid, signal.SIGKILL)
+                killed.append(report.pid)
+            elif report.pid != killed[0]:
+                pids_after.add(report.pid)
+
+    manifest = run_batch([slide], "dab", options, tmp_path / "out", client,
+                         on_progress=kill_the_first_worker_to_report)
+    row = manifest.rows[0]
+    assert killed and pids_after and row.status == "ok"
+    want = run_job(slide, "dab", tmp_path / "ref", ("npz",),
+                   RunOptions(size=16, stride=16, use_cache=False), quiet=True)
+    assert_same_files(row.outputs, want)
+
+
+def test_batch_command_runs_on_a_scheduler_started_with_the_dask_commands(generated, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [DASK, "scheduler", "--port", "0", "--dashboard-address", ":0", "--scheduler-file",
+         file], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = None
+    try:
+        deadline = time.monotonic() + 60
+        while not file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = subprocess.Popen(
+            [DASK, "worker", "--scheduler-file", file, "--nworkers", "2", "--nthreads", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        listing = tmp_path / "slides.txt"
+        listing.write_text(f"# the second slide\n{generated[1]}\n")
+        out = tmp_path / "out"
+        done = subprocess.run(
+            [sys.executable, "-m", "napari_patchheat.cli", "batch", generated[0], "--list",
+             listing, "--model", "dab", "--size", "64", "--stride", "48", "--padding", "same",
+             "--no-cache", "--format", "npz,csv", "--out", out, "--scheduler", file],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "2 slides: 2 ok, 0 failed" in done.stdout and "slides [" in done.stderr
+        address = json.loads(file.read_text())["address"]
+        assert address.startswith("tcp://")
+        with Client(address) as c:  # the work ran on that scheduler's workers
+            assert len(c.scheduler_info()["workers"]) == 2
+    finally:
+        for p in (workers, scheduler):
+            if p is not None:
+                p.send_signal(signal.SIGINT)
+        for p in (workers, scheduler):
+            if p is not None:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    rows = Manifest.read(out).rows
+    for slide, row in zip(generated, rows):
+        cli_options = RunOptions(size=64, stride=48, padding="SAME", tissue_threshold=0.1)
+        assert_same_files(row.outputs, reference(slide, tmp_path / "ref", cli_options,
+                                                 ("npz", "csv")))
+
+
+def test_batch_flags():
+    from napari_patchheat.batch import parse_resources
+    from napari_patchheat.cli import build_parser, run_options
+
+    args = build_parser().parse_args(
+        ["batch", "a.svs", "b.svs", "--list", "l.txt", "--size", "64", "--out", "o",
+         "--scheduler", "tcp://h:8786", "--split-px", "4096", "--retries", "2",
+         "--resources", "GPU=1", "--format", "npz,csv"])
+    assert args.slides == [Path("a.svs"), Path("b.svs")] and args.slide_list == Path("l.txt")
+    assert (args.scheduler, args.split_px, args.retries) == ("tcp://h:8786", 4096, 2)
+    assert args.format == ["npz", "csv"] and run_options(args).size == (64, 64)
+    assert parse_resources(args.resources) == {"GPU": 1.0}
+    assert parse_resources("GPU=1, MEMORY=8e9") == {"GPU": 1.0, "MEMORY": 8e9}
+    with pytest.raises(ValueError, match="NAME=AMOUNT"):
+        parse_resources("GPU")
+
+
+def test_batch_without_slides_or_with_local_sizes_for_a_scheduler_is_one_line(capsys, tmp_path):
+    from napari_patchheat.cli import main
+
+    assert main(["batch", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "patchheat: error: no slides: give slide files, or --list FILE.")
+    assert main(["batch", "x.svs", "--out", str(tmp_path), "--scheduler", "tcp://h:1",
+                 "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "size the local cluster" in err and len(err.splitlines()) == 1
+
+
+def test_batch_command_starts_a_local_cluster_and_exits_1_when_a_slide_failed(generated,
+                                                                              tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_patchheat.cli", "batch", generated[1],
+         tmp_path / "missing.svs", "--model", "dab", "--size", "64", "--no-cache", "--out", out,
+         "--workers", "1", "--threads-per-worker", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "2 slides: 1 ok, 1 failed" in done.stdout
+    assert f"failed: {tmp_path / 'missing.svs'}: {tmp_path / 'missing.svs'} does not exist" \
+        in done.stderr
+    row = Manifest.read(out).rows[0]
+    options = RunOptions(size=64, tissue_threshold=0.1)
+    assert_same_files(row.outputs, reference(generated[1], tmp_path / "ref", options, ("npz",)))
