@@ -8,6 +8,7 @@ when it is there, else a mosaic of scikit-image's IHC image (real tissue either 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,31 @@ def huge_slide(tmp_path_factory: pytest.TempPathFactory, real_pixels: np.ndarray
                 **extra,
             )
     return path
+
+
+# --- real full disks ------------------------------------------------------------------------
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    where.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here ({exc}): a real full or read-only disk needs it")
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """Mount tmpfs file systems in the test's folder (unmounted at the end)."""
+    made: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        where = tmp_path / name
+        _mount_tmpfs(where, size)
+        made.append(where)
+        return where
+
+    yield mount
+    for where in made:
+        subprocess.run(["umount", str(where)], check=False)

@@ -208,31 +208,6 @@ def test_a_truncated_finished_cache_gives_the_right_values(ihc_tif, uncached, tm
     assert len(texts) == 1 and "set aside" in texts[0]
 
 
-def _mount_tmpfs(where: Path, size: str) -> None:
-    where.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                       check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here ({exc}): a real full or read-only disk needs it")
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    """Mount tmpfs file systems in the test's folder (unmounted at the end)."""
-    made: list[Path] = []
-
-    def mount(name: str, size: str) -> Path:
-        where = tmp_path / name
-        _mount_tmpfs(where, size)
-        made.append(where)
-        return where
-
-    yield mount
-    for where in made:
-        subprocess.run(["umount", str(where)], check=False)
-
-
 def test_a_full_cache_disk_warns_once_and_the_run_goes_on(ihc_tif, uncached, mounts):
     full = mounts("full", "200k")  # the cache needs about 300 kB
     run, todo, texts = _run(ihc_tif, full)

@@ -5,6 +5,8 @@ scale bar reads µm; its metadata carries what the widget needs: the path, µm/p
 power and ``Slide.downsamples`` (exact powers of two for computed levels; napari's own
 ``downsample_factors`` are level-0 size / level size and cannot be set, see
 docs/coordinates.md).
+A huge single-level slide shows blank zoomed-out views while they are built once, with a
+progress bar (see ``_qt/coarse_build.py``).
 A file this reader claims but cannot read raises :class:`~napari_patchheat.slide.SlideError`
 (napari shows the message); a file it does not take gets ``None``.
 """
@@ -62,7 +64,11 @@ def heatmap_layer_data(heatmap: Any) -> list[LayerData]:
 
 
 def slide_layer_data(slide: Any) -> LayerData:
-    """napari layer data of an open :class:`~napari_patchheat.slide.Slide` (kept open)."""
+    """napari layer data of an open :class:`~napari_patchheat.slide.Slide` (kept open). A huge
+    slide's computed levels are blank while they are built (``_qt/coarse_build.py``)."""
+    from ._qt.coarse_build import COARSE_PENDING_KEY, pending_levels, start_build
+    from .slide.coarse import needs_build
+
     kwargs: dict[str, Any] = {
         "name": slide.path.name,
         "rgb": True,
@@ -83,6 +89,9 @@ def slide_layer_data(slide: Any) -> LayerData:
         kwargs["scale"] = tuple(slide.mpp)
         if _layer_takes_units():
             kwargs["units"] = ("µm", "µm")
+    if needs_build(slide) and start_build(slide):
+        kwargs["metadata"][COARSE_PENDING_KEY] = True
+        return pending_levels(slide), kwargs, "image"
     return list(slide.levels), kwargs, "image"
 
 

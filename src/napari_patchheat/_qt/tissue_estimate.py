@@ -16,6 +16,7 @@ import numpy as np
 
 from ..grid import FloatPair, PatchGrid
 from ..tissue import choose_mask_level, grid_tissue_fraction, is_fluorescence
+from .coarse_build import is_pending
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 
@@ -115,12 +116,15 @@ class TissueEstimate:
         """True once the estimate of ``grid`` is known (or known to be skipped)."""
         if grid.n_patches > TISSUE_STATUS_MAX_PATCHES:
             return True
+        if is_pending(slide.layer):
+            return False
         _, _, key = self._mask_key(slide, level, grid)
         return self.cache.get(slide.layer, key, _MISSING) not in (_PENDING, _MISSING)
 
     def fraction(self, slide: SlideLayer, level: int, grid: PatchGrid) -> np.ndarray | None:
-        """Per-patch tissue fraction of ``grid`` on ``level``; None until known (see class)."""
-        if grid.n_patches > TISSUE_STATUS_MAX_PATCHES:
+        """Per-patch tissue fraction of ``grid`` on ``level``; None until known (see class), and
+        while the layer's zoomed-out views are blank (being built)."""
+        if grid.n_patches > TISSUE_STATUS_MAX_PATCHES or is_pending(slide.layer):
             return None
         source, source_level, key = self._mask_key(slide, level, grid)
         mask = self.cache.get(slide.layer, key, _MISSING)
@@ -141,6 +145,8 @@ class TissueEstimate:
         """Whether what a run of ``level`` reads looks like fluorescence (a dark background:
         :func:`~napari_patchheat.tissue.is_fluorescence`); None until known (read off the GUI
         thread, then ``on_ready()``)."""
+        if is_pending(slide.layer):
+            return None
         source, _ = self._source(slide, level)
         key = ("fluorescence", "file" if slide.path is not None else ("level", level))
         value = self.cache.get(slide.layer, key, _MISSING)

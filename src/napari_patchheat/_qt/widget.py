@@ -26,6 +26,7 @@ from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find
 from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptions
 from ..tissue import FLUORESCENCE_MODEL_WARNING
 from .batch_panel import BatchPanel
+from .build_status import BuildStatus
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
@@ -95,6 +96,7 @@ class PatchHeatWidget(Container):
         self.tissue_threshold = FloatSpinBox(label="tissue threshold", min=0.0, max=1.0,
                                              step=0.05, value=INTERACTIVE_TISSUE_THRESHOLD)
         self.status = TextLabel()
+        self.build_status = BuildStatus()  # a huge slide's zoomed-out views being built
         self.show_grid = CheckBox(text="show the patch grid", value=True)
         self.preview_info = TextLabel()
         self.region = RegionChoice(self.viewer, self._on_params)
@@ -127,7 +129,8 @@ class PatchHeatWidget(Container):
             "Grid": Container(labels=False, widgets=[
                 Container(widgets=[self.image_layer, self.level, self.size, self.stride,
                                    self.rate, self.padding]),
-                self.region, self.status, self.show_grid, self.preview_info]),
+                self.region, self.status, self.build_status, self.show_grid,
+                self.preview_info]),
             "Model": Container(labels=False, widgets=[
                 Container(widgets=[self.model, self.model_file, self.batch_size,
                                    self.tissue_threshold]),
@@ -218,6 +221,7 @@ class PatchHeatWidget(Container):
         layer = self.image_layer.value
         self._watch(layer)
         self.slide = SlideLayer.from_layer(layer) if layer is not None else None
+        self.build_status.follow(layer)
         self.level.reset_choices()
         self._on_params()
 
@@ -421,6 +425,7 @@ class PatchHeatWidget(Container):
         self._closed = True
         self.run_panel.shutdown()
         self.batch_panel.shutdown()
+        self.build_status.shutdown()
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
         self.viewer.layers.events.removed.disconnect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.disconnect(self.display.on_active)

@@ -1,13 +1,15 @@
 """``open_slide(path) -> Slide``: which reader a file goes to, by its first bytes.
 
-TIFF-based formats go to :func:`tiff.open_tiff` (read tile by tile), PNG and JPEG to
-:func:`image.open_image` (decoded whole on first read). No Qt, no TensorFlow.
+TIFF-based formats go to :func:`tiff.open_tiff` (read tile by tile; computed levels from
+their built file where :mod:`.coarse` made one), PNG and JPEG to :func:`image.open_image`
+(decoded whole on first read). No Qt, no TensorFlow.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .coarse import use_built_levels
 from .errors import SlideError
 from .image import open_image
 from .pyramid import Slide
@@ -35,7 +37,7 @@ def open_slide(path: str | Path) -> Slide:
     except OSError as exc:
         raise SlideError(f"Cannot open {path}: {exc.strerror or exc}.", path) from exc
     if head[:4] in _TIFF_MAGIC:
-        return open_tiff(path)
+        return use_built_levels(open_tiff(path))
     if head.startswith(_PNG_MAGIC):
         return open_image(path, "png")
     if head.startswith(_JPEG_MAGIC):

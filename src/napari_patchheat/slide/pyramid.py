@@ -80,6 +80,28 @@ class Slide:
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()
         self._close = close
+        self.coarse_path: Path | None = None  # the file computed levels are read from, if any
+        self._coarse_readers: list[Any] = []
+
+    @property
+    def tile_readers(self) -> list[Any]:
+        """The file's reader of each stored level (:class:`TiffLevel`; [] for PNG, JPEG)."""
+        return self._tile_readers
+
+    def use_computed_levels(self, levels: list[da.Array], readers: list[Any], path: Path,
+                            close: Callable[[], None]) -> None:
+        """Read the computed levels from ``levels`` (same shapes and pixels, built into the file
+        ``path`` by :mod:`.coarse`; ``readers`` read them without dask; ``close`` closes it)."""
+        self.levels[self.stored_level_count:] = levels
+        self._coarse_readers, self.coarse_path = readers, path
+        close_slide = self._close
+
+        def close_both() -> None:
+            close()
+            if close_slide is not None:
+                close_slide()
+
+        self._close = close_both
 
     def _absent_region(self, premultiplied: bool) -> AbsentRegion | None:
         """Where the last stored level has tiles missing from the file (a sparse TIFF): its
@@ -94,10 +116,13 @@ class Slide:
 
     def reader(self, level: int) -> Any:
         """An array-like of ``levels[level]`` for reading large regions: the file's tile reader
-        where the level is stored as 8-bit RGB (no dask graph per read; ``read_tiles(key,
-        map_fn)`` decodes on the threads of an executor's map), else the dask level itself."""
+        where the level is stored as 8-bit RGB, or built (:mod:`.coarse`) (no dask graph per
+        read; ``read_tiles(key, map_fn)`` decodes on the threads of an executor's map), else
+        the dask level itself."""
         if level < len(self._tile_readers) and self.levels[level] is self.raw_levels[level]:
             return self._tile_readers[level]
+        if 0 <= level - self.stored_level_count < len(self._coarse_readers):
+            return self._coarse_readers[level - self.stored_level_count]
         return self.levels[level]
 
     @property
@@ -142,7 +167,7 @@ class Slide:
         if self._close is not None:
             self._close()
             self._close = None
-        for reader in self._tile_readers:
+        for reader in self._tile_readers + self._coarse_readers:
             reader.forget_tiles()
 
     def __enter__(self) -> Slide:
@@ -235,7 +260,7 @@ def _halved(level: da.Array, sparse: tuple[AbsentRegion, int] | None = None) -> 
     if any(c % 2 or c < CHUNK_TARGET_PX // 2 for c in level.chunks[0][:-1] + level.chunks[1][:-1]):
         level = level.rechunk((CHUNK_TARGET_PX, CHUNK_TARGET_PX, 3))
     half = da.map_blocks(
-        _halve_block,
+        halve_block,
         level,
         dtype=np.uint8,
         chunks=tuple(tuple(c // 2 for c in axis) for axis in level.chunks[:2]) + ((3,),),
@@ -272,7 +297,12 @@ def _kept_once_computed(level: da.Array) -> da.Array:
     return as_dask(pixels, f"computed {level.name}", level.chunks)
 
 
-def _halve_block(block: np.ndarray) -> np.ndarray:
-    h, w = block.shape[0] // 2, block.shape[1] // 2
-    sums = block.reshape(h, 2, w, 2, 3).sum(axis=(1, 3), dtype=np.uint16)
-    return ((sums + 2) // 4).astype(np.uint8)
+def halve_block(block: np.ndarray) -> np.ndarray:
+    """2x2 means of an RGB uint8 block of even height and width: (sum + 2) // 4."""
+    sums = block[0::2, 0::2].astype(np.uint16)
+    sums += block[1::2, 0::2]
+    sums += block[0::2, 1::2]
+    sums += block[1::2, 1::2]
+    sums += 2
+    sums >>= 2
+    return sums.astype(np.uint8)
