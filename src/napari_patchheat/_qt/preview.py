@@ -18,7 +18,6 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..grid import FloatPair, PatchGrid
-from ..roi import roi_key
 from .canvas import (
     add_outline_layer,
     add_outlines,
@@ -129,8 +128,6 @@ class GridPreview:
         self.picture: PreviewPicture | None = None
         self.message = ""
         self.redrawn: list[Callable[[], None]] = []
-        self._keys: list[tuple[int, int]] = []  # (row, col) of each rectangle, in layer order
-        self._look: Any = None  # what the rectangles were drawn for, besides which patches
         self._new_layer_kwargs: dict[str, Any] = {}  # the slide layer's units, for a new layer
         self._timer = QTimer()
         self._timer.setSingleShot(True)
@@ -172,14 +169,14 @@ class GridPreview:
                 self._show_rectangles(grid, downsample, slide, rr, cc)
                 self.picture = PreviewPicture(grid, n, n_shapes=n)
             else:
-                self._draw([], self._no_shapes, None)
+                self._draw([], self._no_shapes)
                 self.picture = PreviewPicture(grid, n, lines=self._show_lines(
                     grid, downsample, slide, view))
             for layer in (self.layer, self.lines_layer):
                 if layer is not None:
                     slide.match_units(layer)
         if self.picture is None:
-            self._draw([], self._no_shapes, None)
+            self._draw([], self._no_shapes)
         if self.picture is None or self.picture.lines is None:
             self._hide_lines()
         self.message = "" if self.picture is None else self.picture.describe()
@@ -216,44 +213,27 @@ class GridPreview:
 
         r, c = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop),
                            indexing="ij")
-        region = None
         if self.inside is not None:  # a region of interest: only its patches
             keep = self.inside[r, c]
-            r, c, region = r[keep], c[keep], roi_key(self.inside)
-        look = (grid, downsample, slide.world_per_px, slide.world_offset, self.edge_width(),
-                shown, region)
-        self._draw(list(zip(r.ravel().tolist(), c.ravel().tolist())), shapes, look)
+            r, c = r[keep], c[keep]
+        self._draw(list(zip(r.ravel().tolist(), c.ravel().tolist())), shapes)
 
-    def _draw(self, keys: list[tuple[int, int]], shapes: Shapes, look: Any) -> None:
-        """Show the patches ``keys`` (row, col). When only the view moved (same grid, placement,
-        zoom and single patches shown: ``look``), only the patches that left are removed and those
-        that came in added; napari's cost is per rectangle, so a pan costs a fraction of a
-        redraw."""
+    def _draw(self, keys: list[tuple[int, int]], shapes: Shapes) -> None:
+        """Show the patches ``keys`` (row, col): all rectangles replaced in one napari update.
+        (Removing those that left a view and adding those that came in was slower: napari's
+        Shapes remove each shape with a copy of its arrays.)"""
         layer = self.layer
         if layer is None or layer not in self.viewer.layers:
             if not keys:
                 return
             layer = self.layer = add_outline_layer(self.viewer, PREVIEW_LAYER_NAME, LINE_COLOR,
                                                    **self._new_layer_kwargs)
-            self._keys, self._look = [], None
         if not keys and not layer.nshapes:
             return
         with one_update(layer):
-            if look is not None and look == self._look and layer.nshapes == len(self._keys):
-                wanted, had = set(keys), set(self._keys)
-                gone = [i for i, k in enumerate(self._keys) if k not in wanted]
-                new = [k for k in keys if k not in had]
-                if len(gone) + len(new) < len(keys):
-                    if gone:
-                        layer.selected_data = set(gone)
-                        layer.remove_selected()
-                    self._add(layer, *shapes(new))
-                    self._keys = [k for k in self._keys if k in wanted] + new
-                    return
             if layer.nshapes:
                 layer.data = []
             self._add(layer, *shapes(keys))
-            self._keys, self._look = list(keys), look
 
     def _add(self, layer: Any, rects: np.ndarray, edges: np.ndarray, faces: np.ndarray) -> None:
         add_outlines(layer, rects, self.edge_width(), edges, faces)
