@@ -67,6 +67,44 @@ def lazy_pyramid(px: int) -> list:
         size = -(-size // 2)
 
 
+def tiled_pyramid_file(px: int) -> Path:
+    """A px x px RGB pyramidal TIFF of 512 px JPEG tiles (a checkerboard like lazy_pyramid's),
+    written once into the cache folder: each level repeats the bytes of one encoded tile per
+    square colour, so every tile is stored and a 100,000 px pyramid is written in seconds."""
+    import tifffile
+
+    from napari_patchheat.cache import cache_root
+
+    path = cache_root() / "bench-widget" / f"checker-{px}.tif"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tile, options = 512, dict(tile=(512, 512), photometric="rgb", compression="jpeg")
+    sample = path.with_suffix(".tiles.tif")
+    shades = [np.full((tile, tile, 3), (v, v - 40, v), np.uint8) for v in (200, 230)]
+    tifffile.imwrite(sample, np.concatenate(shades, 1), **options)
+    with tifffile.TiffFile(sample) as tif:
+        page, fh = tif.pages[0], tif.filehandle
+        encoded = []
+        for offset, length in zip(page.dataoffsets, page.databytecounts):
+            fh.seek(offset)
+            encoded.append(fh.read(length))
+    sample.unlink()
+    part = path.with_suffix(".part")
+    with tifffile.TiffWriter(part, bigtiff=True) as tw:
+        size, level = px, 0
+        while True:
+            n = -(-size // tile)
+            tw.write((encoded[(i // n + i % n) % 2] for i in range(n * n)), shape=(size, size, 3),
+                     dtype=np.uint8, subfiletype=1 if level else 0,
+                     subifds=0 if level else 8, **options)  # type: ignore[arg-type]
+            if size <= 2048:
+                break
+            size, level = -(-size // 2), level + 1
+    part.rename(path)
+    return path
+
+
 def settle(app, seconds: float = 0.0) -> None:
     """Process events (paints included) for at least ``seconds``."""
     end = time.perf_counter() + seconds
@@ -394,6 +432,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--run-s", type=float, default=20.0, help="seconds of run to probe")
     ap.add_argument("--parts", default="1,2,3", help="which parts to run (default 1,2,3)")
+    ap.add_argument("--slide-file", action="store_true",
+                    help="part 1 on a tiled pyramidal TIFF read from disk (written once into the "
+                         "cache folder) instead of the lazy dask pyramid")
     args = ap.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     display = ensure_display()  # noqa: F841 (kept alive)
@@ -405,8 +446,16 @@ def main() -> int:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1400, 900)
     app = QApplication.instance()
-    levels = lazy_pyramid(SLIDE_PX)
-    viewer.add_image(levels, rgb=True, multiscale=True, contrast_limits=(0, 255), name="100k")
+    if args.slide_file:  # a tiled pyramid file, read as napari reads slides with the plugin
+        from napari_patchheat._reader import read_slides
+
+        path = tiled_pyramid_file(SLIDE_PX)
+        print(f"slide: {path} (a tiled pyramidal TIFF, JPEG)")
+        data, kwargs, _ = read_slides(str(path))[0]
+        viewer.add_image(data, **{**kwargs, "name": "100k", "scale": None, "units": None})
+    else:
+        viewer.add_image(lazy_pyramid(SLIDE_PX), rgb=True, multiscale=True,
+                         contrast_limits=(0, 255), name="100k")
     widget = PatchHeatWidget(viewer)
     viewer.window.add_dock_widget(widget, name="PatchHeat")
     settle(app, 0.5)

@@ -88,3 +88,31 @@ def test_a_builtin_model_on_a_fluorescence_slide_is_warned_of(viewer, widget, qt
         assert (FLUORESCENCE_MODEL_WARNING.format(model="dab") in " ".join(status.split())) \
             == warns, status
         assert ("channels: DAPI 2 (387)" in status) == warns  # the NDPI names its filter
+
+
+def test_the_per_patch_fractions_are_computed_off_the_gui_thread(viewer, widget, qtbot,
+                                                                 svs_path, monkeypatch):
+    """A 10^6-patch grid's fractions take ~0.3 s: a parameter change must not wait for them
+    (the status line shows the grid at once, its tissue share once computed)."""
+    import threading
+
+    from napari_patchheat._qt import tissue_estimate
+    from napari_patchheat._reader import read_slides
+
+    threads, compute = [], tissue_estimate.grid_tissue_fraction
+
+    def watched(*args):  # the real computation, its thread noted
+        threads.append(threading.current_thread())
+        return compute(*args)
+
+    monkeypatch.setattr(tissue_estimate, "grid_tissue_fraction", watched)
+    data, kwargs, _ = read_slides(str(svs_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget.level.value, widget.tissue_threshold.value = 0, 0.5
+    for size in (64, 32, 64):
+        widget.size.value = widget.stride.value = size
+        line = text(widget.status)
+        assert line.startswith(f"{widget.grid.rows} x {widget.grid.cols} = ")
+        qtbot.waitUntil(lambda: widget.tissue_ready and "to run" in text(widget.status),
+                        timeout=60_000)
+    assert len(threads) >= 2 and threading.main_thread() not in threads

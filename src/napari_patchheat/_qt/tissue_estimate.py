@@ -22,6 +22,7 @@ from .threads import Workers
 
 TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # read at most this many pixels for the estimate
 TISSUE_STATUS_MAX_PATCHES = 4_000_000  # above this the status line skips the tissue estimate
+TISSUE_FRACTIONS_KEPT = 4  # per-patch fractions kept per layer: the grids tried last
 TISSUE_SHOWN_FRACTION = 0.5  # "x% tissue" counts patches at least this full, whatever threshold
 _PENDING, _MISSING = "pending", "missing"
 
@@ -87,9 +88,9 @@ def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPa
 class TissueEstimate:
     """Per-patch tissue fractions of a slide layer's grid, as the run computes them.
 
-    ``fraction(...)`` answers at once: the fractions, or None while the mask is read (it starts
-    that read on ``workers``) or where there is no estimate; ``on_ready()`` runs on the GUI
-    thread once a mask has been read.
+    ``fraction(...)`` answers at once: the fractions, or None while the mask is read or the
+    grid's fractions computed (it starts both on ``workers``) or where there is no estimate;
+    ``on_ready()`` runs on the GUI thread once either is done.
     """
 
     def __init__(self, cache: LayerCache, workers: Workers, on_ready: Callable[[], None]):
@@ -112,14 +113,24 @@ class TissueEstimate:
         origin = "file" if slide.path is not None else ("level", level)
         return source, source_level, ("mask", origin, mask_level)
 
+    def _fraction_key(self, source: Any, source_level: int, key: tuple[Any, ...],
+                      grid: PatchGrid) -> tuple[Any, ...]:
+        return ("fraction", key, grid, source.downsamples[source_level])
+
     def ready(self, slide: SlideLayer, level: int, grid: PatchGrid) -> bool:
         """True once the estimate of ``grid`` is known (or known to be skipped)."""
         if grid.n_patches > TISSUE_STATUS_MAX_PATCHES:
             return True
         if is_pending(slide.layer):
             return False
-        _, _, key = self._mask_key(slide, level, grid)
-        return self.cache.get(slide.layer, key, _MISSING) not in (_PENDING, _MISSING)
+        source, source_level, key = self._mask_key(slide, level, grid)
+        mask = self.cache.get(slide.layer, key, _MISSING)
+        if isinstance(mask, str):
+            return False
+        if mask is None:  # no estimate for this slide
+            return True
+        fraction_key = self._fraction_key(source, source_level, key, grid)
+        return not isinstance(self.cache.get(slide.layer, fraction_key, _MISSING), str)
 
     def fraction(self, slide: SlideLayer, level: int, grid: PatchGrid) -> np.ndarray | None:
         """Per-patch tissue fraction of ``grid`` on ``level``; None until known (see class), and
@@ -133,13 +144,24 @@ class TissueEstimate:
             return None
         if not isinstance(mask, tuple):  # pending, or no estimate for this slide
             return None
-        ds = source.downsamples[source_level]
-        cached = self.cache.get(slide.layer, "fraction")
-        if cached is not None and cached[0] == (key, grid, ds):
-            return cached[1]
-        fraction = grid_tissue_fraction(mask[0], mask[1], grid, ds)
-        self.cache.set(slide.layer, "fraction", ((key, grid, ds), fraction))
+        fraction_key = self._fraction_key(source, source_level, key, grid)
+        fraction = self.cache.get(slide.layer, fraction_key, _MISSING)
+        if isinstance(fraction, str):  # pending, or to compute: off the GUI thread too (a
+            if fraction == _MISSING:  # 10^6-patch grid takes ~0.3 s)
+                self._keep_fractions(slide.layer, fraction_key)
+                self._compute(slide.layer, fraction_key, grid_tissue_fraction, mask[0], mask[1],
+                              grid, fraction_key[-1])
+            return None
         return fraction
+
+    def _keep_fractions(self, layer: Any, fraction_key: tuple[Any, ...]) -> None:
+        """Remember ``fraction_key`` among the last TISSUE_FRACTIONS_KEPT of ``layer``; forget
+        the values of older ones (each is as large as its grid)."""
+        keys = self.cache.get(layer, "fraction keys") or []
+        keys = [k for k in keys if k != fraction_key] + [fraction_key]
+        for old in keys[:-TISSUE_FRACTIONS_KEPT]:
+            self.cache.set(layer, old, _MISSING)
+        self.cache.set(layer, "fraction keys", keys[-TISSUE_FRACTIONS_KEPT:])
 
     def fluorescence(self, slide: SlideLayer, level: int) -> bool | None:
         """Whether what a run of ``level`` reads looks like fluorescence (a dark background:

@@ -71,6 +71,7 @@ class PatchHeatWidget(Container):
         self._opened_for: Any = None  # the heatmap layer the display section was opened for
         self._inspected: tuple[int, int] | None = None  # the patch the inspector was opened on
         self._closed = False
+        self._error_shown = False  # the status line shows an error (kept until a change)
         self._build_parameters()
         self._build_panels()
         self._lay_out()
@@ -303,14 +304,24 @@ class PatchHeatWidget(Container):
         else:
             self.grid_error = ""
 
-    def _on_params(self, *_: Any) -> None:
-        """Any parameter changed: new grid, status line, preview (debounced), inspector."""
+    def _on_params(self, *_: Any, keep_error: bool = False) -> None:
+        """Any parameter changed: new grid, status line, preview (debounced), inspector.
+        ``keep_error``: an error shown in the status line stays (a background result came)."""
         # built-ins take patches of any size and compute in float32: no resize, no float16
         uses_file = self.model.value == MODEL_FILE_CHOICE  # (not .visible: a closed section)
         self.model_file.visible = self.resize.visible = self.mixed_precision.visible = uses_file
         self.model_info.value, warn = self._model_text()
         self._make_grid()
         self._inside_region()
+        if not (keep_error and self._error_shown):
+            self._show_status(warn)
+        self.preview.schedule()
+        self.inspector.refresh()
+
+    def _show_status(self, warn: str) -> None:
+        """The status line: the grid (its tissue share, what runs) or why there is none;
+        ``warn``: the model's warning, if any."""
+        self._error_shown = False
         if self.grid is None or self.slide is None:
             self.status.value = self.grid_error
         else:
@@ -320,8 +331,6 @@ class PatchHeatWidget(Container):
             if self.slide.channel_names:
                 line += f"; channels: {', '.join(self.slide.channel_names)}"
             self.status.value = f"{line}; {warn}" if warn else line
-        self.preview.schedule()
-        self.inspector.refresh()
 
     def _inside_region(self) -> None:
         """The grid's patches inside the chosen region (None: the whole slide), for the status
@@ -366,7 +375,7 @@ class PatchHeatWidget(Container):
 
     def _on_tissue_ready(self) -> None:
         if not self._closed:
-            self._on_params()
+            self._on_params(keep_error=True)
 
     def downsample(self) -> FloatPair:
         """(y, x) level-0 pixels per pixel of the chosen level."""
@@ -417,7 +426,7 @@ class PatchHeatWidget(Container):
 
     # --- errors and teardown ---------------------------------------------------------------------
     def _error(self, message: str) -> None:
-        self.status.value = message
+        self.status.value, self._error_shown = message, True
         show_error(f"PatchHeat: {message}")
 
     def _shutdown(self, *_: Any) -> None:
