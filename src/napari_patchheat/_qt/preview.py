@@ -52,8 +52,6 @@ PREVIEW_LAYER_NAME = "PatchHeat grid"
 PREVIEW_LINES_LAYER_NAME = "PatchHeat grid lines"
 
 GridSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer] | None"]
-# keys (row, col) -> their rectangles (n, 4, 2 world corners), edge and face colours (n, 4 RGBA)
-Shapes = Callable[[list[tuple[int, int]]], "tuple[np.ndarray, np.ndarray, np.ndarray]"]
 
 
 def world_rect_to_level0(slide: SlideLayer, rect: tuple[float, ...]) -> tuple[float, ...]:
@@ -169,14 +167,14 @@ class GridPreview:
                 self._show_rectangles(grid, downsample, slide, rr, cc)
                 self.picture = PreviewPicture(grid, n, n_shapes=n)
             else:
-                self._draw([], self._no_shapes)
+                self._draw()
                 self.picture = PreviewPicture(grid, n, lines=self._show_lines(
                     grid, downsample, slide, view))
             for layer in (self.layer, self.lines_layer):
                 if layer is not None:
                     slide.match_units(layer)
         if self.picture is None:
-            self._draw([], self._no_shapes)
+            self._draw()
         if self.picture is None or self.picture.lines is None:
             self._hide_lines()
         self.message = "" if self.picture is None else self.picture.describe()
@@ -188,55 +186,47 @@ class GridPreview:
         return screen_px_to_world(self.viewer, PREVIEW_EDGE_SCREEN_PX)
 
     # --- the rectangles ---------------------------------------------------------------------
-    @staticmethod
-    def _no_shapes(keys: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return np.zeros((0, 4, 2)), np.zeros((0, 4)), np.zeros((0, 4))
-
     def _show_rectangles(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer,
                          rr: range, cc: range) -> None:
-        """Every patch of rows ``rr`` x columns ``cc`` as a rectangle; where patches overlap,
-        the single patches of :func:`example_indices` shaded and outlined in EXAMPLE_COLOR."""
-        steps = example_steps(grid)
-        shown: tuple[set[int], set[int]] = (set(), set())
-        if steps is not None:
-            shown = (set(example_indices(rr, steps[0]).tolist()),
-                     set(example_indices(cc, steps[1]).tolist()))
-        example = rgb(EXAMPLE_COLOR)
-
-        def shapes(keys: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            r, c = np.array(keys, np.int64).reshape(-1, 2).T
-            single = [i for i, (y, x) in enumerate(keys) if y in shown[0] and x in shown[1]]
-            edges = np.tile(np.r_[rgb(LINE_COLOR), 1.0], (len(keys), 1))
-            faces = np.zeros((len(keys), 4))
-            edges[single], faces[single] = np.r_[example, 1.0], np.r_[example, EXAMPLE_ALPHA]
-            return slide.box_to_world(grid.boxes(r, c, downsample)), edges, faces
-
+        """Every patch of rows ``rr`` x columns ``cc`` (inside the region, if any) as a
+        rectangle; where patches overlap, the single patches of :func:`example_indices`
+        shaded and outlined in EXAMPLE_COLOR."""
         r, c = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop),
                            indexing="ij")
+        r, c = r.ravel(), c.ravel()
         if self.inside is not None:  # a region of interest: only its patches
             keep = self.inside[r, c]
             r, c = r[keep], c[keep]
-        self._draw(list(zip(r.ravel().tolist(), c.ravel().tolist())), shapes)
+        edges = np.tile(np.r_[rgb(LINE_COLOR), 1.0], (len(r), 1))
+        faces = np.zeros((len(r), 4))
+        steps = example_steps(grid)
+        if steps is not None:
+            single = (np.isin(r, example_indices(rr, steps[0]))
+                      & np.isin(c, example_indices(cc, steps[1])))
+            example = rgb(EXAMPLE_COLOR)
+            edges[single], faces[single] = np.r_[example, 1.0], np.r_[example, EXAMPLE_ALPHA]
+        self._draw(slide.box_to_world(grid.boxes(r, c, downsample)), edges, faces)
 
-    def _draw(self, keys: list[tuple[int, int]], shapes: Shapes) -> None:
-        """Show the patches ``keys`` (row, col): all rectangles replaced in one napari update.
-        (Removing those that left a view and adding those that came in was slower: napari's
-        Shapes remove each shape with a copy of its arrays.)"""
+    def _draw(self, rects: np.ndarray | None = None, edges: np.ndarray | None = None,
+              faces: np.ndarray | None = None) -> None:
+        """Show the rectangles ``rects`` (n, 4, 2 world corners) with their edge and face
+        colours (n, 4 RGBA), all replaced in one napari update; none: clear. (Removing those
+        that left a view and adding those that came in was slower: napari's Shapes remove each
+        shape with a copy of its arrays.)"""
         layer = self.layer
+        empty = rects is None or not len(rects)
         if layer is None or layer not in self.viewer.layers:
-            if not keys:
+            if empty:
                 return
             layer = self.layer = add_outline_layer(self.viewer, PREVIEW_LAYER_NAME, LINE_COLOR,
                                                    **self._new_layer_kwargs)
-        if not keys and not layer.nshapes:
+        if empty and not layer.nshapes:
             return
         with one_update(layer):
             if layer.nshapes:
                 layer.data = []
-            self._add(layer, *shapes(keys))
-
-    def _add(self, layer: Any, rects: np.ndarray, edges: np.ndarray, faces: np.ndarray) -> None:
-        add_outlines(layer, rects, self.edge_width(), edges, faces)
+            if not empty:
+                add_outlines(layer, rects, self.edge_width(), edges, faces)
 
     # --- the lines image --------------------------------------------------------------------
     def _show_lines(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer,
