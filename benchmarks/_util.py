@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 RSS_SAMPLE_S = 0.005
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -26,6 +28,26 @@ def median_ms(fn: Callable[[], object], repeats: int = 7) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def encoded_tiles(strip: Any, folder: Path, **options: Any) -> list[bytes]:
+    """The encoded bytes of each tile of ``strip`` (one row of tiles, H x (n H) x C) written by
+    tifffile with ``options`` (tile, compression, ...): a file of any size can then repeat
+    them, every tile stored, written as fast as the disk takes it."""
+    import tifffile
+
+    sample = folder / "encoded-tiles.tif"
+    tifffile.imwrite(sample, strip, **options)
+    try:
+        with tifffile.TiffFile(sample) as tif:
+            page, fh = tif.pages[0], tif.filehandle
+            encoded = []
+            for offset, length in zip(page.dataoffsets, page.databytecounts):
+                fh.seek(offset)
+                encoded.append(fh.read(length))
+    finally:
+        sample.unlink()
+    return encoded
 
 
 def rss_bytes() -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np
-from _util import measure
+from _util import encoded_tiles, measure
 from bench_widget import ensure_display
 
 TILE_PX = 512
@@ -45,17 +45,9 @@ def write_image(path: Path, px: int) -> None:
     distinct = min(count, DISTINCT_TILES)
     options = dict(dtype=np.uint8, tile=(TILE_PX, TILE_PX), photometric="rgb",
                    compression="jpeg")
-    sample = path.with_suffix(".tiles.tif")
-    tiles = (base + rng.integers(0, 24, (TILE_PX, TILE_PX, 3), np.uint8) for _ in range(distinct))
-    tifffile.imwrite(sample, tiles, shape=(TILE_PX, TILE_PX * distinct, 3), **options)
-    with tifffile.TiffFile(sample) as tif:
-        page = tif.pages[0]
-        fh = tif.filehandle
-        encoded = []
-        for offset, length in zip(page.dataoffsets, page.databytecounts):
-            fh.seek(offset)
-            encoded.append(fh.read(length))
-    sample.unlink()
+    strip = np.concatenate([base + rng.integers(0, 24, (TILE_PX, TILE_PX, 3), np.uint8)
+                            for _ in range(distinct)], 1)
+    encoded = encoded_tiles(strip, path.parent, **options)
     tifffile.imwrite(path, (encoded[i % distinct] for i in range(count)), shape=(px, px, 3),
                      bigtiff=True, **options)
 

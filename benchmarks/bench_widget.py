@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np
-from _util import gib, measure
+from _util import encoded_tiles, gib, measure
 
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
@@ -80,16 +80,8 @@ def tiled_pyramid_file(px: int) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tile, options = 512, dict(tile=(512, 512), photometric="rgb", compression="jpeg")
-    sample = path.with_suffix(".tiles.tif")
     shades = [np.full((tile, tile, 3), (v, v - 40, v), np.uint8) for v in (200, 230)]
-    tifffile.imwrite(sample, np.concatenate(shades, 1), **options)
-    with tifffile.TiffFile(sample) as tif:
-        page, fh = tif.pages[0], tif.filehandle
-        encoded = []
-        for offset, length in zip(page.dataoffsets, page.databytecounts):
-            fh.seek(offset)
-            encoded.append(fh.read(length))
-    sample.unlink()
+    encoded = encoded_tiles(np.concatenate(shades, 1), path.parent, **options)
     part = path.with_suffix(".part")
     with tifffile.TiffWriter(part, bigtiff=True) as tw:
         size, level = px, 0
