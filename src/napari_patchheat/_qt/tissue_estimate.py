@@ -113,9 +113,15 @@ class TissueEstimate:
         origin = "file" if slide.path is not None else ("level", level)
         return source, source_level, ("mask", origin, mask_level)
 
-    def _fraction_key(self, source: Any, source_level: int, key: tuple[Any, ...],
-                      grid: PatchGrid) -> tuple[Any, ...]:
-        return ("fraction", key, grid, source.downsamples[source_level])
+    def _entries(self, slide: SlideLayer, level: int, grid: PatchGrid
+                 ) -> tuple[Any, tuple[Any, ...], Any, tuple[Any, ...], Any]:
+        """(tissue source, mask key, the mask's entry, fractions key, the fractions' entry) of
+        ``grid`` on ``level``; an entry is _MISSING, _PENDING, None (none: failed or no
+        estimate) or the value."""
+        source, source_level, mask_key = self._mask_key(slide, level, grid)
+        fraction_key = ("fraction", mask_key, grid, source.downsamples[source_level])
+        return (source, mask_key, self.cache.get(slide.layer, mask_key, _MISSING), fraction_key,
+                self.cache.get(slide.layer, fraction_key, _MISSING))
 
     def ready(self, slide: SlideLayer, level: int, grid: PatchGrid) -> bool:
         """True once the estimate of ``grid`` is known (or known to be skipped)."""
@@ -123,29 +129,22 @@ class TissueEstimate:
             return True
         if is_pending(slide.layer):
             return False
-        source, source_level, key = self._mask_key(slide, level, grid)
-        mask = self.cache.get(slide.layer, key, _MISSING)
+        _, _, mask, _, fraction = self._entries(slide, level, grid)
         if isinstance(mask, str):
             return False
-        if mask is None:  # no estimate for this slide
-            return True
-        fraction_key = self._fraction_key(source, source_level, key, grid)
-        return not isinstance(self.cache.get(slide.layer, fraction_key, _MISSING), str)
+        return mask is None or not isinstance(fraction, str)  # None: no estimate for the slide
 
     def fraction(self, slide: SlideLayer, level: int, grid: PatchGrid) -> np.ndarray | None:
         """Per-patch tissue fraction of ``grid`` on ``level``; None until known (see class), and
         while the layer's zoomed-out views are blank (being built)."""
         if grid.n_patches > TISSUE_STATUS_MAX_PATCHES or is_pending(slide.layer):
             return None
-        source, source_level, key = self._mask_key(slide, level, grid)
-        mask = self.cache.get(slide.layer, key, _MISSING)
+        source, mask_key, mask, fraction_key, fraction = self._entries(slide, level, grid)
         if isinstance(mask, str) and mask == _MISSING:
-            self._compute(slide.layer, key, tissue_level_mask, source, key[-1])
+            self._compute(slide.layer, mask_key, tissue_level_mask, source, mask_key[-1])
             return None
         if not isinstance(mask, tuple):  # pending, or no estimate for this slide
             return None
-        fraction_key = self._fraction_key(source, source_level, key, grid)
-        fraction = self.cache.get(slide.layer, fraction_key, _MISSING)
         if isinstance(fraction, str):  # pending, or to compute: off the GUI thread too (a
             if fraction == _MISSING:  # 10^6-patch grid takes ~0.3 s)
                 self._keep_fractions(slide.layer, fraction_key)
