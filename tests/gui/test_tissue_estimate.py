@@ -116,3 +116,43 @@ def test_the_per_patch_fractions_are_computed_off_the_gui_thread(viewer, widget,
         qtbot.waitUntil(lambda: widget.tissue_ready and "to run" in text(widget.status),
                         timeout=60_000)
     assert len(threads) >= 2 and threading.main_thread() not in threads
+
+
+def test_no_estimate_is_computed_from_a_huge_level_without_a_file(viewer, widget, qtbot):
+    """A layer without a file gets its coarser levels computed from the whole level the run
+    reads: past TISSUE_ESTIMATE_MAX_COMPUTED_PX the dock estimates nothing and reads nothing of
+    it (a lazy 100k x 100k array kept two background threads busy for minutes); below, it
+    estimates from that level."""
+    import threading
+
+    import dask.array as da
+
+    from napari_patchheat._qt.tissue_estimate import TISSUE_ESTIMATE_MAX_COMPUTED_PX
+
+    reads: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def pixels(block, level):  # a tissue-pink level, its block reads counted
+        with lock:
+            reads[level] = reads.get(level, 0) + 1
+        return np.broadcast_to(np.array([200, 120, 190], np.uint8), block.shape[:2] + (3,))
+
+    side = 20_480
+    assert side * side > TISSUE_ESTIMATE_MAX_COMPUTED_PX >= (side // 4) ** 2
+    levels = []
+    for level in range(5):
+        n = side >> level
+        shape = da.zeros((n, n, 1), np.uint8, chunks=(1024, 1024, 1))
+        levels.append(da.map_blocks(pixels, shape, level, dtype=np.uint8,
+                                    chunks=shape.chunks[:2] + ((3,),)))
+    viewer.add_image(levels, rgb=True, multiscale=True, contrast_limits=(0, 255), name="lazy")
+    widget.size.value = widget.stride.value = 256
+    for level, estimated in ((0, False), (2, True)):
+        reads.clear()
+        widget.level.value = level
+        qtbot.waitUntil(lambda: widget.tissue_ready and widget.workers.idle, timeout=60_000)
+        qtbot.wait(300)
+        qtbot.waitUntil(lambda: widget.workers.idle, timeout=60_000)
+        assert ("tissue" in text(widget.status)) == estimated, (level, text(widget.status))
+        assert (widget.tissue.fluorescence(widget.slide, level) is None) != estimated
+        assert (reads.get(level, 0) > 0) == estimated, (level, reads)

@@ -21,6 +21,9 @@ from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 
 TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # read at most this many pixels for the estimate
+# a layer without a file: its coarser levels are computed from the whole level the run reads, so
+# no estimate past this many pixels there (a lazy 100k x 100k array: 10^10 px to compute)
+TISSUE_ESTIMATE_MAX_COMPUTED_PX = 2**14 * 2**14
 TISSUE_STATUS_MAX_PATCHES = 4_000_000  # above this the status line skips the tissue estimate
 TISSUE_FRACTIONS_KEPT = 4  # per-patch fractions kept per layer: the grids tried last
 TISSUE_SHOWN_FRACTION = 0.5  # "x% tissue" counts patches at least this full, whatever threshold
@@ -46,14 +49,15 @@ def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float,
     return text + (f", {int(run.sum()):,} to run" if threshold > 0 or inside is not None else "")
 
 
-def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:
+def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int] | None:
     """The pyramid a run of ``level`` reads its tissue from and the level's index in it.
 
     The slide's own levels when it has a file. Else the run gets that one level as a TIFF and
     :func:`~napari_patchheat.slide.open_slide` adds 2x coarser levels to it: the same pyramid,
-    built lazily here (dask; pixels are read only where the mask's level is). Anything with
-    ``.levels`` and ``.downsamples`` is what :func:`~napari_patchheat.tissue.patch_tissue_fraction`
-    takes.
+    built lazily here (dask), whose every coarser level is computed from the whole level; None
+    (no estimate) when that level has more than TISSUE_ESTIMATE_MAX_COMPUTED_PX pixels. Anything
+    with ``.levels`` and ``.downsamples`` is what
+    :func:`~napari_patchheat.tissue.patch_tissue_fraction` takes.
     """
     if slide.path is not None:
         return SimpleNamespace(levels=list(slide.levels),
@@ -63,6 +67,8 @@ def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int]:
     from ..slide import CHUNK_TARGET_PX, rgb_pyramid
 
     image = slide.levels[level]
+    if image.shape[0] * image.shape[1] > TISSUE_ESTIMATE_MAX_COMPUTED_PX:
+        return None
     if not isinstance(image, da.Array):  # name=False: no hashing of the pixels
         image = da.from_array(image, chunks=(CHUNK_TARGET_PX, CHUNK_TARGET_PX) + image.shape[2:],
                               name=False)
@@ -96,29 +102,26 @@ class TissueEstimate:
     def __init__(self, cache: LayerCache, workers: Workers, on_ready: Callable[[], None]):
         self.cache, self.workers, self.on_ready = cache, workers, on_ready
 
-    def _source(self, slide: SlideLayer, level: int) -> tuple[Any, int]:
+    def _source(self, slide: SlideLayer, level: int) -> tuple[Any, int] | None:
         """:func:`tissue_source` of ``level``, built once per layer and data: each parameter
         change asks for it, and the dask pyramid of a large array takes hundreds of ms to build."""
-        source = self.cache.get(slide.layer, ("source", level))
-        if source is None:
+        source = self.cache.get(slide.layer, ("source", level), _MISSING)
+        if isinstance(source, str):
             source = tissue_source(slide, level)
             self.cache.set(slide.layer, ("source", level), source)
         return source
-
-    def _mask_key(self, slide: SlideLayer, level: int,
-                  grid: PatchGrid) -> tuple[Any, int, tuple[Any, ...]]:
-        """(tissue source, grid level in it, mask key) of a run of ``grid`` on ``level``."""
-        source, source_level = self._source(slide, level)
-        mask_level = choose_mask_level(source, grid, source.downsamples[source_level])
-        origin = "file" if slide.path is not None else ("level", level)
-        return source, source_level, ("mask", origin, mask_level)
 
     def _entries(self, slide: SlideLayer, level: int, grid: PatchGrid
                  ) -> tuple[Any, tuple[Any, ...], Any, tuple[Any, ...], Any]:
         """(tissue source, mask key, the mask's entry, fractions key, the fractions' entry) of
         ``grid`` on ``level``; an entry is _MISSING, _PENDING, None (none: failed or no
         estimate) or the value."""
-        source, source_level, mask_key = self._mask_key(slide, level, grid)
+        found = self._source(slide, level)
+        if found is None:  # no estimate for this layer's level
+            return None, (), None, (), None
+        source, source_level = found
+        mask_level = choose_mask_level(source, grid, source.downsamples[source_level])
+        mask_key = ("mask", "file" if slide.path is not None else ("level", level), mask_level)
         fraction_key = ("fraction", mask_key, grid, source.downsamples[source_level])
         return (source, mask_key, self.cache.get(slide.layer, mask_key, _MISSING), fraction_key,
                 self.cache.get(slide.layer, fraction_key, _MISSING))
@@ -168,12 +171,14 @@ class TissueEstimate:
         thread, then ``on_ready()``)."""
         if is_pending(slide.layer):
             return None
-        source, _ = self._source(slide, level)
+        found = self._source(slide, level)
+        if found is None:
+            return None
         key = ("fluorescence", "file" if slide.path is not None else ("level", level))
         value = self.cache.get(slide.layer, key, _MISSING)
         if isinstance(value, str):
             if value == _MISSING:
-                self._compute(slide.layer, key, is_fluorescence, source)
+                self._compute(slide.layer, key, is_fluorescence, found[0])
             return None
         return value
 
