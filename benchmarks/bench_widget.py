@@ -4,7 +4,8 @@
    time from a parameter change or a pan to the preview redrawn and painted, at several zooms
    (rectangles close up, the image of the lines past them), with the longest single blocking
    call of each kind, against building the whole grid as napari shapes the naive way (capped
-   at NAIVE_MAX_SHAPES rectangles, the cost per rectangle extrapolated to the full grid).
+   at NAIVE_MAX_SHAPES rectangles, the cost per rectangle extrapolated to the full grid);
+   also Python's full garbage collections meanwhile (they pause the whole process).
 2. GUI event-loop latency while a run streams results into the heatmap layer: a QTimer probe
    ticking every PROBE_MS, its lateness (median, p95) during a run whose worker is reniced
    (the widget's default) against a run whose worker is not, and the probe while idle.
@@ -20,10 +21,13 @@ Run: `.venv/bin/python benchmarks/bench_widget.py [--quick] [--run-s 20]`.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -34,7 +38,8 @@ from _util import encoded_tiles, gib, measure
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
 PROBE_MS = 10
-PREVIEW_CALLS = ("handler", "redraw", "camera", "paint")  # the event-loop turns part 1 times
+PREVIEW_CALLS = ("handler", "redraw", "camera", "paint", "bare paint")  # event-loop turns timed
+# (part 1; "bare paint": the paints after a pan with the grid hidden, napari's alone)
 RUNS_FIRST_CELLS = 5
 FIRST_CELLS_TIMEOUT_S = 300.0
 REAL_SVS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -97,6 +102,27 @@ def tiled_pyramid_file(px: int) -> Path:
     return path
 
 
+@contextmanager
+def gc_pauses() -> Iterator[list[float]]:
+    """The ms of each of Python's full (generation 2) garbage collections while inside: one
+    pauses every thread for as long as it takes to walk all of the process's objects."""
+    pauses: list[float] = []
+    started: list[float] = []
+
+    def watch(phase: str, info: dict) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                started[:] = [time.perf_counter()]
+            elif started:
+                pauses.append((time.perf_counter() - started[0]) * 1e3)
+
+    gc.callbacks.append(watch)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(watch)
+
+
 def settle(app, seconds: float = 0.0) -> None:
     """Process events (paints included) for at least ``seconds``."""
     end = time.perf_counter() + seconds
@@ -117,7 +143,8 @@ def timed(app, change) -> float:
 def bench_preview(viewer, widget, app, reps: int) -> tuple[dict[str, float], dict[str, float]]:
     """The preview at several zooms (see preview_row): the worst median (ms) with the grid, of
     the rows drawn as rectangles and of those drawn as lines; and the longest single call (ms)
-    of the dock's parameter handler, the preview's redraw, the camera's handlers, the paint."""
+    of the dock's parameter handler, the preview's redraw, the camera's handlers, the paint
+    (with the grid shown, and hidden: napari's own)."""
     from napari_patchheat._qt.canvas import camera
 
     cam = camera(viewer)
@@ -137,7 +164,7 @@ def bench_preview(viewer, widget, app, reps: int) -> tuple[dict[str, float], dic
               f"{'rectangles' if widget.preview.picture.lines is None else 'lines'}")
     print(f"    {'level-0 px across':>17} {'in view':>9} {'drawn':>9} {'param':>6} {'pan 224':>8} "
           f"{'pan 112':>8} {'no grid':>8} | {'handler':>7} {'redraw':>6} {'camera':>6} "
-          f"{'paint':>6}")
+          f"{'paint':>6} {'bare':>6}")
     worst, longest = {"rectangles": 0.0, "lines": 0.0}, dict.fromkeys(PREVIEW_CALLS, 0.0)
     for across in (1_500, 2_500, 6_000, 25_000, SLIDE_PX * 1.05):
         picture, med, row = preview_row(viewer, widget, app, across, reps)
@@ -148,7 +175,8 @@ def bench_preview(viewer, widget, app, reps: int) -> tuple[dict[str, float], dic
                  else "tint" if picture.lines.dense else "lines")
         print(f"    {across:>17,.0f} {picture.in_view:>9,} {drawn:>9} {med[0]:>6.1f} "
               f"{med[1]:>8.1f} {med[2]:>8.1f} {med[3]:>8.1f} | {row['handler']:>7.1f} "
-              f"{row['redraw']:>6.1f} {row['camera']:>6.1f} {row['paint']:>6.1f}")
+              f"{row['redraw']:>6.1f} {row['camera']:>6.1f} {row['paint']:>6.1f} "
+              f"{row['bare paint']:>6.1f}")
     widget.stride.value = 224
     return worst, longest
 
@@ -172,7 +200,8 @@ def preview_row(viewer, widget, app, across: float, reps: int):
         inside: list[float] = []
         total = timed(app, lambda: inside.extend(
             (turn(name, call), turn("redraw", widget.preview.update_now))))
-        row["paint"] = max(row["paint"], total - sum(inside))
+        paint = "paint" if widget.show_grid.value else "bare paint"
+        row[paint] = max(row[paint], total - sum(inside))
         return total
 
     def pan(k: int) -> None:  # to and fro
@@ -375,7 +404,8 @@ def part_preview(viewer, widget, app, quick: bool) -> None:
     """[1] the grid preview on the 100k slide against the naive full grid."""
     widget.size.value = widget.stride.value = 224
     print(f"status line: {' '.join(widget.status.value.split())}")
-    worst, longest = bench_preview(viewer, widget, app, 5 if quick else 15)
+    with gc_pauses() as pauses:
+        worst, longest = bench_preview(viewer, widget, app, 5 if quick else 15)
     naive = bench_naive(viewer, app, widget.grid)
     top = max(worst.values())
     print(f"    preview, worst median over zooms: {top:.1f} ms (target 150): drawn as rectangles "
@@ -383,7 +413,10 @@ def part_preview(viewer, widget, app, quick: bool) -> None:
           f"preview: {naive / top:,.0f}x")
     print(f"    longest blocking call: the preview's redraw {longest['redraw']:.1f} ms (target "
           f"50); the dock's parameter handler {longest['handler']:.1f} ms, napari's camera "
-          f"handlers {longest['camera']:.1f} ms, paint {longest['paint']:.1f} ms")
+          f"handlers {longest['camera']:.1f} ms, paint {longest['paint']:.1f} ms (with the grid "
+          f"hidden: {longest['bare paint']:.1f} ms)")
+    print(f"    Python's full garbage collections (the whole process's objects) during the "
+          f"preview's updates: {len(pauses)}, longest {max(pauses, default=0):.1f} ms")
 
 
 def part_latency(viewer, widget, app, run_s: float) -> None:
