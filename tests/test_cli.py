@@ -388,6 +388,27 @@ def test_cache_info_and_clear(tmp_path, capsys):
     assert "cleared" in capsys.readouterr().out and not cache_dir.exists()
 
 
+def test_cache_info_and_clear_count_the_built_zoomed_out_levels(tmp_path, capsys, monkeypatch):
+    """Without --cache-dir, `cache` also covers coarse/ (built levels of huge images)."""
+    from napari_patchheat.cache import coarse_dir, runs_dir
+
+    monkeypatch.setenv("PATCHHEAT_CACHE_DIR", str(tmp_path / "cache"))
+    coarse_dir().mkdir(parents=True)
+    (coarse_dir() / "a-1.tif").write_bytes(b"x" * 3_000_000)
+    assert main(["run", str(ihc_slide(tmp_path)), "--size", "64", "--out",
+                 str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert f"{runs_dir()}: 1 cached run(s)" in out
+    assert f"{coarse_dir()}: 1 file(s) of zoomed-out levels built for huge images, 3.0 MB" in out
+    assert main(["cache", "clear"]) == 0
+    out = capsys.readouterr().out
+    assert f"cleared {coarse_dir()}: 3.0 MB freed" in out and f"cleared {runs_dir()}" in out
+    assert not coarse_dir().exists() and not runs_dir().exists()
+    assert (tmp_path / "cache").is_dir()  # the rest of the cache folder (the sample slides) stays
+
+
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"just text"])
 def test_open_with_a_bad_heatmap_is_one_line_before_napari_starts(tmp_path, content):
     bad = tmp_path / "bad.npz"

@@ -32,6 +32,7 @@ from .grid import PatchGrid
 CACHE_ENV = "PATCHHEAT_CACHE_DIR"
 CACHE_FOLDER = "napari-patchheat"  # in $XDG_CACHE_HOME (default ~/.cache)
 RUNS_FOLDER = "runs"
+COARSE_FOLDER = "coarse"  # the zoomed-out levels of huge images, built once (slide/coarse.py)
 RUN_KEY_CHARS = 20
 CACHE_SUFFIX = ".sqlite"
 CACHE_FORMAT_VERSION = 1
@@ -62,6 +63,11 @@ def cache_root() -> Path:
 def runs_dir() -> Path:
     """Where run results are cached by default: ``runs/`` in :func:`cache_root`."""
     return cache_root() / RUNS_FOLDER
+
+
+def coarse_dir() -> Path:
+    """Where the zoomed-out levels of huge images are built: ``coarse/`` in :func:`cache_root`."""
+    return cache_root() / COARSE_FOLDER
 
 
 def run_key(slide_identity: str, level: int, grid: PatchGrid, model_fingerprint: str,
@@ -327,7 +333,8 @@ def cache_info(folder: str | os.PathLike[str] | None = None) -> CacheInfo:
 
 
 def clear_cache(folder: str | os.PathLike[str] | None = None) -> int:
-    """Delete the run cache folder ``folder`` (default :func:`runs_dir`); returns bytes freed."""
+    """Delete the cache folder ``folder`` (default :func:`runs_dir`; :func:`coarse_dir` too);
+    returns bytes freed."""
     folder = Path(folder) if folder is not None else runs_dir()
     freed = cache_info(folder).total_bytes
     if folder.is_dir():

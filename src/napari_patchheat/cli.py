@@ -165,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--heatmap", type=Path, action="append", default=[],
                     help="heatmap .npz written by 'patchheat run' (repeatable)")
 
-    cache = sub.add_parser("cache", help="see or empty the result cache (resumed runs)")
+    cache = sub.add_parser("cache", help="see or empty the result cache (resumed runs) and the "
+                                         "zoomed-out levels built for huge images")
     cache.add_argument("action", choices=("info", "clear"),
-                       help="info: where it is, its runs and size; clear: delete them")
+                       help="info: where they are, what they hold and their size; clear: delete "
+                            "them")
     cache.add_argument("--cache-dir", type=Path, default=None,
                        help="the cache folder (default: runs/ in $PATCHHEAT_CACHE_DIR, else "
                             "$XDG_CACHE_HOME/napari-patchheat)")
@@ -436,20 +438,28 @@ def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
 
 
 def cache_command(action: str, folder: Path | None) -> int:
-    """``patchheat cache info`` (where, how many runs, how big) or ``clear`` (delete them)."""
-    from .cache import cache_info, clear_cache
+    """``patchheat cache info`` (where, how many runs, how big) or ``clear`` (delete them);
+    without ``folder``, also the zoomed-out levels built for huge images (``coarse/``)."""
+    from .cache import cache_info, clear_cache, coarse_dir
 
     info = cache_info(folder)
+    coarse = cache_info(coarse_dir()) if folder is None else None
     if action == "info":
         print(f"{info.folder}: {info.runs} cached run(s), {info.set_aside} set aside, "
               f"{info.other} other file(s), {info.total_bytes / 1e6:.1f} MB")
+        if coarse is not None:
+            print(f"{coarse.folder}: {coarse.other} file(s) of zoomed-out levels built for huge "
+                  f"images, {coarse.total_bytes / 1e6:.1f} MB")
         return 0
-    try:
-        freed = clear_cache(folder)
-    except OSError as exc:
-        raise UserError(f"cannot clear the cache {info.folder} ({exc.strerror or exc}): delete "
-                        "it by hand.") from exc
-    print(f"cleared {info.folder}: {freed / 1e6:.1f} MB freed")
+    for each in (info, coarse):
+        if each is None:
+            continue
+        try:
+            freed = clear_cache(each.folder)
+        except OSError as exc:
+            raise UserError(f"cannot clear the cache {each.folder} ({exc.strerror or exc}): "
+                            "delete it by hand.") from exc
+        print(f"cleared {each.folder}: {freed / 1e6:.1f} MB freed")
     return 0
 
 

@@ -117,14 +117,22 @@ def test_an_unwritable_cache_is_an_oserror_and_a_foreign_file_is_ignored(huge):
         assert s.coarse_path is None
 
 
-def test_a_changed_slide_file_is_built_again(huge):
-    path = huge / "s.tif"
-    tifffile.imwrite(path, noisy((2100, 1100)), tile=(256, 256), photometric="rgb")
-    with open_slide(path) as s:
-        first = coarse.build_coarse_levels(s)
+def test_a_changed_slide_file_is_built_again_and_its_old_file_removed(huge):
+    path, other = huge / "s.tif", huge / "other.tif"
+    for p in (path, other):
+        tifffile.imwrite(p, noisy((2100, 1100)), tile=(256, 256), photometric="rgb")
+        with open_slide(p) as s:
+            built = coarse.build_coarse_levels(s)
+    first = coarse.coarse_file(path)
     tifffile.imwrite(path, noisy((2100, 1100), seed=5), tile=(256, 256), photometric="rgb")
     with open_slide(path) as s:
         assert coarse.coarse_file(path) != first and coarse.needs_build(s)
+        second = coarse.build_coarse_levels(s)
+    assert sorted(first.parent.iterdir()) == sorted([second, built])  # the other slide's kept
+    with open_slide(path) as s:
+        assert s.coarse_path == second
+        np.testing.assert_array_equal(s.levels[1].compute(), pyramid.halve_block(
+            noisy((2100, 1100), seed=5)))
 
 
 def test_memory_stays_a_block_per_thread_and_a_row_per_level(huge, monkeypatch):

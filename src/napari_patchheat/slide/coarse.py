@@ -6,8 +6,9 @@ view or thumbnail decodes the whole last stored level. Where that level has more
 ``COARSE_BUILD_MIN_PX`` pixels (and tiles in the file: a sparse TIFF is cheap already),
 :func:`build_coarse_levels` computes them all in one pass over it, block by block (each stored
 tile decoded once; memory: a block per thread and a block row per computed level), into a
-tiled TIFF in ``coarse/`` of the cache folder, keyed by the slide file's path, size and time;
-``open_slide`` reads them from there once it exists (:func:`use_built_levels`). Values equal
+tiled TIFF in ``coarse/`` of the cache folder, keyed by the slide file's path, size and time
+(a new build of a changed file removes the old one); ``open_slide`` reads them from there once
+it exists (:func:`use_built_levels`). Values equal
 the lazily computed ones bit for bit. No Qt, no TensorFlow.
 """
 
@@ -28,7 +29,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..cache import cache_root
+from ..cache import coarse_dir
 from ..files import atomic_write
 from .arrays import as_dask
 from .errors import SlideError
@@ -36,7 +37,6 @@ from .pyramid import Slide, halve_block
 from .tiff_level import TiffLevel
 
 COARSE_BUILD_MIN_PX = 2**28  # last stored level px above which computed levels are built once
-COARSE_FOLDER = "coarse"  # in the cache folder
 COARSE_TILE_PX = 256  # tiles of the built levels
 COARSE_MAX_THREADS = 4  # blocks read and halved at once
 COARSE_BLOCK_AREA_PX = 2**22  # stored-level px read per block (whole tiles, 2 tile rows of
@@ -52,11 +52,14 @@ class BuildCancelled(Exception):
 
 def coarse_file(path: Path, folder: Path | None = None) -> Path:
     """Where the built computed levels of the slide file ``path`` go: a file in ``folder``
-    (default ``coarse/`` of the cache folder) named for the file's path, size and time."""
+    (default ``coarse/`` of the cache folder) named ``<path's hash>-<size and time's hash>``."""
     stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    name = hashlib.sha1(key.encode()).hexdigest()[:20]
-    return (folder or cache_root() / COARSE_FOLDER) / f"{name}.tif"
+    version = hashlib.sha1(f"{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+    return (folder or coarse_dir()) / f"{_path_hash(path)}-{version}.tif"
+
+
+def _path_hash(path: Path) -> str:
+    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
 
 
 def needs_build(slide: Slide) -> bool:
@@ -162,6 +165,10 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
         finally:
             for spool in spools:
                 spool.close()
+    for old in target.parent.glob(f"{_path_hash(slide.path)}-*.tif"):  # the file as it was
+        if old != target:
+            with contextlib.suppress(OSError):  # in use elsewhere (Windows): left for `clear`
+                old.unlink()
     return target
 
 
