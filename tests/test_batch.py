@@ -303,6 +303,8 @@ def test_batch_command_starts_a_local_cluster_and_exits_1_when_a_slide_failed(ge
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "2 slides: 1 ok, 1 failed" in done.stdout
+    assert re.search(r"^dask dashboard: http://127\.0\.0\.1:[1-9]\d*/status$", done.stderr,
+                     re.MULTILINE), done.stderr[-3000:]  # bokeh is in the test extra
     assert f"failed: {tmp_path / 'missing.svs'}: {tmp_path / 'missing.svs'} does not exist" \
         in done.stderr
     row = Manifest.read(out).rows[0]
