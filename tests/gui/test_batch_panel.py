@@ -34,6 +34,10 @@ def test_run_on_all_open_slides_opens_each_heatmap_over_its_slide(viewer, widget
     try:
         assert panel.run()
         assert not panel.run_button.enabled and not panel.run()  # one batch at a time
+        qtbot.waitUntil(lambda: panel.dashboard.visible, timeout=BATCH_TIMEOUT_MS)
+        link = panel._clients[""].dashboard_link  # the local cluster's (bokeh: test extra)
+        assert link.startswith("http://127.0.0.1:") and panel.dashboard.native.openExternalLinks()
+        assert panel.dashboard.value == f'<a href="{link}">dask dashboard</a>: {link}'
         qtbot.waitUntil(lambda: not panel.running, timeout=BATCH_TIMEOUT_MS)
     finally:
         panel.shutdown()

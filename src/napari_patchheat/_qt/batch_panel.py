@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import Container, FileEdit, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 from qtpy.QtCore import QTimer
 
 from ..heatmap import Heatmap
@@ -32,7 +32,8 @@ BATCH_POLL_MS = 200  # how often the GUI shows the batch's progress
 
 class BatchPanel(Container):
     """The scheduler address, the output folder, "Run on all open slides", a bar over the
-    slides and a line per slide (see the module's docstring)."""
+    slides, the dask dashboard's link when the scheduler has one, and a line per slide (see the
+    module's docstring)."""
 
     def __init__(self, viewer: Any, workers: Workers, request: Callable[[], RunRequest],
                  show: ShowHeatmap, on_error: Callable[[str], None]):
@@ -48,11 +49,13 @@ class BatchPanel(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.info = TextLabel()
+        self.dashboard = Label(visible=False)  # a link that opens in the browser
+        self.dashboard.native.setOpenExternalLinks(True)
         super().__init__(labels=False, widgets=[
             Container(widgets=[self.scheduler, self.out]),
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                       labels=False),
-            self.progress, self.info])
+            self.progress, self.dashboard, self.info])
         self.running = False
         self.slide_layers: dict[str, SlideLayer] = {}  # absolute path -> its layer
         self.shown: set[str] = set()  # slides whose heatmap this batch opened
@@ -60,6 +63,7 @@ class BatchPanel(Container):
         self._cluster: Any = None
         self._lock = threading.Lock()
         self._progress: Any = None  # the batch's last BatchProgress (set on other threads)
+        self._dashboard_link = ""  # the running batch's scheduler's (set on the worker thread)
         self._cancel = threading.Event()  # the running batch's (run_batch's ``cancel``)
         self._timer = QTimer(self.native)
         self._timer.setInterval(BATCH_POLL_MS)
@@ -120,7 +124,10 @@ class BatchPanel(Container):
                    cancel: threading.Event) -> Manifest:
         from ..batch import run_batch
 
-        return run_batch(slides, request.model, request.options, out, self._client(address),
+        client = self._client(address)
+        with self._lock:
+            self._dashboard_link = client.dashboard_link or ""
+        return run_batch(slides, request.model, request.options, out, client,
                          on_progress=self._record, cancel=cancel)
 
     def _client(self, address: str) -> Any:
@@ -145,7 +152,10 @@ class BatchPanel(Container):
     def poll(self) -> None:
         """Show the batch's last progress and open the heatmaps finished since."""
         with self._lock:
-            progress = self._progress
+            progress, link = self._progress, self._dashboard_link
+        if link:
+            self.dashboard.value = f'<a href="{link}">dask dashboard</a>: {link}'
+        self.dashboard.visible = bool(link)
         if progress is not None:
             self._show_rows(progress.manifest.rows, progress)
 
