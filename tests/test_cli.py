@@ -456,3 +456,39 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_values(tmp_path):
     ref = compute_heatmap(slide, "dab", size=8, stride=1, use_cache=False)
     np.testing.assert_array_equal(Heatmap.load_npz(tmp_path / "out" / "ihc.dab.npz").values,
                                   ref.values)
+
+
+def test_run_builds_a_huge_single_level_tiffs_zoomed_out_views_once(tmp_path, capsys,
+                                                                   monkeypatch):
+    """As napari does on opening one: the first run builds the views into coarse/ (its tissue
+    mask reads them), later runs reuse them, and the heatmap is the lazily computed levels'."""
+    import skimage.data
+    import tifffile
+
+    from napari_patchheat.cache import coarse_dir
+    from napari_patchheat.slide import coarse
+
+    monkeypatch.setenv("PATCHHEAT_CACHE_DIR", str(tmp_path / "cache"))
+    slide = tmp_path / "big.tif"
+    tifffile.imwrite(slide, np.tile(skimage.data.immunohistochemistry(), (8, 6, 1)),
+                     tile=(256, 256), photometric="rgb", compression="zlib")  # 4096 x 3072
+    args = [str(slide), "--model", "dab", "--size", "64", "--tissue-threshold", "0.5",
+            "--no-cache"]
+
+    def run(out: str) -> str:
+        assert main(["run", *args, "--out", str(tmp_path / out)]) == 0
+        return capsys.readouterr().err
+
+    assert "building" not in run("lazy")  # not huge at the default threshold: lazy levels
+    assert not coarse_dir().exists()
+    monkeypatch.setattr(coarse, "COARSE_BUILD_MIN_PX", 2**20)
+    assert "building the zoomed-out views of big.tif once: 100%" in run("built")
+    built = list(coarse_dir().iterdir())
+    assert len(built) == 1
+    assert "building" not in run("again") and list(coarse_dir().iterdir()) == built
+    lazy = Heatmap.load_npz(tmp_path / "lazy" / "big.dab.npz")
+    assert 0 < lazy.n_computed < lazy.values.shape[0] * lazy.values.shape[1]  # the mask skips
+    assert np.nanstd(lazy.values) > 0.01
+    for out in ("built", "again"):
+        np.testing.assert_array_equal(Heatmap.load_npz(tmp_path / out / "big.dab.npz").values,
+                                      lazy.values)

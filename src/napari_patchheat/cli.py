@@ -263,6 +263,8 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
     with open_slide(slide) as s:
         if mpp is not None:
             options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
+        if _reads_computed_levels(s, model, options, formats):
+            build_zoomed_out_views(s, quiet)
         import_tensorflow_quietly()
         run = HeatmapRun(s, model, options)
         classify = class_rule(run.model, positive_threshold, min_probability)
@@ -289,6 +291,45 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         written = write_outputs(with_class_rule(run.result(), classify), out, stem, formats, s)
         (out / f"{stem}.partial.npz").unlink(missing_ok=True)  # an earlier run's, now stale
         return written
+
+
+def _reads_computed_levels(s: Any, model: str, options: RunOptions,
+                           formats: Sequence[str]) -> bool:
+    """Whether a run reads ``s``'s computed (zoomed-out) levels: its tissue mask, a built-in
+    model's fluorescence probe, the PNG's thumbnail, or a computed level itself."""
+    from .models import is_builtin
+
+    return (options.tissue_threshold > 0 or is_builtin(model) or "png" in formats
+            or options.level >= s.stored_level_count)
+
+
+def build_zoomed_out_views(s: Any, quiet: bool) -> None:
+    """Build the zoomed-out levels of a huge dense single-level TIFF once into the cache, as
+    napari does when it opens one (slide/coarse.py): one pass over the image, which reading
+    them lazily would cost anyway, reused by every later run and open. A cache that cannot be
+    written is a warning: the run then computes them lazily."""
+    from .slide.coarse import build_coarse_levels, needs_build, use_built_levels
+
+    if not needs_build(s):
+        return
+    label = f"building the zoomed-out views of {s.path.name} once"
+
+    def progress(done: int, total: int) -> None:
+        if not quiet:
+            sys.stderr.write(f"\r{label}: {done / max(total, 1):4.0%} ")
+            ProgressLine.mid_line = done < total
+            if done >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    try:
+        build_coarse_levels(s, progress=progress)
+    except OSError as exc:
+        say(f"patchheat: warning: the zoomed-out views of {s.path} could not be built "
+            f"({exc.strerror or exc}); they are computed from the whole image when read, which "
+            "can take minutes.")
+        return
+    use_built_levels(s)
 
 
 def class_rule(model: Any, positive_threshold: float | None,
