@@ -30,8 +30,12 @@ from pathlib import Path
 from typing import Any
 
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
-              "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+              "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "TF_CPP_MIN_LOG_LEVEL": "3"}
 os.environ.update(ONE_THREAD)  # this process's single runs; the workers get theirs by plugin
+# the single runs' environment: a LocalCluster's nannies write dask's worker variables (e.g.
+# MALLOC_TRIM_THRESHOLD_) into this process's, which `patchheat run` from a shell never sees
+SINGLE_ENV = dict(os.environ)
 
 import numpy as np  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
@@ -104,7 +108,7 @@ def single_runs(model: str, warm_slide: str, paths: list[Path]) -> tuple[float, 
     """(wall, CPU) seconds of the single runs of ``paths``, in a warm child process."""
     out = subprocess.run([sys.executable, __file__, "--singles", model, warm_slide,
                           *map(str, paths)],
-                         env={**os.environ, **ONE_THREAD}, capture_output=True, text=True,
+                         env=SINGLE_ENV, capture_output=True, text=True,
                          check=True)
     wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
     return wall, cpu
