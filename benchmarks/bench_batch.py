@@ -30,11 +30,15 @@ from pathlib import Path
 from typing import Any
 
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
-              "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+              "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "TF_CPP_MIN_LOG_LEVEL": "3"}
 os.environ.update(ONE_THREAD)  # this process's single runs; the workers get theirs by plugin
+# the single runs' environment: a LocalCluster's nannies write dask's worker variables (e.g.
+# MALLOC_TRIM_THRESHOLD_) into this process's, which `patchheat run` from a shell never sees
+SINGLE_ENV = dict(os.environ)
 
 import numpy as np  # noqa: E402
-from distributed import Client, LocalCluster  # noqa: E402
+from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
 
 from napari_patchheat.batch import BatchJob, run_batch  # noqa: E402
 from napari_patchheat.cache import cache_root  # noqa: E402
@@ -104,7 +108,7 @@ def single_runs(model: str, warm_slide: str, paths: list[Path]) -> tuple[float, 
     """(wall, CPU) seconds of the single runs of ``paths``, in a warm child process."""
     out = subprocess.run([sys.executable, __file__, "--singles", model, warm_slide,
                           *map(str, paths)],
-                         env={**os.environ, **ONE_THREAD}, capture_output=True, text=True,
+                         env=SINGLE_ENV, capture_output=True, text=True,
                          check=True)
     wall, cpu = json.loads(out.stdout.strip().splitlines()[-1])
     return wall, cpu
@@ -123,11 +127,6 @@ def warm(model: str, slide: str) -> None:
                 ("npz",), job.options, quiet=True)
 
 
-def timed_batch(client: Client, paths: list[Path], model: str, **kw: Any) -> float:
-    """Wall seconds of a batch of ``paths`` (the client's side: submission to manifest)."""
-    return batch_times(client, paths, model, **kw)[0]
-
-
 def batch_times(client: Client, paths: list[Path], model: str,
                 **kw: Any) -> tuple[float, float]:
     """(wall, CPU) seconds of a batch of ``paths``: CPU is the workers' processes' own."""
@@ -138,6 +137,20 @@ def batch_times(client: Client, paths: list[Path], model: str,
     cpu1 = client.run(time.process_time)
     assert m.count("ok") == len(paths), m.to_csv()
     return wall, sum(cpu1[w] - cpu0[w] for w in cpu1)
+
+
+def split_times(client: Client, slide: Path, model: str,
+                split_px: int) -> tuple[float, float, float, float]:
+    """(wall, CPU) seconds of a split batch of ``slide`` (as :func:`batch_times`), and the
+    seconds its slide's task ran alone before its first region task started and after its
+    last one ended (the serial parts: the run with its tissue mask; the merge and files)."""
+    with get_task_stream(client) as stream:
+        wall, cpu = batch_times(client, [slide], model, split_px=split_px)
+    spans = {t["key"]: [(s["start"], s["stop"]) for s in t["startstops"]
+                        if s["action"] == "compute"][0] for t in stream.data}
+    (start, stop), = [v for k, v in spans.items() if k.startswith("patchheat-slide")]
+    regions = [v for k, v in spans.items() if k.startswith("patchheat-region")]
+    return (wall, cpu, min(a for a, _ in regions) - start, stop - max(b for _, b in regions))
 
 
 def cluster(workers: int) -> tuple[LocalCluster, Client]:
@@ -177,6 +190,8 @@ def main() -> None:
     single_s: dict[str, float] = {}
     split: dict[str, tuple[float, float, int]] = {}
     cpu_ratio: dict[str, float] = {}
+    busy: dict[tuple[str, str], float] = {}  # cores a run keeps busy: CPU / wall
+    serial: dict[str, tuple[float, float, float]] = {}  # the best split: before, after, CPU
     for workers in (1, 2):
         cl, client = cluster(workers)
         try:
@@ -187,15 +202,20 @@ def main() -> None:
                 best = [np.inf] * 3
                 for _ in range(repeats):  # alternated, so that load from elsewhere hits all
                     wall, cpu = batch_times(client, paths, model)
+                    if wall < best[0] and workers == 1:
+                        busy[name, "batch"] = cpu / wall
                     best[0] = min(best[0], wall)
                     if workers == 1:  # the single runs, while this cluster idles
                         single_wall, single_cpu = single_runs(model, warm_slide, paths)
                         best[1] = min(best[1], single_wall)
                         cpu_ratio[name] = min(cpu_ratio.get(name, np.inf), cpu / single_cpu)
                     else:
-                        best[1] = min(best[1], timed_batch(client, [big], model))
-                        best[2] = min(best[2], timed_batch(client, [big], model,
-                                                           split_px=split_px))
+                        wall, cpu = batch_times(client, [big], model)
+                        if wall < best[1]:
+                            best[1], busy[name, "big"] = wall, cpu / wall
+                        wall, cpu, before, after = split_times(client, big, model, split_px)
+                        if wall < best[2]:
+                            best[2], serial[name] = wall, (before, after, cpu)
                 batch_s[name, workers] = best[0]
                 if workers == 1:
                     single_s[name] = best[1]
@@ -209,14 +229,23 @@ def main() -> None:
         one, two = batch_s[name, 1], batch_s[name, 2]
         print(f"1. {name}: 1 worker {N_SLIDES / one * 3600:,.0f} slides/h, 2 workers "
               f"{N_SLIDES / two * 3600:,.0f} slides/h: ratio {one / two:.2f} (target >= 1.6)")
+        cores = busy[name, "batch"]
+        print(f"   (additional) the 1-worker batch keeps {cores:.2f} cores busy (CPU / wall: its "
+              f"task's thread and its read-ahead thread): 2 workers on {os.cpu_count()} cores "
+              f"can gain at most {os.cpu_count() / cores:.2f}x")
         print(f"2. {name}: 1-worker batch {one:.2f} s over the sum of single runs "
               f"{single_s[name]:.2f} s: ratio {one / single_s[name]:.3f} (target < 1.10); "
               f"CPU time (the worker process's, all its threads) over the single runs' "
               f"{cpu_ratio[name]:.3f}")
         t1, t4, n = split[name]
         print(f"3. {name}: {BIG * size} x {BIG * size} px slide ({n:,} patches), one task {t1:.2f} "
-              f"s, 4 region tasks on 2 workers {t4:.2f} s: ratio {t1 / t4:.2f} (target >= 1.6)",
-              flush=True)
+              f"s, 4 region tasks on 2 workers {t4:.2f} s: ratio {t1 / t4:.2f} (target >= 1.6)")
+        before, after, cpu = serial[name]
+        floor = before + after + (cpu - before - after) / 2
+        print(f"   (additional) one task keeps {busy[name, 'big']:.2f} cores busy; the split's "
+              f"task alone {before:.2f} s before its regions and {after:.2f} s after, the "
+              f"workers' CPU {cpu:.2f} s: on 2 cores it takes at least {floor:.2f} s, a ratio of "
+              f"at most {t1 / floor:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from napari_patchheat.batch import BatchJob, plan, run_batch, split_order
+from napari_patchheat.batch import BatchJob, WorkerSettings, plan, run_batch, split_order
 from napari_patchheat.cli import run_job
 from napari_patchheat.grid import PatchGrid
 from napari_patchheat.heatmap import Heatmap
@@ -262,6 +262,27 @@ def test_batch_command_runs_on_a_scheduler_started_with_the_dask_commands(genera
         cli_options = RunOptions(size=64, stride=48, padding="SAME", tissue_threshold=0.1)
         assert_same_files(row.outputs, reference(slide, tmp_path / "ref", cli_options,
                                                  ("npz", "csv")))
+
+
+def page_faults_of_freed_buffers(n: int = 20, nbytes: int = 4 * 2**20) -> int:
+    """Minor page faults of allocating, filling and freeing ``n`` buffers of ``nbytes``."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        np.ones(nbytes, np.uint8)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux)")
+def test_workers_reuse_freed_buffers_despite_the_nannys_trim_threshold(client):
+    """dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_, which has glibc map and fault
+    in every large buffer anew; with the batch's worker settings a freed buffer is reused."""
+    assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
+    client.register_plugin(WorkerSettings())
+    pages = 4 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    for faults in client.run(page_faults_of_freed_buffers).values():
+        assert faults < 3 * pages  # not 20 times: the first buffer's pages, reused
 
 
 def test_batch_flags():

@@ -246,6 +246,38 @@ def test_streaming_batches_have_the_batch_size_and_masked_blocks_are_not_read(le
     assert 0 < len(reads) < n_blocks / 2
 
 
+@pytest.mark.parametrize("k, s, padding", [(64, 64, "VALID"), (40, 24, "SAME")])
+def test_a_slides_tile_reader_decodes_only_the_tiles_of_kept_patches(slide_writer, k, s,
+                                                                    padding, monkeypatch):
+    from napari_patchheat.slide import open_slide
+    from napari_patchheat.slide.tiff_level import TiffLevel
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)
+    path, _ = slide_writer("tiles.tif", image, layout="single", compression=None, tile=(64, 64))
+    g = PatchGrid(*image.shape[:2], k, s, padding=padding)
+    mask = np.zeros(g.shape, dtype=bool)
+    mask[1, 1] = mask[2, 9] = mask[-1, -1] = True  # a sparse ring: wide bounding boxes
+    mask[5, 3:6] = True
+    decoded = []
+    decode = TiffLevel.decode_tile
+    with open_slide(path) as slide:  # (opening decodes a tile: a broken codec fails there)
+        monkeypatch.setattr(TiffLevel, "decode_tile", lambda self, page, index: (
+            decoded.append(index) or decode(self, page, index)))
+        batches = list(iter_patch_batches(slide.reader(0), g, batch_size=4, mask=mask,
+                                          block_px=600, backend="numpy"))
+    idx, pts = gather(batches)
+    assert len(idx) == mask.sum()
+    np.testing.assert_array_equal(pts, whole_level(image, g)[idx[:, 0], idx[:, 1]])
+    ey, ex = g.effective_size
+    top, left = idx[:, 0] * s - g.pad_before[0], idx[:, 1] * s - g.pad_before[1]
+    touched = {(ty, tx) for y, x in zip(top, left)
+               for ty in range(max(y, 0) // 64, min(y + ey, 700) // 64 + 1)
+               for tx in range(max(x, 0) // 64, min(x + ex, 900) // 64 + 1)
+               if ty * 64 < min(y + ey, 700) and tx * 64 < min(x + ex, 900)}
+    assert len(decoded) == len(touched)  # not every tile of the blocks' bounding boxes
+
+
 def test_streaming_rejects_mismatched_inputs(level):
     g = PatchGrid(100, 100, 10, 10)
     with pytest.raises(ValueError, match="does not match the grid"):

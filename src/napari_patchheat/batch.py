@@ -16,6 +16,7 @@ by the workers only.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import json
@@ -58,6 +59,13 @@ EVENT_EVERY_S = 0.5  # a task reports its patch counts at most this often (and w
 TOPIC_PREFIX = "patchheat-progress"
 # TensorFlow (and OpenMP) in a worker get as many threads as the worker has, unless set
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+# dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set (65536), which also fixes glibc's
+# mmap threshold at 128 KiB: every decoded tile and block is then mapped, faulted in and unmapped
+# anew (a fifth of a `dab` slide's time, benchmarks.md). Workers get glibc's own thresholds back,
+# the highest its dynamic threshold reaches (64-bit) and twice that to trim.
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 # a task's own dask reads (a slide's levels) run in its worker's process, as in `patchheat run`,
 # not as tasks of the cluster (dask's default inside a worker)
 LOCAL_DASK_SCHEDULER = "threads"
@@ -224,7 +232,7 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
                                                      msg["pid"])
             notify()
 
-    client.register_plugin(ThreadLimits())
+    client.register_plugin(WorkerSettings())
     client.subscribe_topic(job.topic, on_event)
     resources = None if job.split_px else job.resources  # a split slide's task only merges
     futures = {
@@ -283,17 +291,34 @@ def _row(future: Any, slide: str) -> SlideRow:
 # --- on the workers ---------------------------------------------------------------------------
 
 
-class ThreadLimits(WorkerPlugin):
+class WorkerSettings(WorkerPlugin):
     """Gives TensorFlow and OpenMP in each worker as many threads as the worker has (before
-    TensorFlow loads; variables already set are kept) and quiets TensorFlow's C++ logs."""
+    TensorFlow loads; variables already set are kept), quiets TensorFlow's C++ logs and undoes
+    the nanny's allocator setting (:func:`reuse_freed_memory`)."""
 
-    name = "patchheat-thread-limits"
+    name = "patchheat-worker-settings"
 
     def setup(self, worker: Any) -> None:
         for var in THREAD_ENV:
             os.environ.setdefault(var, str(worker.state.nthreads))
         if not os.environ.get(DEBUG_ENV):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        if "MALLOC_TRIM_THRESHOLD_" in os.environ:
+            reuse_freed_memory()
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc's malloc keep freed buffers of up to MMAP_THRESHOLD_BYTES in this process for
+    reuse, as a process started without MALLOC_TRIM_THRESHOLD_ does once it has freed a large
+    one; False where malloc is not glibc's."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 _MODELS = ModelCache()  # in each worker process: models loaded once, kept across tasks

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .grid import READ_BLOCK_PX, PatchGrid, read_region
+from .grid import READ_BLOCK_PX, Needed, PatchGrid, read_region
 
 BLOCK_PATCH_BYTES = 256 * 2**20  # "tf" backend: most bytes of patches one extraction returns
 Backend = Literal["auto", "tf", "numpy"]
@@ -197,10 +197,26 @@ def read_blocks(
             keep = keep[kr[0] : kr[-1] + 1, kc[0] : kc[-1] + 1]
             rows = range(rows.start + kr[0], rows.start + kr[-1] + 1)
             cols = range(cols.start + kc[0], cols.start + kc[-1] + 1)
-        region = read_region(level, *grid.block_region(rows, cols))
+        needed = None if keep is None else _overlaps_kept(grid, keep, rows, cols)
+        region = read_region(level, *grid.block_region(rows, cols), needed=needed)
         patches = block_patches(region, grid, backend)
         local = np.argwhere(keep if keep is not None else np.ones(patches.shape[:2], bool))
         yield Block(patches, local, (rows.start, cols.start))
+
+
+def _overlaps_kept(grid: PatchGrid, keep: np.ndarray, rows: range, cols: range) -> Needed:
+    """Whether level pixels [y0, y1) x [x0, x1) overlap a patch ``keep`` (the block's patches
+    from grid row and column (rows.start, cols.start)) keeps: a tile reader decodes only
+    those tiles of a block's region (its other pixels are never cut into patches)."""
+    (sy, sx), (py, px), (ey, ex) = grid.stride, grid.pad_before, grid.effective_size
+
+    def needed(y0: int, y1: int, x0: int, x1: int) -> bool:
+        # grid row r covers level rows [r sy - py, r sy - py + ey); likewise columns
+        r0, r1 = (y0 + py - ey) // sy + 1 - rows.start, (y1 + py - 1) // sy + 1 - rows.start
+        c0, c1 = (x0 + px - ex) // sx + 1 - cols.start, (x1 + px - 1) // sx + 1 - cols.start
+        return bool(keep[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)].any())
+
+    return needed
 
 
 def read_order(level: Any, grid: PatchGrid, block_px: int = READ_BLOCK_PX,

@@ -9,7 +9,7 @@ Nothing here imports TensorFlow or Qt.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,8 @@ import numpy as np
 
 Pair = tuple[int, int]
 FloatPair = tuple[float, float]
+# whether level pixels [y0, y1) x [x0, x1) are needed: (y0, y1, x0, x1) -> bool
+Needed = Callable[[int, int, int, int], bool]
 PADDINGS = ("VALID", "SAME")
 READ_BLOCK_PX = 2048  # height and width of the level region one block reads (before its halo)
 
@@ -337,15 +339,20 @@ def as_numpy(image: Any) -> np.ndarray:
 
 
 def read_region(
-    image: Any, y0: int, x0: int, y1: int, x1: int, step: tuple[int, int] = (1, 1)
+    image: Any, y0: int, x0: int, y1: int, x1: int, step: tuple[int, int] = (1, 1),
+    needed: Needed | None = None,
 ) -> np.ndarray:
     """Pixels [y0, y1) x [x0, x1) of ``image`` (level pixels), every ``step``-th on each axis
     counted from (y0, x0), zeros outside the image.
 
     ``image`` is Y X [C] (numpy, dask or anything sliceable); only the samples inside the image
     are read. The result is a numpy array of the image's dtype,
-    (ceil((y1 - y0) / step_y), ceil((x1 - x0) / step_x)[, C]).
+    (ceil((y1 - y0) / step_y), ceil((x1 - x0) / step_x)[, C]). ``needed``: an image that reads
+    tiles (``read_tiles(key, needed=...)``) leaves the tiles it says False to unread, their
+    pixels undefined.
     """
+    if needed is not None and hasattr(image, "read_tiles"):
+        image = _TilesNeeded(image, needed)
     h, w = image.shape[:2]
     (sy, iy0, iy1), (sx, ix0, ix1) = _samples(y0, y1, step[0], h), _samples(x0, x1, step[1], w)
     ny, nx = -(-(y1 - y0) // step[0]), -(-(x1 - x0) // step[1])
@@ -358,6 +365,16 @@ def read_region(
                   sx : sx + (ix1 - ix0 - 1) * step[1] + 1 : step[1]]
         )
     return out
+
+
+class _TilesNeeded:
+    """A tile reader sliced with ``needed`` (see :func:`read_region`)."""
+
+    def __init__(self, image: Any, needed: Needed):
+        self.image, self.needed, self.shape, self.dtype = image, needed, image.shape, image.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.image.read_tiles(key, needed=self.needed))
 
 
 def _samples(a0: int, a1: int, step: int, n: int) -> tuple[int, int, int]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from .cache import RunCache, open_run_cache, run_key
 from .extract import PatchBatch, batch_blocks, read_blocks
-from .grid import READ_BLOCK_PX, PatchGrid
+from .grid import READ_BLOCK_PX, Needed, PatchGrid
 from .heatmap import Heatmap
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
@@ -47,8 +47,13 @@ class _LevelReader:
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        return self.read_tiles(key)
+
+    def read_tiles(self, key: Any, needed: Needed | None = None) -> np.ndarray:
+        """``self[key]``; a tile reader decodes only the tiles ``needed`` takes (see
+        ``grid.read_region``)."""
         if hasattr(self.level, "read_tiles"):
-            return self.level.read_tiles(key, self._pool.map if self._pool else map)
+            return self.level.read_tiles(key, self._pool.map if self._pool else map, needed)
         part = self.level[key]
         if hasattr(part, "compute"):
             if self._pool is None:

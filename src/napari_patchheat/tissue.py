@@ -188,7 +188,9 @@ def grid_tissue_fraction(
     mdy, mdx = as_float_pair("mask_downsample", mask_downsample)
     gdy, gdx = as_float_pair("grid_downsample", grid_downsample)
     integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.float64)
-    np.cumsum(np.cumsum(m, axis=0, dtype=np.float64), axis=1, out=integral[1:, 1:])
+    # counted in integers (exact, and half the time of float64 sums), along rows first
+    counts = np.cumsum(m, axis=1, dtype=np.int64 if m.size >= 2**31 else np.int32)
+    integral[1:, 1:] = np.cumsum(counts, axis=0, out=counts)
     ey, ex = grid.effective_size
     ys = grid.row_starts() * gdy
     xs = grid.col_starts() * gdx

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..grid import READ_BLOCK_PX
+from ..grid import READ_BLOCK_PX, Needed
 from .errors import SlideError
 from .tile_cache import EDGE_TILE_CACHE_BYTES, EDGE_TILES
 
@@ -148,9 +148,11 @@ class TiffLevel:
     def __getitem__(self, key: Any) -> np.ndarray:
         return self.read_tiles(key)
 
-    def read_tiles(self, key: Any, map_fn: Callable[..., Iterable[Any]] = map) -> np.ndarray:
+    def read_tiles(self, key: Any, map_fn: Callable[..., Iterable[Any]] = map,
+                   needed: Needed | None = None) -> np.ndarray:
         """``self[key]``, decoding the tiles it touches through ``map_fn`` (``map``: one after
-        the other; an executor's ``map``: on its threads)."""
+        the other; an executor's ``map``: on its threads); with ``needed``, only the tiles
+        whose level-pixel extent it says True to (the others' pixels are undefined)."""
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):
             i = key.index(Ellipsis)
@@ -172,12 +174,14 @@ class TiffLevel:
                 lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
                 sub.append(idx - lo)
             bounds.append((lo, hi))
-        return self._read(*bounds[0], *bounds[1], map_fn)[tuple(sub) + (key[2],)]
+        return self._read(*bounds[0], *bounds[1], map_fn, needed)[tuple(sub) + (key[2],)]
 
     def _read(self, y0: int, y1: int, x0: int, x1: int,
-              map_fn: Callable[..., Iterable[Any]] = map) -> np.ndarray:
+              map_fn: Callable[..., Iterable[Any]] = map,
+              needed: Needed | None = None) -> np.ndarray:
         """Level pixels [y0, y1) x [x0, x1), all channels, from the tiles they touch (each
-        decoded and copied into its own part of the result by ``map_fn``)."""
+        decoded and copied into its own part of the result by ``map_fn``) and ``needed``
+        takes."""
         out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
         th, tw = self.tile
         channels = self.samples // self.planes
@@ -202,8 +206,14 @@ class TiffLevel:
 
         rows = range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0)
         cols = range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0)
-        for _ in map_fn(place, itertools.product(range(len(self.pages)), range(self.planes),
-                                                 rows, cols)):
+        if needed is not None:
+            rows_cols = [(ty, tx) for ty in rows for tx in cols
+                         if needed(ty * th, (ty + 1) * th, tx * tw, (tx + 1) * tw)]
+        else:
+            rows_cols = list(itertools.product(rows, cols))
+        jobs = ((p, plane, ty, tx) for p in range(len(self.pages)) for plane in range(self.planes)
+                for ty, tx in rows_cols)
+        for _ in map_fn(place, jobs):
             pass
         return out
 
