@@ -6,6 +6,7 @@
    this 2-core machine).
 2. Overhead: the 1-worker batch's wall time over the sum of the same slides' single runs
    (``cli.run_job``, what ``patchheat run`` does) in one warm process with 1 thread
+   ($PATCHHEAT_THREADS and TensorFlow's thread variables 1, as in a worker of 1 thread)
    (target: below 1.10, i.e. under 10% overhead); also the CPU time of the worker process (all
    its threads: the task, dask's event loop and profiler) over the single runs', which load
    from other programs on the machine does not change.
@@ -35,7 +36,9 @@ ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
 os.environ.update(ONE_THREAD)  # this process's single runs; the workers get theirs by plugin
 # the single runs' environment: a LocalCluster's nannies write dask's worker variables (e.g.
 # MALLOC_TRIM_THRESHOLD_) into this process's, which `patchheat run` from a shell never sees
-SINGLE_ENV = dict(os.environ)
+# (one thread: a run given one core reads its blocks in turn with the model, as a worker of
+# one thread does through the batch's worker settings)
+SINGLE_ENV = {**os.environ, "PATCHHEAT_THREADS": "1"}
 
 import numpy as np  # noqa: E402
 from distributed import Client, LocalCluster, get_task_stream  # noqa: E402
@@ -231,8 +234,8 @@ def main() -> None:
               f"{N_SLIDES / two * 3600:,.0f} slides/h: ratio {one / two:.2f} (target >= 1.6)")
         cores = busy[name, "batch"]
         print(f"   (additional) the 1-worker batch keeps {cores:.2f} cores busy (CPU / wall: its "
-              f"task's thread and its read-ahead thread): 2 workers on {os.cpu_count()} cores "
-              f"can gain at most {os.cpu_count() / cores:.2f}x")
+              f"task's thread, and a read-ahead thread where it has more than one): 2 workers "
+              f"on {os.cpu_count()} cores can gain at most {os.cpu_count() / cores:.2f}x")
         print(f"2. {name}: 1-worker batch {one:.2f} s over the sum of single runs "
               f"{single_s[name]:.2f} s: ratio {one / single_s[name]:.3f} (target < 1.10); "
               f"CPU time (the worker process's, all its threads) over the single runs' "

@@ -264,6 +264,12 @@ def test_batch_command_runs_on_a_scheduler_started_with_the_dask_commands(genera
                                                  ("npz", "csv")))
 
 
+def environ(name: str) -> str | None:
+    """``name`` in the environment of the process this runs in (through client.run: a
+    worker's; ``os.environ.get`` itself would carry this process's mapping along)."""
+    return os.environ.get(name)
+
+
 def page_faults_of_freed_buffers(n: int = 20, nbytes: int = 4 * 2**20) -> int:
     """Minor page faults of allocating, filling and freeing ``n`` buffers of ``nbytes``."""
     import resource
@@ -278,11 +284,22 @@ def page_faults_of_freed_buffers(n: int = 20, nbytes: int = 4 * 2**20) -> int:
 def test_workers_reuse_freed_buffers_despite_the_nannys_trim_threshold(client):
     """dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_, which has glibc map and fault
     in every large buffer anew; with the batch's worker settings a freed buffer is reused."""
-    assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
+    assert set(client.run(environ, "MALLOC_TRIM_THRESHOLD_").values()) == {"65536"}
     client.register_plugin(WorkerSettings())
     pages = 4 * 2**20 // os.sysconf("SC_PAGE_SIZE")
     for faults in client.run(page_faults_of_freed_buffers).values():
         assert faults < 3 * pages  # not 20 times: the first buffer's pages, reused
+
+
+def test_a_one_thread_worker_runs_on_one_thread(client):
+    """The worker settings give a run as many threads as its worker has: a one-thread worker
+    reads its blocks in turn with the model, keeping one core busy as dask's count means."""
+    from napari_patchheat.inference import run_threads
+
+    client.register_plugin(WorkerSettings())
+    assert set(client.nthreads().values()) == {1}
+    assert set(client.run(run_threads).values()) == {1}
+    assert set(client.run(environ, "TF_NUM_INTRAOP_THREADS").values()) == {"1"}
 
 
 def test_batch_flags():

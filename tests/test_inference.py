@@ -298,7 +298,10 @@ def test_out_of_memory_outside_the_model_asks_for_smaller_batches(ihc_tif):
                                        "the batch size or the patch size.")
 
 
-def test_decoding_on_a_thread_pool_gives_the_same_heatmap(tmp_path, monkeypatch):
+def test_reading_in_turn_ahead_or_on_a_thread_pool_gives_the_same_heatmap(tmp_path,
+                                                                         monkeypatch):
+    """$PATCHHEAT_THREADS 1: blocks read in turn with the model (no read-ahead thread); 2: read
+    ahead on one thread; 4: read ahead, decoding on a pool of 3."""
     import skimage.data
     import tifffile
 
@@ -308,11 +311,36 @@ def test_decoding_on_a_thread_pool_gives_the_same_heatmap(tmp_path, monkeypatch)
     img = np.tile(skimage.data.immunohistochemistry(), (2, 2, 1))
     tifffile.imwrite(path, img, tile=(128, 128), photometric="rgb", compression="zlib")
     opts = dict(size=48, stride=40, padding="SAME", batch_size=16, use_cache=False, block_px=300)
-    one = compute_heatmap(path, "dab", **opts)
-    monkeypatch.setattr(inference, "READ_WORKERS", 3)  # a 4-core machine's read-ahead
-    pooled = compute_heatmap(path, "dab", **opts)
-    assert one.n_computed == one.grid.n_patches
-    np.testing.assert_array_equal(pooled.values, one.values)
+    ahead = []
+
+    class Watched(inference._Prefetch):
+        def __init__(self, *args):
+            ahead.append(threading.current_thread())
+            super().__init__(*args)
+
+    monkeypatch.setattr(inference, "_Prefetch", Watched)
+    heatmaps = {}
+    for threads in ("1", "2", "4"):
+        monkeypatch.setenv("PATCHHEAT_THREADS", threads)
+        assert inference.run_threads() == int(threads)
+        heatmaps[threads] = compute_heatmap(path, "dab", **opts)
+    assert len(ahead) == 2  # not with one thread
+    one = heatmaps["1"]
+    assert one.n_computed == one.grid.n_patches and np.nanstd(one.values) > 0.01
+    for threads in ("2", "4"):
+        np.testing.assert_array_equal(heatmaps[threads].values, one.values)
+
+
+def test_run_threads_defaults_to_the_cpus_the_process_may_use(monkeypatch):
+    import os
+
+    from napari_patchheat.inference import run_threads
+
+    monkeypatch.delenv("PATCHHEAT_THREADS", raising=False)
+    assert run_threads() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("PATCHHEAT_THREADS", "two")
+    with pytest.raises(ValueError, match="PATCHHEAT_THREADS='two' is not a whole number"):
+        run_threads()
 
 
 # --- SAME padding: built-ins count only the samples inside the level ----------------------------

@@ -48,7 +48,7 @@ from .console import PROGRESS_EVERY_S
 from .extract import read_order
 from .grid import PatchGrid
 from .heatmap import slide_stem
-from .inference import HeatmapRun, Progress
+from .inference import THREADS_ENV, HeatmapRun, Progress
 from .manifest import Manifest, SlideRow, read_slide_list
 from .models import is_builtin
 from .options import RunOptions
@@ -57,8 +57,10 @@ from .runner import DEBUG_ENV, ModelCache, RunSpec
 CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
 EVENT_EVERY_S = 0.5  # a task reports its patch counts at most this often (and when it ends)
 TOPIC_PREFIX = "patchheat-progress"
-# TensorFlow (and OpenMP) in a worker get as many threads as the worker has, unless set
-THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+# TensorFlow, OpenMP and a run's reading in a worker get as many threads as the worker has,
+# unless set (one thread: the run reads its blocks in turn with the model, no read-ahead)
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS",
+              THREADS_ENV)
 # dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_ set (65536), which also fixes glibc's
 # mmap threshold at 128 KiB: every decoded tile and block is then mapped, faulted in and unmapped
 # anew (a fifth of a `dab` slide's time, benchmarks.md). Workers get glibc's own thresholds back,
@@ -292,9 +294,9 @@ def _row(future: Any, slide: str) -> SlideRow:
 
 
 class WorkerSettings(WorkerPlugin):
-    """Gives TensorFlow and OpenMP in each worker as many threads as the worker has (before
-    TensorFlow loads; variables already set are kept), quiets TensorFlow's C++ logs and undoes
-    the nanny's allocator setting (:func:`reuse_freed_memory`)."""
+    """Gives TensorFlow, OpenMP and the runs' reading in each worker as many threads as the
+    worker has (before TensorFlow loads; variables already set are kept), quiets TensorFlow's
+    C++ logs and undoes the nanny's allocator setting (:func:`reuse_freed_memory`)."""
 
     name = "patchheat-worker-settings"
 

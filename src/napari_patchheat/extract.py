@@ -7,7 +7,7 @@ never loads TensorFlow into a napari process by itself.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -167,7 +167,7 @@ def read_blocks(
     mask: np.ndarray | None = None,
     block_px: int = READ_BLOCK_PX,
     backend: Backend = "auto",
-) -> Iterator[Block]:
+) -> Generator[Block, None, None]:
     """A whole level's patches, one :class:`Block` at a time (one region read, one extraction).
 
     ``level`` is Y X C (numpy, dask or a slide's tile reader) of the grid's height and width.

@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .cache import RunCache, open_run_cache, run_key
-from .extract import PatchBatch, batch_blocks, read_blocks
+from .extract import Block, PatchBatch, batch_blocks, read_blocks
 from .grid import READ_BLOCK_PX, Needed, PatchGrid
 from .heatmap import Heatmap
 from .models.keras_model import KERAS_SUFFIXES
@@ -32,8 +32,23 @@ from .models.patch_model import InsideMask
 from .options import RunOptions
 
 PREFETCH_BLOCKS = 2  # blocks read and cut ahead of the model (batches are copied in its thread)
-READ_WORKERS = max(1, (os.cpu_count() or 2) - 1)  # decoding threads: leave a core to the model
+THREADS_ENV = "PATCHHEAT_THREADS"  # the cores a run may keep busy (a batch worker sets its own)
 DEFAULT_PATCH_PX = 224  # patch size of a model that takes any size, when none is given
+
+
+def run_threads() -> int:
+    """The cores a run may keep busy: ``$PATCHHEAT_THREADS`` where set (each worker of
+    ``patchheat batch`` sets its thread count there), else the CPUs this process may run on."""
+    if os.environ.get(THREADS_ENV, "").strip():
+        try:
+            return max(1, int(os.environ[THREADS_ENV]))
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV}={os.environ[THREADS_ENV]!r} is not a whole number "
+                             "of threads: set it to 1 or more, or unset it.") from None
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class _LevelReader:
@@ -42,7 +57,7 @@ class _LevelReader:
     on a thread pool, a dask level computes on as many threads, numpy levels pass through."""
 
     def __init__(self, level: Any, workers: int | None = None):
-        workers = READ_WORKERS if workers is None else workers
+        workers = max(1, run_threads() - 1) if workers is None else workers
         self.level, self.shape, self.dtype, self.workers = level, level.shape, level.dtype, workers
         self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
 
@@ -218,8 +233,10 @@ class HeatmapRun:
         if total == 0:
             return
         reader = _LevelReader(self.reader)
-        blocks = _Prefetch(read_blocks(reader, self.grid, todo, self.block_px, self.backend),
-                           PREFETCH_BLOCKS, cancel)
+        read = read_blocks(reader, self.grid, todo, self.block_px, self.backend)
+        # read ahead on a thread of its own; with one core, in turn with the model
+        blocks: Generator[Block, None, None] | _Prefetch = (
+            _Prefetch(read, PREFETCH_BLOCKS, cancel) if run_threads() > 1 else read)
         try:
             for batch in batch_blocks(blocks, self.batch_size):
                 if cancel is not None and cancel.is_set():
@@ -233,7 +250,7 @@ class HeatmapRun:
         except Exception as exc:  # reading or the model failed: keep what is done
             raise RunError(_describe(exc, self.slide.path), self.heatmap) from exc
         finally:
-            blocks.close()
+            blocks.close()  # a generator's close stops its reading too
             reader.close()
             if self.cache is not None:
                 self.cache.flush()
