@@ -482,6 +482,11 @@ def test_run_builds_a_huge_single_level_tiffs_zoomed_out_views_once(tmp_path, ca
     assert "building" not in run("lazy")  # not huge at the default threshold: lazy levels
     assert not coarse_dir().exists()
     monkeypatch.setattr(coarse, "COARSE_BUILD_MIN_PX", 2**20)
+    for bad in (["--model", str(tmp_path / "missing.keras")], ["--level", "9"]):  # at once
+        assert main(["run", *args, *bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert "building" not in err and ("missing.keras" in err or "level=9" in err), err
+    assert not coarse_dir().exists()
     assert "building the zoomed-out views of big.tif once: 100%" in run("built")
     built = list(coarse_dir().iterdir())
     assert len(built) == 1

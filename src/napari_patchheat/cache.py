@@ -333,8 +333,8 @@ def cache_info(folder: str | os.PathLike[str] | None = None) -> CacheInfo:
 
 
 def clear_cache(folder: str | os.PathLike[str] | None = None) -> int:
-    """Delete the cache folder ``folder`` (default :func:`runs_dir`; :func:`coarse_dir` too);
-    returns bytes freed."""
+    """Delete the cache folder ``folder`` (default :func:`runs_dir`; it serves
+    :func:`coarse_dir` as well); returns bytes freed."""
     folder = Path(folder) if folder is not None else runs_dir()
     freed = cache_info(folder).total_bytes
     if folder.is_dir():

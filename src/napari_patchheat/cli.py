@@ -258,15 +258,21 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
     except OSError as exc:
         raise UserError(f"cannot write the output folder {out}: {exc.strerror}; choose "
                         "another --out.") from exc
+    from .models import load_model
     from .slide import open_slide
+    from .slide.coarse import needs_build
 
     with open_slide(slide) as s:
         if mpp is not None:
             options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
-        if _reads_computed_levels(s, model, options, formats):
-            build_zoomed_out_views(s, quiet)
         import_tensorflow_quietly()
-        run = HeatmapRun(s, model, options)
+        run_model: Any = model
+        if _reads_computed_levels(s, model, options, formats) and needs_build(s):
+            if isinstance(model, (str, Path)):  # loaded first: a bad model stops the run at
+                run_model = load_model(model, resize=options.resize,  # once, not after a build
+                                       mixed_precision=options.mixed_precision)
+            build_zoomed_out_views(s, quiet)
+        run = HeatmapRun(s, run_model, options)
         classify = class_rule(run.model, positive_threshold, min_probability)
         if not quiet:
             _describe_run(slide, run)
@@ -293,12 +299,14 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         return written
 
 
-def _reads_computed_levels(s: Any, model: str, options: RunOptions,
+def _reads_computed_levels(s: Any, model: Any, options: RunOptions,
                            formats: Sequence[str]) -> bool:
     """Whether a run reads ``s``'s computed (zoomed-out) levels: its tissue mask, a built-in
     model's fluorescence probe, the PNG's thumbnail, or a computed level itself."""
     from .models import is_builtin
 
+    if not 0 <= options.level < len(s.levels):  # HeatmapRun says so at once
+        return False
     return (options.tissue_threshold > 0 or is_builtin(model) or "png" in formats
             or options.level >= s.stored_level_count)
 

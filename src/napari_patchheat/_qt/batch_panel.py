@@ -11,6 +11,7 @@ failure) and opens each finished heatmap over its slide (``show``).
 
 from __future__ import annotations
 
+import html
 import tempfile
 import threading
 from collections.abc import Callable
@@ -101,6 +102,8 @@ class BatchPanel(Container):
         out = Path(text) if text not in ("", ".") else Path(
             tempfile.mkdtemp(prefix="patchheat-batch-"))
         self.running, self.shown, self._progress = True, set(), None
+        with self._lock:
+            self._dashboard_link = ""  # this batch's scheduler's, once its client is made
         self._cancel = threading.Event()
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.max, self.progress.value = len(self.slide_layers), 0
@@ -154,7 +157,8 @@ class BatchPanel(Container):
         with self._lock:
             progress, link = self._progress, self._dashboard_link
         if link:
-            self.dashboard.value = f'<a href="{link}">dask dashboard</a>: {link}'
+            self.dashboard.value = f'<a href="{html.escape(link)}">dask dashboard</a>: ' \
+                                   f'{html.escape(link)}'
         self.dashboard.visible = bool(link)
         if progress is not None:
             self._show_rows(progress.manifest.rows, progress)
@@ -184,6 +188,7 @@ class BatchPanel(Container):
 
     def _finished(self, manifest: Manifest) -> None:
         self._timer.stop()
+        self.poll()  # a batch done before the first poll still shows its dashboard link
         self._show_rows(manifest.rows)
         left = self._cancel.is_set() and any(r.status == "pending" for r in manifest.rows)
         self.info.value += f"\n{manifest.summary}" + (
