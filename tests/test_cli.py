@@ -487,6 +487,11 @@ def test_run_builds_a_huge_single_level_tiffs_zoomed_out_views_once(tmp_path, ca
         err = capsys.readouterr().err
         assert "building" not in err and ("missing.keras" in err or "level=9" in err), err
     assert not coarse_dir().exists()
+    monkeypatch.setenv("PATCHHEAT_CACHE_DIR", str(slide))  # a file: nothing can be built there
+    assert "patchheat: warning: the zoomed-out views of big.tif could not be built" \
+        in run("unbuilt")  # and the run goes on, on the lazy levels
+    monkeypatch.setenv("PATCHHEAT_CACHE_DIR", str(tmp_path / "cache"))
+    assert not coarse_dir().exists()
     assert "building the zoomed-out views of big.tif once: 100%" in run("built")
     built = list(coarse_dir().iterdir())
     assert len(built) == 1
@@ -494,6 +499,6 @@ def test_run_builds_a_huge_single_level_tiffs_zoomed_out_views_once(tmp_path, ca
     lazy = Heatmap.load_npz(tmp_path / "lazy" / "big.dab.npz")
     assert 0 < lazy.n_computed < lazy.values.shape[0] * lazy.values.shape[1]  # the mask skips
     assert np.nanstd(lazy.values) > 0.01
-    for out in ("built", "again"):
+    for out in ("unbuilt", "built", "again"):
         np.testing.assert_array_equal(Heatmap.load_npz(tmp_path / out / "big.dab.npz").values,
                                       lazy.values)

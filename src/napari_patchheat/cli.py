@@ -316,7 +316,12 @@ def build_zoomed_out_views(s: Any, quiet: bool) -> None:
     napari does when it opens one (slide/coarse.py): one pass over the image, which reading
     them lazily would cost anyway, reused by every later run and open. A cache that cannot be
     written is a warning: the run then computes them lazily."""
-    from .slide.coarse import build_coarse_levels, needs_build, use_built_levels
+    from .slide.coarse import (
+        build_coarse_levels,
+        needs_build,
+        unbuilt_warning,
+        use_built_levels,
+    )
 
     if not needs_build(s):
         return
@@ -333,9 +338,7 @@ def build_zoomed_out_views(s: Any, quiet: bool) -> None:
     try:
         build_coarse_levels(s, progress=progress)
     except OSError as exc:
-        say(f"patchheat: warning: the zoomed-out views of {s.path} could not be built "
-            f"({exc.strerror or exc}); they are computed from the whole image when read, which "
-            "can take minutes.")
+        say(f"patchheat: warning: {unbuilt_warning(s.path, exc)}")
         return
     use_built_levels(s)
 

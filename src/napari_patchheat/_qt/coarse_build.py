@@ -19,7 +19,12 @@ import dask.array as da
 import numpy as np
 
 from ..slide import CHUNK_TARGET_PX, Slide
-from ..slide.coarse import BuildCancelled, build_coarse_levels, use_built_levels
+from ..slide.coarse import (
+    BuildCancelled,
+    build_coarse_levels,
+    unbuilt_warning,
+    use_built_levels,
+)
 
 COARSE_PENDING_KEY = "coarse_pending"  # layer.metadata: True while the zoomed-out views build
 CANCELLED = "cancelled"  # ... and this once their build was cancelled (they stay blank)
@@ -100,10 +105,7 @@ class CoarseBuild:
             return
         from napari.utils.notifications import show_warning
 
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        show_warning(f"PatchHeat: the zoomed-out views of {self.slide.path.name} could not be "
-                     f"built ({reason}); they are computed from the whole image when shown, "
-                     "which can take minutes.")
+        show_warning(f"PatchHeat: {unbuilt_warning(self.slide.path, exc)}")
         self._show(list(self.slide.levels))
 
     def _show(self, levels: list[Any]) -> None:

@@ -91,6 +91,12 @@ def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPa
     return slide_tissue_mask(source, level=mask_level)
 
 
+def _origin(slide: SlideLayer, level: int) -> Any:
+    """What an estimate of ``level`` was read from, for its cache key: the file, else the
+    layer's level (a layer without a file gets a pyramid of its own per level)."""
+    return "file" if slide.path is not None else ("level", level)
+
+
 class TissueEstimate:
     """Per-patch tissue fractions of a slide layer's grid, as the run computes them.
 
@@ -121,7 +127,7 @@ class TissueEstimate:
             return None, (), None, (), None
         source, source_level = found
         mask_level = choose_mask_level(source, grid, source.downsamples[source_level])
-        mask_key = ("mask", "file" if slide.path is not None else ("level", level), mask_level)
+        mask_key = ("mask", _origin(slide, level), mask_level)
         fraction_key = ("fraction", mask_key, grid, source.downsamples[source_level])
         return (source, mask_key, self.cache.get(slide.layer, mask_key, _MISSING), fraction_key,
                 self.cache.get(slide.layer, fraction_key, _MISSING))
@@ -174,7 +180,7 @@ class TissueEstimate:
         found = self._source(slide, level)
         if found is None:
             return None
-        key = ("fluorescence", "file" if slide.path is not None else ("level", level))
+        key = ("fluorescence", _origin(slide, level))
         value = self.cache.get(slide.layer, key, _MISSING)
         if isinstance(value, str):
             if value == _MISSING:

@@ -62,6 +62,14 @@ def _path_hash(path: Path) -> str:
     return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
 
 
+def unbuilt_warning(path: Path, exc: BaseException) -> str:
+    """The warning for zoomed-out views of the slide file ``path`` that could not be built
+    (``exc``: why); the lazily computed levels serve instead."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (f"the zoomed-out views of {path.name} could not be built ({reason}); they are "
+            "computed from the whole image when needed, which can take minutes.")
+
+
 def needs_build(slide: Slide) -> bool:
     """True when ``slide``'s computed levels would decode more than ``COARSE_BUILD_MIN_PX``
     stored pixels, from tiles the file holds, and are not read from a built file yet."""
