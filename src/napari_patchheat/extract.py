@@ -208,13 +208,10 @@ def _overlaps_kept(grid: PatchGrid, keep: np.ndarray, rows: range, cols: range) 
     """Whether level pixels [y0, y1) x [x0, x1) overlap a patch ``keep`` (the block's patches
     from grid row and column (rows.start, cols.start)) keeps: a tile reader decodes only
     those tiles of a block's region (its other pixels are never cut into patches)."""
-    (sy, sx), (py, px), (ey, ex) = grid.stride, grid.pad_before, grid.effective_size
-
     def needed(y0: int, y1: int, x0: int, x1: int) -> bool:
-        # grid row r covers level rows [r sy - py, r sy - py + ey); likewise columns
-        r0, r1 = (y0 + py - ey) // sy + 1 - rows.start, (y1 + py - 1) // sy + 1 - rows.start
-        c0, c1 = (x0 + px - ex) // sx + 1 - cols.start, (x1 + px - 1) // sx + 1 - cols.start
-        return bool(keep[max(r0, 0):max(r1, 0), max(c0, 0):max(c1, 0)].any())
+        rr, cc = grid.patches_in(y0, x0, y1, x1)
+        return bool(keep[max(rr.start - rows.start, 0):max(rr.stop - rows.start, 0),
+                         max(cc.start - cols.start, 0):max(cc.stop - cols.start, 0)].any())
 
     return needed
 
