@@ -325,8 +325,9 @@ class PatchGrid:
         ]
 
 
-def as_numpy(image: Any) -> np.ndarray:
-    """``np.asarray(image)``, where a dask array is computed without dask's global callbacks.
+def as_numpy(image: Any, scheduler: str | None = None) -> np.ndarray:
+    """``np.asarray(image)``, where a dask array is computed without dask's global callbacks
+    (on ``scheduler``, else dask's default).
 
     dask's default compute swaps its global ``Callback.active`` for the compute's duration, from
     whichever thread calls it; napari's slicing adds and removes its dask cache there from
@@ -334,7 +335,7 @@ def as_numpy(image: Any) -> np.ndarray:
     ``dask/cache.py``). Passing ``callbacks=()`` leaves them alone and runs none of them.
     """
     if hasattr(image, "compute") and hasattr(image, "dask"):
-        return np.asarray(image.compute(callbacks=()))
+        return np.asarray(image.compute(callbacks=(), scheduler=scheduler))
     return np.asarray(image)
 
 

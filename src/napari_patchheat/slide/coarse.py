@@ -31,6 +31,7 @@ import numpy as np
 
 from ..cache import coarse_dir
 from ..files import atomic_write
+from ..grid import as_numpy
 from .arrays import as_dask
 from .errors import SlideError
 from .pyramid import Slide, halve_block
@@ -205,7 +206,7 @@ def _read(source: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     """RGB uint8 pixels [y0, y1) x [x0, x1) of the stored level (a block of whole tiles)."""
     if isinstance(source, TiffLevel):
         return source.read_tiles((slice(y0, y1), slice(x0, x1)))
-    return np.asarray(source[y0:y1, x0:x1].compute(scheduler="synchronous"))
+    return as_numpy(source[y0:y1, x0:x1], scheduler="synchronous")
 
 
 class _Spool:

@@ -279,7 +279,6 @@ class _SparseLevel:
     def __init__(self, level: da.Array, where: AbsentRegion, factor: int):
         self.level, self.where, self.factor = level, where, factor
         self.shape, self.dtype, self.ndim = level.shape, level.dtype, 3
-        self.tile = (CHUNK_TARGET_PX, CHUNK_TARGET_PX)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         (y0, y1, _), (x0, x1, _) = (k.indices(n) for k, n in zip(key[:2], self.shape[:2]))
@@ -288,7 +287,7 @@ class _SparseLevel:
             out = np.empty((max(y1 - y0, 0), max(x1 - x0, 0), 3), np.uint8)
             out[...] = self.where.rgb
             return out[(slice(None), slice(None), *key[2:])]
-        return np.asarray(self.level[key].compute(scheduler="synchronous"))
+        return as_numpy(self.level[key], scheduler="synchronous")
 
 
 def _kept_once_computed(level: da.Array) -> da.Array:
