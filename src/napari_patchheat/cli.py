@@ -267,7 +267,7 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
             options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
         import_tensorflow_quietly()
         run_model: Any = model
-        if _reads_computed_levels(s, model, options, formats) and needs_build(s):
+        if _reads_computed_levels(s, model, options, formats, quiet) and needs_build(s):
             if isinstance(model, (str, Path)):  # loaded first: a bad model stops the run at
                 run_model = load_model(model, resize=options.resize,  # once, not after a build
                                        mixed_precision=options.mixed_precision)
@@ -299,32 +299,25 @@ def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",
         return written
 
 
-def _reads_computed_levels(s: Any, model: Any, options: RunOptions,
-                           formats: Sequence[str]) -> bool:
+def _reads_computed_levels(s: Any, model: Any, options: RunOptions, formats: Sequence[str],
+                           quiet: bool) -> bool:
     """Whether a run reads ``s``'s computed (zoomed-out) levels: its tissue mask, a built-in
-    model's fluorescence probe, the PNG's thumbnail, or a computed level itself."""
+    model's fluorescence check (not ``quiet``), the PNG's thumbnail, or a computed level."""
     from .models import is_builtin
 
     if not 0 <= options.level < len(s.levels):  # HeatmapRun says so at once
         return False
-    return (options.tissue_threshold > 0 or is_builtin(model) or "png" in formats
-            or options.level >= s.stored_level_count)
+    return (options.tissue_threshold > 0 or (is_builtin(model) and not quiet)
+            or "png" in formats or options.level >= s.stored_level_count)
 
 
 def build_zoomed_out_views(s: Any, quiet: bool) -> None:
-    """Build the zoomed-out levels of a huge dense single-level TIFF once into the cache, as
-    napari does when it opens one (slide/coarse.py): one pass over the image, which reading
-    them lazily would cost anyway, reused by every later run and open. A cache that cannot be
-    written is a warning: the run then computes them lazily."""
-    from .slide.coarse import (
-        build_coarse_levels,
-        needs_build,
-        unbuilt_warning,
-        use_built_levels,
-    )
+    """Build the zoomed-out levels of a huge dense single-level TIFF (``needs_build(s)``) once
+    into the cache, as napari does when it opens one (slide/coarse.py): one pass over the
+    image, which reading them lazily would cost anyway, reused by every later run and open. A
+    cache that cannot be written is a warning: the run then computes them lazily."""
+    from .slide.coarse import build_coarse_levels, unbuilt_warning, use_built_levels
 
-    if not needs_build(s):
-        return
     label = f"building the zoomed-out views of {s.path.name} once"
 
     def progress(done: int, total: int) -> None:
