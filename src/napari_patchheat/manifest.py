@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .files import atomic_write
+
 MANIFEST_CSV = "batch.csv"
 MANIFEST_JSON = "batch.json"
 MANIFEST_VERSION = 1
@@ -100,8 +102,11 @@ class Manifest:
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``batch.json`` and ``batch.csv`` into ``folder`` atomically; returns the CSV."""
         folder = Path(folder)
-        _write_atomic(folder / MANIFEST_JSON, json.dumps(self.to_json(), indent=1, default=str))
-        return _write_atomic(folder / MANIFEST_CSV, self.to_csv())
+        for name, text in ((MANIFEST_JSON, json.dumps(self.to_json(), indent=1, default=str)),
+                           (MANIFEST_CSV, self.to_csv())):
+            with atomic_write(folder / name) as tmp:
+                tmp.write_text(text)
+        return folder / MANIFEST_CSV
 
     @classmethod
     def read(cls, folder: str | os.PathLike[str]) -> Manifest | None:
@@ -120,17 +125,6 @@ class Manifest:
         if key != self.key:
             return {}
         return {r.slide: r for r in self.rows if r.done}
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then put it in ``path``'s place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def read_slide_list(path: str | os.PathLike[str]) -> list[Path]:
