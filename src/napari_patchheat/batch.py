@@ -16,6 +16,7 @@ by the workers only.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import hashlib
@@ -425,7 +426,9 @@ def _compute_regions(run: HeatmapRun, slide: str, job: BatchJob,
     # the patches are given (no tissue mask, no region of interest); the slide's run caches them
     options = dataclasses.replace(run.options, tissue_threshold=0.0, roi=None, use_cache=False)
     token = uuid.uuid4().hex[:8]
-    with _worker_client() as client:
+    with _worker_client() as client, contextlib.ExitStack() as flushed:
+        if run.cache is not None:  # what the merged regions hold stays, cancelled or failed
+            flushed.callback(run.cache.flush)
         futures = {
             client.submit(compute_region, slide, job, options, indices, f"{slide}#{k}",
                           retries=job.retries, resources=job.resources,
@@ -439,13 +442,9 @@ def _compute_regions(run: HeatmapRun, slide: str, job: BatchJob,
                 client.cancel(list(futures))
                 raise
             indices, values = futures[future], future.result()
-            run.heatmap.update(indices, values)
-            if run.cache is not None:
-                run.cache.add(indices, values)
+            run.record(indices, values)
             done += len(indices)
             yield Progress(indices, values, done, total, time.perf_counter() - t0)
-    if run.cache is not None:
-        run.cache.flush()
 
 
 class _RegionRun(HeatmapRun):

@@ -243,9 +243,7 @@ class HeatmapRun:
                 if cancel is not None and cancel.is_set():
                     break
                 values = self._predict(batch)
-                self.heatmap.update(batch.indices, values)
-                if self.cache is not None:
-                    self.cache.add(batch.indices, values)
+                self.record(batch.indices, values)
                 done += len(batch)
                 yield Progress(batch.indices, values, done, total, time.perf_counter() - t0)
         except Exception as exc:  # reading or the model failed: keep what is done
@@ -255,6 +253,13 @@ class HeatmapRun:
             reader.close()
             if self.cache is not None:
                 self.cache.flush()
+
+    def record(self, indices: np.ndarray, values: np.ndarray) -> None:
+        """Put computed ``values`` of patches ``indices`` (n, 2) into the heatmap and the cache
+        (flushed when the run ends)."""
+        self.heatmap.update(indices, values)
+        if self.cache is not None:
+            self.cache.add(indices, values)
 
     def _predict(self, batch: PatchBatch) -> np.ndarray:
         """The model on one batch, in pieces of :attr:`model_batch_size`; when TensorFlow runs
