@@ -45,7 +45,7 @@ from distributed import (
 from distributed import worker_client as _worker_client
 
 from .cli import EXIT_FAILED, UserError, run_job
-from .console import PROGRESS_EVERY_S
+from .console import PROGRESS_EVERY_S, bar
 from .extract import read_order
 from .grid import PatchGrid
 from .heatmap import slide_stem
@@ -542,11 +542,9 @@ class BatchLine:
             return
         self.last = now
         done, total = p.patches
-        width = 30
-        filled = int(width * p.finished / max(slides, 1))
         failed = p.manifest.count("failed")
         self.stream.write(
-            f"\rslides [{'#' * filled}{'.' * (width - filled)}] {p.finished}/{slides}"
+            f"\rslides {bar(p.finished, slides)} {p.finished}/{slides}"
             f"{f' ({failed} failed)' if failed else ''}, patches {done:,}/{total:,} "
             f"{p.patches_per_s:6.1f} p/s ")
         self.stream.flush()

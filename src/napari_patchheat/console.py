@@ -16,6 +16,13 @@ from contextlib import contextmanager
 from typing import Any
 
 PROGRESS_EVERY_S = 0.5
+BAR_WIDTH = 30
+
+
+def bar(done: int, total: int) -> str:
+    """``done`` of ``total`` as '[####......]', BAR_WIDTH characters inside the brackets."""
+    filled = int(BAR_WIDTH * done / max(total, 1))
+    return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}]"
 
 
 class ProgressLine:
@@ -31,10 +38,8 @@ class ProgressLine:
         if not final and now - self.last < PROGRESS_EVERY_S and p.done < p.total:
             return
         self.last = now
-        width = 30
-        filled = int(width * p.done / max(p.total, 1))
         self.stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total} patches "
+            f"\r{self.label} {bar(p.done, p.total)} {p.done}/{p.total} patches "
             f"{p.patches_per_s:6.1f} p/s ETA {p.eta_text} "
         )
         if p.done >= p.total:
