@@ -1,9 +1,11 @@
-"""Writing our files safely: one atomic write, one file-name sanitiser, a folder check.
+"""Writing our files safely: one atomic write, one file-name sanitiser, folder checks.
 
-Every file the package writes (``Heatmap.save_npz``, the exports) goes through
-:func:`atomic_write`: a temporary file of a unique name in the target folder, renamed into
-place only when complete, removed on every error. Every name made from free text (a slide's
-or a model card's name) goes through :func:`safe_name`. Standard library only.
+Every file the package writes (``Heatmap.save_npz``, the exports, the analysis files, the
+manifest, the built levels) goes through :func:`atomic_write`: a temporary file of a unique
+name in the target folder, renamed into place only when complete, removed on every error; a
+folder that cannot be written is one :class:`WriteError` with a sentence for the user. Every
+name made from free text (a slide's or a model card's name) goes through :func:`safe_name`.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -36,23 +38,67 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
 
 
+_FOLDER_HINTS = {
+    errno.ENOSPC: "The disk is full: free some space or choose another folder.",
+    errno.EDQUOT: "The disk quota is exceeded: free some space or choose another folder.",
+    errno.ENOENT: "The folder does not exist: create it or choose another one.",
+    errno.ENOTDIR: "Part of the path is a file, not a folder: choose another folder.",
+}
+
+
+class WriteError(OSError):
+    """A folder or file could not be written (no permission, no space, not a folder).
+
+    ``errno`` and ``strerror`` are the cause's, ``filename`` the folder; ``str()`` is the
+    sentence for the user (what failed, why, what to do).
+    """
+
+    def __init__(self, folder: Path, cause: OSError):
+        super().__init__(cause.errno, cause.strerror, str(folder))
+        reason = cause.strerror or str(cause)
+        hint = _FOLDER_HINTS.get(cause.errno or 0, "Choose a folder you can write to.")
+        self.sentence = f"Cannot write to the folder '{folder}': {reason}. {hint}"
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
+def ensure_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` (and parents) if needed; if impossible, a :class:`WriteError`."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(folder, exc) from exc
+    if not folder.is_dir():
+        raise WriteError(folder, NotADirectoryError(errno.ENOTDIR, "Not a directory"))
+    return folder
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a new temporary path (unique, in ``path``'s folder) to write; when the block
-    succeeds it replaces ``path`` (with a normal file's permissions), else it is removed."""
+    succeeds it replaces ``path`` (with a normal file's permissions), else it is removed. An
+    OSError of the folder or the file becomes a :class:`WriteError`; other errors pass as
+    they are."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise WriteError(path.parent, exc) from exc
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(path.parent, exc) from exc
         raise
 
 

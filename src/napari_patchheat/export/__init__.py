@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..files import atomic_write, ensure_folder
 from ..heatmap import Heatmap
-from ._files import BIGTIFF_FROM_BYTES, ExportError, atomic_write, ensure_folder
+from ._files import BIGTIFF_FROM_BYTES, ExportError
 from .classes import UNCLASSIFIED, ClassRule
 from .ometiff import (
     METADATA_NAMESPACE,

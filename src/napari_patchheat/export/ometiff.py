@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
 from ..heatmap import Heatmap, reading_heatmap_file
-from ._files import BIGTIFF_FROM_BYTES, _metadata_json, _write_text, atomic_write
+from ._files import BIGTIFF_FROM_BYTES, _metadata_json, _write_text
 
 OME_TILE_PX = 256  # OME-TIFF tile side; pyramid levels halve until one tile holds a level
 METADATA_NAMESPACE = "napari-patchheat/heatmap-metadata"

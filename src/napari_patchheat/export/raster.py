@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
 from ..heatmap import Heatmap
-from ._files import BIGTIFF_FROM_BYTES, atomic_write
+from ._files import BIGTIFF_FROM_BYTES
 
 RASTER_TILE_PX = 512  # slide-aligned raster: tile side, and the unit of bounded-memory writing
 

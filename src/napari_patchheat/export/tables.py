@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write
 from ..heatmap import Heatmap
-from ._files import atomic_write
 from .classes import UNCLASSIFIED, ClassRule
 
 TABLE_CHUNK_ROWS = 65536  # CSV / GeoJSON are written this many patches at a time
