@@ -3,6 +3,7 @@
 The geometry is held against TensorFlow itself in test_extract.py.
 """
 
+import json
 import sys
 
 import dask.array as da
@@ -293,3 +294,12 @@ def test_inside_samples_are_the_nonzero_samples_of_a_ones_image(h, w, k, s, r, p
         np.testing.assert_array_equal(rows[i, j][:, None] & cols[i, j][None, :], seen)
     if padding == "VALID":
         assert rows.all() and cols.all()
+
+
+def test_params_are_the_grids_fields_and_read_back():
+    g = PatchGrid(100, 80, (7, 5), (3, 4), (2, 1), "same")
+    assert g.params() == {"height": 100, "width": 80, "size": [7, 5], "stride": [3, 4],
+                          "rate": [2, 1], "padding": "SAME"}
+    assert json.loads(json.dumps(g.params())) == g.params()
+    assert PatchGrid.from_params({**g.params(), "rows": 999}) == g
+    assert PatchGrid.from_params({**g.params(), "stride": [3, 3]}) != g

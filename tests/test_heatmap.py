@@ -118,3 +118,12 @@ def test_a_file_that_is_not_a_heatmap_is_one_sentence(tmp_path, content):
     with pytest.raises(ValueError, match="cannot be read as a heatmap written by") as err:
         Heatmap.load_npz(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_heatmap_files_record_the_grid_by_its_params(tmp_path):
+    grid = PatchGrid(40, 30, (5, 3), 4, 2, "SAME")
+    h = Heatmap(np.random.default_rng(0).random((*grid.shape, 1)), grid, 1, (2.0, 2.0), ("a",))
+    meta = h.metadata()["grid"]
+    assert {k: meta[k] for k in grid.params()} == grid.params()
+    assert (meta["rows"], meta["cols"]) == grid.shape
+    assert Heatmap.load_npz(h.save_npz(tmp_path / "h.npz")).grid == grid

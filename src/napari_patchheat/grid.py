@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,6 +121,18 @@ class PatchGrid:
                 f"rate {self.rate}) exceeds the {self.height} x {self.width} px image with VALID "
                 "padding; use SAME padding, a smaller size or rate, or a larger level."
             )
+
+    # --- its parameters, as data -----------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """The grid's parameters (its fields: height, width, size, stride, rate, padding) as
+        JSON-ready values, pairs as [y, x] lists: what files and cache keys record of it."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in fields(self) if f.init}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> PatchGrid:
+        """The grid :meth:`params` describes (other keys of ``params`` are ignored)."""
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.init})
 
     # --- counts and sizes -------------------------------------------------------------------
     @property

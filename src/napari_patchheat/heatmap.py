@@ -162,11 +162,8 @@ class Heatmap:
         scale, translate = self.placement()
         return {
             "format_version": HEATMAP_FORMAT_VERSION,
-            "grid": {
-                "height": g.height, "width": g.width, "size": list(g.size),
-                "stride": list(g.stride), "rate": list(g.rate), "padding": g.padding,
-                "rows": g.rows, "cols": g.cols, "pad_before": list(g.pad_before),
-            },
+            "grid": {**g.params(), "rows": g.rows, "cols": g.cols,
+                     "pad_before": list(g.pad_before)},
             "level": self.level,
             "downsample": list(self.downsample),
             "mpp": None if self.mpp is None else list(self.mpp),
@@ -182,10 +179,8 @@ class Heatmap:
     @classmethod
     def from_metadata(cls, meta: dict[str, Any], values: np.ndarray) -> Heatmap:
         """Rebuild a heatmap from :meth:`metadata` and its values."""
-        g = meta["grid"]
-        grid = PatchGrid(g["height"], g["width"], g["size"], g["stride"], g["rate"], g["padding"])
         return cls(
-            values=values, grid=grid, level=int(meta["level"]),
+            values=values, grid=PatchGrid.from_params(meta["grid"]), level=int(meta["level"]),
             downsample=tuple(meta["downsample"]), class_names=tuple(meta["class_names"]),
             mpp=None if meta.get("mpp") is None else tuple(meta["mpp"]),
             model_name=meta.get("model_name", ""),
