@@ -6,6 +6,7 @@ disks are real tmpfs mounts where this process may mount (root), else skipped wi
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -237,3 +238,12 @@ def test_a_cache_folder_that_is_a_file_warns_and_the_run_goes_on(ihc_tif, uncach
     np.testing.assert_array_equal(run.result().values, uncached)
     assert len(texts) == 1 and texts[0].startswith("results will not be cached: ")
     assert a_file.read_text() == "x"
+
+
+def test_the_cache_file_records_the_grid_by_its_params(tmp_path):
+    grid = PatchGrid(64, 48, 8, (4, 6), 1, "SAME")
+    run = cache.RunCache.open(tmp_path / "r.sqlite", "k", grid, 2)
+    run.close()
+    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+        (stored,), = db.execute("SELECT value FROM header WHERE name = 'grid'")
+    assert json.loads(stored) == grid.params()

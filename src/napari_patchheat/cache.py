@@ -74,9 +74,7 @@ def run_key(slide_identity: str, level: int, grid: PatchGrid, model_fingerprint:
             roi: str = "") -> str:
     """Cache key of a run: slide identity, level, grid parameters, model fingerprint, and the
     region's patch selection (``roi.roi_key``; "" for the whole slide)."""
-    g = grid
-    parts = [slide_identity, level, g.height, g.width, g.size, g.stride, g.rate, g.padding,
-             model_fingerprint]
+    parts = [slide_identity, level, *grid.params().values(), model_fingerprint]
     if roi:
         parts.append(roi)
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:RUN_KEY_CHARS]
@@ -110,9 +108,8 @@ class RunCache:
     False), keeping what was committed before.
     """
 
-    def __init__(self, path: Path, header: dict[str, Any], values: np.ndarray,
-                 db: sqlite3.Connection | None):
-        self.path, self.header, self.values, self._db = path, header, values, db
+    def __init__(self, path: Path, values: np.ndarray, db: sqlite3.Connection | None):
+        self.path, self.values, self._db = path, values, db
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._pending_bytes = 0
         self._last_flush = time.monotonic()
@@ -129,22 +126,23 @@ class RunCache:
         is set aside and replaced; one that cannot be opened is read if it can be (warning)."""
         shape = (*grid.shape, n_classes)
         header = {"format_version": CACHE_FORMAT_VERSION, "key": key, "shape": list(shape),
-                  "dtype": _VALUE_DTYPE.str, "grid": _grid_record(grid)}
+                  "dtype": _VALUE_DTYPE.str, "grid": grid.params()}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db, values = _open_and_load(path, header)
-        except (CacheInvalid, sqlite3.DatabaseError) as exc:
-            if not isinstance(exc, sqlite3.OperationalError):  # damaged: set aside, start afresh
-                if not _retry:  # a fresh file that does not verify: something else writes it
-                    _warn(f"results will not be cached: the new cache {path} does not verify "
-                          f"({exc}).")
-                elif set_aside(path, exc) is not None:
-                    return cls.open(path, key, grid, n_classes, _retry=False)
-                return cls(path, header, _not_computed(header), None)
-            return cls(path, header, _read_only(path, header, exc), None)
+            return cls(path, values, db)
+        except sqlite3.OperationalError as exc:  # locked or not writable: read what is there
+            failure: BaseException = exc
+        except (CacheInvalid, sqlite3.DatabaseError) as exc:  # damaged: set aside, start afresh
+            if _retry and set_aside(path, exc) is not None:
+                return cls.open(path, key, grid, n_classes, _retry=False)
+            if not _retry:  # a fresh file that does not verify: something else writes it
+                _warn(f"results will not be cached: the new cache {path} does not verify "
+                      f"({exc}).")
+            return cls(path, _not_computed(header), None)
         except (OSError, sqlite3.Error) as exc:  # not writable: read-only folder, a file, full
-            return cls(path, header, _read_only(path, header, exc), None)
-        return cls(path, header, values, db)
+            failure = exc
+        return cls(path, _read_only(path, header, failure), None)
 
     def add(self, indices: np.ndarray, values: np.ndarray) -> None:
         """Record finished patches ``indices`` (n, 2) with ``values`` (n, classes); committed
@@ -197,12 +195,6 @@ def open_run_cache(key: str, grid: PatchGrid, n_classes: int,
                    cache_dir: str | os.PathLike[str] | None = None) -> RunCache:
     """:meth:`RunCache.open` of run ``key`` in ``cache_dir`` (default :func:`runs_dir`)."""
     return RunCache.open(run_cache_path(key, cache_dir), key, grid, n_classes)
-
-
-def _grid_record(grid: PatchGrid) -> dict[str, Any]:
-    g = grid
-    return {"height": g.height, "width": g.width, "size": list(g.size), "stride": list(g.stride),
-            "rate": list(g.rate), "padding": g.padding}
 
 
 def _open_and_load(path: Path, header: dict[str, Any]) -> tuple[sqlite3.Connection, np.ndarray]:
