@@ -21,9 +21,8 @@ import numpy as np
 from ..slide import CHUNK_TARGET_PX, Slide
 from ..slide.coarse import (
     BuildCancelled,
-    build_coarse_levels,
+    build_and_use_levels,
     unbuilt_warning,
-    use_built_levels,
 )
 
 COARSE_PENDING_KEY = "coarse_pending"  # layer.metadata: True while the zoomed-out views build
@@ -70,8 +69,7 @@ class CoarseBuild:
 
     def _build(self) -> Slide:
         """On the worker thread: build, then read the computed levels from the built file."""
-        build_coarse_levels(self.slide, progress=self._progress, cancel=self.cancel)
-        return use_built_levels(self.slide)
+        return build_and_use_levels(self.slide, progress=self._progress, cancel=self.cancel)
 
     def _progress(self, done: int, total: int) -> None:
         self.done, self.total = done, total

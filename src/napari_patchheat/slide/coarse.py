@@ -181,6 +181,14 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
     return target
 
 
+def build_and_use_levels(slide: Slide, *, progress: Callable[[int, int], None] | None = None,
+                         cancel: threading.Event | None = None) -> Slide:
+    """:func:`build_coarse_levels`, then :func:`use_built_levels`: ``slide`` reading its
+    computed levels from the file just built (the same errors as the build). Returns ``slide``."""
+    build_coarse_levels(slide, progress=progress, cancel=cancel)
+    return use_built_levels(slide)
+
+
 def _halvings(block: np.ndarray, n: int) -> list[np.ndarray]:
     """``block`` halved ``n`` times (2x2 means, odd last row and column dropped each time)."""
     out = []

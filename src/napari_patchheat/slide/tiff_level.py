@@ -9,6 +9,7 @@ them, does not decode them again. No Qt, no TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -74,7 +75,6 @@ class TiffLevel:
         self.fill = np.iinfo(self.dtype).max if rgb else 0
         self._check_codec(keyframe)
         self._check_extent()
-        self._absent = self._absent_tiles()
         self._number = next(_LEVEL_NUMBERS)
         # id(keyframe) -> (decode, its arguments), built once, under the file's lock
         self._decoders: dict[int, tuple[Callable[..., Any], dict[str, Any]]] = {}
@@ -87,13 +87,16 @@ class TiffLevel:
                     given = {k: v for k, v in args.items() if v is not None}
                     self._decoders[id(kf)] = (kf.decode, given)
 
-    def _absent_tiles(self) -> np.ndarray:
+    @functools.cached_property
+    def _absent(self) -> np.ndarray:
         """(tile rows, tile columns) bool: True where a tile is in no page or plane of the file
-        (byte count 0), so it reads as ``fill``; all False where the layout is not understood."""
+        (byte count 0), so it reads as ``fill``; all False where the layout is not understood.
+        Built when first asked (one level of a slide is: its last stored one)."""
         rows = -(-self.shape[0] // self.tile[0])
         absent = np.ones((rows, self.across), bool)
         for page in self.pages:
-            counts = np.asarray(page.databytecounts, np.int64)
+            with page.parent.filehandle.lock:  # tifffile may load the tag now, as reads run
+                counts = np.asarray(page.databytecounts, np.int64)
             if counts.size != self.planes * rows * self.across:
                 return np.zeros((rows, self.across), bool)
             absent &= (counts.reshape(self.planes, rows, self.across) == 0).all(axis=0)
