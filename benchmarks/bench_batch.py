@@ -5,7 +5,7 @@
    thread each: the 2-worker batch's slides/hour over the 1-worker batch's (target >= 1.6 on
    this 2-core machine).
 2. Overhead: the 1-worker batch's wall time over the sum of the same slides' single runs
-   (``cli.run_job``, what ``patchheat run`` does) in one warm process with 1 thread
+   (``jobs.run_job``, what ``patchheat run`` does) in one warm process with 1 thread
    ($PATCHHEAT_THREADS and TensorFlow's thread variables 1, as in a worker of 1 thread)
    (target: below 1.10, i.e. under 10% overhead); also the CPU time of the worker process (all
    its threads: the task, dask's event loop and profiler) over the single runs', which load
@@ -93,16 +93,16 @@ def options() -> RunOptions:
 def singles(model: str, warm_slide: str, paths: list[str]) -> None:
     """Child process: the single runs of ``paths`` after a warm-up run on ``warm_slide`` (as the
     workers' warm-up: no tile of ``paths`` decoded before); prints their wall and CPU seconds."""
-    from napari_patchheat.cli import run_job
+    from napari_patchheat.jobs import run_job
     from napari_patchheat.models import load_model
 
     loaded = load_model(model)
     out = Path(tempfile.mkdtemp())
-    run_job(Path(warm_slide), loaded, out / "warm", ("npz",), options(), quiet=True)
+    run_job(Path(warm_slide), loaded, out / "warm", options=options(), quiet=True)
     wall, cpu0 = 0.0, time.process_time()
     for p in paths:
         t0 = time.perf_counter()
-        run_job(Path(p), loaded, out, ("npz",), options(), quiet=True)
+        run_job(Path(p), loaded, out, options=options(), quiet=True)
         wall += time.perf_counter() - t0
     print(json.dumps([wall, time.process_time() - cpu0]))
 
@@ -121,13 +121,13 @@ def warm(model: str, slide: str) -> None:
     """On a worker: import TensorFlow, load the model into the batch's model cache, run it."""
     import dask
 
-    from napari_patchheat import batch
-    from napari_patchheat.cli import run_job
+    from napari_patchheat.batch import tasks
+    from napari_patchheat.jobs import run_job
 
     job = BatchJob(model, options(), "")
     with dask.config.set(scheduler="threads"):
-        run_job(Path(slide), batch._model(job, job.options), Path(tempfile.mkdtemp()),
-                ("npz",), job.options, quiet=True)
+        run_job(Path(slide), tasks._model(job, job.options), Path(tempfile.mkdtemp()),
+                options=job.options, quiet=True)
 
 
 def batch_times(client: Client, paths: list[Path], model: str,

@@ -21,9 +21,9 @@ from _util import median_ms
 from scipy import ndimage
 
 from napari_patchheat import PatchGrid
+from napari_patchheat.analysis.regions import heatmap_regions
+from napari_patchheat.analysis.stats import union_area
 from napari_patchheat.heatmap import Heatmap
-from napari_patchheat.region_stats import union_area
-from napari_patchheat.regions import heatmap_regions
 from napari_patchheat.roi import as_mask_roi, roi_patch_mask
 
 VERTICES = 1000

@@ -4,7 +4,7 @@ the unsplit run, a killed worker loses no slide, and ``patchheat batch --schedul
 scheduler and workers started with the ``dask`` commands.
 
 One LocalCluster of 2 worker processes (1 thread each) serves the module; the workers import
-TensorFlow on their first task. References are computed in this process with ``cli.run_job``.
+TensorFlow on their first task. References are computed in this process with ``jobs.run_job``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,18 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 
-from napari_patchheat.batch import BatchJob, WorkerSettings, plan, run_batch, split_order
-from napari_patchheat.cli import run_job
+from napari_patchheat.batch import (
+    BatchJob,
+    BatchProgress,
+    TaskReport,
+    WorkerSettings,
+    plan,
+    run_batch,
+    split_order,
+)
 from napari_patchheat.grid import PatchGrid
 from napari_patchheat.heatmap import Heatmap
+from napari_patchheat.jobs import JobOutputs, run_job
 from napari_patchheat.manifest import MANIFEST_CSV, Manifest, SlideRow
 from napari_patchheat.options import RunOptions
 
@@ -55,7 +63,8 @@ def generated(slide_writer, real_pixels):
 def reference(slide: Path, out: Path, options: RunOptions = OPTIONS,
               formats=FORMATS) -> dict[str, Path]:
     """``patchheat run``'s files for ``slide`` (no cache: computed afresh)."""
-    return run_job(slide, "dab", out, formats, replace(options, use_cache=False), quiet=True)
+    return run_job(slide, "dab", out, JobOutputs(formats), replace(options, use_cache=False),
+                   quiet=True)
 
 
 def file_bytes(path: str | Path) -> bytes:
@@ -120,7 +129,7 @@ def test_a_batch_equals_run_on_each_slide_fails_a_bad_one_and_skips_done_ones_ag
     out = tmp_path / "batch"
     options = replace(OPTIONS, cache_dir=tmp_path / "cache")
     reports = []
-    manifest = run_batch(slides, "dab", options, out, client, formats=FORMATS,
+    manifest = run_batch(slides, "dab", options, out, client, outputs=JobOutputs(FORMATS),
                          on_progress=lambda p: reports.append(p.patches))
     rows = {Path(r.slide).name: r for r in manifest.rows}
     assert [r.status for r in manifest.rows] == ["ok"] * len(good) + ["failed"] * 2
@@ -141,7 +150,7 @@ def test_a_batch_equals_run_on_each_slide_fails_a_bad_one_and_skips_done_ones_ag
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
 
     stamps = {p: p.stat().st_mtime_ns for p in out.iterdir() if "batch" not in p.name}
-    again = run_batch(slides, "dab", options, out, client, formats=FORMATS)
+    again = run_batch(slides, "dab", options, out, client, outputs=JobOutputs(FORMATS))
     assert [r.status for r in again.rows] == ["skipped"] * len(good) + ["failed"] * 2
     assert [r.outputs for r in again.rows] == [r.outputs for r in manifest.rows]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
@@ -181,7 +190,7 @@ def test_a_split_slide_equals_the_unsplit_run(client, generated, tmp_path):
                          level=1, cache_dir=tmp_path / "cache")
     slide = generated[0]
     manifest = run_batch([slide], "dab", options, tmp_path / "split", client,
-                         formats=("npz", "csv", "geojson"), split_px=200)
+                         outputs=JobOutputs(("npz", "csv", "geojson")), split_px=200)
     row = manifest.rows[0]
     assert row.status == "ok" and row.regions > 4
     want = reference(slide, tmp_path / "ref", options, ("npz", "csv", "geojson"))
@@ -213,7 +222,7 @@ def test_a_killed_worker_does_not_lose_its_slide(client, generated, tmp_path):
                          on_progress=kill_the_first_worker_to_report)
     row = manifest.rows[0]
     assert killed and pids_after and row.status == "ok"
-    want = run_job(slide, "dab", tmp_path / "ref", ("npz",),
+    want = run_job(slide, "dab", tmp_path / "ref", JobOutputs(("npz",)),
                    RunOptions(size=16, stride=16, use_cache=False), quiet=True)
     assert_same_files(row.outputs, want)
 
@@ -303,8 +312,7 @@ def test_a_one_thread_worker_runs_on_one_thread(client):
 
 
 def test_batch_flags():
-    from napari_patchheat.batch import parse_resources
-    from napari_patchheat.cli import build_parser, run_options
+    from napari_patchheat.cli import build_parser, parse_resources, run_options
 
     args = build_parser().parse_args(
         ["batch", "a.svs", "b.svs", "--list", "l.txt", "--size", "64", "--out", "o",
@@ -348,3 +356,22 @@ def test_batch_command_starts_a_local_cluster_and_exits_1_when_a_slide_failed(ge
     row = Manifest.read(out).rows[0]
     options = RunOptions(size=64, tissue_threshold=0.1)
     assert_same_files(row.outputs, reference(generated[1], tmp_path / "ref", options, ("npz",)))
+
+
+def test_batch_progress_keeps_running_totals():
+    rows = [SlideRow("a"), SlideRow("b"), SlideRow("c", "failed", error="bad")]
+    p = BatchProgress(Manifest("k", rows))
+    assert p.patches == (0, 0) and p.finished == 1
+    p.report("a", TaskReport("a", 0, 10, 1))
+    p.report("a", TaskReport("a", 4, 10, 1))  # a task's new report replaces its last
+    p.report("b#0", TaskReport("b", 3, 5, 2))  # a split slide's region tasks add up
+    p.report("b#1", TaskReport("b", 1, 5, 2))
+    assert p.patches == (8, 20) and p.slide_patches(rows[1]) == (4, 10)
+    p.finish(0, SlideRow("a", "ok", patches=12, computed=10))
+    assert p.patches == (14, 20) and p.finished == 2
+    p.report("a", TaskReport("a", 10, 10, 1))  # a late report of a slide that ended
+    assert p.patches == (14, 20)
+    p.finish(1, SlideRow("b", "failed", error="died"))  # failed: what it had done
+    assert p.patches == (14, 14) and p.finished == 3
+    recount = [p.slide_patches(r) for r in p.manifest.rows]
+    assert p.patches == (sum(d for d, _ in recount), sum(t for _, t in recount))

@@ -1,10 +1,12 @@
 """The ``patchheat`` command: ``run`` a model over a slide, ``batch`` many, the ``demo``,
 ``open`` napari, ``cache info|clear``.
 
-``run`` and ``demo`` compute in this process with TensorFlow, ``batch`` on dask.distributed's
-workers (batch.py); anything that shows napari runs in a fresh process (``patchheat open``),
-since TensorFlow and napari's OpenGL cannot share one. Only the standard library is imported
-with this module, so that Ctrl-C at any moment is the one-line interruption, never a traceback.
+The parser and one handler per sub-command; the work is the job layer's (jobs.py: ``run``,
+``demo``, ``regions``, ``overlap``, computed in this process with TensorFlow) and batch.py's
+(``batch``, on dask.distributed's workers). Anything that shows napari runs in a fresh process
+(``patchheat open``), since TensorFlow and napari's OpenGL cannot share one. Only the standard
+library is imported with this module, so that Ctrl-C at any moment is the one-line
+interruption, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,26 +19,23 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .console import ProgressLine, import_tensorflow_quietly, printed_warnings, say
+from .console import PROGRESS_EVERY_S, bar, printed_warnings, say
+from .jobs import JobOutputs, UserError, overlap_job, regions_job, run_job
 
 if TYPE_CHECKING:
-    from .export import ClassRule
+    from .batch import BatchProgress
     from .grid import Pair
-    from .heatmap import Heatmap
     from .options import RunOptions
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 EXIT_TERMINATED = 143  # the shell's code for SIGTERM
-
-
-class UserError(Exception):
-    """Bad arguments or input: printed as one line, exit code 2."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -232,210 +231,10 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     return RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
 
 
-def run_job(slide: Path, model: str, out: Path, formats: Sequence[str] = ("npz",),
-            options: RunOptions | None = None, *, mpp: float | None = None,
-            quiet: bool = False, positive_threshold: float | None = None,
-            min_probability: float | None = None,
-            compute: Callable[[Any], Iterable[Any]] | None = None) -> dict[str, Path]:
-    """Compute a heatmap of ``slide`` with ``model`` and write it to ``out``; returns the files.
-
-    ``mpp`` (µm/px), when given, picks the level closest to it instead of ``options.level``.
-    ``positive_threshold`` (else the model card's) and ``min_probability`` classify GeoJSON
-    tiles (export.ClassRule); they are checked before the run and kept in the heatmap's extra.
-    ``compute(run)``, when given, yields the HeatmapRun's Progress in place of ``run.run()``
-    (``patchheat batch`` reports progress to its client, or computes regions on a cluster).
-    """
-    from .files import check_writable_folder, safe_name
-    from .heatmap import slide_stem
-    from .inference import HeatmapRun, RunError
-    from .options import RunOptions
-
-    options = options if options is not None else RunOptions()
-    if not slide.exists():
-        raise UserError(f"{slide} does not exist: give the path of a slide file.")
-    try:  # before the run, so a bad --out costs nothing
-        check_writable_folder(out)
-    except OSError as exc:
-        raise UserError(f"cannot write the output folder {out}: {exc.strerror}; choose "
-                        "another --out.") from exc
-    from .models import load_model
-    from .slide import open_slide
-    from .slide.coarse import needs_build
-
-    with open_slide(slide) as s:
-        if mpp is not None:
-            options = dataclasses.replace(options, level=s.level_for_mpp(mpp))
-        import_tensorflow_quietly()
-        run_model: Any = model
-        if _reads_computed_levels(s, model, options, formats, quiet) and needs_build(s):
-            if isinstance(model, (str, Path)):  # loaded first: a bad model stops the run at
-                run_model = load_model(model, resize=options.resize,  # once, not after a build
-                                       mixed_precision=options.mixed_precision)
-            build_zoomed_out_views(s, quiet)
-        run = HeatmapRun(s, run_model, options)
-        classify = class_rule(run.model, positive_threshold, min_probability)
-        if not quiet:
-            _describe_run(slide, run)
-            _warn_if_fluorescence(run.model, s)
-        stem = safe_name(f"{slide_stem(slide.name)}.{run.model.name}")  # a card's name: any text
-        bar = ProgressLine(run.model.name)
-        try:
-            for p in run.run() if compute is None else compute(run):
-                if not quiet:
-                    bar(p)
-        except (RunError, KeyboardInterrupt) as exc:  # keep what was computed
-            partial = with_class_rule(run.result(), classify)
-            if partial.n_computed:
-                try:
-                    write_outputs(partial, out, f"{stem}.partial", ("npz",), s)
-                    say(f"kept {partial.n_computed:,} computed patches in "
-                        f"{out / (stem + '.partial.npz')}")
-                except OSError as write_error:
-                    say(f"patchheat: could not keep the computed patches in {out}: "
-                        f"{write_error}")
-            raise exc
-        written = write_outputs(with_class_rule(run.result(), classify), out, stem, formats, s)
-        (out / f"{stem}.partial.npz").unlink(missing_ok=True)  # an earlier run's, now stale
-        return written
-
-
-def _reads_computed_levels(s: Any, model: Any, options: RunOptions, formats: Sequence[str],
-                           quiet: bool) -> bool:
-    """Whether a run reads ``s``'s computed (zoomed-out) levels: its tissue mask, a built-in
-    model's fluorescence check (not ``quiet``), the PNG's thumbnail, or a computed level."""
-    from .models import is_builtin
-
-    if not 0 <= options.level < len(s.levels):  # HeatmapRun says so at once
-        return False
-    return (options.tissue_threshold > 0 or (is_builtin(model) and not quiet)
-            or "png" in formats or options.level >= s.stored_level_count)
-
-
-def build_zoomed_out_views(s: Any, quiet: bool) -> None:
-    """Build the zoomed-out levels of a huge dense single-level TIFF (``needs_build(s)``) once
-    into the cache, as napari does when it opens one (slide/coarse.py): one pass over the
-    image, which reading them lazily would cost anyway, reused by every later run and open. A
-    cache that cannot be written is a warning: the run then computes them lazily."""
-    from .slide.coarse import build_coarse_levels, unbuilt_warning, use_built_levels
-
-    label = f"building the zoomed-out views of {s.path.name} once"
-
-    def progress(done: int, total: int) -> None:
-        if not quiet:
-            sys.stderr.write(f"\r{label}: {done / max(total, 1):4.0%} ")
-            ProgressLine.mid_line = done < total
-            if done >= total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-
-    try:
-        build_coarse_levels(s, progress=progress)
-    except OSError as exc:
-        say(f"patchheat: warning: {unbuilt_warning(s.path, exc)}")
-        return
-    use_built_levels(s)
-
-
-def class_rule(model: Any, positive_threshold: float | None,
-               min_probability: float | None) -> ClassRule:
-    """The export.ClassRule of a run of ``model`` (a PatchModel): ``positive_threshold``, else
-    its card's; a ValueError where a threshold does not fit the model's classes."""
-    from .export import ClassRule
-
-    if positive_threshold is None:  # the card's (models other than PatchModels have none)
-        positive_threshold = getattr(model, "positive_threshold", None)
-    return ClassRule(tuple(model.class_names), positive_threshold, min_probability)
-
-
-def with_class_rule(heatmap: Heatmap, rule: ClassRule) -> Heatmap:
-    """``heatmap`` with the rule's thresholds in its ``extra`` (its files record them)."""
-    for key in ("positive_threshold", "min_probability"):
-        if getattr(rule, key) is not None:
-            heatmap.extra[key] = getattr(rule, key)
-    return heatmap
-
-
-def _warn_if_fluorescence(model: Any, slide: Any) -> None:
-    """A warning line on stderr when a built-in (brightfield) model runs on a fluorescence
-    slide."""
-    from .tissue import FLUORESCENCE_MODEL_WARNING, is_fluorescence
-
-    if getattr(model, "kind", "") == "builtin" and is_fluorescence(slide):
-        print(f"patchheat: warning: {FLUORESCENCE_MODEL_WARNING.format(model=model.name)}",
-              file=sys.stderr)
-
-
-def _describe_run(slide: Path, run: Any) -> None:
-    """One line on stderr: the level, its grid and how many patches the run computes."""
-    g = run.grid
-    print(f"{slide.name}: level {run.level} {g.height} x {g.width} px (h x w), grid "
-          f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {int(run.todo.sum()):,} to compute "
-          f"with '{run.model.name}'", file=sys.stderr)
-
-
-def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
-                  slide: Any) -> dict[str, Path]:
-    """Write ``heatmap`` in each of ``formats`` under ``out``; returns format -> path.
-
-    ``slide`` (an open Slide) gives the PNG's background thumbnail; GeoJSON tiles are classified
-    by the thresholds in ``heatmap.extra`` (:func:`with_class_rule`).
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {out}: {exc.strerror}.") from exc
-    written: dict[str, Path] = {}
-    if "npz" in formats:
-        try:
-            written["npz"] = heatmap.save_npz(out / f"{stem}.npz")
-        except OSError as exc:
-            raise UserError(f"cannot write {out / (stem + '.npz')}: {exc.strerror or exc}."
-                            ) from exc
-    others = [f for f in formats if f != "npz"]
-    if others:
-        from .export import export_heatmap
-
-        thumbnail = slide.thumbnail(2000) if "png" in others else None
-        written.update(export_heatmap(
-            heatmap, out, stem, others, thumbnail=thumbnail,
-            positive_threshold=heatmap.extra.get("positive_threshold"),
-            min_probability=heatmap.extra.get("min_probability")))
-    return written
-
-
-def overlap_job(path: Path, out: Path | None = None) -> Path:
-    """Write the overlap-averaged map of a heatmap file as ``<stem>.overlap.tif``."""
-    from .overlap import overlap_map, write_overlap_tiff
-    from .region_report import heatmap_file_stem, read_heatmap_file
-
-    overlap = overlap_map(read_heatmap_file(path))
-    folder = out if out is not None else path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_overlap_tiff(overlap, folder / f"{heatmap_file_stem(path)}.overlap.tif")
-
-
-def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth: float = 0.0,
-                roi: Path | None = None, out: Path | None = None) -> dict[str, Path]:
-    """Threshold a heatmap file into regions, write their report (region_report.py) next to
-    it or in ``out`` and print its numbers. Returns the files."""
-    from .region_report import (
-        heatmap_file_stem,
-        read_heatmap_file,
-        region_report,
-        write_region_report,
-    )
-    from .region_stats import format_stats
-
-    heatmap = read_heatmap_file(path)
-    if class_name is None and len(heatmap.class_names) > 1:
-        raise UserError(f"this heatmap has classes {', '.join(heatmap.class_names)}: choose "
-                        "one with --class.")
-    report = region_report(heatmap, class_name if class_name is not None else 0, threshold,
-                           smooth=smooth, roi=roi)
-    files = write_region_report(report, out if out is not None else path.parent,
-                                heatmap_file_stem(path))
-    print(format_stats(report.rows, report.class_name))
-    return files
+def job_outputs(args: argparse.Namespace) -> JobOutputs:
+    """The JobOutputs of parsed ``patchheat run`` or ``batch`` arguments."""
+    return JobOutputs(tuple(args.format), args.mpp, args.positive_threshold,
+                      args.min_probability)
 
 
 def demo(out: Path, viewer: bool) -> int:
@@ -444,12 +243,12 @@ def demo(out: Path, viewer: bool) -> int:
     from .samples import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
 
     ihc = ihc_sample_path()
-    files = run_job(ihc, "dab", out, ("npz", "png", "csv", "geojson", "ometiff"),
+    files = run_job(ihc, "dab", out, JobOutputs(("npz", "png", "csv", "geojson", "ometiff")),
                     RunOptions(size=64, stride=32))
     print(f"IHC sample through 'dab': {', '.join(str(p) for p in files.values())}")
-    files2 = run_job(sample_slide_path(), "tissue", out, ("npz", "png", "geojson"),
-                     RunOptions(size=128, stride=128, tissue_threshold=0.05),
-                     mpp=8 * SAMPLE_MPP_UM)
+    files2 = run_job(sample_slide_path(), "tissue", out,
+                     JobOutputs(("npz", "png", "geojson"), mpp=8 * SAMPLE_MPP_UM),
+                     RunOptions(size=128, stride=128, tissue_threshold=0.05))
     print(f"generated slide through 'tissue': {', '.join(str(p) for p in files2.values())}")
     if viewer and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return subprocess.call([sys.executable, "-m", "napari_patchheat.cli", "open", str(ihc),
@@ -508,19 +307,76 @@ def cache_command(action: str, folder: Path | None) -> int:
     return 0
 
 
+class BatchLine:
+    """A one-line progress bar on stderr: slides finished (failed), patches, patches/s."""
+
+    def __init__(self, stream: Any, every_s: float):
+        self.stream, self.every_s, self.last = stream, every_s, 0.0
+
+    def __call__(self, p: BatchProgress) -> None:
+        now = time.monotonic()
+        slides = len(p.manifest.rows)
+        if now - self.last < self.every_s and p.finished < slides:
+            return
+        self.last = now
+        done, total = p.patches
+        failed = p.manifest.count("failed")
+        self.stream.write(
+            f"\rslides {bar(p.finished, slides)} {p.finished}/{slides}"
+            f"{f' ({failed} failed)' if failed else ''}, patches {done:,}/{total:,} "
+            f"{p.patches_per_s:6.1f} p/s ")
+        self.stream.flush()
+
+
+def parse_resources(text: str | None) -> dict[str, float] | None:
+    """'GPU=1,MEMORY=8e9' -> {'GPU': 1.0, 'MEMORY': 8e9}; None or '' -> None."""
+    if not text:
+        return None
+    try:
+        pairs = (part.split("=") for part in text.split(",") if part.strip())
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise ValueError(f"resources {text!r} must be NAME=AMOUNT pairs, e.g. GPU=1.") from None
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    """``patchheat batch``: run the slides of ``args`` and print the manifest's summary; exit
+    code 1 when a slide failed."""
+    from .batch import cluster_client, run_batch
+    from .manifest import read_slide_list
+
+    options = run_options(args)
+    slides = list(args.slides)
+    if args.slide_list is not None:
+        slides += read_slide_list(args.slide_list)
+    if not slides:
+        raise UserError("no slides: give slide files, or --list FILE.")
+    resources = parse_resources(args.resources)
+    with cluster_client(args.scheduler, args.workers, args.threads_per_worker,
+                        resources) as client:
+        if client.dashboard_link:
+            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        manifest = run_batch(slides, args.model, options, args.out, client,
+                             outputs=job_outputs(args), split_px=args.split_px,
+                             retries=args.retries, resources=resources,
+                             on_progress=BatchLine(sys.stderr, PROGRESS_EVERY_S))
+    print(file=sys.stderr)
+    for row in manifest.rows:
+        if row.status == "failed":
+            print(f"failed: {row.slide}: {row.error}", file=sys.stderr)
+    print(f"{manifest.summary}; manifest: {Path(args.out) / 'batch.csv'}")
+    return EXIT_FAILED if manifest.count("failed") else 0
+
+
 def _command(args: argparse.Namespace) -> int:
     """Run the parsed command."""
     if args.command == "run":
-        files = run_job(args.slide, args.model, args.out, args.format, run_options(args),
-                        mpp=args.mpp, positive_threshold=args.positive_threshold,
-                        min_probability=args.min_probability)
+        files = run_job(args.slide, args.model, args.out, job_outputs(args), run_options(args))
         for fmt, path in files.items():
             print(f"{fmt}: {path}")
         return 0
     if args.command == "batch":
-        from .batch import batch_command
-
-        return batch_command(args, run_options(args))
+        return batch_command(args)
     if args.command == "regions":
         files = regions_job(args.heatmap, args.class_name, args.threshold,
                             smooth=args.smooth, roi=args.roi, out=args.out)

@@ -1,6 +1,6 @@
 """The dock's smoother map: the overlap-averaged map of the heatmap in use as an Image layer
-(cells where its pixels are; :mod:`napari_patchheat.overlap`), and a display-only interpolation
-of the heatmap layer. Neither changes the heatmap's values."""
+(cells where its pixels are; :mod:`napari_patchheat.analysis.overlap`), and a display-only
+interpolation of the heatmap layer. Neither changes the heatmap's values."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 from magicgui.widgets import ComboBox, Container, PushButton
 
+from ..analysis import OverlapMap, overlap_map
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY
-from ..overlap import OverlapMap, overlap_map
 from .slide_layer import SlideLayer
 from .widgets import TextLabel
 

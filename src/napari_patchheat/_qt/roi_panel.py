@@ -17,11 +17,16 @@ import numpy as np
 import shapely
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, Table
 
+from ..analysis import (
+    PERCENTILE,
+    HeatRegion,
+    RegionReport,
+    RegionStats,
+    region_report,
+    write_region_report,
+)
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
-from ..region_report import RegionReport, region_report, write_region_report
-from ..region_stats import PERCENTILE, RegionStats
-from ..regions import HeatRegion
 from ..roi import (
     DEFAULT_MIN_FRACTION,
     MaskRoi,

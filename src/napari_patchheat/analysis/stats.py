@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-from .export import atomic_write
-from .grid import PatchGrid
-from .heatmap import Heatmap
-from .roi import MaskRoi, RoiSource, load_roi, region_patch_masks, roi_patch_mask
+from ..files import atomic_write
+from ..grid import PatchGrid
+from ..heatmap import Heatmap
+from ..roi import MaskRoi, RoiSource, load_roi, region_patch_masks, roi_patch_mask
 
 PERCENTILE = 90
 # a region's patches: bool (rows, cols) over the grid, or (rows, cols) index arrays

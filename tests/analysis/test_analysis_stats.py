@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from napari_patchheat import PatchGrid
-from napari_patchheat.heatmap import Heatmap
-from napari_patchheat.region_stats import (
+from napari_patchheat.analysis.stats import (
     format_stats,
     region_stats,
     stats_columns,
     union_area,
     write_stats_csv,
 )
+from napari_patchheat.heatmap import Heatmap
 
 
 @settings(max_examples=80, deadline=None)

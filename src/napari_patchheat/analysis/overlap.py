@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .export import atomic_write
-from .grid import FloatPair, as_float_pair
-from .heatmap import Heatmap
+from ..files import atomic_write
+from ..grid import FloatPair, as_float_pair
+from ..heatmap import Heatmap
 
 OVERLAP_MAX_CELLS_PER_PATCH = 64  # a map may hold this many cells per patch...
 OVERLAP_ANY_CELLS = 2**22  # ...or this many whatever the grid

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from napari_patchheat import PatchGrid
+from napari_patchheat.analysis.overlap import overlap_map, write_overlap_tiff
 from napari_patchheat.heatmap import Heatmap
-from napari_patchheat.overlap import overlap_map, write_overlap_tiff
 
 
 def per_pixel_average(h: Heatmap) -> tuple[np.ndarray, np.ndarray, int, int]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .heatmap import Heatmap
-from .region_stats import RegionStats, region_stats, roi_stats, stats_measurements, write_stats_csv
+from ..files import ensure_folder
+from ..heatmap import Heatmap
+from ..roi import RoiSource
 from .regions import HeatRegion, heatmap_regions, write_regions_geojson
-from .roi import RoiSource
-
-HEATMAP_SUFFIXES = (".npz", ".ome.tif")  # the heatmap files ``run`` writes that read back
+from .stats import RegionStats, region_stats, roi_stats, stats_measurements, write_stats_csv
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def region_report(heatmap: Heatmap, class_name: str | int, threshold: float, *,
 def write_region_report(report: RegionReport, folder: Path, stem: str) -> dict[str, Path]:
     """``<stem>.regions.geojson`` (QuPath annotations with their numbers) and
     ``<stem>.regions.csv`` in ``folder`` (created); returns {"geojson": ..., "csv": ...}."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_folder(folder)
     regions = [r for r in report.rows if r.kind == "region"]
     meta = {"class": report.class_name, "threshold": report.threshold,
             "smooth_cells": report.smooth, "heatmap": report.heatmap.metadata()}
@@ -64,21 +63,3 @@ def write_region_report(report: RegionReport, folder: Path, stem: str) -> dict[s
         "csv": write_stats_csv(report.rows, report.heatmap.class_names,
                                folder / f"{stem}.regions.csv"),
     }
-
-
-def read_heatmap_file(path: Path) -> Heatmap:
-    """A heatmap file written by ``patchheat run``: ``.npz``, or the OME-TIFF export."""
-    from .export import read_ome_tiff
-
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist: give a heatmap .npz or .ome.tif written by "
-                         "run.")
-    return Heatmap.load_npz(path) if path.suffix == ".npz" else read_ome_tiff(path)
-
-
-def heatmap_file_stem(path: Path) -> str:
-    """The name of a heatmap file without its suffix ('s.dab.npz' -> 's.dab')."""
-    name = path.name
-    for suffix in HEATMAP_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name

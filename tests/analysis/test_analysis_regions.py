@@ -16,9 +16,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from napari_patchheat import PatchGrid, compute_heatmap
-from napari_patchheat.cli import main
-from napari_patchheat.heatmap import Heatmap
-from napari_patchheat.regions import (
+from napari_patchheat.analysis.regions import (
     above_threshold,
     cell_lattice,
     cell_polygons,
@@ -26,6 +24,8 @@ from napari_patchheat.regions import (
     smoothed,
     write_regions_geojson,
 )
+from napari_patchheat.cli import main
+from napari_patchheat.heatmap import Heatmap
 from napari_patchheat.roi import read_roi_geojson, roi_patch_mask
 
 

@@ -22,8 +22,9 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
-from .export import CLASS_COLORS_RGB, atomic_write
-from .heatmap import Heatmap
+from ..export import CLASS_COLORS_RGB
+from ..files import atomic_write
+from ..heatmap import Heatmap
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 
@@ -176,7 +177,7 @@ def write_regions_geojson(regions: Sequence[HeatRegion], path: str | Path, *,
                           metadata: dict[str, object] | None = None) -> Path:
     """A GeoJSON FeatureCollection that QuPath imports as annotations: one Polygon (holes kept)
     per region in level-0 px (x, y), classified ``class_name``, with ``measurements`` (one
-    dict per region, e.g. :func:`region_stats.stats_measurements`). Written atomically."""
+    dict per region, e.g. :func:`analysis.stats.stats_measurements`). Written atomically."""
     path = Path(path)
     colour = list(CLASS_COLORS_RGB[class_index % len(CLASS_COLORS_RGB)])
     features = []

@@ -10,13 +10,13 @@ import pytest
 import shapely
 
 from napari_patchheat import PatchGrid
-from napari_patchheat.heatmap import Heatmap
-from napari_patchheat.region_report import (
+from napari_patchheat.analysis import (
     heatmap_file_stem,
     read_heatmap_file,
     region_report,
     write_region_report,
 )
+from napari_patchheat.heatmap import Heatmap
 from napari_patchheat.roi import Region
 
 

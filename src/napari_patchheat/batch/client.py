@@ -1,0 +1,287 @@
+"""The client side of a batch: :func:`run_batch` submits one task per slide (batch/tasks.py)
+to a dask.distributed cluster, follows the tasks' progress events and writes the manifest
+(manifest.py) as slides finish.
+
+No scheduler of our own: a LocalCluster of worker processes by default, else the caller's
+Client (any scheduler: dask-jobqueue, Kubernetes, a scheduler file). Slides, models and the
+output folder must be on a filesystem the workers see. TensorFlow is imported by the workers
+only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from distributed import Client, KilledWorker, LocalCluster, as_completed
+
+from ..heatmap import slide_stem
+from ..jobs import JobOutputs, UserError
+from ..manifest import Manifest, SlideRow
+from ..models import is_builtin
+from ..options import RunOptions
+from .tasks import TOPIC_PREFIX, BatchJob, WorkerSettings, process_slide
+
+CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
+
+
+class TaskReport(NamedTuple):
+    """A task's last report: its slide, patches done and to do, the worker process's id."""
+
+    slide: str
+    done: int
+    total: int
+    pid: int
+
+
+@dataclass
+class BatchProgress:
+    """Where a batch stands: its manifest, each task's last report (task -> TaskReport) and
+    running totals, updated as tasks report (:meth:`report`) and slides end (:meth:`finish`):
+    a refresh costs the same however many slides and tasks the batch has."""
+
+    manifest: Manifest
+    tasks: dict[str, TaskReport] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    _reported: dict[str, list[int]] = field(default_factory=dict)  # slide -> [done, to do]
+    _pending: set[str] = field(default_factory=set)  # slides whose row is pending
+    _totals: list[int] = field(default_factory=lambda: [0, 0])
+
+    def __post_init__(self) -> None:
+        for row in self.manifest.rows:
+            self._add(self.slide_patches(row), 1)
+            if row.status == "pending":
+                self._pending.add(row.slide)
+
+    def _add(self, counts: tuple[int, int], sign: int) -> None:
+        self._totals[0] += sign * counts[0]
+        self._totals[1] += sign * counts[1]
+
+    def report(self, task: str, report: TaskReport) -> None:
+        """Take ``task``'s new report (the totals move while its slide is pending)."""
+        old = self.tasks.get(task)
+        self.tasks[task] = report
+        delta = (report.done - (old.done if old else 0), report.total - (old.total if old else 0))
+        counts = self._reported.setdefault(report.slide, [0, 0])
+        counts[0] += delta[0]
+        counts[1] += delta[1]
+        if report.slide in self._pending:
+            self._add(delta, 1)
+
+    def finish(self, index: int, row: SlideRow) -> None:
+        """Row ``index`` of the manifest ended as ``row``."""
+        self._add(self.slide_patches(self.manifest.rows[index]), -1)
+        self.manifest.rows[index] = row
+        self._add(self.slide_patches(row), 1)
+        if row.status != "pending":
+            self._pending.discard(row.slide)
+
+    def slide_patches(self, row: SlideRow) -> tuple[int, int]:
+        """(done, to do) patches of ``row``'s slide in this batch: its tasks' reports while it
+        runs, its computed patches once it is ok, what was done when it failed."""
+        if row.status == "ok":
+            return row.computed, row.computed
+        done, total = self._reported.get(row.slide, (0, 0))
+        return (done, total) if row.status == "pending" else (done, done)
+
+    @property
+    def patches(self) -> tuple[int, int]:
+        """(done, to do) patches over the batch's slides, as far as reported."""
+        return self._totals[0], self._totals[1]
+
+    @property
+    def finished(self) -> int:
+        """Slides no longer pending (ok, failed or skipped)."""
+        return len(self.manifest.rows) - len(self._pending)
+
+    @property
+    def patches_per_s(self) -> float:
+        """Patches done per second since the batch started."""
+        elapsed = time.monotonic() - self.started
+        return self.patches[0] / elapsed if elapsed > 0 else 0.0
+
+
+def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike[str],
+              options: RunOptions, out: str | os.PathLike[str], client: Client | None = None,
+              *, outputs: JobOutputs = JobOutputs(), split_px: int | None = None,
+              retries: int = 0, resources: dict[str, float] | None = None,
+              on_progress: Callable[[BatchProgress], Any] | None = None,
+              cancel: threading.Event | None = None) -> Manifest:
+    """Compute the heatmap of each slide with ``model`` on a dask cluster; returns the manifest.
+
+    Each slide gets the files ``patchheat run`` writes for ``outputs`` (formats, level choice,
+    class rule: jobs.JobOutputs), in ``out``, and a row in ``out/batch.csv`` and ``batch.json``
+    (written as slides finish). Slides a previous batch of the same model, options and outputs
+    finished are skipped; a slide that fails is a failed row with one sentence. ``client``: the
+    caller's (any scheduler), else a LocalCluster of worker processes for this call.
+    ``split_px``: regions of about that many level pixels a side, merged. ``retries`` and
+    ``resources`` (e.g. ``{"GPU": 1}``) go to each model task. ``on_progress`` gets a
+    :class:`BatchProgress` as workers report and slides finish. Setting ``cancel`` cancels the
+    slides' tasks not finished yet: their rows stay ``pending`` (a later batch runs them,
+    resuming from the result cache) and run_batch returns.
+    """
+    if split_px is not None and split_px < 1:
+        raise ValueError(f"split_px={split_px} must be a whole number of level pixels, >= 1.")
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    job = BatchJob(_absolute_model(model), _absolute_paths(options), str(out), outputs,
+                   split_px, retries, dict(resources) if resources else None,
+                   f"{TOPIC_PREFIX}-{uuid.uuid4().hex[:12]}")
+    manifest = plan(slides, job, Manifest.read(out))
+    manifest.write(out)
+    if any(r.status == "pending" for r in manifest.rows):
+        with _client(client) as c:
+            _run(c, job, manifest, on_progress, cancel)
+    return manifest
+
+
+def plan(slides: Iterable[str | os.PathLike[str]], job: BatchJob,
+         previous: Manifest | None) -> Manifest:
+    """The manifest a batch starts from: one row per slide (absolute paths, duplicates once),
+    ``skipped`` where ``previous`` finished it for the same key, ``failed`` where its outputs
+    would have the name of an earlier slide's, else ``pending``."""
+    done = previous.done_rows(job.key) if previous is not None else {}
+    rows: list[SlideRow] = []
+    stems: dict[str, str] = {}
+    for slide in dict.fromkeys(str(Path(s).resolve()) for s in slides):
+        stem = slide_stem(Path(slide).name)
+        if slide in done:
+            rows.append(dataclasses.replace(done[slide], status="skipped", computed=0,
+                                            seconds=0.0))
+        elif stem in stems:
+            rows.append(SlideRow(slide, "failed", error=(
+                f"{Path(slide).name} has the name of {stems[stem]}: their outputs would "
+                "overwrite each other, so run them in separate batches.")))
+        else:
+            rows.append(SlideRow(slide))
+        stems.setdefault(stem, slide)
+    return Manifest(job.key, rows, job.model, dataclasses.asdict(job.options))
+
+
+@contextmanager
+def _client(client: Client | None) -> Iterator[Client]:
+    """``client``, else one of a LocalCluster of worker processes closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    with cluster_client(None, None, None, None) as c:
+        yield c
+
+
+def _run(client: Client, job: BatchJob, manifest: Manifest,
+         on_progress: Callable[[BatchProgress], Any] | None,
+         cancel: threading.Event | None = None) -> None:
+    """Submit the pending slides and fill their rows (and the manifest files) as they end;
+    ``cancel`` set: cancel the tasks not finished, their rows stay pending."""
+    progress, lock = BatchProgress(manifest), threading.Lock()
+
+    def notify() -> None:
+        if on_progress is not None:
+            on_progress(progress)
+
+    def on_event(event: tuple[float, dict[str, Any]]) -> None:
+        msg = event[1]
+        with lock:
+            progress.report(msg["task"], TaskReport(msg["slide"], msg["done"], msg["total"],
+                                                    msg["pid"]))
+            notify()
+
+    client.register_plugin(WorkerSettings())
+    client.subscribe_topic(job.topic, on_event)
+    resources = None if job.split_px else job.resources  # a split slide's task only merges
+    futures = {
+        client.submit(process_slide, row.slide, job, retries=job.retries, resources=resources,
+                      key=f"patchheat-slide-{Path(row.slide).name}-{uuid.uuid4().hex[:8]}"): i
+        for i, row in enumerate(manifest.rows) if row.status == "pending"
+    }
+    ended = threading.Event()
+    if cancel is not None:
+        threading.Thread(target=_cancel_when_set, args=(cancel, ended, client, list(futures)),
+                         daemon=True).start()
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            if future.cancelled():
+                continue
+            i = futures[future]
+            row = _row(future, manifest.rows[i].slide)
+            with lock:
+                progress.finish(i, row)
+                manifest.write(job.out)
+                notify()
+    except BaseException:  # interrupted: stop the cluster's work; the manifest says where
+        client.cancel(list(futures))
+        raise
+    finally:
+        ended.set()
+        client.unsubscribe_topic(job.topic)
+
+
+def _cancel_when_set(cancel: threading.Event, ended: threading.Event, client: Client,
+                     futures: list[Any]) -> None:
+    """Cancel ``futures`` once ``cancel`` is set, unless the batch ``ended`` first (tasks
+    running stop at their next report: :func:`stop_if_cancelled`)."""
+    while not ended.is_set():
+        if cancel.wait(CANCEL_POLL_S):
+            if not ended.is_set():
+                client.cancel(futures)
+            return
+
+
+def _row(future: Any, slide: str) -> SlideRow:
+    """The manifest row of a finished slide task: its result, or a failed row."""
+    try:
+        return future.result()
+    except KilledWorker:
+        return SlideRow(slide, "failed", error=(
+            f"the workers running {Path(slide).name} died several times (out of memory?): "
+            "give the workers more memory, or use --split-px."))
+    except Exception as exc:  # the worker's error, as one sentence
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)) or not text:
+            text = f"{type(exc).__name__}: {text}".rstrip(": ")
+        return SlideRow(slide, "failed", error=text)
+
+
+def _absolute_model(model: str | os.PathLike[str]) -> str:
+    """A built-in name as is; a path made absolute (workers may start in another folder)."""
+    return str(model) if is_builtin(str(model)) else str(Path(model).resolve())
+
+
+def _absolute_paths(options: RunOptions) -> RunOptions:
+    """``options`` with its cache folder and region-of-interest file made absolute."""
+    paths: dict[str, Any] = {
+        name: Path(value).resolve() for name in ("cache_dir", "roi")
+        if isinstance(value := getattr(options, name), (str, os.PathLike))}
+    return dataclasses.replace(options, **paths) if paths else options
+
+
+@contextmanager
+def cluster_client(scheduler: str | None, workers: int | None, threads: int | None,
+                   resources: dict[str, float] | None) -> Iterator[Client]:
+    """A client of ``scheduler`` (an address, or a scheduler file), else of a LocalCluster of
+    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``.
+    It is not made dask's default scheduler: this process's own dask reads stay local."""
+    if scheduler is None:
+        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                          resources=resources, dashboard_address=":0") as cluster, \
+                Client(cluster, set_as_default=False) as client:
+            yield client
+        return
+    if workers is not None or threads is not None:
+        raise ValueError("--workers and --threads-per-worker size the local cluster: start "
+                         "the scheduler's workers with 'dask worker --nworkers N --nthreads T'.")
+    try:
+        client = (Client(scheduler_file=scheduler, set_as_default=False)
+                  if Path(scheduler).is_file() else Client(scheduler, set_as_default=False))
+    except (OSError, TimeoutError) as exc:
+        raise OSError(f"cannot reach the dask scheduler {scheduler}: {exc}") from None
+    with client:
+        yield client
