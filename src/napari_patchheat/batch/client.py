@@ -132,9 +132,10 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
         raise ValueError(f"split_px={split_px} must be a whole number of level pixels, >= 1.")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    job = BatchJob(_absolute_model(model), _absolute_paths(options), str(out), outputs,
-                   split_px, retries, dict(resources) if resources else None,
-                   f"{TOPIC_PREFIX}-{uuid.uuid4().hex[:12]}")
+    job = BatchJob(_absolute_model(model), _absolute_paths(options), str(out), outputs=outputs,
+                   split_px=split_px, retries=retries,
+                   resources=dict(resources) if resources else None,
+                   topic=f"{TOPIC_PREFIX}-{uuid.uuid4().hex[:12]}")
     manifest = plan(slides, job, Manifest.read(out))
     manifest.write(out)
     if any(r.status == "pending" for r in manifest.rows):
