@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything napari-patchheat needs on a fresh Debian/Ubuntu machine:
 # the system libraries napari's Qt + OpenGL need under Xvfb (Mesa, xcb), then a virtual
-# environment .venv holding the package (editable) with its test and PyQt6 extras.
+# environment .venv holding the package (editable) with its test (PyQt6 included) and docs extras.
 # Idempotent: a second run installs nothing new. Set PATCHHEAT_PYTHON to pick the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,6 @@ fi
 "$python" -c 'import sys; assert sys.version_info >= (3, 11), "napari-patchheat needs Python >= 3.11"'
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-echo "setup: installing napari-patchheat and its test dependencies into .venv (a few minutes)"
-.venv/bin/python -m pip install -q --progress-bar off -e ".[test]"
+echo "setup: installing napari-patchheat and its test and docs dependencies into .venv (a few minutes)"
+.venv/bin/python -m pip install -q --progress-bar off -e ".[test,docs]"
 echo "setup: done"
