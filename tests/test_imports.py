@@ -116,7 +116,7 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
     ("grid", "density", "files"),
-    ("slide", "options", "heatmap", "extract", "cache", "manifest"),
+    ("slide", "options", "heatmap", "extract", "cache", "manifest", "grid_picture"),
     ("tissue", "models", "export", "samples", "roi", "regions", "region_stats",
      "region_report", "overlap"),
     ("inference",),

@@ -3,7 +3,7 @@
 Up to ``PREVIEW_MAX_SHAPES`` patches in view, each patch's rectangle in a napari Shapes layer
 (about 0.5 ms a rectangle, so never the whole grid: :meth:`PatchGrid.patches_in` says in closed
 form which patches meet the view). Past that, every patch boundary drawn into an image at
-screen resolution (:mod:`~napari_patchheat._qt.grid_overlay`). Where patches overlap, single
+screen resolution (:mod:`~napari_patchheat.grid_picture`). Where patches overlap, single
 patches are shaded and outlined in orange, so each one's extent shows across its neighbours.
 Redrawn after parameter changes and camera moves, debounced.
 """
@@ -18,18 +18,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..grid import FloatPair, PatchGrid
-from .canvas import (
-    add_outline_layer,
-    add_outlines,
-    add_overlay_layer,
-    camera,
-    canvas_size,
-    one_update,
-    remove_layer,
-    screen_px_to_world,
-    view_rect_world,
-)
-from .grid_overlay import (
+from ..grid_picture import (
     EXAMPLE_ALPHA,
     EXAMPLE_COLOR,
     LINE_COLOR,
@@ -41,6 +30,17 @@ from .grid_overlay import (
     render,
     rgb,
     view_pixels,
+)
+from .canvas import (
+    add_outline_layer,
+    add_outlines,
+    add_overlay_layer,
+    camera,
+    canvas_size,
+    one_update,
+    remove_layer,
+    screen_px_to_world,
+    view_rect_world,
 )
 from .slide_layer import SlideLayer
 
