@@ -24,7 +24,7 @@ from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card, is_builtin
 from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptions
-from ..tissue import FLUORESCENCE_MODEL_WARNING
+from ..tissue import FLUORESCENCE_MODEL_WARNING, grid_status
 from .batch_panel import BatchPanel
 from .build_status import BuildStatus
 from .heatmap_panel import HeatmapPanel
@@ -36,7 +36,7 @@ from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .threads import Workers
-from .tissue_estimate import TissueEstimate, grid_status
+from .tissue_estimate import TissueEstimate
 from .widgets import TextLabel
 
 if TYPE_CHECKING:
