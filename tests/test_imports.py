@@ -120,7 +120,7 @@ LAYERS = (
     ("tissue", "models", "export", "samples", "roi", "regions", "region_stats",
      "region_report", "overlap"),
     ("inference",),
-    ("runner",),
+    ("runner", "run_watch"),
     # `patchheat open` starts napari; console: the CLI's terminal; `batch` runs cli.run_job on
     # dask workers
     ("_qt", "_reader", "_writer", "_sample_data", "cli", "console", "batch"),
