@@ -364,3 +364,80 @@ def test_the_class_choices_outlive_a_layer_added_later(viewer, widget):
     viewer.add_image(np.zeros((50, 50), np.uint8), name="another")  # napari resets choices
     assert widget.display.class_name.choices == ("a", "b", "c")
     assert widget.display.class_name.value == "b" and hl.metadata[CLASS_META_KEY] == 1
+
+
+# --- the PNG export's colours (napari imported for its colormaps; no canvas needed) -------------
+COLOUR_CHECK_POINTS = (2, 256, 1001, 4099)  # colormap_lut's n: ~5000 distinct values of 0..1
+
+
+def offered_colormaps() -> list[str]:
+    """The colormap names the dock offers, and the default of the export API (the CLI's PNG)."""
+    import inspect
+
+    from napari_patchheat.export import colormap_lut, export_heatmap, render_overlay
+
+    defaults = {inspect.signature(f).parameters["colormap"].default
+                for f in (export_heatmap, render_overlay, colormap_lut)}
+    return sorted(set(heatmap_panel.COLORMAPS) | defaults)
+
+
+class DuckColormap:
+    """Not a napari Colormap, but with its ``map``: the export takes it as one."""
+
+    def __init__(self, colormap):
+        self.colormap = colormap
+
+    def map(self, values):
+        return self.colormap.map(values)
+
+
+@pytest.mark.parametrize("name", offered_colormaps())
+def test_the_png_colours_are_naparis_for_every_offered_colormap(name):
+    """colormap_lut (which imports no napari) equals napari's ensure_colormap(name).map, value
+    for value, by name, for napari's Colormap passed in, and for any object with its ``map``."""
+    from napari.utils.colormaps import ensure_colormap
+
+    from napari_patchheat.export import colormap_lut
+
+    napari_map = ensure_colormap(name)
+    for n in COLOUR_CHECK_POINTS:
+        want = napari_map.map(np.linspace(0.0, 1.0, n))[:, :3].astype(np.float32)
+        np.testing.assert_array_equal(colormap_lut(name, n), want)
+        np.testing.assert_array_equal(colormap_lut(napari_map, n), want)
+        np.testing.assert_array_equal(colormap_lut(DuckColormap(napari_map), n), want)
+
+
+def test_the_colour_check_can_fail():
+    """Another map differs, and so does the right map off by one float32 step: cmap's stops in
+    float64 (napari keeps them as float32), interpolated the same way."""
+    from cmap import Colormap as CmapColormap
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    from napari_patchheat.export import colormap_lut
+
+    values = np.linspace(0.0, 1.0, 1001)
+    want = ensure_colormap("inferno").map(values)[:, :3].astype(np.float32)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(colormap_lut("magma", 1001), want)
+    reversed_map = Colormap(colors=ensure_colormap("inferno").colors[::-1], name="inferno_rev")
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(colormap_lut(reversed_map, 1001), want)
+    stops = CmapColormap("inferno").color_stops
+    in_float64 = np.stack([np.interp(values, np.asarray(stops.stops),
+                                     np.asarray(stops.color_array)[:, k]) for k in range(3)], -1)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(in_float64.astype(np.float32), want)
+    np.testing.assert_allclose(in_float64, want, atol=2e-7)  # a miss of one step, not a bug
+
+
+def test_the_png_colours_need_no_napari():
+    """The export's colours come without napari (in a fresh interpreter: this one has it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_patchheat.export import colormap_lut, render_overlay; "
+            "assert colormap_lut('turbo', 7).shape == (7, 3); "
+            "assert 'napari' not in sys.modules, 'napari imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
