@@ -161,7 +161,7 @@ class HeatmapPanel(Container):
                 return layer
         return None
 
-    def show(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
+    def show_heatmap(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
         """Show ``heatmap`` over ``slide``: in the layer of the same slide, grid and model (values
         merged, so nothing computed is lost), else in the layer in use (``replace``), else in a
         new layer right above the slide and its heatmaps; a heatmap of another grid never lands

@@ -99,7 +99,7 @@ class RunPanel(Container):
                  show: ShowHeatmap, on_batch: Callable[[Any, Heatmap], None],
                  on_error: Callable[[str], None]):
         self.cache, self.workers, self.request = cache, workers, request
-        self.show, self.on_batch, self.on_error = show, on_batch, on_error
+        self.show_heatmap, self.on_batch, self.on_error = show, on_batch, on_error
         self.handle: RunWatcher | None = None  # the run's process, from start until it ended
         self.active: ActiveRun | None = None
         self.closed = False
@@ -307,7 +307,7 @@ class RunPanel(Container):
         run.cached, run.to_compute = heatmap.n_computed, msg.total
         run.show_counts(self.progress, 0)
         self.info.value = f"{run.cached:,} patches from the cache, {msg.total:,} to compute"
-        run.layer = self.show(heatmap, slide, run.replace)
+        run.layer = self.show_heatmap(heatmap, slide, run.replace)
         run.heatmap = heatmap
 
     def _on_finished(self, msg: Finished) -> None:

@@ -397,7 +397,7 @@ class PatchHeatWidget(Container):
         return self.display.values_at(grid, level, row, col, getattr(self.slide, "layer", None))
 
     def _show_run_heatmap(self, heatmap: Heatmap, slide: SlideLayer, replace: bool) -> Any:
-        return self.display.show(heatmap, slide, replace=replace)
+        return self.display.show_heatmap(heatmap, slide, replace=replace)
 
     def _on_batch(self, layer: Any, heatmap: Heatmap) -> None:
         self.display.refresh_layer(layer, heatmap)
@@ -412,8 +412,9 @@ class PatchHeatWidget(Container):
     def _on_patch_selected(self, *_: Any) -> None:
         """A patch was selected (click, keys, buttons): open the inspector on it, once per
         patch (a new grid keeps the selection without reopening)."""
-        if self.inspector.index is not None and self.inspector.index != self._inspected:
-            self._inspected = self.inspector.index
+        if (self.inspector.patch_index is not None
+                and self.inspector.patch_index != self._inspected):
+            self._inspected = self.inspector.patch_index
             self.show_section(INSPECTOR_SECTION)
 
     def _on_show_grid(self, *_: Any) -> None:
@@ -443,6 +444,6 @@ class PatchHeatWidget(Container):
             self.display.shutdown()
             self.hover.remove()
             self.preview.remove()
-            self.inspector.remove()
+            self.inspector.detach()
         except (RuntimeError, ValueError, KeyError):  # the viewer is closing as well
             pass
