@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 from qtpy.QtCore import QTimer
 
@@ -43,7 +44,8 @@ class BatchPanel(Container):
         self.scheduler = LineEdit(label="scheduler", value="",
                                   tooltip="a dask scheduler's address (tcp://host:8786) or "
                                           "scheduler file; empty: a local cluster")
-        self.out = FileEdit(label="output folder", mode="d", value="",
+        self.out = FileEdit(label="output folder", mode=FileDialogMode.EXISTING_DIRECTORY,
+                            value=None,
                             tooltip="where each slide's heatmap and batch.csv go; empty: a new "
                                     "temporary folder")
         self.run_button = PushButton(text="Run on all open slides")
@@ -74,7 +76,7 @@ class BatchPanel(Container):
 
     def open_slides(self) -> dict[str, SlideLayer]:
         """Absolute path -> layer of each image layer read from a slide file."""
-        slides = {}
+        slides: dict[str, SlideLayer] = {}
         for layer in self.viewer.layers:
             if is_slide_candidate(layer):
                 slide = SlideLayer.from_layer(layer)

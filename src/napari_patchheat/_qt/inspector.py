@@ -42,7 +42,7 @@ STEP_KEYS = {"Alt-Up": (-1, 0), "Alt-Down": (1, 0), "Alt-Left": (0, -1), "Alt-Ri
 
 InspectSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer, int] | None"]
 ValuesSource = Callable[[PatchGrid, int, int, int], "tuple[tuple[str, ...], np.ndarray] | None"]
-InspectState = "tuple[PatchGrid, FloatPair, SlideLayer, int]"
+InspectState = tuple[PatchGrid, FloatPair, SlideLayer, int]
 
 
 def display_rgb(patch: np.ndarray) -> np.ndarray:
@@ -144,7 +144,7 @@ class PatchInspector(Container):
         self.patch = grid.read_patch(slide.levels[level], row, col)
         self._set_spins(row, col, grid)
         self._show(zoom_for_display(display_rgb(self.patch)))
-        self._outline(grid, downsample, slide)
+        self._outline(grid, downsample, slide, row, col)
         self.update_values()
         return True
 
@@ -226,8 +226,9 @@ class PatchInspector(Container):
                 and self.highlight.nshapes):
             self.highlight.edge_width = [screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX)]
 
-    def _outline(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer) -> None:
-        rect = slide.box_to_world(grid.boxes(*self.patch_index, downsample))
+    def _outline(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer, row: int,
+                 col: int) -> None:
+        rect = slide.box_to_world(grid.boxes(row, col, downsample))
         layer = self.highlight
         if layer is None or layer not in self.viewer.layers:
             layer = self.highlight = add_outline_layer(
@@ -242,7 +243,9 @@ class PatchInspector(Container):
     def _show(self, rgb: np.ndarray) -> None:
         self.on_screen = np.ascontiguousarray(rgb)
         h, w = self.on_screen.shape[:2]
-        qimage = QImage(self.on_screen.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        # PyQt6's stub types the pixels as bytes; Qt takes any buffer, here without a copy
+        qimage = QImage(self.on_screen.data, w, h, 3 * w,  # type: ignore[call-overload]
+                        QImage.Format.Format_RGB888)
         self.image.setPixmap(QPixmap.fromImage(qimage))  # the pixmap copies the pixels
         self.image.setFixedSize(w, h)
 
