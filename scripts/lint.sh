@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint (after scripts/setup.sh): ruff over the whole tree, mypy over the Qt-free core
+# Lint (after scripts/setup.sh): ruff over the whole tree, mypy over the whole package
 # (pyproject.toml's [tool.ruff] and [tool.mypy] say what each checks). Exit 0 when both are clean.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -126,16 +126,17 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
     ("grid", "density", "files"),
-    ("slide", "options", "heatmap", "extract", "cache", "manifest"),
+    ("slide", "options", "heatmap", "extract", "cache", "manifest", "grid_picture"),
     ("console",),  # the command line's terminal (the cache's warnings as lines)
     ("tissue", "models", "export", "samples", "roi", "analysis"),
     ("inference",),
-    ("runner",),
+    ("runner", "run_watch"),
     ("jobs",),  # the headless job: `patchheat run`'s, and each batch task's
     ("batch",),  # dask.distributed: run_batch, the tasks on the workers
     # the napari side, and the command line (`patchheat open` starts napari)
     ("_qt", "_reader", "_writer", "_sample_data", "cli"),
 )
+
 
 def layer_of(module: str) -> int:
     top = module.split(".")[1] if module.count(".") else ""

@@ -18,12 +18,15 @@ from napari_patchheat.grid import PatchGrid
 from napari_patchheat.slide import open_slide
 from napari_patchheat.tissue import (
     FLUORESCENCE_MODEL_WARNING,
+    TISSUE_SHOWN_FRACTION,
     choose_mask_level,
+    grid_status,
     grid_tissue_fraction,
     is_fluorescence,
     patch_tissue_fraction,
     patch_tissue_mask,
     slide_tissue_mask,
+    tissue_level_mask,
     tissue_mask,
 )
 
@@ -254,6 +257,43 @@ def test_threshold_zero_reads_nothing():
         patch_tissue_mask(slide, grid, 0, 1.5)
     with pytest.raises(ValueError, match="level=3 does not exist"):
         patch_tissue_fraction(slide, grid, 3)
+
+
+# --- the status line's estimate ----------------------------------------------------------------
+def test_level_mask_is_the_runs_mask_within_a_read_bound(monkeypatch):
+    slide = two_level_slide()  # level 1: 400 x 600 px
+    mask, ds = tissue_level_mask(slide, 1)
+    want, want_ds = slide_tissue_mask(slide, level=1)
+    np.testing.assert_array_equal(mask, want)
+    assert ds == want_ds == (2.0, 2.0) and mask.any() and not mask.all()
+    monkeypatch.setattr(tissue, "TISSUE_ESTIMATE_MAX_READ_PX", 400 * 600)
+    assert tissue_level_mask(slide, 1) is not None
+    monkeypatch.setattr(tissue, "TISSUE_ESTIMATE_MAX_READ_PX", 400 * 600 - 1)
+    unread = FakeSlide([Unreadable((800, 1200, 3)), Unreadable((400, 600, 3))],
+                       [(1.0, 1.0), (2.0, 2.0)])
+    assert tissue_level_mask(unread, 1) is None  # past the bound: nothing read
+
+
+def test_grid_status_counts_the_patches_the_run_computes():
+    """The share is of patches at least TISSUE_SHOWN_FRACTION tissue whatever the threshold;
+    "to run" counts those at the threshold (and inside the region)."""
+    grid = PatchGrid(40, 30, 10, 10)  # 4 x 3 patches
+    fraction = np.array([[0.0, 0.2, 0.5], [0.6, 1.0, 0.4], [0.1, 0.9, 0.5], [0.0, 0.0, 0.7]])
+    assert TISSUE_SHOWN_FRACTION == 0.5  # 6 of the 12 patches
+    assert grid_status(grid, None, 0.5) == "4 x 3 = 12 patches"
+    assert grid_status(grid, fraction, 0.0) == "4 x 3 = 12 patches, 50% tissue"
+    assert grid_status(grid, fraction, 0.2) == "4 x 3 = 12 patches, 50% tissue, 8 to run"
+    assert grid_status(grid, fraction, 0.9) == "4 x 3 = 12 patches, 50% tissue, 2 to run"
+    inside = np.zeros(grid.shape, bool)
+    inside[:2] = True
+    assert grid_status(grid, None, 0.5, inside) == \
+        "4 x 3 = 12 patches, 6 in the region, 6 to run"
+    assert grid_status(grid, fraction, 0.5, inside) == \
+        "4 x 3 = 12 patches, 6 in the region, 50% tissue, 3 to run"
+    assert grid_status(grid, fraction, 0.0, inside) == \
+        "4 x 3 = 12 patches, 6 in the region, 50% tissue, 6 to run"
+    big = PatchGrid(4000, 3000, 1, 1)
+    assert grid_status(big, None, 0.5) == "4,000 x 3,000 = 12,000,000 patches"
 
 
 def test_tissue_module_does_not_import_tensorflow():

@@ -6,8 +6,9 @@ level). A pixel is tissue by optical density (brightfield: Otsu's threshold insi
 or by brightness above the dark background (fluorescence), then the mask is cleaned (small
 objects dropped, small holes filled).
 The fraction of each patch's level-0 extent that is tissue comes from an integral image in
-closed form, with no loop over patches. NumPy, SciPy and scikit-image only: no TensorFlow, no Qt
-(the GUI imports this module).
+closed form, with no loop over patches. The dock's status line says what a grid's run will
+compute (:func:`grid_status`) from a mask read within a bound (:func:`tissue_level_mask`).
+NumPy, SciPy and scikit-image only: no TensorFlow, no Qt (the GUI imports this module).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ TISSUE_MASK_MIN_PX = 1024  # the mask comes from the coarsest level at least thi
 TISSUE_MASK_MAX_PX = 4096  # ...subsampled until its long side is at most this
 MASK_PX_PER_PATCH = 4  # ...and fine enough for a patch's extent to span this many mask pixels
 _CHUNK_BYTES = 64 * 2**20  # memory for one chunk of the integral-image interpolation
+TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # tissue_level_mask reads at most this many pixels
+TISSUE_SHOWN_FRACTION = 0.5  # "x% tissue" counts patches at least this full, whatever threshold
 
 Mode = Literal["auto", "brightfield", "fluorescence"]
 
@@ -327,3 +330,36 @@ def patch_tissue_mask(source: Any, grid: PatchGrid, level: int = 0, threshold: f
     if threshold == 0.0:
         return np.ones(grid.shape, bool)
     return patch_tissue_fraction(source, grid, level, mode=mode) >= threshold
+
+
+# --- the status line's estimate ------------------------------------------------------------------
+def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPair] | None:
+    """The tissue mask the run computes from ``mask_level`` of ``source`` (see
+    :func:`slide_tissue_mask`) and its (dy, dx) level-0 px per mask px.
+
+    None when that level holds more than TISSUE_ESTIMATE_MAX_READ_PX pixels. Reads pixels:
+    call it off the GUI thread.
+    """
+    h, w = source.levels[mask_level].shape[:2]
+    if h * w > TISSUE_ESTIMATE_MAX_READ_PX:
+        return None
+    return slide_tissue_mask(source, level=mask_level)
+
+
+def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float,
+                inside: np.ndarray | None = None) -> str:
+    """'412 x 388 = 159,856 patches, 41% tissue, 65,541 to run' (tissue: per-patch fraction).
+
+    The share of tissue is of patches at least ``TISSUE_SHOWN_FRACTION`` tissue, so it does not
+    move with ``threshold``; "N to run" (threshold > 0) counts those at the threshold. With
+    ``inside`` (bool, the patches in a region of interest), '2,310 in the region' and the
+    patches to run are those inside.
+    """
+    text = f"{grid.rows:,} x {grid.cols:,} = {grid.n_patches:,} patches"
+    if inside is not None:
+        text += f", {int(inside.sum()):,} in the region"
+    if tissue is None:
+        return text + (f", {int(inside.sum()):,} to run" if inside is not None else "")
+    text += f", {(tissue >= TISSUE_SHOWN_FRACTION).mean():.0%} tissue"
+    run = tissue >= threshold if inside is None else (tissue >= threshold) & inside
+    return text + (f", {int(run.sum()):,} to run" if threshold > 0 or inside is not None else "")

@@ -44,7 +44,7 @@ def test_heatmap_cells_lie_on_their_patches(viewer, widget, pyramid, level, mpp)
                              metadata={} if mpp is None else {"mpp": (mpp, mpp)}, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, level, 24, 24)  # stride == size: cells are the patches
-    hl = widget.display.show(heatmap, slide)
+    hl = widget.display.show_heatmap(heatmap, slide)
     grid, ds = heatmap.grid, heatmap.downsample
     assert ds == (1001 / 251, 1403 / 351) if level else ds == (1.0, 1.0)
     for i, j in [(1, 1), (3, 7), (grid.rows - 1, grid.cols - 1), (grid.rows // 2, 5)]:
@@ -63,7 +63,7 @@ def test_heatmap_cells_lie_on_their_patches(viewer, widget, pyramid, level, mpp)
 def test_class_colormap_opacity_never_recompute(viewer, widget):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     heatmap = random_heatmap(SlideLayer.from_layer(layer), 0, 40, 40)
-    hl = widget.display.show(heatmap, SlideLayer.from_layer(layer))
+    hl = widget.display.show_heatmap(heatmap, SlideLayer.from_layer(layer))
     values = heatmap.values
     assert widget.display.class_name.choices == ("a", "b") and hl.name == "toy · slide · a"
     widget.display.class_name.value = "b"
@@ -78,15 +78,15 @@ def test_class_colormap_opacity_never_recompute(viewer, widget):
 def test_other_parameters_make_a_new_layer_same_ones_merge(viewer, widget):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
-    first = widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
-    other = widget.display.show(random_heatmap(slide, 0, 40, 20), slide)
+    first = widget.display.show_heatmap(random_heatmap(slide, 0, 40, 40), slide)
+    other = widget.display.show_heatmap(random_heatmap(slide, 0, 40, 20), slide)
     assert other is not first and first in viewer.layers  # another grid: a layer of its own
     again = random_heatmap(slide, 0, 40, 40, seed=5)
     again.values[:] = np.nan  # e.g. a run whose cache was lost
-    assert widget.display.show(again, slide) is first  # same grid and model: merged
+    assert widget.display.show_heatmap(again, slide) is first  # same grid and model: merged
     np.testing.assert_array_equal(first.data, random_heatmap(slide, 0, 40, 40).values[..., 0])
     n = len(viewer.layers)
-    replaced = widget.display.show(random_heatmap(slide, 0, 32, 32), slide, replace=True)
+    replaced = widget.display.show_heatmap(random_heatmap(slide, 0, 32, 32), slide, replace=True)
     assert replaced is first and len(viewer.layers) == n and first.data.shape == (13, 16)
 
 def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, qtbot, tmp_path):
@@ -120,7 +120,7 @@ def test_a_heatmap_read_back_from_a_file_finds_its_slide(viewer, widget, qtbot, 
 def test_export_writes_every_format(viewer, widget, qtbot, tmp_path):
     layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
-    widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
+    widget.display.show_heatmap(random_heatmap(slide, 0, 40, 40), slide)
     widget.display.export_folder.value = tmp_path / "out"
     widget.display.export_stem.value = "case1"
     files = export_and_wait(widget.display, qtbot)
@@ -135,7 +135,7 @@ def test_export_to_an_unwritable_folder_is_an_error_and_keeps_the_layer(viewer, 
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40)
-    hl = widget.display.show(heatmap, slide)
+    hl = widget.display.show_heatmap(heatmap, slide)
     before = heatmap.values.copy()
     (tmp_path / "a_file").write_text("in the way")
     widget.display.export_folder.value = tmp_path / "a_file" / "out"  # a folder under a file
@@ -180,7 +180,7 @@ def test_the_positive_threshold_field_reaches_the_geojson(viewer, widget, qtbot,
     layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40, classes=("dab_positive",))
-    widget.display.show(heatmap, slide)
+    widget.display.show_heatmap(heatmap, slide)
     panel = widget.display
     assert panel.positive_threshold.visible and not panel.min_probability.visible
     values, computed = heatmap.values[..., 0], heatmap.computed
@@ -204,7 +204,7 @@ def test_a_heatmaps_recorded_threshold_fills_the_field(viewer, widget):
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40, classes=("tumour",))
     heatmap.extra["positive_threshold"] = 0.35  # from the model card or `patchheat run`
-    widget.display.show(heatmap, slide)
+    widget.display.show_heatmap(heatmap, slide)
     assert widget.display.positive_threshold.value == "0.35"
 
 
@@ -213,7 +213,7 @@ def test_the_min_probability_field_leaves_multiclass_tiles_unclassified(viewer, 
     layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40, classes=("a", "b", "c"))
-    widget.display.show(heatmap, slide)
+    widget.display.show_heatmap(heatmap, slide)
     panel = widget.display
     assert panel.min_probability.visible and not panel.positive_threshold.visible
     computed = heatmap.computed
@@ -242,16 +242,16 @@ def test_a_new_heatmap_goes_on_top_of_the_heatmaps_under_the_outlines(viewer, wi
     assert widget.inspector.select(2, 3)  # the selected-patch outline
     qtbot.waitUntil(lambda: outlines_on_top(viewer), timeout=5_000)
     slide = SlideLayer.from_layer(layer)
-    first = widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
-    second = widget.display.show(random_heatmap(slide, 0, 40, 20, model="other"), slide)
+    first = widget.display.show_heatmap(random_heatmap(slide, 0, 40, 40), slide)
+    second = widget.display.show_heatmap(random_heatmap(slide, 0, 40, 20, model="other"), slide)
     assert list(viewer.layers)[:3] == [layer, first, second]  # the second is not hidden
     assert outlines_on_top(viewer)
     later = viewer.add_image(np.zeros((300, 300, 3), np.uint8), rgb=True, name="slide 2")
     qtbot.waitUntil(lambda: outlines_on_top(viewer), timeout=5_000)  # the outlines follow
-    third = widget.display.show(random_heatmap(slide, 0, 40, 20, model="third"), slide)
+    third = widget.display.show_heatmap(random_heatmap(slide, 0, 40, 20, model="third"), slide)
     assert list(viewer.layers)[:5] == [layer, first, second, third, later]
     qtbot.waitUntil(lambda: outlines_on_top(viewer), timeout=5_000)
-    assert widget.display.show(random_heatmap(slide, 0, 40, 40, seed=4), slide) is first
+    assert widget.display.show_heatmap(random_heatmap(slide, 0, 40, 40, seed=4), slide) is first
     assert list(viewer.layers)[:5] == [layer, first, second, third, later]  # merged: stays
 
 
@@ -261,22 +261,23 @@ def test_layer_names_are_short_with_a_run_number_and_name_the_export(viewer, wid
     slide = SlideLayer.from_layer(layer)
     panel = widget.display
     dab = random_heatmap(slide, 0, 50, 50, classes=("dab_positive",), model="dab")
-    first = panel.show(dab, slide)
+    first = panel.show_heatmap(dab, slide)
     assert first.name == "dab · CMU-1-Small-Region"  # one class: not named
     assert panel.export_stem.value == "dab_CMU-1-Small-Region"
-    again = panel.show(random_heatmap(slide, 0, 50, 25, classes=("dab_positive",), model="dab"),
-                       slide)
+    again = panel.show_heatmap(
+        random_heatmap(slide, 0, 50, 25, classes=("dab_positive",), model="dab"), slide)
     assert again.name == "dab · CMU-1-Small-Region (2)"
     assert panel.export_stem.value == "dab_CMU-1-Small-Region_2"
-    assert panel.show(dab, slide) is first and first.name == "dab · CMU-1-Small-Region"
-    multi = panel.show(random_heatmap(slide, 0, 50, 50, classes=("a", "b"), model="hed"), slide)
+    assert panel.show_heatmap(dab, slide) is first and first.name == "dab · CMU-1-Small-Region"
+    multi = panel.show_heatmap(random_heatmap(slide, 0, 50, 50, classes=("a", "b"), model="hed"),
+                               slide)
     assert multi.name == "hed · CMU-1-Small-Region · a"
     panel.class_name.value = "b"
     assert multi.name == "hed · CMU-1-Small-Region · b"
     assert panel.export_stem.value == "hed_CMU-1-Small-Region"  # every class goes to the files
     viewer.layers.remove(again)
-    third = panel.show(random_heatmap(slide, 0, 40, 40, classes=("dab_positive",), model="dab"),
-                       slide)
+    third = panel.show_heatmap(
+        random_heatmap(slide, 0, 40, 40, classes=("dab_positive",), model="dab"), slide)
     assert third.name == "dab · CMU-1-Small-Region (2)"  # numbers the heatmaps still open
 
 
@@ -285,15 +286,16 @@ def test_the_heatmap_in_use_shows_its_colour_bar_and_legend(viewer, widget):
     slide = SlideLayer.from_layer(layer)
     panel = widget.display
     legend = viewer.canvas.overlays[heatmap_panel.LEGEND_OVERLAY_KEY]
-    first = panel.show(random_heatmap(slide, 0, 40, 40, classes=("tumour", "stroma")), slide)
+    first = panel.show_heatmap(random_heatmap(slide, 0, 40, 40, classes=("tumour", "stroma")),
+                               slide)
     assert first.colorbar.visible and tuple(first.contrast_limits) == (0.0, 1.0)
     assert legend.visible and "tumour" in legend.text and "0–1" in legend.text
     assert first.name in legend.text
     assert legend.position == first.colorbar.position  # the legend sits over its colour bar
     panel.class_name.value = "stroma"
     assert "stroma" in legend.text and "tumour" not in legend.text
-    second = panel.show(random_heatmap(slide, 0, 40, 20, classes=("dab_positive",),
-                                       model="dab"), slide)
+    second = panel.show_heatmap(random_heatmap(slide, 0, 40, 20, classes=("dab_positive",),
+                                               model="dab"), slide)
     assert second.colorbar.visible and not first.colorbar.visible  # one bar: the one in use
     assert "dab_positive" in legend.text and second.name in legend.text
     viewer.layers.selection.active = first  # selecting a heatmap makes it the one in use
@@ -322,7 +324,7 @@ def test_export_runs_off_the_gui_thread_on_the_values_it_started_with(viewer, wi
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 40, 40)
     panel = widget.display
-    hl = panel.show(heatmap, slide)
+    hl = panel.show_heatmap(heatmap, slide)
     for fmt, box in panel.export_formats.items():
         box.value = fmt in ("ometiff", "csv")
     out = tmp_path / "out"
@@ -359,8 +361,86 @@ def test_export_runs_off_the_gui_thread_on_the_values_it_started_with(viewer, wi
 def test_the_class_choices_outlive_a_layer_added_later(viewer, widget):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
-    hl = widget.display.show(random_heatmap(slide, 0, 40, 40, classes=("a", "b", "c")), slide)
+    hl = widget.display.show_heatmap(random_heatmap(slide, 0, 40, 40, classes=("a", "b", "c")),
+                                     slide)
     widget.display.class_name.value = "b"
     viewer.add_image(np.zeros((50, 50), np.uint8), name="another")  # napari resets choices
     assert widget.display.class_name.choices == ("a", "b", "c")
     assert widget.display.class_name.value == "b" and hl.metadata[CLASS_META_KEY] == 1
+
+
+# --- the PNG export's colours (napari imported for its colormaps; no canvas needed) -------------
+COLOUR_CHECK_POINTS = (2, 256, 1001, 4099)  # colormap_lut's n: ~5000 distinct values of 0..1
+
+
+def offered_colormaps() -> list[str]:
+    """The colormap names the dock offers, and the default of the export API (the CLI's PNG)."""
+    import inspect
+
+    from napari_patchheat.export import colormap_lut, export_heatmap, render_overlay
+
+    defaults = {inspect.signature(f).parameters["colormap"].default
+                for f in (export_heatmap, render_overlay, colormap_lut)}
+    return sorted(set(heatmap_panel.COLORMAPS) | defaults)
+
+
+class DuckColormap:
+    """Not a napari Colormap, but with its ``map``: the export takes it as one."""
+
+    def __init__(self, colormap):
+        self.colormap = colormap
+
+    def map(self, values):
+        return self.colormap.map(values)
+
+
+@pytest.mark.parametrize("name", offered_colormaps())
+def test_the_png_colours_are_naparis_for_every_offered_colormap(name):
+    """colormap_lut (which imports no napari) equals napari's ensure_colormap(name).map, value
+    for value, by name, for napari's Colormap passed in, and for any object with its ``map``."""
+    from napari.utils.colormaps import ensure_colormap
+
+    from napari_patchheat.export import colormap_lut
+
+    napari_map = ensure_colormap(name)
+    for n in COLOUR_CHECK_POINTS:
+        want = napari_map.map(np.linspace(0.0, 1.0, n))[:, :3].astype(np.float32)
+        np.testing.assert_array_equal(colormap_lut(name, n), want)
+        np.testing.assert_array_equal(colormap_lut(napari_map, n), want)
+        np.testing.assert_array_equal(colormap_lut(DuckColormap(napari_map), n), want)
+
+
+def test_the_colour_check_can_fail():
+    """Another map differs, and so does the right map off by one float32 step: cmap's stops in
+    float64 (napari keeps them as float32), interpolated the same way."""
+    from cmap import Colormap as CmapColormap
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    from napari_patchheat.export import colormap_lut
+
+    values = np.linspace(0.0, 1.0, 1001)
+    want = ensure_colormap("inferno").map(values)[:, :3].astype(np.float32)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(colormap_lut("magma", 1001), want)
+    reversed_map = Colormap(colors=ensure_colormap("inferno").colors[::-1], name="inferno_rev")
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(colormap_lut(reversed_map, 1001), want)
+    stops = CmapColormap("inferno").color_stops
+    in_float64 = np.stack([np.interp(values, np.asarray(stops.stops),
+                                     np.asarray(stops.color_array)[:, k]) for k in range(3)], -1)
+    with pytest.raises(AssertionError):
+        np.testing.assert_array_equal(in_float64.astype(np.float32), want)
+    np.testing.assert_allclose(in_float64, want, atol=2e-7)  # a miss of one step, not a bug
+
+
+def test_the_png_colours_need_no_napari():
+    """The export's colours come without napari (in a fresh interpreter: this one has it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_patchheat.export import colormap_lut, render_overlay; "
+            "assert colormap_lut('turbo', 7).shape == (7, 3); "
+            "assert 'napari' not in sys.modules, 'napari imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr

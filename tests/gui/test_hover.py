@@ -33,7 +33,7 @@ def over_slide(viewer, widget, pyramid):
                              metadata={"mpp": (0.5, 0.5)}, name="slide.svs")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 1, 24, 16)
-    hl = widget.display.show(heatmap, slide)
+    hl = widget.display.show_heatmap(heatmap, slide)
     return layer, slide, heatmap, hl
 
 
@@ -57,7 +57,7 @@ def test_the_top_heatmap_with_a_value_answers(viewer, widget, over_slide):
     layer, slide, heatmap, hl = over_slide
     upper = random_heatmap(slide, 0, 50, 50, model="other")
     upper.values[3, 4] = np.nan  # not computed there: transparent
-    top = widget.display.show(upper, slide)
+    top = widget.display.show_heatmap(upper, slide)
     assert viewer.layers.index(top) > viewer.layers.index(hl)
     cell = heatmap_cell_at(viewer, slide.to_world(upper.grid.centers(3, 4)))
     assert cell.layer is hl  # the cell painted there is the lower heatmap's

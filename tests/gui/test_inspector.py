@@ -40,9 +40,9 @@ def test_a_click_shows_exactly_the_patch_tensorflow_extracts(viewer, widget, qtb
     qtbot.wait(50)
     for i, j in [(0, 0), (7, 11), (grid.rows - 1, grid.cols - 1)]:
         click(viewer, qtbot, grid.centers(i, j))
-        assert widget.inspector.index == (i, j)
+        assert widget.inspector.patch_index == (i, j)
         np.testing.assert_array_equal(widget.inspector.patch, ref[i, j])
-        shown = widget.inspector.shown  # the pixels on screen: the patch zoomed, nothing else
+        shown = widget.inspector.on_screen  # the pixels on screen: the patch zoomed, nothing else
         f = shown.shape[0] // 9
         np.testing.assert_array_equal(shown[::f, ::f], ref[i, j])
         assert widget.inspector.image.pixmap().width() == 9 * f
@@ -56,9 +56,9 @@ def test_step_buttons_and_spin_boxes_select_patches(widget, patches):
     grid, ref = patches
     widget.inspector.select(grid.rows - 1, grid.cols - 1)
     widget.inspector.right.native.click()
-    assert widget.inspector.index == (grid.rows - 1, grid.cols - 1)  # the last column: stays
+    assert widget.inspector.patch_index == (grid.rows - 1, grid.cols - 1)  # the last column: stays
     widget.inspector.up.native.click()
-    assert widget.inspector.index == (grid.rows - 2, grid.cols - 1)
+    assert widget.inspector.patch_index == (grid.rows - 2, grid.cols - 1)
     np.testing.assert_array_equal(widget.inspector.patch, ref[grid.rows - 2, grid.cols - 1])
     widget.inspector.row.value, widget.inspector.col.value = 3, 4
     np.testing.assert_array_equal(widget.inspector.patch, ref[3, 4])
@@ -70,7 +70,7 @@ def test_a_drag_pans_and_keeps_the_selection(viewer, widget, qtbot, patches):
     qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=QPoint(100, 100))
     qtbot.mouseMove(canvas, QPoint(160, 140))
     qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=QPoint(160, 140))
-    assert widget.inspector.index == (3, 4)
+    assert widget.inspector.patch_index == (3, 4)
 
 
 def test_alt_arrow_keys_step_the_inspector(viewer, widget):
@@ -80,12 +80,12 @@ def test_alt_arrow_keys_step_the_inspector(viewer, widget):
     widget.size.value = widget.stride.value = 40
     press = {k: viewer.keymap[KeyBinding.from_str(k)] for k in ("Alt-Right", "Alt-Down", "Alt-Up")}
     press["Alt-Right"](viewer)  # nothing selected yet: the first patch
-    assert widget.inspector.index == (0, 0)
+    assert widget.inspector.patch_index == (0, 0)
     press["Alt-Right"](viewer)
     press["Alt-Down"](viewer)
     press["Alt-Down"](viewer)
     press["Alt-Up"](viewer)
-    assert widget.inspector.index == (1, 1)
+    assert widget.inspector.patch_index == (1, 1)
 
 def test_inspector_shows_predictions_once_computed(viewer, widget):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
@@ -94,7 +94,7 @@ def test_inspector_shows_predictions_once_computed(viewer, widget):
     widget.inspector.select(2, 3)
     assert "not computed yet" in text(widget.inspector.info)
     heatmap = random_heatmap(SlideLayer.from_layer(layer), 0, 40, 40)
-    widget.display.show(heatmap, SlideLayer.from_layer(layer))
+    widget.display.show_heatmap(heatmap, SlideLayer.from_layer(layer))
     a, b = heatmap.values[2, 3]
     assert f"a {a:.4g}, b {b:.4g}" in text(widget.inspector.info)
 
@@ -104,7 +104,7 @@ def test_a_click_on_a_heatmap_inspects_its_own_grid_and_values(viewer, widget, q
     layer = viewer.add_image(image, rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     heatmap = random_heatmap(slide, 0, 30, 20)  # SAME, size 30, stride 20: 15 x 21 patches
-    hl = widget.display.show(heatmap, slide)
+    hl = widget.display.show_heatmap(heatmap, slide)
     widget.size.value = widget.stride.value = 64  # the dock's grid is another one now
     grid = heatmap.grid
     cam = camera(viewer)
@@ -112,7 +112,7 @@ def test_a_click_on_a_heatmap_inspects_its_own_grid_and_values(viewer, widget, q
     qtbot.wait(50)
     click(viewer, qtbot, grid.centers(4, 7))
     inspector = widget.inspector
-    assert inspector.index == (4, 7)
+    assert inspector.patch_index == (4, 7)
     np.testing.assert_array_equal(inspector.patch, grid.read_patch(image, 4, 7))
     info = text(inspector.info)
     a, b = heatmap.values[4, 7]
@@ -120,12 +120,12 @@ def test_a_click_on_a_heatmap_inspects_its_own_grid_and_values(viewer, widget, q
     assert hl.name in info
     np.testing.assert_allclose(inspector.highlight.data[0],
                                slide.box_to_world(grid.boxes(4, 7))[0])
-    assert inspector.step(0, 1) and inspector.index == (4, 8)  # steps on the heatmap's grid
+    assert inspector.step(0, 1) and inspector.patch_index == (4, 8)  # steps on the heatmap's grid
     np.testing.assert_array_equal(inspector.patch, grid.read_patch(image, 4, 8))
     hl.visible = False  # no heatmap under the click: the dock's grid again
     dock = widget.grid
     click(viewer, qtbot, dock.centers(1, 2))
-    assert inspector.index == (1, 2)
+    assert inspector.patch_index == (1, 2)
     np.testing.assert_array_equal(inspector.patch, dock.read_patch(image, 1, 2))
     assert "not computed yet" in text(inspector.info)
 
@@ -153,7 +153,7 @@ def test_a_click_on_a_heatmap_opened_from_an_ome_tiff_inspects_it(viewer, widget
     qtbot.wait(50)
     grid = heatmap.grid
     click(viewer, qtbot, grid.centers(2, 5))
-    assert widget.inspector.index == (2, 5)
+    assert widget.inspector.patch_index == (2, 5)
     np.testing.assert_array_equal(widget.inspector.patch, grid.read_patch(image, 2, 5))
     a, b = heatmap.values[2, 5]
     assert f"a {a:.4g}, b {b:.4g}" in text(widget.inspector.info)

@@ -19,7 +19,7 @@ def test_the_overlap_map_is_placed_on_its_pixels_and_the_values_stay(viewer, wid
     assert not panel.show_map() and "Run or open a heatmap first" in text(widget.status)
     heatmap = random_heatmap(slide, 1, 64, 32, classes=("a",), padding="SAME")
     before = heatmap.values.copy()
-    hl = widget.display.show(heatmap, slide)
+    hl = widget.display.show_heatmap(heatmap, slide)
     assert panel.show_map()
     layer = panel.layer
     m = layer.metadata[OVERLAP_META_KEY]

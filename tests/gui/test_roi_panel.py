@@ -117,7 +117,7 @@ def test_a_layer_without_a_file_runs_its_level_with_the_regions_scaled(widget, s
 
 def test_regions_and_numbers_of_a_heatmap(viewer, widget, svs, tmp_path):
     heatmap = random_heatmap(svs, 0, 64, 64, classes=("a",), padding="VALID", seed=2)
-    widget.display.show(heatmap, svs)
+    widget.display.show_heatmap(heatmap, svs)
     panel = widget.regions
     panel.threshold.value = 0.9
     shapes = viewer.add_shapes([world(svs, [(0, 0), (1000, 0), (1000, 1000), (0, 1000)])],

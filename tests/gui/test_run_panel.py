@@ -130,7 +130,7 @@ def test_batches_land_in_the_runs_heatmap_whichever_layer_is_selected(viewer, wi
 
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
-    other = widget.display.show(random_heatmap(slide, 0, 32, 32, model="other"), slide)
+    other = widget.display.show_heatmap(random_heatmap(slide, 0, 32, 32, model="other"), slide)
     other_values = other.metadata[HEATMAP_META_KEY].values.copy()
     widget.size.value = widget.stride.value = 40
     widget.padding.value = "SAME"

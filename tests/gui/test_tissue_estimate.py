@@ -47,10 +47,9 @@ def test_the_status_lines_tissue_share_does_not_follow_the_threshold(viewer, wid
                                                                      svs_path):
     """"x% tissue" counts the patches at least TISSUE_SHOWN_FRACTION tissue whatever the
     threshold; "N to run" counts those at the threshold (the run's patch_tissue_fraction)."""
-    from napari_patchheat._qt.tissue_estimate import TISSUE_SHOWN_FRACTION
     from napari_patchheat._reader import read_slides
     from napari_patchheat.slide import open_slide
-    from napari_patchheat.tissue import patch_tissue_fraction
+    from napari_patchheat.tissue import TISSUE_SHOWN_FRACTION, patch_tissue_fraction
 
     data, kwargs, _ = read_slides(str(svs_path))[0]
     viewer.add_image(data, **kwargs)

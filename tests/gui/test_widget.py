@@ -108,7 +108,7 @@ def test_every_layer_the_widget_adds_shares_the_slides_units(viewer, widget, svs
     widget.preview.update_now()
     widget.inspector.select(1, 1)
     slide = SlideLayer.from_layer(slide_layer)
-    widget.display.show(random_heatmap(slide, 0, 200, 200), slide)
+    widget.display.show_heatmap(random_heatmap(slide, 0, 200, 200), slide)
     assert len(viewer.layers) == 4  # slide, heatmap, grid preview, selected patch
     for layer in viewer.layers:
         assert tuple(layer.units) == tuple(slide_layer.units), layer.name
@@ -133,7 +133,7 @@ def test_the_dock_fits_900_px_and_opens_the_inspector_on_a_patch(viewer, widget,
     assert shown <= top < shown + widget.scroll.viewport().height()
     assert not widget.collapsibles[DISPLAY_SECTION].isExpanded()
     slide = SlideLayer.from_layer(layer)
-    widget.display.show(random_heatmap(slide, 0, 40, 40), slide)
+    widget.display.show_heatmap(random_heatmap(slide, 0, 40, 40), slide)
     assert widget.collapsibles[DISPLAY_SECTION].isExpanded()  # a heatmap: its colours, export
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
 from qtpy.QtCore import QTimer
 
@@ -39,11 +40,12 @@ class BatchPanel(Container):
     def __init__(self, viewer: Any, workers: Workers, request: Callable[[], RunRequest],
                  show: ShowHeatmap, on_error: Callable[[str], None]):
         self.viewer, self.workers, self.request = viewer, workers, request
-        self.show, self.on_error = show, on_error
+        self.show_heatmap, self.on_error = show, on_error
         self.scheduler = LineEdit(label="scheduler", value="",
                                   tooltip="a dask scheduler's address (tcp://host:8786) or "
                                           "scheduler file; empty: a local cluster")
-        self.out = FileEdit(label="output folder", mode="d", value="",
+        self.out = FileEdit(label="output folder", mode=FileDialogMode.EXISTING_DIRECTORY,
+                            value=None,
                             tooltip="where each slide's heatmap and batch.csv go; empty: a new "
                                     "temporary folder")
         self.run_button = PushButton(text="Run on all open slides")
@@ -59,7 +61,7 @@ class BatchPanel(Container):
             self.progress, self.dashboard, self.info])
         self.running = False
         self.slide_layers: dict[str, SlideLayer] = {}  # absolute path -> its layer
-        self.shown: set[str] = set()  # slides whose heatmap this batch opened
+        self.opened: set[str] = set()  # slides whose heatmap this batch opened
         self._clients: dict[str, Any] = {}  # address ('' for the local cluster) -> Client
         self._cluster: Any = None
         self._lock = threading.Lock()
@@ -74,7 +76,7 @@ class BatchPanel(Container):
 
     def open_slides(self) -> dict[str, SlideLayer]:
         """Absolute path -> layer of each image layer read from a slide file."""
-        slides = {}
+        slides: dict[str, SlideLayer] = {}
         for layer in self.viewer.layers:
             if is_slide_candidate(layer):
                 slide = SlideLayer.from_layer(layer)
@@ -101,7 +103,7 @@ class BatchPanel(Container):
         text = str(self.out.value) if self.out.value is not None else ""
         out = Path(text) if text not in ("", ".") else Path(
             tempfile.mkdtemp(prefix="patchheat-batch-"))
-        self.running, self.shown, self._progress = True, set(), None
+        self.running, self.opened, self._progress = True, set(), None
         with self._lock:
             self._dashboard_link = ""  # this batch's scheduler's, once its client is made
         self._cancel = threading.Event()
@@ -179,12 +181,12 @@ class BatchPanel(Container):
 
     def _open(self, row: SlideRow) -> None:
         """Open ``row``'s heatmap over its slide, once per batch."""
-        if row.slide in self.shown or "npz" not in row.outputs:
+        if row.slide in self.opened or "npz" not in row.outputs:
             return
-        self.shown.add(row.slide)
+        self.opened.add(row.slide)
         slide = self.slide_layers.get(row.slide)
         if slide is not None and slide.layer in self.viewer.layers:
-            self.show(Heatmap.load_npz(row.outputs["npz"]), slide, False)
+            self.show_heatmap(Heatmap.load_npz(row.outputs["npz"]), slide, False)
 
     def _finished(self, manifest: Manifest) -> None:
         self._timer.stop()

@@ -29,7 +29,7 @@ def camera(viewer: Any) -> Any:
 def canvas_size(viewer: Any) -> tuple[float, float]:
     """(height, width) of the canvas in screen pixels."""
     canvas = getattr(viewer, "canvas", None)
-    size = getattr(canvas, "size", None) if canvas is not None else None
+    size: Any = getattr(canvas, "size", None) if canvas is not None else None
     if size is None:
         size = getattr(viewer, "_canvas_size", (600, 800))
     return float(size[0]), float(size[1])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -40,7 +41,7 @@ from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
 from .threads import Workers
-from .widgets import TextLabel, section
+from .widgets import TextLabel, path_of, section
 
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "red", "gray")
 DEFAULT_OPACITY = 0.6
@@ -106,7 +107,7 @@ class HeatmapPanel(Container):
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
         self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True)
                                for f in FORMATS}
-        self.export_folder = FileEdit(label="folder", mode="d",
+        self.export_folder = FileEdit(label="folder", mode=FileDialogMode.EXISTING_DIRECTORY,
                                       value=Path.home() / "patchheat-export")
         self.export_stem = LineEdit(label="file stem", value="heatmap")
         self.positive_threshold = LineEdit(
@@ -161,7 +162,7 @@ class HeatmapPanel(Container):
                 return layer
         return None
 
-    def show(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
+    def show_heatmap(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
         """Show ``heatmap`` over ``slide``: in the layer of the same slide, grid and model (values
         merged, so nothing computed is lost), else in the layer in use (``replace``), else in a
         new layer right above the slide and its heatmaps; a heatmap of another grid never lands
@@ -258,8 +259,9 @@ class HeatmapPanel(Container):
         """The legend of the heatmap in use: its class, value range and layer, over its colour
         bar; hidden when that layer is hidden or gone."""
         layer, heatmap = self.layer, self.heatmap
-        shown = layer is not None and heatmap is not None and layer in self.viewer.layers
-        if shown:
+        shown = False
+        if layer is not None and heatmap is not None and layer in self.viewer.layers:
+            shown = True
             lo, hi = (float(v) for v in layer.contrast_limits)
             name = heatmap.class_names[int(layer.metadata.get(CLASS_META_KEY, 0))]
             self.legend.text = f"{name}: {lo:g}–{hi:g}\n{layer.name}"
@@ -327,7 +329,7 @@ class HeatmapPanel(Container):
             self.on_error(f"Export failed: {exc}")
             return False
         source = self.source_of(layer)
-        folder = Path(self.export_folder.value)
+        folder = path_of(self.export_folder)
         as_now = dataclasses.replace(heatmap, values=heatmap.values.copy(),
                                      extra=dict(heatmap.extra))  # runs may fill it meanwhile
         job = functools.partial(

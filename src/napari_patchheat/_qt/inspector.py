@@ -42,7 +42,7 @@ STEP_KEYS = {"Alt-Up": (-1, 0), "Alt-Down": (1, 0), "Alt-Left": (0, -1), "Alt-Ri
 
 InspectSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer, int] | None"]
 ValuesSource = Callable[[PatchGrid, int, int, int], "tuple[tuple[str, ...], np.ndarray] | None"]
-InspectState = "tuple[PatchGrid, FloatPair, SlideLayer, int]"
+InspectState = tuple[PatchGrid, FloatPair, SlideLayer, int]
 
 
 def display_rgb(patch: np.ndarray) -> np.ndarray:
@@ -96,10 +96,10 @@ class PatchInspector(Container):
         self.values = values
         self.slide_of = slide_of
         self.heatmap_layer: Any = None
-        self.index: tuple[int, int] | None = None
+        self.patch_index: tuple[int, int] | None = None
         self.patch: np.ndarray | None = None
         self.highlight: Any = None
-        self.shown = np.zeros((1, 1, 3), np.uint8)  # the pixels on screen (zoomed patch)
+        self.on_screen = np.zeros((1, 1, 3), np.uint8)  # the pixels shown (zoomed patch)
         self.row = SpinBox(label="row", min=0, max=0)
         self.col = SpinBox(label="col", min=0, max=0)
         self.up, self.down = PushButton(text="▲"), PushButton(text="▼")
@@ -140,19 +140,19 @@ class PatchInspector(Container):
         if state is None or not (0 <= row < state[0].rows and 0 <= col < state[0].cols):
             return False
         grid, downsample, slide, level = state
-        self.index = (row, col)
+        self.patch_index = (row, col)
         self.patch = grid.read_patch(slide.levels[level], row, col)
         self._set_spins(row, col, grid)
         self._show(zoom_for_display(display_rgb(self.patch)))
-        self._outline(grid, downsample, slide)
+        self._outline(grid, downsample, slide, row, col)
         self.update_values()
         return True
 
     def step(self, drow: int, dcol: int) -> bool:
         """Move the selection by (drow, dcol) patches; patch (0, 0) when none is shown."""
-        if self.index is None:
+        if self.patch_index is None:
             return self.select(0, 0)
-        return self.select(self.index[0] + drow, self.index[1] + dcol)
+        return self.select(self.patch_index[0] + drow, self.patch_index[1] + dcol)
 
     def select_at(self, yx_world: Any) -> bool:
         """Select the patch under a world point: of the heatmap seen there (its cell, see
@@ -175,12 +175,12 @@ class PatchInspector(Container):
         state = self.state()
         if state is not None:
             self.row.max, self.col.max = state[0].rows - 1, state[0].cols - 1
-        if self.index is None or not self.select(*self.index):
+        if self.patch_index is None or not self.select(*self.patch_index):
             self.clear()
 
     def clear(self) -> None:
         """Show nothing."""
-        self.index, self.patch = None, None
+        self.patch_index, self.patch = None, None
         self._show(np.zeros((1, 1, 3), np.uint8))
         self.info.value = "Click a patch on the slide (or set row and col)."
         if self.highlight is not None and self.highlight in self.viewer.layers \
@@ -191,10 +191,10 @@ class PatchInspector(Container):
     def update_values(self) -> None:
         """Rewrite the text: index, level-0 box and the predictions known so far."""
         state = self.state()
-        if state is None or self.index is None:
+        if state is None or self.patch_index is None:
             return
         grid, downsample, slide, level = state
-        row, col = self.index
+        row, col = self.patch_index
         box = grid.box(row, col, downsample)
         y0, x0, y1, x1 = box
         ky, kx = grid.size
@@ -226,8 +226,9 @@ class PatchInspector(Container):
                 and self.highlight.nshapes):
             self.highlight.edge_width = [screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX)]
 
-    def _outline(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer) -> None:
-        rect = slide.box_to_world(grid.boxes(*self.index, downsample))
+    def _outline(self, grid: PatchGrid, downsample: FloatPair, slide: SlideLayer, row: int,
+                 col: int) -> None:
+        rect = slide.box_to_world(grid.boxes(row, col, downsample))
         layer = self.highlight
         if layer is None or layer not in self.viewer.layers:
             layer = self.highlight = add_outline_layer(
@@ -240,9 +241,11 @@ class PatchInspector(Container):
                          HIGHLIGHT_EDGE_COLOR)
 
     def _show(self, rgb: np.ndarray) -> None:
-        self.shown = np.ascontiguousarray(rgb)
-        h, w = self.shown.shape[:2]
-        qimage = QImage(self.shown.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        self.on_screen = np.ascontiguousarray(rgb)
+        h, w = self.on_screen.shape[:2]
+        # PyQt6's stub types the pixels as bytes; Qt takes any buffer, here without a copy
+        qimage = QImage(self.on_screen.data, w, h, 3 * w,  # type: ignore[call-overload]
+                        QImage.Format.Format_RGB888)
         self.image.setPixmap(QPixmap.fromImage(qimage))  # the pixmap copies the pixels
         self.image.setFixedSize(w, h)
 
@@ -274,7 +277,7 @@ class PatchInspector(Container):
         if moved <= CLICK_MAX_MOVE_SCREEN_PX:
             self.select_at(event.position)
 
-    def remove(self) -> None:
+    def detach(self) -> None:
         """Detach from the viewer: mouse callback, keys, outline layer."""
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)

@@ -3,7 +3,7 @@
 Up to ``PREVIEW_MAX_SHAPES`` patches in view, each patch's rectangle in a napari Shapes layer
 (about 0.5 ms a rectangle, so never the whole grid: :meth:`PatchGrid.patches_in` says in closed
 form which patches meet the view). Past that, every patch boundary drawn into an image at
-screen resolution (:mod:`~napari_patchheat._qt.grid_overlay`). Where patches overlap, single
+screen resolution (:mod:`~napari_patchheat.grid_picture`). Where patches overlap, single
 patches are shaded and outlined in orange, so each one's extent shows across its neighbours.
 Redrawn after parameter changes and camera moves, debounced.
 """
@@ -18,18 +18,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 
 from ..grid import FloatPair, PatchGrid
-from .canvas import (
-    add_outline_layer,
-    add_outlines,
-    add_overlay_layer,
-    camera,
-    canvas_size,
-    one_update,
-    remove_layer,
-    screen_px_to_world,
-    view_rect_world,
-)
-from .grid_overlay import (
+from ..grid_picture import (
     EXAMPLE_ALPHA,
     EXAMPLE_COLOR,
     LINE_COLOR,
@@ -41,6 +30,17 @@ from .grid_overlay import (
     render,
     rgb,
     view_pixels,
+)
+from .canvas import (
+    add_outline_layer,
+    add_outlines,
+    add_overlay_layer,
+    camera,
+    canvas_size,
+    one_update,
+    remove_layer,
+    screen_px_to_world,
+    view_rect_world,
 )
 from .slide_layer import SlideLayer
 
@@ -54,11 +54,13 @@ PREVIEW_LINES_LAYER_NAME = "PatchHeat grid lines"
 GridSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer] | None"]
 
 
-def world_rect_to_level0(slide: SlideLayer, rect: tuple[float, ...]) -> tuple[float, ...]:
+def world_rect_to_level0(slide: SlideLayer, rect: tuple[float, ...]
+                         ) -> tuple[float, float, float, float]:
     """A world rectangle -> the level-0 pixel rectangle ``[y0, y1) x [x0, x1)`` it overlaps."""
     (ay, ax), (by, bx) = slide.to_level0(np.array([rect[:2], rect[2:]]))
     # napari's pixel p covers [p - 0.5, p + 0.5): shift to pixel-edge coordinates
-    return tuple(float(v) + 0.5 for v in (min(ay, by), min(ax, bx), max(ay, by), max(ax, bx)))
+    return (float(min(ay, by)) + 0.5, float(min(ax, bx)) + 0.5, float(max(ay, by)) + 0.5,
+            float(max(ax, bx)) + 0.5)
 
 
 def grid_extent_level0(grid: PatchGrid, downsample: FloatPair) -> tuple[float, ...]:
@@ -191,9 +193,9 @@ class GridPreview:
         """Every patch of rows ``rr`` x columns ``cc`` (inside the region, if any) as a
         rectangle; where patches overlap, the single patches of :func:`example_indices`
         shaded and outlined in EXAMPLE_COLOR."""
-        r, c = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop),
-                           indexing="ij")
-        r, c = r.ravel(), c.ravel()
+        rows, cols = np.meshgrid(np.arange(rr.start, rr.stop), np.arange(cc.start, cc.stop),
+                                 indexing="ij")
+        r, c = rows.ravel(), cols.ravel()
         if self.inside is not None:  # a region of interest: only its patches
             keep = self.inside[r, c]
             r, c = r[keep], c[keep]
@@ -225,7 +227,7 @@ class GridPreview:
         with one_update(layer):
             if layer.nshapes:
                 layer.data = []
-            if not empty:
+            if rects is not None and len(rects):
                 add_outlines(layer, rects, self.edge_width(), edges, faces)
 
     # --- the lines image --------------------------------------------------------------------
@@ -234,8 +236,10 @@ class GridPreview:
         """Draw every patch boundary over the view (and PREVIEW_MARGIN_FRACTION of it past
         each side, so a pan shows lines before the redraw) at screen resolution."""
         world_per_screen_px = screen_px_to_world(self.viewer, 1.0)
-        step = tuple(world_per_screen_px / w for w in slide.world_per_px)
-        margin = tuple(round(n * PREVIEW_MARGIN_FRACTION) for n in canvas_size(self.viewer))
+        wy, wx = slide.world_per_px
+        step = (world_per_screen_px / wy, world_per_screen_px / wx)
+        h, w = canvas_size(self.viewer)
+        margin = (round(h * PREVIEW_MARGIN_FRACTION), round(w * PREVIEW_MARGIN_FRACTION))
         pixels = view_pixels(view, step, grid_extent_level0(grid, downsample), margin)
         if pixels is None:
             return None

@@ -5,7 +5,7 @@ gives the :class:`RunRequest` of the dock's parameters, ``show(heatmap, slide, r
 a run's heatmap in a layer, ``on_batch(layer, heatmap)`` says new values arrived and
 ``on_error(message)`` reports what went wrong. A run goes to this process's warm
 worker, a spawned process that holds TensorFlow across runs and starts when the panel does
-(:class:`~napari_patchheat._qt.run_watch.RunWatcher`); a layer without a file is first written
+(:class:`~napari_patchheat.run_watch.RunWatcher`); a layer without a file is first written
 to a temporary TIFF of its level on a worker thread. A QTimer on the GUI thread takes the run's
 messages: ``Started`` adds the run's own heatmap and layer, each ``Progress`` fills them
 (whichever heatmap is in use meanwhile), ``Warned`` is a napari warning, ``Finished`` and
@@ -34,8 +34,8 @@ from ..heatmap import Heatmap
 from ..inference import Progress
 from ..options import RunOptions
 from ..roi import scaled_roi
+from ..run_watch import RunWatcher, warm_up
 from ..runner import Failed, Finished, RunSpec, Started, Warned, array_to_tiff
-from .run_watch import RunWatcher, warm_up
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 from .widgets import TextLabel
@@ -99,7 +99,7 @@ class RunPanel(Container):
                  show: ShowHeatmap, on_batch: Callable[[Any, Heatmap], None],
                  on_error: Callable[[str], None]):
         self.cache, self.workers, self.request = cache, workers, request
-        self.show, self.on_batch, self.on_error = show, on_batch, on_error
+        self.show_heatmap, self.on_batch, self.on_error = show, on_batch, on_error
         self.handle: RunWatcher | None = None  # the run's process, from start until it ended
         self.active: ActiveRun | None = None
         self.closed = False
@@ -307,7 +307,7 @@ class RunPanel(Container):
         run.cached, run.to_compute = heatmap.n_computed, msg.total
         run.show_counts(self.progress, 0)
         self.info.value = f"{run.cached:,} patches from the cache, {msg.total:,} to compute"
-        run.layer = self.show(heatmap, slide, run.replace)
+        run.layer = self.show_heatmap(heatmap, slide, run.replace)
         run.heatmap = heatmap
 
     def _on_finished(self, msg: Finished) -> None:

@@ -14,39 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from ..grid import FloatPair, PatchGrid
-from ..tissue import choose_mask_level, grid_tissue_fraction, is_fluorescence
+from ..grid import PatchGrid
+from ..tissue import choose_mask_level, grid_tissue_fraction, is_fluorescence, tissue_level_mask
 from .coarse_build import is_pending
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 
-TISSUE_ESTIMATE_MAX_READ_PX = 64 * 2**20  # read at most this many pixels for the estimate
 # a layer without a file: its coarser levels are computed from the whole level the run reads, so
 # no estimate past this many pixels there (a lazy 100k x 100k array: 10^10 px to compute)
 TISSUE_ESTIMATE_MAX_COMPUTED_PX = 2**14 * 2**14
 TISSUE_STATUS_MAX_PATCHES = 4_000_000  # above this the status line skips the tissue estimate
 TISSUE_FRACTIONS_KEPT = 4  # per-patch fractions kept per layer: the grids tried last
-TISSUE_SHOWN_FRACTION = 0.5  # "x% tissue" counts patches at least this full, whatever threshold
 _PENDING, _MISSING = "pending", "missing"
-
-
-def grid_status(grid: PatchGrid, tissue: np.ndarray | None, threshold: float,
-                inside: np.ndarray | None = None) -> str:
-    """'412 x 388 = 159,856 patches, 41% tissue, 65,541 to run' (tissue: per-patch fraction).
-
-    The share of tissue is of patches at least ``TISSUE_SHOWN_FRACTION`` tissue, so it does not
-    move with ``threshold``; "N to run" (threshold > 0) counts those at the threshold. With
-    ``inside`` (bool, the patches in a region of interest), '2,310 in the region' and the
-    patches to run are those inside.
-    """
-    text = f"{grid.rows:,} x {grid.cols:,} = {grid.n_patches:,} patches"
-    if inside is not None:
-        text += f", {int(inside.sum()):,} in the region"
-    if tissue is None:
-        return text + (f", {int(inside.sum()):,} to run" if inside is not None else "")
-    text += f", {(tissue >= TISSUE_SHOWN_FRACTION).mean():.0%} tissue"
-    run = tissue >= threshold if inside is None else (tissue >= threshold) & inside
-    return text + (f", {int(run.sum()):,} to run" if threshold > 0 or inside is not None else "")
 
 
 def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int] | None:
@@ -74,21 +53,6 @@ def tissue_source(slide: SlideLayer, level: int) -> tuple[SimpleNamespace, int] 
                               name=False)
     levels, downsamples = rgb_pyramid([image if image.ndim == 3 else image[..., None]])
     return SimpleNamespace(levels=levels, downsamples=downsamples), 0
-
-
-def tissue_level_mask(source: Any, mask_level: int) -> tuple[np.ndarray, FloatPair] | None:
-    """The tissue mask the run computes from ``mask_level`` of ``source`` (see
-    :func:`~napari_patchheat.tissue.slide_tissue_mask`) and its (dy, dx) level-0 px per mask px.
-
-    None when that level holds more than TISSUE_ESTIMATE_MAX_READ_PX pixels. Reads pixels:
-    call it off the GUI thread.
-    """
-    from ..tissue import slide_tissue_mask
-
-    h, w = source.levels[mask_level].shape[:2]
-    if h * w > TISSUE_ESTIMATE_MAX_READ_PX:
-        return None
-    return slide_tissue_mask(source, level=mask_level)
 
 
 def _origin(slide: SlideLayer, level: int) -> Any:

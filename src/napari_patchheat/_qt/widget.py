@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from magicgui.types import FileDialogMode
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
@@ -24,7 +25,7 @@ from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card, is_builtin
 from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptions
-from ..tissue import FLUORESCENCE_MODEL_WARNING
+from ..tissue import FLUORESCENCE_MODEL_WARNING, grid_status
 from .batch_panel import BatchPanel
 from .build_status import BuildStatus
 from .heatmap_panel import HeatmapPanel
@@ -36,8 +37,8 @@ from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .threads import Workers
-from .tissue_estimate import TissueEstimate, grid_status
-from .widgets import TextLabel
+from .tissue_estimate import TissueEstimate
+from .widgets import TextLabel, path_of
 
 if TYPE_CHECKING:
     import napari
@@ -87,8 +88,8 @@ class PatchHeatWidget(Container):
         self.rate = SpinBox(label="rate", min=1, max=256, value=1)
         self.padding = ComboBox(label="padding", choices=["VALID", "SAME"], value="VALID")
         self.model = ComboBox(label="model", choices=[*BUILTIN_MODELS, MODEL_FILE_CHOICE])
-        self.model_file = FileEdit(label="model file", mode="r", filter="*.keras *.h5",
-                                   visible=False)
+        self.model_file = FileEdit(label="model file", mode=FileDialogMode.EXISTING_FILE,
+                                   filter="*.keras *.h5", visible=False)
         self.model_info = TextLabel()
         self.resize = CheckBox(text="resize patches to the model's input size", value=False)
         self.mixed_precision = CheckBox(text="mixed precision (float16, for GPUs)", value=False,
@@ -150,7 +151,9 @@ class PatchHeatWidget(Container):
         self.collapsibles: dict[str, QCollapsible] = {}
         for title, content in self.sections.items():
             box = self.collapsibles[title] = QCollapsible(title)
-            box.layout().setContentsMargins(0, 0, 0, 0)
+            box_layout = box.layout()
+            assert box_layout is not None  # QCollapsible lays out its title and content
+            box_layout.setContentsMargins(0, 0, 0, 0)
             content.native.layout().setContentsMargins(4, 0, 4, 4)
             box.addWidget(content.native)
             if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
@@ -163,8 +166,10 @@ class PatchHeatWidget(Container):
         self.scroll.setWidgetResizable(True)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setWidget(body)
+        scroll_bar = self.scroll.verticalScrollBar()
+        assert scroll_bar is not None  # a QScrollArea always has its scroll bars
         self.scroll.setMinimumWidth(max(DOCK_MIN_WIDTH_PX, body.minimumSizeHint().width()
-                                        + self.scroll.verticalScrollBar().sizeHint().width()))
+                                        + scroll_bar.sizeHint().width()))
         self.native.layout().addWidget(self.scroll)
         self.native.layout().setContentsMargins(0, 0, 0, 0)
 
@@ -241,7 +246,7 @@ class PatchHeatWidget(Container):
         """The model as the runner takes it: a built-in name or a file path ('' if none chosen)."""
         if self.model.value != MODEL_FILE_CHOICE:
             return str(self.model.value)
-        path = Path(self.model_file.value)
+        path = path_of(self.model_file)
         return str(path) if str(self.model_file.value) not in ("", ".") and path.exists() else ""
 
     def run_options(self) -> RunOptions:
@@ -349,7 +354,7 @@ class PatchHeatWidget(Container):
 
     def _export_destination(self) -> tuple[Path, str]:
         """The Export section's folder and file stem."""
-        return Path(self.display.export_folder.value), str(self.display.export_stem.value)
+        return path_of(self.display.export_folder), str(self.display.export_stem.value)
 
     def _regions_source(self) -> Any:
         layer = self.display.layer
@@ -397,7 +402,7 @@ class PatchHeatWidget(Container):
         return self.display.values_at(grid, level, row, col, getattr(self.slide, "layer", None))
 
     def _show_run_heatmap(self, heatmap: Heatmap, slide: SlideLayer, replace: bool) -> Any:
-        return self.display.show(heatmap, slide, replace=replace)
+        return self.display.show_heatmap(heatmap, slide, replace=replace)
 
     def _on_batch(self, layer: Any, heatmap: Heatmap) -> None:
         self.display.refresh_layer(layer, heatmap)
@@ -412,8 +417,9 @@ class PatchHeatWidget(Container):
     def _on_patch_selected(self, *_: Any) -> None:
         """A patch was selected (click, keys, buttons): open the inspector on it, once per
         patch (a new grid keeps the selection without reopening)."""
-        if self.inspector.index is not None and self.inspector.index != self._inspected:
-            self._inspected = self.inspector.index
+        if (self.inspector.patch_index is not None
+                and self.inspector.patch_index != self._inspected):
+            self._inspected = self.inspector.patch_index
             self.show_section(INSPECTOR_SECTION)
 
     def _on_show_grid(self, *_: Any) -> None:
@@ -443,6 +449,6 @@ class PatchHeatWidget(Container):
             self.display.shutdown()
             self.hover.remove()
             self.preview.remove()
-            self.inspector.remove()
+            self.inspector.detach()
         except (RuntimeError, ValueError, KeyError):  # the viewer is closing as well
             pass

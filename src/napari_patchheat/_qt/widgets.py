@@ -1,10 +1,11 @@
-"""Small widgets the dock's panels share: wrapped text labels and section titles."""
+"""Small widgets the dock's panels share: wrapped text labels, section titles, file paths."""
 
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
-from magicgui.widgets import Label
+from magicgui.widgets import FileEdit, Label
 
 TEXT_WRAP_CHARS = 56  # dock labels break their lines here (Qt's word wrap sizes docks badly)
 
@@ -12,7 +13,7 @@ TEXT_WRAP_CHARS = 56  # dock labels break their lines here (Qt's word wrap sizes
 class TextLabel(Label):
     """A Label whose text is broken into lines of at most TEXT_WRAP_CHARS characters."""
 
-    @property  # type: ignore[override]
+    @property
     def value(self) -> str:
         return str(Label.value.fget(self))  # type: ignore[attr-defined]
 
@@ -21,6 +22,14 @@ class TextLabel(Label):
         lines = str(text).splitlines() or [""]
         Label.value.fset(self, "\n".join(  # type: ignore[attr-defined]
             textwrap.fill(line, TEXT_WRAP_CHARS) or line for line in lines))
+
+
+def path_of(edit: FileEdit) -> Path:
+    """The path in a FileEdit of one path (mode "r", "w" or "d", not nullable): magicgui types
+    its value for every mode (a tuple for "rm", None when nullable)."""
+    value = edit.value
+    assert isinstance(value, Path), value
+    return value
 
 
 def section(title: str) -> Label:

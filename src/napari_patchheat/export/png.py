@@ -1,6 +1,7 @@
 """PNG overlay: one class of the heatmap blended over a slide thumbnail, with a colour bar.
 
-Needs no Qt: colormaps come from napari's colormap objects, drawing from Pillow.
+Needs no Qt and no napari: colormaps come from the ``cmap`` package, mapped as napari maps them
+(so a name napari knows gives napari's colours), drawing from Pillow.
 """
 
 from __future__ import annotations
@@ -41,11 +42,33 @@ def _bar_height(width: int) -> int:
 
 
 def colormap_lut(colormap: Any = "inferno", n: int = 256) -> np.ndarray:
-    """(n, 3) RGB floats 0..1 of a napari colormap (a name or a Colormap); needs no Qt."""
-    from napari.utils.colormaps import ensure_colormap
+    """(n, 3) RGB floats 0..1 of ``colormap`` at n evenly spaced values from 0 to 1.
 
-    rgba = ensure_colormap(colormap).map(np.linspace(0.0, 1.0, n))
-    return np.asarray(rgba[:, :3], dtype=np.float32)
+    ``colormap``: anything with napari ``Colormap``'s ``map(values) -> (n, 4) RGBA`` (a napari
+    Colormap), else a name (``"inferno"``, ``"viridis"``, ...) or colormap of the ``cmap``
+    package, in napari's colours (:func:`_cmap_rgba`). Needs no Qt and no napari.
+    """
+    values = np.linspace(0.0, 1.0, n)
+    rgba = colormap.map(values) if hasattr(colormap, "map") else _cmap_rgba(colormap, values)
+    return np.asarray(np.asarray(rgba)[:, :3], dtype=np.float32)
+
+
+def _cmap_rgba(colormap: Any, values: np.ndarray) -> np.ndarray:
+    """(len(values), 4) RGBA of a ``cmap`` colormap, mapped as napari's ``Colormap.map`` maps
+    it: linear between the colour stops, which napari keeps as float32 (so the same names give
+    napari's colours, bit for bit); ValueError for a name ``cmap`` does not know."""
+    from cmap import Colormap
+
+    try:
+        cm = Colormap(colormap)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"colormap={colormap!r} is not a known colormap: use a name such as "
+                         "'inferno', 'viridis', 'magma', 'turbo' or 'gray'.") from exc
+    if cm.interpolation != "linear":  # a categorical map: its own colours, no blending
+        return np.asarray(cm(values), np.float64)
+    stops = np.asarray(cm.color_stops.stops, np.float32)
+    colors = np.asarray(cm.color_stops.color_array, np.float32)
+    return np.stack([np.interp(values, stops, colors[:, k]) for k in range(4)], axis=-1)
 
 
 def _value_range(plane: np.ndarray) -> tuple[float, float]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 
-from ..runner import Failed, Message, RunHandle, RunSpec, shared_worker
+from .runner import Failed, Message, RunHandle, RunSpec, shared_worker
 
 
 def warm_up() -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..grid import FloatPair, PatchGrid
+from .grid import FloatPair, PatchGrid
 
 LINE_COLOR = "#00ffff"  # cyan: the rectangles' edges and the lines
 EXAMPLE_COLOR = "#ff8c00"  # orange: single patches shown where patches overlap
