@@ -35,7 +35,7 @@ from magicgui.widgets import (
 from napari.components.overlays import TextOverlay
 from napari.utils.notifications import show_info
 
-from ..export import FORMATS, export_heatmap
+from ..export import FORMATS, ClassRule, export_heatmap
 from ..files import safe_name
 from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
@@ -324,7 +324,7 @@ class HeatmapPanel(Container):
             self.on_error("Tick at least one export format.")
             return False
         try:
-            rule = self.class_rule(len(heatmap.class_names))
+            rule = self.class_rule(heatmap.class_names)
         except ValueError as exc:
             self.on_error(f"Export failed: {exc}")
             return False
@@ -336,7 +336,8 @@ class HeatmapPanel(Container):
             write_export, as_now, folder, str(self.export_stem.value), formats,
             SlideLayer.from_layer(source) if source is not None else None,
             class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
-            colormap=self.colormap.value, opacity=float(self.opacity.value), **rule)
+            colormap=self.colormap.value, opacity=float(self.opacity.value),
+            positive_threshold=rule.positive_threshold, min_probability=rule.min_probability)
         self.exported = None
         self.export_busy.max, self.export_busy.value = len(formats), 0
         self._set_exporting(True, f"exporting to {folder}…")
@@ -374,16 +375,17 @@ class HeatmapPanel(Container):
         self._set_exporting(False, "export failed (nothing was lost)")
         self.on_error(f"Export failed: {exc}")
 
-    def class_rule(self, n_classes: int) -> dict[str, float | None]:
-        """The field that applies to a heatmap of ``n_classes`` as an export_heatmap argument:
-        ``positive_threshold`` (one class) or ``min_probability``; an empty field is None."""
-        key = "positive_threshold" if n_classes == 1 else "min_probability"
+    def class_rule(self, class_names: tuple[str, ...]) -> ClassRule:
+        """The export.ClassRule of a heatmap of ``class_names`` from the field that applies to
+        it: ``positive_threshold`` (one class) or ``min_probability``; an empty field is none."""
+        key = "positive_threshold" if len(class_names) == 1 else "min_probability"
         text = str(getattr(self, key).value).strip()
         try:
-            return {key: float(text) if text else None}
+            value = float(text) if text else None
         except ValueError:
             raise ValueError(f"the {CLASS_RULE_FIELDS[key]} {text!r} is not a number: type one "
                              "such as 0.5, or leave the field empty.") from None
+        return ClassRule(class_names, **{key: value})
 
     def shutdown(self) -> None:
         """The dock is gone: drop the legend and stop following the viewer (an export still
