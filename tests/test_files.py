@@ -1,13 +1,24 @@
-"""One atomic write and one file-name sanitiser for every file the package writes."""
+"""One atomic write (its folder errors one WriteError) and one file-name sanitiser for every
+file the package writes."""
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 import stat
+from pathlib import Path
 
 import pytest
 
-from napari_patchheat.files import atomic_write, check_writable_folder, safe_name
+from napari_patchheat.files import (
+    WriteError,
+    atomic_write,
+    check_writable_folder,
+    ensure_folder,
+    safe_name,
+)
+from napari_patchheat.slide import SlideError
 
 
 @pytest.mark.parametrize("text, name", [
@@ -63,3 +74,37 @@ def test_check_writable_folder_refuses_a_read_only_file_system(tmp_path):
             check_writable_folder(ro / "out")
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_a_system_error_inside_an_atomic_write_is_one_write_error(tmp_path):
+    with pytest.raises(WriteError, match=f"folder '{tmp_path}': No space left on device. "
+                                         "The disk is full") as info:
+        with atomic_write(tmp_path / "out.txt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(tmp_path))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_our_own_oserrors_inside_an_atomic_write_pass_as_they_are(tmp_path):
+    bad_tile = SlideError("Cannot read tile 5 of a.tif: bad JPEG.", "a.tif")
+    with pytest.raises(SlideError) as info, atomic_write(tmp_path / "out.tif"):
+        raise bad_tile
+    assert info.value is bad_tile and list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_take_the_temporary_is_a_write_error(tmp_path):
+    with pytest.raises(WriteError, match="does not exist: create it"):
+        with atomic_write(tmp_path / "missing" / "out.txt"):
+            pass
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WriteError, match="a file, not a folder"):
+        ensure_folder(tmp_path / "file" / "sub")
+    assert ensure_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+
+
+def test_a_write_error_survives_pickling():
+    error = WriteError(Path("/data/out"), PermissionError(errno.EACCES, "Permission denied"))
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is WriteError and str(again) == str(error)
+    assert (again.errno, again.strerror, again.filename) == (errno.EACCES, "Permission denied",
+                                                             "/data/out")

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 DEFAULT_NAME = "heatmap"  # what safe_name gives for text with nothing usable in it
 _UNSAFE = re.compile(r"[^\w.+-]+")
@@ -55,12 +56,22 @@ class WriteError(OSError):
 
     def __init__(self, folder: Path, cause: OSError):
         super().__init__(cause.errno, cause.strerror, str(folder))
-        reason = cause.strerror or str(cause)
+        reason = (cause.strerror or str(cause)).rstrip(".")
         hint = _FOLDER_HINTS.get(cause.errno or 0, "Choose a folder you can write to.")
         self.sentence = f"Cannot write to the folder '{folder}': {reason}. {hint}"
 
     def __str__(self) -> str:
         return self.sentence
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled as it is (multiprocessing, dask)
+        return _rebuilt_write_error, (self.errno, self.strerror, self.filename, self.sentence)
+
+
+def _rebuilt_write_error(errno_: int | None, strerror: str | None, filename: str,
+                         sentence: str) -> WriteError:
+    error = WriteError(Path(filename), OSError(errno_, strerror))
+    error.sentence = sentence
+    return error
 
 
 def ensure_folder(folder: str | os.PathLike[str]) -> Path:
@@ -78,9 +89,9 @@ def ensure_folder(folder: str | os.PathLike[str]) -> Path:
 @contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a new temporary path (unique, in ``path``'s folder) to write; when the block
-    succeeds it replaces ``path`` (with a normal file's permissions), else it is removed. An
-    OSError of the folder or the file becomes a :class:`WriteError`; other errors pass as
-    they are."""
+    succeeds it replaces ``path`` (with a normal file's permissions), else it is removed. A
+    system error of the folder or the file (an OSError with an errno) becomes a
+    :class:`WriteError`; other errors pass as they are."""
     path = Path(path)
     try:
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -97,7 +108,10 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+        # the system's errors (an errno: no space, no permission, ...) are the folder's; our
+        # own OSErrors (a SlideError of a tile read inside the block) pass as they are
+        if isinstance(exc, OSError) and exc.errno is not None \
+                and not isinstance(exc, WriteError):
             raise WriteError(path.parent, exc) from exc
         raise
 
