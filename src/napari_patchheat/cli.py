@@ -2,7 +2,7 @@
 ``open`` napari, ``cache info|clear``.
 
 The parser and one handler per sub-command; the work is the job layer's (jobs.py: ``run``,
-``demo``, ``regions``, ``overlap``, computed in this process with TensorFlow) and batch.py's
+``demo``, ``regions``, ``overlap``, computed in this process with TensorFlow) and batch/'s
 (``batch``, on dask.distributed's workers). Anything that shows napari runs in a fresh process
 (``patchheat open``), since TensorFlow and napari's OpenGL cannot share one. Only the standard
 library is imported with this module, so that Ctrl-C at any moment is the one-line

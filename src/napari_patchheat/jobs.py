@@ -2,7 +2,7 @@
 a finished heatmap file (its regions, its overlap map).
 
 What ``patchheat run`` and ``demo`` run in their process and what every ``patchheat batch``
-task runs on a dask worker (batch.py): the same :class:`HeatmapRun`, the same files. Errors a
+task runs on a dask worker (batch/tasks.py): the same :class:`HeatmapRun`, the same files. Errors a
 user can mend are a :class:`UserError` (one sentence). Only the standard library is imported
 with this module (the CLI imports it), TensorFlow and the rest inside the functions.
 """

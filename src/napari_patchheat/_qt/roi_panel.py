@@ -236,7 +236,7 @@ class RegionsPanel(Container):
         return True
 
     def export(self, *_: Any) -> dict[str, Path]:
-        """Write the regions and the table (region_report.py) to the Export folder and stem."""
+        """Write the regions and the table (analysis/report.py) to the Export folder and stem."""
         if self.report is None:
             return {}
         folder, stem = self.destination()

@@ -1,7 +1,8 @@
 """PNG overlay: one class of the heatmap blended over a slide thumbnail, with a colour bar.
 
 Needs no Qt and no napari: colormaps come from the ``cmap`` package, mapped as napari maps them
-(so a name napari knows gives napari's colours), drawing from Pillow.
+(the names the dock and the CLI offer give napari's colours exactly; a few other names mean
+another map in ``cmap`` than in napari, e.g. "fire" and "ice"), drawing from Pillow.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def colormap_lut(colormap: Any = "inferno", n: int = 256) -> np.ndarray:
 
     ``colormap``: anything with napari ``Colormap``'s ``map(values) -> (n, 4) RGBA`` (a napari
     Colormap), else a name (``"inferno"``, ``"viridis"``, ...) or colormap of the ``cmap``
-    package, in napari's colours (:func:`_cmap_rgba`). Needs no Qt and no napari.
+    package (:func:`_cmap_rgba`; napari's colours for the dock's names). Needs no Qt and no
+    napari.
     """
     values = np.linspace(0.0, 1.0, n)
     rgba = colormap.map(values) if hasattr(colormap, "map") else _cmap_rgba(colormap, values)
@@ -55,8 +57,9 @@ def colormap_lut(colormap: Any = "inferno", n: int = 256) -> np.ndarray:
 
 def _cmap_rgba(colormap: Any, values: np.ndarray) -> np.ndarray:
     """(len(values), 4) RGBA of a ``cmap`` colormap, mapped as napari's ``Colormap.map`` maps
-    it: linear between the colour stops, which napari keeps as float32 (so the same names give
-    napari's colours, bit for bit); ValueError for a name ``cmap`` does not know."""
+    it: linear between the colour stops, which napari keeps as float32 (so a map both define
+    alike, as the dock's are, gives napari's colours bit for bit); ValueError for a name
+    ``cmap`` does not know."""
     from cmap import Colormap
 
     try:
