@@ -247,3 +247,24 @@ def test_the_cache_file_records_the_grid_by_its_params(tmp_path):
     with sqlite3.connect(tmp_path / "r.sqlite") as db:
         (stored,), = db.execute("SELECT value FROM header WHERE name = 'grid'")
     assert json.loads(stored) == grid.params()
+
+
+def test_a_damaged_tree_is_one_line_in_the_warning(tmp_path):
+    grid = PatchGrid(512, 512, 8, 8)
+    path = tmp_path / "r.sqlite"
+    run = cache.RunCache.open(path, "k", grid, 2)
+    for i in range(64):
+        run.add(np.array([[i, j] for j in range(64)]), np.full((64, 2), 0.5, np.float32))
+        run.flush()
+    run.close()
+    damaged = bytearray(path.read_bytes())
+    damaged[4096 * 2 + 8:4096 * 2 + 40] = b"\xff" * 32  # a tree page's cell pointers
+    path.write_bytes(bytes(damaged))
+    with sqlite3.connect(path) as db:
+        (report,), = db.execute("PRAGMA quick_check")
+    assert len(report.splitlines()) > 2  # SQLite's own report: several lines
+    with pytest.warns(cache.CacheWarning) as caught:
+        cache.RunCache.open(path, "k", grid, 2)
+    (message,) = [str(w.message) for w in caught]
+    assert "\n" not in message and "***" not in message
+    assert "SQLite finds it damaged: On tree page" in message and "more)" in message

@@ -303,6 +303,18 @@ def test_out_that_is_a_file_fails_before_the_run(tmp_path, capsys):
     assert "patches" not in err  # nothing ran (the subprocess check below times it)
 
 
+@pytest.mark.parametrize("out, why", [
+    ("long", "File name too long"), ("/proc/patchheat-out", "No such file or directory")])
+def test_out_that_fails_only_when_made_fails_before_the_run(tmp_path, capsys, out, why):
+    # os.access on the nearest folder sees nothing wrong with these: only making them does
+    out = tmp_path / ("x" * 300) if out == "long" else Path(out)
+    code = main(["run", str(ihc_slide(tmp_path)), "--out", str(out), "--no-cache"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and why in err
+    assert err.startswith(f"patchheat: error: cannot write the output folder {out}: ")
+    assert "patches" not in err  # nothing ran
+
+
 def test_out_that_is_a_file_fails_in_under_a_second_as_a_command(tmp_path):
     a_file = tmp_path / "some_file"
     a_file.write_text("")
@@ -502,3 +514,23 @@ def test_run_builds_a_huge_single_level_tiffs_zoomed_out_views_once(tmp_path, ca
     for out in ("unbuilt", "built", "again"):
         np.testing.assert_array_equal(Heatmap.load_npz(tmp_path / out / "big.dab.npz").values,
                                       lazy.values)
+
+
+def test_the_console_script_is_the_quiet_starter():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "patchheat"]
+    assert script.value == "napari_patchheat._script:main"
+
+
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line():
+    # the console script's module installs its handler before it imports the command: a SIGINT
+    # in that import (here: sent once the handler is there) is one line and exit code 130
+    program = ("import os, signal, time\n"
+               "import napari_patchheat._script as script\n"
+               "assert signal.getsignal(signal.SIGINT) is script._interrupted_while_starting\n"
+               "os.kill(os.getpid(), signal.SIGINT)\n"
+               "time.sleep(10)\n")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stderr) == (130, "patchheat: interrupted\n")

@@ -14,8 +14,8 @@ import pytest
 from napari_patchheat.files import (
     WriteError,
     atomic_write,
-    check_writable_folder,
     ensure_folder,
+    prepare_output_folder,
     safe_name,
 )
 from napari_patchheat.slide import SlideError
@@ -51,27 +51,29 @@ def test_atomic_write_removes_its_temporary_on_error(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_check_writable_folder_fails_fast_and_creates_nothing(tmp_path):
+def test_the_output_folder_is_made_and_probed_with_a_real_write(tmp_path):
     a_file = tmp_path / "f"
     a_file.write_text("")
-    for bad in (a_file, a_file / "sub"):
-        with pytest.raises(NotADirectoryError, match=f"{a_file} is a file, not a folder"):
-            check_writable_folder(bad)
-    assert check_writable_folder(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
-    assert os.listdir(tmp_path) == ["f"]  # nothing made
+    for bad, why in ((a_file, "File exists"), (a_file / "sub", "a file, not a folder"),
+                     (tmp_path / ("x" * 300), "File name too long"),
+                     (Path("/proc/patchheat-out"), "No such file or directory")):
+        with pytest.raises(WriteError, match=why):
+            prepare_output_folder(bad)
+    assert prepare_output_folder(tmp_path / "new" / "sub") == tmp_path / "new" / "sub"
+    assert os.listdir(tmp_path / "new" / "sub") == []  # the probe is gone
 
 
-def test_check_writable_folder_refuses_a_read_only_file_system(tmp_path):
+def test_the_output_folder_probe_refuses_a_read_only_file_system(tmp_path):
     import subprocess
 
     ro = tmp_path / "ro"
-    ro.mkdir()
+    ro.mkdir()  # it exists: only a write shows that its file system is read-only
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
                       capture_output=True).returncode:
         pytest.skip("cannot mount a read-only tmpfs here (needs root)")
     try:
-        with pytest.raises(PermissionError, match="cannot be written"):
-            check_writable_folder(ro / "out")
+        with pytest.raises(WriteError, match="Read-only file system"):
+            prepare_output_folder(ro)
     finally:
         subprocess.run(["umount", str(ro)], check=False)
 

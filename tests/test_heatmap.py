@@ -127,3 +127,14 @@ def test_heatmap_files_record_the_grid_by_its_params(tmp_path):
     assert {k: meta[k] for k in grid.params()} == grid.params()
     assert (meta["rows"], meta["cols"]) == grid.shape
     assert Heatmap.load_npz(h.save_npz(tmp_path / "h.npz")).grid == grid
+
+
+def test_a_npz_of_python_objects_is_refused_in_our_words(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, values=np.array([{"x": 1}], dtype=object), metadata=np.array("{}"))
+    with pytest.raises(ValueError) as info:
+        Heatmap.load_npz(path)
+    assert str(info.value) == (f"{path} cannot be read as a heatmap written by napari-patchheat "
+                               "(its 'values' array holds Python objects, not numbers): it is "
+                               "damaged or another kind of file.")
+    assert "allow_pickle" not in str(info.value)

@@ -55,3 +55,11 @@ def test_slide_lists_in_text_and_csv(tmp_path):
     assert read_slide_list(tmp_path / "l.csv") == [tmp_path / "a.svs", tmp_path / "c/d.svs"]
     (tmp_path / "n.csv").write_text("a.svs,1\nb.svs,2\n")
     assert read_slide_list(tmp_path / "n.csv") == [tmp_path / "a.svs", tmp_path / "b.svs"]
+
+
+def test_a_deeply_nested_or_binary_manifest_is_no_manifest_and_is_replaced(tmp_path):
+    for content in (b"[" * 200_000, bytes(range(256))):
+        (tmp_path / MANIFEST_JSON).write_bytes(content)
+        assert Manifest.read(tmp_path) is None  # a later batch starts afresh, never a traceback
+    Manifest("k", [done_row(tmp_path, "a")]).write(tmp_path)
+    assert Manifest.read(tmp_path).rows[0].status == "ok"

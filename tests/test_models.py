@@ -494,3 +494,11 @@ def test_the_builtin_version_is_in_the_fingerprint(monkeypatch):
     before = stain.builtin_fingerprint("dab")
     monkeypatch.setattr(stain, "STAIN_MODEL_VERSION", stain.STAIN_MODEL_VERSION + 1)
     assert stain.builtin_fingerprint("dab") != before
+
+
+def test_a_deeply_nested_card_is_one_sentence(tmp_path):
+    card = tmp_path / "m.card.json"
+    card.write_text("[" * 200_000)
+    with pytest.raises(ValueError, match=r"^Model card .*m.card.json is not readable JSON "
+                                         r"\(nested too deeply to read\)\.$"):
+        read_card(card)

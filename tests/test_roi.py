@@ -260,3 +260,50 @@ def test_the_region_and_the_tissue_threshold_must_both_hold(svs_path, tmp_path):
     inside = roi_patch_mask(region, h.grid, h.downsample, h.slide_shape)
     assert (inside & ~tissue).any() and (tissue & ~inside).any()  # both rules remove patches
     np.testing.assert_array_equal(h.computed, inside & tissue)
+
+
+# --- hostile and careless inputs (issue #24) ----------------------------------------------
+
+
+def test_a_deeply_nested_geojson_is_one_sentence(tmp_path):
+    path = tmp_path / "nested.geojson"
+    path.write_text("[" * 200_000)
+    with pytest.raises(ValueError, match=r"^nested.geojson is not JSON \(nested too deeply to "
+                                         r"read\): give a GeoJSON file"):
+        load_roi(path)
+
+
+def test_a_folder_or_a_non_image_as_a_region_is_one_sentence(tmp_path):
+    with pytest.raises(ValueError, match=f"the region {tmp_path} is a folder: give a GeoJSON"):
+        load_roi(tmp_path)
+    fake = tmp_path / "mask.png"
+    fake.write_text("not an image")
+    with pytest.raises(ValueError, match=r"^mask.png cannot be read as a mask image \(.*\): "
+                                         "give a PNG, TIFF or JPEG mask"):
+        load_roi(fake)
+
+
+def test_a_mask_bigger_than_pillows_bomb_limit_is_read(tmp_path):
+    from PIL import Image
+
+    h, w = 19_000, 19_000  # 361 M px: more than twice Pillow's 179 M, which it refuses
+    assert h * w > 2 * Image.MAX_IMAGE_PIXELS
+    mask = np.zeros((h, w), bool)
+    mask[1000:2000, 3000:5000] = True
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    del mask
+    limit = Image.MAX_IMAGE_PIXELS
+    roi = load_roi(tmp_path / "mask.png")
+    assert roi.mask.shape == (h, w) and roi.mask.sum() == 1000 * 2000
+    assert Image.MAX_IMAGE_PIXELS == limit  # Pillow's own limit is back
+
+
+def test_a_mask_of_another_shape_than_the_slide_is_one_sentence():
+    grid = PatchGrid(2967, 2220, 64, 64)
+    with pytest.raises(ValueError, match=r"the mask is 37 x 1000 px \(h x w\) and the slide "
+                                         r"2967 x 2220 px: scaled over the slide it would "
+                                         r"stretch 80.2x down and 2.22x across"):
+        roi_patch_mask(np.ones((37, 1000), bool), grid, 1.0, (2967, 2220))
+    # a mask made at a lower resolution (rounded to whole pixels) fits
+    small = np.ones((round(2967 / 16), round(2220 / 16)), bool)
+    assert roi_patch_mask(small, grid, 1.0, (2967, 2220)).all()

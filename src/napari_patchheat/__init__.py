@@ -7,7 +7,10 @@ TensorFlow (see DESIGN.md: TensorFlow never runs in the napari process).
 from __future__ import annotations
 
 import importlib
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported: the console script starts faster (_script.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.3.0.dev0"
 

@@ -233,8 +233,11 @@ def _load(db: sqlite3.Connection, header: dict[str, Any]) -> np.ndarray:
     """The values of ``db``'s records (NaN elsewhere), after checking its structure, its header
     and every record (CacheInvalid where one does not verify)."""
     problems = [row[0] for row in db.execute("PRAGMA quick_check")]
-    if problems != ["ok"]:
-        raise CacheInvalid(f"SQLite finds it damaged: {problems[0]}")
+    if problems != ["ok"]:  # rows of several lines each; "*** in database main ***" heads them
+        lines = [line.strip() for p in problems for line in str(p).splitlines()
+                 if line.strip() and not line.startswith("***")] or [str(problems[0])]
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise CacheInvalid(f"SQLite finds it damaged: {lines[0]}{more}")
     stored = {name: json.loads(value) for name, value in db.execute("SELECT name, value FROM "
                                                                    "header")}
     for name, want in header.items():

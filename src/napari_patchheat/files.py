@@ -1,4 +1,4 @@
-"""Writing our files safely: one atomic write, one file-name sanitiser, folder checks.
+"""Our files, safely: one atomic write, one file-name sanitiser, folder checks, JSON read.
 
 Every file the package writes (``Heatmap.save_npz``, the exports, the analysis files, the
 manifest, the built levels) goes through :func:`atomic_write`: a temporary file of a unique
@@ -11,6 +11,7 @@ Standard library only.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import tempfile
@@ -44,6 +45,8 @@ _FOLDER_HINTS = {
     errno.EDQUOT: "The disk quota is exceeded: free some space or choose another folder.",
     errno.ENOENT: "The folder does not exist: create it or choose another one.",
     errno.ENOTDIR: "Part of the path is a file, not a folder: choose another folder.",
+    errno.EEXIST: "It is a file, not a folder: choose another folder.",
+    errno.ENAMETOOLONG: "A name in the path is too long: choose a shorter one.",
 }
 
 
@@ -116,15 +119,32 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def check_writable_folder(folder: str | os.PathLike[str]) -> Path:
-    """Check that ``folder`` is, or can be made as, a folder this process can write in (an
-    OSError saying why if not), so a run fails before it computes; creates nothing."""
-    folder = Path(folder).expanduser().absolute()
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{probe} is a file, not a folder", str(folder))
-    if not os.access(probe, os.W_OK | os.X_OK):  # no permission, or a read-only file system
-        raise PermissionError(errno.EACCES, f"{probe} cannot be written", str(folder))
+class JSONError(ValueError):
+    """Text that is not JSON this package can read; ``str()`` says why (and where)."""
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads(text)``, every failure a :class:`JSONError`: bad syntax (with its line), or
+    nesting deeper than Python can follow (a damaged or hostile file), never a RecursionError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JSONError(f"{exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise JSONError("nested too deeply to read") from None
+
+
+def prepare_output_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` (and parents) and write and remove a probe file in it, so that a job
+    fails before it computes anything where its files could not be written: a name too long,
+    a read-only or full file system, a folder another user owns, a path through a file. A
+    :class:`WriteError` says why; the folder stays (empty) when it could be made."""
+    folder = ensure_folder(folder)
+    try:  # a unique name: jobs writing into one folder at once (a batch) probe side by side
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".patchheat-probe.")
+        with os.fdopen(fd, "wb") as probe:
+            probe.write(b"probe")
+        os.unlink(name)
+    except OSError as exc:
+        raise WriteError(folder, exc) from exc
     return folder

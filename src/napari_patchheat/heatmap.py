@@ -7,6 +7,8 @@ computed (background, not yet run, cancelled). Placement follows DESIGN.md's coo
 from __future__ import annotations
 
 import json
+import math
+import os
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write
+from .files import atomic_write, loads_json
 from .grid import FloatPair, PatchGrid, as_float_pair
 from .slide import SLIDE_SUFFIXES
 
@@ -203,9 +205,36 @@ class Heatmap:
         (:func:`reading_heatmap_file`)."""
         with reading_heatmap_file(path):
             with np.load(path, allow_pickle=False) as f:
-                meta, values = json.loads(str(f["metadata"])), f["values"]
+                for name in ("metadata", "values"):
+                    check_npz_member(f, name)
+                meta, values = loads_json(str(f["metadata"])), f["values"]
             heatmap = cls.from_metadata(meta, values)
         return heatmap
+
+
+def check_npz_member(npz: Any, name: str) -> None:
+    """A ValueError unless array ``name`` of the open ``.npz`` holds numbers (or text) whose
+    declared shape its stored bytes can hold: a damaged or hostile header (e.g. 10^6 x 10^6
+    in 546 bytes) is refused before anything is allocated."""
+    info = npz.zip.getinfo(f"{name}.npy")
+    with npz.zip.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(member)
+        header_bytes = member.tell()
+    if dtype.hasobject:
+        raise ValueError(f"its '{name}' array holds Python objects, not numbers")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > info.file_size - header_bytes:
+        raise ValueError(f"its '{name}' array declares {' x '.join(map(str, shape))} values in "
+                         f"{info.file_size:,} bytes")
+
+
+def recorded_path(path: str | os.PathLike[str]) -> str:
+    """How a heatmap (and a batch's manifest) records its slide's path, whatever the entry
+    point: absolute, symbolic links kept (the name the user gave the slide names the files)."""
+    return os.path.abspath(os.fspath(path))
 
 
 @contextmanager

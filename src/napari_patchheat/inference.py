@@ -27,7 +27,7 @@ import numpy as np
 from .cache import RunCache, open_run_cache, run_key
 from .extract import Block, PatchBatch, batch_blocks, read_blocks
 from .grid import READ_BLOCK_PX, Needed, PatchGrid
-from .heatmap import Heatmap
+from .heatmap import Heatmap, recorded_path
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
 from .options import RunOptions
@@ -191,7 +191,7 @@ class HeatmapRun:
             self.grid, self.model.class_names,
             level=self.level, downsample=self.downsample, mpp=self.slide.mpp,
             model_name=self.model.name, model_fingerprint=self.model.fingerprint,
-            slide_path=str(self.slide.path), slide_shape=tuple(self.slide.shape),
+            slide_path=recorded_path(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold,
                    "positive_threshold": getattr(self.model, "positive_threshold", None),
                    **self._roi_extra()},

@@ -64,7 +64,7 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
     reports progress to its client, or computes regions on a cluster). ``quiet``: no lines on
     stderr (a batch task).
     """
-    from .files import check_writable_folder, safe_name
+    from .files import prepare_output_folder, safe_name
     from .heatmap import slide_stem
     from .inference import HeatmapRun, RunError
     from .options import RunOptions
@@ -73,9 +73,9 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
     if not slide.exists():
         raise UserError(f"{slide} does not exist: give the path of a slide file.")
     try:  # before the run, so a bad --out costs nothing
-        check_writable_folder(out)
+        prepare_output_folder(out)
     except OSError as exc:
-        raise UserError(f"cannot write the output folder {out}: {exc.strerror}; choose "
+        raise UserError(f"cannot write the output folder {out}: {exc.strerror or exc}; choose "
                         "another --out.") from exc
     from .models import load_model
     from .slide import open_slide

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write
+from .files import atomic_write, loads_json
 
 MANIFEST_CSV = "batch.csv"
 MANIFEST_JSON = "batch.json"
@@ -112,12 +112,12 @@ class Manifest:
     def read(cls, folder: str | os.PathLike[str]) -> Manifest | None:
         """The manifest in ``folder``, or None where there is none (or it is unreadable)."""
         try:
-            doc = json.loads((Path(folder) / MANIFEST_JSON).read_text())
+            doc = loads_json((Path(folder) / MANIFEST_JSON).read_text())
             names = {f.name for f in fields(SlideRow)}
             rows = [SlideRow(**{k: v for k, v in r.items() if k in names})
                     for r in doc["slides"]]
             return cls(doc["key"], rows, doc.get("model", ""), doc.get("options", {}))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):  # JSONError, UnicodeDecodeError too
             return None
 
     def done_rows(self, key: str) -> dict[str, SlideRow]:

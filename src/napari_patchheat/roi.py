@@ -19,7 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -27,6 +30,7 @@ from typing import Any, Union
 import numpy as np
 import shapely
 
+from .files import JSONError, loads_json
 from .grid import PatchGrid, as_float_pair
 from .tissue import grid_tissue_fraction
 
@@ -34,6 +38,8 @@ DEFAULT_MIN_FRACTION = 0.5
 OUTSIDE_TOLERANCE_PX = 1.0  # a region may reach this far past the slide's edge (level-0 px)
 FRACTION_ROUNDING = 1e-9  # a box exactly at the fraction counts as inside despite rounding
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+MASK_MAX_PX = 2**30  # a mask image may have this many pixels (32k x 32k; Pillow's own: 179 M)
+MASK_ASPECT_TOLERANCE = 0.02  # a mask's shape may differ this much from the slide's, scaled
 
 RoiSource = Union[str, "os.PathLike[str]", shapely.Geometry, Sequence[shapely.Geometry],
                   np.ndarray, "Region", Sequence["Region"], "MaskRoi"]
@@ -64,10 +70,10 @@ def read_roi_geojson(path: str | os.PathLike[str]) -> list[Region]:
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path.name} is not JSON ({exc.msg} at line {exc.lineno}): give a "
-                         "GeoJSON file of polygons in level-0 pixels.") from None
+        doc = loads_json(path.read_text(encoding="utf-8"))
+    except JSONError as exc:
+        raise ValueError(f"{path.name} is not JSON ({exc}): give a GeoJSON file of polygons "
+                         "in level-0 pixels.") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path.name} is not a text file: give a GeoJSON file of polygons "
                          "or a mask image (.png, .tif).") from None
@@ -126,18 +132,53 @@ def polygonal(geometry: shapely.Geometry) -> shapely.Geometry | None:
 
 
 def read_roi_mask(path: str | os.PathLike[str]) -> MaskRoi:
-    """A mask image (PNG, TIFF, JPEG; any size, scaled over the slide; non-zero = inside)."""
+    """A mask image (PNG, TIFF, JPEG; up to MASK_MAX_PX pixels, scaled over the slide;
+    non-zero = inside); a file that is not such an image is a ValueError saying so."""
     path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
 
-        mask = tifffile.imread(path)
-    else:
-        from PIL import Image
+            mask = tifffile.imread(path)
+        else:
+            with _mask_pixel_limit():
+                from PIL import Image
 
-        with Image.open(path) as image:
-            mask = np.asarray(image)
+                with Image.open(path) as image:
+                    mask = np.asarray(image)
+    except (OSError, ValueError, SyntaxError) as exc:  # Pillow, tifffile: not such an image
+        if isinstance(exc, (FileNotFoundError, PermissionError)):
+            raise
+        raise ValueError(f"{path.name} cannot be read as a mask image ({_first_line(exc)}): "
+                         "give a PNG, TIFF or JPEG mask, non-zero inside the region, or a "
+                         "GeoJSON file.") from None
     return as_mask_roi(mask, path.name)
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _mask_pixel_limit() -> Iterator[None]:
+    """Pillow's decompression-bomb limit raised to MASK_MAX_PX while a mask opens: a
+    full-resolution mask of a slide is a legitimately huge image (20k x 20k is 400 MP, over
+    Pillow's 179 MP)."""
+    from PIL import Image
+
+    with _PIL_LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MASK_MAX_PX // 2  # Pillow refuses past twice its limit
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = before
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def as_mask_roi(mask: Any, name: str = "the mask") -> MaskRoi:
@@ -156,6 +197,9 @@ def load_roi(source: RoiSource) -> list[Region] | MaskRoi:
         return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.is_dir():
+            raise ValueError(f"the region {path} is a folder: give a GeoJSON file or a mask "
+                             "image.")
         if not path.is_file():
             raise ValueError(f"the region file {path} does not exist.")
         if path.suffix.lower() in MASK_SUFFIXES:
@@ -186,6 +230,19 @@ def check_inside_slide(regions: Sequence[Region], slide_shape: Sequence[float]) 
                 f"{region.name} spans x {x0:g}..{x1:g}, y {y0:g}..{y1:g}, outside the "
                 f"{int(w)} x {int(h)} px slide (level-0 px): export the region from this slide "
                 "at full resolution.")
+
+
+def check_mask_fits(mask: MaskRoi, slide_shape: Sequence[float]) -> None:
+    """A ValueError when ``mask``, scaled over the slide (level-0 h, w), would stretch one axis
+    more than the other: it was made for another image. Rounding of a mask made at a lower
+    resolution (a pixel per axis) and MASK_ASPECT_TOLERANCE are allowed."""
+    (mh, mw), (h, w) = mask.mask.shape, (float(slide_shape[0]), float(slide_shape[1]))
+    sy, sx = h / mh, w / mw
+    if abs(sy / sx - 1.0) > max(MASK_ASPECT_TOLERANCE, 1.0 / mh + 1.0 / mw):
+        raise ValueError(
+            f"the mask is {mh} x {mw} px (h x w) and the slide {int(h)} x {int(w)} px: scaled "
+            f"over the slide it would stretch {sy:.3g}x down and {sx:.3g}x across; save the "
+            "mask with the slide's shape (at any scale).")
 
 
 # --- patches inside -----------------------------------------------------------------------------
@@ -229,7 +286,9 @@ def roi_patch_mask(roi: RoiSource, grid: PatchGrid,
     if not 0.0 < min_fraction <= 1.0:
         raise ValueError(f"roi_min_fraction={min_fraction} must be a fraction above 0, up to 1.")
     loaded = load_roi(roi)
-    if not isinstance(loaded, MaskRoi):
+    if isinstance(loaded, MaskRoi):
+        check_mask_fits(loaded, slide_shape)
+    else:
         check_inside_slide(loaded, slide_shape)
     inside = _inside(loaded, grid, downsample, slide_shape, min_fraction, centre)
     if not inside.any():

@@ -43,7 +43,7 @@ def smoothed(heatmap: Heatmap, class_index: int, sigma_cells: float) -> np.ndarr
     """One class's values, Gaussian-smoothed over ``sigma_cells`` cells among the computed
     patches only (NaN stays NaN); the values themselves when ``sigma_cells`` is 0."""
     values = heatmap.values[..., class_index].astype(np.float64)
-    if sigma_cells < 0:
+    if not sigma_cells >= 0 or not np.isfinite(sigma_cells):  # NaN compares False
         raise ValueError(f"smooth={sigma_cells} must be 0 (none) or a number of cells above 0.")
     if sigma_cells == 0:
         return values
@@ -158,6 +158,8 @@ def heatmap_regions(heatmap: Heatmap, class_name: str | int, threshold: float, *
     first, named '<class> >= <threshold> #n', clipped to the slide. A ValueError when there is
     none."""
     c = heatmap.class_index(class_name)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold={threshold} must be a number, e.g. 0.5.")
     cells = above_threshold(heatmap, c, threshold, smooth=smooth)
     if not cells.any():
         raise ValueError(f"no computed patch has {heatmap.class_names[c]} >= {threshold:g}"
@@ -190,7 +192,7 @@ def write_regions_geojson(regions: Sequence[HeatRegion], path: str | Path, *,
         features.append({
             "type": "Feature",
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{path.name}|{region.name}")),
-            "geometry": json.loads(shapely.to_geojson(region.geometry)),
+            "geometry": json.loads(shapely.to_geojson(rfc7946(region.geometry))),
             "properties": props})
     doc: dict[str, object] = {"type": "FeatureCollection", "features": features}
     if metadata:
@@ -198,6 +200,12 @@ def write_regions_geojson(regions: Sequence[HeatRegion], path: str | Path, *,
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(doc, allow_nan=False, default=str), encoding="utf-8")
     return path
+
+
+def rfc7946(geometry: shapely.Geometry) -> shapely.Geometry:
+    """``geometry`` with RFC 7946's ring orientation in (x, y): outer rings counter-clockwise,
+    holes clockwise (as the export's tile GeoJSON writes its boxes)."""
+    return shapely.orient_polygons(geometry, exterior_cw=False)
 
 
 def _finite(value: float) -> float | None:

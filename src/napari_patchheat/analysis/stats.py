@@ -11,6 +11,7 @@ NumPy only, plus the CSV writer; no Qt, no TensorFlow.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
+from ..export.tables import text_cell
 from ..files import atomic_write
 from ..grid import PatchGrid
 from ..heatmap import Heatmap
@@ -126,9 +128,11 @@ def stats_columns(class_names: Sequence[str], unit: str) -> list[str]:
 
 
 def stats_row(row: RegionStats) -> list[object]:
-    """One row of :func:`stats_columns`."""
-    return [row.name, row.kind, row.patches, row.area, row.region_area,
-            *(row.values[c][s] for c in row.values for s in STATS)]
+    """One row of :func:`stats_columns`; a number that is not (NaN: no polygon, no patch) is
+    an empty cell."""
+    numbers = [row.area, row.region_area, *(row.values[c][s] for c in row.values for s in STATS)]
+    return [row.name, row.kind, row.patches,
+            *("" if isinstance(v, float) and not math.isfinite(v) else v for v in numbers)]
 
 
 def stats_measurements(row: RegionStats) -> dict[str, float]:
@@ -143,14 +147,17 @@ def stats_measurements(row: RegionStats) -> dict[str, float]:
 
 def write_stats_csv(rows: Sequence[RegionStats], class_names: Sequence[str],
                     path: str | Path) -> Path:
-    """One CSV row per region (see :func:`stats_columns`), written atomically."""
+    """One CSV row per region (see :func:`stats_columns`), written atomically; text cells
+    (names, class names in the header) neutralised as the export's CSV does
+    (export.text_cell: no spreadsheet runs them as formulas)."""
     path = Path(path)
     unit = rows[0].unit if rows else "px2"
     with atomic_write(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(stats_columns(class_names, unit))
-            writer.writerows(stats_row(r) for r in rows)
+            writer.writerow([text_cell(c) for c in stats_columns(class_names, unit)])
+            writer.writerows([text_cell(str(v)) if isinstance(v, str) else v for v in stats_row(r)]
+                             for r in rows)
     return path
 
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 
-from ..heatmap import slide_stem
+from ..heatmap import recorded_path, slide_stem
 from ..jobs import JobOutputs, UserError
 from ..manifest import Manifest, SlideRow
 from ..models import is_builtin
@@ -146,13 +146,17 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
 
 def plan(slides: Iterable[str | os.PathLike[str]], job: BatchJob,
          previous: Manifest | None) -> Manifest:
-    """The manifest a batch starts from: one row per slide (absolute paths, duplicates once),
-    ``skipped`` where ``previous`` finished it for the same key, ``failed`` where its outputs
-    would have the name of an earlier slide's, else ``pending``."""
+    """The manifest a batch starts from: one row per slide (recorded as every heatmap records
+    its slide: heatmap.recorded_path; the same file twice, by links too, once), ``skipped``
+    where ``previous`` finished it for the same key, ``failed`` where its outputs would have
+    the name of an earlier slide's, else ``pending``."""
     done = previous.done_rows(job.key) if previous is not None else {}
     rows: list[SlideRow] = []
     stems: dict[str, str] = {}
-    for slide in dict.fromkeys(str(Path(s).resolve()) for s in slides):
+    files: dict[str, str] = {}  # the file itself (links followed) -> the slide as recorded
+    for s in slides:
+        files.setdefault(str(Path(s).resolve()), recorded_path(s))
+    for slide in files.values():
         stem = slide_stem(Path(slide).name)
         if slide in done:
             rows.append(dataclasses.replace(done[slide], status="skipped", computed=0,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import atomic_write, loads_json
 from ..heatmap import Heatmap, reading_heatmap_file
 from ._files import BIGTIFF_FROM_BYTES, _metadata_json, _write_text
 
@@ -123,7 +123,7 @@ def read_ome_tiff(path: str | Path) -> Heatmap:
                 values = values[np.newaxis]
             meta = _ome_comment(tif.ome_metadata or "")
         if meta is None and sidecar_path(path).is_file():
-            meta = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+            meta = loads_json(sidecar_path(path).read_text(encoding="utf-8"))
     if meta is None:
         raise ValueError(
             f"{path} holds no PatchHeat heatmap metadata and has no sidecar "

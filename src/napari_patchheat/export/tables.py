@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import atomic_write, loads_json
 from ..heatmap import Heatmap
 from .classes import UNCLASSIFIED, ClassRule
 
@@ -206,8 +206,7 @@ def write_geojson(heatmap: Heatmap, path: str | Path, *, object_type: str = "til
 
 def read_geojson(path: str | Path) -> PatchTable:
     """Read a GeoJSON written by :func:`write_geojson` (boxes from the rings' extents)."""
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    doc = loads_json(Path(path).read_text(encoding="utf-8"))
     feats = doc.get("features", [])
     names = tuple(doc.get("patchheat", {}).get("class_names")
                   or (feats[0]["properties"]["measurements"] if feats else ()))

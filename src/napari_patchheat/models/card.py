@@ -7,12 +7,12 @@ A card is ``<model>.json`` beside the model file (``tumour.keras`` -> ``tumour.j
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import JSONError, loads_json
 from ..grid import as_pair
 
 # Preprocessing modes; every value maps raw RGB 0..255 (float32) to what the model was trained on.
@@ -107,8 +107,8 @@ def read_card(path: str | Path) -> ModelCard:
     """Parse and check a model card; a ValueError names the file and the bad entry."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = loads_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, JSONError) as exc:
         raise ValueError(f"Model card {path} is not readable JSON ({exc}).") from exc
     if not isinstance(data, dict):
         raise ValueError(f"Model card {path} must hold a JSON object, not {type(data).__name__}.")
