@@ -375,3 +375,16 @@ def test_batch_progress_keeps_running_totals():
     assert p.patches == (14, 14) and p.finished == 3
     recount = [p.slide_patches(r) for r in p.manifest.rows]
     assert p.patches == (sum(d for d, _ in recount), sum(t for _, t in recount))
+
+
+def test_a_slide_through_a_symbolic_link_gives_batch_and_run_the_same_files(client, generated,
+                                                                             tmp_path):
+    link = tmp_path / "linked.ome.tif"
+    link.symlink_to(generated[0])
+    outputs = JobOutputs(("npz", "geojson"))  # the GeoJSON's ids hold the slide's path
+    row = run_batch([link], "dab", OPTIONS, tmp_path / "batch", client, outputs=outputs).rows[0]
+    assert row.status == "ok" and row.slide == str(link)  # absolute, the link kept
+    want = reference(link, tmp_path / "run", formats=outputs.formats)
+    assert Path(row.outputs["npz"]).name == "linked.dab.npz"
+    assert_same_files(row.outputs, want)
+    assert Heatmap.load_npz(want["npz"]).slide_path == str(link)

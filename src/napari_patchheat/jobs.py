@@ -9,7 +9,10 @@ with this module (the CLI imports it), TensorFlow and the rest inside the functi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +25,10 @@ if TYPE_CHECKING:
     from .export import ClassRule
     from .heatmap import Heatmap
     from .options import RunOptions
+
+
+_FOLDER_WHY = {errno.EEXIST: "it is a file, not a folder",
+               errno.ENOTDIR: "part of its path is a file, not a folder"}
 
 
 class UserError(Exception):
@@ -64,19 +71,35 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
     reports progress to its client, or computes regions on a cluster). ``quiet``: no lines on
     stderr (a batch task).
     """
-    from .files import prepare_output_folder, safe_name
-    from .heatmap import slide_stem
-    from .inference import HeatmapRun, RunError
+    from .files import prepare_output_folder
     from .options import RunOptions
 
     options = options if options is not None else RunOptions()
     if not slide.exists():
         raise UserError(f"{slide} does not exist: give the path of a slide file.")
+    made = not os.path.isdir(out)  # (never raises: a name too long is prepare's to say)
     try:  # before the run, so a bad --out costs nothing
         prepare_output_folder(out)
     except OSError as exc:
-        raise UserError(f"cannot write the output folder {out}: {exc.strerror or exc}; choose "
-                        "another --out.") from exc
+        why = _FOLDER_WHY.get(exc.errno or 0, exc.strerror or str(exc))
+        raise UserError(f"cannot write the output folder {out}: {why}; choose another --out."
+                        ) from exc
+    try:
+        return _run_and_write(slide, model, out, outputs, options, quiet, compute)
+    except BaseException:
+        if made:  # a folder this job made and left empty (bad input, nothing kept) goes
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _run_and_write(slide: Path, model: Any, out: Path, outputs: JobOutputs,
+                   options: RunOptions, quiet: bool,
+                   compute: Callable[[Any], Iterable[Any]] | None) -> dict[str, Path]:
+    """:func:`run_job` once its output folder is there."""
+    from .files import safe_name
+    from .heatmap import slide_stem
+    from .inference import HeatmapRun, RunError
     from .models import load_model
     from .slide import open_slide
     from .slide.coarse import needs_build
@@ -109,7 +132,7 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
                     write_outputs(partial, out, f"{stem}.partial", ("npz",), s)
                     say(f"kept {partial.n_computed:,} computed patches in "
                         f"{out / (stem + '.partial.npz')}")
-                except OSError as write_error:
+                except (OSError, UserError) as write_error:  # a full disk: still exit as asked
                     say(f"patchheat: could not keep the computed patches in {out}: "
                         f"{write_error}")
             raise exc

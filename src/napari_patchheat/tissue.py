@@ -190,10 +190,12 @@ def grid_tissue_fraction(
         raise ValueError(f"A mask of shape {m.shape} is not a 2-D image.")
     mdy, mdx = as_float_pair("mask_downsample", mask_downsample)
     gdy, gdx = as_float_pair("grid_downsample", grid_downsample)
-    integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1), np.float64)
-    # counted in integers (exact, and half the time of float64 sums), along rows first
-    counts = np.cumsum(m, axis=1, dtype=np.int64 if m.size >= 2**31 else np.int32)
-    integral[1:, 1:] = np.cumsum(counts, axis=0, out=counts)
+    # counted in integers (exact, and half the time of float64 sums), along rows first, in
+    # place: the table is 4 bytes a mask pixel (a 20k x 20k mask: 1.6 GB), read as exact floats
+    integral = np.zeros((m.shape[0] + 1, m.shape[1] + 1),
+                        np.int64 if m.size >= 2**31 else np.int32)
+    np.cumsum(m, axis=1, dtype=integral.dtype, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=0, out=integral[1:, 1:])
     ey, ex = grid.effective_size
     ys = grid.row_starts() * gdy
     xs = grid.col_starts() * gdx

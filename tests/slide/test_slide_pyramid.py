@@ -211,8 +211,17 @@ def test_level_mpp(ome_slide):
 
 
 def test_level_for_mpp_is_the_closest_on_a_log_scale(ome_slide):
-    levels = [ome_slide.level_for_mpp(m) for m in (0.1, 0.26, 0.45, 0.55, 1.0, 50)]
+    levels = [ome_slide.level_for_mpp(m) for m in (0.13, 0.26, 0.45, 0.55, 1.0, 1.9)]
     assert levels == [0, 0, 1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("mpp", [0.1, 50, 1000])
+def test_level_for_mpp_refuses_a_size_no_level_is_near(ome_slide, mpp):
+    # levels of 0.25 to 1 µm/px: more than twice finer or coarser is no level's pixel size
+    with pytest.raises(ValueError, match=rf"^mpp={mpp:g} is far from every level of "
+                                         r".*, 0.25 to 1 µm/px: choose a pixel size in that "
+                                         "range, or a level by its index.$"):
+        ome_slide.level_for_mpp(mpp)
 
 
 def test_level_for_mpp_refuses_a_non_positive_mpp(ome_slide):

@@ -32,6 +32,7 @@ from .errors import SlideError
 
 PYRAMID_TOP_PX = 2048  # levels are added by 2x coarsening until the longer side fits this
 COMPUTED_CACHE_BYTES = 64 * 2**20  # computed levels this small are kept once computed
+MPP_MATCH_FACTOR = 2.0  # --mpp picks a level at most this many times finer or coarser
 
 
 class Slide:
@@ -138,7 +139,8 @@ class Slide:
         return self.mpp[0] * dy, self.mpp[1] * dx
 
     def level_for_mpp(self, mpp: float) -> int:
-        """Index of the level whose µm/px is closest to ``mpp`` (on a log scale)."""
+        """Index of the level whose µm/px is closest to ``mpp`` (on a log scale); a ValueError
+        where every level is more than MPP_MATCH_FACTOR times finer or coarser than it."""
         if self.mpp is None:
             raise SlideError(
                 f"{self.path} has no pixel size (µm/px) in its metadata, so no level can be "
@@ -151,6 +153,12 @@ class Slide:
         for level in range(len(self.levels)):
             y, x = self.level_mpp(level)  # type: ignore[misc]
             errors.append(abs(math.log(math.sqrt(y * x) / mpp)))
+        if min(errors) > math.log(MPP_MATCH_FACTOR):
+            finest, coarsest = (math.sqrt(math.prod(self.level_mpp(k)))  # type: ignore[arg-type]
+                                for k in (0, len(self.levels) - 1))
+            raise ValueError(f"mpp={mpp:g} is far from every level of {Path(self.path).name}, "
+                             f"{finest:.3g} to {coarsest:.3g} µm/px: choose a pixel size in "
+                             "that range, or a level by its index.")
         return int(np.argmin(errors))
 
     def thumbnail(self, max_px: int = 512) -> np.ndarray:
