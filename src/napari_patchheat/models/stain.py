@@ -22,8 +22,9 @@ from .patch_model import Fingerprint, InsideMask, PatchModel
 
 BUILTIN_MODELS = ("tissue", "hematoxylin", "eosin", "dab")
 # Bump when a definition or threshold changes (invalidates caches). 2: SAME's zero padding is
-# no longer counted (fractions over the samples inside the level).
-STAIN_MODEL_VERSION = 2
+# no longer counted (fractions over the samples inside the level). 3: integer counts and one
+# correctly rounded division, so a value no longer depends on its batch (it moved by <= 1 ulp).
+STAIN_MODEL_VERSION = 3
 # Ruifrok & Johnston's stain vectors (rows H, E, DAB; columns R, G, B), as skimage's rgb_from_hed.
 RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
 STAIN_INDEX = {"hematoxylin": 0, "eosin": 1, "dab": 2}
@@ -79,28 +80,71 @@ def rgb_to_hed(x: Any) -> Any:
     return tf.maximum(tf.tensordot(rgb_to_od(x), matrix, axes=1), 0.0)
 
 
+@functools.cache
+def score_tables(name: str) -> np.ndarray:
+    """Per-channel terms of built-in ``name``'s pixel score for uint8 values: float32 (3, 256).
+
+    A pixel's score is ``(t[0][r] + t[1][g]) + t[2][b]``: its summed OD (tissue) or its stain
+    concentration before the floor at 0 (each term rounded to float32 as ``od * column``).
+    """
+    od = od_table().astype(np.float32)
+    if name == "tissue":
+        table = np.stack([od, od, od])
+    else:
+        column = hed_from_rgb()[:, STAIN_INDEX[name]].astype(np.float32)
+        table = column[:, None] * od[None, :]
+    table.flags.writeable = False
+    return table
+
+
+def positive_pixels(x: Any, name: str) -> Any:
+    """bool (n, h, w): the pixels of patches (n, h, w, 3) that built-in ``name`` counts (TF).
+
+    For uint8 (or any integer) pixels, three table look-ups and two additions in a fixed order:
+    no product left to fuse, so a pixel's verdict cannot depend on the batch it is in.
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x)
+    if x.dtype.is_integer:
+        index = tf.cast(x, tf.int32)
+        table = tf.constant(score_tables(name), tf.float32)
+        terms = [tf.gather(table[c], index[..., c]) for c in range(3)]
+        score = (terms[0] + terms[1]) + terms[2]
+    else:
+        od = rgb_to_od(x)
+        if name == "tissue":
+            score = tf.reduce_sum(od, axis=-1)
+        else:
+            column = tf.constant(hed_from_rgb()[:, STAIN_INDEX[name]], tf.float32)
+            score = tf.reduce_sum(od * column, axis=-1)
+    return score >= TISSUE_OD_SUM if name == "tissue" else score > POSITIVE_OD[name]
+
+
 def positive_fraction(x: Any, name: str, inside: InsideMask | None = None) -> Any:
     """Per-patch value of built-in ``name`` on patches (n, h, w, 3): (n, 1) float32.
 
     With ``inside`` (:data:`InsideMask`), the fraction is over the samples inside the level
-    only, NaN for a patch with none; without it, over every sample.
+    only, NaN for a patch with none; without it, over every sample. Counts are int32 and the
+    one division is float64, rounded once to float32: the correctly rounded fraction (for
+    patches of up to 2**24 samples), whatever the batch, its size or its padded patches.
     """
     import tensorflow as tf
 
-    od = rgb_to_od(x)
-    if name == "tissue":
-        positive = tf.reduce_sum(od, axis=-1) >= TISSUE_OD_SUM
-    else:
-        column = tf.constant(hed_from_rgb()[:, STAIN_INDEX[name]], tf.float32)
-        positive = tf.reduce_sum(od * column, axis=-1) > POSITIVE_OD[name]
-    positive = tf.cast(positive, tf.float32)
+    positive = tf.cast(positive_pixels(x, name), tf.int32)
     if inside is None:
-        return tf.reduce_mean(positive, axis=[1, 2])[:, None]
-    rows, cols = (tf.cast(m, tf.float32) for m in inside)
-    # sums of 0s and 1s: exact in float32 up to 2**24 samples per patch; 0 / 0 is NaN
-    hits = tf.reduce_sum(tf.reduce_sum(positive * cols[:, None, :], axis=2) * rows, axis=1)
-    count = tf.reduce_sum(rows, axis=1) * tf.reduce_sum(cols, axis=1)
-    return (hits / count)[:, None]
+        hits = tf.reduce_sum(positive, axis=[1, 2])
+        shape = tf.shape(positive)
+        count = tf.fill(tf.shape(hits), shape[1] * shape[2])
+    else:
+        rows, cols = (tf.cast(m, tf.int32) for m in inside)
+        hits = tf.reduce_sum(tf.reduce_sum(positive * cols[:, None, :], axis=2) * rows, axis=1)
+        count = tf.reduce_sum(rows, axis=1) * tf.reduce_sum(cols, axis=1)
+    # float64 quotient (even if XLA multiplies by a constant count's reciprocal) then one
+    # rounding to float32: a / b with b <= 2**24 is never a float32 tie nor within 2**-49 of
+    # one, so this is the float32 nearest a / b; 0 / 0 is NaN
+    fraction = tf.cast(hits, tf.float64) / tf.cast(count, tf.float64)
+    return tf.cast(fraction, tf.float32)[:, None]
 
 
 def builtin_fingerprint(name: str) -> str:
