@@ -13,6 +13,8 @@ import pytest
 
 from napari_patchheat.cli import main
 
+LIST_HINT = "give a .txt file of slide paths (one a line) or a .csv with a 'slide' column."
+
 
 def batch(tmp_path: Path, *extra: str) -> list[str]:
     return ["batch", str(tmp_path / "a.svs"), "--size", "64", "--out", str(tmp_path / "out"),
@@ -30,5 +32,22 @@ def test_sizes_below_their_least_are_refused_before_a_cluster_starts(capsys, tmp
     assert capsys.readouterr().err == (
         f"patchheat batch: error: argument {flag}: {value} is below {least}: give a whole "
         f"number of at least {least}, e.g. {example} (see patchheat batch --help)\n")
+
+
+def test_a_missing_slide_list_is_one_sentence(capsys, tmp_path):
+    missing = tmp_path / "slides.txt"
+    assert main(batch(tmp_path, "--list", str(missing))) == 2
+    assert capsys.readouterr().err == (
+        f"patchheat: error: cannot read the slide list {missing} (No such file or directory): "
+        f"{LIST_HINT}\n")
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"a.svs\n\x00\x01\x02\n"])
+def test_a_binary_slide_list_is_one_sentence(capsys, tmp_path, content):
+    binary = tmp_path / "slides.csv"
+    binary.write_bytes(content)
+    assert main(batch(tmp_path, "--list", str(binary))) == 2
+    assert capsys.readouterr().err == (
+        f"patchheat: error: the slide list {binary} is not a text file: {LIST_HINT}\n")
 
 
