@@ -7,18 +7,43 @@ TCP server that answers garbage where a scheduler should be (real dask, no mocks
 
 from __future__ import annotations
 
+import http.server
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from napari_patchheat.batch import SCHEDULER_CONNECT_S
 from napari_patchheat.cli import main
 
+CONNECT_MARGIN_S = 15.0  # the command's start (imports) and exit on two busy cores
 LIST_HINT = "give a .txt file of slide paths (one a line) or a .csv with a 'slide' column."
+SCHEDULER_HINT = "check the address (tcp://host:8786) or the scheduler file."
 
 
 def batch(tmp_path: Path, *extra: str) -> list[str]:
     return ["batch", str(tmp_path / "a.svs"), "--size", "64", "--out", str(tmp_path / "out"),
             *extra]
+
+
+def run_cli(args: list[str], timeout_s: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``patchheat ARGS`` in a fresh process (its exit included); the result (its output as
+    written: a progress line's carriage returns kept) and its seconds."""
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "napari_patchheat.cli", *args],
+                          capture_output=True, timeout=timeout_s)
+    seconds = time.monotonic() - start
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
+                                       done.stderr.decode()), seconds
+
+
+def test_the_connect_bound_is_at_most_dasks_own():
+    assert 0 < SCHEDULER_CONNECT_S <= 30
 
 
 @pytest.mark.parametrize(("flag", "value", "least", "example"), [
@@ -51,3 +76,77 @@ def test_a_binary_slide_list_is_one_sentence(capsys, tmp_path, content):
         f"patchheat: error: the slide list {binary} is not a text file: {LIST_HINT}\n")
 
 
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"address": 8786}'])
+def test_a_scheduler_file_without_an_address_is_one_sentence(capsys, tmp_path, content):
+    scheduler = tmp_path / "scheduler.json"
+    scheduler.write_text(content)
+    assert main(batch(tmp_path, "--scheduler", str(scheduler))) == 2
+    assert capsys.readouterr().err == (
+        f"patchheat: error: {scheduler} is not a dask scheduler file (JSON with an "
+        "\"address\"): give the file 'dask scheduler --scheduler-file' wrote, or an address "
+        "such as tcp://host:8786.\n")
+
+
+def test_an_address_dask_cannot_parse_is_one_sentence(tmp_path):
+    done, seconds = run_cli(batch(tmp_path, "--scheduler", "foo::bar"), 120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr == ("patchheat: error: cannot reach the dask scheduler foo::bar: invalid "
+                           f"address 'foo::bar'; {SCHEDULER_HINT}\n")
+    assert seconds < SCHEDULER_CONNECT_S + CONNECT_MARGIN_S
+
+
+@pytest.fixture
+def web_server() -> Iterator[str]:
+    """A web server on 127.0.0.1 (as a dashboard is): its tcp:// address."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def garbage_server() -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that sends every connection bytes dask cannot read."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.sendall(b"\xff" * 64 + b"garbage\n" * 8)
+                    conn.recv(1)
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+
+
+def test_a_web_server_for_a_scheduler_gives_up_within_the_bound(tmp_path, web_server):
+    done, seconds = run_cli(batch(tmp_path, "--scheduler", web_server), 120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr == (
+        f"patchheat: error: cannot reach the dask scheduler {web_server}: no dask scheduler "
+        f"answered within {SCHEDULER_CONNECT_S:g} s; {SCHEDULER_HINT}\n")
+    assert seconds < SCHEDULER_CONNECT_S + CONNECT_MARGIN_S
+
+
+def test_garbage_for_a_scheduler_is_one_sentence_at_once(tmp_path, garbage_server):
+    done, seconds = run_cli(batch(tmp_path, "--scheduler", garbage_server), 120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr == (
+        f"patchheat: error: cannot reach the dask scheduler {garbage_server}: what answers "
+        f"there does not speak dask's protocol; {SCHEDULER_HINT}\n")
+    assert seconds < SCHEDULER_CONNECT_S + CONNECT_MARGIN_S
