@@ -150,3 +150,21 @@ def test_garbage_for_a_scheduler_is_one_sentence_at_once(tmp_path, garbage_serve
         f"patchheat: error: cannot reach the dask scheduler {garbage_server}: what answers "
         f"there does not speak dask's protocol; {SCHEDULER_HINT}\n")
     assert seconds < SCHEDULER_CONNECT_S + CONNECT_MARGIN_S
+
+
+def test_a_failing_batch_prints_only_its_own_lines(tmp_path, slide_writer, real_pixels):
+    good, _ = slide_writer("good.ome.tif", real_pixels[:600, :600], mpp=0.5)
+    text = tmp_path / "x.svs"
+    text.write_text("not a slide")
+    missing = tmp_path / "missing.svs"
+    done, _ = run_cli(["batch", str(good), str(text), str(missing), "--size", "64",
+                       "--no-cache", "--out", str(tmp_path / "out"), "--workers", "1",
+                       "--threads-per-worker", "1"], 300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "3 slides: 1 ok, 2 failed" in done.stdout
+    lines = done.stderr.rstrip("\n").split("\n")  # the progress line redraws itself (\r)
+    assert len(lines) == 4, done.stderr[-3000:]  # dashboard, progress, a line per failed slide
+    assert lines[0].startswith("dask dashboard: ") and lines[1].startswith("\rslides ")
+    assert lines[2].startswith(f"failed: {text}: Cannot open {text}: it is not a TIFF")
+    assert lines[3] == f"failed: {missing}: {missing} does not exist: give the path of a " \
+                       "slide file."

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import threading
 import time
@@ -31,10 +32,12 @@ from ..jobs import JobOutputs, UserError
 from ..manifest import Manifest, SlideRow
 from ..models import is_builtin
 from ..options import RunOptions
+from ..runner import DEBUG_ENV
 from .tasks import TOPIC_PREFIX, BatchJob, WorkerSettings, process_slide
 
 CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
 SCHEDULER_CONNECT_S = 20.0  # how long connecting to a scheduler may take before giving up
+QUIET_LOG_LEVEL = logging.CRITICAL + 1  # the local cluster's log level: no dask line passes
 
 
 class TaskReport(NamedTuple):
@@ -272,11 +275,15 @@ def _absolute_paths(options: RunOptions) -> RunOptions:
 def cluster_client(scheduler: str | None, workers: int | None, threads: int | None,
                    resources: dict[str, float] | None) -> Iterator[Client]:
     """A client of ``scheduler`` (an address, or a scheduler file), else of a LocalCluster of
-    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``.
-    It is not made dask's default scheduler: this process's own dask reads stay local."""
+    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``,
+    whose dask log lines (in this process and the workers') stay off the terminal: a failed
+    slide is its row, not a worker's log block ($PATCHHEAT_DEBUG keeps them). It is not made
+    dask's default scheduler: this process's own dask reads stay local."""
     if scheduler is None:
         with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                          resources=resources, dashboard_address=":0") as cluster, \
+                          resources=resources, dashboard_address=":0",
+                          silence_logs=QUIET_LOG_LEVEL if not os.environ.get(DEBUG_ENV)
+                          else logging.WARNING) as cluster, \
                 Client(cluster, set_as_default=False) as client:
             yield client
         return
