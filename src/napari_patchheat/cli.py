@@ -90,6 +90,26 @@ def _positive(text: str) -> float:
     return value
 
 
+def _whole(least: int, example: int) -> Callable[[str], int]:
+    """The argparse type of a whole number of at least ``least`` (a count, a size in pixels):
+    a one-line error naming the value and an ``example``, before anything starts."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number: give one of at least {least}, "
+                f"e.g. {example}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(
+                f"{text} is below {least}: give a whole number of at least {least}, "
+                f"e.g. {example}")
+        return value
+
+    return parse
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (and exit code 2), not a usage block."""
 
@@ -118,14 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--scheduler",
                        help="dask scheduler address (tcp://host:8786) or scheduler file "
                             "(default: start a local cluster)")
-    batch.add_argument("--workers", type=int, default=None,
+    batch.add_argument("--workers", type=_whole(1, 4), default=None,
                        help="local cluster: worker processes (default: dask's choice)")
-    batch.add_argument("--threads-per-worker", type=int, default=None,
+    batch.add_argument("--threads-per-worker", type=_whole(1, 2), default=None,
                        help="local cluster: threads of each worker (and its TensorFlow)")
-    batch.add_argument("--split-px", type=int, default=None,
+    batch.add_argument("--split-px", type=_whole(1, 8192), default=None,
                        help="split each slide into region tasks of about N x N level pixels, "
                             "merged into one heatmap")
-    batch.add_argument("--retries", type=int, default=0,
+    batch.add_argument("--retries", type=_whole(0, 2), default=0,
                        help="run a task that raised again up to N times (default 0; a task "
                             "whose worker died is rescheduled anyway)")
     batch.add_argument("--resources", default=None,

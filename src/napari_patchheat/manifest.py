@@ -130,9 +130,19 @@ class Manifest:
 def read_slide_list(path: str | os.PathLike[str]) -> list[Path]:
     """Slides listed in ``path``: a text file (one path a line; blank lines and '#' comments
     skipped) or a CSV file (the column headed ``slide``, else the first column of every row).
-    Relative paths are taken from the list's folder."""
+    Relative paths are taken from the list's folder. A list that cannot be read or is not text
+    is an OSError or ValueError of one sentence naming it."""
     path = Path(path)
-    text = path.read_text()
+    hint = "give a .txt file of slide paths (one a line) or a .csv with a 'slide' column"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    except OSError as exc:
+        raise OSError(f"cannot read the slide list {path} ({exc.strerror or exc}): "
+                      f"{hint}.") from None
+    if "\0" in text:
+        raise ValueError(f"the slide list {path} is not a text file: {hint}.")
     if path.suffix.lower() == ".csv":
         rows = list(csv.reader(io.StringIO(text)))
         header = [h.strip().lower() for h in rows[0]] if rows else []

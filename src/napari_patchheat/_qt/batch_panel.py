@@ -141,9 +141,10 @@ class BatchPanel(Container):
         if address not in self._clients:
             from distributed import Client, LocalCluster
 
-            if address:
-                self._clients[address] = Client(scheduler_file=address, set_as_default=False) \
-                    if Path(address).is_file() else Client(address, set_as_default=False)
+            if address:  # asked who it is first: one sentence within SCHEDULER_CONNECT_S
+                from ..batch import connect_scheduler
+
+                self._clients[address] = connect_scheduler(address)
             else:
                 self._cluster = LocalCluster(processes=True, dashboard_address=":0")
                 self._clients[address] = Client(self._cluster, set_as_default=False)

@@ -9,7 +9,15 @@ scheduler of our own: a LocalCluster of worker processes by default, else the ca
 
 from __future__ import annotations
 
-from .client import BatchProgress, TaskReport, cluster_client, plan, run_batch
+from .client import (
+    SCHEDULER_CONNECT_S,
+    BatchProgress,
+    TaskReport,
+    cluster_client,
+    connect_scheduler,
+    plan,
+    run_batch,
+)
 from .tasks import (
     BatchCancelled,
     BatchJob,
@@ -22,7 +30,7 @@ from .tasks import (
 )
 
 __all__ = [
-    "BatchCancelled", "BatchJob", "BatchProgress", "TaskReport", "WorkerSettings",
-    "cluster_client", "compute_region", "plan", "process_slide", "reuse_freed_memory",
-    "run_batch", "run_order", "split_order",
+    "SCHEDULER_CONNECT_S", "BatchCancelled", "BatchJob", "BatchProgress",
+    "TaskReport", "WorkerSettings", "cluster_client", "compute_region", "connect_scheduler",
+    "plan", "process_slide", "reuse_freed_memory", "run_batch", "run_order", "split_order",
 ]

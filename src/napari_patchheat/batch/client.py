@@ -10,12 +10,16 @@ only.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import json
+import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +32,12 @@ from ..jobs import JobOutputs, UserError
 from ..manifest import Manifest, SlideRow
 from ..models import is_builtin
 from ..options import RunOptions
+from ..runner import DEBUG_ENV
 from .tasks import TOPIC_PREFIX, BatchJob, WorkerSettings, process_slide
 
 CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
+SCHEDULER_CONNECT_S = 20.0  # how long connecting to a scheduler may take before giving up
+QUIET_LOG_LEVEL = logging.CRITICAL + 1  # the local cluster's log level: no dask line passes
 
 
 class TaskReport(NamedTuple):
@@ -272,21 +279,99 @@ def _absolute_paths(options: RunOptions) -> RunOptions:
 def cluster_client(scheduler: str | None, workers: int | None, threads: int | None,
                    resources: dict[str, float] | None) -> Iterator[Client]:
     """A client of ``scheduler`` (an address, or a scheduler file), else of a LocalCluster of
-    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``.
-    It is not made dask's default scheduler: this process's own dask reads stay local."""
+    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``,
+    whose dask log lines (in this process and the workers') stay off the terminal: a failed
+    slide is its row, not a worker's log block ($PATCHHEAT_DEBUG keeps them). It is not made
+    dask's default scheduler: this process's own dask reads stay local."""
     if scheduler is None:
         with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                          resources=resources, dashboard_address=":0") as cluster, \
+                          resources=resources, dashboard_address=":0",
+                          silence_logs=QUIET_LOG_LEVEL if not os.environ.get(DEBUG_ENV)
+                          else logging.WARNING) as cluster, \
                 Client(cluster, set_as_default=False) as client:
             yield client
         return
     if workers is not None or threads is not None:
         raise ValueError("--workers and --threads-per-worker size the local cluster: start "
                          "the scheduler's workers with 'dask worker --nworkers N --nthreads T'.")
-    try:
-        client = (Client(scheduler_file=scheduler, set_as_default=False)
-                  if Path(scheduler).is_file() else Client(scheduler, set_as_default=False))
-    except (OSError, TimeoutError) as exc:
-        raise OSError(f"cannot reach the dask scheduler {scheduler}: {exc}") from None
-    with client:
+    with connect_scheduler(scheduler) as client:
         yield client
+
+
+def connect_scheduler(scheduler: str, timeout_s: float = SCHEDULER_CONNECT_S) -> Client:
+    """A client of ``scheduler`` (an address such as tcp://host:8786, or a scheduler file),
+    within ``timeout_s`` seconds. The address is asked who it is first (a dask scheduler, or
+    an OSError of one sentence): no half-made Client, whose clean-up stalls, for a web server,
+    a dashboard port or garbage."""
+    address = _scheduler_address(scheduler)
+    try:
+        address = _parsed(address)
+    except ValueError as exc:  # an address dask cannot parse
+        raise OSError(f"cannot reach the dask scheduler {scheduler}: {str(exc).split(';')[0]}; "
+                      "check the address (tcp://host:8786) or the scheduler file.") from None
+    try:
+        identity = _identity(address, timeout_s)
+    except TimeoutError:
+        reason = f"no dask scheduler answered within {timeout_s:g} s"
+    except OSError as exc:
+        reason = str(exc) or type(exc).__name__
+    except Exception:  # what answered there sent something dask cannot read
+        reason = "what answers there does not speak dask's protocol"
+    else:
+        kind = identity.get("type") if isinstance(identity, dict) else None
+        if kind == "Scheduler":
+            try:
+                return Client(address, timeout=timeout_s, set_as_default=False)
+            except Exception as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() \
+                    else type(exc).__name__
+        else:
+            reason = f"what answers there is a dask {kind}, not a scheduler" if kind \
+                else "what answers there is not a dask scheduler"
+    raise OSError(f"cannot reach the dask scheduler {scheduler}: {reason}; check the address "
+                  "(tcp://host:8786) or the scheduler file.")
+
+
+def _scheduler_address(scheduler: str) -> str:
+    """``scheduler`` itself, or the "address" of the scheduler file (JSON) it names."""
+    path = Path(scheduler)
+    if not path.is_file():
+        return scheduler
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        doc = None
+    address = doc.get("address") if isinstance(doc, dict) else None
+    if not isinstance(address, str) or not address:
+        raise OSError(f"{scheduler} is not a dask scheduler file (JSON with an \"address\"): "
+                      "give the file 'dask scheduler --scheduler-file' wrote, or an address "
+                      "such as tcp://host:8786.")
+    return address
+
+
+def _parsed(address: str) -> str:
+    """``address`` with dask's default scheme ('host:8786' -> 'tcp://host:8786'); a ValueError
+    where dask cannot parse it or tell its host from its port ('foo::bar')."""
+    from distributed.comm import get_address_host_port, parse_address, unparse_address
+
+    scheme, location = parse_address(address)
+    address = unparse_address(scheme, location)
+    if scheme != "inproc":  # the one scheme without a host and port
+        get_address_host_port(address)
+    return address
+
+
+def _identity(address: str, timeout_s: float) -> Any:
+    """What ``address`` says it is (dask's ``identity``), asked in a fresh event loop on a
+    thread of its own (the caller may be in a loop); a TimeoutError after ``timeout_s``."""
+    from distributed.core import rpc
+
+    async def ask() -> Any:
+        remote = rpc(address, timeout=timeout_s)
+        try:
+            return await asyncio.wait_for(remote.identity(), timeout_s)
+        finally:
+            await remote.close_rpc()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="patchheat-probe") as pool:
+        return pool.submit(lambda: asyncio.run(ask())).result()

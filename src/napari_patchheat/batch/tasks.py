@@ -34,6 +34,7 @@ import numpy as np
 from distributed import WorkerPlugin, as_completed, get_worker
 from distributed import worker_client as _worker_client
 
+from ..console import import_tensorflow_quietly
 from ..extract import read_order
 from ..grid import PatchGrid
 from ..inference import THREADS_ENV, HeatmapRun, Progress
@@ -122,7 +123,9 @@ _MODELS_LOCK = threading.Lock()
 
 
 def _model(job: BatchJob, options: RunOptions) -> Any:
-    """The job's model, loaded once per worker process (its threads share it)."""
+    """The job's model, loaded once per worker process (its threads share it); TensorFlow
+    imported as ``run_job`` does, without its C++ start-up lines on the terminal."""
+    import_tensorflow_quietly()
     with _MODELS_LOCK:
         return _MODELS.get(RunSpec("", job.model, options))
 
