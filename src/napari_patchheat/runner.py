@@ -382,15 +382,19 @@ def shared_worker(nice: int = WORKER_NICE) -> Worker:
 
 
 def close_shared_worker(timeout: float = CLOSE_SHARED_S) -> None:
-    """End this process's warm worker, if started: cancel its run, let it exit, and kill it
-    if that takes over ``timeout`` s (still importing TensorFlow, a batch that will not end).
-    The next :func:`shared_worker` starts a new one."""
+    """End this process's warm worker, if started: kill it when it has no run (nothing to
+    save; it may still be importing TensorFlow), else cancel the run and let it exit, killing
+    it if that takes over ``timeout`` s. The next :func:`shared_worker` starts a new one."""
     global _shared
     with _shared_lock:
         worker, _shared = _shared, None
-    if worker is not None:
+    if worker is None:
+        return
+    if worker.busy:
         worker.cancel()
         worker.close(timeout)
+    else:
+        worker.kill()
 
 
 def start_run(spec: RunSpec) -> RunHandle:
