@@ -76,6 +76,7 @@ class BatchPanel(Container):
         self._cancel = threading.Event()  # the running batch's (run_batch's ``cancel``)
         self._idle = threading.Event()  # set while no batch thread runs
         self._idle.set()
+        self._connecting = False  # the batch's thread is making its client (and cluster)
         self.closed = False
         # no Qt parent: Qt deletes a widget's children before its ``destroyed`` reaches the
         # dock's shutdown, which stops this timer
@@ -142,14 +143,20 @@ class BatchPanel(Container):
         from ..batch import run_batch
 
         try:
-            client = self._client(address)
+            with self._lock:
+                self._connecting = True
+            try:
+                client = self._client(address)
+            finally:
+                with self._lock:
+                    self._connecting = False
             with self._lock:
                 self._dashboard_link = client.dashboard_link or ""
             return run_batch(slides, request.model, request.options, out, client,
                              on_progress=self._record, cancel=cancel)
         finally:
             self._idle.set()
-            if self.closed:  # the dock closed meanwhile (maybe before the cluster was made)
+            if self.closed:  # the dock closed meanwhile (maybe while the cluster was made)
                 self._close_clients()
 
     def _client(self, address: str) -> Any:
@@ -249,8 +256,11 @@ class BatchPanel(Container):
 
     def _close_clients(self) -> None:
         """Close the clients and the local cluster (any thread; each once), then kill the
-        cluster's worker processes still alive."""
+        cluster's worker processes still alive. While the batch's thread makes them, it closes
+        them itself once made."""
         with self._lock:
+            if self._connecting:
+                return
             clients, cluster = list(self._clients.values()), self._cluster
             self._clients, self._cluster = {}, None
         pids = [] if cluster is None else [getattr(n, "pid", None)
