@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -12,13 +13,16 @@ from napari_patchheat import compute_heatmap
 from napari_patchheat.inference import Progress
 from napari_patchheat.options import RunOptions
 from napari_patchheat.runner import (
+    CLOSE_SHARED_S,
     Failed,
     Finished,
     RunSpec,
     Started,
     Warned,
     array_to_tiff,
+    close_shared_worker,
     died_message,
+    shared_worker,
     start_run,
 )
 
@@ -188,3 +192,24 @@ def test_the_model_cache_keeps_models_and_reloads_rewritten_files(tmp_path):
     assert cache.get(user).n_classes == 3 and len(cache) == 2
     cache.get(RunSpec("slide.svs", "tissue", RunOptions()))  # a third: the oldest goes
     assert len(cache) == 2 and cache.get(dab) is not None
+
+
+def test_close_shared_worker_ends_it_idle_or_running(ihc_tif, tmp_path):
+    """An idle warm worker is killed at once; one in a run has it cancelled and exits within
+    CLOSE_SHARED_S (else it is killed); the next shared_worker() is a new process."""
+    idle = shared_worker()
+    close_shared_worker()
+    assert not idle.alive
+    busy = shared_worker()
+    assert busy is not idle and busy.alive
+    spec = RunSpec(str(ihc_tif), "dab",
+                   RunOptions(size=8, stride=2, batch_size=64, cache_dir=tmp_path))
+    handle = busy.submit(spec)
+    for m in handle.messages():
+        if isinstance(m, Progress):
+            break
+    assert busy.busy
+    start = time.monotonic()
+    close_shared_worker()
+    assert not busy.alive and time.monotonic() - start < CLOSE_SHARED_S + 1.0
+    close_shared_worker()  # none left: nothing to do

@@ -40,6 +40,7 @@ WORKER_MODELS_MAX = 4  # models a worker keeps loaded (least recently used go fi
 DEBUG_ENV = "PATCHHEAT_DEBUG"  # set: the worker's TensorFlow logs reach the terminal
 WORKER_NICE = 10  # added to the shared worker's nice value (Unix); 0 leaves it as it is
 LAST_WORDS_S = 1.0  # how long a dead worker's last messages may take to arrive
+CLOSE_SHARED_S = 2.0  # how long the shared worker may take to exit when closed, then killed
 WRITE_TILE_PX = 1024  # tile size of the temporary TIFF made for layers without a file
 
 
@@ -378,6 +379,22 @@ def shared_worker(nice: int = WORKER_NICE) -> Worker:
             assert _shared.process.pid is not None  # started
             lower_priority(_shared.process.pid, nice)
         return _shared
+
+
+def close_shared_worker(timeout: float = CLOSE_SHARED_S) -> None:
+    """End this process's warm worker, if started: kill it when it has no run (nothing to
+    save; it may still be importing TensorFlow), else cancel the run and let it exit, killing
+    it if that takes over ``timeout`` s. The next :func:`shared_worker` starts a new one."""
+    global _shared
+    with _shared_lock:
+        worker, _shared = _shared, None
+    if worker is None:
+        return
+    if worker.busy:
+        worker.cancel()
+        worker.close(timeout)
+    else:
+        worker.kill()
 
 
 def start_run(spec: RunSpec) -> RunHandle:

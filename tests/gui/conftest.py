@@ -19,6 +19,15 @@ def _no_tensorflow_in_the_napari_process() -> Any:
         "this GUI test imported TensorFlow into napari's process")
 
 
+@pytest.fixture(autouse=True)
+def _warm_worker_kept(request: Any, monkeypatch: Any) -> None:
+    """A closing dock ends the warm worker (test_close.py checks it); the other tests keep it
+    from one test to the next, as one napari session does, instead of each importing
+    TensorFlow anew."""
+    if request.module.__name__ != "test_close":
+        monkeypatch.setattr("napari_patchheat._qt.run_panel.close_shared_worker", lambda: None)
+
+
 @pytest.fixture
 def viewer(make_napari_viewer: Any) -> Any:
     """A shown napari viewer (under Xvfb) of a fixed size: the canvas model knows its size."""

@@ -6,12 +6,16 @@ run_batch`) runs on a worker thread against a LocalCluster of worker processes, 
 first batch and kept for the next, or against the scheduler whose address is typed in the panel.
 TensorFlow runs in the cluster's worker processes only, never in napari's. A QTimer on the GUI
 thread shows each slide's line (patches as its workers report them, then ok, skipped or the
-failure) and opens each finished heatmap over its slide (``show``).
+failure) and opens each finished heatmap over its slide (``show``). When the dock closes, the
+batch is cancelled and the clients and the local cluster are closed off the GUI thread, its
+worker processes killed if they outlast ``CLOSE_S``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -30,6 +34,8 @@ from .threads import Workers
 from .widgets import TextLabel
 
 BATCH_POLL_MS = 200  # how often the GUI shows the batch's progress
+STOP_S = 1.5  # on close: how long a cancelled batch may take to stop before its client closes
+CLOSE_S = 2.0  # on close: how long the clients and the local cluster may take to close
 
 
 class BatchPanel(Container):
@@ -68,7 +74,13 @@ class BatchPanel(Container):
         self._progress: Any = None  # the batch's last BatchProgress (set on other threads)
         self._dashboard_link = ""  # the running batch's scheduler's (set on the worker thread)
         self._cancel = threading.Event()  # the running batch's (run_batch's ``cancel``)
-        self._timer = QTimer(self.native)
+        self._idle = threading.Event()  # set while no batch thread runs
+        self._idle.set()
+        self._connecting = False  # the batch's thread is making its client (and cluster)
+        self.closed = False
+        # no Qt parent: Qt deletes a widget's children before its ``destroyed`` reaches the
+        # dock's shutdown, which stops this timer
+        self._timer = QTimer()
         self._timer.setInterval(BATCH_POLL_MS)
         self._timer.timeout.connect(self.poll)
         self.run_button.changed.connect(self.run)
@@ -107,6 +119,7 @@ class BatchPanel(Container):
         with self._lock:
             self._dashboard_link = ""  # this batch's scheduler's, once its client is made
         self._cancel = threading.Event()
+        self._idle.clear()
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.max, self.progress.value = len(self.slide_layers), 0
         self.info.value = f"starting: {len(self.slide_layers)} slides, results in {out}"
@@ -129,11 +142,22 @@ class BatchPanel(Container):
                    cancel: threading.Event) -> Manifest:
         from ..batch import run_batch
 
-        client = self._client(address)
-        with self._lock:
-            self._dashboard_link = client.dashboard_link or ""
-        return run_batch(slides, request.model, request.options, out, client,
-                         on_progress=self._record, cancel=cancel)
+        try:
+            with self._lock:
+                self._connecting = True
+            try:
+                client = self._client(address)
+            finally:
+                with self._lock:
+                    self._connecting = False
+            with self._lock:
+                self._dashboard_link = client.dashboard_link or ""
+            return run_batch(slides, request.model, request.options, out, client,
+                             on_progress=self._record, cancel=cancel)
+        finally:
+            self._idle.set()
+            if self.closed:  # the dock closed meanwhile (maybe while the cluster was made)
+                self._close_clients()
 
     def _client(self, address: str) -> Any:
         """The client of ``address`` (a scheduler file or address), or of this panel's local
@@ -157,6 +181,9 @@ class BatchPanel(Container):
     # --- on the GUI thread -------------------------------------------------------------------
     def poll(self) -> None:
         """Show the batch's last progress and open the heatmaps finished since."""
+        if self.closed:
+            self._timer.stop()
+            return
         with self._lock:
             progress, link = self._progress, self._dashboard_link
         if link:
@@ -191,6 +218,8 @@ class BatchPanel(Container):
 
     def _finished(self, manifest: Manifest) -> None:
         self._timer.stop()
+        if self.closed:
+            return
         self.poll()  # a batch done before the first poll still shows its dashboard link
         self._show_rows(manifest.rows)
         left = self._cancel.is_set() and any(r.status == "pending" for r in manifest.rows)
@@ -200,6 +229,8 @@ class BatchPanel(Container):
 
     def _failed(self, exc: Exception) -> None:
         self._timer.stop()
+        if self.closed:  # closing the clients under the batch fails it: nothing to say
+            return
         self._end()
         self.on_error(f"The batch failed: {exc}")
 
@@ -208,12 +239,52 @@ class BatchPanel(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def shutdown(self) -> None:
-        """The dock is gone: cancel the batch, stop polling, close the clients and the local
-        cluster."""
+        """The dock is gone (its Qt widgets may be deleted already): cancel the batch, stop
+        polling, and close the clients and the local cluster off the GUI thread (bounded:
+        the batch gets STOP_S to stop, the cluster CLOSE_S to close, then its worker processes
+        are killed). Safe to call again."""
+        if self.closed:
+            return
+        self.closed = True
         self._cancel.set()
         self._timer.stop()
-        for client in self._clients.values():
-            client.close()
-        if self._cluster is not None:
-            self._cluster.close()
-        self._clients, self._cluster = {}, None
+        # not a daemon: an exiting napari waits for it (bounded)
+        threading.Thread(target=self._close_when_stopped, name="patchheat-close-batch").start()
+
+    def _close_when_stopped(self) -> None:
+        self._idle.wait(STOP_S)
+        self._close_clients()
+
+    def _close_clients(self) -> None:
+        """Close the clients and the local cluster (any thread; each once), then kill the
+        cluster's worker processes still alive. While the batch's thread makes them, it closes
+        them itself once made."""
+        with self._lock:
+            if self._connecting:
+                return
+            clients, cluster = list(self._clients.values()), self._cluster
+            self._clients, self._cluster = {}, None
+        pids = [] if cluster is None else [getattr(n, "pid", None)
+                                           for n in list(cluster.workers.values())]
+        for client in clients:
+            with contextlib.suppress(Exception):  # a scheduler gone already: nothing to close
+                client.close(timeout=CLOSE_S)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=CLOSE_S)
+            _kill(pid for pid in pids if pid is not None)
+
+
+def _kill(pids: Any) -> None:
+    """Kill this process's child processes ``pids`` (and their children) where still alive
+    (their nannies reap them)."""
+    import psutil  # distributed's dependency
+
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.ppid() != os.getpid():  # reaped, and the number reused since
+                continue
+            for p in [*proc.children(recursive=True), proc]:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()

@@ -22,7 +22,8 @@ class BuildStatus(Container):
         super().__init__(layout="horizontal", labels=False,
                          widgets=[self.info, self.cancel_button], visible=False)
         self.layer: Any = None
-        self.timer = QTimer()
+        self.closed = False
+        self.timer = QTimer()  # no Qt parent: stopped by shutdown, never deleted under it
         self.timer.timeout.connect(self.refresh)
         self.cancel_button.changed.connect(self.cancel)
 
@@ -33,6 +34,9 @@ class BuildStatus(Container):
 
     def refresh(self) -> None:
         """Update the line from the build (every COARSE_POLL_MS while one runs)."""
+        if self.closed:
+            self.timer.stop()
+            return
         build = build_of(self.layer) if self.layer is not None else None
         self.visible = self.layer is not None and is_pending(self.layer)
         self.cancel_button.visible = build is not None
@@ -53,5 +57,7 @@ class BuildStatus(Container):
             build.cancel.set()
 
     def shutdown(self) -> None:
-        """Stop following (the dock is closing); the build goes on."""
+        """Stop following (the dock is closing; its Qt widgets may be deleted already); the
+        build goes on (closing the viewer removes its layers, which cancels it)."""
+        self.closed = True
         self.timer.stop()

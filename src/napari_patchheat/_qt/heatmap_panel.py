@@ -389,7 +389,9 @@ class HeatmapPanel(Container):
 
     def shutdown(self) -> None:
         """The dock is gone: drop the legend and stop following the viewer (an export still
-        running finishes its files)."""
+        running finishes its files, and says nothing). Safe to call again."""
+        if self._closed:
+            return
         self._closed = True
         self.viewer.layers.events.removed.disconnect(self._update_legend)
         self.viewer.canvas.overlays.pop(LEGEND_OVERLAY_KEY, None)

@@ -19,6 +19,8 @@ import atexit
 import dataclasses
 import shutil
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +37,21 @@ from ..inference import Progress
 from ..options import RunOptions
 from ..roi import scaled_roi
 from ..run_watch import RunWatcher, warm_up
-from ..runner import Failed, Finished, RunSpec, Started, Warned, array_to_tiff
+from ..runner import (
+    Failed,
+    Finished,
+    RunSpec,
+    Started,
+    Warned,
+    array_to_tiff,
+    close_shared_worker,
+)
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 from .widgets import TextLabel
 
 RUN_POLL_MS = 100  # how often the GUI reads the run's messages (and refreshes the layer)
+_OPEN: weakref.WeakSet[RunPanel] = weakref.WeakSet()  # panels not shut down (they share the worker)
 
 
 @dataclass(frozen=True)
@@ -113,11 +124,14 @@ class RunPanel(Container):
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                             labels=False)
         super().__init__(labels=False, widgets=[buttons, self.replace, self.progress, self.info])
-        self._timer = QTimer(self.native)
+        # no Qt parent: Qt deletes a widget's children before its ``destroyed`` reaches the
+        # dock's shutdown, which stops this timer
+        self._timer = QTimer()
         self._timer.setInterval(RUN_POLL_MS)
         self._timer.timeout.connect(self.poll)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        _OPEN.add(self)
         warm_up()
 
     @property
@@ -245,17 +259,24 @@ class RunPanel(Container):
             self.info.value = "cancelling…"
 
     def shutdown(self) -> None:
-        """The dock is gone: stop polling and cancel the run (the worker stays up)."""
+        """The dock is gone (its Qt widgets may be deleted already): stop polling, cancel the
+        run and, when no other dock is open, end the warm worker off the GUI thread (it exits,
+        or is killed after ``runner.CLOSE_SHARED_S``). Safe to call again."""
+        if self.closed:
+            return
         self.closed = True
         self._timer.stop()
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
+        _OPEN.discard(self)
+        if not _OPEN:  # not a daemon: an exiting napari waits for it (bounded)
+            threading.Thread(target=close_shared_worker, name="patchheat-close-worker").start()
 
     # --- the run's messages --------------------------------------------------------------------
     def poll(self) -> None:
         """Take the run's messages (GUI thread, never waits)."""
-        if self.handle is None:
+        if self.handle is None or self.closed:
             self._timer.stop()
             return
         self.handle_messages(self.handle.drain())

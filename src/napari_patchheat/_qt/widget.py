@@ -11,6 +11,7 @@ goes to a spawned process and its messages fill a :class:`Heatmap` and its Image
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from magicgui.types import FileDialogMode
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QApplication, QScrollArea, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..grid import FloatPair, PatchGrid
@@ -198,7 +199,12 @@ class PatchHeatWidget(Container):
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.connect(self.display.on_active)
         self._show_batch_section()
+        # the dock's widgets are deleted when the viewer closes; a quitting napari may never
+        # delete them, so its aboutToQuit ends the runs and processes as well
         self.native.destroyed.connect(self._shutdown)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self._shutdown)
 
     # --- choices -------------------------------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -436,19 +442,26 @@ class PatchHeatWidget(Container):
         show_error(f"PatchHeat: {message}")
 
     def _shutdown(self, *_: Any) -> None:
-        """The dock widget is gone: end the run, drop the preview and the outline."""
+        """The dock widget is gone (its Qt widgets deleted when ``destroyed`` calls this) or
+        napari quits: stop the panels' timers and threads, end the run, the batch and their
+        processes, drop the preview and the outline. Once; never raises into napari."""
+        if self._closed:
+            return
         self._closed = True
-        self.run_panel.shutdown()
-        self.batch_panel.shutdown()
-        self.build_status.shutdown()
+        app = QApplication.instance()
+        with contextlib.suppress(TypeError, RuntimeError, AttributeError):
+            app.aboutToQuit.disconnect(self._shutdown)  # type: ignore[union-attr]
+        steps = [self.run_panel.shutdown, self.batch_panel.shutdown, self.build_status.shutdown,
+                 self._disconnect_viewer, lambda: self._watch(None),
+                 self.display.shutdown, self.hover.remove, self.preview.remove,
+                 self.inspector.detach]
+        for step in steps:  # each step whatever the one before did
+            try:
+                step()
+            except (RuntimeError, ValueError, KeyError, TypeError):  # Qt or the viewer gone
+                pass
+
+    def _disconnect_viewer(self) -> None:
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
         self.viewer.layers.events.removed.disconnect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.disconnect(self.display.on_active)
-        self._watch(None)
-        try:
-            self.display.shutdown()
-            self.hover.remove()
-            self.preview.remove()
-            self.inspector.detach()
-        except (RuntimeError, ValueError, KeyError):  # the viewer is closing as well
-            pass
