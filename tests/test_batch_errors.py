@@ -8,6 +8,7 @@ TCP server that answers garbage where a scheduler should be (real dask, no mocks
 from __future__ import annotations
 
 import http.server
+import os
 import socket
 import subprocess
 import sys
@@ -35,8 +36,11 @@ def run_cli(args: list[str], timeout_s: float) -> tuple[subprocess.CompletedProc
     """``patchheat ARGS`` in a fresh process (its exit included); the result (its output as
     written: a progress line's carriage returns kept) and its seconds."""
     start = time.monotonic()
+    # as a user runs it: scripts/test.sh's TF_CPP_MIN_LOG_LEVEL=2 would let TensorFlow's C++
+    # errors through (e.g. "failed call to cuInit" where CUDA's libraries find no GPU)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run([sys.executable, "-m", "napari_patchheat.cli", *args],
-                          capture_output=True, timeout=timeout_s)
+                          capture_output=True, timeout=timeout_s, env=env)
     seconds = time.monotonic() - start
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
                                        done.stderr.decode()), seconds

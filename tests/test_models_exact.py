@@ -184,7 +184,9 @@ def test_builtin_values_are_bit_identical_however_the_run_is_split(
     opts = RunOptions(size=size, stride=stride, rate=rate, padding="SAME", use_cache=False)
     model = builtin(name)
     full = compute_heatmap(path, model, options=opts)
-    roi = np.random.default_rng(roi_seed).random((4, 4)) < 0.5  # scaled over the slide
+    blocks = np.random.default_rng(roi_seed).random((4, 4)) < 0.5  # 4 x 4 blocks of the slide
+    h, w = image.shape[:2]
+    roi = blocks[np.arange(h) * 4 // h][:, np.arange(w) * 4 // w]  # a mask of the slide's shape
     for split in [dict(batch_size=batch_size, backend=backend),
                   dict(roi=roi, roi_centre=True, batch_size=batch_size),
                   dict(tissue_threshold=threshold, batch_size=batch_size, backend=backend)]:
