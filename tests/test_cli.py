@@ -535,3 +535,20 @@ def test_ctrl_c_while_the_command_is_still_importing_is_one_line():
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                          timeout=60)
     assert (out.returncode, out.stderr) == (130, "patchheat: interrupted\n")
+
+
+def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it():
+    # `patchheat batch ... &` in a script starts with SIGINT ignored: it must stay so
+    import signal
+
+    program = ("import signal, sys\n"
+               "import napari_patchheat._script as script\n"
+               "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+               "sys.argv = ['patchheat', 'cache', 'info']\n"
+               "script.main()\n"
+               "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+               "print('ignored')\n")
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True,
+                         text=True, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert out.returncode == 0 and out.stdout.strip().endswith("ignored"), out.stderr

@@ -307,3 +307,25 @@ def test_a_mask_of_another_shape_than_the_slide_is_one_sentence():
     # a mask made at a lower resolution (rounded to whole pixels) fits
     small = np.ones((round(2967 / 16), round(2220 / 16)), bool)
     assert roi_patch_mask(small, grid, 1.0, (2967, 2220)).all()
+
+
+def test_a_mask_declaring_more_pixels_than_allowed_is_refused_before_decoding(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    png = tmp_path / "bomb.png"  # 57 bytes claiming 40000 x 40000
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)) + chunk(b"IEND", b""))
+    tif = tmp_path / "bomb.tif"  # 320 bytes claiming 200000 x 200000
+    tifffile.imwrite(tif, np.zeros((8, 8), np.uint8))
+    with tifffile.TiffFile(tif, mode="r+b") as t:
+        t.pages[0].tags["ImageWidth"].overwrite(200_000)
+        t.pages[0].tags["ImageLength"].overwrite(200_000)
+    for path in (png, tif):
+        assert path.stat().st_size < 1000
+        with pytest.raises(ValueError, match=rf"^{path.name} cannot be read as a mask image "):
+            load_roi(path)

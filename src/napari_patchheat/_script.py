@@ -17,12 +17,17 @@ def _interrupted_while_starting(signum: int, frame: object) -> None:
     sys.exit(EXIT_INTERRUPTED)
 
 
-signal.signal(signal.SIGINT, _interrupted_while_starting)
+# a process started with SIGINT ignored (`patchheat batch ... &` in a script) keeps it so
+IGNORED = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+if not IGNORED:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 from .cli import main as _cli_main  # noqa: E402  (after the handler: the import is the wait)
 
 
 def main() -> int:
-    """Run ``patchheat`` (cli.main) with Python's own Ctrl-C handling back."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    """Run ``patchheat`` (cli.main) with Python's own Ctrl-C handling back (or still
+    ignored, where the process started so)."""
+    if not IGNORED:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return _cli_main()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -75,21 +76,28 @@ def printed_warnings() -> Iterator[None]:
         yield
 
 
+_QUIET_IMPORT_LOCK = threading.Lock()
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow with file descriptor 2 on /dev/null: its C++ start-up lines (oneDNN,
     CUDA probing) are written there before any setting can stop them. ``$PATCHHEAT_DEBUG`` keeps
-    them; a broken install is left for load_model to report."""
+    them; a broken install is left for load_model to report. One thread at a time (a batch
+    worker's threads): the descriptor saved is always the real stderr."""
     if os.environ.get("PATCHHEAT_DEBUG") or "tensorflow" in sys.modules:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # its later C++ log lines
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    except Exception:
-        pass
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    with _QUIET_IMPORT_LOCK:
+        if "tensorflow" in sys.modules:  # another thread imported it meanwhile
+            return
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # its later C++ log lines
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow  # noqa: F401
+        except Exception:
+            pass
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)

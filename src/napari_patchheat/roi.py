@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import threading
 import warnings
@@ -55,9 +56,11 @@ class Region:
 
 @dataclass(frozen=True)
 class MaskRoi:
-    """A mask image scaled over the whole slide: non-zero pixels are inside."""
+    """A mask image scaled over the whole slide: non-zero pixels are inside; ``name`` (its
+    file's) is what messages call it."""
 
     mask: np.ndarray
+    name: str = "the mask"
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -139,20 +142,34 @@ def read_roi_mask(path: str | os.PathLike[str]) -> MaskRoi:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            mask = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages.first  # its size, before a byte is decoded
+                _check_mask_size((page.imagelength, page.imagewidth))
+                mask = tif.asarray()
         else:
             with _mask_pixel_limit():
                 from PIL import Image
 
                 with Image.open(path) as image:
+                    _check_mask_size(image.size[::-1])
                     mask = np.asarray(image)
-    except (OSError, ValueError, SyntaxError) as exc:  # Pillow, tifffile: not such an image
-        if isinstance(exc, (FileNotFoundError, PermissionError)):
-            raise
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (OSError, ValueError, SyntaxError, MemoryError, IndexError) as exc:
         raise ValueError(f"{path.name} cannot be read as a mask image ({_first_line(exc)}): "
                          "give a PNG, TIFF or JPEG mask, non-zero inside the region, or a "
                          "GeoJSON file.") from None
+    except Exception as exc:  # Pillow's DecompressionBombError (past its limit) is no OSError
+        raise ValueError(f"{path.name} cannot be read as a mask image ({_first_line(exc)}): "
+                         f"a mask may have {MASK_MAX_PX:,} pixels at most.") from None
     return as_mask_roi(mask, path.name)
+
+
+def _check_mask_size(shape: Sequence[int]) -> None:
+    """A ValueError where a mask's header declares more than MASK_MAX_PX pixels."""
+    if math.prod(int(n) for n in shape) > MASK_MAX_PX:
+        raise ValueError(f"it declares {' x '.join(map(str, shape))} pixels, more than "
+                         f"{MASK_MAX_PX:,}")
 
 
 _PIL_LIMIT_LOCK = threading.Lock()
@@ -167,7 +184,8 @@ def _mask_pixel_limit() -> Iterator[None]:
 
     with _PIL_LIMIT_LOCK:
         before = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MASK_MAX_PX // 2  # Pillow refuses past twice its limit
+        if before is not None:  # None (no limit) is left as the application set it
+            Image.MAX_IMAGE_PIXELS = max(before, MASK_MAX_PX // 2)  # refused past twice it
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -187,7 +205,7 @@ def as_mask_roi(mask: Any, name: str = "the mask") -> MaskRoi:
     if m.ndim != 2 or 0 in m.shape:
         raise ValueError(f"{name} has shape {m.shape}, not a 2-D image: save the mask as one "
                          "grey or indexed channel, non-zero inside the region.")
-    return MaskRoi(m != 0)
+    return MaskRoi(m != 0, name)
 
 
 def load_roi(source: RoiSource) -> list[Region] | MaskRoi:
@@ -240,7 +258,7 @@ def check_mask_fits(mask: MaskRoi, slide_shape: Sequence[float]) -> None:
     sy, sx = h / mh, w / mw
     if abs(sy / sx - 1.0) > max(MASK_ASPECT_TOLERANCE, 1.0 / mh + 1.0 / mw):
         raise ValueError(
-            f"the mask is {mh} x {mw} px (h x w) and the slide {int(h)} x {int(w)} px: scaled "
+            f"{mask.name} is {mh} x {mw} px (h x w) and the slide {int(h)} x {int(w)} px: scaled "
             f"over the slide it would stretch {sy:.3g}x down and {sx:.3g}x across; save the "
             "mask with the slide's shape (at any scale).")
 

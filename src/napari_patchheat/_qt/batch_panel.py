@@ -34,8 +34,8 @@ from .threads import Workers
 from .widgets import TextLabel
 
 BATCH_POLL_MS = 200  # how often the GUI shows the batch's progress
-STOP_S = 1.5  # on close: how long a cancelled batch may take to stop before its client closes
-CLOSE_S = 2.0  # on close: how long the clients and the local cluster may take to close
+STOP_S = 1.0  # on close: how long a cancelled batch may take to stop before its client closes
+CLOSE_S = 1.0  # ... and the clients and the local cluster each to close (then: killed, < 5 s)
 
 
 class BatchPanel(Container):

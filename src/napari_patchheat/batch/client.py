@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any, NamedTuple
 
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 
+from ..files import loads_json
 from ..heatmap import recorded_path, slide_stem
 from ..jobs import JobOutputs, UserError
 from ..manifest import Manifest, SlideRow
@@ -37,6 +36,7 @@ from .tasks import TOPIC_PREFIX, BatchJob, WorkerSettings, process_slide
 
 CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
 SCHEDULER_CONNECT_S = 20.0  # how long connecting to a scheduler may take before giving up
+PROBE_GRACE_S = 1.0  # the probe's own start and clean-up past its timeout
 QUIET_LOG_LEVEL = logging.CRITICAL + 1  # the local cluster's log level: no dask line passes
 
 
@@ -314,7 +314,7 @@ def connect_scheduler(scheduler: str, timeout_s: float = SCHEDULER_CONNECT_S) ->
     except TimeoutError:
         reason = f"no dask scheduler answered within {timeout_s:g} s"
     except OSError as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = _first_sentence(exc)
     except Exception:  # what answered there sent something dask cannot read
         reason = "what answers there does not speak dask's protocol"
     else:
@@ -323,13 +323,18 @@ def connect_scheduler(scheduler: str, timeout_s: float = SCHEDULER_CONNECT_S) ->
             try:
                 return Client(address, timeout=timeout_s, set_as_default=False)
             except Exception as exc:
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() \
-                    else type(exc).__name__
+                reason = _first_sentence(exc)
         else:
             reason = f"what answers there is a dask {kind}, not a scheduler" if kind \
                 else "what answers there is not a dask scheduler"
     raise OSError(f"cannot reach the dask scheduler {scheduler}: {reason}; check the address "
                   "(tcp://host:8786) or the scheduler file.")
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first line of ``exc``'s text without its closing full stop (it goes inside ours)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 def _scheduler_address(scheduler: str) -> str:
@@ -338,8 +343,8 @@ def _scheduler_address(scheduler: str) -> str:
     if not path.is_file():
         return scheduler
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+        doc = loads_json(path.read_text())
+    except (OSError, ValueError):  # JSONError (nested too deeply too), UnicodeDecodeError
         doc = None
     address = doc.get("address") if isinstance(doc, dict) else None
     if not isinstance(address, str) or not address:
@@ -364,14 +369,32 @@ def _parsed(address: str) -> str:
 def _identity(address: str, timeout_s: float) -> Any:
     """What ``address`` says it is (dask's ``identity``), asked in a fresh event loop on a
     thread of its own (the caller may be in a loop); a TimeoutError after ``timeout_s``."""
+    from distributed import Security
     from distributed.core import rpc
 
     async def ask() -> Any:
-        remote = rpc(address, timeout=timeout_s)
+        # TLS and its certificates as dask's configuration gives them (as Client would)
+        remote = rpc(address, timeout=timeout_s,
+                     connection_args=Security().get_connection_args("client"))
         try:
             return await asyncio.wait_for(remote.identity(), timeout_s)
         finally:
             await remote.close_rpc()
 
-    with ThreadPoolExecutor(1, thread_name_prefix="patchheat-probe") as pool:
-        return pool.submit(lambda: asyncio.run(ask())).result()
+    answer: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            answer["identity"] = asyncio.run(ask())
+        except BaseException as exc:  # handed to the caller's thread
+            answer["error"] = exc
+
+    # a daemon thread, waited for with a bound: Ctrl-C reaches the caller at once
+    thread = threading.Thread(target=probe, name="patchheat-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + PROBE_GRACE_S)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {timeout_s:g} s")
+    if "error" in answer:
+        raise answer["error"]
+    return answer["identity"]
