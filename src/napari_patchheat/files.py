@@ -48,6 +48,8 @@ _FOLDER_HINTS = {
     errno.EEXIST: "It is a file, not a folder: choose another folder.",
     errno.ENAMETOOLONG: "A name in the path is too long: choose a shorter one.",
 }
+_FOLDER_WHY = {errno.EEXIST: "it is a file, not a folder",  # clearer than the system's words
+               errno.ENOTDIR: "part of its path is a file, not a folder"}
 
 
 class WriteError(OSError):
@@ -65,6 +67,12 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return self.sentence
+
+    @property
+    def why(self) -> str:
+        """The cause in a few words, for a sentence of the caller's ("it is a file, not a
+        folder", "No space left on device")."""
+        return _FOLDER_WHY.get(self.errno or 0, self.strerror or "cannot be written")
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickled as it is (multiprocessing, dask)
         return _rebuilt_write_error, (self.errno, self.strerror, self.filename, self.sentence)

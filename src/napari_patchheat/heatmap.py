@@ -20,6 +20,7 @@ import numpy as np
 
 from .files import atomic_write, loads_json
 from .grid import FloatPair, PatchGrid, as_float_pair
+from .messages import first_line
 from .slide import SLIDE_SUFFIXES
 
 HEATMAP_FORMAT_VERSION = 1
@@ -247,6 +248,5 @@ def reading_heatmap_file(path: str | Path) -> Iterator[None]:
         raise
     except (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
             SyntaxError, RuntimeError, zipfile.BadZipFile) as exc:  # RuntimeError: codecs
-        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"{path} cannot be read as a heatmap written by napari-patchheat "
-                         f"({why}): it is damaged or another kind of file.") from exc
+                         f"({first_line(exc)}): it is damaged or another kind of file.") from exc

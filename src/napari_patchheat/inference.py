@@ -28,6 +28,7 @@ from .cache import RunCache, open_run_cache, run_key
 from .extract import Block, PatchBatch, batch_blocks, read_blocks
 from .grid import READ_BLOCK_PX, Needed, PatchGrid
 from .heatmap import Heatmap, recorded_path
+from .messages import first_line
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
 from .options import RunOptions
@@ -360,8 +361,7 @@ def _describe(exc: BaseException, path: Any) -> str:
                 "lower the batch size or the patch size.")
     if isinstance(exc, (OSError, KeyError)) and not Path(str(path)).exists():
         return f"the slide {path} disappeared during the run: put it back and run again to resume."
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"the run on {Path(str(path)).name} failed: {text}"
+    return f"the run on {Path(str(path)).name} failed: {first_line(exc)}"
 
 
 class _Prefetch:

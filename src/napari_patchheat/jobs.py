@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -25,10 +24,6 @@ if TYPE_CHECKING:
     from .export import ClassRule
     from .heatmap import Heatmap
     from .options import RunOptions
-
-
-_FOLDER_WHY = {errno.EEXIST: "it is a file, not a folder",
-               errno.ENOTDIR: "part of its path is a file, not a folder"}
 
 
 class UserError(Exception):
@@ -71,7 +66,7 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
     reports progress to its client, or computes regions on a cluster). ``quiet``: no lines on
     stderr (a batch task).
     """
-    from .files import prepare_output_folder
+    from .files import WriteError, prepare_output_folder
     from .options import RunOptions
 
     options = options if options is not None else RunOptions()
@@ -80,10 +75,9 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
     made = not os.path.isdir(out)  # (never raises: a name too long is prepare's to say)
     try:  # before the run, so a bad --out costs nothing
         prepare_output_folder(out)
-    except OSError as exc:
-        why = _FOLDER_WHY.get(exc.errno or 0, exc.strerror or str(exc))
-        raise UserError(f"cannot write the output folder {out}: {why}; choose another --out."
-                        ) from exc
+    except WriteError as exc:
+        raise UserError(f"cannot write the output folder {out}: {exc.why}; choose another "
+                        "--out.") from exc
     try:
         return _run_and_write(slide, model, out, outputs, options, quiet, compute)
     except BaseException:

@@ -33,6 +33,7 @@ import shapely
 
 from .files import JSONError, loads_json
 from .grid import PatchGrid, as_float_pair
+from .messages import first_line
 from .tissue import grid_tissue_fraction
 
 DEFAULT_MIN_FRACTION = 0.5
@@ -91,7 +92,7 @@ def read_roi_geojson(path: str | os.PathLike[str]) -> list[Region]:
             shape = shapely.from_geojson(json.dumps(geometry))
         except shapely.errors.GEOSException as exc:
             raise ValueError(f"{path.name}: {name} is not a valid GeoJSON geometry "
-                             f"({str(exc).splitlines()[0]}).") from None
+                             f"({first_line(exc)}).") from None
         polygons = polygonal(shape)
         if polygons is not None:
             regions.append(Region(name, polygons))
@@ -156,11 +157,11 @@ def read_roi_mask(path: str | os.PathLike[str]) -> MaskRoi:
     except (FileNotFoundError, PermissionError):
         raise
     except (OSError, ValueError, SyntaxError, MemoryError, IndexError) as exc:
-        raise ValueError(f"{path.name} cannot be read as a mask image ({_first_line(exc)}): "
+        raise ValueError(f"{path.name} cannot be read as a mask image ({first_line(exc)}): "
                          "give a PNG, TIFF or JPEG mask, non-zero inside the region, or a "
                          "GeoJSON file.") from None
     except Exception as exc:  # Pillow's DecompressionBombError (past its limit) is no OSError
-        raise ValueError(f"{path.name} cannot be read as a mask image ({_first_line(exc)}): "
+        raise ValueError(f"{path.name} cannot be read as a mask image ({first_line(exc)}): "
                          f"a mask may have {MASK_MAX_PX:,} pixels at most.") from None
     return as_mask_roi(mask, path.name)
 
@@ -192,11 +193,6 @@ def _mask_pixel_limit() -> Iterator[None]:
                 yield
         finally:
             Image.MAX_IMAGE_PIXELS = before
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def as_mask_roi(mask: Any, name: str = "the mask") -> MaskRoi:

@@ -29,6 +29,7 @@ from ..files import loads_json
 from ..heatmap import recorded_path, slide_stem
 from ..jobs import JobOutputs, UserError
 from ..manifest import Manifest, SlideRow
+from ..messages import first_line
 from ..models import is_builtin
 from ..options import RunOptions
 from ..runner import DEBUG_ENV
@@ -256,9 +257,10 @@ def _row(future: Any, slide: str) -> SlideRow:
             f"the workers running {Path(slide).name} died several times (out of memory?): "
             "give the workers more memory, or use --split-px."))
     except Exception as exc:  # the worker's error, as one sentence
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)) or not text:
-            text = f"{type(exc).__name__}: {text}".rstrip(": ")
+        text = first_line(exc)  # the type's name where it has no text
+        if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)) \
+                and str(exc).strip():
+            text = f"{type(exc).__name__}: {text}"
         return SlideRow(slide, "failed", error=text)
 
 
@@ -314,7 +316,7 @@ def connect_scheduler(scheduler: str, timeout_s: float = SCHEDULER_CONNECT_S) ->
     except TimeoutError:
         reason = f"no dask scheduler answered within {timeout_s:g} s"
     except OSError as exc:
-        reason = _first_sentence(exc)
+        reason = first_line(exc).rstrip(".")  # inside our sentence
     except Exception:  # what answered there sent something dask cannot read
         reason = "what answers there does not speak dask's protocol"
     else:
@@ -323,18 +325,12 @@ def connect_scheduler(scheduler: str, timeout_s: float = SCHEDULER_CONNECT_S) ->
             try:
                 return Client(address, timeout=timeout_s, set_as_default=False)
             except Exception as exc:
-                reason = _first_sentence(exc)
+                reason = first_line(exc).rstrip(".")
         else:
             reason = f"what answers there is a dask {kind}, not a scheduler" if kind \
                 else "what answers there is not a dask scheduler"
     raise OSError(f"cannot reach the dask scheduler {scheduler}: {reason}; check the address "
                   "(tcp://host:8786) or the scheduler file.")
-
-
-def _first_sentence(exc: BaseException) -> str:
-    """The first line of ``exc``'s text without its closing full stop (it goes inside ours)."""
-    text = str(exc).strip()
-    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
 def _scheduler_address(scheduler: str) -> str:
