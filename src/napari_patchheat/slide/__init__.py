@@ -17,10 +17,11 @@ from __future__ import annotations
 from .arrays import CHUNK_TARGET_PX
 from .errors import SlideError
 from .metadata import MPP_PLAUSIBLE_UM
-from .opening import SLIDE_SUFFIXES, open_slide
+from .opening import BACKENDS, SLIDE_SUFFIXES, open_slide
 from .pyramid import PYRAMID_TOP_PX, Slide, rgb_pyramid, thumbnail_level
 
 __all__ = [
+    "BACKENDS",
     "CHUNK_TARGET_PX",
     "MPP_PLAUSIBLE_UM",
     "PYRAMID_TOP_PX",

@@ -1,13 +1,22 @@
-"""``open_slide(path) -> Slide``: which reader a file goes to, by its first bytes.
+"""``open_slide(path_or_url, backend="auto") -> Slide``: which backend reads a slide.
 
-TIFF-based formats go to :func:`tiff.open_tiff` (read tile by tile; computed levels from
-their built file where :mod:`.coarse` made one), PNG and JPEG to :func:`image.open_image`
-(decoded whole on first read). No Qt, no TensorFlow.
+Backends (see docs/slides.md for the table of formats x backends and the file that tests each):
+
+- ``"tifffile"``: TIFF-based formats (:func:`tiff.open_tiff`, tile by tile, computed levels from
+  their built file where :mod:`.coarse` made one), local or remote (:mod:`.remote`);
+- ``"openslide"``: OpenSlide 4 (``openslide-bin`` wheel): MRXS, VMS/VMU, SVSLIDE, DICOM WSI and the
+  TIFF variants tifffile cannot read (:mod:`.openslide_reader`); local files only;
+- ``"zarr"``: OME-Zarr (NGFF 0.4, 0.5), local or remote (:mod:`.omezarr`);
+- ``"image"``: PNG and JPEG, decoded whole on first read (:func:`image.open_image`).
+
+``"auto"`` picks by the first bytes, the suffix and the folder's content. No Qt, no TensorFlow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .coarse import use_built_levels
 from .errors import SlideError
@@ -15,32 +24,105 @@ from .image import open_image
 from .pyramid import Slide
 from .tiff import open_tiff
 
+BACKENDS = ("auto", "tifffile", "openslide", "zarr", "image")
 # the file names a slide reader takes (napari's reader claims these)
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jpg", ".jpeg")
+OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide", ".dcm")
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jpg", ".jpeg",
+                  *OPENSLIDE_SUFFIXES, ".zarr")
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
+_DICOM_MAGIC_AT = 128  # "DICM" follows a 128-byte preamble
+READS = ("SVS, NDPI, OME-TIFF, pyramidal TIFF, SCN, BIF, Philips TIFF (tifffile); MRXS, VMS, "
+         "SVSLIDE and DICOM WSI (OpenSlide); OME-Zarr; PNG, JPEG")
 
 
-def open_slide(path: str | Path) -> Slide:
-    """Open a slide lazily (reads metadata and one tile): TIFF-based formats, PNG or JPEG.
+def open_slide(path: str | Path, backend: str = "auto",
+               storage_options: Mapping[str, Any] | None = None) -> Slide:
+    """Open a slide lazily (reads metadata and one tile) from a local path or an fsspec URL
+    (``s3://``, ``gs://``, ``az://``, ``http(s)://``; ``storage_options`` go to fsspec).
 
+    ``backend``: one of :data:`BACKENDS`; ``"auto"`` picks one by the file's first bytes, its
+    suffix and, for a folder, what it holds (a DICOM series, an OME-Zarr).
     Raises :class:`SlideError` with one sentence naming the file and the problem.
     """
-    path = Path(path).expanduser()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}.")
+    from .remote import is_url
+
+    if is_url(path):
+        from .remote import open_remote
+
+        return open_remote(str(path), backend, storage_options or {})
+    return _open_local(Path(path).expanduser(), backend)
+
+
+def _open_local(path: Path, backend: str) -> Slide:
     if not path.exists():
         raise SlideError(f"Cannot open {path}: there is no such file.", path)
+    if backend == "zarr" or (backend == "auto" and _is_zarr(path)):
+        from .omezarr import open_omezarr
+
+        return open_omezarr(path)
+    if backend == "openslide" or (backend == "auto" and _is_dicom_folder(path)):
+        from .openslide_reader import open_openslide
+
+        return open_openslide(path)
     if path.is_dir():
-        raise SlideError(f"Cannot open {path}: it is a directory, not a slide file.", path)
+        raise SlideError(f"Cannot open {path}: it is a directory that holds no DICOM slide or "
+                         f"OME-Zarr image; the plugin reads {READS}.", path)
     try:
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(_DICOM_MAGIC_AT + 4)
     except OSError as exc:
         raise SlideError(f"Cannot open {path}: {exc.strerror or exc}.", path) from exc
-    if head[:4] in _TIFF_MAGIC:
-        return use_built_levels(open_tiff(path))
-    if head.startswith(_PNG_MAGIC):
+    if backend in ("auto", "tifffile") and head[:4] in _TIFF_MAGIC:
+        try:
+            return use_built_levels(open_tiff(path))
+        except SlideError as tiff_error:
+            if backend == "tifffile" or _openslide_format(path) in (None, "generic-tiff"):
+                raise
+            from .openslide_reader import open_openslide
+
+            try:  # a vendor TIFF tifffile cannot read (Philips, some BIF, SCN)
+                return open_openslide(path)
+            except SlideError:
+                raise tiff_error from None
+    if backend in ("auto", "image") and head.startswith(_PNG_MAGIC):
         return open_image(path, "png")
-    if head.startswith(_JPEG_MAGIC):
+    if backend in ("auto", "image") and head.startswith(_JPEG_MAGIC):
         return open_image(path, "jpeg")
-    what = "it is empty" if not head else f"it starts with bytes {head.hex(' ')}"
-    raise SlideError(f"Cannot open {path}: it is not a TIFF, PNG or JPEG file ({what}).", path)
+    if backend == "auto" and (path.suffix.lower() in OPENSLIDE_SUFFIXES
+                              or head[_DICOM_MAGIC_AT:] == b"DICM" or _openslide_format(path)):
+        from .openslide_reader import open_openslide
+
+        return open_openslide(path)
+    what = "it is empty" if not head else f"it starts with bytes {head[:8].hex(' ')}"
+    if backend != "auto":
+        raise SlideError(f"Cannot open {path} with backend {backend!r} ({what}); try "
+                         "backend 'auto'.", path)
+    raise SlideError(f"Cannot open {path}: no backend reads it ({what}); the plugin reads "
+                     f"{READS}.", path)
+
+
+def _is_zarr(path: Path) -> bool:
+    """A folder holding a zarr group (v2 ``.zgroup``/``.zattrs``, v3 ``zarr.json``)."""
+    return path.is_dir() and any((path / n).is_file() for n in ("zarr.json", ".zattrs",
+                                                                ".zgroup"))
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    """A folder holding ``.dcm`` files (a DICOM WSI series)."""
+    return path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+
+
+def _openslide_format(path: Path) -> str | None:
+    """The vendor OpenSlide recognises the file as ("aperio", "mrxs", "generic-tiff", ...), or
+    None (not recognised, or OpenSlide not installed)."""
+    try:
+        import openslide
+    except ImportError:
+        return None
+    try:
+        return openslide.OpenSlide.detect_format(str(path))
+    except Exception:  # an unreadable file: the caller's error says so
+        return None

@@ -61,6 +61,7 @@ class Slide:
         close: Callable[[], None] | None = None,
         tile_readers: list[Any] | None = None,
         channel_names: tuple[str, ...] | None = None,
+        icc_profile: bytes | None = None,
     ) -> None:
         self.path = path
         self._tile_readers = tile_readers or []
@@ -70,6 +71,7 @@ class Slide:
         self.objective_power = objective_power
         self.channel_names = channel_names  # as the file names them (OME, NDPI), or None
         self.associated = associated or {}
+        self.icc_profile = icc_profile  # the file's ICC colour profile (bytes), or None
         self.tile_shapes = tile_shapes or [
             (int(r.chunksize[0]), int(r.chunksize[1])) for r in raw_levels
         ]
