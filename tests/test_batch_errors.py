@@ -183,6 +183,6 @@ def test_a_failing_batch_prints_only_its_own_lines(tmp_path, slide_writer, real_
     lines = done.stderr.rstrip("\n").split("\n")  # the progress line redraws itself (\r)
     assert len(lines) == 4, done.stderr[-3000:]  # dashboard, progress, a line per failed slide
     assert lines[0].startswith("dask dashboard: ") and lines[1].startswith("\rslides ")
-    assert lines[2].startswith(f"failed: {text}: Cannot open {text}: it is not a TIFF")
+    assert lines[2].startswith(f"failed: {text}: Cannot open {text}: no backend reads it")
     assert lines[3] == f"failed: {missing}: {missing} does not exist: give the path of a " \
                        "slide file."
