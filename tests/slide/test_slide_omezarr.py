@@ -16,7 +16,7 @@ from ome_zarr.writer import write_image, write_multiscale
 from slide_checks import expect_error
 
 from napari_patchheat._reader import read_slides
-from napari_patchheat.slide import CHUNK_TARGET_PX, open_slide
+from napari_patchheat.slide import CHUNK_TARGET_PX, SlideError, open_slide
 from napari_patchheat.slide.omezarr import open_omezarr_url
 
 FORMATS = {"0.4": FormatV04(), "0.5": FormatV05()}
@@ -65,6 +65,25 @@ def test_channel_first_rgb_levels_equal_the_written_pyramid(tmp_path, rgb_pyrami
         # dask chunks: whole zarr chunks, grouped to about CHUNK_TARGET_PX a side
         assert s.raw_levels[0].chunks[0][:-1] == (CHUNK_TARGET_PX,)
         assert s.raw_levels[0].chunks[2] == (3,)
+
+
+@pytest.mark.parametrize("key", [
+    (slice(300, 700), slice(90, 1000)), (5, slice(None)), (slice(None, None, 7), 1099, 2),
+    (Ellipsis, 1), (np.array([3, 900, 17]), slice(10, 20)), (slice(1400, 1600), slice(-50, None)),
+])
+def test_a_level_reads_like_numpy_and_only_the_chunks_it_touches(tmp_path, rgb_pyramid, key):
+    want = rgb_pyramid[0]
+    path = write_ome_zarr(tmp_path / "s.zarr", [np.moveaxis(want, -1, 0)[None, :, None]], "0.5",
+                          axes="tczyx")
+    with open_slide(path) as s:
+        np.testing.assert_array_equal(s.raw_levels[0][key].compute(), want[key])
+    # a damaged chunk far from a region does not stop reading it (it is never read)
+    (path / "s0" / "c" / "0" / "0" / "0" / "5" / "4").write_bytes(b"not zstd")
+    with open_slide(path) as s:
+        np.testing.assert_array_equal(s.levels[0][:600, :500].compute(), want[:600, :500])
+        with pytest.raises(SlideError, match=f"Cannot read pixels 1200:1500, 1024:1100 of the "
+                           f"dataset 's0' of {path}: .*Error"):
+            s.levels[0][1200:, 1000:].compute()
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])

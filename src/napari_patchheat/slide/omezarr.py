@@ -2,24 +2,23 @@
 attributes under ``"ome"``), from a local folder or an fsspec URL.
 
 The first multiscale image of the group (or of its ``0`` series, as bioformats2raw writes) gives
-the levels: its datasets' arrays, read lazily with zarr (``da.from_zarr``) on whole zarr chunks
-grouped to ~``CHUNK_TARGET_PX`` a side, made Y X C without reading (t and z of size 1 dropped,
-channels moved last). µm/px comes from the largest dataset's ``scale`` and the axes' units.
-No Qt, no TensorFlow.
+the levels: its datasets' arrays, each read by a :class:`ZarrLevel` (Y X C: t and z of size 1
+dropped, channels moved last) as a dask array on whole zarr chunks grouped to
+~``CHUNK_TARGET_PX`` a side (``arrays.as_dask``: a slice of it reads only the zarr chunks it
+touches). µm/px comes from the largest dataset's ``scale`` and the axes' units. No Qt, no
+TensorFlow.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 
 from ..messages import first_line
-from .arrays import dask_chunks
+from .arrays import as_dask, region_key
 from .errors import SlideError
 from .metadata import physical_mpp
 from .pyramid import Slide
@@ -132,16 +131,15 @@ def _slide_of(group: Any, where: Path, source_key: str) -> Slide:
         raise SlideError(f"Cannot open {where}: its OME-Zarr multiscales lists no dataset.", where)
     names = _axis_names(multiscale, arrays[0].ndim)
     order = sorted(range(len(arrays)), key=lambda k: -_area(arrays[k], names))
-    token = hashlib.sha1(f"{where}|{source_key}".encode()).hexdigest()[:16]
-    levels = [_level(arrays[k], names, where, f"dataset {datasets[k]['path']!r}",
-                     f"omezarr-{token}-{k}") for k in order]
+    readers = [_level(arrays[k], names, where, f"dataset {datasets[k]['path']!r}")
+               for k in order]
     _check_one_chunk(arrays[order[-1]], where)
     return Slide(
-        where, levels, vendor=VENDOR,
+        where, [as_dask(r, f"{source_key} {r.names} {r.shape} of {where}") for r in readers],
+        vendor=VENDOR,
         mpp=_mpp(multiscale, datasets[order[0]], names),
-        tile_shapes=[(a.chunks[names.index("y")], a.chunks[names.index("x")])
-                     for a in (arrays[k] for k in order)],
-        channel_names=_channel_names(attrs, levels[0].shape[2]),
+        tile_shapes=[r.tile for r in readers],
+        channel_names=_channel_names(attrs, readers[0].shape[2]),
         source_key=source_key,
     )
 
@@ -153,9 +151,9 @@ def _area(array: Any, names: list[str]) -> int:
     return int(array.shape[names.index("y")]) * int(array.shape[names.index("x")])
 
 
-def _level(array: Any, names: list[str], where: Path, what: str, name: str) -> da.Array:
-    """One dataset as a lazy Y X C dask array on whole zarr chunks, after checking its axes,
-    sizes, sample type and channel count."""
+def _level(array: Any, names: list[str], where: Path, what: str) -> ZarrLevel:
+    """One dataset as a :class:`ZarrLevel`, after checking its axes, sizes, sample type and
+    channel count."""
     if array.ndim != len(names) or not {"y", "x"} <= set(names) or set(names) - set(AXES_READ):
         raise SlideError(f"Cannot open {where}: its {what} has {array.ndim} dimensions and axes "
                          f"{''.join(names) or 'unnamed'}; OME-Zarr images with axes among "
@@ -165,17 +163,35 @@ def _level(array: Any, names: list[str], where: Path, what: str, name: str) -> d
     if stacked:
         raise SlideError(f"Cannot open {where}: its {what} has {', '.join(stacked)}; 2-D images "
                          "are supported (time series and volumes are not slides).", where)
-    channels = sizes.get("c", 1)
-    _check_samples(where, what, np.dtype(array.dtype), channels, 0)
-    tile = (int(array.chunks[names.index("y")]), int(array.chunks[names.index("x")]))
-    cy, cx, _ = dask_chunks(tile, (sizes["y"], sizes["x"], channels))
-    chunks = tuple({"y": cy, "x": cx, "c": channels}.get(a, 1) for a in names)
-    lazy = da.from_zarr(array, chunks=chunks, name=name, inline_array=True)
-    lazy = lazy[tuple(slice(None) if a in "cyx" else 0 for a in names)]
-    kept = [a for a in names if a in "cyx"]
-    if "c" not in kept:
-        return lazy[..., np.newaxis]
-    return lazy.transpose(kept.index("y"), kept.index("x"), kept.index("c"))
+    _check_samples(where, what, np.dtype(array.dtype), sizes.get("c", 1), 0)
+    return ZarrLevel(array, names, where, what)
+
+
+class ZarrLevel:
+    """A zarr array of a 2-D image (axes among t c z y x, t and z of size 1) as a numpy-like
+    (Y, X, C) array: a read takes only the zarr chunks its region touches, channels last; a
+    chunk that cannot be read is a :class:`SlideError` naming ``where`` and ``what``."""
+
+    def __init__(self, array: Any, names: list[str], where: Path, what: str) -> None:
+        self.array, self.names, self.where, self.what = array, names, where, what
+        sizes = dict(zip(names, array.shape))
+        self.shape = (int(sizes["y"]), int(sizes["x"]), int(sizes.get("c", 1)))
+        self.dtype, self.ndim = np.dtype(array.dtype), 3
+        self.tile = (int(array.chunks[names.index("y")]), int(array.chunks[names.index("x")]))
+        kept = [a for a in names if a in "cyx"]
+        self._order = [kept.index(a) for a in "yxc" if a in kept]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        (y0, y1, x0, x1), sub = region_key(key, self.shape)
+        where = {"y": slice(y0, y1), "x": slice(x0, x1), "c": slice(None)}
+        try:
+            block = np.asarray(self.array[tuple(where.get(a, 0) for a in self.names)])
+        except Exception as exc:  # a codec's or the store's error, of any type
+            raise SlideError(f"Cannot read pixels {y0}:{y1}, {x0}:{x1} of the {self.what} of "
+                             f"{self.where}: {type(exc).__name__}: {first_line(exc)}.",
+                             self.where) from exc
+        block = block.transpose(self._order)
+        return (block if block.ndim == 3 else block[..., np.newaxis])[sub]
 
 
 def _check_one_chunk(array: Any, where: Path) -> None:
