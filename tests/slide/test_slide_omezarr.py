@@ -176,6 +176,41 @@ def test_an_fsspec_url_opens_the_same_pixels(tmp_path, rgb_pyramid):
         np.testing.assert_array_equal(s.levels[0].compute(), rgb_pyramid[1])
 
 
+def test_an_s3_url_opens_the_same_pixels_and_its_identity_follows_the_metadata(
+        tmp_path, rgb_pyramid, monkeypatch):
+    """A real S3 API (moto's server, on a free local port) holding an OME-Zarr."""
+    s3fs = pytest.importorskip("s3fs")
+    server = pytest.importorskip("moto.server").ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+        fs = s3fs.S3FileSystem(**options)
+        fs.mkdir("slides")
+        local = write_ome_zarr(tmp_path / "s.zarr", [np.moveaxis(lv, -1, 0) for lv in rgb_pyramid],
+                               "0.4")
+        fs.put(str(local), "slides/s.zarr", recursive=True)
+        with open_omezarr_url("s3://slides/s.zarr", options) as s:
+            assert s.mpp == pytest.approx((MPP_UM, MPP_UM)) and s.stored_level_count == 3
+            np.testing.assert_array_equal(s.levels[0][700:900, 20:1000].compute(),
+                                          rgb_pyramid[0][700:900, 20:1000])
+            np.testing.assert_array_equal(s.levels[2].compute(), rgb_pyramid[2])
+            first = s.identity
+        with open_omezarr_url("s3://slides/s.zarr", options) as s:
+            assert s.identity == first
+        fs.pipe("slides/s.zarr/.zattrs", (local / ".zattrs").read_bytes() + b"\n")
+        with open_omezarr_url("s3://slides/s.zarr", options) as s:
+            assert s.identity != first
+        with pytest.raises(SlideError, match="Cannot open s3://slides/none.zarr: it is not a "
+                                             "readable zarr group"):
+            open_omezarr_url("s3://slides/none.zarr", options)
+    finally:
+        server.stop()
+
+
 def test_the_napari_reader_opens_a_zarr_folder_as_a_multiscale_layer(tmp_path, rgb_pyramid):
     path = write_ome_zarr(tmp_path / "s.zarr", [np.moveaxis(lv, -1, 0) for lv in rgb_pyramid],
                           "0.5")
