@@ -37,9 +37,7 @@ def open_omezarr(path: Path) -> Slide:
     """
     import zarr
 
-    group = _open_group(path, lambda: zarr.open_group(zarr.storage.LocalStore(path,
-                                                                             read_only=True),
-                                                      mode="r"))
+    group = _open_group(path, zarr.storage.LocalStore(path, read_only=True))
     image, sub = _image_group(group, path)
     meta = path / sub / METADATA_FILES[image.metadata.zarr_format]
     try:
@@ -58,10 +56,9 @@ def open_omezarr_url(url: str, storage_options: Mapping[str, Any] | None = None)
     Raises :class:`SlideError` with one sentence naming the URL and the problem.
     """
     import fsspec
-    import zarr
 
     options = dict(storage_options or {})
-    group = _open_group(url, lambda: zarr.open_group(url, mode="r", storage_options=options))
+    group = _open_group(url, url, storage_options=options)
     image, sub = _image_group(group, url)
     meta = "/".join(p for p in (url.rstrip("/"), sub, METADATA_FILES[image.metadata.zarr_format])
                     if p)
@@ -76,10 +73,13 @@ def open_omezarr_url(url: str, storage_options: Mapping[str, Any] | None = None)
     return _slide_of(image, Path(url), f"{url}|{key}")
 
 
-def _open_group(where: str | Path, open_group: Any) -> Any:
-    """``open_group()``, any failure a :class:`SlideError` naming ``where``."""
+def _open_group(where: str | Path, store: Any, **options: Any) -> Any:
+    """``zarr.open_group(store, mode="r", **options)``, any failure a :class:`SlideError`
+    naming ``where``."""
+    import zarr
+
     try:
-        return open_group()
+        return zarr.open_group(store, mode="r", **options)
     except Exception as exc:  # zarr raises many types on broken or foreign folders
         raise SlideError(f"Cannot open {where}: it is not a readable zarr group "
                          f"({first_line(exc)}).", where) from exc
