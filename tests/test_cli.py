@@ -125,13 +125,13 @@ def test_run_writes_every_export_format_like_export_heatmap(tmp_path):
     import skimage.data
     import tifffile
 
-    from napari_patchheat.export import export_heatmap, read_csv, read_ome_tiff
+    from napari_patchheat.export import export_heatmap, read_csv, read_ome_tiff, read_ome_zarr
 
     slide = tmp_path / "ihc.tif"
     tifffile.imwrite(slide, skimage.data.immunohistochemistry(), photometric="rgb")
     out = patchheat("run", slide, "--model", "dab", "--size", "64", "--stride", "32",
                     "--no-cache", "--out", tmp_path / "cli",
-                    "--format", "npz,ometiff,slide_raster,png,csv,csv_wsinfer,geojson")
+                    "--format", "npz,ometiff,omezarr,slide_raster,png,csv,csv_wsinfer,geojson")
     assert out.returncode == 0, out.stderr[-3000:]
     h = Heatmap.load_npz(tmp_path / "cli" / "ihc.dab.npz")
     with open_slide(slide) as s:  # the thumbnail the CLI passes
@@ -139,6 +139,8 @@ def test_run_writes_every_export_format_like_export_heatmap(tmp_path):
     cli_files = sorted(p.name for p in (tmp_path / "cli").iterdir())
     assert cli_files == sorted([p.name for p in api.values()] + ["ihc.dab.npz"])
     np.testing.assert_array_equal(read_ome_tiff(tmp_path / "cli" / "ihc.dab.ome.tif").values,
+                                  h.values)
+    np.testing.assert_array_equal(read_ome_zarr(tmp_path / "cli" / "ihc.dab.ome.zarr").values,
                                   h.values)
     for name in ("ihc.dab.csv", "ihc.dab.wsinfer.csv", "ihc.dab.geojson", "ihc.dab.png",
                  "ihc.dab.raster.tif"):
@@ -432,6 +434,16 @@ def test_open_with_a_bad_heatmap_is_one_line_before_napari_starts(tmp_path, cont
     assert f"{bad} cannot be read as a heatmap written by napari-patchheat" in out.stderr
     missing = patchheat("open", "--heatmap", tmp_path / "missing.npz", timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_open_with_a_zarr_folder_that_is_no_heatmap_is_one_line(tmp_path):
+    import zarr
+
+    zarr.open_group(tmp_path / "image.ome.zarr", mode="w", zarr_format=3).attrs["ome"] = {}
+    out = patchheat("open", "--heatmap", tmp_path / "image.ome.zarr", timeout=120)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert "image.ome.zarr cannot be read as a heatmap written by napari-patchheat (its group " \
+           "has no 'patchheat' attribute)" in out.stderr
 
 
 def test_bad_numbers_and_empty_format_lists_are_refused(tmp_path, capsys):

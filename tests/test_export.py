@@ -45,8 +45,10 @@ def heatmap() -> Heatmap:
     return make_heatmap(GRIDS["same-overlap"])
 
 
-def folder_listing(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+def folder_listing(folder: Path) -> dict[str, bytes | None]:
+    """Every file and folder under ``folder`` (an OME-Zarr is a folder) with its bytes."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(folder.rglob("*"))}
 
 
 # --- the one call ------------------------------------------------------------------------------
@@ -64,8 +66,8 @@ def test_export_heatmap_writes_every_format_and_creates_the_folder(heatmap, tmp_
     written = ex.export_heatmap(heatmap, out, "s1")
     assert set(written) == {*ex.FORMATS, "json"}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["s1.ome.tif", "s1.json", "s1.raster.tif", "s1.png", "s1.csv", "s1.wsinfer.csv",
-         "s1.geojson"]
+        ["s1.ome.tif", "s1.json", "s1.ome.zarr", "s1.raster.tif", "s1.png", "s1.csv",
+         "s1.wsinfer.csv", "s1.geojson"]
     )
     assert all(p.parent == out and p.stat().st_size > 0 for p in written.values())
     only = ex.export_heatmap(heatmap, tmp_path / "two", "s2", "csv,geojson")

@@ -13,6 +13,7 @@ import pytest
 
 from napari_patchheat.files import (
     WriteError,
+    atomic_folder,
     atomic_write,
     ensure_folder,
     prepare_output_folder,
@@ -49,6 +50,44 @@ def test_atomic_write_removes_its_temporary_on_error(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("the writer failed")
     assert os.listdir(tmp_path) == []
+
+
+def test_atomic_folder_replaces_a_whole_folder_with_normal_permissions(tmp_path):
+    path = tmp_path / "out.zarr"
+    path.mkdir()
+    (path / "old.txt").write_text("old")
+    with atomic_folder(path) as tmp:
+        assert tmp.parent == tmp_path and tmp.is_dir() and tmp != path
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "new.txt").write_text("new")
+        assert (path / "old.txt").read_text() == "old"  # nothing visible until it succeeds
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*")) == ["sub", "sub/new.txt"]
+    assert os.listdir(tmp_path) == ["out.zarr"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask
+
+
+def test_atomic_folder_puts_the_old_folder_back_when_the_new_cannot_take_its_place(
+        tmp_path, monkeypatch):
+    path = tmp_path / "out.zarr"
+    path.mkdir()
+    (path / "old.txt").write_text("old")
+    real = os.replace
+
+    def the_new_one_fails(src, dst):
+        if str(src).endswith(".part"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", the_new_one_fails)
+    with pytest.raises(WriteError, match="disk is full"), atomic_folder(path) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert os.listdir(tmp_path) == ["out.zarr"] and os.listdir(path) == ["old.txt"]
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "other.zarr") as tmp:
+        (tmp / "half").write_text("half")
+        raise RuntimeError("the writer failed")
+    assert os.listdir(tmp_path) == ["out.zarr"]
 
 
 def test_the_output_folder_is_made_and_probed_with_a_real_write(tmp_path):

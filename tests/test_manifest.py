@@ -48,6 +48,14 @@ def test_done_rows_need_the_same_key_and_every_output(tmp_path):
         SlideRow("x", "done")
 
 
+def test_an_ome_zarr_output_is_there_when_its_folder_is(tmp_path):
+    a = done_row(tmp_path, "a")
+    a.outputs["omezarr"] = str(tmp_path / "a.dab.ome.zarr")
+    assert list(Manifest("k1", [a]).done_rows("k1")) == []
+    (tmp_path / "a.dab.ome.zarr").mkdir()
+    assert list(Manifest("k1", [a]).done_rows("k1")) == [a.slide]
+
+
 def test_slide_lists_in_text_and_csv(tmp_path):
     (tmp_path / "l.txt").write_text("# slides\na.svs\n\n /abs/b.svs  # the second\n")
     assert read_slide_list(tmp_path / "l.txt") == [tmp_path / "a.svs", Path("/abs/b.svs")]

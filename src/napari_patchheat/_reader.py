@@ -37,8 +37,8 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
 
 def read_slides(path: str | list[str]) -> list[LayerData]:
     """One multiscale image layer per slide file; one layer per class for a heatmap OME-TIFF
-    written by napari-patchheat, placed over its slide again."""
-    from .export import is_heatmap_file, read_ome_tiff
+    or OME-Zarr written by napari-patchheat, placed over its slide again."""
+    from .export import is_heatmap_file, is_heatmap_zarr, read_ome_tiff, read_ome_zarr
     from .slide import open_slide
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
@@ -46,6 +46,8 @@ def read_slides(path: str | list[str]) -> list[LayerData]:
     for p in paths:
         if is_heatmap_file(p):
             layers.extend(heatmap_layer_data(read_ome_tiff(p)))
+        elif is_heatmap_zarr(p):
+            layers.extend(heatmap_layer_data(read_ome_zarr(p)))
         else:
             layers.append(slide_layer_data(open_slide(p)))
     return layers

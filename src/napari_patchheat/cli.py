@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     reg = sub.add_parser("regions", help="threshold a heatmap written by 'run' into regions "
                                          "(QuPath GeoJSON annotations) and numbers per region")
-    reg.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    reg.add_argument("heatmap", type=Path, help="heatmap .npz, .ome.tif or .ome.zarr written by "
+                     "'run'")
     reg.add_argument("--class", dest="class_name", default=None,
                      help="class to threshold (default: the heatmap's only class)")
     reg.add_argument("--threshold", type=float, required=True,
@@ -169,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ov = sub.add_parser("overlap", help="the overlap-averaged map of a heatmap written by 'run' "
                                         "(each cell the mean of the patches over it) as a TIFF")
-    ov.add_argument("heatmap", type=Path, help="heatmap .npz or .ome.tif written by 'run'")
+    ov.add_argument("heatmap", type=Path, help="heatmap .npz, .ome.tif or .ome.zarr written by "
+                     "'run'")
     ov.add_argument("--out", type=Path, default=None,
                     help="output folder (default: the heatmap's folder)")
 
@@ -182,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     op = sub.add_parser("open", help="open napari with a slide, the PatchHeat widget and heatmaps")
     op.add_argument("slide", type=Path, nargs="?", help="slide to open")
     op.add_argument("--heatmap", type=Path, action="append", default=[],
-                    help="heatmap .npz written by 'patchheat run' (repeatable)")
+                    help="heatmap .npz, .ome.tif or .ome.zarr written by 'patchheat run' "
+                         "(repeatable)")
 
     cache = sub.add_parser("cache", help="see or empty the result cache (resumed runs) and the "
                                          "zoomed-out levels built for huge images")
@@ -216,8 +219,9 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     """``--out``, ``--format`` and the GeoJSON thresholds (``run`` and ``batch``)."""
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--format", type=_formats, default=["npz"],
-                   help="comma-separated: npz, ometiff, slide_raster, png, csv, csv_wsinfer "
-                        "(WSInfer's columns), geojson (default npz)")
+                   help="comma-separated: npz, ometiff, omezarr (OME-Zarr folder), "
+                        "slide_raster, png, csv, csv_wsinfer (WSInfer's columns), geojson "
+                        "(default npz)")
     p.add_argument("--positive-threshold", type=float, default=None,
                    help="GeoJSON: classify a one-output model's tiles whose value is at or "
                         "above this (default: the model card's; none: no tile is classified)")
@@ -279,12 +283,14 @@ def demo(out: Path, viewer: bool) -> int:
 def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
     """napari with ``slide``, the PatchHeat dock widget and the given heatmaps; files that
     cannot be shown are a UserError or ValueError before napari starts."""
-    from .heatmap import Heatmap
+    from .analysis.heatmap_files import read_heatmap_file
 
     for path in (slide, *heatmaps):
-        if path is not None and not path.is_file():
-            raise UserError(f"{path} does not exist or is not a file: give a file's path.")
-    loaded = [Heatmap.load_npz(path) for path in heatmaps]
+        if path is not None and not (path.is_file() or path.suffix.lower() == ".zarr"
+                                     and path.is_dir()):
+            raise UserError(f"{path} does not exist or is not a file: give a file's path (or "
+                            "an OME-Zarr folder's).")
+    loaded = [read_heatmap_file(path) for path in heatmaps]
     import napari
 
     from ._reader import heatmap_layer_data

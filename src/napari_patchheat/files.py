@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ def _umask() -> int:
 
 
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
+_FOLDER_MODE = 0o777 & ~_umask()  # what mkdir() would give a new folder
 
 
 _FOLDER_HINTS = {
@@ -119,12 +121,48 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        # the system's errors (an errno: no space, no permission, ...) are the folder's; our
-        # own OSErrors (a SlideError of a tile read inside the block) pass as they are
-        if isinstance(exc, OSError) and exc.errno is not None \
-                and not isinstance(exc, WriteError):
-            raise WriteError(path.parent, exc) from exc
+        _raise_as_write_error(path, exc)
         raise
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """:func:`atomic_write` for a folder (an OME-Zarr): yield a new temporary folder beside
+    ``path`` to fill; when the block succeeds it takes ``path``'s place (what was there is
+    moved aside first and removed after), else it is removed and ``path`` is left as it was."""
+    path = Path(path)
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part"))
+    except OSError as exc:
+        raise WriteError(path.parent, exc) from exc
+    aside = tmp.with_suffix(".old")  # unique as tmp is
+    try:
+        yield tmp
+        os.chmod(tmp, _FOLDER_MODE)
+        if os.path.lexists(path):
+            os.replace(path, aside)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.lexists(aside):
+                os.replace(aside, path)
+            raise
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _raise_as_write_error(path, exc)
+        raise
+    if os.path.isdir(aside) and not os.path.islink(aside):
+        shutil.rmtree(aside, ignore_errors=True)
+    elif os.path.lexists(aside):
+        aside.unlink(missing_ok=True)
+
+
+def _raise_as_write_error(path: Path, exc: BaseException) -> None:
+    """Raise ``exc`` as a :class:`WriteError` of ``path``'s folder where it is the system's
+    (an errno: no space, no permission, ...); our own OSErrors (a SlideError of a tile read
+    inside the block) and other errors are left to the caller to raise as they are."""
+    if isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, WriteError):
+        raise WriteError(path.parent, exc) from exc
 
 
 class JSONError(ValueError):

@@ -53,9 +53,11 @@ class SlideRow:
 
     @property
     def done(self) -> bool:
-        """True when the slide's outputs are all there (ok or skipped, every file present)."""
+        """True when the slide's outputs are all there (ok or skipped, every file present, an
+        OME-Zarr's folder)."""
         return self.status in DONE_STATUSES and bool(self.outputs) and all(
-            Path(p).is_file() for p in self.outputs.values())
+            Path(p).is_file() or Path(p).suffix == ".zarr" and Path(p).is_dir()
+            for p in self.outputs.values())
 
 
 CSV_COLUMNS = ("slide", "status", "patches", "computed", "seconds", "patches_per_s", "regions",

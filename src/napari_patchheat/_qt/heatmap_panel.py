@@ -46,7 +46,7 @@ from .widgets import TextLabel, path_of, section
 COLORMAPS = ("inferno", "viridis", "magma", "plasma", "turbo", "red", "gray")
 DEFAULT_OPACITY = 0.6
 THUMBNAIL_PX = 2000  # long side of the slide thumbnail the PNG export is blended over
-FORMAT_LABELS = {"ometiff": "OME-TIFF", "slide_raster": "slide-aligned TIFF",
+FORMAT_LABELS = {"ometiff": "OME-TIFF", "omezarr": "OME-Zarr", "slide_raster": "slide-aligned TIFF",
                  "png": "PNG overlay", "csv": "CSV", "csv_wsinfer": "CSV (WSInfer columns)",
                  "geojson": "GeoJSON (QuPath)"}
 # heatmap.extra keys of the GeoJSON classification (export.ClassRule) and their field labels

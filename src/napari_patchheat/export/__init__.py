@@ -1,15 +1,16 @@
 """Export a :class:`Heatmap` to files other tools read, and read them back.
 
-Formats: pyramidal OME-TIFF (+ JSON sidecar), a TIFF aligned to a slide level, a PNG overlay,
-CSV (ours or WSInfer's columns) and GeoJSON (QuPath / WSInfer style). No TensorFlow, no Qt.
-All coordinates are level-0 pixels (DESIGN.md, "The coordinate contract"); docs/export.md
-states each format exactly.
-Every file is written to a temporary file in its folder, then renamed into place: a failure
-leaves no half file, and a folder that cannot be written is one :class:`ExportError`.
+Formats: pyramidal OME-TIFF (+ JSON sidecar), OME-Zarr (NGFF 0.5), a TIFF aligned to a slide
+level, a PNG overlay, CSV (ours or WSInfer's columns) and GeoJSON (QuPath / WSInfer style). No
+TensorFlow, no Qt. All coordinates are level-0 pixels (DESIGN.md, "The coordinate contract");
+docs/export.md states each format exactly.
+Every file is written to a temporary file in its folder, then renamed into place (an OME-Zarr
+folder likewise): a failure leaves no half file, and a folder that cannot be written is one
+:class:`ExportError`.
 
-Modules: ``_files`` (atomic writes, folder errors), ``ometiff``, ``raster`` (slide-aligned
-TIFF), ``png`` (overlay, colour bar), ``tables`` (CSV, GeoJSON), ``classes`` (which class a
-GeoJSON tile gets). Import from this package.
+Modules: ``_files`` (atomic writes, folder errors), ``ometiff``, ``omezarr``, ``raster``
+(slide-aligned TIFF), ``png`` (overlay, colour bar), ``tables`` (CSV, GeoJSON), ``classes``
+(which class a GeoJSON tile gets). Import from this package.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .ometiff import (
     sidecar_path,
     write_ome_tiff,
 )
+from .omezarr import is_heatmap_zarr, read_ome_zarr, write_ome_zarr
 from .png import PNG_MAX_PX, PNG_MIN_PX, colormap_lut, png_size, render_overlay, write_png_overlay
 from .raster import RASTER_TILE_PX, level0_shape, raster_cells, sample_cells, write_slide_raster
 from .tables import (
@@ -53,16 +55,18 @@ __all__ = [
     "OME_TILE_PX", "PLACEMENT_NAMESPACE", "PNG_MAX_PX", "PNG_MIN_PX", "RASTER_TILE_PX",
     "SUFFIXES", "TABLE_CHUNK_ROWS", "UNCLASSIFIED", "WSINFER_COLUMNS", "ClassRule",
     "ExportError", "PatchTable", "atomic_write",
-    "colormap_lut", "ensure_folder", "export_heatmap", "is_heatmap_file", "level0_shape",
-    "ome_placement", "parse_formats", "patch_table", "png_size", "raster_cells", "read_csv",
-    "read_geojson", "read_ome_tiff", "render_overlay", "sample_cells",
-    "sidecar_path", "write_csv", "write_geojson", "write_ome_tiff", "write_png_overlay",
+    "colormap_lut", "ensure_folder", "export_heatmap", "is_heatmap_file", "is_heatmap_zarr",
+    "level0_shape", "ome_placement", "parse_formats", "patch_table", "png_size", "raster_cells",
+    "read_csv", "read_geojson", "read_ome_tiff", "read_ome_zarr", "render_overlay",
+    "sample_cells", "sidecar_path", "write_csv", "write_geojson", "write_ome_tiff",
+    "write_ome_zarr", "write_png_overlay",
     "write_slide_raster", "write_wsinfer_csv",
 ]
 
-FORMATS = ("ometiff", "slide_raster", "png", "csv", "csv_wsinfer", "geojson")
+FORMATS = ("ometiff", "omezarr", "slide_raster", "png", "csv", "csv_wsinfer", "geojson")
 SUFFIXES = {
     "ometiff": ".ome.tif",
+    "omezarr": ".ome.zarr",
     "slide_raster": ".raster.tif",
     "png": ".png",
     "csv": ".csv",
@@ -108,6 +112,8 @@ def export_heatmap(
         if fmt == "ometiff":
             out[fmt] = write_ome_tiff(heatmap, path)
             out["json"] = sidecar_path(path)
+        elif fmt == "omezarr":
+            out[fmt] = write_ome_zarr(heatmap, path)
         elif fmt == "slide_raster":
             out[fmt] = write_slide_raster(heatmap, path, raster_level_shape)
         elif fmt == "png":

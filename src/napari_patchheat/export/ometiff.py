@@ -57,6 +57,16 @@ def _half(data: np.ndarray) -> np.ndarray:
         return np.nanmean(blocks, axis=(2, 4)).astype(np.float32)
 
 
+def heatmap_levels(heatmap: Heatmap) -> list[np.ndarray]:
+    """The pyramid of the heatmap's values, (C, Y, X) float32 per level, largest first: each
+    level the NaN-ignoring mean of 2 x 2 cells of the one above, until one tile
+    (``OME_TILE_PX``) holds a level."""
+    levels = [np.ascontiguousarray(np.moveaxis(heatmap.values, -1, 0), dtype=np.float32)]
+    while max(levels[-1].shape[1:]) > OME_TILE_PX:
+        levels.append(_half(levels[-1]))
+    return levels
+
+
 def write_ome_tiff(heatmap: Heatmap, path: str | Path, *, sidecar: bool = True) -> Path:
     """Write the heatmap as a tiled, zlib-compressed, pyramidal (SubIFDs) OME-TIFF.
 
@@ -67,9 +77,7 @@ def write_ome_tiff(heatmap: Heatmap, path: str | Path, *, sidecar: bool = True) 
     import tifffile
 
     path = Path(path)
-    levels = [np.ascontiguousarray(np.moveaxis(heatmap.values, -1, 0), dtype=np.float32)]
-    while max(levels[-1].shape[1:]) > OME_TILE_PX:
-        levels.append(_half(levels[-1]))
+    levels = heatmap_levels(heatmap)
     place = ome_placement(heatmap)
     (py, px), (oy, ox), unit = place["size"], place["position"], place["unit"]
     n = len(heatmap.class_names)

@@ -41,6 +41,35 @@ class LoadedOnce:
         self._pixels = None
 
 
+def region_key(key: Any, shape: Sequence[int]
+               ) -> tuple[tuple[int, int, int, int], tuple[Any, ...]]:
+    """A numpy key of a (Y, X, C) array of ``shape`` as the region it touches, (y0, y1, x0, x1)
+    in pixels, and the key that picks the result from that region read whole (all channels):
+    slices (any step), integers, index arrays (dask passes fancy indexing through), Ellipsis."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
+    key = key + (slice(None),) * (3 - len(key))
+    bounds: list[int] = []
+    sub: list[Any] = []  # each axis' index into the bounding region read
+    for k, n in zip(key[:2], shape[:2]):
+        if isinstance(k, slice):
+            r = range(*k.indices(n))
+            lo, hi = (min(r), max(r) + 1) if len(r) else (0, 0)
+            sub.append(slice(r.start - lo, (r.stop - lo) if r.stop >= lo else None, r.step))
+        elif np.ndim(k) == 0:
+            lo = range(n)[int(k)]
+            hi = lo + 1
+            sub.append(0)
+        else:
+            idx = np.arange(n)[np.asarray(k)]
+            lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+            sub.append(idx - lo)
+        bounds += [lo, hi]
+    return (bounds[0], bounds[1], bounds[2], bounds[3]), (*sub, key[2])
+
+
 def dask_chunks(tile: tuple[int, int], shape: Sequence[int]) -> tuple[int, int, int]:
     """Whole tiles grouped to ~CHUNK_TARGET_PX a side; wide strips grouped to that area."""
     th, tw = tile

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from typing import Any
 
 from ..grid import as_float_pair
@@ -17,8 +18,11 @@ from ..grid import as_float_pair
 MPP_PLAUSIBLE_UM = (0.01, 100.0)  # µm/px from TIFF resolution tags outside this are ignored
 NDPI_MAGNIFICATION_TAG = 65421
 NDPI_FLUORESCENCE_TAG = 65434  # the filter set a fluorescence NDPI was scanned with ("DAPI ...")
-_UNIT_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4,
-            "m": 1e6, "Å": 1e-4}  # fmt: skip
+# µm per unit of length: OME-XML's symbols and OME-Zarr's (NGFF, UDUNITS-2) names
+UNIT_UM = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3, "cm": 1e4,
+           "m": 1e6, "Å": 1e-4, "picometer": 1e-6, "angstrom": 1e-4, "nanometer": 1e-3,
+           "micrometer": 1.0, "micron": 1.0, "millimeter": 1e3, "centimeter": 1e4,
+           "decimeter": 1e5, "meter": 1e6, "inch": 25400.0}  # fmt: skip
 
 
 def tiff_metadata(
@@ -95,15 +99,21 @@ def _ome_metadata(xml: str | None, index: int) -> tuple[tuple[float, float] | No
     px = _ome_pixels(elements, index)
     mpp = None
     if px is not None:
-        sizes = []
-        for axis in ("Y", "X"):
-            unit = _UNIT_UM.get(px.get(f"PhysicalSize{axis}Unit", "µm"))
-            value = _positive(px.get(f"PhysicalSize{axis}"))
-            sizes.append(value * unit if value and unit else None)
-        mpp = _mpp_pair(sizes)
+        mpp = physical_mpp([(px.get(f"PhysicalSize{a}"), px.get(f"PhysicalSize{a}Unit", "µm"))
+                            for a in ("Y", "X")])
     objectives = [el for el in elements if _local(el) == "Objective"]
     power = _positive(objectives[0].get("NominalMagnification")) if objectives else None
     return mpp, power
+
+
+def physical_mpp(sizes: Sequence[tuple[Any, str | None]]) -> tuple[float, float] | None:
+    """(y, x) µm/px from the (value, unit) of the y and x pixel sizes (units of
+    :data:`UNIT_UM`), or None where one is missing, not a positive number, or of no known unit."""
+    pair = []
+    for value, unit in sizes:
+        number, um = _positive(value), UNIT_UM.get(unit) if unit is not None else None
+        pair.append(number * um if number and um else None)
+    return _mpp_pair(pair)
 
 
 def _resolution_mpp(page: Any) -> tuple[float, float] | None:

@@ -43,8 +43,10 @@ class Slide:
     until the smallest fits ``PYRAMID_TOP_PX``. ``downsamples[k]``: level-0 px per level-k px
     (dy, dx); level-0 size / level-k size for stored levels, the last stored level's times
     2**n for the n-th computed one (see :func:`rgb_pyramid`). ``mpp``: (y, x) µm per level-0
-    pixel, or None. Use as a context manager, or call ``close()``: reading afterwards raises
-    :class:`SlideError`.
+    pixel, or None. ``source_key``: what identifies the source's content besides its path (a
+    folder's metadata file's size and mtime, a URL's ETag); by default the file's size and
+    mtime. ``identity`` hashes path, key and level shapes. Use as a context manager, or call
+    ``close()``: reading afterwards raises :class:`SlideError`.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class Slide:
         tile_readers: list[Any] | None = None,
         channel_names: tuple[str, ...] | None = None,
         icc_profile: bytes | None = None,
+        source_key: str | None = None,
     ) -> None:
         self.path = path
         self._tile_readers = tile_readers or []
@@ -78,9 +81,11 @@ class Slide:
         self.stored_level_count = len(raw_levels)
         self.levels, self.downsamples = rgb_pyramid(raw_levels, premultiplied,
                                                     self._absent_region(premultiplied))
-        stat = path.stat()
+        if source_key is None:
+            stat = path.stat()
+            source_key = f"{stat.st_size}|{stat.st_mtime_ns}"
         shapes = [lv.shape for lv in self.levels]
-        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{shapes}"
+        key = f"{path.resolve()}|{source_key}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()
         self._close = close
         self.coarse_path: Path | None = None  # the file computed levels are read from, if any
