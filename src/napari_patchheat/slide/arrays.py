@@ -41,6 +41,36 @@ class LoadedOnce:
         self._pixels = None
 
 
+def bounding_region(key: Any, shape: Sequence[int]
+                    ) -> tuple[tuple[int, int, int, int], tuple[Any, ...]]:
+    """The level pixels [y0, y1) x [x0, x1) that the numpy index ``key`` of an array of
+    ``shape`` (Y, X, C) touches, and the index that takes ``key``'s result from that region
+    (slices with steps, integers, index arrays: dask passes fancy indexing through)."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis for k in key):
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
+    key = key + (slice(None),) * (3 - len(key))
+    bounds: list[int] = []
+    sub: list[Any] = []  # each axis' index into the bounding region
+    for k, n in zip(key[:2], shape[:2]):
+        if isinstance(k, slice):
+            r = range(*k.indices(n))
+            lo, hi = (min(r), max(r) + 1) if len(r) else (0, 0)
+            sub.append(slice(r.start - lo, (r.stop - lo) if r.stop >= lo else None, r.step))
+        elif np.ndim(k) == 0:
+            lo = range(n)[int(k)]
+            hi = lo + 1
+            sub.append(0)
+        else:
+            idx = np.arange(n)[np.asarray(k)]
+            lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+            sub.append(idx - lo)
+        bounds += [lo, hi]
+    y0, y1, x0, x1 = bounds
+    return (y0, y1, x0, x1), (*sub, key[2])
+
+
 def dask_chunks(tile: tuple[int, int], shape: Sequence[int]) -> tuple[int, int, int]:
     """Whole tiles grouped to ~CHUNK_TARGET_PX a side; wide strips grouped to that area."""
     th, tw = tile

@@ -62,6 +62,7 @@ class Slide:
         tile_readers: list[Any] | None = None,
         channel_names: tuple[str, ...] | None = None,
         icc_profile: bytes | None = None,
+        identity_file: Path | None = None,
     ) -> None:
         self.path = path
         self._tile_readers = tile_readers or []
@@ -78,7 +79,7 @@ class Slide:
         self.stored_level_count = len(raw_levels)
         self.levels, self.downsamples = rgb_pyramid(raw_levels, premultiplied,
                                                     self._absent_region(premultiplied))
-        stat = path.stat()
+        stat = (identity_file or path).stat()  # the file read, where path is a folder (DICOM)
         shapes = [lv.shape for lv in self.levels]
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import READ_BLOCK_PX, Needed
+from .arrays import bounding_region
 from .errors import SlideError
 from .tile_cache import EDGE_TILE_CACHE_BYTES, EDGE_TILES
 
@@ -156,28 +157,8 @@ class TiffLevel:
         """``self[key]``, decoding the tiles it touches through ``map_fn`` (``map``: one after
         the other; an executor's ``map``: on its threads); with ``needed``, only the tiles
         whose level-pixel extent it says True to (the others' pixels are undefined)."""
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (4 - len(key)) + key[i + 1 :]
-        key = key + (slice(None),) * (3 - len(key))
-        bounds: list[tuple[int, int]] = []
-        sub: list[Any] = []  # each axis' index into the bounding region read
-        for k, n in zip(key[:2], self.shape[:2]):
-            if isinstance(k, slice):
-                r = range(*k.indices(n))
-                lo, hi = (min(r), max(r) + 1) if len(r) else (0, 0)
-                sub.append(slice(r.start - lo, (r.stop - lo) if r.stop >= lo else None, r.step))
-            elif np.ndim(k) == 0:
-                lo = range(n)[int(k)]
-                hi = lo + 1
-                sub.append(0)
-            else:  # an index array (dask passes fancy indexing through)
-                idx = np.arange(n)[np.asarray(k)]
-                lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
-                sub.append(idx - lo)
-            bounds.append((lo, hi))
-        return self._read(*bounds[0], *bounds[1], map_fn, needed)[tuple(sub) + (key[2],)]
+        (y0, y1, x0, x1), sub = bounding_region(key, self.shape)
+        return self._read(y0, y1, x0, x1, map_fn, needed)[sub]
 
     def _read(self, y0: int, y1: int, x0: int, x1: int,
               map_fn: Callable[..., Iterable[Any]] = map,
