@@ -105,7 +105,7 @@ def test_gui_open_shows_the_message(make_napari_viewer, tmp_path, monkeypatch):
     monkeypatch.setattr(plugins, "extension2reader", {**plugins.extension2reader, "*.svs": PLUGIN})
     viewer.window._qt_viewer._qt_open([str(bad)], stack=False)
     assert shown, "napari showed no reader dialog"
-    assert f"SlideError: Cannot open {bad}: it is not a TIFF, PNG or JPEG file" in shown[0]
+    assert f"SlideError: Cannot open {bad}: no backend reads it" in shown[0]
     assert len(viewer.layers) == 0
 
 
@@ -116,6 +116,37 @@ def test_get_reader_claims_only_slides(tmp_path):
     assert napari_get_reader(str(tmp_path)) is None  # a directory
     assert napari_get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.csv")]) is None
     assert napari_get_reader([]) is None
+
+
+def test_get_reader_takes_the_suffixes_of_the_manifest(tmp_path):
+    from npe2 import PluginManifest
+
+    from napari_patchheat.slide import SLIDE_SUFFIXES
+
+    [reader] = PluginManifest.from_distribution(PLUGIN).contributions.readers
+    assert reader.filename_patterns == [f"*{suffix}" for suffix in SLIDE_SUFFIXES]
+    assert reader.accepts_directories
+    for name in ("a.mrxs", "b.VMS", "c.vmu", "d.svslide", "e.dcm"):
+        assert napari_get_reader(str(tmp_path / name)) is read_slides
+
+
+def test_dicom_folders_and_files_open_through_the_reader(dicom_path, tmp_path):
+    """No viewer needed: the reader's layer data, for the folder and its level-0 file."""
+    from napari_patchheat.slide.openslide_reader import OpenSlideLevelWarning
+
+    dcm = max(dicom_path.glob("*.dcm"), key=lambda p: p.stat().st_size)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("not a slide")
+    assert napari_get_reader(str(tmp_path / "plain")) is None
+    for path in (dicom_path, dcm):
+        assert napari_get_reader(str(path)) is read_slides
+        with pytest.warns(OpenSlideLevelWarning):
+            [(data, kwargs, kind)] = read_slides(str(path))
+        assert kind == "image" and kwargs["name"] == path.name
+        assert [level.shape for level in data] == [(2967, 2220, 3), (186, 139, 3)]
+        assert kwargs["scale"] == (0.499, 0.499) and kwargs["metadata"]["vendor"] == "dicom"
+        assert kwargs["metadata"]["path"] == str(path)
+        assert data[1].compute().std() > 1
 
 
 def test_reader_missing_file_raises(tmp_path):
