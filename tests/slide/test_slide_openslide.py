@@ -40,7 +40,6 @@ def test_openslide_equals_tifffile(name, request):
             assert want.std() > 1  # real pixels: the comparison can fail
             assert got.levels[k].shape == want.shape
             assert np.array_equal(got.levels[k].compute(), want), f"level {k}"
-            assert (got.raw_levels[k][..., 3].compute() == 255).all()  # opaque: alpha kept
         np.testing.assert_allclose(got.mpp, ref.mpp, rtol=1e-4)
         assert got.objective_power == ref.objective_power and got.objective_power in (20, 40)
         assert got.vendor == ref.vendor
@@ -63,8 +62,28 @@ def test_svs_by_openslide(svs_path):
     with open_slide(svs_path, backend="openslide") as slide:
         assert slide.vendor == "aperio" and slide.mpp == (0.499, 0.499)
         assert slide.tile_shapes == [(240, 240)]
-        assert slide.raw_levels[0].chunksize == (960, 960, 4)  # 4 x 4 tiles
+        assert slide.raw_levels[0].chunksize == (960, 960, 3)  # 4 x 4 tiles
+        assert slide.levels[0] is slide.raw_levels[0]  # made RGB in the read: regions pass in
         assert slide.icc_profile is None  # the SVS has none
+
+
+def test_alpha_is_composited_over_white(svs_path):
+    """OpenSlide's RGBA: opaque on the SVS; past the level's edge (as a scanner's no-data
+    areas) transparent, which reads as white glass."""
+    from napari_patchheat.slide.openslide_reader import OpenSlideHandle, OpenSlideLevel
+
+    handle = OpenSlideHandle(svs_path, svs_path)
+    try:
+        rgba = handle.read(0, 2200, 2900, 40, 100, "level 0")  # 20 x 67 px inside
+        assert (rgba[:67, :20, 3] == 255).all() and (rgba[67:, :, 3] == 0).all()
+        assert (rgba[:, 20:, 3] == 0).all() and rgba[:67, :20, :3].std() > 1
+        level = OpenSlideLevel(handle, 0, "level 0")
+        level.shape = (3000, 2300, 3)  # as if the level went on where OpenSlide has no data
+        rgb = level[2900:3000, 2200:2240]
+        assert np.array_equal(rgb[:67, :20], rgba[:67, :20, :3])
+        assert (rgb[67:] == 255).all() and (rgb[:, 20:] == 255).all()
+    finally:
+        handle.close()
 
 
 def test_dicom_folder(dicom_path, svs_path):
@@ -156,7 +175,7 @@ def test_a_failed_read_leaves_the_slide_readable(dicom_path):
             level1[1480:, :]  # its bottom row of tiles is short
         assert str(dicom_path) in str(info.value) and "level 1" in str(info.value)
         top = level1[:100, :100]
-        assert top.shape == (100, 100, 4) and top[..., :3].std() > 1
+        assert top.shape == (100, 100, 3) and top.std() > 1
     finally:
         handle.close()
 
@@ -237,3 +256,21 @@ def test_with_a_tissue_threshold_only_the_mask_s_level_differs(dicom_path, svs_p
     assert 0 < both.sum() < both.size and np.nanstd(want.values[both]) > 0.01
     assert np.array_equal(got.values[both], want.values[both])
     assert (np.isnan(got.values) != np.isnan(want.values)).mean() < 0.05  # 4 of 234 here
+
+
+def test_levels_with_a_fractional_downsample_are_resampled_by_openslide(dicom_path):
+    """OpenSlide takes a level-0 location and divides it by the level's downsample: where that
+    is not a whole number (15.96 at the DICOM's level 4) a region read off the level's origin
+    lands a fraction of a pixel off and is resampled (docs/slides.md). Level 0 is exact."""
+    from napari_patchheat.slide.openslide_reader import OpenSlideHandle, OpenSlideLevel
+
+    handle = OpenSlideHandle(level0_instance(dicom_path), dicom_path)
+    try:
+        level = OpenSlideLevel(handle, 4, "level 4")
+        assert level.downsample % 1 > 0.9
+        whole = level[:, :].astype(int)  # read from the origin: the stored pixels
+        diffs = [np.abs(level[y:y + 64, x:x + 64] - whole[y:y + 64, x:x + 64]).max()
+                 for y, x in [(1, 1), (50, 30), (100, 70), (121, 74)]]
+        assert 0 < max(diffs) <= 32, diffs
+    finally:
+        handle.close()

@@ -4,7 +4,8 @@ and the TIFF variants tifffile cannot read.
 
 Each level OpenSlide reports is an :class:`OpenSlideLevel`, read region by region with
 ``read_region`` as RGBA (OpenSlide's alpha, not premultiplied: transparent where the scanner
-stored nothing, which the RGB rule composites over white). Levels are OpenSlide's
+stored nothing) and made RGB at once by the RGB rule (alpha over white), so a region of a
+level reads only what it covers (dask passes the region into the read). Levels are OpenSlide's
 ``level_dimensions`` as they are: ``openslide.bounds-*`` (MRXS, the scanned area) are not
 applied. No Qt, no TensorFlow.
 """
@@ -23,7 +24,7 @@ import numpy as np
 from .arrays import LoadedOnce, as_dask, bounding_region
 from .errors import READS, SlideError
 from .metadata import openslide_metadata
-from .pyramid import Slide, as_rgb8
+from .pyramid import Slide, as_rgb8, rgb8_block
 
 OPENSLIDE_TILE_PX = 512  # chunks' tile where OpenSlide reports no tile size for a level
 
@@ -130,15 +131,16 @@ class OpenSlideHandle:
 
 
 class OpenSlideLevel:
-    """One OpenSlide level as a numpy-like (Y, X, 4) RGBA uint8 array: each read is one
-    ``read_region`` of the region it touches (OpenSlide decodes the tiles under it)."""
+    """One OpenSlide level as a numpy-like (Y, X, 3) RGB uint8 array: each read is one
+    ``read_region`` of the region it touches (OpenSlide decodes the tiles under it), its
+    alpha composited over white by :func:`pyramid.rgb8_block`."""
 
     def __init__(self, handle: OpenSlideHandle, level: int, where: str) -> None:
         slide = handle.slide
         w, h = slide.level_dimensions[level]
         self.handle, self.level, self.where = handle, level, where
         self.downsample = float(slide.level_downsamples[level])
-        self.shape, self.dtype, self.ndim = (int(h), int(w), 4), np.dtype(np.uint8), 3
+        self.shape, self.dtype, self.ndim = (int(h), int(w), 3), np.dtype(np.uint8), 3
         th = handle.properties.get(f"openslide.level[{level}].tile-height")
         tw = handle.properties.get(f"openslide.level[{level}].tile-width")
         self.tile = (int(th), int(tw)) if th and tw else (OPENSLIDE_TILE_PX, OPENSLIDE_TILE_PX)
@@ -146,10 +148,12 @@ class OpenSlideLevel:
     def __getitem__(self, key: Any) -> np.ndarray:
         (y0, y1, x0, x1), sub = bounding_region(key, self.shape)
         if y1 <= y0 or x1 <= x0:
-            return np.empty((y1 - y0, x1 - x0, 4), np.uint8)[sub]
+            return np.empty((y1 - y0, x1 - x0, 3), np.uint8)[sub]
         # the level-0 location OpenSlide divides by the downsample again (see docs/slides.md)
         x, y = round(x0 * self.downsample), round(y0 * self.downsample)
-        return self.handle.read(self.level, x, y, x1 - x0, y1 - y0, self.where)[sub]
+        rgba = self.handle.read(self.level, x, y, x1 - x0, y1 - y0, self.where)
+        opaque = bool((rgba[..., 3] == 255).all())  # the rule keeps opaque pixels as they are
+        return (rgba[..., :3] if opaque else rgb8_block(rgba))[sub]
 
 
 def _slide_of(handle: OpenSlideHandle, path: Path) -> Slide:

@@ -116,7 +116,7 @@ class Slide:
         if not getattr(last, "has_absent_tiles", False):
             return None
         pixel = np.full((1, 1, last.shape[2]), last.fill, last.dtype)
-        return AbsentRegion(last.absent, _rgb8_block(pixel, premultiplied)[0, 0])
+        return AbsentRegion(last.absent, rgb8_block(pixel, premultiplied)[0, 0])
 
     def reader(self, level: int) -> Any:
         """An array-like of ``levels[level]`` for reading large regions: the file's tile reader
@@ -236,7 +236,7 @@ def as_rgb8(raw: da.Array, premultiplied: bool = False) -> da.Array:
     if raw.dtype == np.uint8 and raw.shape[2] == 3:
         return raw
     return da.map_blocks(
-        _rgb8_block,
+        rgb8_block,
         raw,
         premultiplied,
         dtype=np.uint8,
@@ -245,7 +245,8 @@ def as_rgb8(raw: da.Array, premultiplied: bool = False) -> da.Array:
     )
 
 
-def _rgb8_block(block: np.ndarray, premultiplied: bool) -> np.ndarray:
+def rgb8_block(block: np.ndarray, premultiplied: bool = False) -> np.ndarray:
+    """A block of samples (Y X C, the file's dtype) as RGB uint8 by the module's RGB rule."""
     if block.dtype == np.uint16:
         block = ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     channels = block.shape[2]
