@@ -131,9 +131,14 @@ def test_the_identity_of_a_folder_follows_the_file_read(dicom_path, tmp_path):
         assert after.identity != identity
 
 
-def test_open_slide_picks_openslide_for_dicom(dicom_path):
-    with open_dicom(dicom_path) as folder, open_dicom(level0_instance(dicom_path)) as file:
-        assert folder.vendor == file.vendor == "dicom"
+def test_auto_picks_openslide_for_a_dicom_folder(dicom_path):
+    with pytest.warns(OpenSlideLevelWarning):
+        forced = open_slide(dicom_path, backend="openslide")
+    with open_dicom(dicom_path) as auto, forced:
+        assert auto.vendor == forced.vendor == "dicom"  # OpenSlide's vendor name
+        assert np.array_equal(auto.levels[1].compute(), forced.levels[1].compute())
+    with pytest.raises(SlideError, match="with backend 'tifffile': it is a folder"):
+        open_slide(dicom_path, backend="tifffile")
 
 
 def test_regions_read_from_inside_chunks(dicom_path):

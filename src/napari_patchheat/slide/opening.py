@@ -65,6 +65,10 @@ def _open_local(path: Path, backend: str) -> Slide:
         from .openslide_reader import open_openslide
 
         return open_openslide(path)
+    if path.is_dir() and backend != "auto":
+        raise SlideError(f"Cannot open {path} with backend {backend!r}: it is a folder (a DICOM "
+                         "WSI folder opens with 'openslide', an OME-Zarr with 'zarr'); try "
+                         "backend 'auto'.", path)
     if path.is_dir():
         raise SlideError(f"Cannot open {path}: it is a directory that holds no DICOM slide or "
                          f"OME-Zarr image; the plugin reads {READS}.", path)
