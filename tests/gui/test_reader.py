@@ -149,6 +149,25 @@ def test_dicom_folders_and_files_open_through_the_reader(dicom_path, tmp_path):
         assert data[1].compute().std() > 1
 
 
+def test_a_dicom_folder_opens_in_napari(make_napari_viewer, dicom_path):
+    from napari_patchheat.slide.openslide_reader import OpenSlideLevelWarning
+
+    viewer = make_napari_viewer(show=True)
+    with pytest.warns(OpenSlideLevelWarning):
+        layer = open_one(viewer, dicom_path)
+    assert layer.name == dicom_path.name and layer.multiscale and layer.rgb
+    assert [level.shape for level in layer.data] == [(2967, 2220, 3), (186, 139, 3)]
+    assert tuple(layer.scale) == (0.499, 0.499)
+    viewer.reset_view()
+    QApplication.processEvents()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    assert shot[..., :3].std() > 10  # the slide is drawn
+    viewer.camera.zoom *= 8  # level 0, read by OpenSlide as the camera asks
+    QApplication.processEvents()
+    viewer.screenshot(canvas_only=True, flash=False)
+    assert layer.data_level == 0
+
+
 def test_reader_missing_file_raises(tmp_path):
     with pytest.raises(SlideError, match="no such file"):
         read_slides(str(tmp_path / "gone.svs"))
