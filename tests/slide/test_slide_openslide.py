@@ -131,6 +131,20 @@ def test_the_identity_of_a_folder_follows_the_file_read(dicom_path, tmp_path):
         assert after.identity != identity
 
 
+def test_dicom_files_without_a_suffix(dicom_path, tmp_path):
+    """DICOM exports often name files without .dcm: their first bytes say DICOM."""
+    bare = tmp_path / "export"
+    bare.mkdir()
+    for file in dicom_path.glob("*.dcm"):
+        shutil.copy(file, bare / file.stem)
+    (bare / "DICOMDIR.txt").write_text("not DICOM")
+    with open_dicom(bare) as got, open_dicom(dicom_path) as want:
+        assert got.path == bare and [lv.shape for lv in got.levels] == [
+            lv.shape for lv in want.levels]
+        assert np.array_equal(got.levels[0][:600, :700].compute(),
+                              want.levels[0][:600, :700].compute())
+
+
 def test_auto_picks_openslide_for_a_dicom_folder(dicom_path):
     with pytest.warns(OpenSlideLevelWarning):
         forced = open_slide(dicom_path, backend="openslide")
@@ -192,7 +206,7 @@ def test_errors(tmp_path, dicom_path):
     only_label = tmp_path / "label-only"
     only_label.mkdir()
     shutil.copy(dicom_path / LABEL_INSTANCE, only_label)
-    expect_error(only_label, "OpenSlide finds no DICOM slide in its 1 .dcm file",
+    expect_error(only_label, "OpenSlide finds no DICOM slide in its 1 DICOM file",
                  "No pyramid levels found")
     with pytest.raises(SlideError, match="does not recognise it as a slide") as info:
         open_slide(garbage, backend="openslide")

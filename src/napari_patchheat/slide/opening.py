@@ -114,7 +114,7 @@ def _open_local(path: Path, backend: str) -> Slide:
 def is_slide_folder(path: str | Path) -> bool:
     """A folder that :func:`open_slide` reads: a DICOM WSI series or an OME-Zarr."""
     path = Path(path)
-    return _is_dicom_folder(path) or _is_zarr(path)
+    return _is_zarr(path) or _is_dicom_folder(path)
 
 
 def _is_zarr(path: Path) -> bool:
@@ -124,8 +124,13 @@ def _is_zarr(path: Path) -> bool:
 
 
 def _is_dicom_folder(path: Path) -> bool:
-    """A folder holding ``.dcm`` files (a DICOM WSI series)."""
-    return path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+    """A folder holding DICOM files (a DICOM WSI series): ``.dcm`` files, or files that start
+    as DICOM among the first few others."""
+    if not path.is_dir():
+        return False
+    from .openslide_reader import DICOM_PROBE_FILES, dicom_files
+
+    return bool(dicom_files(path, DICOM_PROBE_FILES))
 
 
 def _openslide_format(path: Path) -> str | None:

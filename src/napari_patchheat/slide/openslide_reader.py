@@ -27,6 +27,8 @@ from .metadata import openslide_metadata
 from .pyramid import Slide, as_rgb8, rgb8_block
 
 OPENSLIDE_TILE_PX = 512  # chunks' tile where OpenSlide reports no tile size for a level
+DICOM_MAGIC_AT = 128  # "DICM" follows a 128-byte preamble
+DICOM_PROBE_FILES = 32  # files without .dcm whose first bytes a folder check reads
 
 
 class OpenSlideLevelWarning(UserWarning):
@@ -213,13 +215,32 @@ def _associated(handle: OpenSlideHandle) -> dict[str, Any]:
     return associated
 
 
+def dicom_files(folder: Path, probe: int | None = None) -> list[Path]:
+    """The DICOM files of ``folder``: its ``.dcm`` files, and the files that start as DICOM
+    ("DICM" after 128 bytes; exports often have no suffix) among the first ``probe`` others
+    (all of them with None)."""
+    entries = sorted(p for p in folder.iterdir() if p.is_file())
+    named = [p for p in entries if p.suffix.lower() == ".dcm"]
+    others = [p for p in entries if p.suffix.lower() != ".dcm"][:probe]
+    return named + [p for p in others if starts_as_dicom(p)]
+
+
+def starts_as_dicom(path: Path) -> bool:
+    """True when the file ``path`` holds "DICM" after its 128-byte preamble."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(DICOM_MAGIC_AT)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def _dicom_instance(folder: Path) -> Path:
-    """The ``.dcm`` file of ``folder`` that OpenSlide opens as a DICOM slide: the first of them,
+    """The DICOM file of ``folder`` that OpenSlide opens as a DICOM slide: the first of them,
     largest first (a pyramid level, not a label), whose format OpenSlide detects as DICOM."""
     import openslide
 
-    files = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".dcm" and p.is_file()),
-                   key=lambda p: -p.stat().st_size)
+    files = sorted(dicom_files(folder), key=lambda p: -p.stat().st_size)
     reasons = []  # OpenSlide's, largest file first
     for file in files:
         try:
@@ -232,5 +253,5 @@ def _dicom_instance(folder: Path) -> Path:
     reason = reasons[0] if reasons else "none is a DICOM file OpenSlide recognises"
     plural = "" if len(files) == 1 else "s"
     raise SlideError(f"Cannot open {folder}: OpenSlide finds no DICOM slide in its {len(files)} "
-                     f".dcm file{plural} ({reason}: a label or overview without the pyramid's "
+                     f"DICOM file{plural} ({reason}: a label or overview without the pyramid's "
                      "levels is not a slide); open the folder that holds the whole slide.", folder)
