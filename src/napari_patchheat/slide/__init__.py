@@ -21,12 +21,14 @@ from .arrays import CHUNK_TARGET_PX
 from .errors import SlideError
 from .metadata import MPP_PLAUSIBLE_UM
 from .opening import BACKENDS, SLIDE_SUFFIXES, open_slide
+from .openslide_reader import OpenSlideLevelWarning
 from .pyramid import PYRAMID_TOP_PX, Slide, rgb_pyramid, thumbnail_level
 
 __all__ = [
     "BACKENDS",
     "CHUNK_TARGET_PX",
     "MPP_PLAUSIBLE_UM",
+    "OpenSlideLevelWarning",
     "PYRAMID_TOP_PX",
     "SLIDE_SUFFIXES",
     "Slide",
