@@ -6,7 +6,8 @@ Prints: the time to write the generated slide (first run only; then it is reused
 cache), to open it, and to get the first screenful (the whole level that fits 1920 x 1080);
 level-0 region reads in MPix/s through ``Slide.levels`` (dask) against tifffile decoding the
 same tiles itself (same threads), and against tifffile's zarr store; the same on the real
-CMU SVS when ../shared/data/real is there; peak memory (tracemalloc, RSS).
+CMU SVS when ../shared/data/real is there, and the SVS through the OpenSlide backend against
+the tifffile backend; peak memory (tracemalloc, RSS).
 """
 
 from __future__ import annotations
@@ -196,7 +197,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  real CMU SVS, whole level 0 (240 px JPEG tiles): ours {mpix / t_ours:.1f} "
               f"MPix/s, tifffile.imread {mpix / t_tiff:.1f} MPix/s, "
               f"ratio ours/tifffile {t_tiff / t_ours:.2f}")
+        openslide_vs_tifffile(args.repeat)
     return 0
+
+
+def openslide_vs_tifffile(repeat: int) -> None:
+    """The real SVS through the OpenSlide backend and the tifffile backend, same run: the whole
+    level 0 and 16 tile-unaligned 512 px regions (one dask graph each, as napari reads)."""
+    rng = np.random.default_rng(0)
+    regions = [(int(y), int(x)) for y, x in zip(rng.integers(0, 2967 - 512, 16),
+                                                rng.integers(0, 2220 - 512, 16))]
+    times = {}
+    for backend in ("tifffile", "openslide"):
+        with open_slide(REAL_SVS, backend=backend) as s:
+            level = s.levels[0]
+            t_whole, whole = best_of(lambda level=level: np.asarray(level), repeat)
+            t_regions, parts = best_of(
+                lambda level=level: [np.asarray(level[y:y + 512, x:x + 512]) for y, x in regions],
+                repeat)
+        times[backend] = (t_whole, t_regions, whole, parts)
+    (tw, tr, a, pa), (ow, orr, b, pb) = times["tifffile"], times["openslide"]
+    assert np.array_equal(a, b) and all(np.array_equal(x, y) for x, y in zip(pa, pb))
+    mpix, rpix = a.shape[0] * a.shape[1] / 1e6, 16 * 512 * 512 / 1e6
+    print(f"  real CMU SVS, backend 'openslide' vs 'tifffile' (same pixels): whole level 0 "
+          f"{mpix / ow:.1f} vs {mpix / tw:.1f} MPix/s, ratio openslide/tifffile {tw / ow:.2f}; "
+          f"16 regions of 512 px {rpix / orr:.1f} vs {rpix / tr:.1f} MPix/s, ratio {tr / orr:.2f}")
 
 
 if __name__ == "__main__":

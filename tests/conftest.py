@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("PATCHHEAT_REAL_DATA", ROOT.parent / "shared" / "data" / "real"))
 SVS_NAME, NDPI_NAME, IHC_NAME = "CMU-1-Small-Region.svs", "test3-DAPI-2-387.ndpi", "ihc.png"
+DICOM_NAME = "CMU-1-Small-Region-dicom"  # the SVS converted to DICOM WSI (a folder of .dcm)
 
 
 # --- real data ------------------------------------------------------------------------------
@@ -41,6 +42,15 @@ def svs_path(real_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def ndpi_path(real_data: Path) -> Path:
     return real_data / NDPI_NAME
+
+
+@pytest.fixture(scope="session")
+def dicom_path(real_data: Path) -> Path:
+    """The DICOM WSI folder of the CMU SVS; the test is skipped where it is absent."""
+    path = real_data / DICOM_NAME
+    if not path.is_dir():
+        pytest.skip(f"real test data absent: {path} (see {real_data / 'SOURCES.md'})")
+    return path
 
 
 @pytest.fixture(scope="session")

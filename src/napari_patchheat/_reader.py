@@ -1,4 +1,5 @@
-"""npe2 reader: a slide file as one multiscale RGB image layer (thin: see ``slide/``).
+"""npe2 reader: a slide file (or a DICOM or OME-Zarr folder) as one multiscale RGB image layer
+(thin: see ``slide/``).
 
 The layer is in µm (``scale``, ``units``) when the slide knows its pixel size, so napari's
 scale bar reads µm; its metadata carries what the widget needs: the path, µm/px, objective
@@ -19,18 +20,23 @@ from collections.abc import Callable
 from typing import Any
 
 from .slide import SLIDE_SUFFIXES
+from .slide.opening import is_slide_folder
 
 LayerData = tuple[Any, dict[str, Any], str]
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
-    """The reader for slide files (by suffix, case-insensitive); None for anything else."""
+    """The reader for slide files (by suffix, case-insensitive) and for folders that hold a
+    DICOM WSI series or an OME-Zarr; None for anything else."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         return None
     for p in paths:
         name = os.fspath(p)
-        if not name.lower().endswith(SLIDE_SUFFIXES) or os.path.isdir(name):
+        if os.path.isdir(name):
+            if not is_slide_folder(name):
+                return None
+        elif not name.lower().endswith(SLIDE_SUFFIXES):
             return None
     return read_slides
 

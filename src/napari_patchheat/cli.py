@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="compute a heatmap of a slide with a model")
-    run.add_argument("slide", type=Path, help="slide file (SVS, OME-TIFF, NDPI, TIFF, PNG, JPEG)")
+    run.add_argument("slide", type=Path, help="slide file or folder (SVS, NDPI, OME-TIFF, "
+                     "TIFF, MRXS, DICOM WSI folder or .dcm, PNG, JPEG, ...)")
     _add_run_options(run)
     _add_output_options(run)
 
@@ -285,9 +286,10 @@ def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
     cannot be shown are a UserError or ValueError before napari starts."""
     from .analysis.heatmap_files import read_heatmap_file
 
-    for path in (slide, *heatmaps):
-        if path is not None and not (path.is_file() or path.suffix.lower() == ".zarr"
-                                     and path.is_dir()):
+    if slide is not None and not slide.exists():  # a file, or a folder (DICOM, OME-Zarr)
+        raise UserError(f"{slide} does not exist: give a slide's path.")
+    for path in heatmaps:
+        if not (path.is_file() or path.suffix.lower() == ".zarr" and path.is_dir()):
             raise UserError(f"{path} does not exist or is not a file: give a file's path (or "
                             "an OME-Zarr folder's).")
     loaded = [read_heatmap_file(path) for path in heatmaps]

@@ -1,5 +1,5 @@
 """The ``patchheat`` command's terminal: the progress line, lines that never glue onto it,
-the cache's warnings as lines, TensorFlow's start-up lines kept off stderr.
+the package's warnings as lines, TensorFlow's start-up lines kept off stderr.
 
 Standard library only when imported (so is ``cli``): Ctrl-C at any moment is the CLI's one-line
 interruption, never a traceback.
@@ -59,15 +59,13 @@ def say(text: str) -> None:
 
 @contextmanager
 def printed_warnings() -> Iterator[None]:
-    """Show the cache's warnings (CacheWarning) as 'patchheat: warning: ...' lines; others as
-    Python shows them."""
-    from .cache import CacheWarning
-
+    """Show the package's own warnings (the cache's CacheWarning, the OpenSlide backend's
+    OpenSlideLevelWarning) as 'patchheat: warning: ...' lines; others as Python shows them."""
     with warnings.catch_warnings():
         python_show = warnings.showwarning
 
         def show(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
-            if issubclass(category, CacheWarning):
+            if category.__module__.startswith(f"{__package__}."):
                 say(f"patchheat: warning: {message}")
             else:
                 python_show(message, category, *args, **kwargs)

@@ -86,7 +86,7 @@ class SlideLayer:
             ds = [(h0 / _yx(a, layer.rgb)[0], w0 / _yx(a, layer.rgb)[1]) for a in levels]
         mpp = _first(meta, META_MPP_KEYS)
         path = _first(meta, META_PATH_KEYS) or getattr(layer.source, "path", None)
-        path = Path(path) if path is not None and Path(path).is_file() else None
+        path = Path(path) if path is not None and Path(path).exists() else None  # or a folder
         power = _first(meta, META_POWER_KEYS)
         scale = tuple(float(v) for v in layer.scale[-2:])
         offset = tuple(float(v) for v in layer.translate[-2:])

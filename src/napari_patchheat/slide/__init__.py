@@ -4,11 +4,14 @@ TIFF slides (Aperio SVS, OME-TIFF with SubIFDs, multi-page pyramids, Hamamatsu N
 Ventana BIF, plain tiled or striped TIFF) are read tile by tile: a read decodes only the file's
 tiles (or NDPI strips) it touches, with tifffile's own decoders, straight from the file (no zarr
 layer: a zarr 3 store costs ~0.5 ms per chunk and ties tifffile and zarr versions together).
-PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt or TensorFlow.
+MIRAX, VMS/VMU, SVSLIDE and DICOM WSI (a folder of ``.dcm`` files) are read by OpenSlide 4,
+region by region. PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt
+or TensorFlow.
 
 Modules: ``opening`` (``open_slide``: which reader a file goes to), ``pyramid`` (``Slide``, the
 RGB rule, computed levels), ``tiff`` (opening a TIFF), ``tiff_level`` (its tile reader),
-``tile_cache`` (tiles shared by neighbouring reads), ``image`` (PNG, JPEG), ``metadata``
+``tile_cache`` (tiles shared by neighbouring reads), ``openslide_reader`` (OpenSlide's
+formats, DICOM WSI), ``image`` (PNG, JPEG), ``metadata``
 (µm/px, objective power), ``arrays`` (readers as dask arrays), ``errors`` (``SlideError``).
 """
 
@@ -18,12 +21,14 @@ from .arrays import CHUNK_TARGET_PX
 from .errors import SlideError
 from .metadata import MPP_PLAUSIBLE_UM
 from .opening import BACKENDS, SLIDE_SUFFIXES, open_slide
+from .openslide_reader import OpenSlideLevelWarning
 from .pyramid import PYRAMID_TOP_PX, Slide, rgb_pyramid, thumbnail_level
 
 __all__ = [
     "BACKENDS",
     "CHUNK_TARGET_PX",
     "MPP_PLAUSIBLE_UM",
+    "OpenSlideLevelWarning",
     "PYRAMID_TOP_PX",
     "SLIDE_SUFFIXES",
     "Slide",

@@ -1,8 +1,12 @@
-"""``SlideError``, the one exception of slide reading (public as ``napari_patchheat.slide``'s)."""
+"""``SlideError``, the one exception of slide reading (public as ``napari_patchheat.slide``'s),
+and ``READS``, what the plugin reads, which error sentences name."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+READS = ("SVS, NDPI, OME-TIFF, pyramidal TIFF, SCN, BIF, Philips TIFF (tifffile); MRXS, VMS, "
+         "SVSLIDE and DICOM WSI (OpenSlide); OME-Zarr; PNG, JPEG")
 
 
 class SlideError(OSError):

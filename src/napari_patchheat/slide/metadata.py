@@ -1,21 +1,22 @@
-"""What a TIFF slide's metadata says: vendor, level-0 µm/px, objective power, channel names.
+"""What a slide's metadata says: vendor, level-0 µm/px, objective power, channel names.
 
 Aperio's ImageDescription, the NDPI magnification and fluorescence tags, OME-XML (PhysicalSize
 with its unit, NominalMagnification, Channel Name), then the TIFF resolution tags where nothing
 else gave a pixel size. Values that are missing, unparsable, non-positive or (for resolution
-tags) implausible are None.
+tags and OpenSlide) implausible are None. OpenSlide's standard properties are read by
+:func:`openslide_metadata`.
 """
 
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..grid import as_float_pair
 
-MPP_PLAUSIBLE_UM = (0.01, 100.0)  # µm/px from TIFF resolution tags outside this are ignored
+MPP_PLAUSIBLE_UM = (0.01, 100.0)  # µm/px (resolution tags, OpenSlide) outside this are ignored
 NDPI_MAGNIFICATION_TAG = 65421
 NDPI_FLUORESCENCE_TAG = 65434  # the filter set a fluorescence NDPI was scanned with ("DAPI ...")
 # µm per unit of length: OME-XML's symbols and OME-Zarr's (NGFF, UDUNITS-2) names
@@ -57,6 +58,20 @@ def tiff_metadata(
     if mpp is None:
         mpp = _resolution_mpp(page)
     return vendor, mpp, power
+
+
+def openslide_metadata(
+    properties: Mapping[str, str],
+) -> tuple[str, tuple[float, float] | None, float | None]:
+    """Vendor, (y, x) µm/px of level 0 and objective power from OpenSlide's standard properties
+    (``openslide.vendor``, ``openslide.mpp-y``/``-x``, ``openslide.objective-power``)."""
+    mpp_y, mpp_x = (_positive(properties.get(f"openslide.mpp-{axis}")) for axis in "yx")
+    lo, hi = MPP_PLAUSIBLE_UM
+    mpp = None
+    if mpp_y and mpp_x and lo <= min(mpp_y, mpp_x) and max(mpp_y, mpp_x) <= hi:
+        mpp = (mpp_y, mpp_x)
+    vendor = properties.get("openslide.vendor") or "openslide"
+    return vendor, mpp, _positive(properties.get("openslide.objective-power"))
 
 
 def channel_names(tif: Any, page: Any, index: int) -> tuple[str, ...] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .coarse import use_built_levels
-from .errors import SlideError
+from .errors import READS, SlideError
 from .image import open_image
 from .pyramid import Slide
 from .tiff import open_tiff
@@ -32,8 +32,6 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jp
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 _DICOM_MAGIC_AT = 128  # "DICM" follows a 128-byte preamble
-READS = ("SVS, NDPI, OME-TIFF, pyramidal TIFF, SCN, BIF, Philips TIFF (tifffile); MRXS, VMS, "
-         "SVSLIDE and DICOM WSI (OpenSlide); OME-Zarr; PNG, JPEG")
 
 
 def open_slide(path: str | Path, backend: str = "auto",
@@ -67,6 +65,10 @@ def _open_local(path: Path, backend: str) -> Slide:
         from .openslide_reader import open_openslide
 
         return open_openslide(path)
+    if path.is_dir() and backend != "auto":
+        raise SlideError(f"Cannot open {path} with backend {backend!r}: it is a folder (a DICOM "
+                         "WSI folder opens with 'openslide', an OME-Zarr with 'zarr'); try "
+                         "backend 'auto'.", path)
     if path.is_dir():
         raise SlideError(f"Cannot open {path}: it is a directory that holds no DICOM slide or "
                          f"OME-Zarr image; the plugin reads {READS}.", path)
@@ -75,6 +77,12 @@ def _open_local(path: Path, backend: str) -> Slide:
             head = fh.read(_DICOM_MAGIC_AT + 4)
     except OSError as exc:
         raise SlideError(f"Cannot open {path}: {exc.strerror or exc}.", path) from exc
+    # before the magic numbers: a DICOM file can be a TIFF too (dual personality)
+    if backend == "auto" and (path.suffix.lower() in OPENSLIDE_SUFFIXES
+                              or head[_DICOM_MAGIC_AT:] == b"DICM"):
+        from .openslide_reader import open_openslide
+
+        return open_openslide(path)
     if backend in ("auto", "tifffile") and head[:4] in _TIFF_MAGIC:
         try:
             return use_built_levels(open_tiff(path))
@@ -91,8 +99,7 @@ def _open_local(path: Path, backend: str) -> Slide:
         return open_image(path, "png")
     if backend in ("auto", "image") and head.startswith(_JPEG_MAGIC):
         return open_image(path, "jpeg")
-    if backend == "auto" and (path.suffix.lower() in OPENSLIDE_SUFFIXES
-                              or head[_DICOM_MAGIC_AT:] == b"DICM" or _openslide_format(path)):
+    if backend == "auto" and _openslide_format(path):
         from .openslide_reader import open_openslide
 
         return open_openslide(path)
@@ -104,6 +111,12 @@ def _open_local(path: Path, backend: str) -> Slide:
                      f"{READS}.", path)
 
 
+def is_slide_folder(path: str | Path) -> bool:
+    """A folder that :func:`open_slide` reads: a DICOM WSI series or an OME-Zarr."""
+    path = Path(path)
+    return _is_zarr(path) or _is_dicom_folder(path)
+
+
 def _is_zarr(path: Path) -> bool:
     """A folder holding a zarr group (v2 ``.zgroup``/``.zattrs``, v3 ``zarr.json``)."""
     return path.is_dir() and any((path / n).is_file() for n in ("zarr.json", ".zattrs",
@@ -111,8 +124,13 @@ def _is_zarr(path: Path) -> bool:
 
 
 def _is_dicom_folder(path: Path) -> bool:
-    """A folder holding ``.dcm`` files (a DICOM WSI series)."""
-    return path.is_dir() and any(p.suffix.lower() == ".dcm" for p in path.iterdir())
+    """A folder holding DICOM files (a DICOM WSI series): ``.dcm`` files, or files that start
+    as DICOM among the first few others."""
+    if not path.is_dir():
+        return False
+    from .openslide_reader import DICOM_PROBE_FILES, dicom_files
+
+    return bool(dicom_files(path, DICOM_PROBE_FILES))
 
 
 def _openslide_format(path: Path) -> str | None:

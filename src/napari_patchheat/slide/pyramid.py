@@ -82,8 +82,7 @@ class Slide:
         self.levels, self.downsamples = rgb_pyramid(raw_levels, premultiplied,
                                                     self._absent_region(premultiplied))
         if source_key is None:
-            stat = path.stat()
-            source_key = f"{stat.st_size}|{stat.st_mtime_ns}"
+            source_key = file_key(path)
         shapes = [lv.shape for lv in self.levels]
         key = f"{path.resolve()}|{source_key}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()
@@ -120,7 +119,7 @@ class Slide:
         if not getattr(last, "has_absent_tiles", False):
             return None
         pixel = np.full((1, 1, last.shape[2]), last.fill, last.dtype)
-        return AbsentRegion(last.absent, _rgb8_block(pixel, premultiplied)[0, 0])
+        return AbsentRegion(last.absent, rgb8_block(pixel, premultiplied)[0, 0])
 
     def reader(self, level: int) -> Any:
         """An array-like of ``levels[level]`` for reading large regions: the file's tile reader
@@ -197,6 +196,13 @@ class Slide:
                 f"levels=[{shapes}])")
 
 
+def file_key(path: Path) -> str:
+    """A local file's (or folder's) content key for :class:`Slide`'s identity: its size and
+    modification time in ns."""
+    stat = path.stat()
+    return f"{stat.st_size}|{stat.st_mtime_ns}"
+
+
 def thumbnail_level(shapes: Sequence[Sequence[int]], max_px: int) -> int:
     """The level a thumbnail of ``max_px`` is made from, given the levels' (height, width, ...):
     the coarsest whose longer side is at least ``max_px`` (level 0 when none is), so it is
@@ -240,7 +246,7 @@ def as_rgb8(raw: da.Array, premultiplied: bool = False) -> da.Array:
     if raw.dtype == np.uint8 and raw.shape[2] == 3:
         return raw
     return da.map_blocks(
-        _rgb8_block,
+        rgb8_block,
         raw,
         premultiplied,
         dtype=np.uint8,
@@ -249,7 +255,8 @@ def as_rgb8(raw: da.Array, premultiplied: bool = False) -> da.Array:
     )
 
 
-def _rgb8_block(block: np.ndarray, premultiplied: bool) -> np.ndarray:
+def rgb8_block(block: np.ndarray, premultiplied: bool = False) -> np.ndarray:
+    """A block of samples (Y X C, the file's dtype) as RGB uint8 by the module's RGB rule."""
     if block.dtype == np.uint16:
         block = ((block.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     channels = block.shape[2]
