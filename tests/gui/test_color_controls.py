@@ -81,3 +81,19 @@ def test_the_model_input_colours_go_to_the_run(viewer, widget, icc_slide):
     widget.colors.srgb.value = True  # what is shown does not change what the model gets
     widget.colors.model_input.value = "as stored"
     assert widget.run_options().color == "as stored"
+
+
+def test_the_inspector_shows_the_patch_as_the_model_gets_it(viewer, widget, icc_slide,
+                                                            wide_rgb_profile):
+    (layer,) = viewer.open(str(icc_slide), plugin=PLUGIN)
+    widget.size.value = widget.stride.value = 64
+    grid = widget.grid
+    stored = grid.read_patch(np.asarray(layer.data[0]), 5, 7)
+    converted = imagecms_srgb(np.ascontiguousarray(stored), wide_rgb_profile)
+    assert (converted != stored).any()
+    for shown in (False, True):
+        widget.colors.srgb.value = shown
+        for color, expected in [("as stored", stored), ("srgb", converted)]:
+            widget.colors.model_input.value = color
+            assert widget.inspector.select(5, 7)
+            np.testing.assert_array_equal(widget.inspector.patch, expected)

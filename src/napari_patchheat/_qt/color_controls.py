@@ -5,6 +5,7 @@ levels (and back) and keeps both controls in step with the layer they follow."""
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container
 from ..options import AS_STORED, COLORS
 from ..slide.color import as_srgb, srgb_transform
 from .coarse_build import is_pending
-from .slide_layer import META_ICC_KEY, icc_profile_of
+from .slide_layer import META_ICC_KEY, SlideLayer, icc_profile_of
 
 SRGB_TEXT = "Show in sRGB (ICC profile)"
 NO_PROFILE_TIP = "This slide carries no ICC profile: it is shown as its file stores it."
@@ -66,6 +67,22 @@ class ColorControls:
         stored."""
         profile = None if self.layer is None else icc_profile_of(self.layer)
         return str(self.model_input.value) if profile is not None else AS_STORED
+
+    def model_view(self, slide: SlideLayer) -> SlideLayer:
+        """``slide`` with the levels the model reads (:meth:`model_color`), whichever the layer
+        shows: the patch inspector shows a patch as the model sees it."""
+        layer, srgb = slide.layer, self.model_color() != AS_STORED
+        if srgb == self.shows_srgb(layer):
+            return slide
+        if not srgb:  # shown in sRGB: the levels as stored
+            stored = self._stored[layer][0]
+            return dataclasses.replace(slide, levels=list(stored) if layer.multiscale else [stored])
+        try:
+            transform = srgb_transform(icc_profile_of(layer))
+        except ValueError:  # the run will say so; the inspector shows the pixels as stored
+            return slide
+        return dataclasses.replace(
+            slide, levels=[as_srgb(da.asarray(level), transform) for level in slide.levels])
 
     def shows_srgb(self, layer: Any) -> bool:
         """True while ``layer`` shows the levels this box converted."""

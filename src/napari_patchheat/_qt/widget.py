@@ -405,7 +405,7 @@ class PatchHeatWidget(Container):
     def _inspect_source(self) -> Any:
         if self.grid is None or self.slide is None:
             return None
-        return self.grid, self.downsample(), self.slide, self.level.value
+        return self.grid, self.downsample(), self.colors.model_view(self.slide), self.level.value
 
     def _patch_values(self, grid: PatchGrid, level: int, row: int, col: int) -> Any:
         return self.display.values_at(grid, level, row, col, getattr(self.slide, "layer", None))
