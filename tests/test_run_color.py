@@ -37,12 +37,13 @@ def converted_copy(path, profile: bytes, out) -> np.ndarray:
     return converted
 
 
+@pytest.mark.parametrize("backend", ["numpy", "tf"])  # "tf": patches cut on TF's device
 def test_srgb_run_equals_the_model_on_the_image_converted_by_imagecms(icc_slide, wide_rgb_profile,
-                                                                      tmp_path):
+                                                                      tmp_path, backend):
     converted_copy(icc_slide, wide_rgb_profile, tmp_path / "converted.tif")
-    srgb = compute_heatmap(icc_slide, "dab", color="srgb", **OPTIONS)
-    reference = compute_heatmap(tmp_path / "converted.tif", "dab", **OPTIONS)
-    stored = compute_heatmap(icc_slide, "dab", **OPTIONS)
+    srgb = compute_heatmap(icc_slide, "dab", color="srgb", backend=backend, **OPTIONS)
+    reference = compute_heatmap(tmp_path / "converted.tif", "dab", backend=backend, **OPTIONS)
+    stored = compute_heatmap(icc_slide, "dab", backend=backend, **OPTIONS)
     assert srgb.grid.n_patches == 30 * 24 and not np.isnan(srgb.values).any()
     assert np.ptp(reference.values) > 0.1  # the reference varies over the slide
     np.testing.assert_allclose(srgb.values, reference.values, rtol=1e-6, atol=1e-7)
@@ -89,3 +90,23 @@ def test_cli_color_flag(icc_slide, wide_rgb_profile, svs_path, tmp_path, capsys)
                  *flags]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "the file carries no ICC colour profile; use its colours as stored.")
+
+
+def test_the_worker_process_runs_in_srgb(icc_slide, svs_path):
+    """The dock's path: RunOptions crosses to the spawned worker, which converts as the API."""
+    from napari_patchheat.inference import Progress
+    from napari_patchheat.runner import Failed, RunSpec, Started, start_run
+
+    options = RunOptions(**OPTIONS, color="srgb")
+    msgs = list(start_run(RunSpec(str(icc_slide), "dab", options)).messages())
+    assert isinstance(msgs[0], Started) and msgs[0].metadata["extra"]["color"] == "srgb"
+    values = np.full((30, 24, 1), np.nan, np.float32)
+    for m in msgs:
+        if isinstance(m, Progress):
+            values[m.indices[:, 0], m.indices[:, 1]] = m.values
+    np.testing.assert_allclose(values, compute_heatmap(icc_slide, "dab", options=options).values,
+                               rtol=1e-6, atol=1e-7)
+    (failed,) = start_run(RunSpec(str(svs_path), "dab", options)).messages()
+    assert isinstance(failed, Failed) and failed.message == (
+        f"Cannot convert {svs_path} to sRGB: the file carries no ICC colour profile; use its "
+        "colours as stored.")

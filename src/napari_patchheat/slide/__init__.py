@@ -9,7 +9,8 @@ PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt or 
 Modules: ``opening`` (``open_slide``: which reader a file goes to), ``pyramid`` (``Slide``, the
 RGB rule, computed levels), ``tiff`` (opening a TIFF), ``tiff_level`` (its tile reader),
 ``tile_cache`` (tiles shared by neighbouring reads), ``image`` (PNG, JPEG), ``metadata``
-(µm/px, objective power), ``color`` (ICC profile -> sRGB), ``arrays`` (readers as dask arrays), ``errors`` (``SlideError``).
+(µm/px, objective power), ``color`` (ICC profile -> sRGB), ``arrays`` (readers as dask
+arrays), ``errors`` (``SlideError``).
 """
 
 from __future__ import annotations
