@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import dask.array as da
 import numpy as np
@@ -86,6 +87,8 @@ def test_the_run_reader_converts_each_region_read(icc_slide, wide_rgb_profile):
         region = (slice(100, 900), slice(250, 1111))
         reference = imagecms_srgb(slide.levels[0][region].compute(), wide_rgb_profile)
         np.testing.assert_array_equal(reader[region], reference)
+        with ThreadPoolExecutor(4) as pool:  # bands of CONVERT_ROWS converted on its threads
+            np.testing.assert_array_equal(reader.read_tiles(region, pool.map), reference)
         np.testing.assert_array_equal(reader.read_tiles((*region, 1)), reference[..., 1])
         dask_level = srgb_reader(slide.levels[1], slide.srgb_transform())
         assert isinstance(dask_level, da.Array)

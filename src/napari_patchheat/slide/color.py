@@ -24,6 +24,7 @@ import numpy as np
 
 SRGB_INTENT = "relative colorimetric"  # ImageCms.Intent.RELATIVE_COLORIMETRIC (see above)
 PROFILE_CACHE_SIZE = 8  # transforms kept (one per profile; a slide's is built once)
+CONVERT_ROWS = 256  # a region read for a run is converted in bands of this many rows, in parallel
 
 
 def _open_profile(icc_profile: bytes) -> Any:
@@ -118,8 +119,14 @@ class _ConvertedReads:
 
     def read_tiles(self, key: Any, map_fn: Callable[..., Any] = map,
                    needed: Any = None) -> np.ndarray:
-        """``reader.read_tiles`` of the spatial part of ``key``, converted, then the rest of
-        ``key`` (pixels of tiles ``needed`` leaves out are undefined, as there)."""
+        """``reader.read_tiles`` of the spatial part of ``key``, converted in bands of
+        ``CONVERT_ROWS`` through ``map_fn`` (an executor's map: on its threads), then the rest
+        of ``key`` (pixels of tiles ``needed`` leaves out are undefined, as there)."""
         key = key if isinstance(key, tuple) else (key,)
         rgb = self.reader.read_tiles(key[:2], map_fn, needed)
-        return self.transform(rgb)[(slice(None), slice(None), *key[2:])]
+        out = np.empty_like(rgb)
+        starts = range(0, rgb.shape[0], CONVERT_ROWS)
+        for y, band in zip(starts, map_fn(lambda y: self.transform(rgb[y:y + CONVERT_ROWS]),
+                                          starts)):
+            out[y:y + len(band)] = band
+        return out[(slice(None), slice(None), *key[2:])]
