@@ -37,8 +37,8 @@ class ColorControls:
                                     visible=False, tooltip=MODEL_INPUT_TIP)
         self.layer: Any = None
         self._on_error = on_error
-        self._stored: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = \
-            weakref.WeakKeyDictionary()  # layer -> (its data as stored, its data in sRGB)
+        self._stored: weakref.WeakKeyDictionary[Any, tuple[list[Any], list[Any]]] = \
+            weakref.WeakKeyDictionary()  # layer -> (its levels as stored, its levels in sRGB)
         self._following = False
         self.srgb.changed.connect(self._on_toggled)
 
@@ -68,17 +68,22 @@ class ColorControls:
         profile = None if self.layer is None else icc_profile_of(self.layer)
         return str(self.model_input.value) if profile is not None else AS_STORED
 
-    def model_view(self, slide: SlideLayer) -> SlideLayer:
-        """``slide`` with the levels the model reads (:meth:`model_color`), whichever the layer
-        shows: the patch inspector shows a patch as the model sees it."""
-        layer, srgb = slide.layer, self.model_color() != AS_STORED
-        if srgb == self.shows_srgb(layer):
+    def as_stored(self, slide: SlideLayer) -> SlideLayer:
+        """``slide`` with its levels as stored, whichever colours its layer shows: what the
+        dock's tissue estimate, its runs and exports read."""
+        layer = slide.layer
+        if not self.shows_srgb(layer):
             return slide
-        if not srgb:  # shown in sRGB: the levels as stored
-            stored = self._stored[layer][0]
-            return dataclasses.replace(slide, levels=list(stored) if layer.multiscale else [stored])
+        return dataclasses.replace(slide, levels=self._stored[layer][0])
+
+    def model_view(self, slide: SlideLayer) -> SlideLayer:
+        """``slide`` (levels as stored) with the levels the model reads (:meth:`model_color`):
+        the patch inspector shows a patch as the model sees it."""
+        profile = icc_profile_of(slide.layer)
+        if self.model_color() == AS_STORED or profile is None:
+            return slide
         try:
-            transform = srgb_transform(icc_profile_of(layer))
+            transform = srgb_transform(profile)
         except ValueError:  # the run will say so; the inspector shows the pixels as stored
             return slide
         return dataclasses.replace(
@@ -87,7 +92,7 @@ class ColorControls:
     def shows_srgb(self, layer: Any) -> bool:
         """True while ``layer`` shows the levels this box converted."""
         entry = self._stored.get(layer)
-        return entry is not None and layer.data is entry[1]
+        return entry is not None and all(a is b for a, b in zip(_levels(layer), entry[1]))
 
     def _on_toggled(self, checked: bool) -> None:
         layer = self.layer
@@ -95,7 +100,8 @@ class ColorControls:
             return
         if not checked:
             if self.shows_srgb(layer):
-                layer.data = self._stored.pop(layer)[0]
+                stored = self._stored.pop(layer)[0]
+                layer.data = stored if layer.multiscale else stored[0]
             return
         profile = icc_profile_of(layer)
         if profile is None or self.shows_srgb(layer):
@@ -106,8 +112,13 @@ class ColorControls:
             self._on_error(f"Cannot show {layer.name} in sRGB: {exc}.")
             self.follow(layer)
             return
-        stored = list(layer.data) if layer.multiscale else [layer.data]
+        stored = _levels(layer)
         converted = [as_srgb(da.asarray(level), transform) for level in stored]
+        self._stored[layer] = (stored, converted)  # before the data event the dock follows
         layer.data = converted if layer.multiscale else converted[0]
-        self._stored[layer] = (stored if layer.multiscale else stored[0], layer.data)
         self.follow(layer)
+
+
+def _levels(layer: Any) -> list[Any]:
+    """The arrays of a layer's data: its levels, or its one array."""
+    return list(layer.data) if layer.multiscale else [layer.data]

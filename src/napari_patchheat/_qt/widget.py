@@ -234,7 +234,9 @@ class PatchHeatWidget(Container):
         """A slide layer was chosen (or its data replaced): read its pyramid, list its levels."""
         layer = self.image_layer.value
         self._watch(layer)
-        self.slide = SlideLayer.from_layer(layer) if layer is not None else None
+        self.slide = None if layer is None else SlideLayer.from_layer(layer)
+        if self.slide is not None:  # its levels as stored, whichever colours the layer shows
+            self.slide = self.colors.as_stored(self.slide)
         self.build_status.follow(layer)
         self.colors.follow(layer)
         self.level.reset_choices()
