@@ -174,6 +174,61 @@ def odd_slide(
     return path, squares
 
 
+# An RGB display profile built here (ICC v2, matrix and curves): Adobe RGB (1998)'s primaries
+# adapted to D50 (ICC's colorants) and a 2.2 gamma, wider than sRGB, so converting to sRGB
+# changes the pixels. No profile file ships with the tests; littlecms reads this one.
+WIDE_RGB_PRIMARIES = ((0.60974, 0.31111, 0.01947), (0.20528, 0.62567, 0.06087),
+                      (0.14919, 0.06322, 0.74457))
+D50_XYZ = (0.9642, 1.0, 0.8249)
+
+
+def icc_rgb_profile(description: str, primaries: Any = WIDE_RGB_PRIMARIES,
+                    gamma: float = 563 / 256) -> bytes:
+    """The bytes of an ICC v2 RGB display profile: ``primaries`` (the red, green and blue
+    colorants, XYZ under D50), one ``gamma`` curve for the three channels."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(v: Any) -> bytes:
+        return b"XYZ " + bytes(4) + b"".join(s15(c) for c in v)
+
+    text = description.encode("ascii") + b"\0"
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(78)),
+            (b"cprt", b"text" + bytes(4) + b"No copyright, use freely\0"),
+            (b"wtpt", xyz(D50_XYZ)),
+            *[(c + b"XYZ", xyz(p)) for c, p in zip((b"r", b"g", b"b"), primaries)],
+            *[(c + b"TRC", curve) for c in (b"r", b"g", b"b")]]
+    start = 128 + 4 + 12 * len(tags)  # header, tag count, tag table
+    table, body = b"", b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", start + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", start + len(body)) + bytes(4) + bytes([2, 0x10, 0, 0])
+              + b"mntrRGB XYZ " + bytes(12) + b"acsp" + bytes(28)
+              + b"".join(s15(c) for c in D50_XYZ) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+@pytest.fixture(scope="session")
+def wide_rgb_profile() -> bytes:
+    """An ICC profile wider than sRGB (:func:`icc_rgb_profile`)."""
+    return icc_rgb_profile("patchheat test RGB (Adobe RGB primaries, gamma 2.2)")
+
+
+@pytest.fixture
+def icc_slide(slide_writer: Callable[..., tuple[Path, list[np.ndarray]]], real_pixels: np.ndarray,
+              wide_rgb_profile: bytes) -> Path:
+    """A 1500 x 1200 px OME-TIFF (2 levels, 256 px JPEG tiles) of real pixels, its pages
+    carrying ``wide_rgb_profile`` (tag InterColorProfile)."""
+    path, _ = slide_writer("icc.ome.tif", real_pixels[1000:2500, 500:1700], levels=2,
+                           iccprofile=wide_rgb_profile)
+    return path
+
+
 def sparse_tiles(rows: int, cols: int, tile: bytes, block: tuple[slice, slice]) -> Iterator[bytes]:
     """``tile`` in the tiles of ``block`` (tile rows, tile columns), empty tiles elsewhere."""
     for ty in range(rows):

@@ -64,3 +64,10 @@ def test_every_field_describes_itself(f):
                                                          "switch", "path")
     if f.metadata["kind"] == "choice":
         assert f.default in f.metadata["choices"]
+
+
+def test_color_is_a_choice_of_any_case():
+    assert RunOptions().color == "as stored"
+    assert RunOptions(color="sRGB").color == "srgb"
+    with pytest.raises(ValueError, match="color='adobe' is unknown: use 'as stored' or 'srgb'."):
+        RunOptions(color="adobe")

@@ -76,6 +76,7 @@ def slide_layer_data(slide: Any) -> LayerData:
     slide's computed levels are blank while they are built (``_qt/coarse_build.py``)."""
     from ._qt.coarse_build import COARSE_PENDING_KEY, pending_levels, start_build
     from .slide.coarse import needs_build
+    from .slide.color import icc_description
 
     kwargs: dict[str, Any] = {
         "name": slide.path.name,
@@ -91,6 +92,10 @@ def slide_layer_data(slide: Any) -> LayerData:
             "objective_power": slide.objective_power,
             "identity": slide.identity,
             "channel_names": slide.channel_names,
+            # the file's ICC profile: its description (None: no profile) and its bytes, which
+            # the dock's "Show in sRGB" converts with (slide/color.py)
+            "icc_profile": icc_description(slide.icc_profile),
+            "icc_profile_bytes": slide.icc_profile,
         },
     }
     if slide.mpp is not None:

@@ -71,12 +71,15 @@ def coarse_dir() -> Path:
 
 
 def run_key(slide_identity: str, level: int, grid: PatchGrid, model_fingerprint: str,
-            roi: str = "") -> str:
-    """Cache key of a run: slide identity, level, grid parameters, model fingerprint, and the
-    region's patch selection (``roi.roi_key``; "" for the whole slide)."""
-    parts = [slide_identity, level, *grid.params().values(), model_fingerprint]
+            roi: str = "", color: str = "") -> str:
+    """Cache key of a run: slide identity, level, grid parameters, model fingerprint, the
+    region's patch selection (``roi.roi_key``; "" for the whole slide) and the conversion of
+    the model's input colours ("" for the pixels as stored: keys made before it existed hold)."""
+    parts: list[Any] = [slide_identity, level, *grid.params().values(), model_fingerprint]
     if roi:
         parts.append(roi)
+    if color:
+        parts.append({"color": color})
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:RUN_KEY_CHARS]
 
 

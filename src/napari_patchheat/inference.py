@@ -31,7 +31,7 @@ from .heatmap import Heatmap, recorded_path
 from .messages import first_line
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
-from .options import RunOptions
+from .options import SRGB, RunOptions
 
 PREFETCH_BLOCKS = 2  # blocks read and cut ahead of the model (batches are copied in its thread)
 THREADS_ENV = "PATCHHEAT_THREADS"  # the cores a run may keep busy (a batch worker sets its own)
@@ -148,7 +148,7 @@ class HeatmapRun:
         self.block_px = block_px
         self.model_batch_size = options.batch_size  # halves when TensorFlow runs out of memory
         self.image = self.slide.levels[level]
-        self.reader = self.slide.reader(level)  # the same pixels, read without a dask graph
+        self.reader = self._reader(level)
         self.downsample = tuple(self.slide.downsamples[level])
         self.grid = self._grid()
         self.model.check_patch_size(self.grid.size)
@@ -158,6 +158,16 @@ class HeatmapRun:
         self.heatmap = self._open_heatmap()
 
     # --- set-up -------------------------------------------------------------------------------
+    def _reader(self, level: int) -> Any:
+        """The level's pixels as the model gets them, read without a dask graph where the file
+        allows: as stored, or each region converted to sRGB as it is read (color="srgb")."""
+        reader = self.slide.reader(level)
+        if self.options.color != SRGB:
+            return reader
+        from .slide.color import srgb_reader
+
+        return srgb_reader(reader, self.slide.srgb_transform())
+
     def _grid(self) -> PatchGrid:
         """The options' grid on this level; the size defaults to the model's input size."""
         o = self.options
@@ -180,11 +190,14 @@ class HeatmapRun:
 
     @property
     def key(self) -> str:
-        """Cache key: slide identity, level, grid parameters, model fingerprint, region."""
+        """Cache key: slide identity, level, grid parameters, model fingerprint, region, the
+        input's colour conversion."""
         from .roi import roi_key
+        from .slide.color import SRGB_INTENT
 
+        color = f"sRGB, {SRGB_INTENT}" if self.options.color == SRGB else ""
         return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint,
-                       "" if self.roi is None else roi_key(self.roi))
+                       "" if self.roi is None else roi_key(self.roi), color)
 
     def _open_heatmap(self) -> Heatmap:
         """An empty (NaN) heatmap; with caching on, the cached patches filled in."""
@@ -193,7 +206,7 @@ class HeatmapRun:
             level=self.level, downsample=self.downsample, mpp=self.slide.mpp,
             model_name=self.model.name, model_fingerprint=self.model.fingerprint,
             slide_path=recorded_path(self.slide.path), slide_shape=tuple(self.slide.shape),
-            extra={"tissue_threshold": self.tissue_threshold,
+            extra={"tissue_threshold": self.tissue_threshold, "color": self.options.color,
                    "positive_threshold": getattr(self.model, "positive_threshold", None),
                    **self._roi_extra()},
         )

@@ -25,6 +25,10 @@ DEFAULT_BATCH_SIZE = 32
 # so glass is not painted; the API computes every patch unless told otherwise (0 keeps all).
 INTERACTIVE_TISSUE_THRESHOLD = 0.1
 PAIR_FIELDS = ("size", "stride", "rate")
+# the model's input: the pixels as the scanner wrote them, or converted to sRGB from the file's
+# ICC profile (slide/color.py)
+AS_STORED, SRGB = "as stored", "srgb"
+COLORS = (AS_STORED, SRGB)
 
 
 def _option(default: Any, help_text: str, kind: str, **more: Any) -> Any:
@@ -67,6 +71,11 @@ class RunOptions:
         "$XDG_CACHE_HOME/napari-patchheat)", "path")
     use_cache: bool = _option(
         True, "neither read nor write the result cache", "switch", flag="--no-cache")
+    color: str = _option(
+        AS_STORED, "the model's input colours: 'as stored' (the default: the pixels as the "
+        "scanner wrote them, which is what models learn from) or 'srgb' (converted from the "
+        "slide's ICC profile to sRGB; a slide without a profile is an error)", "choice",
+        choices=COLORS)
     # compare=False: a region (geometries, a mask array) has no meaningful equality
     roi: Any = field(default=None, compare=False, metadata={
         "help": "run only inside these regions: a GeoJSON file of polygons in level-0 pixels "
@@ -109,3 +118,7 @@ class RunOptions:
         object.__setattr__(self, "padding", padding)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r} is unknown: use 'auto', 'tf' or 'numpy'.")
+        color = str(self.color).lower()
+        if color not in COLORS:
+            raise ValueError(f"color={self.color!r} is unknown: use 'as stored' or 'srgb'.")
+        object.__setattr__(self, "color", color)

@@ -26,6 +26,7 @@ META_PATH_KEYS = ("path", "slide_path")
 META_MPP_KEYS = ("mpp",)
 META_DOWNSAMPLE_KEYS = ("downsamples",)
 META_POWER_KEYS = ("objective_power",)
+META_ICC_KEY, META_ICC_BYTES_KEY = "icc_profile", "icc_profile_bytes"  # description, bytes
 
 
 def is_heatmap_layer(layer: Any) -> bool:
@@ -162,6 +163,12 @@ class SlideLayer:
         corners = np.stack([np.stack([y0, x0], -1), np.stack([y0, x1], -1),
                             np.stack([y1, x1], -1), np.stack([y1, x0], -1)], axis=1)
         return self.to_world(corners)
+
+
+def icc_profile_of(layer: Any) -> bytes | None:
+    """The ICC profile of the file behind ``layer`` (this plugin's reader's metadata), or None."""
+    profile = (getattr(layer, "metadata", None) or {}).get(META_ICC_BYTES_KEY)
+    return bytes(profile) if profile else None
 
 
 def _yx(array: Any, rgb: bool) -> tuple[int, int]:

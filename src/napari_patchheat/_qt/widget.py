@@ -29,6 +29,7 @@ from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptio
 from ..tissue import FLUORESCENCE_MODEL_WARNING, grid_status
 from .batch_panel import BatchPanel
 from .build_status import BuildStatus
+from .color_controls import ColorControls
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
@@ -101,6 +102,7 @@ class PatchHeatWidget(Container):
         self.status = TextLabel()
         self.build_status = BuildStatus()  # a huge slide's zoomed-out views being built
         self.show_grid = CheckBox(text="show the patch grid", value=True)
+        self.colors = ColorControls(self._error)  # show in sRGB; the model's input colours
         self.preview_info = TextLabel()
         self.region = RegionChoice(self.viewer, self._on_params)
         self.inside: Any = None  # bool (rows, cols): the grid's patches inside the region
@@ -132,11 +134,11 @@ class PatchHeatWidget(Container):
             "Grid": Container(labels=False, widgets=[
                 Container(widgets=[self.image_layer, self.level, self.size, self.stride,
                                    self.rate, self.padding]),
-                self.region, self.status, self.build_status, self.show_grid,
+                self.region, self.status, self.build_status, self.colors.row(self.show_grid),
                 self.preview_info]),
             "Model": Container(labels=False, widgets=[
                 Container(widgets=[self.model, self.model_file, self.batch_size,
-                                   self.tissue_threshold]),
+                                   self.tissue_threshold, self.colors.model_input]),
                 self.model_info, self.resize, self.mixed_precision]),
             "Run": self.run_panel,
             BATCH_SECTION: self.batch_panel,
@@ -232,8 +234,11 @@ class PatchHeatWidget(Container):
         """A slide layer was chosen (or its data replaced): read its pyramid, list its levels."""
         layer = self.image_layer.value
         self._watch(layer)
-        self.slide = SlideLayer.from_layer(layer) if layer is not None else None
+        self.slide = None if layer is None else SlideLayer.from_layer(layer)
+        if self.slide is not None:  # its levels as stored, whichever colours the layer shows
+            self.slide = self.colors.as_stored(self.slide)
         self.build_status.follow(layer)
+        self.colors.follow(layer)
         self.level.reset_choices()
         self._on_params()
 
@@ -263,7 +268,7 @@ class PatchHeatWidget(Container):
             rate=self.rate.value, padding=self.padding.value, batch_size=self.batch_size.value,
             tissue_threshold=float(self.tissue_threshold.value),
             resize=bool(self.resize.value) and not is_builtin(self.model_spec()),
-            mixed_precision=mixed, cache_dir=self.cache_dir,
+            mixed_precision=mixed, cache_dir=self.cache_dir, color=self.colors.model_color(),
             roi=self._roi(self.slide) if self.slide is not None else None,
             roi_min_fraction=float(self.region.min_fraction.value),
             roi_centre=bool(self.region.centre.value),
@@ -402,7 +407,7 @@ class PatchHeatWidget(Container):
     def _inspect_source(self) -> Any:
         if self.grid is None or self.slide is None:
             return None
-        return self.grid, self.downsample(), self.slide, self.level.value
+        return self.grid, self.downsample(), self.colors.model_view(self.slide), self.level.value
 
     def _patch_values(self, grid: PatchGrid, level: int, row: int, col: int) -> Any:
         return self.display.values_at(grid, level, row, col, getattr(self.slide, "layer", None))

@@ -11,8 +11,9 @@ or TensorFlow.
 Modules: ``opening`` (``open_slide``: which reader a file goes to), ``pyramid`` (``Slide``, the
 RGB rule, computed levels), ``tiff`` (opening a TIFF), ``tiff_level`` (its tile reader),
 ``tile_cache`` (tiles shared by neighbouring reads), ``openslide_reader`` (OpenSlide's
-formats, DICOM WSI), ``image`` (PNG, JPEG), ``metadata``
-(µm/px, objective power), ``arrays`` (readers as dask arrays), ``errors`` (``SlideError``).
+formats, DICOM WSI), ``omezarr`` (OME-Zarr), ``image`` (PNG, JPEG), ``metadata`` (µm/px,
+objective power), ``color`` (ICC profile -> sRGB), ``arrays`` (readers as dask arrays),
+``errors`` (``SlideError``).
 """
 
 from __future__ import annotations

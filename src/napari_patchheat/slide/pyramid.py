@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -29,6 +29,9 @@ import numpy as np
 from ..grid import as_numpy
 from .arrays import CHUNK_TARGET_PX, LoadedOnce, as_dask
 from .errors import SlideError
+
+if TYPE_CHECKING:
+    from .color import SrgbTransform
 
 PYRAMID_TOP_PX = 2048  # levels are added by 2x coarsening until the longer side fits this
 COMPUTED_CACHE_BYTES = 64 * 2**20  # computed levels this small are kept once computed
@@ -131,6 +134,30 @@ class Slide:
         if 0 <= level - self.stored_level_count < len(self._coarse_readers):
             return self._coarse_readers[level - self.stored_level_count]
         return self.levels[level]
+
+    def srgb_transform(self) -> SrgbTransform:
+        """The conversion of this slide's pixels from its ICC profile to sRGB
+        (:func:`.color.srgb_transform`); a :class:`SlideError` where the file carries no profile
+        or littlecms cannot use it."""
+        from .color import srgb_transform
+
+        if self.icc_profile is None:
+            raise SlideError(f"Cannot convert {self.path} to sRGB: the file carries no ICC "
+                             "colour profile; use its colours as stored.", self.path)
+        try:
+            return srgb_transform(self.icc_profile)
+        except ValueError as exc:
+            raise SlideError(f"Cannot convert {self.path} to sRGB: {exc}; use its colours as "
+                             "stored.", self.path) from None
+
+    def srgb_levels(self) -> list[da.Array]:
+        """``levels`` converted from the file's ICC profile to sRGB, lazily, chunk by chunk
+        (same shapes and chunks; each level converted, computed ones too); a
+        :class:`SlideError` as :meth:`srgb_transform` says."""
+        from .color import as_srgb
+
+        transform = self.srgb_transform()
+        return [as_srgb(level, transform) for level in self.levels]
 
     @property
     def shape(self) -> tuple[int, int]:

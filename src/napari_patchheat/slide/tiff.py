@@ -18,6 +18,7 @@ from .pyramid import Slide, as_rgb8
 from .tiff_level import TiffLevel
 
 ASSOCIATED_NAMES = ("thumbnail", "label", "macro", "map", "overview")
+ICC_PROFILE_TAG = 34675  # InterColorProfile: the ICC profile of the page's colours
 
 
 def open_tiff(path: Path) -> Slide:
@@ -69,7 +70,14 @@ def _slide_of(tif: Any, all_series: list[Any], path: Path) -> Slide:
         close=tif.close,
         tile_readers=readers,
         channel_names=channel_names(tif, page, index),
+        icc_profile=_icc_profile(page),
     )
+
+
+def _icc_profile(page: Any) -> bytes | None:
+    """The ICC profile the level-0 page carries (tag InterColorProfile), or None."""
+    value = page.tags.valueof(ICC_PROFILE_TAG)
+    return bytes(value) if value else None
 
 
 def _associated(images: list[Any], main: Any, all_series: list[Any], path: Path) -> dict[str, Any]:
