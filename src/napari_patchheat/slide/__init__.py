@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from .arrays import CHUNK_TARGET_PX
 from .errors import SlideError
+from .formats import SLIDE_SUFFIXES
 from .metadata import MPP_PLAUSIBLE_UM
-from .opening import BACKENDS, SLIDE_SUFFIXES, open_slide
+from .opening import BACKENDS, open_slide
 from .pyramid import PYRAMID_TOP_PX, Slide, rgb_pyramid, thumbnail_level
 
 __all__ = [
