@@ -215,20 +215,23 @@ def problem(exc: BaseException, url: str) -> str:
         return ("no credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                 "(or AWS_PROFILE), pass key and secret in storage_options, or anon: true for a "
                 "public bucket")
+    # before the rest: fsspec's http says FileNotFoundError for a server that did not answer
+    if any(isinstance(e, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in type(e).__name__
+           for e in chain):
+        return (f"the server did not answer in time (timeouts: {CONNECT_TIMEOUT_S} s to connect, "
+                f"{READ_TIMEOUT_S} s to read, unless storage_options set others); check the "
+                "endpoint (AWS_ENDPOINT_URL or the URL's host) and the network")
+    refused = next((e for e in chain if isinstance(e, ConnectionError)
+                    or "Connect" in type(e).__name__), None)
+    if refused is not None:
+        return (f"cannot connect to the server ({' '.join(str(refused).split()).rstrip('.')}); "
+                "check the endpoint (AWS_ENDPOINT_URL or the URL's host) and the network")
     if isinstance(exc, PermissionError) or _status(chain) in (401, 403):
         return (f"access was denied ({text}); check the credentials (for s3://, "
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or key and secret in "
                 "storage_options) and that they may read this object")
     if isinstance(exc, FileNotFoundError) or _status(chain) == 404:
         return (f"there is no such object ({text}); check the bucket and the path in the URL")
-    if any(isinstance(e, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in type(e).__name__
-           for e in chain):
-        return (f"the server did not answer in time (connect timeout {CONNECT_TIMEOUT_S} s, "
-                f"read timeout {READ_TIMEOUT_S} s); check the endpoint (AWS_ENDPOINT_URL or "
-                "the URL's host) and the network")
-    if any(isinstance(e, ConnectionError) or "Connect" in type(e).__name__ for e in chain):
-        return (f"cannot connect to the server ({text}); check the endpoint (AWS_ENDPOINT_URL "
-                "or the URL's host) and the network")
     if isinstance(exc, ValueError) and "range requests" in text:
         return _no_ranges()
     if isinstance(exc, ValueError) and "protocol" in text.lower():
