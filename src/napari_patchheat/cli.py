@@ -402,7 +402,7 @@ def batch_command(args: argparse.Namespace) -> int:
     from .batch import cluster_client, run_batch
     from .manifest import read_slide_list
 
-    options = run_options(args)
+    options, storage = run_options(args), storage_options(args)
     slides = list(args.slides)
     if args.slide_list is not None:
         slides += read_slide_list(args.slide_list)
@@ -417,7 +417,7 @@ def batch_command(args: argparse.Namespace) -> int:
                              outputs=job_outputs(args), split_px=args.split_px,
                              retries=args.retries, resources=resources,
                              on_progress=BatchLine(sys.stderr, PROGRESS_EVERY_S),
-                             storage_options=storage_options(args))
+                             storage_options=storage)
     print(file=sys.stderr)
     for row in manifest.rows:
         if row.status == "failed":

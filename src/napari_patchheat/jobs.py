@@ -70,10 +70,10 @@ def run_job(slide: Path | str, model: Any, out: Path, outputs: JobOutputs = JobO
     """
     from .files import WriteError, prepare_output_folder
     from .options import RunOptions
-    from .slide.location import is_url
+    from .slide.location import scheme_of
 
     options = options if options is not None else RunOptions()
-    if not is_url(slide) and not Path(slide).exists():
+    if not scheme_of(slide) and not Path(slide).exists():  # a URL is open_slide's to check
         raise UserError(f"{slide} does not exist: give the path of a slide file.")
     made = not os.path.isdir(out)  # (never raises: a name too long is prepare's to say)
     try:  # before the run, so a bad --out costs nothing

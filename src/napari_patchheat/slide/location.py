@@ -29,6 +29,8 @@ def is_url(path: object) -> bool:
 def scheme_of(path: object) -> str | None:
     """The scheme of a string that looks like a URL ('ftp' of 'ftp://host/a.svs'), else None
     (a local path, a Windows drive letter)."""
+    if isinstance(path, SlideURL):
+        path = path.url
     match = re.match(r"([A-Za-z][A-Za-z0-9+.-]+)://", path) if isinstance(path, str) else None
     return match.group(1).lower() if match else None
 
