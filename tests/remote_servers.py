@@ -72,22 +72,24 @@ class _RangeHandler(BaseHTTPRequestHandler):
         if not path.is_file():
             self.send_error(404)
             return
-        data = path.read_bytes()
+        size = path.stat().st_size
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
-        code, part = 200, data
+        code, start, end = 200, 0, size - 1
         if match and server.ranges == "refuse":
-            code, part = 416, b""
+            code, end = 416, -1
         elif match and server.ranges == "honour":
-            start = int(match[1])
-            end = min(int(match[2]) if match[2] else len(data) - 1, len(data) - 1)
-            code, part = 206, data[start:end + 1]
+            code, start = 206, int(match[1])
+            end = min(int(match[2]) if match[2] else size - 1, size - 1)
         self.send_response(code)
         if code == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.send_header("Content-Length", str(len(part)))
-        self.send_header("ETag", f'"{path.stat().st_size}-{path.stat().st_mtime_ns}"')
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end + 1 - start))
+        self.send_header("ETag", f'"{size}-{path.stat().st_mtime_ns}"')
         self.end_headers()
         if body:
+            with path.open("rb") as f:  # the part asked for only (slides can be GBs)
+                f.seek(start)
+                part = f.read(end + 1 - start)
             server.count(len(part))
             self.wfile.write(part)
 

@@ -31,13 +31,16 @@ from .pyramid import Slide
 __all__ = ["is_url", "open_remote"]
 
 # one request fetches this much: dozens of tiles (JPEG tiles of slides are 10-60 kB), so a
-# request's latency (10-100 ms to object storage) is paid once per dozens of tiles, while a
-# viewer's first screenful costs a few requests
+# request's latency (10-100 ms to object storage) is paid once per dozens of tiles, and its
+# transfer (~20 ms at 50 MB/s) about equals that latency. Measured (benchmarks/bench_read.py,
+# 20 ms per request): a run's pass over a level makes 0.008 requests per tile and fetches 1.17x
+# the tiles' bytes; 4 MiB blocks fetch 1.41x, 256 KiB ones make 3.6x the requests
 REMOTE_BLOCK_BYTES = 2**20
 # blocks kept per open slide (64 MiB at most): a run reads a level in blocks of tile rows
-# (grid.READ_BLOCK_PX high, ~10 tile rows), and a block's requests fetch the bytes of the whole
-# width of those rows; kept, they serve the blocks to its right instead of being fetched again
-# (tested: a run over a level fetches at most 1.5x the file), and panning back is instant
+# (grid.READ_BLOCK_PX high, ~10 tile rows, one block fetched per tile row); kept, those blocks
+# serve the next read blocks to the right instead of being fetched again, and panning back is
+# instant. With one block per tile row, a level up to ~6 blocks per tile row wide (~150,000 px
+# of 30 kB JPEG tiles) is fetched about once
 REMOTE_CACHE_BLOCKS = 64
 REMOTE_CACHE_TYPE = "background"  # fsspec's LRU block cache that fetches the next block ahead
 CONNECT_TIMEOUT_S = 10  # a server that does not accept the connection in this time fails
