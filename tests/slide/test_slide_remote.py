@@ -201,3 +201,32 @@ def test_locations_name_and_record_a_url_as_it_is():
         "s3://b/x//y.svs"
     assert content_key({"size": 5, "ETag": '"e"', "LastModified": "t"}) == 'size=5|etag="e"'
     assert content_key({"size": 5, "Last-Modified": "t"}) == "size=5|lastmodified=t"
+
+
+def test_a_huge_remote_slides_zoomed_out_views_are_built_into_the_local_cache(
+        monkeypatch, tmp_path):
+    """A single-level TIFF counted as huge, over HTTP: its computed levels are built once into
+    the local cache, named for its URL and source_key, equal to the lazily computed ones, and a
+    later open of the URL reads them from there."""
+    import tifffile
+
+    from napari_patchheat.slide import coarse
+
+    monkeypatch.setattr(coarse, "COARSE_BUILD_MIN_PX", 2**20)
+    monkeypatch.setenv("PATCHHEAT_CACHE_DIR", str(tmp_path / "cache"))
+    image = np.random.default_rng(0).integers(0, 256, (2600, 4100, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "huge.tif", image, photometric="rgb", tile=(256, 256),
+                     compression="zlib")
+    with RangeServer(tmp_path) as server:
+        url = server.url("huge.tif")
+        with open_slide(url) as slide:
+            assert coarse.needs_build(slide)
+            expected = [np.asarray(lv) for lv in slide.levels[1:]]
+            assert expected[0].std() > 0
+            built = coarse.build_coarse_levels(slide)
+        assert built == coarse_file(SlideURL(url), None, slide.source_key)
+        assert built.parent == tmp_path / "cache" / "coarse"
+        with open_slide(url) as slide:
+            assert slide.coarse_path == built and not coarse.needs_build(slide)
+            for k, level in enumerate(expected, start=1):
+                np.testing.assert_array_equal(np.asarray(slide.levels[k]), level)

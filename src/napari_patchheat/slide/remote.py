@@ -93,13 +93,15 @@ def open_remote(url: str, backend: str, storage_options: Mapping[str, Any]) -> S
 
 def _open_file(location: SlideURL, fileobj: Any, head: bytes, backend: str,
                source_key: str) -> Slide:
-    """The slide in the open remote file: TIFF (tile by tile) or PNG/JPEG (fetched whole)."""
+    """The slide in the open remote file: TIFF (tile by tile; computed levels from their built
+    file in the local cache where :mod:`.coarse` made one) or PNG/JPEG (fetched whole)."""
+    from .coarse import use_built_levels
     from .image import open_image
     from .tiff import open_tiff
 
     url, kind = str(location), sniff(head)
     if kind == "tiff" and backend in ("auto", "tifffile"):
-        return open_tiff(location, fileobj, source_key)
+        return use_built_levels(open_tiff(location, fileobj, source_key))
     if kind in ("png", "jpeg") and backend in ("auto", "image"):
         with remote_errors(url):
             fileobj.seek(0)
