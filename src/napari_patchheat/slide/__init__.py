@@ -9,7 +9,9 @@ PNG and JPEG are decoded whole, once, on first read. Nothing here imports Qt or 
 Modules: ``opening`` (``open_slide``: which reader a file goes to), ``pyramid`` (``Slide``, the
 RGB rule, computed levels), ``tiff`` (opening a TIFF), ``tiff_level`` (its tile reader),
 ``tile_cache`` (tiles shared by neighbouring reads), ``image`` (PNG, JPEG), ``metadata``
-(µm/px, objective power), ``arrays`` (readers as dask arrays), ``errors`` (``SlideError``).
+(µm/px, objective power), ``arrays`` (readers as dask arrays), ``errors`` (``SlideError``),
+``formats`` (suffixes, magic numbers), ``location`` (a path or a ``SlideURL``), ``remote``
+(URLs through fsspec).
 """
 
 from __future__ import annotations
