@@ -63,6 +63,9 @@ def test_run_on_the_real_svs_writes_compute_heatmaps_values(tmp_path):
          "--storage-options is a JSON list, not an object"),
         (["run", "ftp://host/a.svs", "--out", "{out}"], "ftp:// URLs are not read"),
         (["run", "s3://bucket/a.mrxs", "--out", "{out}"], "read from local files only"),
+        # a URL is not a missing file: the heatmap is what is checked before napari starts
+        (["open", "s3://bucket/a.svs", "--heatmap", "{out}/none.npz"],
+         "none.npz does not exist or is not a file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -65,6 +67,11 @@ def test_s3_slide_equals_the_local_file(s3_env: S3, name):
         identity = remote.identity
     with open_slide(url) as again:  # the same object: the same identity (cache key)
         assert again.identity == identity != local.identity
+    if name == "svs":  # ... in another process too (a batch worker, a later run)
+        code = f"from napari_patchheat.slide import open_slide; print(open_slide({url!r}).identity)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120, check=True)
+        assert out.stdout.split() == [identity]
 
 
 def test_s3_with_storage_options_instead_of_the_environment(s3: S3, svs_path, monkeypatch):
