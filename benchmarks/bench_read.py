@@ -7,7 +7,11 @@ cache), to open it, and to get the first screenful (the whole level that fits 19
 level-0 region reads in MPix/s through ``Slide.levels`` (dask) against tifffile decoding the
 same tiles itself (same threads), and against tifffile's zarr store; the same on the real
 CMU SVS when ../shared/data/real is there, and the SVS through the OpenSlide backend against
-the tifffile backend; peak memory (tracemalloc, RSS).
+the tifffile backend; peak memory (tracemalloc, RSS). Then the remote
+case: the same regions of the same file served over HTTP with range requests
+(tests/remote_servers.py) that each wait ``--remote-latency-ms`` (a distant object store),
+read through fsspec's block cache, in MPix/s against the local file in the same run, with the
+requests per tile and the bytes fetched per byte of tiles. ``--remote-only`` runs just that.
 """
 
 from __future__ import annotations
@@ -118,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the slide is kept")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--regions", type=int, default=8, help="level-0 regions per read pass")
+    parser.add_argument("--remote-latency-ms", type=float, default=20.0,
+                        help="the HTTP server's wait per request in the remote case")
+    parser.add_argument("--remote-only", action="store_true",
+                        help="only the remote case (and the slide it reads)")
     args = parser.parse_args(argv)
     threads = os.cpu_count() or 1
     print(f"bench_read: {args.size} x {args.size} px slide, {threads} CPU threads, "
@@ -133,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  write the generated slide        {time.perf_counter() - t0:8.1f} s  "
               f"({size_gb:.2f} GB)")
 
+    if args.remote_only:
+        with open_slide(path) as slide:
+            regions = tissue_regions(slide, args.regions, (REGION_PX, REGION_PX))
+            tile = slide.tile_shapes[0]
+        remote_case(path, regions, tile, args.repeat, args.remote_latency_ms)
+        return 0
     t_open, slide = best_of(lambda: open_slide(path), args.repeat)
     screen_level = next(
         (k for k, lv in enumerate(slide.levels)
@@ -198,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
               f"MPix/s, tifffile.imread {mpix / t_tiff:.1f} MPix/s, "
               f"ratio ours/tifffile {t_tiff / t_ours:.2f}")
         openslide_vs_tifffile(args.repeat)
+    remote_case(path, regions, slide.tile_shapes[0], args.repeat, args.remote_latency_ms)
     return 0
 
 
@@ -222,6 +237,91 @@ def openslide_vs_tifffile(repeat: int) -> None:
     print(f"  real CMU SVS, backend 'openslide' vs 'tifffile' (same pixels): whole level 0 "
           f"{mpix / ow:.1f} vs {mpix / tw:.1f} MPix/s, ratio openslide/tifffile {tw / ow:.2f}; "
           f"16 regions of 512 px {rpix / orr:.1f} vs {rpix / tr:.1f} MPix/s, ratio {tr / orr:.2f}")
+
+
+
+def remote_case(path: Path, regions: list[tuple[int, int, int, int]], tile: tuple[int, int],
+                repeat: int, latency_ms: float) -> None:
+    """The level-0 ``regions`` of ``path`` over HTTP (each request waiting ``latency_ms``)
+    against the local file, each pass from a fresh open (an empty block cache): MPix/s, the
+    ratio, requests per tile read, bytes fetched per byte of the tiles' data."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from remote_servers import RangeServer
+
+    from napari_patchheat.slide.remote import REMOTE_BLOCK_BYTES, REMOTE_CACHE_BLOCKS
+
+    def tiles_of(y0: int, x0: int, y1: int, x1: int) -> list[tuple[int, int]]:
+        return [(ty, tx) for ty in range(y0 // tile[0], (y1 - 1) // tile[0] + 1)
+                for tx in range(x0 // tile[1], (x1 - 1) // tile[1] + 1)]
+
+    touched = sorted({t for r in regions for t in tiles_of(*r)})
+    mpix = sum((y1 - y0) * (x1 - x0) for y0, x0, y1, x1 in regions) / 1e6
+    with RangeServer(path.parent, latency_s=latency_ms / 1e3) as server:
+        url = server.url(path.name)
+        counts: list[tuple[int, int, int]] = []  # requests, bytes fetched, bytes of the tiles
+
+        def read(source: str | Path) -> list[np.ndarray]:
+            with open_slide(source) as s:
+                before = (server.requests, server.bytes_sent)
+                out = [np.asarray(s.levels[0][a:c, b:d]) for a, b, c, d in regions]
+                level = s.tile_readers[0]
+                tile_bytes = sum(int(level.pages[0].databytecounts[ty * level.across + tx])
+                                 for ty, tx in touched)
+                counts.append((server.requests - before[0], server.bytes_sent - before[1],
+                               tile_bytes))
+            return out
+
+        t_open, s = best_of(lambda: open_slide(url), repeat)
+        s.close()
+        t_local, local = best_of(lambda: read(path), repeat)
+        t_remote, remote = best_of(lambda: read(url), repeat)
+        for a, b in zip(local, remote):
+            assert np.array_equal(a, b), "remote and local reads disagree"
+    requests, fetched, tile_bytes = counts[-1]
+    print(f"  remote: the same {len(regions)} regions over HTTP, {latency_ms:g} ms per request, "
+          f"block cache {REMOTE_CACHE_BLOCKS} x {REMOTE_BLOCK_BYTES / 2**20:g} MiB, read-ahead:")
+    print(f"    open_slide over HTTP           {t_open * 1e3:8.1f} ms")
+    print(f"    local file (fresh open)        {mpix / t_local:8.1f} MPix/s")
+    print(f"    HTTP (fresh open)              {mpix / t_remote:8.1f} MPix/s   ratio "
+          f"remote/local {t_local / t_remote:.2f}")
+    print(f"    {requests} requests for {len(touched)} tiles: {requests / len(touched):.3f} "
+          f"requests per tile; {fetched / 2**20:.1f} MiB fetched for {tile_bytes / 2**20:.1f} MiB "
+          f"of tiles ({fetched / max(tile_bytes, 1):.2f}x)")
+    remote_run_pass(path, latency_ms)
+
+
+def remote_run_pass(path: Path, latency_ms: float) -> None:
+    """The whole level 0 read as a run reads it (blocks of READ_BLOCK_PX, row after row,
+    through the level's reader), from the local file and over HTTP: MPix/s, requests per tile,
+    bytes fetched per byte of the level's tiles (1.0: each tile fetched once)."""
+    from remote_servers import RangeServer
+
+    from napari_patchheat.grid import READ_BLOCK_PX
+
+    def run_pass(source: str | Path) -> tuple[float, int, int]:
+        with open_slide(source) as s:
+            level = s.reader(0)
+            h, w = level.shape[:2]
+            t0 = time.perf_counter()
+            for y in range(0, h, READ_BLOCK_PX):
+                for x in range(0, w, READ_BLOCK_PX):
+                    level[y:y + READ_BLOCK_PX, x:x + READ_BLOCK_PX]
+            page = level.pages[0]
+            return time.perf_counter() - t0, len(page.databytecounts), sum(page.databytecounts)
+
+    with RangeServer(path.parent, latency_s=latency_ms / 1e3) as server:
+        t_local, tiles, level_bytes = run_pass(path)
+        before = (server.requests, server.bytes_sent)
+        t_remote, _, _ = run_pass(server.url(path.name))
+        requests, fetched = server.requests - before[0], server.bytes_sent - before[1]
+    with open_slide(path) as s:
+        mpix = s.shape[0] * s.shape[1] / 1e6
+    print(f"  remote: a run's pass over level 0 ({mpix:.0f} MPix, {tiles} tiles, blocks of "
+          f"{READ_BLOCK_PX} px, one thread):")
+    print(f"    local file {mpix / t_local:.1f} MPix/s, HTTP {mpix / t_remote:.1f} MPix/s, ratio "
+          f"remote/local {t_local / t_remote:.2f}; {requests} requests "
+          f"({requests / tiles:.3f} per tile), {fetched / 2**20:.1f} MiB fetched for "
+          f"{level_bytes / 2**20:.1f} MiB of tiles ({fetched / level_bytes:.2f}x)")
 
 
 if __name__ == "__main__":

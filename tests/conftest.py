@@ -298,3 +298,8 @@ def mounts(tmp_path):
     yield mount
     for where in made:
         subprocess.run(["umount", str(where)], check=False)
+
+
+# --- remote slides: moto's S3 server (tests/remote_servers.py) ---------------------------------
+
+from remote_servers import s3, s3_env  # noqa: E402, F401  (fixtures)

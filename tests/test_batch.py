@@ -388,3 +388,21 @@ def test_a_slide_through_a_symbolic_link_gives_batch_and_run_the_same_files(clie
     assert Path(row.outputs["npz"]).name == "linked.dab.npz"
     assert_same_files(row.outputs, want)
     assert Heatmap.load_npz(want["npz"]).slide_path == str(link)
+
+
+def test_a_batch_of_s3_urls_equals_the_local_runs(client, s3, svs_path, ndpi_path, tmp_path):
+    """Two slides in moto's S3, their keys and endpoint only in ``storage_options`` (which
+    travel to the workers in the BatchJob): each heatmap equals the local file's run, and the
+    manifest records the URLs."""
+    options = replace(OPTIONS, level=1)
+    urls = [s3.url(svs_path.name), s3.url(ndpi_path.name)]
+    manifest = run_batch(urls, "dab", options, tmp_path / "s3", client,
+                         storage_options=s3.storage_options)
+    assert [(r.slide, r.status) for r in manifest.rows] == [(u, "ok") for u in urls]
+    assert Manifest.read(tmp_path / "s3").rows[0].slide == urls[0]
+    for path, row in zip((svs_path, ndpi_path), manifest.rows):
+        want = Heatmap.load_npz(reference(path, tmp_path / "local", options, ("npz",))["npz"])
+        got = Heatmap.load_npz(row.outputs["npz"])
+        assert np.nanstd(want.values) > 0 and got.grid == want.grid
+        np.testing.assert_array_equal(got.values, want.values)
+        assert got.slide_path == row.slide

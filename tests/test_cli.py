@@ -72,6 +72,15 @@ def test_run_takes_a_dicom_folder(dicom_path, tmp_path):
          "minimum probability applies only to a model with several classes"),
         (["run", "{svs}", "--positive-threshold", "high", "--out", "{out}"],
          "invalid float value: 'high'"),
+        (["run", "{svs}", "--storage-options", "{{bad", "--out", "{out}"],
+         "--storage-options is not valid JSON (Expecting property name"),
+        (["batch", "{svs}", "--storage-options", "[1]", "--out", "{out}"],
+         "--storage-options is a JSON list, not an object"),
+        (["run", "ftp://host/a.svs", "--out", "{out}"], "ftp:// URLs are not read"),
+        (["run", "s3://bucket/a.mrxs", "--out", "{out}"], "read from local files only"),
+        # a URL is not a missing file: the heatmap is what is checked before napari starts
+        (["open", "s3://bucket/a.svs", "--heatmap", "{out}/none.npz"],
+         "none.npz does not exist or is not a file"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -579,3 +588,24 @@ def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it():
                          text=True, timeout=60,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert out.returncode == 0 and out.stdout.strip().endswith("ignored"), out.stderr
+
+
+def test_run_on_an_s3_url_with_storage_options_equals_the_local_run(s3, svs_path, tmp_path,
+                                                                    capsys, monkeypatch):
+    """``patchheat run s3://... --storage-options JSON`` (no keys in the environment) writes
+    the local file's heatmap, named for the object."""
+    import json
+
+    for var in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    flags = ["--model", "dab", "--size", "64", "--stride", "64", "--no-cache"]
+    assert main(["run", str(svs_path), *flags, "--out", str(tmp_path / "local")]) == 0
+    assert main(["run", s3.url(svs_path.name), *flags, "--out", str(tmp_path / "s3"),
+                 "--storage-options", json.dumps(s3.storage_options)]) == 0
+    assert "CMU-1-Small-Region.svs: level 0" in capsys.readouterr().err
+    want = Heatmap.load_npz(tmp_path / "local" / "CMU-1-Small-Region.dab.npz")
+    got = Heatmap.load_npz(tmp_path / "s3" / "CMU-1-Small-Region.dab.npz")
+    assert np.nanstd(want.values) > 0 and got.grid == want.grid
+    np.testing.assert_array_equal(got.values, want.values)
+    assert got.slide_path == s3.url(svs_path.name)

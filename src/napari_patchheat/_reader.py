@@ -8,6 +8,8 @@ power and ``Slide.downsamples`` (exact powers of two for computed levels; napari
 docs/coordinates.md).
 A huge single-level slide shows blank zoomed-out views while they are built once, with a
 progress bar (see ``_qt/coarse_build.py``).
+Slide URLs (``s3://``, ``gs://``, ``az://``, ``http(s)://``) are read remotely, with the
+credentials and endpoint of the environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
 A file this reader claims but cannot read raises :class:`~napari_patchheat.slide.SlideError`
 (napari shows the message); a file it does not take gets ``None``.
 """
@@ -20,20 +22,25 @@ from collections.abc import Callable
 from typing import Any
 
 from .slide import SLIDE_SUFFIXES
+from .slide.location import is_url, url_key
 from .slide.opening import is_slide_folder
 
 LayerData = tuple[Any, dict[str, Any], str]
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
-    """The reader for slide files (by suffix, case-insensitive) and for folders that hold a
-    DICOM WSI series or an OME-Zarr; None for anything else."""
+    """The reader for slide files and slide URLs (``s3://``, ``https://``, ...; by suffix,
+    case-insensitive, a URL's without its query string) and for folders that hold a DICOM WSI
+    series or an OME-Zarr; None for anything else."""
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not paths:
         return None
     for p in paths:
         name = os.fspath(p)
-        if os.path.isdir(name):
+        if is_url(name):
+            if not url_key(name).rstrip("/").lower().endswith(SLIDE_SUFFIXES):
+                return None
+        elif os.path.isdir(name):
             if not is_slide_folder(name):
                 return None
         elif not name.lower().endswith(SLIDE_SUFFIXES):

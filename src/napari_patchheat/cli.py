@@ -123,19 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     run = sub.add_parser("run", help="compute a heatmap of a slide with a model")
-    run.add_argument("slide", type=Path, help="slide file or folder (SVS, NDPI, OME-TIFF, "
-                     "TIFF, MRXS, DICOM WSI folder or .dcm, PNG, JPEG, ...)")
+    run.add_argument("slide", type=_slide_arg,
+                     help="slide file or folder (SVS, NDPI, OME-TIFF, TIFF, MRXS, DICOM WSI "
+                          "folder or .dcm, OME-Zarr, PNG, JPEG, ...) or URL (s3://, gs://, "
+                          "az://, http(s)://)")
     _add_run_options(run)
     _add_output_options(run)
+    _add_storage_option(run)
 
     batch = sub.add_parser("batch", help="many slides (or huge ones in regions) on "
                                          "dask.distributed: a local cluster or a scheduler")
-    batch.add_argument("slides", type=Path, nargs="*", help="slide files")
+    batch.add_argument("slides", type=_slide_arg, nargs="*", help="slide files or URLs")
     batch.add_argument("--list", type=Path, dest="slide_list",
                        help="file listing the slides: .txt (one a line) or .csv (a 'slide' "
                             "column); relative paths are taken from its folder")
     _add_run_options(batch)
     _add_output_options(batch)
+    _add_storage_option(batch)
     batch.add_argument("--scheduler",
                        help="dask scheduler address (tcp://host:8786) or scheduler file "
                             "(default: start a local cluster)")
@@ -183,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-viewer", action="store_true", help="do not open napari")
 
     op = sub.add_parser("open", help="open napari with a slide, the PatchHeat widget and heatmaps")
-    op.add_argument("slide", type=Path, nargs="?", help="slide to open")
+    op.add_argument("slide", type=_slide_arg, nargs="?", help="slide file or URL to open")
     op.add_argument("--heatmap", type=Path, action="append", default=[],
                     help="heatmap .npz, .ome.tif or .ome.zarr written by 'patchheat run' "
                          "(repeatable)")
@@ -229,6 +233,38 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-probability", type=float, default=None,
                    help="GeoJSON: leave a multi-class model's tiles unclassified where their "
                         "top class's value is below this (default: each gets its top class)")
+
+
+def _add_storage_option(p: argparse.ArgumentParser) -> None:
+    """``--storage-options JSON`` (``run`` and ``batch``): fsspec's options for URLs."""
+    p.add_argument("--storage-options", default=None, metavar="JSON",
+                   help="fsspec options for slide URLs, a JSON object, e.g. "
+                        "'{\"client_kwargs\": {\"endpoint_url\": \"http://minio:9000\"}}' "
+                        "(credentials are better left in the environment: AWS_ACCESS_KEY_ID, "
+                        "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...)")
+
+
+def _slide_arg(text: str) -> Path | str:
+    """A slide argument: a URL ('s3://...') as it is, a local path as a Path."""
+    return text if "://" in text else Path(text)
+
+
+def storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The parsed ``--storage-options`` (a JSON object), or None; a UserError otherwise."""
+    from .files import JSONError, loads_json
+
+    text = getattr(args, "storage_options", None)
+    if text is None:
+        return None
+    try:
+        value = loads_json(text)
+    except JSONError as exc:
+        raise UserError(f"--storage-options is not valid JSON ({exc}): give a JSON object, "
+                        "e.g. '{\"anon\": true}'.") from None
+    if not isinstance(value, dict):
+        raise UserError(f"--storage-options is a JSON {type(value).__name__}, not an object: "
+                        "give a JSON object, e.g. '{\"anon\": true}'.")
+    return value
 
 
 def _add_option(p: Any, f: dataclasses.Field[Any]) -> None:
@@ -281,12 +317,13 @@ def demo(out: Path, viewer: bool) -> int:
     return 0
 
 
-def open_viewer(slide: Path | None, heatmaps: Sequence[Path]) -> int:
-    """napari with ``slide``, the PatchHeat dock widget and the given heatmaps; files that
-    cannot be shown are a UserError or ValueError before napari starts."""
+def open_viewer(slide: Path | str | None, heatmaps: Sequence[Path]) -> int:
+    """napari with ``slide`` (a path or a URL), the PatchHeat dock widget and the given
+    heatmaps; files that cannot be shown are a UserError or ValueError before napari starts."""
     from .analysis.heatmap_files import read_heatmap_file
 
-    if slide is not None and not slide.exists():  # a file, or a folder (DICOM, OME-Zarr)
+    # a file, or a folder (DICOM, OME-Zarr); a URL is checked when it opens
+    if isinstance(slide, Path) and not slide.exists():
         raise UserError(f"{slide} does not exist: give a slide's path.")
     for path in heatmaps:
         if not (path.is_file() or path.suffix.lower() == ".zarr" and path.is_dir()):
@@ -373,7 +410,7 @@ def batch_command(args: argparse.Namespace) -> int:
     from .batch import cluster_client, run_batch
     from .manifest import read_slide_list
 
-    options = run_options(args)
+    options, storage = run_options(args), storage_options(args)
     slides = list(args.slides)
     if args.slide_list is not None:
         slides += read_slide_list(args.slide_list)
@@ -387,7 +424,8 @@ def batch_command(args: argparse.Namespace) -> int:
         manifest = run_batch(slides, args.model, options, args.out, client,
                              outputs=job_outputs(args), split_px=args.split_px,
                              retries=args.retries, resources=resources,
-                             on_progress=BatchLine(sys.stderr, PROGRESS_EVERY_S))
+                             on_progress=BatchLine(sys.stderr, PROGRESS_EVERY_S),
+                             storage_options=storage)
     print(file=sys.stderr)
     for row in manifest.rows:
         if row.status == "failed":
@@ -399,7 +437,8 @@ def batch_command(args: argparse.Namespace) -> int:
 def _command(args: argparse.Namespace) -> int:
     """Run the parsed command."""
     if args.command == "run":
-        files = run_job(args.slide, args.model, args.out, job_outputs(args), run_options(args))
+        files = run_job(args.slide, args.model, args.out, job_outputs(args), run_options(args),
+                        storage_options=storage_options(args))
         for fmt, path in files.items():
             print(f"{fmt}: {path}")
         return 0

@@ -22,6 +22,7 @@ from .files import atomic_write, loads_json
 from .grid import FloatPair, PatchGrid, as_float_pair
 from .messages import first_line
 from .slide import SLIDE_SUFFIXES
+from .slide.location import SlideURL, recorded_location
 
 HEATMAP_FORMAT_VERSION = 1
 # napari layer metadata keys of a heatmap layer (Heatmap.layer_kwargs): the Heatmap, the class shown
@@ -232,10 +233,11 @@ def check_npz_member(npz: Any, name: str) -> None:
                          f"{info.file_size:,} bytes")
 
 
-def recorded_path(path: str | os.PathLike[str]) -> str:
+def recorded_path(path: str | os.PathLike[str] | SlideURL) -> str:
     """How a heatmap (and a batch's manifest) records its slide's path, whatever the entry
-    point: absolute, symbolic links kept (the name the user gave the slide names the files)."""
-    return os.path.abspath(os.fspath(path))
+    point: absolute, symbolic links kept (the name the user gave the slide names the files); a
+    URL as it is."""
+    return recorded_location(path)
 
 
 @contextmanager

@@ -32,6 +32,7 @@ from .messages import first_line
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
 from .options import SRGB, RunOptions
+from .slide.location import is_url, source_name
 
 PREFETCH_BLOCKS = 2  # blocks read and cut ahead of the model (batches are copied in its thread)
 THREADS_ENV = "PATCHHEAT_THREADS"  # the cores a run may keep busy (a batch worker sets its own)
@@ -366,15 +367,16 @@ def _run_model(model: Any, options: RunOptions) -> Any:
 
 
 def _describe(exc: BaseException, path: Any) -> str:
+    name = source_name(path)
     if isinstance(exc, _ModelOutOfMemory):
-        return (f"out of memory while running the model on {Path(str(path)).name} even one "
+        return (f"out of memory while running the model on {name} even one "
                 "patch at a time: use smaller patches or a smaller model.")
     if isinstance(exc, MemoryError) or "ResourceExhausted" in type(exc).__name__:
-        return (f"out of memory while running the model on {Path(str(path)).name}: "
+        return (f"out of memory while running the model on {name}: "
                 "lower the batch size or the patch size.")
-    if isinstance(exc, (OSError, KeyError)) and not Path(str(path)).exists():
+    if isinstance(exc, (OSError, KeyError)) and not is_url(path) and not Path(str(path)).exists():
         return f"the slide {path} disappeared during the run: put it back and run again to resume."
-    return f"the run on {Path(str(path)).name} failed: {first_line(exc)}"
+    return f"the run on {name} failed: {first_line(exc)}"
 
 
 class _Prefetch:

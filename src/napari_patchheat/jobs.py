@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,11 +55,13 @@ class JobOutputs:
         return ClassRule(tuple(model.class_names), threshold, self.min_probability)
 
 
-def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs(),
+def run_job(slide: Path | str, model: Any, out: Path, outputs: JobOutputs = JobOutputs(),
             options: RunOptions | None = None, *, quiet: bool = False,
-            compute: Callable[[Any], Iterable[Any]] | None = None) -> dict[str, Path]:
-    """Compute a heatmap of ``slide`` with ``model`` (a name, a path or a loaded model) and
-    write it to ``out`` as ``outputs`` say; returns format -> file.
+            compute: Callable[[Any], Iterable[Any]] | None = None,
+            storage_options: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """Compute a heatmap of ``slide`` (a path, or a URL read with fsspec's
+    ``storage_options``) with ``model`` (a name, a path or a loaded model) and write it to
+    ``out`` as ``outputs`` say; returns format -> file.
 
     The class rule is checked before the run and kept in the heatmap's extra. ``compute(run)``,
     when given, yields the HeatmapRun's Progress in place of ``run.run()`` (``patchheat batch``
@@ -68,9 +70,10 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
     """
     from .files import WriteError, prepare_output_folder
     from .options import RunOptions
+    from .slide.location import scheme_of
 
     options = options if options is not None else RunOptions()
-    if not slide.exists():
+    if not scheme_of(slide) and not Path(slide).exists():  # a URL is open_slide's to check
         raise UserError(f"{slide} does not exist: give the path of a slide file.")
     made = not os.path.isdir(out)  # (never raises: a name too long is prepare's to say)
     try:  # before the run, so a bad --out costs nothing
@@ -79,7 +82,8 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
         raise UserError(f"cannot write the output folder {out}: {exc.why}; choose another "
                         "--out.") from exc
     try:
-        return _run_and_write(slide, model, out, outputs, options, quiet, compute)
+        return _run_and_write(slide, model, out, outputs, options, quiet, compute,
+                              storage_options)
     except BaseException:
         if made:  # a folder this job made and left empty (bad input, nothing kept) goes
             with contextlib.suppress(OSError):
@@ -87,9 +91,10 @@ def run_job(slide: Path, model: Any, out: Path, outputs: JobOutputs = JobOutputs
         raise
 
 
-def _run_and_write(slide: Path, model: Any, out: Path, outputs: JobOutputs,
+def _run_and_write(slide: Path | str, model: Any, out: Path, outputs: JobOutputs,
                    options: RunOptions, quiet: bool,
-                   compute: Callable[[Any], Iterable[Any]] | None) -> dict[str, Path]:
+                   compute: Callable[[Any], Iterable[Any]] | None,
+                   storage_options: Mapping[str, Any] | None) -> dict[str, Path]:
     """:func:`run_job` once its output folder is there."""
     from .files import safe_name
     from .heatmap import slide_stem
@@ -97,8 +102,9 @@ def _run_and_write(slide: Path, model: Any, out: Path, outputs: JobOutputs,
     from .models import load_model
     from .slide import open_slide
     from .slide.coarse import needs_build
+    from .slide.location import source_name
 
-    with open_slide(slide) as s:
+    with open_slide(slide, storage_options=storage_options) as s:
         if outputs.mpp is not None:
             options = dataclasses.replace(options, level=s.level_for_mpp(outputs.mpp))
         import_tensorflow_quietly()
@@ -113,7 +119,8 @@ def _run_and_write(slide: Path, model: Any, out: Path, outputs: JobOutputs,
         if not quiet:
             _describe_run(slide, run)
             _warn_if_fluorescence(run.model, s)
-        stem = safe_name(f"{slide_stem(slide.name)}.{run.model.name}")  # a card's name: any text
+        # a card's name: any text
+        stem = safe_name(f"{slide_stem(source_name(slide))}.{run.model.name}")
         bar = ProgressLine(run.model.name)
         try:
             for p in run.run() if compute is None else compute(run):
@@ -189,10 +196,12 @@ def _warn_if_fluorescence(model: Any, slide: Any) -> None:
               file=sys.stderr)
 
 
-def _describe_run(slide: Path, run: Any) -> None:
+def _describe_run(slide: Path | str, run: Any) -> None:
     """One line on stderr: the level, its grid and how many patches the run computes."""
+    from .slide.location import source_name
+
     g = run.grid
-    print(f"{slide.name}: level {run.level} {g.height} x {g.width} px (h x w), grid "
+    print(f"{source_name(slide)}: level {run.level} {g.height} x {g.width} px (h x w), grid "
           f"{g.rows} x {g.cols} = {g.n_patches:,} patches, {int(run.todo.sum()):,} to compute "
           f"with '{run.model.name}'", file=sys.stderr)
 

@@ -129,11 +129,12 @@ class Manifest:
         return {r.slide: r for r in self.rows if r.done}
 
 
-def read_slide_list(path: str | os.PathLike[str]) -> list[Path]:
+def read_slide_list(path: str | os.PathLike[str]) -> list[Path | str]:
     """Slides listed in ``path``: a text file (one path a line; blank lines and '#' comments
     skipped) or a CSV file (the column headed ``slide``, else the first column of every row).
-    Relative paths are taken from the list's folder. A list that cannot be read or is not text
-    is an OSError or ValueError of one sentence naming it."""
+    Relative paths are taken from the list's folder; URLs ('s3://...') are kept as they are.
+    A list that cannot be read or is not text is an OSError or ValueError of one sentence
+    naming it."""
     path = Path(path)
     hint = "give a .txt file of slide paths (one a line) or a .csv with a 'slide' column"
     try:
@@ -152,4 +153,4 @@ def read_slide_list(path: str | os.PathLike[str]) -> list[Path]:
         names: Iterable[str] = [r[col] for r in body if len(r) > col]
     else:
         names = (line.split("#", 1)[0] for line in text.splitlines())
-    return [path.parent / n.strip() for n in names if n.strip()]
+    return [n.strip() if "://" in n else path.parent / n.strip() for n in names if n.strip()]

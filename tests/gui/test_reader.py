@@ -249,3 +249,28 @@ def test_a_huge_sparse_tiff_opens_and_draws(make_napari_viewer, tmp_path):
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert len(layer.data) == 8 and layer.data_level == 7
     assert (shot[..., :3] == 255).all(axis=-1).mean() > 0.5  # the glass, drawn white
+
+
+def test_an_s3_url_opens_in_napari_like_the_file(make_napari_viewer, s3_env, svs_path):
+    """``viewer.open("s3://...")`` (keys and endpoint from the environment): the reader claims
+    the URL (a query string aside), the layer's levels equal the file's, its metadata keeps the
+    URL, and the dock's view of the layer (SlideLayer) gets it as its source."""
+    from napari_patchheat._qt.slide_layer import SlideLayer
+    from napari_patchheat.slide.location import SlideURL
+
+    url = s3_env.url(svs_path.name)
+    assert napari_get_reader(url) is read_slides
+    assert napari_get_reader(f"{url}?versionId=1") is read_slides
+    assert napari_get_reader("s3://slides/notes.txt") is None
+    data, kwargs, kind = read_slides(url)[0]
+    with open_slide(svs_path) as local:
+        for got, want in zip(data, local.levels):
+            want = np.asarray(want)
+            assert want.std() > 0
+            np.testing.assert_array_equal(np.asarray(got), want)
+    assert kind == "image" and kwargs["name"] == svs_path.name
+    assert kwargs["metadata"]["path"] == url
+    viewer = make_napari_viewer()
+    layer = open_one(viewer, url)
+    assert SlideLayer.from_layer(layer).path == SlideURL(url)
+    assert tuple(layer.scale) == pytest.approx((0.499, 0.499))

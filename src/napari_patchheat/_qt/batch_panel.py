@@ -28,6 +28,7 @@ from qtpy.QtCore import QTimer
 
 from ..heatmap import Heatmap
 from ..manifest import Manifest, SlideRow
+from ..slide.location import same_file_key, source_name
 from .run_panel import RunRequest, ShowHeatmap
 from .slide_layer import SlideLayer, is_slide_candidate
 from .threads import Workers
@@ -93,7 +94,7 @@ class BatchPanel(Container):
             if is_slide_candidate(layer):
                 slide = SlideLayer.from_layer(layer)
                 if slide.path is not None:
-                    slides.setdefault(str(Path(slide.path).resolve()), slide)
+                    slides.setdefault(same_file_key(slide.path), slide)
         return slides
 
     def run(self, *_: Any) -> bool:
@@ -196,7 +197,7 @@ class BatchPanel(Container):
     def _show_rows(self, rows: list[SlideRow], progress: Any = None) -> None:
         lines = []
         for row in rows:
-            name = Path(row.slide).name
+            name = source_name(row.slide)
             if row.status == "pending":
                 done, total = progress.slide_patches(row) if progress is not None else (0, 0)
                 lines.append(f"{name}: {done:,} / {total:,} patches" if total else

@@ -39,6 +39,7 @@ from ..export import FORMATS, ClassRule, export_heatmap
 from ..files import safe_name
 from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
+from ..slide.location import same_file_key
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
 from .threads import Workers
 from .widgets import TextLabel, path_of, section
@@ -148,7 +149,7 @@ class HeatmapPanel(Container):
             slide_path = layer.metadata[HEATMAP_META_KEY].slide_path
             for other in self.viewer.layers if slide_path else ():
                 path = SlideLayer.from_layer(other).path if is_slide_candidate(other) else None
-                if path is not None and path.resolve() == Path(slide_path).resolve():
+                if path is not None and same_file_key(path) == same_file_key(slide_path):
                     self._sources[layer] = weakref.ref(other)
                     return other
         return source

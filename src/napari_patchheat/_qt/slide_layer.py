@@ -19,6 +19,7 @@ import numpy as np
 from ..grid import FloatPair, as_float_pair
 from ..heatmap import HEATMAP_META_KEY
 from ..models.card import MPP_AT_1X_UM
+from ..slide.location import SlideURL, as_location, is_url
 
 # keys this plugin's reader puts into layer.metadata (see _reader.py); other readers' layers
 # fall back to the layer's source path and data shapes
@@ -57,7 +58,7 @@ class SlideLayer:
     """A slide layer's pyramid and placement.
 
     ``levels`` are (Y, X[, C]) arrays (numpy or dask), ``downsamples`` the (dy, dx) level-0 px
-    per level px, ``mpp`` the level-0 µm/px or None, ``path`` the file or None,
+    per level px, ``mpp`` the level-0 µm/px or None, ``path`` the file (a URL: a SlideURL) or None,
     ``objective_power`` the file's level-0 magnification or None, ``channel_names`` the file's
     names of its channels (OME-XML, NDPI fluorescence) or None. World coordinates are
     ``level-0 px * world_per_px + world_offset`` (the layer's scale/translate).
@@ -67,7 +68,7 @@ class SlideLayer:
     levels: list[Any]
     downsamples: list[FloatPair]
     mpp: FloatPair | None
-    path: Path | None
+    path: Path | SlideURL | None
     world_per_px: FloatPair
     world_offset: FloatPair
     objective_power: float | None = None
@@ -87,7 +88,7 @@ class SlideLayer:
             ds = [(h0 / _yx(a, layer.rgb)[0], w0 / _yx(a, layer.rgb)[1]) for a in levels]
         mpp = _first(meta, META_MPP_KEYS)
         path = _first(meta, META_PATH_KEYS) or getattr(layer.source, "path", None)
-        path = Path(path) if path is not None and Path(path).exists() else None  # or a folder
+        path = _file_or_url(path)
         power = _first(meta, META_POWER_KEYS)
         scale = tuple(float(v) for v in layer.scale[-2:])
         offset = tuple(float(v) for v in layer.translate[-2:])
@@ -208,3 +209,13 @@ class LayerCache:
     def set(self, layer: Any, key: Any, value: Any) -> None:
         """Store ``value`` for ``layer``'s current data under ``key``."""
         self._values(layer, create=True)[key] = value  # type: ignore[index]
+
+
+def _file_or_url(path: Any) -> Path | SlideURL | None:
+    """A layer's source: a slide URL as a SlideURL, an existing file or folder as a Path, else
+    None."""
+    if path is None:
+        return None
+    if is_url(path):
+        return as_location(path)
+    return Path(path) if Path(path).exists() else None  # a file, or a folder (DICOM, OME-Zarr)

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from ..messages import first_line
 from ..models import is_builtin
 from ..options import RunOptions
 from ..runner import DEBUG_ENV
+from ..slide.location import same_file_key, source_name
 from .tasks import TOPIC_PREFIX, BatchJob, WorkerSettings, process_slide
 
 CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
@@ -122,7 +123,8 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
               *, outputs: JobOutputs = JobOutputs(), split_px: int | None = None,
               retries: int = 0, resources: dict[str, float] | None = None,
               on_progress: Callable[[BatchProgress], Any] | None = None,
-              cancel: threading.Event | None = None) -> Manifest:
+              cancel: threading.Event | None = None,
+              storage_options: Mapping[str, Any] | None = None) -> Manifest:
     """Compute the heatmap of each slide with ``model`` on a dask cluster; returns the manifest.
 
     Each slide gets the files ``patchheat run`` writes for ``outputs`` (formats, level choice,
@@ -134,7 +136,9 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
     ``resources`` (e.g. ``{"GPU": 1}``) go to each model task. ``on_progress`` gets a
     :class:`BatchProgress` as workers report and slides finish. Setting ``cancel`` cancels the
     slides' tasks not finished yet: their rows stay ``pending`` (a later batch runs them,
-    resuming from the result cache) and run_batch returns.
+    resuming from the result cache) and run_batch returns. Slides may be URLs (``s3://``,
+    ``https://``, ...): each task opens its URL with fsspec and ``storage_options`` (they travel
+    in the BatchJob to the workers; the manifest records the URL).
     """
     if split_px is not None and split_px < 1:
         raise ValueError(f"split_px={split_px} must be a whole number of level pixels, >= 1.")
@@ -143,7 +147,8 @@ def run_batch(slides: Iterable[str | os.PathLike[str]], model: str | os.PathLike
     job = BatchJob(_absolute_model(model), _absolute_paths(options), str(out), outputs=outputs,
                    split_px=split_px, retries=retries,
                    resources=dict(resources) if resources else None,
-                   topic=f"{TOPIC_PREFIX}-{uuid.uuid4().hex[:12]}")
+                   topic=f"{TOPIC_PREFIX}-{uuid.uuid4().hex[:12]}",
+                   storage_options=dict(storage_options) if storage_options else None)
     manifest = plan(slides, job, Manifest.read(out))
     manifest.write(out)
     if any(r.status == "pending" for r in manifest.rows):
@@ -163,15 +168,15 @@ def plan(slides: Iterable[str | os.PathLike[str]], job: BatchJob,
     stems: dict[str, str] = {}
     files: dict[str, str] = {}  # the file itself (links followed) -> the slide as recorded
     for s in slides:
-        files.setdefault(str(Path(s).resolve()), recorded_path(s))
+        files.setdefault(same_file_key(s), recorded_path(s))
     for slide in files.values():
-        stem = slide_stem(Path(slide).name)
+        stem = slide_stem(source_name(slide))
         if slide in done:
             rows.append(dataclasses.replace(done[slide], status="skipped", computed=0,
                                             seconds=0.0))
         elif stem in stems:
             rows.append(SlideRow(slide, "failed", error=(
-                f"{Path(slide).name} has the name of {stems[stem]}: their outputs would "
+                f"{source_name(slide)} has the name of {stems[stem]}: their outputs would "
                 "overwrite each other, so run them in separate batches.")))
         else:
             rows.append(SlideRow(slide))
@@ -212,7 +217,7 @@ def _run(client: Client, job: BatchJob, manifest: Manifest,
     resources = None if job.split_px else job.resources  # a split slide's task only merges
     futures = {
         client.submit(process_slide, row.slide, job, retries=job.retries, resources=resources,
-                      key=f"patchheat-slide-{Path(row.slide).name}-{uuid.uuid4().hex[:8]}"): i
+                      key=f"patchheat-slide-{source_name(row.slide)}-{uuid.uuid4().hex[:8]}"): i
         for i, row in enumerate(manifest.rows) if row.status == "pending"
     }
     ended = threading.Event()
@@ -254,7 +259,7 @@ def _row(future: Any, slide: str) -> SlideRow:
         return future.result()
     except KilledWorker:
         return SlideRow(slide, "failed", error=(
-            f"the workers running {Path(slide).name} died several times (out of memory?): "
+            f"the workers running {source_name(slide)} died several times (out of memory?): "
             "give the workers more memory, or use --split-px."))
     except Exception as exc:  # the worker's error, as one sentence
         text = first_line(exc)  # the type's name where it has no text

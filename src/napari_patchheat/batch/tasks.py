@@ -42,6 +42,7 @@ from ..jobs import JobOutputs, run_job
 from ..manifest import SlideRow
 from ..options import RunOptions
 from ..runner import DEBUG_ENV, ModelCache, RunSpec
+from ..slide.location import is_url, source_name
 
 TOPIC_PREFIX = "patchheat-progress"
 EVENT_EVERY_S = 0.5  # a task reports its patch counts at most this often (and when it ends)
@@ -66,7 +67,8 @@ class BatchJob:
     """What every task of a batch shares (picklable): the model (built-in name or absolute
     path), the run options, the output folder (absolute), the outputs (formats, level choice,
     class rule), the split (level pixels), the retries and resources of each model task, and
-    the topic of its progress events."""
+    the topic of its progress events, and fsspec's ``storage_options`` for slide URLs (each
+    task opens its slide itself; they are not part of the key)."""
 
     model: str
     options: RunOptions
@@ -76,6 +78,7 @@ class BatchJob:
     retries: int = 0
     resources: dict[str, float] | None = None
     topic: str = TOPIC_PREFIX
+    storage_options: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -151,7 +154,7 @@ class _Reporter:
                 self.send(p.done, p.total)
                 last = time.monotonic()
             if p.done < p.total:  # a look at the worker's own state: cheap
-                stop_if_cancelled(f"{p.done:,} / {p.total:,} patches of {Path(self.slide).name}")
+                stop_if_cancelled(f"{p.done:,} / {p.total:,} patches of {source_name(self.slide)}")
 
 
 class BatchCancelled(RuntimeError):
@@ -184,8 +187,9 @@ def process_slide(slide: str, job: BatchJob) -> SlideRow:
             yield p
 
     with dask.config.set(scheduler=LOCAL_DASK_SCHEDULER):
-        files = run_job(Path(slide), _model(job, job.options), Path(job.out), job.outputs,
-                        job.options, quiet=True, compute=compute)
+        files = run_job(slide if is_url(slide) else Path(slide), _model(job, job.options),
+                        Path(job.out), job.outputs, job.options, quiet=True, compute=compute,
+                        storage_options=job.storage_options)
     return SlideRow(slide, "ok", patches=state["run"].heatmap.n_computed,
                     computed=state["computed"], seconds=time.perf_counter() - t0,
                     regions=state["regions"], outputs={k: str(v) for k, v in files.items()})
@@ -226,12 +230,12 @@ def _compute_regions(run: HeatmapRun, slide: str, job: BatchJob,
         futures = {
             client.submit(compute_region, slide, job, options, indices, f"{slide}#{k}",
                           retries=job.retries, resources=job.resources,
-                          key=f"patchheat-region-{Path(slide).name}-{k}-{token}"): indices
+                          key=f"patchheat-region-{source_name(slide)}-{k}-{token}"): indices
             for k, indices in enumerate(regions)
         }
         for future in as_completed(futures, loop=client.loop):
             try:
-                stop_if_cancelled(f"{done:,} / {total:,} patches of {Path(slide).name}")
+                stop_if_cancelled(f"{done:,} / {total:,} patches of {source_name(slide)}")
             except BatchCancelled:
                 client.cancel(list(futures))
                 raise
@@ -262,7 +266,8 @@ def compute_region(slide: str, job: BatchJob, options: RunOptions, indices: np.n
     (n, classes)."""
     from ..slide import open_slide
 
-    with dask.config.set(scheduler=LOCAL_DASK_SCHEDULER), open_slide(slide) as s:
+    with (dask.config.set(scheduler=LOCAL_DASK_SCHEDULER),
+          open_slide(slide, storage_options=job.storage_options) as s):
         run = _RegionRun(s, _model(job, options), options, indices)
         for _ in _Reporter(job, slide, task).follow(run.run(), len(indices)):
             pass

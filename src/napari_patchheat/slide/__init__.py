@@ -13,15 +13,17 @@ RGB rule, computed levels), ``tiff`` (opening a TIFF), ``tiff_level`` (its tile 
 ``tile_cache`` (tiles shared by neighbouring reads), ``openslide_reader`` (OpenSlide's
 formats, DICOM WSI), ``omezarr`` (OME-Zarr), ``image`` (PNG, JPEG), ``metadata`` (µm/px,
 objective power), ``color`` (ICC profile -> sRGB), ``arrays`` (readers as dask arrays),
-``errors`` (``SlideError``).
+``errors`` (``SlideError``), ``formats`` (suffixes, magic numbers, what the plugin reads),
+``location`` (a path or a ``SlideURL``), ``remote`` (URLs through fsspec).
 """
 
 from __future__ import annotations
 
 from .arrays import CHUNK_TARGET_PX
 from .errors import SlideError
+from .formats import SLIDE_SUFFIXES
 from .metadata import MPP_PLAUSIBLE_UM
-from .opening import BACKENDS, SLIDE_SUFFIXES, open_slide
+from .opening import BACKENDS, open_slide
 from .openslide_reader import OpenSlideLevelWarning
 from .pyramid import PYRAMID_TOP_PX, Slide, rgb_pyramid, thumbnail_level
 

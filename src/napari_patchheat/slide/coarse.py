@@ -7,7 +7,8 @@ view or thumbnail decodes the whole last stored level. Where that level has more
 :func:`build_coarse_levels` computes them all in one pass over it, block by block (each stored
 tile decoded once; memory: a block per thread and a block row per computed level), into a
 tiled TIFF in ``coarse/`` of the cache folder, keyed by the slide file's path, size and time
-(a new build of a changed file removes the old one); ``open_slide`` reads them from there once
+or a remote slide's URL and ``Slide.source_key`` (a new build of a changed file removes the old
+one); ``open_slide`` reads them from there once
 it exists (:func:`use_built_levels`). Values equal
 the lazily computed ones bit for bit. No Qt, no TensorFlow.
 """
@@ -34,7 +35,8 @@ from ..files import atomic_write
 from ..grid import as_numpy
 from .arrays import as_dask
 from .errors import SlideError
-from .pyramid import Slide, halve_block
+from .location import SlideURL, same_file_key
+from .pyramid import Slide, halve_block, local_source_key
 from .tiff_level import TiffLevel
 
 COARSE_BUILD_MIN_PX = 2**28  # last stored level px above which computed levels are built once
@@ -51,19 +53,22 @@ class BuildCancelled(Exception):
     """The build was cancelled; nothing was written."""
 
 
-def coarse_file(path: Path, folder: Path | None = None) -> Path:
-    """Where the built computed levels of the slide file ``path`` go: a file in ``folder``
-    (default ``coarse/`` of the cache folder) named ``<path's hash>-<size and time's hash>``."""
-    stat = path.stat()
-    version = hashlib.sha1(f"{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+def coarse_file(path: Path | SlideURL, folder: Path | None = None,
+                source_key: str | None = None) -> Path:
+    """Where the built computed levels of the slide at ``path`` go: a file in ``folder``
+    (default ``coarse/`` of the cache folder) named ``<path's hash>-<content's hash>``; the
+    content is ``source_key`` (``Slide.source_key``: a remote object's ETag, size and time),
+    by default the local file's size and modification time."""
+    key = local_source_key(path) if source_key is None else source_key
+    version = hashlib.sha1(key.encode()).hexdigest()[:8]
     return (folder or coarse_dir()) / f"{_path_hash(path)}-{version}.tif"
 
 
-def _path_hash(path: Path) -> str:
-    return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+def _path_hash(path: Path | SlideURL) -> str:
+    return hashlib.sha1(same_file_key(path).encode()).hexdigest()[:16]
 
 
-def unbuilt_warning(path: Path, exc: BaseException) -> str:
+def unbuilt_warning(path: Path | SlideURL, exc: BaseException) -> str:
     """The warning for zoomed-out views of the slide file ``path`` that could not be built
     (``exc``: why); the lazily computed levels serve instead."""
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -88,7 +93,7 @@ def use_built_levels(slide: Slide, folder: Path | None = None) -> Slide:
     matches (shapes, format); else ``slide`` as it is. Returns ``slide``."""
     if not needs_build(slide):
         return slide
-    path = coarse_file(slide.path, folder)
+    path = coarse_file(slide.path, folder, slide.source_key)
     if not path.is_file():
         return slide
     import tifffile
@@ -130,7 +135,7 @@ def build_coarse_levels(slide: Slide, *, folder: Path | None = None,
     block per thread and a block row per level. Raises OSError where the folder cannot be
     written. Its threads run at a lower priority than the caller's process (Linux).
     """
-    target = coarse_file(slide.path, folder)
+    target = coarse_file(slide.path, folder, slide.source_key)
     target.parent.mkdir(parents=True, exist_ok=True)
     source = slide.reader(slide.stored_level_count - 1)
     shapes = [lv.shape[:2] for lv in slide.levels[slide.stored_level_count:]]

@@ -20,6 +20,7 @@ import numpy as np
 from ..messages import first_line
 from .arrays import as_dask, region_key
 from .errors import SlideError
+from .location import SlideURL
 from .metadata import physical_mpp
 from .pyramid import Slide
 from .tiff_level import _check_samples
@@ -50,7 +51,7 @@ def open_omezarr(path: Path) -> Slide:
 
 def open_omezarr_url(url: str, storage_options: Mapping[str, Any] | None = None) -> Slide:
     """Open the OME-Zarr at the fsspec ``url`` (``s3://bucket/image.zarr``, ``https://...``;
-    ``storage_options`` go to fsspec) as a :class:`Slide` whose ``path`` is ``Path(url)``. Its
+    ``storage_options`` go to fsspec) as a :class:`Slide` whose ``path`` is a :class:`SlideURL`. Its
     identity follows what the store says of the metadata file (size, ETag, modification time).
 
     Raises :class:`SlideError` with one sentence naming the URL and the problem.
@@ -70,7 +71,7 @@ def open_omezarr_url(url: str, storage_options: Mapping[str, Any] | None = None)
                          url) from exc
     key = "|".join(f"{k}={info[k]}" for k in ("size", "ETag", "LastModified", "mtime")
                    if info.get(k) is not None)
-    return _slide_of(image, Path(url), f"{url}|{key}")
+    return _slide_of(image, SlideURL(url), f"{url}|{key}")
 
 
 def _open_group(where: str | Path, store: Any, **options: Any) -> Any:
@@ -117,7 +118,7 @@ def _axis_names(multiscale: dict[str, Any], ndim: int) -> list[str]:
     return [str(a.get("name", "")) if isinstance(a, dict) else str(a) for a in axes]
 
 
-def _slide_of(group: Any, where: Path, source_key: str) -> Slide:
+def _slide_of(group: Any, where: Path | SlideURL, source_key: str) -> Slide:
     """The :class:`Slide` of the OME-Zarr image ``group`` (found at ``where``)."""
     attrs = _attributes(group)
     try:
@@ -151,7 +152,7 @@ def _area(array: Any, names: list[str]) -> int:
     return int(array.shape[names.index("y")]) * int(array.shape[names.index("x")])
 
 
-def _level(array: Any, names: list[str], where: Path, what: str) -> ZarrLevel:
+def _level(array: Any, names: list[str], where: Path | SlideURL, what: str) -> ZarrLevel:
     """One dataset as a :class:`ZarrLevel`, after checking its axes, sizes, sample type and
     channel count."""
     if array.ndim != len(names) or not {"y", "x"} <= set(names) or set(names) - set(AXES_READ):
@@ -172,7 +173,7 @@ class ZarrLevel:
     (Y, X, C) array: a read takes only the zarr chunks its region touches, channels last; a
     chunk that cannot be read is a :class:`SlideError` naming ``where`` and ``what``."""
 
-    def __init__(self, array: Any, names: list[str], where: Path, what: str) -> None:
+    def __init__(self, array: Any, names: list[str], where: Path | SlideURL, what: str) -> None:
         self.array, self.names, self.where, self.what = array, names, where, what
         sizes = dict(zip(names, array.shape))
         self.shape = (int(sizes["y"]), int(sizes["x"]), int(sizes.get("c", 1)))
@@ -197,7 +198,7 @@ class ZarrLevel:
         return block.transpose(self._order)[sub]
 
 
-def _check_one_chunk(array: Any, where: Path) -> None:
+def _check_one_chunk(array: Any, where: Path | SlideURL) -> None:
     """Read one chunk of the smallest level, so a missing codec or a broken store fails now."""
     try:
         array[tuple(slice(0, min(int(n), int(c))) for n, c in zip(array.shape, array.chunks))]

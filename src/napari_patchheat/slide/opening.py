@@ -19,19 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from .coarse import use_built_levels
-from .errors import READS, SlideError
+from .errors import SlideError
+from .formats import (
+    DICOM_MAGIC_AT,
+    JPEG_MAGIC,
+    OPENSLIDE_SUFFIXES,
+    PNG_MAGIC,
+    READS,
+    TIFF_MAGIC,
+)
 from .image import open_image
+from .location import URL_SCHEMES, is_url, scheme_of
 from .pyramid import Slide
 from .tiff import open_tiff
 
 BACKENDS = ("auto", "tifffile", "openslide", "zarr", "image")
-# the file names a slide reader takes (napari's reader claims these)
-OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide", ".dcm")
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jpg", ".jpeg",
-                  *OPENSLIDE_SUFFIXES, ".zarr")
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-_PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
-_DICOM_MAGIC_AT = 128  # "DICM" follows a 128-byte preamble
 
 
 def open_slide(path: str | Path, backend: str = "auto",
@@ -45,12 +47,13 @@ def open_slide(path: str | Path, backend: str = "auto",
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}.")
-    from .remote import is_url
-
     if is_url(path):
         from .remote import open_remote
 
         return open_remote(str(path), backend, storage_options or {})
+    if scheme_of(path):
+        raise SlideError(f"Cannot open {path}: {scheme_of(path)}:// URLs are not read; give a "
+                         f"local path or a URL starting with {', '.join(URL_SCHEMES)}.", path)
     return _open_local(Path(path).expanduser(), backend)
 
 
@@ -74,16 +77,16 @@ def _open_local(path: Path, backend: str) -> Slide:
                          f"OME-Zarr image; the plugin reads {READS}.", path)
     try:
         with open(path, "rb") as fh:
-            head = fh.read(_DICOM_MAGIC_AT + 4)
+            head = fh.read(DICOM_MAGIC_AT + 4)
     except OSError as exc:
         raise SlideError(f"Cannot open {path}: {exc.strerror or exc}.", path) from exc
     # before the magic numbers: a DICOM file can be a TIFF too (dual personality)
     if backend == "auto" and (path.suffix.lower() in OPENSLIDE_SUFFIXES
-                              or head[_DICOM_MAGIC_AT:] == b"DICM"):
+                              or head[DICOM_MAGIC_AT:] == b"DICM"):
         from .openslide_reader import open_openslide
 
         return open_openslide(path)
-    if backend in ("auto", "tifffile") and head[:4] in _TIFF_MAGIC:
+    if backend in ("auto", "tifffile") and head[:4] in TIFF_MAGIC:
         try:
             return use_built_levels(open_tiff(path))
         except SlideError as tiff_error:
@@ -95,9 +98,9 @@ def _open_local(path: Path, backend: str) -> Slide:
                 return open_openslide(path)
             except SlideError:
                 raise tiff_error from None
-    if backend in ("auto", "image") and head.startswith(_PNG_MAGIC):
+    if backend in ("auto", "image") and head.startswith(PNG_MAGIC):
         return open_image(path, "png")
-    if backend in ("auto", "image") and head.startswith(_JPEG_MAGIC):
+    if backend in ("auto", "image") and head.startswith(JPEG_MAGIC):
         return open_image(path, "jpeg")
     if backend == "auto" and _openslide_format(path):
         from .openslide_reader import open_openslide

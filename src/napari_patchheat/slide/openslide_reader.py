@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from .arrays import LoadedOnce, as_dask, region_key
-from .errors import READS, SlideError
+from .errors import SlideError
+from .formats import READS
 from .metadata import openslide_metadata
-from .pyramid import Slide, as_rgb8, file_key, rgb8_block
+from .pyramid import Slide, as_rgb8, local_source_key, rgb8_block
 
 OPENSLIDE_TILE_PX = 512  # chunks' tile where OpenSlide reports no tile size for a level
 DICOM_MAGIC_AT = 128  # "DICM" follows a 128-byte preamble
@@ -172,7 +173,7 @@ def _slide_of(handle: OpenSlideHandle, path: Path) -> Slide:
         tile_shapes=[r.tile for r in readers],
         close=handle.close,
         icc_profile=None if profile is None else profile.tobytes(),
-        source_key=file_key(handle.file),  # the file read (a folder's instance)
+        source_key=local_source_key(handle.file),  # the file read (a folder's instance)
     )
 
 

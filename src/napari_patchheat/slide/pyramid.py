@@ -29,6 +29,7 @@ import numpy as np
 from ..grid import as_numpy
 from .arrays import CHUNK_TARGET_PX, LoadedOnce, as_dask
 from .errors import SlideError
+from .location import SlideURL, same_file_key
 
 if TYPE_CHECKING:
     from .color import SrgbTransform
@@ -46,15 +47,17 @@ class Slide:
     until the smallest fits ``PYRAMID_TOP_PX``. ``downsamples[k]``: level-0 px per level-k px
     (dy, dx); level-0 size / level-k size for stored levels, the last stored level's times
     2**n for the n-th computed one (see :func:`rgb_pyramid`). ``mpp``: (y, x) µm per level-0
-    pixel, or None. ``source_key``: what identifies the source's content besides its path (a
-    folder's metadata file's size and mtime, a URL's ETag); by default the file's size and
-    mtime. ``identity`` hashes path, key and level shapes. Use as a context manager, or call
-    ``close()``: reading afterwards raises :class:`SlideError`.
+    pixel, or None. ``path``: the file or folder (a Path) or, for a remote slide, a
+    :class:`SlideURL`. ``source_key``: what identifies the source's content besides its path (a
+    folder's metadata file's size and mtime, a remote object's ETag, size and time); None: the
+    local file's size and modification time. ``identity`` hashes path, key and level shapes.
+    Use as a context manager, or call ``close()``: reading afterwards raises
+    :class:`SlideError`.
     """
 
     def __init__(
         self,
-        path: Path,
+        path: Path | SlideURL,
         raw_levels: list[da.Array],
         *,
         vendor: str,
@@ -84,10 +87,9 @@ class Slide:
         self.stored_level_count = len(raw_levels)
         self.levels, self.downsamples = rgb_pyramid(raw_levels, premultiplied,
                                                     self._absent_region(premultiplied))
-        if source_key is None:
-            source_key = file_key(path)
+        self.source_key = local_source_key(path) if source_key is None else source_key
         shapes = [lv.shape for lv in self.levels]
-        key = f"{path.resolve()}|{source_key}|{shapes}"
+        key = f"{same_file_key(path)}|{self.source_key}|{shapes}"
         self.identity = hashlib.sha1(key.encode()).hexdigest()
         self._close = close
         self.coarse_path: Path | None = None  # the file computed levels are read from, if any
@@ -189,7 +191,7 @@ class Slide:
         if min(errors) > math.log(MPP_MATCH_FACTOR):
             finest, coarsest = (math.sqrt(math.prod(self.level_mpp(k)))  # type: ignore[arg-type]
                                 for k in (0, len(self.levels) - 1))
-            raise ValueError(f"mpp={mpp:g} is far from every level of {Path(self.path).name}, "
+            raise ValueError(f"mpp={mpp:g} is far from every level of {self.path.name}, "
                              f"{finest:.3g} to {coarsest:.3g} µm/px: choose a pixel size in "
                              "that range, or a level by its index.")
         return int(np.argmin(errors))
@@ -223,9 +225,11 @@ class Slide:
                 f"levels=[{shapes}])")
 
 
-def file_key(path: Path) -> str:
-    """A local file's (or folder's) content key for :class:`Slide`'s identity: its size and
-    modification time in ns."""
+def local_source_key(path: Path | SlideURL) -> str:
+    """What identifies a local file's content besides its path: its size and modification
+    time ('123456|1700000000000000000')."""
+    if isinstance(path, SlideURL):
+        raise SlideError(f"{path} is remote: its Slide needs a source_key.", str(path))
     stat = path.stat()
     return f"{stat.st_size}|{stat.st_mtime_ns}"
 

@@ -20,6 +20,7 @@ import numpy as np
 from ..grid import READ_BLOCK_PX, Needed
 from .arrays import region_key
 from .errors import SlideError
+from .location import SlideURL
 from .tile_cache import EDGE_TILE_CACHE_BYTES, EDGE_TILES
 
 _CODEC_NAMES = {5: "LZW", 7: "JPEG", 8: "Deflate", 32946: "Deflate", 33003: "JPEG 2000",
@@ -38,7 +39,7 @@ class TiffLevel:
     separate sample planes, and channels stored as separate pages (OME CYX).
     """
 
-    def __init__(self, series: Any, path: Path, where: str) -> None:
+    def __init__(self, series: Any, path: Path | SlideURL, where: str) -> None:
         self.path, self.where = path, where
         self.pages = [p for p in series.pages if p is not None]
         for page in self.pages:
@@ -131,7 +132,7 @@ class TiffLevel:
             ) from exc
 
     def _check_extent(self) -> None:
-        size = self.path.stat().st_size
+        size = self.pages[0].parent.filehandle.size  # a local file's or a remote object's
         for page in self.pages:
             ends = (np.asarray(page.dataoffsets, np.int64)
                     + np.asarray(page.databytecounts, np.int64))
@@ -243,7 +244,7 @@ class TiffLevel:
         return decoded.reshape(decoded.shape[-3:])
 
 
-def _check_samples(path: Path, where: str, dtype: np.dtype, channels: int,
+def _check_samples(path: Path | SlideURL, where: str, dtype: np.dtype, channels: int,
                    photometric: int) -> None:
     """Refuse sample types and channel counts the RGB rule does not cover."""
     if dtype not in (np.uint8, np.uint16):
