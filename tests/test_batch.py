@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +108,21 @@ def test_plan_skips_done_slides_once_each_and_fails_name_clashes(tmp_path):
     assert other.key != job.key
     assert [r.status for r in plan(slides[:1], other, previous).rows] == ["pending"]
     assert BatchJob("dab", RunOptions(size=64), "elsewhere", split_px=500).key == job.key
+
+
+def test_batch_key_as_before_the_options_added_since():
+    """A batch's key at 0.3's new options' defaults is the key the same batch had before they
+    existed (computed at commit 3949649), so rerunning an old batch skips its finished slides;
+    setting one of them gives another key."""
+    job = BatchJob("dab", RunOptions(size=64, stride=32, padding="same"), "out",
+                   JobOutputs(formats=("npz", "csv")))
+    assert job.key == "7a58475e672bb0cb2caf"
+    assert BatchJob("dab", RunOptions(), "out").key == "ed5b4d8a369af87fc133"
+    since = [f.name for f in fields(RunOptions) if f.metadata.get("since")]
+    assert "color" in since
+    srgb = BatchJob("dab", RunOptions(size=64, stride=32, padding="same", color="srgb"), "out",
+                    JobOutputs(formats=("npz", "csv")))
+    assert srgb.key != job.key
 
 
 def test_regions_are_whole_batches_of_the_reading_order():

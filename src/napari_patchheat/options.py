@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, get_args
 
 from .extract import Backend
@@ -75,7 +75,7 @@ class RunOptions:
         AS_STORED, "the model's input colours: 'as stored' (the default: the pixels as the "
         "scanner wrote them, which is what models learn from) or 'srgb' (converted from the "
         "slide's ICC profile to sRGB; a slide without a profile is an error)", "choice",
-        choices=COLORS)
+        choices=COLORS, since="0.3")
     # compare=False: a region (geometries, a mask array) has no meaningful equality
     roi: Any = field(default=None, compare=False, metadata={
         "help": "run only inside these regions: a GeoJSON file of polygons in level-0 pixels "
@@ -100,6 +100,16 @@ class RunOptions:
         if not 0.0 < self.roi_min_fraction <= 1.0:
             raise ValueError(f"roi_min_fraction={self.roi_min_fraction} must be a fraction "
                              "above 0, up to 1.")
+
+    def key_fields(self) -> dict[str, Any]:
+        """The options as a dict for keys (a batch's manifest): a field added since 0.2
+        (``since`` in its metadata) only where it differs from its default, so the keys made
+        before it existed stay valid."""
+        values = asdict(self)
+        for f in fields(self):
+            if f.metadata.get("since") and getattr(self, f.name) == f.default:
+                del values[f.name]
+        return values
 
     def _check_batch_size(self) -> None:
         n = self.batch_size

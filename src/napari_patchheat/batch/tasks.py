@@ -87,7 +87,7 @@ class BatchJob:
         slides an earlier one finished; the split, retries and resources change nothing."""
         spec = RunSpec("", self.model, self.options)
         o = self.outputs
-        parts = [ModelCache.key(spec), dataclasses.asdict(self.options), sorted(o.formats),
+        parts = [ModelCache.key(spec), self.options.key_fields(), sorted(o.formats),
                  o.mpp, o.positive_threshold, o.min_probability]
         return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
