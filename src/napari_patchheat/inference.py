@@ -195,7 +195,7 @@ class HeatmapRun:
             slide_path=recorded_path(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold,
                    "positive_threshold": getattr(self.model, "positive_threshold", None),
-                   **self._roi_extra()},
+                   **self._roi_extra(), **getattr(self.model, "heatmap_extra", {})},
         )
         self.cache: RunCache | None = None
         if self.options.use_cache:
@@ -336,12 +336,16 @@ def _mask_arg(inside: InsideMask | None) -> tuple[InsideMask, ...]:
 
 def _run_model(model: Any, options: RunOptions) -> Any:
     """``model`` as a PatchModel: a name or path is loaded with the options' resize and
-    precision; a model already loaded must be in the precision the options ask for."""
+    precision; a model already loaded must be in the precision the options ask for. Either runs
+    with the test-time augmentation and Monte-Carlo dropout its card and the options ask for."""
+    from .models.augment import augment_model
+
     if isinstance(model, (str, Path)):
         from .models import load_model
 
-        return load_model(model, resize=options.resize, mixed_precision=options.mixed_precision)
-    if options.mixed_precision and model.precision == "float32":
+        model = load_model(model, resize=options.resize,
+                           mixed_precision=options.mixed_precision)
+    elif options.mixed_precision and model.precision == "float32":
         if model.kind not in KERAS_SUFFIXES.values():  # built-ins, SavedModels
             raise ValueError(f"Model {model.name!r} ({model.kind}) runs in float32 only: "
                              "turn mixed precision off.")
@@ -349,7 +353,7 @@ def _run_model(model: Any, options: RunOptions) -> Any:
             f"Model {model.name!r} was loaded in float32: load it with "
             "load_model(..., mixed_precision=True), or pass its path."
         )
-    return model
+    return augment_model(model, options.tta, options.mc_samples, options.uncertainty)
 
 
 def _describe(exc: BaseException, path: Any) -> str:
