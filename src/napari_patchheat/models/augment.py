@@ -1,7 +1,7 @@
 """A model's output averaged over test-time transforms and Monte-Carlo dropout passes.
 
 :class:`AugmentedModel` is a :class:`PatchModel` that feeds its network each batch's patches
-under every TTA transform at once (one call of transforms x patches: no extra reads), with
+under every TTA transform in turn (transformed in TensorFlow: no extra reads), with
 ``mc_samples`` calls of a copy of a Keras network whose dropout layers are on while everything
 else (BatchNormalization included) stays in inference mode. It returns the mean per class and,
 with ``uncertainty``, the population standard deviation over all passes as ``"<class> sd"``
@@ -102,8 +102,8 @@ class AugmentedModel(PatchModel):
     def tf_predict(self, batch: Any, inside: InsideMask | None = None) -> Any:
         """Mean (and sd) over the passes of patches (n, h, w, 3) 0..255: (n, channels) float32.
 
-        Every transform of the batch goes to the network in one call (transforms x n patches),
-        once per Monte-Carlo sample.
+        The network gets the batch under each transform in turn (calls of n patches, the batch
+        size the run chose), once per Monte-Carlo sample.
         """
         import tensorflow as tf
 
@@ -111,12 +111,10 @@ class AugmentedModel(PatchModel):
         if x.shape.rank == 4 and None not in tuple(x.shape[1:3]):
             self.check_patch_size(tuple(x.shape[1:3]))
         steps = TRANSFORM_STEPS[self.settings.tta]
-        xs = tf.concat([transform_patches(x, s) for s in steps], axis=0)
-        ins = None if inside is None else _concat_masks([transform_inside(inside, s)
-                                                         for s in steps])
-        outs = tf.stack([net.tf_predict(xs, ins) for net in self._networks])  # (S, T n, k)
-        passes = len(self._networks) * len(steps)
-        y = tf.reshape(outs, (passes, -1, self.base.n_classes))  # (passes, n, k)
+        y = tf.stack([net.tf_predict(transform_patches(x, s),
+                                     None if inside is None else transform_inside(inside, s))
+                      for net in self._networks for s in steps])  # (passes, n, k)
+        passes = int(y.shape[0])
         mean = tree_sum(y) / float(passes)
         if not self.settings.uncertainty:
             return mean
@@ -158,10 +156,6 @@ def transform_inside(inside: InsideMask, steps: tuple[str, ...]) -> InsideMask:
         else:
             rows, cols = cols[:, ::-1], rows
     return rows, cols
-
-
-def _concat_masks(masks: list[InsideMask]) -> InsideMask:
-    return np.concatenate([m[0] for m in masks]), np.concatenate([m[1] for m in masks])
 
 
 @functools.cache
