@@ -231,7 +231,7 @@ def test_mc_keeps_batch_normalisation_in_inference_mode(tmp_path):
 def test_mc_on_a_builtin_is_one_sentence(ihc_slide):
     with pytest.raises(ValueError, match=r"^Model 'dab' \(builtin\) has no dropout layers "
                                          r"napari-patchheat can turn on: set mc_samples to 1"):
-        compute_heatmap(ihc_slide, "dab", mc_samples=4)
+        compute_heatmap(ihc_slide, "dab", size=SIZE, mc_samples=4)
 
 
 # --- settings: options, card, cache key -----------------------------------------------------
@@ -250,7 +250,7 @@ def test_bad_options_are_one_sentence(fields, message):
 def test_uncertainty_of_one_pass_is_refused_when_the_run_starts(ihc_slide):
     RunOptions(uncertainty=True)  # a card may add the passes
     with pytest.raises(ValueError, match=r"^uncertainty needs more than one pass"):
-        compute_heatmap(ihc_slide, "dab", uncertainty=True)
+        compute_heatmap(ihc_slide, "dab", size=SIZE, uncertainty=True)
 
 
 def test_card_asks_and_options_override(tmp_path, ihc_slide):

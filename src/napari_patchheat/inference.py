@@ -29,6 +29,7 @@ from .extract import Block, PatchBatch, batch_blocks, read_blocks
 from .grid import READ_BLOCK_PX, Needed, PatchGrid
 from .heatmap import Heatmap, recorded_path
 from .messages import first_line
+from .models.augment import augment_model
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
 from .options import RunOptions
@@ -151,6 +152,8 @@ class HeatmapRun:
         self.reader = self.slide.reader(level)  # the same pixels, read without a dask graph
         self.downsample = tuple(self.slide.downsamples[level])
         self.grid = self._grid()
+        # the test-time augmentation, dropout passes and sd channels the card and options ask
+        self.model = augment_model(self.model, options.tta, options.mc_samples, options.uncertainty)
         self.model.check_patch_size(self.grid.size)
         self.tissue_threshold = options.tissue_threshold
         self.tissue = self._tissue_fraction() if self.tissue_threshold > 0 else None
@@ -336,16 +339,12 @@ def _mask_arg(inside: InsideMask | None) -> tuple[InsideMask, ...]:
 
 def _run_model(model: Any, options: RunOptions) -> Any:
     """``model`` as a PatchModel: a name or path is loaded with the options' resize and
-    precision; a model already loaded must be in the precision the options ask for. Either runs
-    with the test-time augmentation and Monte-Carlo dropout its card and the options ask for."""
-    from .models.augment import augment_model
-
+    precision; a model already loaded must be in the precision the options ask for."""
     if isinstance(model, (str, Path)):
         from .models import load_model
 
-        model = load_model(model, resize=options.resize,
-                           mixed_precision=options.mixed_precision)
-    elif options.mixed_precision and model.precision == "float32":
+        return load_model(model, resize=options.resize, mixed_precision=options.mixed_precision)
+    if options.mixed_precision and model.precision == "float32":
         if model.kind not in KERAS_SUFFIXES.values():  # built-ins, SavedModels
             raise ValueError(f"Model {model.name!r} ({model.kind}) runs in float32 only: "
                              "turn mixed precision off.")
@@ -353,7 +352,7 @@ def _run_model(model: Any, options: RunOptions) -> Any:
             f"Model {model.name!r} was loaded in float32: load it with "
             "load_model(..., mixed_precision=True), or pass its path."
         )
-    return augment_model(model, options.tta, options.mc_samples, options.uncertainty)
+    return model
 
 
 def _describe(exc: BaseException, path: Any) -> str:
