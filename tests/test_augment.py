@@ -228,6 +228,21 @@ def test_mc_keeps_batch_normalisation_in_inference_mode(tmp_path):
     assert np.abs(batch_stats - plain).max() > 10 * (SIGMAS * sd / np.sqrt(n)).max()
 
 
+def test_mc_finds_dropout_in_nested_models_and_its_variants(tmp_path):
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((SIZE, SIZE, 3))
+    h = keras.layers.SpatialDropout2D(0.5)(keras.layers.Conv2D(4, 3)(inner_in))
+    inner = keras.Model(inner_in, keras.layers.Flatten()(h), name="inner")
+    outer_in = keras.Input((SIZE, SIZE, 3))
+    y = keras.layers.GaussianDropout(0.3)(inner(outer_in))
+    path = save_net(keras.Model(outer_in, keras.layers.Dense(2)(y)), tmp_path / "nested.keras")
+    x = extracted_patches(ihc(), n=4)
+    for mixed in (False, True):
+        model = augment_model(load_model(path, mixed_precision=mixed), mc_samples=8,
+                              uncertainty=True)
+        assert model.dropout_layers == 2 and model.predict(x)[:, 2:].min() > 0
+
+
 def test_mc_on_a_builtin_is_one_sentence(ihc_slide):
     with pytest.raises(ValueError, match=r"^Model 'dab' \(builtin\) has no dropout layers "
                                          r"napari-patchheat can turn on: set mc_samples to 1"):
