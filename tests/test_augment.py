@@ -149,6 +149,14 @@ def test_heatmap_channels_follow_the_reference_per_patch(cnn_path, ihc_slide):
     np.testing.assert_allclose(got[:, 3:], sd, rtol=1e-4, atol=1e-5)
 
 
+def test_patches_on_tensorflows_device_give_the_same_heatmap(cnn_path, ihc_slide):
+    fields = dict(size=SIZE, tta="dihedral", uncertainty=True, use_cache=False)
+    host = compute_heatmap(ihc_slide, cnn_path, backend="numpy", **fields)
+    device = compute_heatmap(ihc_slide, cnn_path, backend="tf", **fields)
+    assert np.nanstd(host.values[..., 3:]) > 0
+    np.testing.assert_allclose(device.values, host.values, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("tta", ["flips", "dihedral"])
 def test_a_dihedral_invariant_builtin_is_unchanged(ihc_slide, tta):
     # SAME padding and a stride that leaves edge patches partly outside: their inside masks
