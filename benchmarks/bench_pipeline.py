@@ -11,8 +11,10 @@
 5. The device path (backend "tf": TensorFlow extracts on its device, patches never return to
    the host) over the host path (backend "numpy"), for MobileNetV2 and for `dab`. "auto" takes
    the device path only where TensorFlow sees a GPU; this shows what it costs where it does not.
-Run: `.venv/bin/python benchmarks/bench_pipeline.py [--quick]`. Slides are generated once into
-the cache folder (see napari_patchheat.samples).
+6. Test-time augmentation: MobileNetV2 runs with tta "flips" (4 transforms) and "dihedral" (8)
+   over the plain run, per transform (target <= 1.05).
+Run: `.venv/bin/python benchmarks/bench_pipeline.py [--quick] [--part N ...]`. Slides are
+generated once into the cache folder (see napari_patchheat.samples).
 """
 
 from __future__ import annotations
@@ -251,9 +253,32 @@ def part_backends(slide: Path, levels: dict[str, int], mobilenet: Any) -> None:
           f"{4 * BATCH / t32:.0f} p/s = {t32 / t16:.2f}", flush=True)
 
 
+def part_tta(slide: Path, level: int, model: Any) -> None:
+    """Plain, flips and dihedral runs of ``model`` alternating, best of 2 after a warm-up each."""
+    from napari_patchheat.test_time import TTA_TRANSFORMS
+
+    best = {"none": np.inf, "flips": np.inf, "dihedral": np.inf}
+    with open_slide(slide) as s:
+        for repeat in range(3):
+            for tta in best:
+                options = RunOptions(level=level, size=224, stride=224, batch_size=BATCH,
+                                     use_cache=False, tta=tta)
+                n, t = timed_run(HeatmapRun(s, model, options))
+                if repeat:  # the first is the warm-up (tracing the larger batches)
+                    best[tta] = min(best[tta], t)
+    for tta in ("flips", "dihedral"):
+        ratio = best[tta] / best["none"]
+        print(f"6. MobileNetV2, level {level} ({n} patches): tta {tta} {n / best[tta]:.1f} p/s, "
+              f"plain {n / best['none']:.1f} p/s: {ratio:.2f}x for {TTA_TRANSFORMS[tta]} "
+              f"transforms, {ratio / TTA_TRANSFORMS[tta]:.3f} per transform (target <= 1.05)",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller slides and levels")
+    ap.add_argument("--part", type=int, action="append", choices=range(1, 7),
+                    help="run only this part (repeatable; default: all)")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
@@ -268,13 +293,21 @@ def main() -> None:
         from napari_patchheat import load_model
 
         mobilenet = load_model(mobilenet_path(Path(tmp)))
-        part_model(slide, cnn_level, mobilenet)
-        part_dab(slide, level=dab_level)
-        part_rss([10240, 20480] if args.quick else [20480, 40960])
-        part_tissue(slide, dab_level, load_model("dab"), "dab")
-        part_tissue(slide, cnn_level, mobilenet, "MobileNetV2")
-        part_tile_costs([slide, REAL_SVS])
-        part_backends(slide, {"MobileNetV2": cnn_level, "dab": dab_level}, mobilenet)
+        parts = set(args.part or range(1, 7))
+        if 1 in parts:
+            part_model(slide, cnn_level, mobilenet)
+        if 2 in parts:
+            part_dab(slide, level=dab_level)
+        if 3 in parts:
+            part_rss([10240, 20480] if args.quick else [20480, 40960])
+        if 4 in parts:
+            part_tissue(slide, dab_level, load_model("dab"), "dab")
+            part_tissue(slide, cnn_level, mobilenet, "MobileNetV2")
+            part_tile_costs([slide, REAL_SVS])
+        if 5 in parts:
+            part_backends(slide, {"MobileNetV2": cnn_level, "dab": dab_level}, mobilenet)
+        if 6 in parts:
+            part_tta(slide, cnn_level, mobilenet)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
     ("grid", "density", "files", "messages"),
-    ("slide", "options", "heatmap", "extract", "cache", "manifest", "grid_picture"),
+    ("slide", "options", "test_time", "heatmap", "extract", "cache", "manifest", "grid_picture"),
     ("console",),  # the command line's terminal (the cache's warnings as lines)
     ("tissue", "models", "export", "samples", "roi", "analysis"),
     ("inference",),

@@ -272,6 +272,10 @@ def _add_option(p: Any, f: dataclasses.Field[Any]) -> None:
     kind, help_text = f.metadata["kind"], f.metadata["help"]
     flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
     if kind == "switch":
+        if f.default is None:  # on, off, or unsaid (the model card's)
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=None, help=help_text)
+            return
         action = "store_false" if f.default else "store_true"
         p.add_argument(flag, dest=f.name, action=action, help=help_text)
         return

@@ -29,6 +29,7 @@ from .extract import Block, PatchBatch, batch_blocks, read_blocks
 from .grid import READ_BLOCK_PX, Needed, PatchGrid
 from .heatmap import Heatmap, recorded_path
 from .messages import first_line
+from .models.augment import augment_model
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
 from .options import SRGB, RunOptions
@@ -152,6 +153,8 @@ class HeatmapRun:
         self.reader = self._reader(level)
         self.downsample = tuple(self.slide.downsamples[level])
         self.grid = self._grid()
+        # the test-time augmentation, dropout passes and sd channels the card and options ask
+        self.model = augment_model(self.model, options.tta, options.mc_samples, options.uncertainty)
         self.model.check_patch_size(self.grid.size)
         self.tissue_threshold = options.tissue_threshold
         self.tissue = self._tissue_fraction() if self.tissue_threshold > 0 else None
@@ -209,7 +212,7 @@ class HeatmapRun:
             slide_path=recorded_path(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold, "color": self.options.color,
                    "positive_threshold": getattr(self.model, "positive_threshold", None),
-                   **self._roi_extra()},
+                   **self._roi_extra(), **getattr(self.model, "heatmap_extra", {})},
         )
         self.cache: RunCache | None = None
         if self.options.use_cache:

@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 from .extract import Backend
 from .grid import PADDINGS, as_pair
+from .test_time import ONE_PASS_UNCERTAINTY, TTA_MODES, check_mc_samples, check_tta
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
 DEFAULT_BATCH_SIZE = 32
@@ -88,6 +89,17 @@ class RunOptions:
     roi_centre: bool = _option(
         False, "a patch is inside the region when its centre is (instead of the fraction)",
         "switch")
+    # None: as the model card says (else none, 1, off); see test_time.py and docs/models.md
+    tta: str | None = _option(
+        None, "test-time augmentation: average each patch's flips (4 transforms) or dihedral "
+        "turns and flips (8) (default: the model card's, else none)", "choice", choices=TTA_MODES,
+        since="0.3")
+    mc_samples: int | None = _option(
+        None, "Monte-Carlo dropout: run a Keras model this many times with its dropout on and "
+        "average (default: the model card's, else 1)", "int", since="0.3")
+    uncertainty: bool | None = _option(
+        None, "add a '<class> sd' channel per class: the standard deviation over the TTA and "
+        "dropout passes (default: the model card's, else off)", "switch", since="0.3")
 
     def __post_init__(self) -> None:
         for name in PAIR_FIELDS:
@@ -97,6 +109,7 @@ class RunOptions:
         self._check_batch_size()
         self._check_tissue_threshold()
         self._check_choices()
+        self._check_test_time()
         if not 0.0 < self.roi_min_fraction <= 1.0:
             raise ValueError(f"roi_min_fraction={self.roi_min_fraction} must be a fraction "
                              "above 0, up to 1.")
@@ -132,3 +145,14 @@ class RunOptions:
         if color not in COLORS:
             raise ValueError(f"color={self.color!r} is unknown: use 'as stored' or 'srgb'.")
         object.__setattr__(self, "color", color)
+
+    def _check_test_time(self) -> None:
+        if self.tta is not None:
+            object.__setattr__(self, "tta", check_tta(self.tta))
+        if self.mc_samples is not None:
+            check_mc_samples(self.mc_samples)
+        if self.uncertainty is not None and not isinstance(self.uncertainty, bool):
+            raise ValueError(f"uncertainty={self.uncertainty!r} must be True, False or None "
+                             "(the model card's).")
+        if self.uncertainty and self.tta == "none" and self.mc_samples == 1:
+            raise ValueError(ONE_PASS_UNCERTAINTY)

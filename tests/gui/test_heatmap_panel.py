@@ -199,6 +199,26 @@ def test_the_positive_threshold_field_reaches_the_geojson(viewer, widget, qtbot,
     assert len(errors) == 1 and "'high' is not a number" in errors[0]
 
 
+def test_sd_channels_show_like_classes_and_classify_nothing(viewer, widget, qtbot, tmp_path):
+    layer = viewer.add_image(np.full((400, 500, 3), 200, np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 40, 40, classes=("dab_positive", "dab_positive sd"))
+    hl = widget.display.show_heatmap(heatmap, slide)
+    panel = widget.display
+    assert panel.class_name.choices == ("dab_positive", "dab_positive sd")
+    panel.class_name.value = "dab_positive sd"
+    np.testing.assert_array_equal(hl.data, heatmap.values[..., 1])
+    assert hl.name == "toy · slide · dab_positive sd"
+    # one class (its sd is none): the positive threshold applies, to the class channel only
+    assert panel.positive_threshold.visible and not panel.min_probability.visible
+    panel.positive_threshold.value = "0.6"
+    features, _ = export_geojson(widget, qtbot, tmp_path, "sd")
+    computed, values = heatmap.computed, heatmap.values[heatmap.computed]
+    assert ((values[:, 1] >= 0.6) != (values[:, 0] >= 0.6)).any()
+    np.testing.assert_array_equal(classified(features, heatmap)[computed],
+                                  np.where(values[:, 0] >= 0.6, 0, -1))
+
+
 def test_a_heatmaps_recorded_threshold_fills_the_field(viewer, widget):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)

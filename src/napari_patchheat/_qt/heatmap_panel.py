@@ -40,6 +40,7 @@ from ..files import safe_name
 from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from ..slide.location import same_file_key
+from ..test_time import n_predicted
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
 from .threads import Workers
 from .widgets import TextLabel, path_of, section
@@ -236,7 +237,7 @@ class HeatmapPanel(Container):
                 self.colormap.value = layer.colormap.name
             self.opacity.value = float(layer.opacity)
         self.export_stem.value = safe_name(self._file_title(layer))
-        one_output = len(heatmap.class_names) == 1
+        one_output = n_predicted(heatmap.class_names) == 1  # sd channels are no classes
         self.positive_threshold.visible, self.min_probability.visible = one_output, not one_output
         for key in CLASS_RULE_FIELDS:  # a threshold the heatmap records (model card, CLI)
             if heatmap.extra.get(key) is not None:
@@ -379,7 +380,7 @@ class HeatmapPanel(Container):
     def class_rule(self, class_names: tuple[str, ...]) -> ClassRule:
         """The export.ClassRule of a heatmap of ``class_names`` from the field that applies to
         it: ``positive_threshold`` (one class) or ``min_probability``; an empty field is none."""
-        key = "positive_threshold" if len(class_names) == 1 else "min_probability"
+        key = "positive_threshold" if n_predicted(class_names) == 1 else "min_probability"
         text = str(getattr(self, key).value).strip()
         try:
             value = float(text) if text else None

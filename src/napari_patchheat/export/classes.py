@@ -4,6 +4,7 @@ QuPath colours and counts tiles by their GeoJSON ``classification``, so a tile g
 it means something. A one-output model (e.g. ``dab``: "dab_positive") classifies a tile when its
 value is at or above a positive threshold, and no tile without one (as WSInfer writes); a model
 with several classes gives each tile its top class, optionally only from a minimum probability.
+Uncertainty channels (``"<class> sd"``, test_time.py) are no classes: they are left out.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from ..test_time import n_predicted
+
 UNCLASSIFIED = -1  # the class index of a tile that gets no classification
 
 
 @dataclass(frozen=True)
 class ClassRule:
-    """How tiles of a heatmap with ``class_names`` are classified (see the module docstring).
+    """How tiles of a heatmap with ``class_names`` are classified (see the module docstring);
+    ``class_names`` keeps the classes only, without sd channels.
 
     ``positive_threshold`` only for one class, ``min_probability`` only for several; both are
     compared with the stored float32 values (``value >= threshold``). A ValueError otherwise.
@@ -32,6 +36,7 @@ class ClassRule:
 
     def __post_init__(self) -> None:
         names = tuple(str(n) for n in self.class_names)
+        names = names[:n_predicted(names)]  # without the sd channels
         object.__setattr__(self, "class_names", names)
         for label, value in (("positive threshold", self.positive_threshold),
                              ("minimum probability", self.min_probability)):
@@ -49,7 +54,7 @@ class ClassRule:
 
     def classes(self, values: np.ndarray) -> np.ndarray:
         """The class index of each tile from its values (n, classes); UNCLASSIFIED for none."""
-        values = np.asarray(values)
+        values = np.asarray(values)[:, :len(self.class_names)]
         if len(self.class_names) == 1:
             if self.positive_threshold is None:
                 return np.full(len(values), UNCLASSIFIED)

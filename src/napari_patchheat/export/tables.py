@@ -16,6 +16,7 @@ import numpy as np
 
 from ..files import atomic_write, loads_json
 from ..heatmap import Heatmap
+from ..test_time import n_predicted
 from .classes import UNCLASSIFIED, ClassRule
 
 TABLE_CHUNK_ROWS = 65536  # CSV / GeoJSON are written this many patches at a time
@@ -129,8 +130,12 @@ def write_csv(heatmap: Heatmap, path: str | Path) -> Path:
 
 def write_wsinfer_csv(heatmap: Heatmap, path: str | Path) -> Path:
     """CSV with WSInfer's columns, one row per computed patch: minx, miny, width, height (the
-    patch's level-0 box, pixels) and prob_<class> per class; WSInfer's tools read it as theirs."""
-    header = [*WSINFER_COLUMNS, *(text_cell(f"prob_{n}") for n in heatmap.class_names)]
+    patch's level-0 box, pixels) and prob_<class> per class (then the "<class> sd" channels of
+    a run with uncertainty); WSInfer's tools read it as theirs."""
+    names = heatmap.class_names
+    k = n_predicted(names)  # sd channels keep their names: no class of WSInfer's tools
+    header = [*WSINFER_COLUMNS, *(text_cell(f"prob_{n}") for n in names[:k]),
+              *map(text_cell, names[k:])]
     return _write_csv_rows(heatmap, path, header, lambda t: [*_box_columns(t), *_value_columns(t)])
 
 

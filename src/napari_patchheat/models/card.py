@@ -14,6 +14,7 @@ from typing import Any
 
 from ..files import JSONError, loads_json
 from ..grid import as_pair
+from ..test_time import PLAIN, TestTime
 
 # Preprocessing modes; every value maps raw RGB 0..255 (float32) to what the model was trained on.
 PREPROCESSING_MODES = ("none", "0..1", "-1..1", "caffe", "torch")
@@ -43,7 +44,7 @@ _ALIASES = {"tf": "-1..1", "0-1": "0..1", "-1-1": "-1..1", "identity": "none"}
 MPP_AT_1X_UM = 10.0
 CARD_FILENAME_IN_DIR = "model_card.json"
 CARD_KEYS = ("class_names", "preprocessing", "input_size", "mpp", "magnification", "name",
-             "description", "positive_threshold")
+             "description", "positive_threshold", "tta", "mc_samples", "uncertainty")
 
 
 def preprocessing_mode(name: str) -> str:
@@ -73,6 +74,7 @@ class ModelCard:
     description: str | None = None
     path: Path | None = None
     positive_threshold: float | None = None  # one-output models: exported tiles classified >= it
+    test_time: TestTime = PLAIN  # tta, mc_samples, uncertainty a run uses unless told
 
     @property
     def effective_mpp(self) -> float | None:
@@ -148,7 +150,7 @@ def parse_card(data: dict[str, Any], path: Path | None = None) -> ModelCard:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError(f"{key} must be a string.")
     return ModelCard(names, prep, size, mpp, mag, data.get("name"), data.get("description"), path,
-                     _positive_threshold(data, names))
+                     _positive_threshold(data, names), _test_time(data))
 
 
 def _positive(data: dict[str, Any], key: str) -> float | None:
@@ -173,3 +175,11 @@ def _positive_threshold(data: dict[str, Any], names: tuple[str, ...] | None) -> 
             f"positive_threshold is for models with one output, but class_names names "
             f"{len(names)} classes: remove it (exports classify by the top class).")
     return float(value)
+
+
+def _test_time(data: dict[str, Any]) -> TestTime:
+    """The card's test-time settings (``tta``, ``mc_samples``, ``uncertainty``)."""
+    uncertainty = data.get("uncertainty", False)
+    if not isinstance(uncertainty, bool):
+        raise ValueError(f"uncertainty={uncertainty!r} must be true or false.")
+    return TestTime(data.get("tta", "none"), data.get("mc_samples", 1), uncertainty)

@@ -266,4 +266,5 @@ def _build(path: Path, kind: str, card: ModelCard, resize: bool, forward: Any,
         keepalive=keepalive,
         precision=precision,
         positive_threshold=card.positive_threshold,
+        test_time=card.test_time,
     )

@@ -7,6 +7,7 @@ and output checks inside. TensorFlow is imported only when a model is built or r
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..test_time import PLAIN, TestTime
 from .card import preprocessing_mode
 
 Size = tuple[int, int]
@@ -96,7 +98,8 @@ class PatchModel:
     or "mixed_float16" for a Keras model loaded with mixed precision) and ``needs_inside_mask``
     (True for the built-ins: they count only a patch's samples inside the level, and ``forward``
     takes ``(x, inside)``, ``inside`` an :data:`InsideMask` or None when every sample is inside),
-    ``positive_threshold`` (the model card's, for classifying a one-output model's tiles).
+    ``positive_threshold`` (the model card's, for classifying a one-output model's tiles),
+    ``test_time`` (the card's TTA, Monte-Carlo dropout and uncertainty: models/augment.py).
     """
 
     channels = CHANNELS
@@ -122,6 +125,7 @@ class PatchModel:
         precision: str = "float32",
         needs_inside_mask: bool = False,
         positive_threshold: float | None = None,
+        test_time: TestTime = PLAIN,
     ) -> None:
         import tensorflow as tf
 
@@ -139,6 +143,7 @@ class PatchModel:
         self.precision = precision
         self.needs_inside_mask = bool(needs_inside_mask)
         self.positive_threshold = positive_threshold  # the card's, for a one-output model
+        self.test_time = test_time
         self._forward_fn = forward
         self._input_dtype = tf.as_dtype(input_dtype)
         self._mode = preprocessing_mode(preprocessing)
@@ -151,6 +156,18 @@ class PatchModel:
         size = "any" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
         return (f"PatchModel({self.name!r}, kind={self.kind!r}, classes={list(self.class_names)}, "
                 f"input_size={size}, preprocessing={self.preprocessing!r})")
+
+    def with_forward(self, forward: Callable[..., Any], keepalive: Any) -> PatchModel:
+        """A copy that runs ``forward`` (holding ``keepalive``) in place of the network, with the
+        same resizing, preprocessing, checks and attributes (e.g. the network with dropout on)."""
+        import tensorflow as tf
+
+        new = copy.copy(self)
+        new._forward_fn, new.keepalive = forward, keepalive
+        new._compiled = tf.function(new._forward, reduce_retracing=True,
+                                    jit_compile=self.jit_compile)
+        new._jit_checked = not self.jit_compile
+        return new
 
     @property
     def n_classes(self) -> int:
