@@ -1,18 +1,20 @@
 """DICOM WSI (VL Whole Slide Microscopy) read by wsidicom: a folder of instances, or one of its
 ``.dcm`` files (then the folder's instances of that file's series).
 
-Each pyramid level wsidicom finds is a :class:`DicomLevel`, read frame by frame: the frames a
-read touches are decoded by wsidicom's decoder for the instance's transfer syntax (imagecodecs'
-libjpeg-turbo for JPEG, as tifffile and OpenSlide decode it), never resampled. A frame shorter
-than the tile (converters write short frames at the right and bottom edges) is placed as it is;
-the level's extent cuts the rest. Frames a read covers only in part stay in the shared edge-tile
-cache (``tile_cache.EDGE_TILES``). wsidicom reads a file's frames under its own lock per file,
-so dask's threads decode in parallel. No Qt, no TensorFlow.
+Each pyramid level wsidicom finds is a :class:`DicomLevel`, read frame by frame (wsidicom gives
+the encoded frames), never resampled. JPEG frames are decoded by imagecodecs' libjpeg-turbo (as
+tifffile and OpenSlide decode them) in the colours the JPEG stream says (a JFIF or Adobe
+marker), else as the header's photometric interpretation says: converters write YCbCr JFIF
+frames under a header that says RGB (the test folder's levels 1-4), which wsidicom's own
+decoder and OpenSlide show with wrong colours. Other transfer syntaxes use wsidicom's decoder.
+A frame shorter than the tile (converters write short frames at the right and bottom edges) is
+placed as it is; the level's extent cuts the rest. Frames a read covers only in part stay in
+the shared edge-tile cache (``tile_cache.EDGE_TILES``). wsidicom reads a file's frames under
+its own lock per file, so dask's threads decode in parallel. No Qt, no TensorFlow.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import Needed
-from .arrays import LoadedOnce, as_dask, region_key
+from .arrays import as_dask, region_key
 from .errors import SlideError
 from .openslide_reader import dicom_files
 from .pyramid import Slide, as_rgb8, local_source_key
@@ -30,6 +32,8 @@ from .tile_cache import EDGE_TILES
 
 VENDOR = "dicom"  # OpenSlide's vendor name for DICOM WSI
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
+JPEG_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")  # baseline, extended
+JPEG_SOS, JPEG_APP0, JPEG_APP14 = 0xDA, 0xE0, 0xEE  # start of scan, JFIF, Adobe markers
 NOT_LEVELS = ("LABEL", "OVERVIEW", "THUMBNAIL")  # ImageType values of instances besides levels
 
 _LEVEL_NUMBERS = itertools.count()  # edge-tile cache keys: a number per level reader
@@ -102,6 +106,8 @@ class DicomLevel:
         self.shape, self.ndim = (int(size.height), int(size.width), channels), 3
         self.tile = (int(tile.height), int(tile.width))
         self.file = Path(str(self.data.files[0]))  # the level's (first) instance file
+        self.jpeg = str(self.data.transfer_syntax) in JPEG_SYNTAXES
+        self.rgb = self.data.photometric_interpretation == "RGB"
         self.has_absent_tiles = False  # a sparse instance's missing frames read as blank
         self._number = next(_LEVEL_NUMBERS)
 
@@ -143,10 +149,16 @@ class DicomLevel:
         may be shorter than the tile)."""
         from wsidicom.geometry import Point
 
-        tile = self.handle.call(
-            f"tile ({tx}, {ty}) of the {self.where}",
-            lambda: self.data.get_decoded_tile(Point(tx, ty), self.z, self.optical_path,
-                                               cache=False))
+        def read() -> np.ndarray:
+            frame = self.data.get_encoded_tile(Point(tx, ty), self.z, self.optical_path)
+            if not self.jpeg:
+                return np.asarray(self.data.decoder.decode(frame))
+            import imagecodecs
+
+            colors = "RGB" if self.rgb and not _jpeg_says_its_colors(frame) else None
+            return imagecodecs.jpeg8_decode(frame, colorspace=colors, outcolorspace=colors)
+
+        tile = self.handle.call(f"tile ({tx}, {ty}) of the {self.where}", read)
         return tile.reshape(tile.shape[:2] + (self.shape[2],))
 
     def _edge_tile(self, ty: int, tx: int) -> np.ndarray:
@@ -166,6 +178,21 @@ class DicomLevel:
     def forget_tiles(self) -> None:
         """Drop this level's frames from the edge-tile cache (the slide is closed)."""
         EDGE_TILES.drop(self._number)
+
+
+def _jpeg_says_its_colors(frame: bytes) -> bool:
+    """True when a JPEG stream's header holds a JFIF (APP0) or Adobe (APP14) marker, which say
+    its colour transform (libjpeg-turbo follows them when not told otherwise)."""
+    i = 2  # after SOI
+    while i + 4 <= len(frame) and frame[i] == 0xFF:
+        marker, length = frame[i + 1], int.from_bytes(frame[i + 2 : i + 4], "big")
+        if marker == JPEG_SOS:
+            return False
+        body = frame[i + 4 : i + 4 + 5]
+        if (marker, body) in ((JPEG_APP0, b"JFIF\0"), (JPEG_APP14, b"Adobe")):
+            return True
+        i += 2 + length
+    return False
 
 
 def _slide_of(handle: DicomHandle) -> Slide:
@@ -205,7 +232,7 @@ def _optical_path(wsi: Any) -> Any:
 
 def _associated(handle: DicomHandle) -> dict[str, Any]:
     """Label, overview (named "macro", as OpenSlide does) and thumbnail as lazy RGB dask
-    arrays, each decoded whole on its first read (the largest of each kind)."""
+    arrays read frame by frame as the levels are (the largest of each kind)."""
     wsi = handle.wsi
     series = {"label": wsi.labels, "macro": wsi.overviews, "thumbnail": wsi.pyramid.thumbnails}
     associated = {}
@@ -214,23 +241,9 @@ def _associated(handle: DicomHandle) -> dict[str, Any]:
         if not groups:
             continue
         group = max(groups, key=lambda g: g.size.width * g.size.height)
-        channels = int(group.default_instance.image_data.samples_per_pixel)
-        shape = (int(group.size.height), int(group.size.width), channels)
-        image = LoadedOnce(functools.partial(_read_whole, handle, group, name), shape, "uint8")
-        associated[name] = as_rgb8(as_dask(image, f"{name} of {handle.path}"))
+        reader = DicomLevel(handle, group, f"{name} image")
+        associated[name] = as_rgb8(as_dask(reader, f"{name} of {handle.path}"))
     return associated
-
-
-def _read_whole(handle: DicomHandle, group: Any, name: str) -> np.ndarray:
-    """An associated image (a wsidicom group) decoded whole, (h, w, samples)."""
-    from wsidicom.thread import ReadExecutor
-
-    def read() -> np.ndarray:
-        with ReadExecutor() as executor:
-            pixels = np.asarray(group.get_default_full(executor=executor))
-        return pixels.reshape(pixels.shape[:2] + (-1,))
-
-    return handle.call(f"the {name} image", read)
 
 
 def _series_files(path: Path) -> list[Path]:
