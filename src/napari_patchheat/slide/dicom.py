@@ -34,6 +34,7 @@ VENDOR = "dicom"  # OpenSlide's vendor name for DICOM WSI
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
 JPEG_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")  # baseline, extended
 JPEG_SOS, JPEG_APP0, JPEG_APP14 = 0xDA, 0xE0, 0xEE  # start of scan, JFIF, Adobe markers
+WSIDICOM_CACHE_BYTES = 16 * 2**20  # wsidicom's frame caches per slide (decoded tiles: ours)
 NOT_LEVELS = ("LABEL", "OVERVIEW", "THUMBNAIL")  # ImageType values of instances besides levels
 
 _LEVEL_NUMBERS = itertools.count()  # edge-tile cache keys: a number per level reader
@@ -70,6 +71,7 @@ class DicomHandle:
         except Exception as exc:  # wsidicom, pydicom: many types on broken files
             raise SlideError(f"Cannot open {path}: wsidicom cannot read it "
                              f"({type(exc).__name__}: {exc}).", path) from exc
+        self.wsi.resize_cache(WSIDICOM_CACHE_BYTES)
 
     def call(self, what: str, read: Callable[[], Any]) -> Any:
         """``read()``; its error, or a closed slide, is a SlideError on ``what``."""
