@@ -203,6 +203,27 @@ def test_reading_after_close_is_a_slide_error(dicom_path):
         label.compute()
 
 
+def test_closing_while_reads_run(dicom_path):
+    """Reads running when the slide closes finish or fail as "the slide was closed"."""
+    slide = open_slide(dicom_path)
+    level = slide.raw_levels[0]
+
+    def read(i: int) -> str:
+        try:
+            block = level[(i * 97) % 2000 :, (i * 61) % 1500 :][:900, :700].compute(
+                scheduler="synchronous")
+            return "read" if block.std() > 1 else "blank"
+        except SlideError as exc:
+            assert "the slide was closed" in str(exc)
+            return "closed"
+
+    with ThreadPoolExecutor(4) as pool:
+        results = [pool.submit(read, i) for i in range(40)]
+        slide.close()
+        outcomes = {r.result() for r in results}
+    assert outcomes <= {"read", "closed"} and "closed" in outcomes
+
+
 def test_errors(tmp_path, dicom_path):
     garbage = tmp_path / "slide.dcm"
     garbage.write_bytes(bytes(range(256)) * 8)

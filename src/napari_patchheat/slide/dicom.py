@@ -35,6 +35,7 @@ WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Im
 JPEG_SYNTAXES = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")  # baseline, extended
 JPEG_SOS, JPEG_APP0, JPEG_APP14 = 0xDA, 0xE0, 0xEE  # start of scan, JFIF, Adobe markers
 WSIDICOM_CACHE_BYTES = 16 * 2**20  # wsidicom's frame caches per slide (decoded tiles: ours)
+HEADER_END = 0x5200  # the functional groups' group: headers are read up to it
 NOT_LEVELS = ("LABEL", "OVERVIEW", "THUMBNAIL")  # ImageType values of instances besides levels
 
 _LEVEL_NUMBERS = itertools.count()  # edge-tile cache keys: a number per level reader
@@ -272,12 +273,14 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _header(path: Path) -> Any:
-    """A DICOM file's header (no pixel data), or an empty dict where pydicom cannot read it."""
-    import pydicom
+    """A DICOM file's header up to its functional groups (which can be large), or an empty
+    dict where pydicom cannot read it."""
+    from pydicom.filereader import read_partial
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:
+        with open(path, "rb") as fh:
+            return read_partial(fh, stop_when=lambda tag, vr, length: tag.group >= HEADER_END)
+    except Exception:  # pydicom raises many types on broken files
         return {}
 
 
