@@ -6,8 +6,9 @@ Prints: the time to write the generated slide (first run only; then it is reused
 cache), to open it, and to get the first screenful (the whole level that fits 1920 x 1080);
 level-0 region reads in MPix/s through ``Slide.levels`` (dask) against tifffile decoding the
 same tiles itself (same threads), and against tifffile's zarr store; the same on the real
-CMU SVS when ../shared/data/real is there, and the SVS through the OpenSlide backend against
-the tifffile backend; peak memory (tracemalloc, RSS). Then the remote
+CMU SVS when ../shared/data/real is there, the SVS through the OpenSlide backend against
+the tifffile backend and its DICOM conversion through wsidicom against OpenSlide
+(``--backends-only`` runs just these); peak memory (tracemalloc, RSS). Then the remote
 case: the same regions of the same file served over HTTP with range requests
 (tests/remote_servers.py) that each wait ``--remote-latency-ms`` (a distant object store),
 read through fsspec's block cache, in MPix/s against the local file in the same run, with the
@@ -22,6 +23,7 @@ import resource
 import sys
 import time
 import tracemalloc
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +40,7 @@ from napari_patchheat.slide import open_slide  # noqa: E402
 SCREEN_PX = (1080, 1920)  # (height, width)
 REGION_PX = 2048  # level-0 region side (the extraction's read block)
 REAL_SVS = ROOT.parent / "shared" / "data" / "real" / "CMU-1-Small-Region.svs"
+REAL_DICOM = REAL_SVS.with_name("CMU-1-Small-Region-dicom")  # its DICOM WSI conversion
 
 
 def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -126,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the HTTP server's wait per request in the remote case")
     parser.add_argument("--remote-only", action="store_true",
                         help="only the remote case (and the slide it reads)")
+    parser.add_argument("--backends-only", action="store_true",
+                        help="only the real slides through two backends each")
     args = parser.parse_args(argv)
     threads = os.cpu_count() or 1
+    if args.backends_only:
+        real_backends(args.repeat)
+        return 0
     print(f"bench_read: {args.size} x {args.size} px slide, {threads} CPU threads, "
           f"Python {sys.version.split()[0]}")  # fmt: skip
 
@@ -211,33 +219,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  real CMU SVS, whole level 0 (240 px JPEG tiles): ours {mpix / t_ours:.1f} "
               f"MPix/s, tifffile.imread {mpix / t_tiff:.1f} MPix/s, "
               f"ratio ours/tifffile {t_tiff / t_ours:.2f}")
-        openslide_vs_tifffile(args.repeat)
+        real_backends(args.repeat)
     remote_case(path, regions, slide.tile_shapes[0], args.repeat, args.remote_latency_ms)
     return 0
 
 
-def openslide_vs_tifffile(repeat: int) -> None:
-    """The real SVS through the OpenSlide backend and the tifffile backend, same run: the whole
-    level 0 and 16 tile-unaligned 512 px regions (one dask graph each, as napari reads)."""
-    rng = np.random.default_rng(0)
-    regions = [(int(y), int(x)) for y, x in zip(rng.integers(0, 2967 - 512, 16),
-                                                rng.integers(0, 2220 - 512, 16))]
-    times = {}
-    for backend in ("tifffile", "openslide"):
-        with open_slide(REAL_SVS, backend=backend) as s:
-            level = s.levels[0]
+def backends_compared(path: Path, base: str, other: str, what: str, repeat: int) -> None:
+    """``path`` through backends ``base`` and ``other``, same run: the whole level 0 and 16
+    tile-unaligned 512 px regions (one dask graph each, as napari reads); equal pixels."""
+    times: dict[str, Any] = {}
+    regions: list[tuple[int, int]] = []
+    for backend in (base, other):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # OpenSlide's levels left out (DICOM)
+            slide = open_slide(path, backend=backend)
+        with slide:
+            level = slide.levels[0]
+            if not regions:
+                h, w = level.shape[:2]
+                rng = np.random.default_rng(0)
+                regions = [(int(y), int(x)) for y, x in zip(rng.integers(0, h - 512, 16),
+                                                            rng.integers(0, w - 512, 16))]
             t_whole, whole = best_of(lambda level=level: np.asarray(level), repeat)
             t_regions, parts = best_of(
-                lambda level=level: [np.asarray(level[y:y + 512, x:x + 512]) for y, x in regions],
+                lambda level=level, regions=regions: [
+                    np.asarray(level[y:y + 512, x:x + 512]) for y, x in regions],
                 repeat)
         times[backend] = (t_whole, t_regions, whole, parts)
-    (tw, tr, a, pa), (ow, orr, b, pb) = times["tifffile"], times["openslide"]
+    (tw, tr, a, pa), (ow, orr, b, pb) = times[base], times[other]
     assert np.array_equal(a, b) and all(np.array_equal(x, y) for x, y in zip(pa, pb))
     mpix, rpix = a.shape[0] * a.shape[1] / 1e6, 16 * 512 * 512 / 1e6
-    print(f"  real CMU SVS, backend 'openslide' vs 'tifffile' (same pixels): whole level 0 "
-          f"{mpix / ow:.1f} vs {mpix / tw:.1f} MPix/s, ratio openslide/tifffile {tw / ow:.2f}; "
-          f"16 regions of 512 px {rpix / orr:.1f} vs {rpix / tr:.1f} MPix/s, ratio {tr / orr:.2f}")
+    print(f"  {what}, backend {other!r} vs {base!r} (same pixels): whole level 0 "
+          f"{mpix / ow:.1f} vs {mpix / tw:.1f} MPix/s ({ow * 1e3:.0f} vs {tw * 1e3:.0f} ms), "
+          f"ratio {other}/{base} {tw / ow:.2f}; 16 regions of 512 px {rpix / orr:.1f} vs "
+          f"{rpix / tr:.1f} MPix/s, ratio {tr / orr:.2f}")
 
+
+def real_backends(repeat: int) -> None:
+    """The real slides through two backends each: the SVS (OpenSlide vs tifffile), its DICOM
+    conversion (wsidicom vs OpenSlide)."""
+    backends_compared(REAL_SVS, "tifffile", "openslide", "real CMU SVS", repeat)
+    if REAL_DICOM.is_dir():
+        backends_compared(REAL_DICOM, "openslide", "dicom", "real CMU DICOM folder", repeat)
 
 
 def remote_case(path: Path, regions: list[tuple[int, int, int, int]], tile: tuple[int, int],

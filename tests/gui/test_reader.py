@@ -131,38 +131,35 @@ def test_get_reader_takes_the_suffixes_of_the_manifest(tmp_path):
 
 
 def test_dicom_folders_and_files_open_through_the_reader(dicom_path, tmp_path):
-    """No viewer needed: the reader's layer data, for the folder and its level-0 file."""
-    from napari_patchheat.slide.openslide_reader import OpenSlideLevelWarning
-
+    """No viewer needed: the reader's layer data, for the folder and its level-0 file (read by
+    wsidicom: every level)."""
     dcm = max(dicom_path.glob("*.dcm"), key=lambda p: p.stat().st_size)
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("not a slide")
     assert napari_get_reader(str(tmp_path / "plain")) is None
     for path in (dicom_path, dcm):
         assert napari_get_reader(str(path)) is read_slides
-        with pytest.warns(OpenSlideLevelWarning):
-            [(data, kwargs, kind)] = read_slides(str(path))
+        [(data, kwargs, kind)] = read_slides(str(path))
         assert kind == "image" and kwargs["name"] == path.name
-        assert [level.shape for level in data] == [(2967, 2220, 3), (186, 139, 3)]
+        assert [level.shape for level in data] == [
+            (2967, 2220, 3), (1484, 1110, 3), (742, 555, 3), (371, 278, 3), (186, 139, 3)]
         assert kwargs["scale"] == (0.499, 0.499) and kwargs["metadata"]["vendor"] == "dicom"
         assert kwargs["metadata"]["path"] == str(path)
         assert data[1].compute().std() > 1
 
 
 def test_a_dicom_folder_opens_in_napari(make_napari_viewer, dicom_path):
-    from napari_patchheat.slide.openslide_reader import OpenSlideLevelWarning
-
     viewer = make_napari_viewer(show=True)
-    with pytest.warns(OpenSlideLevelWarning):
-        layer = open_one(viewer, dicom_path)
+    layer = open_one(viewer, dicom_path)
     assert layer.name == dicom_path.name and layer.multiscale and layer.rgb
-    assert [level.shape for level in layer.data] == [(2967, 2220, 3), (186, 139, 3)]
+    assert [level.shape[:2] for level in layer.data] == [
+        (2967, 2220), (1484, 1110), (742, 555), (371, 278), (186, 139)]
     assert tuple(layer.scale) == (0.499, 0.499)
     viewer.reset_view()
     QApplication.processEvents()
     shot = viewer.screenshot(canvas_only=True, flash=False)
     assert shot[..., :3].std() > 10  # the slide is drawn
-    viewer.camera.zoom *= 8  # level 0, read by OpenSlide as the camera asks
+    viewer.camera.zoom *= 8  # level 0, read by wsidicom as the camera asks
     QApplication.processEvents()
     viewer.screenshot(canvas_only=True, flash=False)
     assert layer.data_level == 0

@@ -1,6 +1,6 @@
 """The OpenSlide backend (slide/openslide_reader.py): the same pixels and metadata as the
-tifffile backend on the real SVS and NDPI, DICOM WSI folders and files, closing, errors, and a
-run through a DICOM folder equal to the run through its SVS."""
+tifffile backend on the real SVS and NDPI, DICOM WSI folders and files (``backend="openslide"``;
+``"auto"`` reads them with wsidicom: test_slide_dicom.py), closing and errors."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ LABEL_INSTANCE = "1.2.826.0.1.3680043.8.498.629111404826957909951527122220765369
 
 
 def open_dicom(path):
-    """The DICOM slide, with its warning about the levels OpenSlide cannot read."""
+    """The DICOM slide read by OpenSlide, with its warning about the levels it cannot read."""
     with pytest.warns(OpenSlideLevelWarning, match="levels 1, 2, 3, which are left out") as info:
-        slide = open_slide(path)
+        slide = open_slide(path, backend="openslide")
     assert "Dimensional mismatch reading JPEG" in str(info[0].message)
     return slide
 
@@ -145,14 +145,12 @@ def test_dicom_files_without_a_suffix(dicom_path, tmp_path):
                               want.levels[0][:600, :700].compute())
 
 
-def test_auto_picks_openslide_for_a_dicom_folder(dicom_path):
-    with pytest.warns(OpenSlideLevelWarning):
-        forced = open_slide(dicom_path, backend="openslide")
-    with open_dicom(dicom_path) as auto, forced:
-        assert auto.vendor == forced.vendor == "dicom"  # OpenSlide's vendor name
-        assert np.array_equal(auto.levels[1].compute(), forced.levels[1].compute())
-    with pytest.raises(SlideError, match="with backend 'tifffile': it is a folder"):
-        open_slide(dicom_path, backend="tifffile")
+def test_openslide_reads_a_dicom_folder_when_asked(dicom_path):
+    with open_dicom(dicom_path) as forced, open_slide(dicom_path) as auto:
+        assert auto.vendor == forced.vendor == "dicom"  # OpenSlide's vendor name, kept
+        assert (forced.stored_level_count, auto.stored_level_count) == (2, 5)
+        assert np.array_equal(auto.levels[0][:500, :600].compute(),
+                              forced.levels[0][:500, :600].compute())
 
 
 def test_regions_read_from_inside_chunks(dicom_path):
@@ -206,15 +204,15 @@ def test_errors(tmp_path, dicom_path):
     only_label = tmp_path / "label-only"
     only_label.mkdir()
     shutil.copy(dicom_path / LABEL_INSTANCE, only_label)
-    expect_error(only_label, "OpenSlide finds no DICOM slide in its 1 DICOM file",
-                 "No pyramid levels found")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning from a file that never opened
+        with pytest.raises(SlideError, match="OpenSlide finds no DICOM slide in its 1 DICOM "
+                           "file .*No pyramid levels found") as info:
+            open_slide(only_label, backend="openslide")
+    assert info.value.path == str(only_label)
     with pytest.raises(SlideError, match="does not recognise it as a slide") as info:
         open_slide(garbage, backend="openslide")
     assert info.value.path == str(garbage)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no warning from a file that never opened
-        with pytest.raises(SlideError):
-            open_slide(only_label)
 
 
 
@@ -239,42 +237,6 @@ def test_closing_while_reads_run(svs_path):
         slide.close()
         outcomes = {r.result() for r in results}
     assert outcomes <= {"read", "closed"} and "closed" in outcomes
-
-
-def dab_heatmap(slide, out, tissue_threshold):
-    """``patchheat run``'s job, end to end, with the built-in 'dab' model at level 0."""
-    from napari_patchheat.heatmap import Heatmap
-    from napari_patchheat.jobs import JobOutputs, run_job
-    from napari_patchheat.options import RunOptions
-
-    options = RunOptions(size=224, stride=160, tissue_threshold=tissue_threshold,
-                         use_cache=False)
-    files = run_job(slide, "dab", out, JobOutputs(("npz",)), options, quiet=True)
-    assert files["npz"].name == f"{slide.name.removesuffix('.svs')}.dab.npz"
-    return Heatmap.load_npz(files["npz"])
-
-
-def test_a_run_through_the_dicom_folder_equals_the_run_through_the_svs(
-        dicom_path, svs_path, tmp_path):
-    want = dab_heatmap(svs_path, tmp_path / "svs", 0.0)
-    with pytest.warns(OpenSlideLevelWarning):
-        got = dab_heatmap(dicom_path, tmp_path / "dicom", 0.0)
-    assert got.level == want.level == 0 and got.grid == want.grid
-    assert np.nanstd(want.values) > 0.01 and not np.isnan(want.values).any()  # all computed
-    assert np.array_equal(got.values, want.values)
-
-
-def test_with_a_tissue_threshold_only_the_mask_s_level_differs(dicom_path, svs_path, tmp_path):
-    """The DICOM's pyramid here is levels 0 and 4 (1-3 left out), so its tissue mask is read
-    from level 0 where the SVS's is read from its computed 1483 px level: a few patches at
-    the tissue's edge are skipped by one and not the other; every patch both ran is equal."""
-    want = dab_heatmap(svs_path, tmp_path / "svs", 0.5)
-    with pytest.warns(OpenSlideLevelWarning):
-        got = dab_heatmap(dicom_path, tmp_path / "dicom", 0.5)
-    both = ~np.isnan(got.values) & ~np.isnan(want.values)
-    assert 0 < both.sum() < both.size and np.nanstd(want.values[both]) > 0.01
-    assert np.array_equal(got.values[both], want.values[both])
-    assert (np.isnan(got.values) != np.isnan(want.values)).mean() < 0.05  # 4 of 234 here
 
 
 def test_levels_with_a_fractional_downsample_are_resampled_by_openslide(dicom_path):

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 # the file names a slide reader takes (napari's reader claims these)
-OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide", ".dcm")
+OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")
+DICOM_SUFFIXES = (".dcm",)  # DICOM WSI instances (wsidicom; OpenSlide with backend="openslide")
+LOCAL_ONLY_SUFFIXES = OPENSLIDE_SUFFIXES + DICOM_SUFFIXES  # not read from URLs
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".png", ".jpg", ".jpeg",
-                  *OPENSLIDE_SUFFIXES, ".zarr")
+                  *LOCAL_ONLY_SUFFIXES, ".zarr")
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 PNG_MAGIC, JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 DICOM_MAGIC_AT = 128  # "DICM" follows a 128-byte preamble
 READS = ("SVS, NDPI, OME-TIFF, pyramidal TIFF, SCN, BIF, Philips TIFF (tifffile); MRXS, VMS, "
-         "SVSLIDE and DICOM WSI (OpenSlide); OME-Zarr; PNG, JPEG")
+         "SVSLIDE (OpenSlide); DICOM WSI (wsidicom); OME-Zarr; PNG, JPEG")
 
 
 def sniff(head: bytes) -> str | None:

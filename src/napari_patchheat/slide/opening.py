@@ -4,8 +4,10 @@ Backends (see docs/slides.md for the table of formats x backends and the file th
 
 - ``"tifffile"``: TIFF-based formats (:func:`tiff.open_tiff`, tile by tile, computed levels from
   their built file where :mod:`.coarse` made one), local or remote (:mod:`.remote`);
-- ``"openslide"``: OpenSlide 4 (``openslide-bin`` wheel): MRXS, VMS/VMU, SVSLIDE, DICOM WSI and the
-  TIFF variants tifffile cannot read (:mod:`.openslide_reader`); local files only;
+- ``"openslide"``: OpenSlide 4 (``openslide-bin`` wheel): MRXS, VMS/VMU, SVSLIDE, the TIFF
+  variants tifffile cannot read, and DICOM WSI when asked for (:mod:`.openslide_reader`); local
+  files only;
+- ``"dicom"``: DICOM WSI folders and ``.dcm`` files through wsidicom (:mod:`.dicom`); local only;
 - ``"zarr"``: OME-Zarr (NGFF 0.4, 0.5), local or remote (:mod:`.omezarr`);
 - ``"image"``: PNG and JPEG, decoded whole on first read (:func:`image.open_image`).
 
@@ -22,6 +24,7 @@ from .coarse import use_built_levels
 from .errors import SlideError
 from .formats import (
     DICOM_MAGIC_AT,
+    DICOM_SUFFIXES,
     JPEG_MAGIC,
     OPENSLIDE_SUFFIXES,
     PNG_MAGIC,
@@ -33,7 +36,7 @@ from .location import URL_SCHEMES, is_url, scheme_of
 from .pyramid import Slide
 from .tiff import open_tiff
 
-BACKENDS = ("auto", "tifffile", "openslide", "zarr", "image")
+BACKENDS = ("auto", "tifffile", "openslide", "dicom", "zarr", "image")
 
 
 def open_slide(path: str | Path, backend: str = "auto",
@@ -64,14 +67,18 @@ def _open_local(path: Path, backend: str) -> Slide:
         from .omezarr import open_omezarr
 
         return open_omezarr(path)
-    if backend == "openslide" or (backend == "auto" and _is_dicom_folder(path)):
+    if backend == "openslide":
         from .openslide_reader import open_openslide
 
         return open_openslide(path)
+    if backend == "dicom" or (backend == "auto" and _is_dicom_folder(path)):
+        from .dicom import open_dicom
+
+        return open_dicom(path)
     if path.is_dir() and backend != "auto":
         raise SlideError(f"Cannot open {path} with backend {backend!r}: it is a folder (a DICOM "
-                         "WSI folder opens with 'openslide', an OME-Zarr with 'zarr'); try "
-                         "backend 'auto'.", path)
+                         "WSI folder opens with 'dicom' or 'openslide', an OME-Zarr with "
+                         "'zarr'); try backend 'auto'.", path)
     if path.is_dir():
         raise SlideError(f"Cannot open {path}: it is a directory that holds no DICOM slide or "
                          f"OME-Zarr image; the plugin reads {READS}.", path)
@@ -81,8 +88,12 @@ def _open_local(path: Path, backend: str) -> Slide:
     except OSError as exc:
         raise SlideError(f"Cannot open {path}: {exc.strerror or exc}.", path) from exc
     # before the magic numbers: a DICOM file can be a TIFF too (dual personality)
-    if backend == "auto" and (path.suffix.lower() in OPENSLIDE_SUFFIXES
+    if backend == "auto" and (path.suffix.lower() in DICOM_SUFFIXES
                               or head[DICOM_MAGIC_AT:] == b"DICM"):
+        from .dicom import open_dicom
+
+        return open_dicom(path)
+    if backend == "auto" and path.suffix.lower() in OPENSLIDE_SUFFIXES:
         from .openslide_reader import open_openslide
 
         return open_openslide(path)

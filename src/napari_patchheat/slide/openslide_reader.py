@@ -1,6 +1,7 @@
 """Slides read by OpenSlide 4 (openslide-python and the openslide-bin wheel): MIRAX (.mrxs),
-Hamamatsu VMS/VMU, Sakura SVSLIDE, DICOM WSI (a folder of ``.dcm`` instances, or one of them)
-and the TIFF variants tifffile cannot read.
+Hamamatsu VMS/VMU, Sakura SVSLIDE, the TIFF variants tifffile cannot read, and DICOM WSI (a
+folder of ``.dcm`` instances, or one of them) with ``backend="openslide"`` (``"auto"`` reads
+DICOM with wsidicom: :mod:`.dicom`, which shares this module's DICOM file finding).
 
 Each level OpenSlide reports is an :class:`OpenSlideLevel`, read region by region with
 ``read_region`` as RGBA (OpenSlide's alpha, not premultiplied: transparent where the scanner

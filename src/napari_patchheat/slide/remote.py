@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import SlideError
-from .formats import OPENSLIDE_SUFFIXES, READS, sniff
+from .formats import LOCAL_ONLY_SUFFIXES, READS, sniff
 from .location import SlideURL, is_url, scheme_of
 from .pyramid import Slide
 
@@ -61,7 +61,7 @@ def open_remote(url: str, backend: str, storage_options: Mapping[str, Any]) -> S
     """
     location = SlideURL(url)
     suffix = location.suffix.lower()
-    if backend == "openslide" or suffix in OPENSLIDE_SUFFIXES:
+    if backend in ("openslide", "dicom") or suffix in LOCAL_ONLY_SUFFIXES:
         raise SlideError(f"Cannot open {url}: OpenSlide formats and DICOM are read from local "
                          "files only; download the slide, or mount its bucket (e.g. rclone "
                          "mount, mount-s3) and open the local path.", url)
