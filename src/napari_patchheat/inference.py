@@ -152,6 +152,7 @@ class HeatmapRun:
         self.downsample = tuple(self.slide.downsamples[level])
         self.grid = self._grid()
         self.model.check_patch_size(self.grid.size)
+        self.model = _normalised(self.model, self.slide, options)
         self.tissue_threshold = options.tissue_threshold
         self.tissue = self._tissue_fraction() if self.tissue_threshold > 0 else None
         self.roi = self._roi_mask() if options.roi is not None else None
@@ -195,7 +196,7 @@ class HeatmapRun:
             slide_path=recorded_path(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold,
                    "positive_threshold": getattr(self.model, "positive_threshold", None),
-                   **self._roi_extra()},
+                   **self._roi_extra(), **_stain_extra(self.model)},
         )
         self.cache: RunCache | None = None
         if self.options.use_cache:
@@ -350,6 +351,21 @@ def _run_model(model: Any, options: RunOptions) -> Any:
             "load_model(..., mixed_precision=True), or pass its path."
         )
     return model
+
+
+def _normalised(model: Any, slide: Any, options: RunOptions) -> Any:
+    """``model`` fed patches stain-normalised as ``options`` ask (models/normalised.py)."""
+    if options.stain_norm == "none":
+        return model
+    from .models.normalised import normalise_model
+
+    return normalise_model(model, slide, options.stain_norm, options.stain_target)
+
+
+def _stain_extra(model: Any) -> dict[str, Any]:
+    """The heatmap's record of the stain normalisation: ``{"stain_norm": fit}``, or nothing."""
+    fit = getattr(model, "stain_fit", None)
+    return {} if fit is None else {"stain_norm": fit.to_json()}
 
 
 def _describe(exc: BaseException, path: Any) -> str:

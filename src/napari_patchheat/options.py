@@ -3,7 +3,8 @@
 Each field carries its user-facing help and the kind of value it takes in
 ``dataclasses.field(metadata=...)``, so a user interface can build its inputs from the fields:
 ``help`` (one line, the CLI's), ``kind`` ("int", "float", "pair", "choice", "switch", "path"),
-``choices`` for a choice, ``flag`` where the CLI's flag is not ``--<name>``. Values that need
+``choices`` for a choice, ``flag`` where the CLI's flag is not ``--<name>``, ``section`` where
+the dock builds the field's control in a section of its own (:data:`MODEL_INPUT`). Values that need
 neither the slide nor the model are checked here; the rest (the level, whether a patch fits) where
 the run starts.
 Numpy only: this module crosses to the spawned inference worker (pickled).
@@ -25,6 +26,8 @@ DEFAULT_BATCH_SIZE = 32
 # so glass is not painted; the API computes every patch unless told otherwise (0 keeps all).
 INTERACTIVE_TISSUE_THRESHOLD = 0.1
 PAIR_FIELDS = ("size", "stride", "rate")
+STAIN_METHODS = ("none", "reinhard", "macenko", "vahadane")  # models/stain_norm.py's FITS
+MODEL_INPUT = "Model input"  # the dock's section of the fields that change what the model sees
 
 
 def _option(default: Any, help_text: str, kind: str, **more: Any) -> Any:
@@ -79,6 +82,14 @@ class RunOptions:
     roi_centre: bool = _option(
         False, "a patch is inside the region when its centre is (instead of the fraction)",
         "switch")
+    # --- what the model sees (``section``: the dock shows these under MODEL_INPUT)
+    stain_norm: str = _option(
+        "none", "stain normalisation of each patch to the target's stain, fitted once per slide "
+        "from its tissue: none, reinhard, macenko or vahadane (default none)", "choice",
+        choices=STAIN_METHODS, section=MODEL_INPUT)
+    stain_target: str | os.PathLike[str] | None = _option(
+        None, "image of the target stain (PNG, JPEG, TIFF or a slide; its tissue is fitted); "
+        "default: the model card's stain_target", "path", section=MODEL_INPUT)
 
     def __post_init__(self) -> None:
         for name in PAIR_FIELDS:
@@ -109,3 +120,6 @@ class RunOptions:
         object.__setattr__(self, "padding", padding)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r} is unknown: use 'auto', 'tf' or 'numpy'.")
+        if self.stain_norm not in STAIN_METHODS:
+            raise ValueError(f"stain_norm={self.stain_norm!r} is unknown: use one of "
+                             f"{', '.join(STAIN_METHODS)}.")

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..files import JSONError, loads_json
 from ..grid import as_pair
+from .stain_norm import card_stain_target
 
 # Preprocessing modes; every value maps raw RGB 0..255 (float32) to what the model was trained on.
 PREPROCESSING_MODES = ("none", "0..1", "-1..1", "caffe", "torch")
@@ -43,7 +44,7 @@ _ALIASES = {"tf": "-1..1", "0-1": "0..1", "-1-1": "-1..1", "identity": "none"}
 MPP_AT_1X_UM = 10.0
 CARD_FILENAME_IN_DIR = "model_card.json"
 CARD_KEYS = ("class_names", "preprocessing", "input_size", "mpp", "magnification", "name",
-             "description", "positive_threshold")
+             "description", "positive_threshold", "stain_target")
 
 
 def preprocessing_mode(name: str) -> str:
@@ -73,6 +74,7 @@ class ModelCard:
     description: str | None = None
     path: Path | None = None
     positive_threshold: float | None = None  # one-output models: exported tiles classified >= it
+    stain_target: dict[str, Any] | None = None  # the training stain: {"method", its statistics}
 
     @property
     def effective_mpp(self) -> float | None:
@@ -147,8 +149,10 @@ def parse_card(data: dict[str, Any], path: Path | None = None) -> ModelCard:
     for key in ("name", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError(f"{key} must be a string.")
+    stain = data.get("stain_target")
     return ModelCard(names, prep, size, mpp, mag, data.get("name"), data.get("description"), path,
-                     _positive_threshold(data, names))
+                     _positive_threshold(data, names),
+                     None if stain is None else card_stain_target(stain))
 
 
 def _positive(data: dict[str, Any], key: str) -> float | None:
