@@ -9,7 +9,9 @@ fingerprint holds the fit, so the resume cache keys on it. No TensorFlow at impo
 
 from __future__ import annotations
 
+import copy
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +21,38 @@ from .card import find_card
 from .patch_model import Fingerprint, InsideMask, PatchModel
 from .stain_norm import StainFit, fit_stain, tf_normalise
 
-FIT_MAX_PX = 2**21  # tissue pixels a fit uses at most (every k-th of the mask level's)
+FIT_MAX_PX = 2**20  # tissue pixels a fit uses at most (every k-th of the mask level's)
+FITS_KEPT = 16  # fits kept in memory: a slide's or a target image's is computed once
+_FITTED: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+# the last normalised models, by model and fit: a slide run again reuses its traced graph (each
+# holds its model, so the model's id is not reused while it is here)
+WRAPPED_KEPT = 4
+_WRAPPED: OrderedDict[tuple[int, str], PatchModel] = OrderedDict()
 
 
 def tissue_stats(method: str, image: Any) -> dict[str, Any]:
     """``method``'s statistics of the tissue of ``image`` (a Slide, or a path opened as one):
-    the tissue mask's level, at most :data:`FIT_MAX_PX` of its tissue pixels (every k-th)."""
+    the tissue mask's level, at most :data:`FIT_MAX_PX` of its tissue pixels (every k-th).
+    Kept in memory by the slide's identity or the file's path, size and time."""
     from ..slide import open_slide
     from ..tissue import slide_tissue_pixels
 
+    if isinstance(image, (str, Path)):
+        stat = Path(image).stat()
+        key: tuple[Any, ...] = (method, str(Path(image).resolve()), stat.st_size, stat.st_mtime_ns)
+    else:
+        key = (method, image.identity)
+    if key in _FITTED:
+        _FITTED.move_to_end(key)
+        return copy.deepcopy(_FITTED[key])
     slide = open_slide(image) if isinstance(image, (str, Path)) else image
     pixels, mask, _ = slide_tissue_pixels(slide, mode="brightfield")
     where = np.flatnonzero(mask)
     step = max(1, math.ceil(len(where) / FIT_MAX_PX))
-    return fit_stain(method, pixels[..., :3].reshape(-1, 3)[where[::step]])
+    _FITTED[key] = fit_stain(method, pixels[..., :3].reshape(-1, 3)[where[::step]])
+    while len(_FITTED) > FITS_KEPT:
+        _FITTED.popitem(last=False)
+    return copy.deepcopy(_FITTED[key])
 
 
 def target_stats(method: str, target: Any, model: PatchModel) -> dict[str, Any]:
@@ -64,7 +84,13 @@ def normalise_model(model: PatchModel, slide: Any, method: str, target: Any) -> 
     except ValueError as exc:
         raise ValueError(f"Cannot fit the stain of {Path(str(slide.path)).name}: {exc}") from None
     fit = StainFit(method, source, target_stats(method, target, model))
-    return NormalisedModel(model, fit)
+    key = (id(model), fit.key())
+    if key not in _WRAPPED:
+        _WRAPPED[key] = NormalisedModel(model, fit)
+        while len(_WRAPPED) > WRAPPED_KEPT:
+            _WRAPPED.popitem(last=False)
+    _WRAPPED.move_to_end(key)
+    return _WRAPPED[key]
 
 
 class NormalisedModel(PatchModel):
@@ -78,7 +104,7 @@ class NormalisedModel(PatchModel):
         fp = Fingerprint("stain-normalised")
         fp.add_json({"model": model.fingerprint, "stain_norm": fit.to_json()})
         self.stain_fit = fit
-        self._normalise = tf_normalise(fit)
+        self._normalise = _compiled(tf_normalise(fit))
         super().__init__(
             model._forward_fn, name=model.name, class_names=model.class_names,
             input_size=model.input_size, fingerprint=fp.hexdigest(),
@@ -91,3 +117,16 @@ class NormalisedModel(PatchModel):
 
     def _forward(self, x: Any, inside: InsideMask | None = None) -> Any:
         return super()._forward(self._normalise(x), inside)
+
+
+def _compiled(normalise: Any) -> Any:
+    """``normalise`` compiled by XLA (its per-pixel math fused: several times faster on a CPU);
+    as it is where XLA is missing or fails on this platform (tried on one pixel)."""
+    import tensorflow as tf
+
+    jitted = tf.function(normalise, jit_compile=True)
+    try:
+        jitted(tf.zeros((1, 1, 1, 3), tf.uint8))
+    except Exception:  # XLA missing or failing here
+        return normalise
+    return jitted
