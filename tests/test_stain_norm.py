@@ -168,11 +168,15 @@ def test_the_cli_normalises_and_writes_the_fit(svs_path, ihc_png_path, tmp_path)
 
 
 def test_without_a_target_the_cli_says_what_to_give(svs_path, tmp_path, capsys):
-    code = main(["run", str(svs_path), "--model", "dab", "--level", "1", "--size", "64",
-                 "--no-cache", "--stain-norm", "reinhard", "--out", str(tmp_path)])
+    run = ["run", str(svs_path), "--model", "dab", "--level", "1", "--size", "64", "--no-cache",
+           "--stain-norm", "reinhard", "--out", str(tmp_path)]
+    code = main(run)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "give --stain-target" in err and "stain_target" in err
+    code = main([*run, "--stain-target", str(tmp_path / "missing.png")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "missing.png" in err
 
 
 def test_a_model_card_carries_its_target(svs_path, ihc_png_path, tmp_path):

@@ -37,6 +37,7 @@ def tissue_stats(method: str, image: Any) -> dict[str, Any]:
     from ..slide import open_slide
     from ..tissue import slide_tissue_pixels
 
+    slide = open_slide(image) if isinstance(image, (str, Path)) else image  # a SlideError
     if isinstance(image, (str, Path)):
         stat = Path(image).stat()
         key: tuple[Any, ...] = (method, str(Path(image).resolve()), stat.st_size, stat.st_mtime_ns)
@@ -45,7 +46,6 @@ def tissue_stats(method: str, image: Any) -> dict[str, Any]:
     if key in _FITTED:
         _FITTED.move_to_end(key)
         return copy.deepcopy(_FITTED[key])
-    slide = open_slide(image) if isinstance(image, (str, Path)) else image
     pixels, mask, _ = slide_tissue_pixels(slide, mode="brightfield")
     where = np.flatnonzero(mask)
     step = max(1, math.ceil(len(where) / FIT_MAX_PX))
