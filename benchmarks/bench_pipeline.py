@@ -13,7 +13,9 @@
    the device path only where TensorFlow sees a GPU; this shows what it costs where it does not.
 6. Test-time augmentation: MobileNetV2 runs with tta "flips" (4 transforms) and "dihedral" (8)
    over the plain run, per transform (target <= 1.05).
-Run: `.venv/bin/python benchmarks/bench_pipeline.py [--quick] [--part N ...]`. Slides are
+7. Stain normalisation on a CNN: MobileNetV2 runs normalised (Reinhard, Macenko, to the IHC
+   image's stain) over the plain run (target <= 1.15), and with the once-per-slide fits added.
+Run: `.venv/bin/python benchmarks/bench_pipeline.py [--quick] [--parts 1,6,7]`. Slides are
 generated once into the cache folder (see napari_patchheat.samples).
 """
 
@@ -44,8 +46,9 @@ from napari_patchheat.options import RunOptions
 from napari_patchheat.samples import sample_slide_path
 
 BATCH = 32
-REAL_SVS = (Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-            / "CMU-1-Small-Region.svs")
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL_SVS = REAL_DIR / "CMU-1-Small-Region.svs"
+STAIN_TARGET = REAL_DIR / "ihc.png"  # the normalisation's target (else the slide itself)
 
 
 def mobilenet_path(folder: Path) -> Path:
@@ -272,15 +275,50 @@ def part_tta(slide: Path, level: int, model: Any) -> None:
               f"plain {n / best['none']:.1f} p/s: {ratio:.2f}x for {TTA_TRANSFORMS[tta]} "
               f"transforms, {ratio / TTA_TRANSFORMS[tta]:.3f} per transform (target <= 1.05)",
               flush=True)
+def part_stain_norm(slide: Path, level: int, model: Any) -> None:
+    """Plain and normalised runs, each timed from building the run to its last batch, best of 2
+    alternating repeats after a warm-up (the fits, kept in memory, timed apart)."""
+    from napari_patchheat.models.normalised import tissue_stats
+
+    target = STAIN_TARGET if STAIN_TARGET.is_file() else slide
+    options = RunOptions(level=level, size=224, stride=224, batch_size=BATCH, use_cache=False)
+    methods = ("none", "reinhard", "macenko")
+
+    def timed(method: str) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        run = HeatmapRun(s, model, dataclasses.replace(
+            options, stain_norm=method, stain_target=None if method == "none" else target))
+        n, _ = timed_run(run)
+        return n, time.perf_counter() - t0
+
+    with open_slide(slide) as s:
+        fit_s = {}
+        for method in methods[1:]:  # fitted once per slide (and target), then kept in memory
+            t0 = time.perf_counter()
+            tissue_stats(method, s), tissue_stats(method, target)
+            fit_s[method] = time.perf_counter() - t0
+        for method in methods:
+            timed(method)  # warms the OS cache and traces each model
+        best = dict.fromkeys(methods, np.inf)
+        for _ in range(2):
+            for method in methods:
+                n, t = timed(method)
+                best[method] = min(best[method], t)
+    for method in methods[1:]:
+        print(f"7. MobileNetV2, level {level} ({n} patches), {method} normalisation: "
+              f"{best[method]:.2f} s vs plain {best['none']:.2f} s, ratio "
+              f"{best[method] / best['none']:.2f} (target <= 1.15); the slide's and the "
+              f"target's fits {fit_s[method]:.2f} s more, once per slide: ratio "
+              f"{(best[method] + fit_s[method]) / best['none']:.2f}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller slides and levels")
-    ap.add_argument("--part", type=int, action="append", choices=range(1, 7),
-                    help="run only this part (repeatable; default: all)")
+    ap.add_argument("--parts", default="1,2,3,4,5,6,7", help="comma-separated parts to run")
     ap.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    parts = {int(p) for p in args.parts.split(",")}
     if args.rss_child:
         return rss_child(args.rss_child)
     import tensorflow as tf
@@ -293,7 +331,6 @@ def main() -> None:
         from napari_patchheat import load_model
 
         mobilenet = load_model(mobilenet_path(Path(tmp)))
-        parts = set(args.part or range(1, 7))
         if 1 in parts:
             part_model(slide, cnn_level, mobilenet)
         if 2 in parts:
@@ -308,6 +345,8 @@ def main() -> None:
             part_backends(slide, {"MobileNetV2": cnn_level, "dab": dab_level}, mobilenet)
         if 6 in parts:
             part_tta(slide, cnn_level, mobilenet)
+        if 7 in parts:
+            part_stain_norm(slide, cnn_level, mobilenet)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,8 @@ class HeatmapRun:
         self.downsample = tuple(self.slide.downsamples[level])
         self.grid = self._grid()
         # the test-time augmentation, dropout passes and sd channels the card and options ask
+        # (normalised first: NormalisedModel rebuilds from the plain model's forward function)
+        self.model = _normalised(self.model, self.slide, options)
         self.model = augment_model(self.model, options.tta, options.mc_samples, options.uncertainty)
         self.model.check_patch_size(self.grid.size)
         self.tissue_threshold = options.tissue_threshold
@@ -212,7 +214,8 @@ class HeatmapRun:
             slide_path=recorded_path(self.slide.path), slide_shape=tuple(self.slide.shape),
             extra={"tissue_threshold": self.tissue_threshold, "color": self.options.color,
                    "positive_threshold": getattr(self.model, "positive_threshold", None),
-                   **self._roi_extra(), **getattr(self.model, "heatmap_extra", {})},
+                   **self._roi_extra(), **_stain_extra(self.model),
+                   **getattr(self.model, "heatmap_extra", {})},
         )
         self.cache: RunCache | None = None
         if self.options.use_cache:
@@ -367,6 +370,21 @@ def _run_model(model: Any, options: RunOptions) -> Any:
             "load_model(..., mixed_precision=True), or pass its path."
         )
     return model
+
+
+def _normalised(model: Any, slide: Any, options: RunOptions) -> Any:
+    """``model`` fed patches stain-normalised as ``options`` ask (models/normalised.py)."""
+    if options.stain_norm == "none":
+        return model
+    from .models.normalised import normalise_model
+
+    return normalise_model(model, slide, options.stain_norm, options.stain_target)
+
+
+def _stain_extra(model: Any) -> dict[str, Any]:
+    """The heatmap's record of the stain normalisation: ``{"stain_norm": fit}``, or nothing."""
+    fit = getattr(model, "stain_fit", None)
+    return {} if fit is None else {"stain_norm": fit.to_json()}
 
 
 def _describe(exc: BaseException, path: Any) -> str:

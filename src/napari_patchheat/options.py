@@ -3,7 +3,8 @@
 Each field carries its user-facing help and the kind of value it takes in
 ``dataclasses.field(metadata=...)``, so a user interface can build its inputs from the fields:
 ``help`` (one line, the CLI's), ``kind`` ("int", "float", "pair", "choice", "switch", "path"),
-``choices`` for a choice, ``flag`` where the CLI's flag is not ``--<name>``. Values that need
+``choices`` for a choice, ``flag`` where the CLI's flag is not ``--<name>``, ``section`` where
+the dock builds the field's control in a section of its own (:data:`MODEL_INPUT`). Values that need
 neither the slide nor the model are checked here; the rest (the level, whether a patch fits) where
 the run starts.
 Numpy only: this module crosses to the spawned inference worker (pickled).
@@ -30,6 +31,8 @@ PAIR_FIELDS = ("size", "stride", "rate")
 # ICC profile (slide/color.py)
 AS_STORED, SRGB = "as stored", "srgb"
 COLORS = (AS_STORED, SRGB)
+STAIN_METHODS = ("none", "reinhard", "macenko", "vahadane")  # models/stain_norm.py's FITS
+MODEL_INPUT = "Model input"  # the dock's section of the fields that change what the model sees
 
 
 def _option(default: Any, help_text: str, kind: str, **more: Any) -> Any:
@@ -89,17 +92,26 @@ class RunOptions:
     roi_centre: bool = _option(
         False, "a patch is inside the region when its centre is (instead of the fraction)",
         "switch")
+    # --- what the model sees (``section``: the dock shows these under MODEL_INPUT)
+    stain_norm: str = _option(
+        "none", "stain normalisation of each patch to the target's stain, fitted once per slide "
+        "from its tissue: none, reinhard, macenko or vahadane (default none)", "choice",
+        choices=STAIN_METHODS, section=MODEL_INPUT, since="0.3")
+    stain_target: str | os.PathLike[str] | None = _option(
+        None, "image of the target stain (PNG, JPEG, TIFF or a slide; its tissue is fitted); "
+        "default: the model card's stain_target", "path", section=MODEL_INPUT, since="0.3")
     # None: as the model card says (else none, 1, off); see test_time.py and docs/models.md
     tta: str | None = _option(
         None, "test-time augmentation: average each patch's flips (4 transforms) or dihedral "
         "turns and flips (8) (default: the model card's, else none)", "choice", choices=TTA_MODES,
-        since="0.3")
+        section=MODEL_INPUT, since="0.3")
     mc_samples: int | None = _option(
         None, "Monte-Carlo dropout: run a Keras model this many times with its dropout on and "
-        "average (default: the model card's, else 1)", "int", since="0.3")
+        "average (default: the model card's, else 1)", "int", section=MODEL_INPUT, since="0.3")
     uncertainty: bool | None = _option(
         None, "add a '<class> sd' channel per class: the standard deviation over the TTA and "
-        "dropout passes (default: the model card's, else off)", "switch", since="0.3")
+        "dropout passes (default: the model card's, else off)", "switch", section=MODEL_INPUT,
+        since="0.3")
 
     def __post_init__(self) -> None:
         for name in PAIR_FIELDS:
@@ -145,6 +157,9 @@ class RunOptions:
         if color not in COLORS:
             raise ValueError(f"color={self.color!r} is unknown: use 'as stored' or 'srgb'.")
         object.__setattr__(self, "color", color)
+        if self.stain_norm not in STAIN_METHODS:
+            raise ValueError(f"stain_norm={self.stain_norm!r} is unknown: use one of "
+                             f"{', '.join(STAIN_METHODS)}.")
 
     def _check_test_time(self) -> None:
         if self.tta is not None:

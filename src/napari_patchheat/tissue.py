@@ -275,13 +275,28 @@ def slide_tissue_mask(
     when its long side exceeds TISSUE_MASK_MAX_PX; "auto" is :func:`is_fluorescence` of the
     slide. Returns the mask and its (dy, dx) level-0 px per mask px.
     """
+    _, mask, scale = slide_tissue_pixels(source, level=level, grid=grid,
+                                         grid_downsample=grid_downsample, mode=mode)
+    return mask, scale
+
+
+def slide_tissue_pixels(
+    source: Any,
+    *,
+    level: int | None = None,
+    grid: PatchGrid | None = None,
+    grid_downsample: float | Sequence[float] = 1.0,
+    mode: Mode = "auto",
+) -> tuple[np.ndarray, np.ndarray, FloatPair]:
+    """The pixels :func:`slide_tissue_mask` reads (uint8 RGB(A)), their mask, and their (dy, dx)
+    level-0 px per pixel."""
     levels, downsamples = _levels(source)
     index = choose_mask_level(source, grid, grid_downsample) if level is None else level
     pixels, k = _read_subsampled(levels[index], TISSUE_MASK_MAX_PX)
     if mode == "auto":
         mode = "fluorescence" if is_fluorescence(source) else "brightfield"
     dy, dx = downsamples[index]
-    return tissue_mask(pixels, mode=mode), (dy * k, dx * k)
+    return pixels, tissue_mask(pixels, mode=mode), (dy * k, dx * k)
 
 
 def is_fluorescence(source: Any) -> bool:

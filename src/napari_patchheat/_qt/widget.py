@@ -25,7 +25,7 @@ from superqt import QCollapsible
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..models import BUILTIN_CLASSES, BUILTIN_DESCRIPTIONS, BUILTIN_MODELS, find_card, is_builtin
-from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, RunOptions
+from ..options import DEFAULT_BATCH_SIZE, INTERACTIVE_TISSUE_THRESHOLD, MODEL_INPUT, RunOptions
 from ..tissue import FLUORESCENCE_MODEL_WARNING, grid_status
 from .batch_panel import BatchPanel
 from .build_status import BuildStatus
@@ -33,6 +33,7 @@ from .color_controls import ColorControls
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
+from .model_input import ModelInputPanel
 from .overlap_panel import OverlapPanel
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
@@ -49,6 +50,7 @@ MODEL_FILE_CHOICE = "Keras file…"
 DEFAULT_SIZE_PX = 224
 DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
 DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a laptop's screen
+FORM_MARGINS_PX = (9, 3, 9, 3)  # left, top, right, bottom of the Grid's and Model's forms
 DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
 REGIONS_SECTION, OVERLAP_SECTION = "Regions and numbers", "Smoother map"
 BATCH_SECTION = "All open slides"  # closed; shown while slides read from files are open
@@ -123,23 +125,28 @@ class PatchHeatWidget(Container):
         self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
                                     self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
+        self.model_input = ModelInputPanel()
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
-        and Run open, Display and export and the Patch inspector closed until there is a
-        heatmap or a selected patch (so the dock fits DOCK_MAX_HEIGHT_PX). napari docks
+        and Run open, Model input closed, Display and export and the Patch inspector closed
+        until there is a heatmap or a selected patch (so the dock fits DOCK_MAX_HEIGHT_PX).
+        napari docks
         ``self.native``, and a magicgui scrollable Container's ``native`` is the column without
         its scroll area, so the scroll area is made here."""
+        grid_form = Container(widgets=[self.image_layer, self.level, self.size, self.stride,
+                                       self.rate, self.padding])
+        model_form = Container(widgets=[self.model, self.model_file, self.batch_size,
+                                        self.tissue_threshold, self.colors.model_input])
+        for form in (grid_form, model_form):  # a form's rows need no room above and below
+            form.native.layout().setContentsMargins(*FORM_MARGINS_PX)
         self.sections: dict[str, Container] = {
             "Grid": Container(labels=False, widgets=[
-                Container(widgets=[self.image_layer, self.level, self.size, self.stride,
-                                   self.rate, self.padding]),
-                self.region, self.status, self.build_status, self.colors.row(self.show_grid),
-                self.preview_info]),
+                grid_form, self.region, self.status, self.build_status,
+                self.colors.row(self.show_grid), self.preview_info]),
             "Model": Container(labels=False, widgets=[
-                Container(widgets=[self.model, self.model_file, self.batch_size,
-                                   self.tissue_threshold, self.colors.model_input]),
-                self.model_info, self.resize, self.mixed_precision]),
+                model_form, self.model_info, self.resize, self.mixed_precision]),
+            MODEL_INPUT: self.model_input,
             "Run": self.run_panel,
             BATCH_SECTION: self.batch_panel,
             DISPLAY_SECTION: self.display,
@@ -160,7 +167,7 @@ class PatchHeatWidget(Container):
             content.native.layout().setContentsMargins(4, 0, 4, 4)
             box.addWidget(content.native)
             if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
-                             OVERLAP_SECTION, BATCH_SECTION):
+                             OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT):
                 box.expand(animate=False)
             column.addWidget(box)
         column.addStretch()
@@ -271,7 +278,7 @@ class PatchHeatWidget(Container):
             mixed_precision=mixed, cache_dir=self.cache_dir, color=self.colors.model_color(),
             roi=self._roi(self.slide) if self.slide is not None else None,
             roi_min_fraction=float(self.region.min_fraction.value),
-            roi_centre=bool(self.region.centre.value),
+            roi_centre=bool(self.region.centre.value), **self.model_input.run_fields(),
         )
 
     def run_request(self) -> RunRequest:

@@ -15,6 +15,7 @@ from typing import Any
 from ..files import JSONError, loads_json
 from ..grid import as_pair
 from ..test_time import PLAIN, TestTime
+from .stain_norm import card_stain_target
 
 # Preprocessing modes; every value maps raw RGB 0..255 (float32) to what the model was trained on.
 PREPROCESSING_MODES = ("none", "0..1", "-1..1", "caffe", "torch")
@@ -44,7 +45,8 @@ _ALIASES = {"tf": "-1..1", "0-1": "0..1", "-1-1": "-1..1", "identity": "none"}
 MPP_AT_1X_UM = 10.0
 CARD_FILENAME_IN_DIR = "model_card.json"
 CARD_KEYS = ("class_names", "preprocessing", "input_size", "mpp", "magnification", "name",
-             "description", "positive_threshold", "tta", "mc_samples", "uncertainty")
+             "description", "positive_threshold", "tta", "mc_samples", "uncertainty",
+             "stain_target")
 
 
 def preprocessing_mode(name: str) -> str:
@@ -75,6 +77,7 @@ class ModelCard:
     path: Path | None = None
     positive_threshold: float | None = None  # one-output models: exported tiles classified >= it
     test_time: TestTime = PLAIN  # tta, mc_samples, uncertainty a run uses unless told
+    stain_target: dict[str, Any] | None = None  # the training stain: {"method", its statistics}
 
     @property
     def effective_mpp(self) -> float | None:
@@ -149,8 +152,10 @@ def parse_card(data: dict[str, Any], path: Path | None = None) -> ModelCard:
     for key in ("name", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ValueError(f"{key} must be a string.")
+    stain = data.get("stain_target")
     return ModelCard(names, prep, size, mpp, mag, data.get("name"), data.get("description"), path,
-                     _positive_threshold(data, names), _test_time(data))
+                     _positive_threshold(data, names), _test_time(data),
+                     None if stain is None else card_stain_target(stain))
 
 
 def _positive(data: dict[str, Any], key: str) -> float | None:
