@@ -74,3 +74,29 @@ def test_a_target_that_cannot_be_fitted_is_one_line(viewer, widget, qtbot, svs_p
     line = text(inspector.stain_line)
     assert line.startswith("normalised: ") and "target.png" in line, line
     assert inspector.on_screen_normalised is None
+
+
+def test_an_inspected_heatmap_shows_the_fit_it_recorded(viewer, widget, qtbot):
+    """A heatmap's patch is normalised with the fit its run recorded (what its model saw),
+    whatever the dock's Model input says; a heatmap without one shows the patch alone."""
+    from gui_helpers import random_heatmap
+
+    from napari_patchheat._qt.slide_layer import SlideLayer
+    from napari_patchheat.models.stain_norm import StainFit, fit_stain
+
+    image = np.random.default_rng(5).integers(0, 256, (300, 410, 3), dtype=np.uint8)
+    slide = SlideLayer.from_layer(viewer.add_image(image, rgb=True, name="slide"))
+    fit = StainFit("reinhard", fit_stain("reinhard", image), fit_stain("reinhard", image // 2))
+    heatmap = random_heatmap(slide, 0, 30, 20)
+    heatmap.extra["stain_norm"] = fit.to_json()
+    layer = widget.display.show_heatmap(heatmap, slide)
+    inspector = widget.inspector
+    inspector.heatmap_layer = layer  # as a click on it does
+    assert inspector.select(4, 7)
+    want = normalise_numpy(fit, inspector.patch)
+    assert np.abs(want.astype(float) - inspector.patch).mean() > 5
+    np.testing.assert_array_equal(inspector.on_screen_normalised,
+                                  zoom_for_display(want, *PAIR_DISPLAY_PX))
+    del heatmap.extra["stain_norm"]
+    inspector.redraw()
+    assert inspector.on_screen_normalised is None and inspector.normalised_image.isHidden()

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import HEATMAP_META_KEY
-from ..models.stain_norm import normalise_numpy
+from ..models.stain_norm import StainFit, normalise_numpy
 from .canvas import (
     add_outline_layer,
     add_outlines,
@@ -265,7 +265,7 @@ class PatchInspector(Container):
         pixel by itself: the zoomed patch normalised is the normalised patch zoomed)."""
         assert self.patch is not None
         rgb = display_rgb(self.patch)
-        asked, fit, line = (False, None, "") if self.stain is None else self.stain.fit(slide)
+        asked, fit, line = self._stain_fit(slide)
         if not asked:
             self._show(zoom_for_display(rgb))
             self._show_normalised(None, "")
@@ -279,6 +279,15 @@ class PatchInspector(Container):
         self._show_normalised(None if fit is None else normalise_numpy(fit, shown),
                               f"left: as read; right: normalised ({fit.method})"
                               if fit is not None else line)
+
+    def _stain_fit(self, slide: SlideLayer) -> tuple[bool, StainFit | None, str]:
+        """(asked, fit, line) of :meth:`StainPreview.fit`: an inspected heatmap's recorded fit
+        (what its model saw), else the dock's Model input's."""
+        if self.heatmap_layer is not None:
+            recorded = self.heatmap_layer.metadata[HEATMAP_META_KEY].extra.get("stain_norm")
+            fit = None if recorded is None else StainFit.from_json(recorded)
+            return fit is not None, fit, ""
+        return (False, None, "") if self.stain is None else self.stain.fit(slide)
 
     def _show_normalised(self, rgb: np.ndarray | None, line: str) -> None:
         """The normalised patch beside the patch (None: none), and its line ('': hidden)."""
