@@ -63,3 +63,7 @@ def test_a_dock_run_normalises_to_the_chosen_target(viewer, widget, qtbot, tmp_p
     fit = heatmap.extra["stain_norm"]
     assert fit["method"] == "reinhard"
     assert fit["source"]["means"] != fit["target"]["means"]  # two stains, both recorded
+    # the inspector previews with the run's own fit (fitted in this process, NumPy only)
+    preview = widget.inspector.stain
+    qtbot.waitUntil(lambda: preview.fit(widget.slide)[1] is not None, timeout=RUN_TIMEOUT_MS)
+    assert preview.fit(widget.slide)[1].to_json() == fit

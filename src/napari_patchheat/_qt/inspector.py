@@ -3,9 +3,11 @@
 The patch is :meth:`PatchGrid.read_patch` of the level: every ``rate``-th pixel of its
 effective extent, zeros where SAME padding reaches outside the image (NumPy; the tests hold
 it to ``tf.image.extract_patches``). Shown in the dock, with its grid index, level-0 box and,
-once computed, its predictions; a Shapes layer outlines it on the slide. A click on a heatmap
-inspects that heatmap's own grid, level and values (its patch under the click, over its slide)
-until a click lands on no heatmap; elsewhere the dock's grid is inspected.
+once computed, its predictions; when the dock's Model input asks for stain normalisation, the
+patch normalised as the model gets it beside it (``stain_preview.py``: the run's fit, in NumPy).
+A Shapes layer outlines it on the slide. A click on a heatmap inspects that heatmap's own grid,
+level and values (its patch under the click, over its slide) until a click lands on no heatmap;
+elsewhere the dock's grid is inspected.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import Container, PushButton, SpinBox
 from qtpy.QtGui import QImage, QPixmap
-from qtpy.QtWidgets import QLabel
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import HEATMAP_META_KEY
+from ..models.stain_norm import StainFit, normalise_numpy
 from .canvas import (
     add_outline_layer,
     add_outlines,
@@ -30,10 +33,12 @@ from .canvas import (
 )
 from .hover import box_text, heatmap_cell_at, values_text
 from .slide_layer import SlideLayer
+from .stain_preview import StainPreview
 from .widgets import TextLabel
 
 INSPECTOR_DISPLAY_PX = 160  # the patch is drawn at least this large (whole-pixel zoom)
 INSPECTOR_MAX_DISPLAY_PX = 256  # ...and at most this large (larger patches: every k-th pixel)
+PAIR_DISPLAY_PX = (100, 200)  # as read and normalised side by side: each at least, at most
 HIGHLIGHT_LAYER_NAME = "PatchHeat selected patch"
 HIGHLIGHT_EDGE_COLOR = "yellow"
 HIGHLIGHT_EDGE_SCREEN_PX = 3.0
@@ -56,13 +61,15 @@ def display_rgb(patch: np.ndarray) -> np.ndarray:
     return np.repeat(grey.round().astype(np.uint8)[..., None], 3, axis=2)
 
 
-def zoom_for_display(image: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour zoom by a whole factor (or every k-th pixel) to a readable size."""
+def zoom_for_display(image: np.ndarray, least: int = INSPECTOR_DISPLAY_PX,
+                     most: int = INSPECTOR_MAX_DISPLAY_PX) -> np.ndarray:
+    """Nearest-neighbour zoom by a whole factor (or every k-th pixel) to a readable size:
+    at least ``least`` pixels on the long side where a whole factor allows, at most ``most``."""
     side = max(image.shape[:2])
-    if side > INSPECTOR_MAX_DISPLAY_PX:
-        k = -(-side // INSPECTOR_MAX_DISPLAY_PX)
+    if side > most:
+        k = -(-side // most)
         return np.ascontiguousarray(image[::k, ::k])
-    f = max(1, INSPECTOR_DISPLAY_PX // side)
+    f = max(1, least // side)
     return np.ascontiguousarray(np.repeat(np.repeat(image, f, axis=0), f, axis=1))
 
 
@@ -87,30 +94,42 @@ class PatchInspector(Container):
     level, row, col)`` gives (class names, values) of a computed patch or None; ``slide_of
     (heatmap layer)`` gives the slide layer a heatmap lies over, or None. ``heatmap_layer`` is
     the heatmap whose grid is inspected (after a click on it), None for the dock's grid.
+    ``stain`` (optional) previews the dock's stain normalisation: ``on_screen_normalised`` holds
+    the normalised pixels shown (None when only the patch as read is shown).
     """
 
     def __init__(self, viewer: Any, source: InspectSource, values: ValuesSource,
-                 slide_of: Callable[[Any], Any]):
+                 slide_of: Callable[[Any], Any], stain: StainPreview | None = None):
         self.viewer = viewer
         self.source = source
         self.values = values
         self.slide_of = slide_of
+        self.stain = stain
         self.heatmap_layer: Any = None
         self.patch_index: tuple[int, int] | None = None
         self.patch: np.ndarray | None = None
         self.highlight: Any = None
         self.on_screen = np.zeros((1, 1, 3), np.uint8)  # the pixels shown (zoomed patch)
+        self.on_screen_normalised: np.ndarray | None = None
         self.row = SpinBox(label="row", min=0, max=0)
         self.col = SpinBox(label="col", min=0, max=0)
         self.up, self.down = PushButton(text="▲"), PushButton(text="▼")
         self.left, self.right = PushButton(text="◀"), PushButton(text="▶")
-        self.image = QLabel()
+        self.image, self.normalised_image = QLabel(), QLabel()
+        self.normalised_image.setVisible(False)
+        self.stain_line = TextLabel(visible=False)  # "as read | normalised", or why not
         self.info = TextLabel(value="Click a patch on the slide (or set row and col).")
         index = Container(widgets=[self.row, self.col], layout="horizontal", labels=True)
         steps = Container(widgets=[self.left, self.up, self.down, self.right],
                           layout="horizontal", labels=False)
-        super().__init__(widgets=[index, steps, self.info], labels=False)
-        self.native.layout().insertWidget(2, self.image)
+        super().__init__(widgets=[index, steps, self.stain_line, self.info], labels=False)
+        images = QWidget()
+        row = QHBoxLayout(images)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.image)
+        row.addWidget(self.normalised_image)
+        row.addStretch()
+        self.native.layout().insertWidget(2, images)
         self.row.changed.connect(self._on_spin)
         self.col.changed.connect(self._on_spin)
         for button, (dr, dc) in ((self.up, (-1, 0)), (self.down, (1, 0)),
@@ -143,7 +162,7 @@ class PatchInspector(Container):
         self.patch_index = (row, col)
         self.patch = grid.read_patch(slide.levels[level], row, col)
         self._set_spins(row, col, grid)
-        self._show(zoom_for_display(display_rgb(self.patch)))
+        self._draw(slide)
         self._outline(grid, downsample, slide, row, col)
         self.update_values()
         return True
@@ -182,6 +201,7 @@ class PatchInspector(Container):
         """Show nothing."""
         self.patch_index, self.patch = None, None
         self._show(np.zeros((1, 1, 3), np.uint8))
+        self._show_normalised(None, "")
         self.info.value = "Click a patch on the slide (or set row and col)."
         if self.highlight is not None and self.highlight in self.viewer.layers \
                 and self.highlight.nshapes:
@@ -240,14 +260,45 @@ class PatchInspector(Container):
             add_outlines(layer, rect, screen_px_to_world(self.viewer, HIGHLIGHT_EDGE_SCREEN_PX),
                          HIGHLIGHT_EDGE_COLOR)
 
+    def _draw(self, slide: SlideLayer) -> None:
+        """The patch; beside it, normalised, when the dock asks for stain normalisation (each
+        pixel by itself: the zoomed patch normalised is the normalised patch zoomed)."""
+        assert self.patch is not None
+        rgb = display_rgb(self.patch)
+        asked, fit, line = self._stain_fit(slide)
+        if not asked:
+            self._show(zoom_for_display(rgb))
+            self._show_normalised(None, "")
+            return
+        shown = zoom_for_display(rgb, *PAIR_DISPLAY_PX)
+        self._show(shown)
+        patch = self.patch
+        if fit is not None and not (patch.ndim == 3 and patch.shape[2] >= 3
+                                    and patch.dtype == np.uint8):
+            fit, line = None, "normalised: only RGB patches are stain-normalised."
+        self._show_normalised(None if fit is None else normalise_numpy(fit, shown),
+                              f"left: as read; right: normalised ({fit.method})"
+                              if fit is not None else line)
+
+    def _stain_fit(self, slide: SlideLayer) -> tuple[bool, StainFit | None, str]:
+        """(asked, fit, line) of :meth:`StainPreview.fit`: an inspected heatmap's recorded fit
+        (what its model saw), else the dock's Model input's."""
+        if self.heatmap_layer is not None:
+            recorded = self.heatmap_layer.metadata[HEATMAP_META_KEY].extra.get("stain_norm")
+            fit = None if recorded is None else StainFit.from_json(recorded)
+            return fit is not None, fit, ""
+        return (False, None, "") if self.stain is None else self.stain.fit(slide)
+
+    def _show_normalised(self, rgb: np.ndarray | None, line: str) -> None:
+        """The normalised patch beside the patch (None: none), and its line ('': hidden)."""
+        self.on_screen_normalised = rgb
+        self.normalised_image.setVisible(rgb is not None)
+        if rgb is not None:
+            _set_pixels(self.normalised_image, rgb)
+        self.stain_line.value, self.stain_line.visible = line, bool(line)
+
     def _show(self, rgb: np.ndarray) -> None:
-        self.on_screen = np.ascontiguousarray(rgb)
-        h, w = self.on_screen.shape[:2]
-        # PyQt6's stub types the pixels as bytes; Qt takes any buffer, here without a copy
-        qimage = QImage(self.on_screen.data, w, h, 3 * w,  # type: ignore[call-overload]
-                        QImage.Format.Format_RGB888)
-        self.image.setPixmap(QPixmap.fromImage(qimage))  # the pixmap copies the pixels
-        self.image.setFixedSize(w, h)
+        self.on_screen = _set_pixels(self.image, rgb)
 
     def _set_spins(self, row: int, col: int, grid: PatchGrid) -> None:
         self._spinning = True
@@ -258,6 +309,12 @@ class PatchInspector(Container):
             self._spinning = False
 
     # --- events ---------------------------------------------------------------------------------
+    def redraw(self) -> None:
+        """Draw the selected patch again (the stain normalisation asked, or its fit, changed)."""
+        state = self.state()
+        if self.patch is not None and state is not None:
+            self._draw(state[2])
+
     def _on_spin(self, *_: Any) -> None:
         if not self._spinning:
             self.select(self.row.value, self.col.value)
@@ -285,3 +342,15 @@ class PatchInspector(Container):
             self.viewer.bind_key(key, None, overwrite=True)
         remove_layer(self.viewer, self.highlight)
         self.highlight = None
+
+
+def _set_pixels(label: QLabel, rgb: np.ndarray) -> np.ndarray:
+    """Show RGB uint8 ``rgb`` in ``label`` at its size; the (contiguous) pixels shown."""
+    pixels = np.ascontiguousarray(rgb)
+    h, w = pixels.shape[:2]
+    # PyQt6's stub types the pixels as bytes; Qt takes any buffer, here without a copy
+    qimage = QImage(pixels.data, w, h, 3 * w,  # type: ignore[call-overload]
+                    QImage.Format.Format_RGB888)
+    label.setPixmap(QPixmap.fromImage(qimage))  # the pixmap copies the pixels
+    label.setFixedSize(w, h)
+    return pixels

@@ -39,6 +39,7 @@ from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
+from .stain_preview import StainPreview
 from .threads import Workers
 from .tissue_estimate import TissueEstimate
 from .widgets import TextLabel, path_of
@@ -117,15 +118,17 @@ class PatchHeatWidget(Container):
         self.display = HeatmapPanel(viewer, self.workers, self._error, self._on_heatmap_changed)
         self.batch_panel = BatchPanel(viewer, self.workers, self.run_request,
                                       self._show_run_heatmap, self._error)
+        self.model_input = ModelInputPanel()
+        stain = StainPreview(self.workers, self.model_input.run_fields, self._card_spec,
+                             lambda: None if self._closed else self.inspector.redraw())
         self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values,
-                                        self.display.source_of)
+                                        self.display.source_of, stain)
         self.hover = HoverStatus(viewer)
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
         self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
                                     self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
-        self.model_input = ModelInputPanel()
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -201,6 +204,7 @@ class PatchHeatWidget(Container):
                   self.tissue_threshold, self.model, self.model_file, self.resize):
             w.changed.connect(self._on_params)
         self.image_layer.changed.connect(self._on_layer)
+        self.model_input.changed.connect(lambda *_: self.inspector.redraw())
         self.inspector.row.changed.connect(self._on_patch_selected)
         self.inspector.col.changed.connect(self._on_patch_selected)
         self.show_grid.changed.connect(self._on_show_grid)
@@ -292,6 +296,11 @@ class PatchHeatWidget(Container):
         if not model:
             raise ValueError("Choose a model: a built-in one or an existing Keras file.")
         return RunRequest(self.slide, model, self.run_options(), self.grid)
+
+    def _card_spec(self) -> str | None:
+        """The model file whose card may give the stain target; None for a built-in."""
+        spec = self.model_spec()
+        return None if not spec or is_builtin(spec) else spec
 
     def _model_text(self) -> tuple[str, str]:
         """(classes line, warning for the status line)."""

@@ -55,15 +55,16 @@ def tissue_stats(method: str, image: Any) -> dict[str, Any]:
     return copy.deepcopy(_FITTED[key])
 
 
-def target_stats(method: str, target: Any, model: PatchModel) -> dict[str, Any]:
-    """The target's statistics: of the ``target`` image's tissue, else the model card's
-    ``stain_target`` (when it is of ``method``); a ValueError saying what to give otherwise."""
+def target_stats(method: str, target: Any, spec: str | None) -> dict[str, Any]:
+    """The target's statistics: of the ``target`` image's tissue, else the ``stain_target`` of
+    the card of the model file ``spec`` (None: a built-in, no card) when it is of ``method``;
+    a ValueError saying what to give otherwise."""
     if target is not None:
         try:
             return tissue_stats(method, Path(target).expanduser())
         except ValueError as exc:
             raise ValueError(f"Cannot fit the stain target {target}: {exc}") from None
-    card = find_card(Path(model.spec)) if model.kind != "builtin" else None
+    card = find_card(Path(spec)) if spec else None
     stored = None if card is None else card.stain_target
     if stored is not None and stored["method"] == method:
         return {k: v for k, v in stored.items() if k != "method"}
@@ -74,16 +75,23 @@ def target_stats(method: str, target: Any, model: PatchModel) -> dict[str, Any]:
         f"{have}.")
 
 
-def normalise_model(model: PatchModel, slide: Any, method: str, target: Any) -> PatchModel:
-    """``model`` fed patches normalised from ``slide``'s stain to the target's (see
-    :func:`target_stats`); ``model`` itself for method "none"."""
-    if method == "none":
-        return model
+def slide_fit(method: str, slide: Any, target: Any, spec: str | None) -> StainFit:
+    """The fit a run of ``method`` on ``slide`` (a Slide) makes: its tissue's statistics and
+    the target's (see :func:`target_stats`; ``spec``: the model file, None for a built-in).
+    NumPy only: the dock's inspector previews a run with it."""
     try:
         source = tissue_stats(method, slide)
     except ValueError as exc:
         raise ValueError(f"Cannot fit the stain of {Path(str(slide.path)).name}: {exc}") from None
-    fit = StainFit(method, source, target_stats(method, target, model))
+    return StainFit(method, source, target_stats(method, target, spec))
+
+
+def normalise_model(model: PatchModel, slide: Any, method: str, target: Any) -> PatchModel:
+    """``model`` fed patches normalised from ``slide``'s stain to the target's (see
+    :func:`slide_fit`); ``model`` itself for method "none"."""
+    if method == "none":
+        return model
+    fit = slide_fit(method, slide, target, None if model.kind == "builtin" else str(model.spec))
     key = (id(model), fit.key())
     if key not in _WRAPPED:
         _WRAPPED[key] = NormalisedModel(model, fit)

@@ -1,7 +1,7 @@
 """Stain normalisation: fit a slide's and a target's stain statistics, map one onto the other.
 
 Three methods, each a fit (numpy, deterministic) and a per-pixel transform (TensorFlow, built
-lazily by :func:`tf_normalise`):
+lazily by :func:`tf_normalise`; its NumPy twin :func:`normalise_numpy` shows it in the GUI):
 
 - ``reinhard``: means and standard deviations of CIE L*a*b* (D65, sRGB gamma: the conversion of
   ``skimage.color.rgb2lab`` and of torchstain's numpy backend); each channel is standardised
@@ -219,7 +219,53 @@ def card_stain_target(value: Any) -> dict[str, Any]:
     return {"method": value["method"], **stats}
 
 
-# --- the transform (TensorFlow) ----------------------------------------------------------------
+# --- the transform: its constants, NumPy (display) and TensorFlow (the model's input) ----------
+def _od_map(source: dict[str, Any], target: dict[str, Any]) -> np.ndarray:
+    """(3, 3): OD -> (stains, residual) with the source matrix, stains scaled by target / source
+    max, back with the target matrix, residual kept, as one map: ``od_out = od @ map``."""
+    src = np.asarray(source["stain_matrix"], np.float64)
+    tgt = np.asarray(target["stain_matrix"], np.float64)
+    scale = np.asarray(target["max_concentrations"]) / np.asarray(source["max_concentrations"])
+    unmix = np.linalg.pinv(src).T  # od @ unmix: the concentrations (n, 2)
+    # od_out = od + c @ (scale * tgt - src)^T: the stain part replaced, the residual kept
+    return np.eye(3) + unmix @ (scale[:, None] * tgt.T - src.T)
+
+
+def _lab_affine(source: dict[str, Any], target: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(gain, shift) of Reinhard's L*a*b* map: ``lab * gain + shift``."""
+    gain = np.asarray(target["stds"]) / np.asarray(source["stds"])
+    return gain, np.asarray(target["means"]) - gain * np.asarray(source["means"])
+
+
+def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
+    """RGB 0..255 (float64, clipped) of CIE L*a*b* (..., 3): :func:`rgb_to_lab` inverted (and
+    the inverse the TF transform computes)."""
+    fy = (lab[..., 0] + 16.0) / 116.0
+    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], axis=-1)
+    xyz = np.where(f > 0.2068966, f * f * f, (f - 16.0 / 116.0) / 7.787) * _WHITE_D65
+    linear = np.maximum(xyz @ np.linalg.inv(_XYZ_FROM_RGB).T, 0.0)
+    rgb = np.where(linear > 0.0031308,
+                   1.055 * np.maximum(linear, 0.0031308) ** (1.0 / 2.4) - 0.055, linear * 12.92)
+    return np.clip(rgb * 255.0, 0.0, 255.0)
+
+
+def normalise_float(fit: StainFit, rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` (..., 3), 0..255, normalised by ``fit``: float64 0..255, the values
+    :func:`tf_normalise` gives the model (in float64 here, float32 there)."""
+    rgb = np.asarray(rgb, np.float64)[..., :3]
+    if fit.method == "reinhard":
+        gain, shift = _lab_affine(fit.source, fit.target)
+        return lab_to_rgb(rgb_to_lab(rgb) * gain + shift)
+    out = IO * np.exp(-(optical_density(rgb) @ _od_map(fit.source, fit.target))) - 1.0
+    return np.clip(out, 0.0, 255.0)
+
+
+def normalise_numpy(fit: StainFit, rgb_uint8: np.ndarray) -> np.ndarray:
+    """``rgb_uint8`` (..., 3) normalised by ``fit`` as uint8 (rounded): what the model is fed,
+    for display (pure NumPy: the napari process never imports TensorFlow)."""
+    return np.round(normalise_float(fit, rgb_uint8)).astype(np.uint8)
+
+
 def tf_normalise(fit: StainFit) -> Any:
     """A TF function: patches (n, h, w, 3), uint8 or float 0..255 -> float32 0..255 normalised
     from ``fit.source`` to ``fit.target``. Imports TensorFlow."""
@@ -229,17 +275,10 @@ def tf_normalise(fit: StainFit) -> Any:
 
 
 def _tf_stains(source: dict[str, Any], target: dict[str, Any]) -> Any:
-    """OD -> (stains, residual) with the source matrix, stains scaled by target / source max,
-    back with the target matrix, residual kept; precomputed as one 3 x 3 map of OD."""
+    """Macenko's and Vahadane's transform: OD mapped by :func:`_od_map`, back to RGB."""
     import tensorflow as tf
 
-    src = np.asarray(source["stain_matrix"], np.float64)
-    tgt = np.asarray(target["stain_matrix"], np.float64)
-    scale = np.asarray(target["max_concentrations"]) / np.asarray(source["max_concentrations"])
-    unmix = np.linalg.pinv(src).T  # od @ unmix: the concentrations (n, 2)
-    # od_out = od + c @ (scale * tgt - src)^T: the stain part replaced, the residual kept
-    od_map = np.eye(3) + unmix @ (scale[:, None] * tgt.T - src.T)
-    matrix = tf.constant(od_map, tf.float32)
+    matrix = tf.constant(_od_map(source, target), tf.float32)
 
     def normalise(x: Any) -> Any:
         od = -tf.math.log((tf.cast(x, tf.float32) + 1.0) / IO)
@@ -253,8 +292,7 @@ def _tf_reinhard(source: dict[str, Any], target: dict[str, Any]) -> Any:
     """RGB -> L*a*b*, standardised with the source, scaled to the target, -> RGB."""
     import tensorflow as tf
 
-    gain = np.asarray(target["stds"]) / np.asarray(source["stds"])
-    shift = np.asarray(target["means"]) - gain * np.asarray(source["means"])
+    gain, shift = _lab_affine(source, target)
     rgb_from_xyz = tf.constant(np.linalg.inv(_XYZ_FROM_RGB).T, tf.float32)
     xyz_from_rgb = tf.constant(_XYZ_FROM_RGB.T, tf.float32)
     white = tf.constant(_WHITE_D65, tf.float32)
