@@ -4,6 +4,7 @@ runs inside a region on the real CMU SVS."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -214,21 +215,42 @@ def test_a_run_inside_a_region_is_nan_outside_and_the_full_run_inside(svs_path, 
         np.testing.assert_array_equal(other.values, inside.values)
 
 
-def test_the_region_is_part_of_the_cache_key(svs_path, tmp_path):
-    opts = RunOptions(size=64, stride=64, cache_dir=tmp_path)
+def _computed(run: HeatmapRun) -> int:
+    """Patches ``run`` computes: the last progress's count (0 when it has nothing to do)."""
+    return max((p.done for p in run.run()), default=0)
+
+
+def test_a_region_shares_the_whole_slides_cache(svs_path, tmp_path):
+    """The region is no part of the cache key: a run inside it after the whole slide's
+    computes nothing; one before it leaves the whole slide's run only the rest."""
+    opts = RunOptions(size=64, stride=64, tissue_threshold=0.0, cache_dir=tmp_path / "a")
     region = shapely.box(0, 0, 1000, 1000)
+
+    def inside(options: RunOptions) -> HeatmapRun:
+        return HeatmapRun(svs_path, "dab", RunOptions(**{**_fields(options), "roi": region}))
+
     whole = HeatmapRun(svs_path, "dab", opts)
-    inside = HeatmapRun(svs_path, "dab", RunOptions(**{**_fields(opts), "roi": region}))
-    same = HeatmapRun(svs_path, "dab", RunOptions(**{**_fields(opts), "roi": [region]}))
-    assert whole.key != inside.key == same.key
-    list(inside.run())
-    again = HeatmapRun(svs_path, "dab", RunOptions(**{**_fields(opts), "roi": region}))
-    assert again.todo.sum() == 0 and HeatmapRun(svs_path, "dab", opts).todo.sum() > 0
+    assert whole.key == inside(opts).key
+    n = whole.grid.n_patches
+    assert _computed(whole) == n
+    full = whole.result().values
+    mask = roi_patch_mask(region, whole.grid, whole.downsample, whole.slide.shape[:2])
+    assert 0 < mask.sum() < n / 2 and np.nanstd(full[mask]) > 0
+    roi_run = inside(opts)
+    assert roi_run.todo.sum() == 0 and _computed(roi_run) == 0  # all from the cache
+    np.testing.assert_array_equal(roi_run.heatmap.computed, mask)  # the region's patches only
+    np.testing.assert_array_equal(roi_run.heatmap.values[mask], full[mask])
+    assert np.isnan(roi_run.heatmap.values[~mask]).all()
+
+    first = dataclasses.replace(opts, cache_dir=tmp_path / "b")  # the region first
+    assert _computed(inside(first)) == mask.sum()
+    rest = HeatmapRun(svs_path, "dab", first)
+    assert rest.heatmap.n_computed == mask.sum() and _computed(rest) == n - mask.sum()
+    np.testing.assert_array_equal(rest.result().values, full)
+    assert _computed(inside(first)) == 0
 
 
 def _fields(options: RunOptions) -> dict:
-    import dataclasses
-
     return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 

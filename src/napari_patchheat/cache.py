@@ -71,13 +71,12 @@ def coarse_dir() -> Path:
 
 
 def run_key(slide_identity: str, level: int, grid: PatchGrid, model_fingerprint: str,
-            roi: str = "", color: str = "") -> str:
-    """Cache key of a run: slide identity, level, grid parameters, model fingerprint, the
-    region's patch selection (``roi.roi_key``; "" for the whole slide) and the conversion of
-    the model's input colours ("" for the pixels as stored: keys made before it existed hold)."""
+            color: str = "") -> str:
+    """Cache key of a run: slide identity, level, grid parameters, model fingerprint and the
+    conversion of the model's input colours ("" for the pixels as stored: keys made before it
+    existed hold). Never the region of interest: a run inside one reads and adds to the
+    whole slide's entry (the region only chooses which patches to compute)."""
     parts: list[Any] = [slide_identity, level, *grid.params().values(), model_fingerprint]
-    if roi:
-        parts.append(roi)
     if color:
         parts.append({"color": color})
     return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:RUN_KEY_CHARS]

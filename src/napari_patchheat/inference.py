@@ -3,9 +3,10 @@
 Given more than one core (:func:`run_threads`), reading and decoding run ahead of inference in
 a thread of their own through a bounded queue, so the model does not wait on I/O; given one,
 they take turns with it. Memory stays bounded either way. Results go to the resume cache
-(cache.py: a SQLite file of finished batches keyed by slide, level, grid and model), so a
-cancelled or failed run resumes where it stopped. This module runs TensorFlow, in the inference
-worker (runner.py); it imports TensorFlow inside the functions that need it, so the napari
+(cache.py: a SQLite file of finished batches keyed by slide, level, grid and model, never by
+a region of interest: a run inside one reuses and adds to the whole slide's), so a cancelled
+or failed run resumes where it stopped. This module runs TensorFlow, in the inference worker
+(runner.py); it imports TensorFlow inside the functions that need it, so the napari
 process may import it for :class:`Progress`, the worker's per-batch message.
 """
 
@@ -196,17 +197,16 @@ class HeatmapRun:
 
     @property
     def key(self) -> str:
-        """Cache key: slide identity, level, grid parameters, model fingerprint, region, the
-        input's colour conversion."""
-        from .roi import roi_key
+        """Cache key: slide identity, level, grid parameters, model fingerprint, the input's
+        colour conversion; not the region (a region's run shares the whole slide's cache)."""
         from .slide.color import SRGB_INTENT
 
         color = f"sRGB, {SRGB_INTENT}" if self.options.color == SRGB else ""
-        return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint,
-                       "" if self.roi is None else roi_key(self.roi), color)
+        return run_key(self.slide.identity, self.level, self.grid, self.model.fingerprint, color)
 
     def _open_heatmap(self) -> Heatmap:
-        """An empty (NaN) heatmap; with caching on, the cached patches filled in."""
+        """An empty (NaN) heatmap; with caching on, the cached patches filled in (inside the
+        region of interest only: the cache is the whole slide's)."""
         heatmap = Heatmap.empty(
             self.grid, self.model.class_names,
             level=self.level, downsample=self.downsample, mpp=self.slide.mpp,
@@ -221,7 +221,8 @@ class HeatmapRun:
         if self.options.use_cache:
             self.cache = open_run_cache(self.key, self.grid, len(self.model.class_names),
                                         self.options.cache_dir)
-            heatmap.values = self.cache.values
+            heatmap.values = self.cache.values if self.roi is None else np.where(
+                self.roi[..., None], self.cache.values, np.float32(np.nan))
         return heatmap
 
     def _roi_extra(self) -> dict[str, Any]:

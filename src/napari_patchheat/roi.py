@@ -16,7 +16,6 @@ NumPy, shapely; no Qt, no TensorFlow.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -346,13 +345,6 @@ def union(regions: Sequence[Region]) -> shapely.Geometry:
     """All regions as one geometry (overlaps counted once)."""
     geoms = [r.geometry for r in regions]
     return geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
-
-
-def roi_key(inside: np.ndarray) -> str:
-    """A short fingerprint of a patch selection (rows, cols), for the resume cache's key."""
-    bits = np.packbits(np.asarray(inside, bool))
-    head = np.asarray(inside.shape, np.int64).tobytes()
-    return hashlib.sha1(head + bits.tobytes()).hexdigest()[:16]
 
 
 # --- exact geometry -------------------------------------------------------------------------------

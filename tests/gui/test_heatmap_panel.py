@@ -11,6 +11,7 @@ from gui_helpers import random_heatmap, text
 
 from napari_patchheat._qt import heatmap_panel
 from napari_patchheat._qt.canvas import is_outline_layer
+from napari_patchheat._qt.legend import LEGEND_OVERLAY_KEY
 from napari_patchheat._qt.slide_layer import SlideLayer
 from napari_patchheat.export import FORMATS, SUFFIXES, read_csv, read_ome_tiff
 from napari_patchheat.heatmap import CLASS_META_KEY
@@ -301,11 +302,11 @@ def test_layer_names_are_short_with_a_run_number_and_name_the_export(viewer, wid
     assert third.name == "dab · CMU-1-Small-Region (2)"  # numbers the heatmaps still open
 
 
-def test_the_heatmap_in_use_shows_its_colour_bar_and_legend(viewer, widget):
+def test_the_top_visible_map_shows_its_colour_bar_and_legend(viewer, widget):
     layer = viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     slide = SlideLayer.from_layer(layer)
     panel = widget.display
-    legend = viewer.canvas.overlays[heatmap_panel.LEGEND_OVERLAY_KEY]
+    legend = viewer.canvas.overlays[LEGEND_OVERLAY_KEY]
     first = panel.show_heatmap(random_heatmap(slide, 0, 40, 40, classes=("tumour", "stroma")),
                                slide)
     assert first.colorbar.visible and tuple(first.contrast_limits) == (0.0, 1.0)
@@ -316,16 +317,24 @@ def test_the_heatmap_in_use_shows_its_colour_bar_and_legend(viewer, widget):
     assert "stroma" in legend.text and "tumour" not in legend.text
     second = panel.show_heatmap(random_heatmap(slide, 0, 40, 20, classes=("dab_positive",),
                                                model="dab"), slide)
-    assert second.colorbar.visible and not first.colorbar.visible  # one bar: the one in use
+    assert second.colorbar.visible and not first.colorbar.visible  # one bar: the top one's
     assert "dab_positive" in legend.text and second.name in legend.text
-    viewer.layers.selection.active = first  # selecting a heatmap makes it the one in use
+    viewer.layers.selection.active = first  # the one in use lies under the second: no change
+    assert panel.layer is first and second.colorbar.visible and not first.colorbar.visible
+    assert "dab_positive" in legend.text
+    second.visible = False  # the top visible map is the first now
     assert first.colorbar.visible and not second.colorbar.visible and "stroma" in legend.text
-    first.visible = False
+    viewer.layers.move(viewer.layers.index(first), viewer.layers.index(second) + 1)
+    second.visible = True  # visible again, but under the first
+    assert first.colorbar.visible and "stroma" in legend.text
+    first.visible = second.visible = False
     assert not legend.visible
     first.visible = True
     assert legend.visible
     viewer.layers.remove(first)
     assert not legend.visible
+    second.visible = True
+    assert legend.visible and second.name in legend.text
 
 
 def test_export_runs_off_the_gui_thread_on_the_values_it_started_with(viewer, widget, qtbot,

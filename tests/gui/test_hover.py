@@ -123,7 +123,7 @@ def test_a_heatmap_read_back_from_its_ome_tiff_shows_its_values(viewer, widget, 
 
 def test_after_the_dock_is_gone_napari_keeps_its_own_status_and_no_legend(viewer, widget,
                                                                          over_slide):
-    from napari_patchheat._qt.heatmap_panel import LEGEND_OVERLAY_KEY
+    from napari_patchheat._qt.legend import LEGEND_OVERLAY_KEY
 
     layer, slide, heatmap, _ = over_slide
     assert viewer.canvas.overlays[LEGEND_OVERLAY_KEY].visible

@@ -4,11 +4,13 @@ A heatmap layer is an Image layer made from :meth:`Heatmap.layer_kwargs` (placed
 coordinate contract, contrast limits 0..1, NaN transparent) and shifted by the slide layer's
 own translate. A new one goes right above its slide and the heatmaps over it, and is named
 ``model · slide`` (``· class`` for models of several classes, ``(n)`` for the n-th such layer).
-The heatmap in use shows napari's colour bar and a legend (its class and value range) on the
-canvas. Class, colormap and opacity change the layer only, never the values. Export writes a
-copy of the heatmap with :func:`~napari_patchheat.export.export_heatmap` on a worker thread;
-its positive threshold (one-output heatmaps) or minimum probability (several classes) classify
-GeoJSON tiles.
+The top visible map (a heatmap or an overlap mean) shows napari's colour bar and a legend (its
+class and value range) on the canvas (:mod:`.legend`); a run inside a region of interest has
+a layer of its own (:mod:`.run_layers`). Class, colormap and opacity change the layer only,
+never the values. Export writes a copy of the heatmap with
+:func:`~napari_patchheat.export.export_heatmap` on a worker thread; its positive threshold
+(one-output heatmaps) or minimum probability (several classes) classify GeoJSON
+tiles.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from magicgui.widgets import (
     ProgressBar,
     PushButton,
 )
-from napari.components.overlays import TextOverlay
 from napari.utils.notifications import show_info
 
 from ..export import FORMATS, ClassRule, export_heatmap
@@ -41,6 +42,8 @@ from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from ..slide.location import same_file_key
 from ..test_time import n_predicted
+from .legend import Legend
+from .run_layers import region_of, run_title, same_run
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
 from .threads import Workers
 from .widgets import TextLabel, path_of, section
@@ -55,7 +58,6 @@ FORMAT_LABELS = {"ometiff": "OME-TIFF", "omezarr": "OME-Zarr", "slide_raster": "
 CLASS_RULE_FIELDS = {"positive_threshold": "positive threshold",
                      "min_probability": "minimum probability"}
 TITLE_META_KEY = "patchheat_title"  # layer metadata: (model · slide, run number) of its name
-LEGEND_OVERLAY_KEY = "patchheat_legend"  # viewer.canvas.overlays key of the legend
 
 
 def thumbnail(slide: SlideLayer) -> np.ndarray:
@@ -129,14 +131,11 @@ class HeatmapPanel(Container):
                                                   self.positive_threshold, self.min_probability]),
             self.export_button, self.export_busy, self.export_info,
         ])
-        self.legend = TextOverlay(box=True)
-        self.legend.visible = False
-        viewer.canvas.overlays[LEGEND_OVERLAY_KEY] = self.legend
+        self.legend = Legend(viewer)  # of the top visible map, not the heatmap in use
         self.class_name.changed.connect(self.apply_display)
         self.colormap.changed.connect(self.apply_display)
         self.opacity.changed.connect(self.apply_display)
         self.export_button.changed.connect(self.export)
-        viewer.layers.events.removed.connect(self._update_legend)
 
     # --- layers --------------------------------------------------------------------------------
     def source_of(self, layer: Any) -> Any:
@@ -159,28 +158,30 @@ class HeatmapPanel(Container):
         for layer in self.viewer.layers:
             other = layer.metadata.get(HEATMAP_META_KEY) if is_heatmap_layer(layer) else None
             if other is not None and self.source_of(layer) is slide.layer \
-                    and other.grid == heatmap.grid and other.level == heatmap.level \
-                    and other.model_fingerprint == heatmap.model_fingerprint:
+                    and same_run(other, heatmap):
                 return layer
         return None
 
     def show_heatmap(self, heatmap: Heatmap, slide: SlideLayer, replace: bool = False) -> Any:
-        """Show ``heatmap`` over ``slide``: in the layer of the same slide, grid and model (values
-        merged, so nothing computed is lost), else in the layer in use (``replace``), else in a
-        new layer right above the slide and its heatmaps; a heatmap of another grid never lands
-        in a layer of this one unasked."""
+        """Show ``heatmap`` over ``slide``: in the layer of the same slide, grid, model and region
+        (values merged, so nothing computed is lost; a region's come from the shared cache),
+        else in the layer in use of the same region (``replace``), else in a new layer right
+        above the slide and its heatmaps; a heatmap of another grid or region never lands in a
+        layer of this one unasked. The layer is shown (made visible)."""
         layer = self._matching_layer(heatmap, slide)
-        if layer is not None:
+        if layer is not None and not region_of(heatmap):
             old = layer.metadata[HEATMAP_META_KEY].values
             keep = np.isnan(heatmap.values) & ~np.isnan(old)
             heatmap.values[keep] = old[keep]
-        elif replace and self.layer is not None and self.layer in self.viewer.layers:
+        elif layer is None and replace and self.layer is not None \
+                and self.layer in self.viewer.layers and self.heatmap is not None \
+                and region_of(self.heatmap) == region_of(heatmap):
             layer = self.layer
         names = heatmap.class_names
         c = names.index(self.class_name.value) if self.class_name.value in names else 0
         kw = heatmap.layer_kwargs(c, slide.world_per_px, self.colormap.value, self.opacity.value)
         kw["translate"] = tuple(np.add(kw["translate"], slide.world_offset))
-        base = heatmap.title(slide.path.name if slide.path else slide.name)
+        base = run_title(heatmap, slide.path.name if slide.path else slide.name)
         title = layer.metadata.get(TITLE_META_KEY) if layer is not None else None
         if title is None or title[0] != base:
             title = (base, self._next_run(base, layer))
@@ -192,7 +193,7 @@ class HeatmapPanel(Container):
         else:
             layer.metadata = {**layer.metadata, **kw.pop("metadata")}
             layer.data, layer.scale, layer.translate = kw["data"], kw["scale"], kw["translate"]
-            layer.name = kw["name"]
+            layer.name, layer.visible = kw["name"], True
         slide.match_units(layer)
         self._sources[layer] = weakref.ref(slide.layer)
         self.adopt(layer)
@@ -216,18 +217,9 @@ class HeatmapPanel(Container):
             layers.move(layers.index(layer), max(below) + 1)
 
     def adopt(self, layer: Any) -> None:
-        """Make ``layer`` the heatmap that class, colormap, opacity, the colour bar, the legend
-        and Export apply to."""
+        """Make ``layer`` the heatmap that class, colormap, opacity and Export apply to."""
         heatmap = layer.metadata[HEATMAP_META_KEY]
-        previous, self.layer, self.heatmap = self.layer, layer, heatmap
-        if previous is not layer and previous is not None:
-            previous.colorbar.visible = False
-            previous.events.visible.disconnect(self._update_legend)
-            previous.events.name.disconnect(self._update_legend)
-        if previous is not layer:
-            layer.events.visible.connect(self._update_legend)
-            layer.events.name.connect(self._update_legend)
-        layer.colorbar.visible = True
+        self.layer, self.heatmap = layer, heatmap
         c = int(layer.metadata.get(CLASS_META_KEY, 0))
         with self.class_name.changed.blocked(), self.colormap.changed.blocked(), \
                 self.opacity.changed.blocked():
@@ -258,17 +250,8 @@ class HeatmapPanel(Container):
         return base if run == 1 else f"{base} ({run})"
 
     def _update_legend(self, *_: Any) -> None:
-        """The legend of the heatmap in use: its class, value range and layer, over its colour
-        bar; hidden when that layer is hidden or gone."""
-        layer, heatmap = self.layer, self.heatmap
-        shown = False
-        if layer is not None and heatmap is not None and layer in self.viewer.layers:
-            shown = True
-            lo, hi = (float(v) for v in layer.contrast_limits)
-            name = heatmap.class_names[int(layer.metadata.get(CLASS_META_KEY, 0))]
-            self.legend.text = f"{name}: {lo:g}–{hi:g}\n{layer.name}"
-            self.legend.position = layer.colorbar.position
-        self.legend.visible = bool(shown and layer.visible)
+        """The legend and colour bar: of the top visible map (:class:`.legend.Legend`)."""
+        self.legend.update()
 
     def on_active(self, event: Any) -> None:
         """A heatmap layer selected in the layer list becomes the one in use."""
@@ -395,5 +378,4 @@ class HeatmapPanel(Container):
         if self._closed:
             return
         self._closed = True
-        self.viewer.layers.events.removed.disconnect(self._update_legend)
-        self.viewer.canvas.overlays.pop(LEGEND_OVERLAY_KEY, None)
+        self.legend.shutdown()

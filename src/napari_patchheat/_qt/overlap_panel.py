@@ -65,7 +65,7 @@ class OverlapPanel(Container):
             translate=tuple(t + o for t, o in zip(translate, slide.world_offset)),
             colormap=layer.colormap, opacity=layer.opacity, contrast_limits=(0.0, 1.0),
             blending="translucent", interpolation2d=self.interpolation.value,
-            metadata={OVERLAP_META_KEY: self.map}, **slide.unit_kwargs())
+            metadata={OVERLAP_META_KEY: self.map, CLASS_META_KEY: c}, **slide.unit_kwargs())
         gy, gx = self.map.cell_px
         self.info.value = (f"cells of {gy} x {gx} level px; up to {int(self.map.count.max())} "
                            "patches per cell")

@@ -133,6 +133,12 @@ class RegionChoice(Container):
         return [(WHOLE_SLIDE, WHOLE_SLIDE)] + [(layer.name, layer) for layer in self.viewer.layers
                                         if is_region_layer(layer)]
 
+    @property
+    def region_name(self) -> str:
+        """The chosen region layer's name ("" for the whole slide)."""
+        layer = self.layer.value
+        return "" if layer is None or layer == WHOLE_SLIDE else str(layer.name)
+
     def _changed(self, *_: Any) -> None:
         self._last = None
         self.min_fraction.enabled = not self.centre.value

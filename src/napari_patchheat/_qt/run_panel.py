@@ -46,6 +46,7 @@ from ..runner import (
     array_to_tiff,
     close_shared_worker,
 )
+from .run_layers import name_region
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 from .widgets import TextLabel
@@ -57,13 +58,14 @@ _OPEN: weakref.WeakSet[RunPanel] = weakref.WeakSet()  # panels not shut down (th
 @dataclass(frozen=True)
 class RunRequest:
     """A run of the dock's parameters: the slide layer, the model (a built-in name or a file),
-    the run's options (``options.level`` is a level of the layer's pyramid) and the grid they
-    give on that level."""
+    the run's options (``options.level`` is a level of the layer's pyramid), the grid they
+    give on that level and the name of the region of interest's layer ("": the whole slide)."""
 
     slide: SlideLayer
     model: str
     options: RunOptions
     grid: PatchGrid
+    region: str = ""
 
     @property
     def level(self) -> int:
@@ -325,6 +327,7 @@ class RunPanel(Container):
             heatmap.level, heatmap.downsample = request.level, request.downsample
             heatmap.slide_path, heatmap.mpp = "", slide.mpp
             heatmap.slide_shape = slide.level_shape(0)
+        name_region(heatmap, request.region)  # its own layer, named after the region
         run.cached, run.to_compute = heatmap.n_computed, msg.total
         run.show_counts(self.progress, 0)
         self.info.value = f"{run.cached:,} patches from the cache, {msg.total:,} to compute"

@@ -295,7 +295,8 @@ class PatchHeatWidget(Container):
         model = self.model_spec()
         if not model:
             raise ValueError("Choose a model: a built-in one or an existing Keras file.")
-        return RunRequest(self.slide, model, self.run_options(), self.grid)
+        return RunRequest(self.slide, model, self.run_options(), self.grid,
+                          self.region.region_name)
 
     def _card_spec(self) -> str | None:
         """The model file whose card may give the stain target; None for a built-in."""
