@@ -30,6 +30,7 @@ from ..tissue import FLUORESCENCE_MODEL_WARNING, grid_status
 from .batch_panel import BatchPanel
 from .build_status import BuildStatus
 from .color_controls import ColorControls
+from .compare_panel import ComparePanel
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
@@ -54,6 +55,7 @@ DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a lapto
 FORM_MARGINS_PX = (9, 3, 9, 3)  # left, top, right, bottom of the Grid's and Model's forms
 DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
 REGIONS_SECTION, OVERLAP_SECTION = "Regions and numbers", "Smoother map"
+COMPARE_SECTION = "Compare"  # closed: A and B side by side, A - B
 BATCH_SECTION = "All open slides"  # closed; shown while slides read from files are open
 NO_SLIDE = "Open a slide (an image layer) to start."
 
@@ -129,6 +131,7 @@ class PatchHeatWidget(Container):
         self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
                                     self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
+        self.compare = ComparePanel(viewer, self.display.source_of, self._error)
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -156,6 +159,7 @@ class PatchHeatWidget(Container):
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
             OVERLAP_SECTION: self.overlap,
+            COMPARE_SECTION: self.compare,
         }
         body = QWidget()
         column = QVBoxLayout(body)
@@ -170,7 +174,7 @@ class PatchHeatWidget(Container):
             content.native.layout().setContentsMargins(4, 0, 4, 4)
             box.addWidget(content.native)
             if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
-                             OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT):
+                             OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT, COMPARE_SECTION):
                 box.expand(animate=False)
             column.addWidget(box)
         column.addStretch()
@@ -473,7 +477,7 @@ class PatchHeatWidget(Container):
         with contextlib.suppress(TypeError, RuntimeError, AttributeError):
             app.aboutToQuit.disconnect(self._shutdown)  # type: ignore[union-attr]
         steps = [self.run_panel.shutdown, self.batch_panel.shutdown, self.build_status.shutdown,
-                 self._disconnect_viewer, lambda: self._watch(None),
+                 self.compare.stop, self._disconnect_viewer, lambda: self._watch(None),
                  self.display.shutdown, self.hover.remove, self.preview.remove,
                  self.inspector.detach]
         for step in steps:  # each step whatever the one before did
