@@ -19,7 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container
 from ..analysis.compare import difference, symmetric_limits, why_no_difference
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY
 from .slide_layer import COMPARE_META_KEY, is_heatmap_layer
-from .widgets import TextLabel
+from .widgets import TextLabel, section
 
 DIFFERENCE_COLORMAP = "PiYG"  # diverging: A above B green, below pink, 0 white
 LAYERS_PER_CELL = 2  # the slide, then the heatmap (or the difference) over it
@@ -63,7 +63,8 @@ class ComparePanel(Container):
         self._grid: tuple[Any, ...] | None = None  # (enabled, shape, stride) before
         self._active: Any = None
         self._pair: tuple[Any, ...] = ()  # A and B as compared (the combo boxes may change)
-        super().__init__(labels=False, widgets=[Container(widgets=[self.a, self.b]),
+        super().__init__(labels=False, widgets=[section("Compare"),
+                                                Container(widgets=[self.a, self.b]),
                                                 self.toggle, self.info])
         self.toggle.changed.connect(self._on_toggle)
 

@@ -55,7 +55,6 @@ DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a lapto
 FORM_MARGINS_PX = (9, 3, 9, 3)  # left, top, right, bottom of the Grid's and Model's forms
 DISPLAY_SECTION, INSPECTOR_SECTION = "Display and export", "Patch inspector"
 REGIONS_SECTION, OVERLAP_SECTION = "Regions and numbers", "Smoother map"
-COMPARE_SECTION = "Compare"  # closed: A and B side by side, A - B
 BATCH_SECTION = "All open slides"  # closed; shown while slides read from files are open
 NO_SLIDE = "Open a slide (an image layer) to start."
 
@@ -155,11 +154,10 @@ class PatchHeatWidget(Container):
             MODEL_INPUT: self.model_input,
             "Run": self.run_panel,
             BATCH_SECTION: self.batch_panel,
-            DISPLAY_SECTION: self.display,
+            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare]),
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
             OVERLAP_SECTION: self.overlap,
-            COMPARE_SECTION: self.compare,
         }
         body = QWidget()
         column = QVBoxLayout(body)
@@ -174,7 +172,7 @@ class PatchHeatWidget(Container):
             content.native.layout().setContentsMargins(4, 0, 4, 4)
             box.addWidget(content.native)
             if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
-                             OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT, COMPARE_SECTION):
+                             OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT):
                 box.expand(animate=False)
             column.addWidget(box)
         column.addStretch()
