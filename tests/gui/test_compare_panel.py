@@ -27,6 +27,14 @@ def layout(viewer):
             (grid.enabled, grid.shape, grid.stride), viewer.layers.selection.active)
 
 
+def drawn_runs(viewer, qtbot) -> int:
+    """How many separate stretches of drawn (not black) pixels the canvas's middle row has."""
+    qtbot.wait(200)
+    row = viewer.screenshot(canvas_only=True)
+    row = row[row.shape[0] // 2, :, :3].max(axis=-1) > 0
+    return int(row[0]) + int(np.count_nonzero(row[1:] & ~row[:-1]))
+
+
 def two_heatmaps(widget, slide, stride_b=64):
     a = widget.display.show_heatmap(random_heatmap(slide, 1, 64, 64, ("x",), seed=0, model="m1"),
                                     slide)
@@ -69,16 +77,20 @@ def test_compare_shows_a_b_and_a_minus_b_each_over_the_slide_and_restores(viewer
     assert np.nanstd(want) > 0.1 and np.isnan(want[2, 4]) and np.isnan(want[0, 0])
     diff = layers[5]
     np.testing.assert_array_equal(diff.data, want)
-    assert diff.colormap.name == DIFFERENCE_COLORMAP
+    assert diff.colormap.name == DIFFERENCE_COLORMAP and diff.opacity == a.opacity
     m = np.nanmax(np.abs(want))
     np.testing.assert_allclose(diff.contrast_limits, (-m, m))
     assert np.allclose(diff.scale, a.scale) and np.allclose(diff.translate, a.translate)
     assert "A - B" in text(panel.info)
+    viewer.reset_view()
+    assert drawn_runs(viewer, qtbot) == 3  # three cells side by side on the canvas
     panel.toggle.value = False
     QApplication.processEvents()
     after = layout(viewer)
     assert after[0] == before[0] and all(x is y for x, y in zip(after[0], before[0]))
     assert after[1:] == before[1:] and not panel.layers
+    viewer.reset_view()
+    assert drawn_runs(viewer, qtbot) == 1
 
 
 def test_different_grids_are_side_by_side_without_a_difference(viewer, widget, svs_path):

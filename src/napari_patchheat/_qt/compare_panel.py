@@ -121,7 +121,7 @@ class ComparePanel(Container):
             self.layers.append(copy_layer(self.viewer, slide))
             self.layers.append(copy_layer(self.viewer, heatmap) if heatmap is not None else
                                copy_layer(self.viewer, a, data=self.difference,
-                                          colormap=DIFFERENCE_COLORMAP, opacity=1.0,
+                                          colormap=DIFFERENCE_COLORMAP,
                                           contrast_limits=symmetric_limits(self.difference),
                                           name=f"A - B: {a.name} - {b.name}"))
         layers = self.viewer.layers
