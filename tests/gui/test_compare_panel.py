@@ -69,7 +69,7 @@ def test_compare_shows_a_b_and_a_minus_b_each_over_the_slide_and_restores(viewer
         copy = layers[2 * cell]
         assert all(x is y for x, y in zip(copy.data, slide.layer.data))
         assert copy.multiscale and copy.rgb and np.allclose(copy.scale, slide.layer.scale)
-        assert not is_slide_candidate(copy)
+        assert not is_slide_candidate(copy) and tuple(copy.units) == tuple(slide.layer.units)
     assert np.shares_memory(layers[1].data, a.data) and np.shares_memory(layers[3].data, b.data)
     assert np.allclose(layers[1].translate, a.translate) and layers[3].colormap.name == "inferno"
     va, vb = a.data, b.data
@@ -104,10 +104,12 @@ def test_different_grids_are_side_by_side_without_a_difference(viewer, widget, s
     assert text(panel.info) == "no difference map: A's stride is 64, B's is 32"
     assert len(panel.layers) == 4 and grid_model(viewer).shape == (1, 2)
     assert grid_model(viewer).actual_shape(viewer.layers) == (1, 2)
+    added = viewer.add_points([[5, 5]], name="added meanwhile")
+    assert not added.visible  # hidden while comparing: no cell of its own
     viewer.layers.remove(b)  # B gone: comparing ends, the rest as it was
     assert not panel.comparing and not panel.toggle.value
     after = layout(viewer)
-    assert after[0] == [x for x in before[0] if x is not b] and after[2] == before[2]
+    assert after[0] == [x for x in before[0] if x is not b] + [added] and after[2] == before[2]
     assert all(layer.visible for layer in viewer.layers if layer.name != "hidden points")
 
 

@@ -38,7 +38,9 @@ def copy_layer(viewer: Any, layer: Any, **kwargs: Any) -> Any:
         multiscale=layer.multiscale, rgb=layer.rgb, scale=layer.scale, translate=layer.translate,
         contrast_limits=layer.contrast_limits, colormap=layer.colormap, gamma=layer.gamma,
         opacity=layer.opacity, blending=layer.blending, interpolation2d=layer.interpolation2d,
-        name=f"{layer.name} (compare)", units=layer.units)
+        name=f"{layer.name} (compare)")
+    if getattr(layer, "units", None) is not None:  # napari >= 0.6
+        kw["units"] = tuple(layer.units)
     kw.update(kwargs)
     return viewer.add_image(kw.pop("data", layer.data), metadata={COMPARE_META_KEY: True}, **kw)
 
