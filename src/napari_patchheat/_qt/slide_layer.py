@@ -28,6 +28,7 @@ META_MPP_KEYS = ("mpp",)
 META_DOWNSAMPLE_KEYS = ("downsamples",)
 META_POWER_KEYS = ("objective_power",)
 META_ICC_KEY, META_ICC_BYTES_KEY = "icc_profile", "icc_profile_bytes"  # description, bytes
+COMPARE_META_KEY = "patchheat_compare"  # layer metadata of Compare's temporary layers
 
 
 def is_heatmap_layer(layer: Any) -> bool:
@@ -37,13 +38,13 @@ def is_heatmap_layer(layer: Any) -> bool:
 
 def is_slide_candidate(layer: Any) -> bool:
     """True for a 2-D (RGB or single-channel) Image layer that is not a heatmap, nor one of
-    the dock's own overlays (the grid preview's lines)."""
+    the dock's own overlays (the grid preview's lines) or Compare's temporary layers."""
     from napari.layers import Image
 
     from .canvas import is_outline_layer
 
     return (isinstance(layer, Image) and layer.ndim == 2 and not is_heatmap_layer(layer)
-            and not is_outline_layer(layer))
+            and not is_outline_layer(layer) and COMPARE_META_KEY not in layer.metadata)
 
 
 def _first(meta: dict[str, Any], keys: Sequence[str]) -> Any:

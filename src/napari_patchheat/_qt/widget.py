@@ -30,6 +30,7 @@ from ..tissue import FLUORESCENCE_MODEL_WARNING, grid_status
 from .batch_panel import BatchPanel
 from .build_status import BuildStatus
 from .color_controls import ColorControls
+from .compare_panel import ComparePanel
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
@@ -129,6 +130,7 @@ class PatchHeatWidget(Container):
         self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
                                     self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
+        self.compare = ComparePanel(viewer, self.display.source_of, self._error)
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -152,7 +154,7 @@ class PatchHeatWidget(Container):
             MODEL_INPUT: self.model_input,
             "Run": self.run_panel,
             BATCH_SECTION: self.batch_panel,
-            DISPLAY_SECTION: self.display,
+            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare]),
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
             OVERLAP_SECTION: self.overlap,
@@ -474,7 +476,7 @@ class PatchHeatWidget(Container):
         with contextlib.suppress(TypeError, RuntimeError, AttributeError):
             app.aboutToQuit.disconnect(self._shutdown)  # type: ignore[union-attr]
         steps = [self.run_panel.shutdown, self.batch_panel.shutdown, self.build_status.shutdown,
-                 self._disconnect_viewer, lambda: self._watch(None),
+                 self.compare.stop, self._disconnect_viewer, lambda: self._watch(None),
                  self.display.shutdown, self.hover.remove, self.preview.remove,
                  self.inspector.detach]
         for step in steps:  # each step whatever the one before did
