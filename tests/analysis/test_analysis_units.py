@@ -102,7 +102,7 @@ def test_cli_min_cells(tmp_path, capsys):
     npz = Heatmap(values, grid, 0, (1.0, 1.0), ("x",), mpp=(0.5, 0.5)).save_npz(tmp_path / "s.npz")
     assert main(["regions", str(npz), "--threshold", "0.5", "--min-cells", "2"]) == 0
     out = capsys.readouterr().out
-    assert "1 regions (1 smaller than 2 cells left out) of x >= 0.5" in out
+    assert "1 region (1 smaller than 2 cells left out) of x >= 0.5" in out
     assert "17.0% of tissue at or above 0.5" in out
     assert main(["regions", str(npz), "--threshold", "0.5", "--min-cells", "0"]) == 2
     assert "min_cells=0 must be a whole number" in capsys.readouterr().err

@@ -53,7 +53,8 @@ class RegionReport:
         'x% of tissue at or above t'."""
         dropped = (f" ({self.left_out:,} smaller than {self.min_cells:,} cells left out)"
                    if self.left_out else "")
-        return (f"{len(self.regions):,} regions{dropped} of {self.class_name} >= "
+        n = len(self.regions)
+        return (f"{n:,} region{'' if n == 1 else 's'}{dropped} of {self.class_name} >= "
                 f"{self.threshold:g}\n{self.tissue_share:.1%} of tissue at or above "
                 f"{self.threshold:g}")
 
