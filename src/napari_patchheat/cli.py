@@ -159,14 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     reg = sub.add_parser("regions", help="threshold a heatmap written by 'run' into regions "
                                          "(QuPath GeoJSON annotations) and numbers per region")
-    reg.add_argument("heatmap", type=Path, help="heatmap .npz, .ome.tif or .ome.zarr written by "
-                     "'run'")
+    reg.add_argument("heatmap", type=Path, help="heatmap .npz, .ome.tif or .ome.zarr from 'run'")
     reg.add_argument("--class", dest="class_name", default=None,
                      help="class to threshold (default: the heatmap's only class)")
     reg.add_argument("--threshold", type=float, required=True,
                      help="regions are where the class is at or above this")
     reg.add_argument("--smooth", type=float, default=0.0,
                      help="Gaussian smoothing before the threshold, in cells (default 0: none)")
+    reg.add_argument("--min-cells", type=int, default=1, help="leave out (and count) regions "
+                     "of fewer heatmap cells (default 1: keep all)")
     reg.add_argument("--roi", type=Path, default=None,
                      help="numbers per region of interest too: GeoJSON of polygons in level-0 "
                           "px (a row per feature) or a mask image (see run --roi)")
@@ -449,8 +450,8 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "batch":
         return batch_command(args)
     if args.command == "regions":
-        files = regions_job(args.heatmap, args.class_name, args.threshold,
-                            smooth=args.smooth, roi=args.roi, out=args.out)
+        files = regions_job(args.heatmap, args.class_name, args.threshold, smooth=args.smooth,
+                            roi=args.roi, out=args.out, min_cells=args.min_cells)
         for fmt, path in files.items():
             print(f"{fmt}: {path}")
         return 0

@@ -247,9 +247,11 @@ def overlap_job(path: Path, out: Path | None = None) -> Path:
 
 
 def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth: float = 0.0,
-                roi: Path | None = None, out: Path | None = None) -> dict[str, Path]:
-    """Threshold a heatmap file into regions, write their report (analysis/report.py) next to
-    it or in ``out`` and print its numbers. Returns the files."""
+                roi: Path | None = None, out: Path | None = None,
+                min_cells: int = 1) -> dict[str, Path]:
+    """Threshold a heatmap file into regions of at least ``min_cells`` cells, write their
+    report (analysis/report.py) next to it or in ``out`` and print its numbers. Returns the
+    files."""
     from .analysis import (
         format_stats,
         heatmap_file_stem,
@@ -263,8 +265,9 @@ def regions_job(path: Path, class_name: str | None, threshold: float, *, smooth:
         raise UserError(f"this heatmap has classes {', '.join(heatmap.class_names)}: choose "
                         "one with --class.")
     report = region_report(heatmap, class_name if class_name is not None else 0, threshold,
-                           smooth=smooth, roi=roi)
+                           smooth=smooth, roi=roi, min_cells=min_cells)
     files = write_region_report(report, out if out is not None else path.parent,
                                 heatmap_file_stem(path))
     print(format_stats(report.rows, report.class_name))
+    print(report.summary())
     return files

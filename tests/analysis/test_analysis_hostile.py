@@ -48,7 +48,7 @@ def test_the_regions_csv_neutralises_formulas_and_leaves_no_number_empty(tmp_pat
     rows = list(csv.reader(io.StringIO(files["csv"].read_text())))
     header, first = rows[0], rows[1]
     assert not any(cell.startswith("=") for row in rows for cell in row)
-    assert read_text_cell(header[5]) == "=HYPERLINK(\"http://x\")_mean"  # read back exactly
+    assert read_text_cell(header[6]) == "=HYPERLINK(\"http://x\")_mean"  # read back exactly
     assert first[:2] == ["all computed patches", "all"]
     assert first[header.index("region_area_um2")] == ""  # the whole slide has no polygon
     assert float(rows[2][header.index("region_area_um2")]) > 0  # a region has one

@@ -167,7 +167,8 @@ def test_cli_regions_writes_the_annotations_and_the_numbers(tmp_path, capsys):
     areas = [f["properties"]["measurements"]["Area µm^2"] for f in doc["features"]]
     assert areas == [1600 * 0.25, 400 * 0.25]
     lines = (tmp_path / "s.dab.regions.csv").read_text().splitlines()
-    assert lines[0].startswith("region,kind,patches,area_um2,region_area_um2,c0_mean")
+    assert lines[0].startswith(
+        "region,kind,patches,region_area_um2,patch_area_um2,area_um2,c0_mean")
     assert [line.split(",")[1:3] for line in lines[1:]] == [
         ["all", "100"], ["roi", "50"], ["region", "16"], ["region", "4"]]
     mask = np.zeros((10, 10), np.uint8)

@@ -77,7 +77,7 @@ def test_csv_and_table(tmp_path):
     with open(path, newline="") as f:
         table = list(csv.reader(f))
     assert table[0] == stats_columns(["dab"], "px2")
-    assert table[2][:4] == ["top", "region", "30", "3000.0"]
+    assert table[2][:6] == ["top", "region", "30", "", "3000.0", "3000.0"]
     assert float(table[1][-1]) == pytest.approx(0.5)  # share at or above 0.5
     text = format_stats(rows, "dab")
     assert "px²" in text and "top" in text and "50.0%" in text

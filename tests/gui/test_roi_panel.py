@@ -133,7 +133,8 @@ def test_regions_and_numbers_of_a_heatmap(viewer, widget, svs, tmp_path):
     above = (heatmap.values[..., 0] >= 0.9).sum()
     assert sum(r.patches for r in panel.rows if r.kind == "region") == above
     table = panel.table.value
-    assert len(table["data"]) == len(panel.rows) and table["columns"][2] == "area µm²"
+    assert len(table["data"]) == len(panel.rows) and list(table["columns"][1:3]) == [
+        "region\narea", "patch\narea"]
     # the outlines lie on the cells: every vertex of the first region is on the cell lattice
     (scale, translate) = heatmap.placement(svs.world_per_px)
     corners = np.concatenate(layer.data)

@@ -15,16 +15,9 @@ from typing import Any
 
 import numpy as np
 import shapely
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, Table
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox, Table
 
-from ..analysis import (
-    PERCENTILE,
-    HeatRegion,
-    RegionReport,
-    RegionStats,
-    region_report,
-    write_region_report,
-)
+from ..analysis import HeatRegion, RegionReport, RegionStats, region_report, write_region_report
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from ..roi import (
@@ -35,13 +28,14 @@ from ..roi import (
     roi_patch_mask,
 )
 from .canvas import is_outline_layer
+from .regions_table import region_table, show_report
 from .slide_layer import SlideLayer
 from .widgets import TextLabel
 
 WHOLE_SLIDE = "whole slide"
 ELLIPSE_VERTICES = 64
 REGIONS_META_KEY = "patchheat_regions"  # layer metadata of the regions layers made here
-REGION_EDGE_COLOR, HOLE_EDGE_COLOR = "cyan", "yellow"
+REGION_EDGE_COLOR, HOLE_EDGE_COLOR = "#ff00ff", "yellow"  # magenta: the grid is cyan
 REGION_EDGE_SCREEN_WIDTH = 2.0
 RegionSource = list[Region] | MaskRoi
 
@@ -203,16 +197,19 @@ class RegionsPanel(Container):
         self.threshold = FloatSpinBox(label="threshold", min=0.0, max=1.0, step=0.05, value=0.5)
         self.smooth = FloatSpinBox(label="smooth (cells)", min=0.0, max=50.0, step=0.5,
                                    value=0.0)
+        self.min_cells = SpinBox(label="min size (cells)", min=1, max=10**6, value=1,
+                                 tooltip="regions of fewer heatmap cells are left out (and "
+                                         "counted)")
         self.compute_button = PushButton(text="Regions and numbers")
         self.export_button = PushButton(text="Export regions (GeoJSON, CSV)", enabled=False)
-        self.table = Table()
+        self.table = region_table(Table())
         self.info = TextLabel()
         self.layer: Any = None
         self.rows: list[RegionStats] = []
         self.report: RegionReport | None = None
         super().__init__(labels=False, widgets=[
-            Container(widgets=[self.threshold, self.smooth]), self.compute_button, self.info,
-            self.table, self.export_button])
+            Container(widgets=[self.threshold, self.smooth, self.min_cells]),
+            self.compute_button, self.info, self.table, self.export_button])
         self.compute_button.changed.connect(self.compute)
         self.export_button.changed.connect(self.export)
 
@@ -230,15 +227,15 @@ class RegionsPanel(Container):
         t = float(self.threshold.value)
         try:
             report = region_report(heatmap, c, t, smooth=float(self.smooth.value),
-                                   roi=self.roi(slide))
+                                   roi=self.roi(slide), min_cells=int(self.min_cells.value))
         except ValueError as exc:
             self.on_error(str(exc))
             return False
         self.report, self.rows = report, report.rows
         self.export_button.enabled = True
         self._show_layer(report.regions, slide, f"{layer.name} regions >= {t:g}")
-        self._show_table(report.rows, report.class_name, t)
-        self.info.value = f"{len(report.regions):,} regions of {report.class_name} >= {t:g}"
+        show_report(self.table, report)
+        self.info.value = report.summary()
         return True
 
     def export(self, *_: Any) -> dict[str, Path]:
@@ -271,20 +268,3 @@ class RegionsPanel(Container):
             polygons, shape_type="polygon", name=name, edge_color=colours,
             face_color="transparent", edge_width=REGION_EDGE_SCREEN_WIDTH,
             metadata={REGIONS_META_KEY: True}, **slide.unit_kwargs())
-
-    def _show_table(self, rows: list[RegionStats], class_name: str, t: float) -> None:
-        unit = "µm²" if rows and rows[0].unit == "um2" else "px²"
-        columns = ["region", "patches", f"area {unit}", "mean", "median", f"p{PERCENTILE}",
-                   f"share >= {t:g}"]
-        data = []
-        for r in rows:
-            v = r.values[class_name]
-            data.append([r.name, r.patches, round(r.area), *(_fmt(v[k]) for k in
-                         ("mean", "median", f"p{PERCENTILE}")), f"{v['share_above']:.1%}"])
-        # with "index", magicgui reads the dict as rows ("split"), not as columns by name
-        self.table.value = {"data": data, "index": list(range(1, len(data) + 1)),
-                            "columns": columns}
-
-
-def _fmt(value: float) -> str:
-    return "" if not np.isfinite(value) else f"{value:.3f}"

@@ -39,6 +39,7 @@ from .overlap_panel import OverlapPanel
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
+from .shortcuts import dock_shortcuts
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .stain_preview import StainPreview
 from .threads import Workers
@@ -220,6 +221,8 @@ class PatchHeatWidget(Container):
         app = QApplication.instance()
         if app is not None:
             app.aboutToQuit.connect(self._shutdown)
+        self.shortcuts = dock_shortcuts(self, *map(self.collapsibles.get, (
+            DISPLAY_SECTION, INSPECTOR_SECTION)))  # Shift+R Run, ... (shortcuts.py)
 
     # --- choices -------------------------------------------------------------------------------
     def _slide_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -478,7 +481,7 @@ class PatchHeatWidget(Container):
         steps = [self.run_panel.shutdown, self.batch_panel.shutdown, self.build_status.shutdown,
                  self.compare.stop, self._disconnect_viewer, lambda: self._watch(None),
                  self.display.shutdown, self.hover.remove, self.preview.remove,
-                 self.inspector.detach]
+                 self.inspector.detach, self.shortcuts.remove]
         for step in steps:  # each step whatever the one before did
             try:
                 step()

@@ -24,11 +24,18 @@ from __future__ import annotations
 
 from .heatmap_files import HEATMAP_SUFFIXES, heatmap_file_stem, read_heatmap_file
 from .overlap import OverlapMap, overlap_map, write_overlap_tiff
-from .regions import HeatRegion, above_threshold, heatmap_regions, write_regions_geojson
+from .regions import (
+    HeatRegion,
+    above_threshold,
+    heatmap_regions,
+    sized_regions,
+    write_regions_geojson,
+)
 from .report import RegionReport, region_report, write_region_report
 from .stats import (
     PERCENTILE,
     RegionStats,
+    format_area,
     format_stats,
     region_stats,
     roi_stats,
@@ -38,7 +45,8 @@ from .stats import (
 
 __all__ = [
     "HEATMAP_SUFFIXES", "PERCENTILE", "HeatRegion", "OverlapMap", "RegionReport", "RegionStats",
-    "above_threshold", "format_stats", "heatmap_file_stem", "heatmap_regions", "overlap_map",
-    "read_heatmap_file", "region_report", "region_stats", "roi_stats", "union_area",
-    "write_overlap_tiff", "write_region_report", "write_regions_geojson", "write_stats_csv",
+    "above_threshold", "format_area", "format_stats", "heatmap_file_stem", "heatmap_regions",
+    "overlap_map", "read_heatmap_file", "region_report", "region_stats", "roi_stats",
+    "sized_regions", "union_area", "write_overlap_tiff", "write_region_report",
+    "write_regions_geojson", "write_stats_csv",
 ]

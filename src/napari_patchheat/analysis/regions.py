@@ -153,24 +153,35 @@ def _noded_runs(cells: np.ndarray) -> np.ndarray:
 
 
 def heatmap_regions(heatmap: Heatmap, class_name: str | int, threshold: float, *,
-                    smooth: float = 0.0) -> list[HeatRegion]:
-    """The connected regions where the class's (smoothed) value is >= ``threshold``, largest
-    first, named '<class> >= <threshold> #n', clipped to the slide. A ValueError when there is
-    none."""
+                    smooth: float = 0.0, min_cells: int = 1) -> list[HeatRegion]:
+    """The connected regions where the class's (smoothed) value is >= ``threshold`` and that
+    hold at least ``min_cells`` cells, largest first (see :func:`sized_regions`)."""
+    return sized_regions(heatmap, class_name, threshold, smooth=smooth, min_cells=min_cells)[0]
+
+
+def sized_regions(heatmap: Heatmap, class_name: str | int, threshold: float, *,
+                  smooth: float = 0.0, min_cells: int = 1) -> tuple[list[HeatRegion], int]:
+    """The regions of at least ``min_cells`` cells, largest first, named '<class> >=
+    <threshold> #n', clipped to the slide, and how many smaller ones were left out. A
+    ValueError when no cell is at or above the threshold."""
     c = heatmap.class_index(class_name)
     if not np.isfinite(threshold):
         raise ValueError(f"threshold={threshold} must be a number, e.g. 0.5.")
+    if isinstance(min_cells, bool) or not isinstance(min_cells, (int, np.integer)) \
+            or min_cells < 1:
+        raise ValueError(f"min_cells={min_cells!r} must be a whole number of cells, 1 or more.")
     cells = above_threshold(heatmap, c, threshold, smooth=smooth)
     if not cells.any():
         raise ValueError(f"no computed patch has {heatmap.class_names[c]} >= {threshold:g}"
                          f"{' after smoothing' if smooth else ''}: lower the threshold.")
     label = f"{heatmap.class_names[c]} >= {threshold:g}"
-    found = cell_polygons(cells, heatmap)
+    every = cell_polygons(cells, heatmap)  # largest first: the kept ones are a prefix
+    found = [(g, m) for g, m in every if len(m[0]) >= min_cells]
     if heatmap.slide_shape is not None:  # SAME padding's cells reach past the slide's edge
         h, w = heatmap.slide_shape
         found = [(shapely.clip_by_rect(g, 0, 0, w, h), m) for g, m in found]
     return [HeatRegion(f"{label} #{n}", geometry, patches)
-            for n, (geometry, patches) in enumerate(found, 1)]
+            for n, (geometry, patches) in enumerate(found, 1)], len(every) - len(found)
 
 
 def write_regions_geojson(regions: Sequence[HeatRegion], path: str | Path, *,

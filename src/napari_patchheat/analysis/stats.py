@@ -29,6 +29,8 @@ PERCENTILE = 90
 # a region's patches: bool (rows, cols) over the grid, or (rows, cols) index arrays
 Selection = np.ndarray | tuple[np.ndarray, np.ndarray]
 STATS = ("mean", "median", f"p{PERCENTILE}", "share_above")
+UM2_PER_MM2 = 1e6
+MIN_MM2 = 0.01  # areas below are written in µm²
 
 
 @dataclass(frozen=True)
@@ -120,17 +122,31 @@ def roi_stats(heatmap: Heatmap, roi: RoiSource, threshold: float) -> list[Region
     return rows
 
 
+def format_area(value: float, unit: str) -> str:
+    """An area for people, fixed point: mm² (3 decimals) from 0.01 mm², else whole µm²;
+    whole px² when ``unit`` is "px2" (no pixel size); empty when NaN (no polygon)."""
+    if not math.isfinite(value):
+        return ""
+    if unit != "um2":
+        return f"{value:,.0f} px²"
+    if value >= MIN_MM2 * UM2_PER_MM2:
+        return f"{value / UM2_PER_MM2:,.3f} mm²"
+    return f"{value:,.0f} µm²"
+
+
 def stats_columns(class_names: Sequence[str], unit: str) -> list[str]:
-    """The CSV header: region, kind, patches, area_<unit> (the patches'), region_area_<unit>
-    (the polygon's), then <class>_<stat> per class."""
-    return ["region", "kind", "patches", f"area_{unit}", f"region_area_{unit}",
-            *(f"{c}_{s}" for c in class_names for s in STATS)]
+    """The CSV header: region, kind, patches, region_area_<unit> (the polygon's),
+    patch_area_<unit> (the union of the patches' boxes), area_<unit> (the patch area again,
+    its former name, kept for the tools that read it), then <class>_<stat> per class."""
+    return ["region", "kind", "patches", f"region_area_{unit}", f"patch_area_{unit}",
+            f"area_{unit}", *(f"{c}_{s}" for c in class_names for s in STATS)]
 
 
 def stats_row(row: RegionStats) -> list[object]:
     """One row of :func:`stats_columns`; a number that is not (NaN: no polygon, no patch) is
     an empty cell."""
-    numbers = [row.area, row.region_area, *(row.values[c][s] for c in row.values for s in STATS)]
+    numbers = [row.region_area, row.area, row.area,
+               *(row.values[c][s] for c in row.values for s in STATS)]
     return [row.name, row.kind, row.patches,
             *("" if isinstance(v, float) and not math.isfinite(v) else v for v in numbers)]
 
@@ -162,13 +178,15 @@ def write_stats_csv(rows: Sequence[RegionStats], class_names: Sequence[str],
 
 
 def format_stats(rows: Sequence[RegionStats], class_name: str) -> str:
-    """A plain-text table of ``rows`` for the terminal: the area and one class's numbers."""
-    unit = "µm²" if rows and rows[0].unit == "um2" else "px²"
-    head = (f"{'region':28s} {'patches':>8s} {'area ' + unit:>14s} {'mean':>7s} {'median':>7s} "
-            f"{'p' + str(PERCENTILE):>7s} {'share':>7s}  ({class_name})")
+    """A plain-text table of ``rows`` for the terminal: region area (the polygon's), patch area
+    (the union of the patches' boxes) and one class's numbers."""
+    head = (f"{'region':28s} {'patches':>8s} {'region area':>14s} {'patch area':>14s} "
+            f"{'mean':>7s} {'median':>7s} {'p' + str(PERCENTILE):>7s} {'share':>7s}  "
+            f"({class_name})")
     lines = [head]
     for r in rows:
         v = r.values[class_name]
-        lines.append(f"{r.name[:28]:28s} {r.patches:8d} {r.area:14,.0f} {v['mean']:7.3f} "
-                     f"{v['median']:7.3f} {v[f'p{PERCENTILE}']:7.3f} {v['share_above']:7.1%}")
+        lines.append(f"{r.name[:28]:28s} {r.patches:8d} {format_area(r.region_area, r.unit):>14s}"
+                     f" {format_area(r.area, r.unit):>14s} {v['mean']:7.3f} {v['median']:7.3f} "
+                     f"{v[f'p{PERCENTILE}']:7.3f} {v['share_above']:7.1%}")
     return "\n".join(lines)
