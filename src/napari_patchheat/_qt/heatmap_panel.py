@@ -41,6 +41,14 @@ from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from ..slide.location import same_file_key
 from ..test_time import n_predicted
+from .display_range import ValueDisplay
+from .display_settings import (
+    DISPLAY_EXTRA_KEY,
+    colormap_name,
+    display_record,
+    stack_vertically,
+    threshold_of,
+)
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
 from .threads import Workers
 from .widgets import TextLabel, path_of, section
@@ -107,6 +115,7 @@ class HeatmapPanel(Container):
         self.class_name = ComboBox(label="class", choices=self._class_choices)
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
+        self.values = ValueDisplay(self._update_legend)  # value range, "show at or above"
         self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True)
                                for f in FORMATS}
         self.export_folder = FileEdit(label="folder", mode=FileDialogMode.EXISTING_DIRECTORY,
@@ -124,7 +133,8 @@ class HeatmapPanel(Container):
         formats = Container(widgets=list(self.export_formats.values()), labels=False,
                             label="formats")
         super().__init__(labels=False, widgets=[
-            section("Display"), Container(widgets=[self.class_name, self.colormap, self.opacity]),
+            section("Display"), Container(widgets=[self.class_name, self.colormap, self.opacity,
+                                                  *self.values.widgets]),
             section("Export"), Container(widgets=[formats, self.export_folder, self.export_stem,
                                                   self.positive_threshold, self.min_probability]),
             self.export_button, self.export_busy, self.export_info,
@@ -233,9 +243,10 @@ class HeatmapPanel(Container):
                 self.opacity.changed.blocked():
             self.class_name.reset_choices()
             self.class_name.value = heatmap.class_names[c]
-            if layer.colormap.name in COLORMAPS:
-                self.colormap.value = layer.colormap.name
+            if colormap_name(layer) in COLORMAPS:
+                self.colormap.value = colormap_name(layer)
             self.opacity.value = float(layer.opacity)
+        self.values.show(layer)
         self.export_stem.value = safe_name(self._file_title(layer))
         one_output = n_predicted(heatmap.class_names) == 1  # sd channels are no classes
         self.positive_threshold.visible, self.min_probability.visible = one_output, not one_output
@@ -266,8 +277,11 @@ class HeatmapPanel(Container):
             shown = True
             lo, hi = (float(v) for v in layer.contrast_limits)
             name = heatmap.class_names[int(layer.metadata.get(CLASS_META_KEY, 0))]
-            self.legend.text = f"{name}: {lo:g}–{hi:g}\n{layer.name}"
+            t = threshold_of(layer)
+            above = "" if t is None else f", shown ≥ {t:.4g}"
+            self.legend.text = f"{name}: {lo:.4g}–{hi:.4g}{above}\n{layer.name}"
             self.legend.position = layer.colorbar.position
+            stack_vertically(self.viewer, self.legend.position)  # bar and legend never overlap
         self.legend.visible = bool(shown and layer.visible)
 
     def on_active(self, event: Any) -> None:
@@ -287,7 +301,7 @@ class HeatmapPanel(Container):
             title = layer.metadata.get(TITLE_META_KEY)
             if title is not None:  # named here (a layer read from a file keeps its name)
                 layer.name = heatmap.layer_name(c, *title)
-        layer.colormap = self.colormap.value
+        self.values.set_colormap(self.colormap.value)
         layer.opacity = float(self.opacity.value)
         self.refresh_layer()
         self._update_legend()
@@ -332,13 +346,15 @@ class HeatmapPanel(Container):
             return False
         source = self.source_of(layer)
         folder = path_of(self.export_folder)
-        as_now = dataclasses.replace(heatmap, values=heatmap.values.copy(),
-                                     extra=dict(heatmap.extra))  # runs may fill it meanwhile
+        as_now = dataclasses.replace(  # runs may fill it meanwhile; the file keeps the display
+            heatmap, values=heatmap.values.copy(),
+            extra={**heatmap.extra, DISPLAY_EXTRA_KEY: display_record(layer)})
         job = functools.partial(
             write_export, as_now, folder, str(self.export_stem.value), formats,
             SlideLayer.from_layer(source) if source is not None else None,
             class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
             colormap=self.colormap.value, opacity=float(self.opacity.value),
+            value_range=tuple(float(v) for v in layer.contrast_limits),
             positive_threshold=rule.positive_threshold, min_probability=rule.min_probability)
         self.exported = None
         self.export_busy.max, self.export_busy.value = len(formats), 0

@@ -74,7 +74,9 @@ def _cmap_rgba(colormap: Any, values: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(values, stops, colors[:, k]) for k in range(4)], axis=-1)
 
 
-def _value_range(plane: np.ndarray) -> tuple[float, float]:
+def natural_range(plane: np.ndarray) -> tuple[float, float]:
+    """A class's natural value range: 0..1 (probabilities), or the computed values' range where
+    they leave it."""
     finite = plane[np.isfinite(plane)]
     if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1):
         return 0.0, 1.0
@@ -158,7 +160,7 @@ def render_overlay(
     h, w, bar_h = png_size(level0_shape(heatmap), max_px)
     out = _fit_thumbnail(thumbnail, h, w)
     plane = heatmap.values[..., c]
-    lo, hi = value_range if value_range is not None else _value_range(plane)
+    lo, hi = value_range if value_range is not None else natural_range(plane)
     cells = sample_cells(plane, *raster_cells(heatmap, (h, w)))
     shown = np.isfinite(cells)
     lut = colormap_lut(colormap)
