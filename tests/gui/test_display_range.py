@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gui_helpers import random_heatmap
+from gui_helpers import RUN_TIMEOUT_MS, random_heatmap
 from test_heatmap_panel import export_and_wait
 
 from napari_patchheat._qt import heatmap_panel
@@ -79,6 +79,55 @@ def test_range_and_threshold_show_cells_at_or_above_over_the_slide(viewer, widge
     controls.threshold.value = "abc"  # no number: a note, nothing changes
     assert controls.note.visible and "not a number" in controls.note.value
     assert threshold_of(hl) is None
+
+
+def test_a_dab_run_on_the_real_slide_shows_the_slide_below_the_threshold(viewer, widget, qtbot,
+                                                                         tmp_path, svs_path):
+    """The built-in 'dab' model run through the dock over the CMU SVS: auto spans its computed
+    values; below "show at or above" the screenshot is the slide's own pixels (the heatmap
+    hidden), at or above it the colormap's colour of the cell's value."""
+    from napari_patchheat._reader import read_slides
+
+    data, kwargs, _ = read_slides(str(svs_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget.cache_dir = str(tmp_path / "cache")
+    widget.model.value = "dab"
+    widget.tissue_threshold.value = 0.0
+    widget.size.value, widget.stride.value = 128, 128
+    assert widget.run_panel.run()
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
+    hl, heatmap, panel = widget.display.layer, widget.display.heatmap, widget.display
+    values = heatmap.values[..., 0]
+    assert heatmap.n_computed == heatmap.grid.n_patches and np.ptp(values) > 0.05
+    panel.values.auto.clicked()
+    lo, hi = float(values.min()), float(values.max())
+    assert hl.contrast_limits == pytest.approx((lo, hi))
+    t = float(np.quantile(values, 0.6))
+    panel.values.threshold.value = f"{t:.6g}"
+    t = float(f"{t:.6g}")
+    panel.opacity.value = 1.0
+    widget.show_grid.value = False  # no grid lines over the cells
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    hl.visible = False
+    slide_only = viewer.screenshot(canvas_only=True, flash=False)
+    hl.visible = True
+    margin = 0.01 * (hi - lo)
+    below = above = 0
+    for i in range(1, heatmap.grid.rows - 1, 3):
+        for j in range(1, heatmap.grid.cols - 1, 3):
+            centre = hl.data_to_world((i, j))  # the cell's centre
+            rgb, under = screen_rgb(viewer, shot, centre), screen_rgb(viewer, slide_only, centre)
+            v = values[i, j]
+            if v < t - margin:
+                below += 1
+                assert np.abs(rgb - under).max() <= 2, (i, j, v, rgb, under)
+            elif v >= t + margin:
+                above += 1
+                want = hl.colormap.map([(v - lo) / (hi - lo)])[0, :3] * 255
+                assert np.abs(rgb - want).max() <= 8, (i, j, v, rgb, want)
+                assert np.abs(rgb - under).max() > 20  # the heatmap, not the slide
+    assert below > 10 and above > 10
 
 
 def test_the_colormap_keeps_the_threshold_and_the_layer_keeps_its_settings(viewer, widget):

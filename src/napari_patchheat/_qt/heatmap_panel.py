@@ -1,12 +1,12 @@
 """The heatmap side of the dock widget: the heatmap layers, how one is shown, and its Export.
 
 A heatmap layer is an Image layer made from :meth:`Heatmap.layer_kwargs` (placed per the
-coordinate contract, contrast limits 0..1 to start with, NaN transparent) and shifted by the slide layer's
+coordinate contract, contrast limits 0..1, NaN transparent) and shifted by the slide layer's
 own translate. A new one goes right above its slide and the heatmaps over it, and is named
 ``model · slide`` (``· class`` for models of several classes, ``(n)`` for the n-th such layer).
 The heatmap in use shows napari's colour bar and a legend (its class and value range) on the
-canvas. Class, colormap, opacity, value range and "show at or above" (``display_range``) change
-the layer only, never the values. Export writes a
+canvas. Class, colormap, opacity, value range and "show at or above" (``display_range``)
+change the layer only, never the values. Export writes a
 copy of the heatmap with :func:`~napari_patchheat.export.export_heatmap` on a worker thread;
 its positive threshold (one-output heatmaps) or minimum probability (several classes) classify
 GeoJSON tiles.
