@@ -141,6 +141,12 @@ def test_the_colormap_keeps_the_threshold_and_the_layer_keeps_its_settings(viewe
     slide = SlideLayer.from_layer(viewer.layers["slide"])
     other = panel.show_heatmap(random_heatmap(slide, 0, 40, 20), slide)  # another in use
     assert panel.values.threshold.value == "" and tuple(other.contrast_limits) == (0.0, 1.0)
+    panel.values.value_range.value = (0.2, 0.9)
+    panel.values.threshold.value = "0.5"
+    assert widget.overlap.show_map()  # the overlap mean is shown as its heatmap is
+    mean = widget.overlap.layer
+    assert mean.contrast_limits == pytest.approx((0.2, 0.9))
+    assert mean.colormap.map([0.0, 0.3, 0.5, 1.0])[:, 3].tolist() == [0.0, 0.0, 1.0, 1.0]
     viewer.layers.selection.active = hl  # back: its controls come back
     assert panel.values.threshold.value == "0.7" and panel.colormap.value == "viridis"
     assert panel.values.value_range.value == pytest.approx((0.5, 0.8))
