@@ -356,6 +356,7 @@ class HeatmapPanel(Container):
             class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
             colormap=self.colormap.value, opacity=float(self.opacity.value),
             value_range=tuple(float(v) for v in layer.contrast_limits),
+            show_at_or_above=threshold_of(layer),
             positive_threshold=rule.positive_threshold, min_probability=rule.min_probability)
         self.exported = None
         self.export_busy.max, self.export_busy.value = len(formats), 0
