@@ -13,6 +13,8 @@
    built-in `dab`, for a Keras CNN (MobileNetV2 size, random weights) already loaded, and for a
    fully cached run, against the baseline of a worker started for the run (what every Run
    cost before the warm worker).
+4. The display controls (value range, "show at or above") on a 10^6-cell heatmap: ms to the
+   canvas painted, against setting the values again (``widget_display.py``).
 
 Runs under Xvfb (started here through pyvirtualdisplay when there is no $DISPLAY).
 Run: `.venv/bin/python benchmarks/bench_widget.py [--quick] [--run-s 20]`.
@@ -34,6 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np
 from _util import encoded_tiles, gib, measure
+from widget_display import part_display
 
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
@@ -495,6 +498,8 @@ def main() -> int:
         part_latency(viewer, widget, app, 8.0 if args.quick else args.run_s)
     if 3 in parts:
         part_first_cells(viewer, widget, app, 3 if args.quick else RUNS_FIRST_CELLS)
+    if 4 in parts:
+        part_display(viewer, widget, app, 5 if args.quick else 15, timed)
     viewer.close()
     return 0
 

@@ -330,6 +330,9 @@ def test_png_overlay_value_range_and_white_background_without_thumbnail():
     assert np.abs(img[4, 4].astype(int) - np.round(lut[-1] * 255)).max() <= 1  # 10: the top
     assert np.abs(img[20, 20].astype(int) - np.round(lut[0] * 255)).max() <= 1  # 5 = bottom
     assert (img[12, 12] == 255).all()  # NaN over no thumbnail: white
+    above = ex.render_overlay(h, None, opacity=1.0, show_at_or_above=10.0)
+    np.testing.assert_array_equal(above[4, 4], img[4, 4])  # 10: at the threshold, shown
+    assert (above[20, 20] == 255).all() and (img[20, 20] != 255).any()  # 5: below, hidden
 
 
 # --- CSV ------------------------------------------------------------------------------------------

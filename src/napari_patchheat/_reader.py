@@ -68,10 +68,18 @@ def read_slides(path: str | list[str]) -> list[LayerData]:
 
 def heatmap_layer_data(heatmap: Any) -> list[LayerData]:
     """napari layer data of every class of a Heatmap, in the units the slide layer uses
-    (µm where the slide knows its pixel size, level-0 pixels otherwise)."""
+    (µm where the slide knows its pixel size, level-0 pixels otherwise), shown as it was when
+    exported (colormap, opacity, value range, "show at or above")."""
+    from ._qt.display_settings import DISPLAY_EXTRA_KEY, restored_display
+
     layers = []
+    record = heatmap.extra.get(DISPLAY_EXTRA_KEY)
     for c in range(len(heatmap.class_names)):
         kwargs = heatmap.layer_kwargs(c, world_per_px=heatmap.mpp or 1.0)
+        if record:
+            shown = restored_display(record, c)
+            kwargs["metadata"].update(shown.pop("metadata"))
+            kwargs.update(shown)
         if heatmap.mpp is not None and _layer_takes_units():
             kwargs["units"] = ("µm", "µm")
         layers.append((kwargs.pop("data"), kwargs, "image"))

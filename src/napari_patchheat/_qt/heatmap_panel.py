@@ -5,12 +5,12 @@ coordinate contract, contrast limits 0..1, NaN transparent) and shifted by the s
 own translate. A new one goes right above its slide and the heatmaps over it, and is named
 ``model · slide`` (``· class`` for models of several classes, ``(n)`` for the n-th such layer).
 The top visible map (a heatmap or an overlap mean) shows napari's colour bar and a legend (its
-class and value range) on the canvas (:mod:`.legend`); a run inside a region of interest has
-a layer of its own (:mod:`.run_layers`). Class, colormap and opacity change the layer only,
-never the values. Export writes a copy of the heatmap with
-:func:`~napari_patchheat.export.export_heatmap` on a worker thread; its positive threshold
-(one-output heatmaps) or minimum probability (several classes) classify GeoJSON
-tiles.
+class, value range and threshold) on the canvas (:mod:`.legend`); a run inside a region of
+interest has a layer of its own (:mod:`.run_layers`). Class, colormap, opacity, value range and
+"show at or above" (``display_range``) change the layer only, never the values. Export writes a
+copy of the heatmap with :func:`~napari_patchheat.export.export_heatmap` on a worker thread;
+its positive threshold (one-output heatmaps) or minimum probability (several classes) classify
+GeoJSON tiles.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ from ..grid import PatchGrid, as_numpy
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from ..slide.location import same_file_key
 from ..test_time import n_predicted
+from .display_range import ValueDisplay
+from .display_settings import (
+    DISPLAY_EXTRA_KEY,
+    colormap_name,
+    display_record,
+    threshold_of,
+)
 from .legend import Legend
 from .run_layers import region_of, run_title, same_run
 from .slide_layer import SlideLayer, is_heatmap_layer, is_slide_candidate
@@ -109,6 +116,7 @@ class HeatmapPanel(Container):
         self.class_name = ComboBox(label="class", choices=self._class_choices)
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
+        self.values = ValueDisplay(self._update_legend)  # value range, "show at or above"
         self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True)
                                for f in FORMATS}
         self.export_folder = FileEdit(label="folder", mode=FileDialogMode.EXISTING_DIRECTORY,
@@ -126,7 +134,8 @@ class HeatmapPanel(Container):
         formats = Container(widgets=list(self.export_formats.values()), labels=False,
                             label="formats")
         super().__init__(labels=False, widgets=[
-            section("Display"), Container(widgets=[self.class_name, self.colormap, self.opacity]),
+            section("Display"), Container(widgets=[self.class_name, self.colormap, self.opacity,
+                                                  *self.values.widgets]),
             section("Export"), Container(widgets=[formats, self.export_folder, self.export_stem,
                                                   self.positive_threshold, self.min_probability]),
             self.export_button, self.export_busy, self.export_info,
@@ -225,9 +234,10 @@ class HeatmapPanel(Container):
                 self.opacity.changed.blocked():
             self.class_name.reset_choices()
             self.class_name.value = heatmap.class_names[c]
-            if layer.colormap.name in COLORMAPS:
-                self.colormap.value = layer.colormap.name
+            if colormap_name(layer) in COLORMAPS:
+                self.colormap.value = colormap_name(layer)
             self.opacity.value = float(layer.opacity)
+        self.values.show(layer)
         self.export_stem.value = safe_name(self._file_title(layer))
         one_output = n_predicted(heatmap.class_names) == 1  # sd channels are no classes
         self.positive_threshold.visible, self.min_probability.visible = one_output, not one_output
@@ -270,7 +280,7 @@ class HeatmapPanel(Container):
             title = layer.metadata.get(TITLE_META_KEY)
             if title is not None:  # named here (a layer read from a file keeps its name)
                 layer.name = heatmap.layer_name(c, *title)
-        layer.colormap = self.colormap.value
+        self.values.set_colormap(self.colormap.value)
         layer.opacity = float(self.opacity.value)
         self.refresh_layer()
         self._update_legend()
@@ -315,13 +325,16 @@ class HeatmapPanel(Container):
             return False
         source = self.source_of(layer)
         folder = path_of(self.export_folder)
-        as_now = dataclasses.replace(heatmap, values=heatmap.values.copy(),
-                                     extra=dict(heatmap.extra))  # runs may fill it meanwhile
+        as_now = dataclasses.replace(  # runs may fill it meanwhile; the file keeps the display
+            heatmap, values=heatmap.values.copy(),
+            extra={**heatmap.extra, DISPLAY_EXTRA_KEY: display_record(layer)})
         job = functools.partial(
             write_export, as_now, folder, str(self.export_stem.value), formats,
             SlideLayer.from_layer(source) if source is not None else None,
             class_name=int(layer.metadata.get(CLASS_META_KEY, 0)),
             colormap=self.colormap.value, opacity=float(self.opacity.value),
+            value_range=tuple(float(v) for v in layer.contrast_limits),
+            show_at_or_above=threshold_of(layer),
             positive_threshold=rule.positive_threshold, min_probability=rule.min_probability)
         self.exported = None
         self.export_busy.max, self.export_busy.value = len(formats), 0

@@ -1,6 +1,7 @@
-"""The canvas legend: the class, value range and name of the top visible map, a heatmap or an
-overlap mean, over that layer's colour bar, the only map colour bar shown. It follows the
-layer list (added, removed, moved layers) and each layer's visibility, name and range."""
+"""The canvas legend: the class, value range, threshold ("show at or above") and name of the
+top visible map, a heatmap or an overlap mean, stacked under that layer's colour bar (never
+over it), the only map colour bar shown. It follows the layer list (added, removed, moved
+layers) and each layer's visibility, name, range and colormap (a threshold is one)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 from napari.components.overlays import TextOverlay
 
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY
+from .display_settings import stack_vertically, threshold_of
 from .overlap_panel import OVERLAP_META_KEY
 
 LEGEND_OVERLAY_KEY = "patchheat_legend"  # viewer.canvas.overlays key of the legend
 MAP_META_KEYS = (HEATMAP_META_KEY, OVERLAP_META_KEY)  # metadata of the layers it describes
-LAYER_EVENTS = ("visible", "name", "contrast_limits")  # the changes of a layer it follows
+LAYER_EVENTS = ("visible", "name", "contrast_limits", "colormap")  # what it follows of a layer
 
 
 def map_classes(layer: Any) -> tuple[str, ...] | None:
@@ -72,8 +74,11 @@ class Legend:
             lo, hi = (float(v) for v in top.contrast_limits)
             names = map_classes(top) or ("",)
             name = names[min(int(top.metadata.get(CLASS_META_KEY, 0)), len(names) - 1)]
-            self.overlay.text = f"{name}: {lo:g}–{hi:g}\n{top.name}"
+            t = threshold_of(top)
+            above = "" if t is None else f", shown ≥ {t:.4g}"
+            self.overlay.text = f"{name}: {lo:.4g}–{hi:.4g}{above}\n{top.name}"
             self.overlay.position = top.colorbar.position
+            stack_vertically(self.viewer, self.overlay.position)  # bar and legend never overlap
         self.overlay.visible = top is not None
 
     def shutdown(self) -> None:

@@ -63,7 +63,8 @@ class OverlapPanel(Container):
         self.layer = self.viewer.add_image(
             self.map.values[..., c], name=f"{layer.name} overlap mean", scale=scale,
             translate=tuple(t + o for t, o in zip(translate, slide.world_offset)),
-            colormap=layer.colormap, opacity=layer.opacity, contrast_limits=(0.0, 1.0),
+            colormap=layer.colormap, opacity=layer.opacity,
+            contrast_limits=tuple(layer.contrast_limits),  # the heatmap's range and threshold
             blending="translucent", interpolation2d=self.interpolation.value,
             metadata={OVERLAP_META_KEY: self.map, CLASS_META_KEY: c}, **slide.unit_kwargs())
         gy, gx = self.map.cell_px

@@ -88,6 +88,7 @@ def export_heatmap(
     opacity: float = 0.5,
     png_max_px: int = PNG_MAX_PX,
     value_range: tuple[float, float] | None = None,
+    show_at_or_above: float | None = None,
     raster_level_shape: Sequence[int] | None = None,
     object_type: str = "tile",
     positive_threshold: float | None = None,
@@ -97,7 +98,8 @@ def export_heatmap(
 
     ``formats``: names from :data:`FORMATS` or one comma-separated string ("ometiff,png").
     Keys of the result are the formats, plus "json" (the OME-TIFF's sidecar). ``thumbnail``,
-    ``class_name``, ``colormap``, ``opacity``, ``png_max_px``, ``value_range`` shape the PNG;
+    ``class_name``, ``colormap``, ``opacity``, ``png_max_px``, ``value_range``,
+    ``show_at_or_above`` shape the PNG;
     ``raster_level_shape`` is the slide level (height, width) the raster is aligned to;
     ``positive_threshold`` / ``min_probability`` classify GeoJSON tiles (:class:`ClassRule`).
     """
@@ -120,6 +122,7 @@ def export_heatmap(
             out[fmt] = write_png_overlay(
                 heatmap, path, thumbnail, class_name=class_name, colormap=colormap,
                 opacity=opacity, max_px=png_max_px, value_range=value_range,
+                show_at_or_above=show_at_or_above,
             )
         elif fmt == "csv":
             out[fmt] = write_csv(heatmap, path)

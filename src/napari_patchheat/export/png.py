@@ -74,7 +74,9 @@ def _cmap_rgba(colormap: Any, values: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(values, stops, colors[:, k]) for k in range(4)], axis=-1)
 
 
-def _value_range(plane: np.ndarray) -> tuple[float, float]:
+def natural_range(plane: np.ndarray) -> tuple[float, float]:
+    """A class's natural value range: 0..1 (probabilities), or the computed values' range where
+    they leave it."""
     finite = plane[np.isfinite(plane)]
     if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1):
         return 0.0, 1.0
@@ -145,11 +147,13 @@ def render_overlay(
     opacity: float = 0.5,
     max_px: int = PNG_MAX_PX,
     value_range: tuple[float, float] | None = None,
+    show_at_or_above: float | None = None,
 ) -> np.ndarray:
     """RGB uint8 image: the slide ``thumbnail`` (any size, whole slide) with one class blended.
 
     NaN cells leave the thumbnail unchanged (white without one). Values map linearly from
-    ``value_range`` (default 0..1, or the data range if outside it) onto ``colormap``. A colour
+    ``value_range`` (default 0..1, or the data range if outside it) onto ``colormap``; cells
+    below ``show_at_or_above`` leave the thumbnail unchanged too, as in the dock. A colour
     bar with the class name and range sits below. Fits ``max_px`` (see :func:`png_size`).
     """
     if not 0.0 <= opacity <= 1.0:
@@ -158,9 +162,11 @@ def render_overlay(
     h, w, bar_h = png_size(level0_shape(heatmap), max_px)
     out = _fit_thumbnail(thumbnail, h, w)
     plane = heatmap.values[..., c]
-    lo, hi = value_range if value_range is not None else _value_range(plane)
+    lo, hi = value_range if value_range is not None else natural_range(plane)
     cells = sample_cells(plane, *raster_cells(heatmap, (h, w)))
     shown = np.isfinite(cells)
+    if show_at_or_above is not None:
+        shown[shown] = cells[shown] >= show_at_or_above
     lut = colormap_lut(colormap)
     t = np.clip((cells[shown] - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros(shown.sum())
     rgb = lut[np.round(t * (len(lut) - 1)).astype(int)] * 255

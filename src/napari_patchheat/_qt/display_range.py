@@ -1,0 +1,118 @@
+"""The value range and "show at or above" controls of the heatmap in use (the dock's Display
+section): a range slider, "auto" (the computed cells' range), "reset" (the class's natural range,
+0..1 for probabilities) and a threshold below which cells are transparent. Each change sets the
+layer's contrast limits and colormap only (``display_settings``), never its data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import Container, FloatRangeSlider, LineEdit, PushButton
+
+from ..export.png import natural_range
+from .display_settings import colormap_name, show_values, threshold_of
+from .widgets import TextLabel
+
+
+def computed_range(plane: np.ndarray) -> tuple[float, float] | None:
+    """(min, max) of the computed (non-NaN) cells; None when none is computed."""
+    if not np.isfinite(plane).any():
+        return None
+    return float(np.nanmin(plane)), float(np.nanmax(plane))
+
+
+class ValueDisplay:
+    """The controls (``widgets``, for the Display section) of the heatmap layer ``show`` gave;
+    ``on_applied()`` runs after each change (the legend follows)."""
+
+    def __init__(self, on_applied: Callable[[], None]):
+        self.on_applied = on_applied
+        self.layer: Any = None
+        self.value_range = FloatRangeSlider(
+            label="value range", min=0.0, max=1.0, value=(0.0, 1.0),
+            tooltip="values mapped onto the colormap's ends (contrast limits)")
+        self.auto = PushButton(text="auto", tooltip="the range of the computed cells")
+        self.reset = PushButton(text="reset", tooltip="the class's natural range (0..1 for "
+                                "probabilities)")
+        self.threshold = LineEdit(
+            label="show at or above", tooltip="cells below this value are transparent and the "
+            "slide shows through; empty: every computed cell is shown")
+        self.note = TextLabel(visible=False)
+        self.widgets = [self.value_range,
+                        Container(widgets=[self.auto, self.reset], layout="horizontal",
+                                  labels=False, label=""),
+                        self.threshold, self.note]
+        self.value_range.changed.connect(self.apply)
+        self.threshold.changed.connect(self.apply)
+        self.auto.changed.connect(self.auto_range)
+        self.reset.changed.connect(self.reset_range)
+
+    def show(self, layer: Any) -> None:
+        """Set the controls from ``layer`` (the heatmap now in use)."""
+        self.layer = layer
+        lo, hi = (float(v) for v in layer.contrast_limits)
+        t = threshold_of(layer)
+        with self.value_range.changed.blocked(), self.threshold.changed.blocked():
+            self._set_range(lo, hi)
+            self.threshold.value = "" if t is None else f"{t:g}"
+        self.note.visible = False
+
+    def _set_range(self, lo: float, hi: float) -> None:
+        """The slider at (lo, hi), its ends wide enough for it, the class's natural range and
+        the computed cells' range."""
+        data = np.asarray(self.layer.data)
+        ends = [e for e in ((lo, hi), natural_range(data), computed_range(data)) if e is not None]
+        self.value_range.min = min(e[0] for e in ends)
+        self.value_range.max = max(e[1] for e in ends)
+        self.value_range.value = (lo, hi)
+
+    def _threshold(self) -> float | None:
+        text = str(self.threshold.value).strip()
+        if not text:
+            return None
+        return float(text)
+
+    def apply(self, *_: Any) -> None:
+        """The range and threshold onto the layer (a threshold that is no number is a note and
+        changes nothing)."""
+        if self.layer is None:
+            return
+        try:
+            t = self._threshold()
+        except ValueError:
+            self.note.value = (f"show at or above: {self.threshold.value!r} is not a number; "
+                               "type one such as 0.6, or leave it empty to show every cell.")
+            self.note.visible = True
+            return
+        self.note.visible = False
+        lo, hi = self.value_range.value
+        show_values(self.layer, colormap_name(self.layer), (lo, hi), t)
+        self.on_applied()
+
+    def set_colormap(self, name: str) -> None:
+        """Show the layer in colormap ``name``, keeping its range and threshold."""
+        if self.layer is not None:
+            show_values(self.layer, name, tuple(self.layer.contrast_limits),
+                        threshold_of(self.layer))
+
+    def auto_range(self, *_: Any) -> None:
+        """The range of the computed cells (nothing computed: unchanged)."""
+        if self.layer is not None:
+            self._move_to(computed_range(np.asarray(self.layer.data)))
+
+    def reset_range(self, *_: Any) -> None:
+        """The class's natural range."""
+        if self.layer is not None:
+            self._move_to(natural_range(np.asarray(self.layer.data)))
+
+    def _move_to(self, limits: tuple[float, float] | None) -> None:
+        if limits is None:
+            self.note.value = "no computed cells yet: the range stays as it is."
+            self.note.visible = True
+            return
+        with self.value_range.changed.blocked():
+            self._set_range(*limits)
+        self.apply()

@@ -1,0 +1,194 @@
+"""Reading the heatmap: the value range and "show at or above" of the heatmap in use, on screen,
+in the colour bar and legend, and kept by an exported file that is opened again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gui_helpers import RUN_TIMEOUT_MS, random_heatmap
+from test_heatmap_panel import export_and_wait
+
+from napari_patchheat._qt import heatmap_panel
+from napari_patchheat._qt.canvas import camera
+from napari_patchheat._qt.display_settings import threshold_of
+from napari_patchheat._qt.slide_layer import SlideLayer
+
+SLIDE_RGB = (40, 160, 60)  # the slide's colour, where a hidden cell lets it show through
+T = 0.64  # "show at or above"
+
+
+def narrow_heatmap(viewer, widget):
+    """A heatmap over a green slide whose values span 0.55-0.72 (the outputs of a model that
+    looked all one colour at 0..1) in columns; cell (5, 6) is exactly T; row 0's first 3 NaN."""
+    layer = viewer.add_image(np.full((400, 520, 3), SLIDE_RGB, np.uint8), rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    heatmap = random_heatmap(slide, 0, 40, 40, classes=("dab_positive",), model="dab")
+    cols = heatmap.values.shape[1]
+    heatmap.values[..., 0] = 0.55 + 0.17 * np.arange(cols) / (cols - 1)
+    heatmap.values[0, :3] = np.nan
+    heatmap.values[5, 6, 0] = T
+    hl = widget.display.show_heatmap(heatmap, slide)
+    widget.display.opacity.value = 1.0
+    viewer.reset_view()
+    return heatmap, hl
+
+
+def screen_rgb(viewer, shot, world_yx) -> np.ndarray:
+    """The screenshot's RGB at a world point."""
+    cam = camera(viewer)
+    h, w = shot.shape[:2]
+    y = (world_yx[0] - cam.center[-2]) * cam.zoom + h / 2
+    x = (world_yx[1] - cam.center[-1]) * cam.zoom + w / 2
+    return shot[int(y), int(x), :3].astype(int)
+
+
+def test_range_and_threshold_show_cells_at_or_above_over_the_slide(viewer, widget):
+    heatmap, hl = narrow_heatmap(viewer, widget)
+    values, controls = widget.display.values, widget.display.values
+    data = hl.data
+    assert tuple(hl.contrast_limits) == (0.0, 1.0)  # the natural range to start with
+    controls.auto.clicked()
+    lo, hi = float(np.nanmin(heatmap.values)), float(np.nanmax(heatmap.values))
+    assert (lo, hi) == pytest.approx((0.55, 0.72)) and hl.contrast_limits == pytest.approx((lo, hi))
+    assert values.value_range.value == pytest.approx((lo, hi))
+    controls.threshold.value = f"{T}"
+    assert threshold_of(hl) == T and hl.data is data  # limits and colormap only, no copy
+    norm = (np.array([T - 0.01, T - 0.002, T, T + 0.01, hi]) - lo) / (hi - lo)
+    alpha = hl.colormap.map(norm)[:, 3]
+    assert alpha.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    legend = viewer.canvas.overlays[heatmap_panel.LEGEND_OVERLAY_KEY]
+    assert f"≥ {T:g}" in legend.text and f"{lo:.4g}–{hi:.4g}" in legend.text
+
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    grid, ds = heatmap.grid, heatmap.downsample
+    for i, j in [(5, 6), (3, 1), (4, 5), (6, 8), (7, 12)]:
+        rgb = screen_rgb(viewer, shot, grid.centers(i, j, ds))
+        v = heatmap.values[i, j, 0]
+        if v < T:  # hidden: the slide shows through
+            assert np.abs(rgb - SLIDE_RGB).max() <= 2, (i, j, v, rgb)
+        else:  # the colormap's colour of its value
+            want = hl.colormap.map([(v - lo) / (hi - lo)])[0, :3] * 255
+            assert np.abs(rgb - SLIDE_RGB).max() > 40 and np.abs(rgb - want).max() <= 8, \
+                (i, j, v, rgb, want)
+
+    controls.reset.clicked()
+    assert tuple(hl.contrast_limits) == (0.0, 1.0) and threshold_of(hl) == T
+    assert values.value_range.value == pytest.approx((0.0, 1.0))
+    controls.threshold.value = ""
+    assert threshold_of(hl) is None and hl.colormap.map([0.0])[0, 3] == 1.0
+    controls.threshold.value = "abc"  # no number: a note, nothing changes
+    assert controls.note.visible and "not a number" in controls.note.value
+    assert threshold_of(hl) is None
+
+
+def test_a_dab_run_on_the_real_slide_shows_the_slide_below_the_threshold(viewer, widget, qtbot,
+                                                                         tmp_path, svs_path):
+    """The built-in 'dab' model run through the dock over the CMU SVS: auto spans its computed
+    values; below "show at or above" the screenshot is the slide's own pixels (the heatmap
+    hidden), at or above it the colormap's colour of the cell's value."""
+    from napari_patchheat._reader import read_slides
+
+    data, kwargs, _ = read_slides(str(svs_path))[0]
+    viewer.add_image(data, **kwargs)
+    widget.cache_dir = str(tmp_path / "cache")
+    widget.model.value = "dab"
+    widget.tissue_threshold.value = 0.0
+    widget.size.value, widget.stride.value = 128, 128
+    assert widget.run_panel.run()
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
+    hl, heatmap, panel = widget.display.layer, widget.display.heatmap, widget.display
+    values = heatmap.values[..., 0]
+    assert heatmap.n_computed == heatmap.grid.n_patches and np.ptp(values) > 0.05
+    panel.values.auto.clicked()
+    lo, hi = float(values.min()), float(values.max())
+    assert hl.contrast_limits == pytest.approx((lo, hi))
+    t = float(np.quantile(values, 0.6))
+    panel.values.threshold.value = f"{t:.6g}"
+    t = float(f"{t:.6g}")
+    panel.opacity.value = 1.0
+    widget.show_grid.value = False  # no grid lines over the cells
+    viewer.reset_view()
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    hl.visible = False
+    slide_only = viewer.screenshot(canvas_only=True, flash=False)
+    hl.visible = True
+    margin = 0.01 * (hi - lo)
+    below = above = 0
+    for i in range(1, heatmap.grid.rows - 1, 3):
+        for j in range(1, heatmap.grid.cols - 1, 3):
+            centre = hl.data_to_world((i, j))  # the cell's centre
+            rgb, under = screen_rgb(viewer, shot, centre), screen_rgb(viewer, slide_only, centre)
+            v = values[i, j]
+            if v < t - margin:
+                below += 1
+                assert np.abs(rgb - under).max() <= 2, (i, j, v, rgb, under)
+            elif v >= t + margin:
+                above += 1
+                want = hl.colormap.map([(v - lo) / (hi - lo)])[0, :3] * 255
+                assert np.abs(rgb - want).max() <= 8, (i, j, v, rgb, want)
+                assert np.abs(rgb - under).max() > 20  # the heatmap, not the slide
+    assert below > 10 and above > 10
+
+
+def test_the_colormap_keeps_the_threshold_and_the_layer_keeps_its_settings(viewer, widget):
+    heatmap, hl = narrow_heatmap(viewer, widget)
+    panel = widget.display
+    panel.values.value_range.value = (0.5, 0.8)
+    panel.values.threshold.value = "0.7"
+    panel.colormap.value = "viridis"
+    assert threshold_of(hl) == 0.7 and hl.contrast_limits == pytest.approx((0.5, 0.8))
+    assert hl.colormap.map([0.0])[0, 3] == 0.0 and hl.colormap.map([0.9])[0, 3] == 1.0
+    slide = SlideLayer.from_layer(viewer.layers["slide"])
+    other = panel.show_heatmap(random_heatmap(slide, 0, 40, 20), slide)  # another in use
+    assert panel.values.threshold.value == "" and tuple(other.contrast_limits) == (0.0, 1.0)
+    panel.values.value_range.value = (0.2, 0.9)
+    panel.values.threshold.value = "0.5"
+    assert widget.overlap.show_map()  # the overlap mean is shown as its heatmap is
+    mean = widget.overlap.layer
+    assert mean.contrast_limits == pytest.approx((0.2, 0.9))
+    assert mean.colormap.map([0.0, 0.3, 0.5, 1.0])[:, 3].tolist() == [0.0, 0.0, 1.0, 1.0]
+    viewer.layers.selection.active = hl  # back: its controls come back
+    assert panel.values.threshold.value == "0.7" and panel.colormap.value == "viridis"
+    assert panel.values.value_range.value == pytest.approx((0.5, 0.8))
+
+
+def test_a_reopened_export_keeps_its_display(viewer, widget, qtbot, tmp_path):
+    from napari_patchheat._reader import read_slides
+
+    heatmap, hl = narrow_heatmap(viewer, widget)
+    panel = widget.display
+    panel.colormap.value = "magma"
+    panel.opacity.value = 0.8
+    panel.values.value_range.value = (0.55, 0.75)
+    panel.values.threshold.value = "0.66"
+    for fmt, box in panel.export_formats.items():
+        box.value = fmt in ("ometiff", "omezarr")
+    panel.export_folder.value = tmp_path
+    files = export_and_wait(panel, qtbot)
+    assert {"ometiff", "omezarr"} <= set(files)
+    for fmt in ("ometiff", "omezarr"):
+        (data, kwargs, _), = read_slides(str(files[fmt]))
+        np.testing.assert_array_equal(data, heatmap.values[..., 0])
+        again = viewer.add_image(data, **kwargs)
+        assert again.contrast_limits == pytest.approx((0.55, 0.75))
+        assert again.opacity == pytest.approx(0.8) and threshold_of(again) == 0.66
+        assert again.colormap.map([0.0, 1.0])[:, 3].tolist() == [0.0, 1.0]
+        assert panel.layer is again and panel.colormap.value == "magma"
+        assert panel.values.threshold.value == "0.66"
+
+
+def test_the_legend_and_the_colour_bar_never_overlap(viewer, widget):
+    heatmap, hl = narrow_heatmap(viewer, widget)
+    widget.display.values.threshold.value = "0.64"
+    legend = viewer.canvas.overlays[heatmap_panel.LEGEND_OVERLAY_KEY]
+    assert legend.visible and hl.colorbar.visible and legend.position == hl.colorbar.position
+    viewer.screenshot(canvas_only=True, flash=False)  # drawn: napari has placed the overlays
+    canvas = viewer.window._qt_viewer.canvas
+    boxes = {}  # overlay -> (x0, y0, x1, y1) on the canvas
+    for overlay, visual, _ in canvas._get_ordered_visible_canvas_overlays():
+        x, y = visual.node.transform.translate[:2]
+        boxes[id(overlay)] = (x, y, x + visual.x_size, y + visual.y_size)
+    a, b = boxes[id(legend)], boxes[id(hl.colorbar)]
+    assert min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]) > 5  # both drawn
+    # one under the other (their widths are estimates; a text's may fall short of the text)
+    assert a[3] <= b[1] or b[3] <= a[1], (a, b)
