@@ -8,9 +8,9 @@ import pytest
 from gui_helpers import RUN_TIMEOUT_MS, random_heatmap
 from test_heatmap_panel import export_and_wait
 
-from napari_patchheat._qt import heatmap_panel
 from napari_patchheat._qt.canvas import camera
 from napari_patchheat._qt.display_settings import threshold_of
+from napari_patchheat._qt.legend import LEGEND_OVERLAY_KEY
 from napari_patchheat._qt.slide_layer import SlideLayer
 
 SLIDE_RGB = (40, 160, 60)  # the slide's colour, where a hidden cell lets it show through
@@ -56,7 +56,7 @@ def test_range_and_threshold_show_cells_at_or_above_over_the_slide(viewer, widge
     norm = (np.array([T - 0.01, T - 0.002, T, T + 0.01, hi]) - lo) / (hi - lo)
     alpha = hl.colormap.map(norm)[:, 3]
     assert alpha.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
-    legend = viewer.canvas.overlays[heatmap_panel.LEGEND_OVERLAY_KEY]
+    legend = viewer.canvas.overlays[LEGEND_OVERLAY_KEY]
     assert f"≥ {T:g}" in legend.text and f"{lo:.4g}–{hi:.4g}" in legend.text
 
     shot = viewer.screenshot(canvas_only=True, flash=False)
@@ -180,7 +180,7 @@ def test_a_reopened_export_keeps_its_display(viewer, widget, qtbot, tmp_path):
 def test_the_legend_and_the_colour_bar_never_overlap(viewer, widget):
     heatmap, hl = narrow_heatmap(viewer, widget)
     widget.display.values.threshold.value = "0.64"
-    legend = viewer.canvas.overlays[heatmap_panel.LEGEND_OVERLAY_KEY]
+    legend = viewer.canvas.overlays[LEGEND_OVERLAY_KEY]
     assert legend.visible and hl.colorbar.visible and legend.position == hl.colorbar.position
     viewer.screenshot(canvas_only=True, flash=False)  # drawn: napari has placed the overlays
     canvas = viewer.window._qt_viewer.canvas
