@@ -17,7 +17,7 @@ from napari_patchheat._reader import read_slides
 from napari_patchheat.heatmap import HEATMAP_META_KEY
 from napari_patchheat.session import SessionError, heatmaps_folder
 
-DISPLAY = ("name", "visible", "opacity", "blending", "gamma")
+DISPLAY = ("name", "visible", "opacity", "blending", "gamma", "units")
 
 
 def build_session(viewer, widget, slide_file, session):
@@ -28,7 +28,8 @@ def build_session(viewer, widget, slide_file, session):
     widget.display.show_heatmap(random_heatmap(slide, 1, 224, 224), slide)
     widget.display.show_heatmap(random_heatmap(slide, 0, 96, 64, seed=1, model="toy2"), slide)
     roi = viewer.add_shapes([np.array([[100.0, 200.0], [900.0, 250.0], [800.0, 1500.0]])],
-                            shape_type="polygon", name="ROI 1", edge_color="yellow")
+                            shape_type="polygon", name="ROI 1", edge_color="yellow",
+                            units=("µm", "µm"))
     roi.add_ellipses(np.array([[2000.0, 2000.0], [2600.0, 2000.0], [2600.0, 3100.0],
                                [2000.0, 3100.0]]))
     heat = [layer for layer in viewer.layers if HEATMAP_META_KEY in layer.metadata]
@@ -120,3 +121,55 @@ def test_a_session_of_an_unknown_version_is_one_sentence(viewer, widget, svs_pat
     with pytest.raises(SessionError, match=r"is of version 7, .* update napari-patchheat\.$"):
         open_session(session, viewer)
     assert len(viewer.layers) == n
+
+
+def test_the_dock_buttons_save_and_open_asking_once_for_a_moved_slide(
+        make_napari_viewer, viewer, widget, svs_path, tmp_path, monkeypatch, qtbot):
+    from napari_patchheat._qt.widget import PatchHeatWidget
+
+    slide = tmp_path / "here" / svs_path.name
+    slide.parent.mkdir()
+    slide.symlink_to(svs_path)
+    before = build_session(viewer, widget, slide, tmp_path / "first.patchheat.json")
+    answers = [str(tmp_path / "by-button")]  # the suffix is added
+    asked: list[str] = []
+
+    def ask(save, caption, name_filter):
+        asked.append(caption)
+        return answers.pop(0)
+
+    monkeypatch.setattr("napari_patchheat._qt.session_panel.ask_file", ask)
+    assert widget.sessions.save() == tmp_path / "by-button.patchheat.json"
+    moved = tmp_path / "moved" / svs_path.name
+    moved.parent.mkdir()
+    slide.rename(moved)
+    viewer.close()
+
+    fresh = make_napari_viewer()
+    dock = PatchHeatWidget(fresh)
+    fresh.window.add_dock_widget(dock, name="PatchHeat")
+    try:
+        assert dock.stride.value != 112
+        answers[:] = [str(tmp_path / "by-button.patchheat.json"), str(moved)]
+        added = dock.sessions.open()
+        assert asked[1:] == ["Open session", f"Where is the slide {svs_path.name} now?"]
+        assert added is not None and added[0].metadata["path"] == str(moved)
+        for a, b in zip(before[1:], added[1:], strict=True):
+            assert_same_layer(a, b)
+        assert dock.stride.value == 112 and dock.tissue_threshold.value == pytest.approx(0.35)
+    finally:
+        dock.run_panel.shutdown()
+        qtbot.waitUntil(lambda: dock.workers.idle, timeout=30_000)
+
+
+def test_patchheat_open_takes_a_session(make_napari_viewer, viewer, widget, svs_path, tmp_path):
+    from napari_patchheat._qt.session_io import open_in_viewer
+
+    session = tmp_path / "s.patchheat.json"
+    before = build_session(viewer, widget, svs_path, session)
+    fresh = make_napari_viewer()
+    added = open_in_viewer(fresh, session)  # what `patchheat open SESSION` calls
+    for a, b in zip(before, added, strict=True):
+        assert_same_layer(a, b)
+    slide = open_in_viewer(fresh, svs_path)  # a slide as before
+    assert [x.metadata["path"] for x in slide] == [str(svs_path)]

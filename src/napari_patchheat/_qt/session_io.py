@@ -17,6 +17,7 @@ import numpy as np
 from .._reader import heatmap_layer_data, read_slides
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from ..session import (
+    SESSION_SUFFIX,
     SessionError,
     geojson_shapes,
     heatmap_stem,
@@ -39,6 +40,8 @@ def _display(layer: Any) -> dict[str, Any]:
              "opacity": float(layer.opacity), "blending": str(layer.blending),
              "scale": [float(s) for s in layer.scale], "translate": [float(t) for t in
                                                                      layer.translate]}
+    if hasattr(layer, "units"):  # napari >= 0.5.5
+        shown["units"] = [str(u) for u in layer.units]
     if hasattr(layer, "contrast_limits") and not getattr(layer, "rgb", False):
         cmap = layer.colormap
         shown.update(contrast_limits=[float(c) for c in layer.contrast_limits],
@@ -65,6 +68,14 @@ def _layer_entry(layer: Any, path: Path, heatmaps: dict[str, Heatmap]) -> dict[s
                 "edge_color": np.asarray(layer.edge_color).tolist(),
                 "face_color": np.asarray(layer.face_color).tolist()}
     return None
+
+
+def open_in_viewer(viewer: Any, path: str | os.PathLike[str]) -> list[Any]:
+    """Open ``path`` in ``viewer`` with this plugin (``patchheat open``): a session
+    (``.patchheat.json``) with everything it holds, else a slide or heatmap; the new layers."""
+    if os.fspath(path).lower().endswith(SESSION_SUFFIX):
+        return open_session(path, viewer)
+    return list(viewer.open(os.fspath(path), plugin="napari-patchheat"))
 
 
 def save_session(viewer: Any, path: str | os.PathLike[str], dock: Any = None) -> Path:

@@ -39,6 +39,7 @@ from .overlap_panel import OverlapPanel
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
+from .session_panel import SessionPanel
 from .shortcuts import dock_shortcuts
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .stain_preview import StainPreview
@@ -132,6 +133,7 @@ class PatchHeatWidget(Container):
                                     self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
         self.compare = ComparePanel(viewer, self.display.source_of, self._error)
+        self.sessions = SessionPanel(viewer, self, self._error)  # below the sections
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -176,6 +178,7 @@ class PatchHeatWidget(Container):
                              OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT):
                 box.expand(animate=False)
             column.addWidget(box)
+        column.addWidget(self.sessions.native)
         column.addStretch()
         super().__init__(labels=False)
         self.scroll = QScrollArea()
