@@ -133,7 +133,7 @@ class PatchHeatWidget(Container):
                                     self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
         self.compare = ComparePanel(viewer, self.display.source_of, self._error)
-        self.sessions = SessionPanel(viewer, self, self._error)  # below the sections
+        self.sessions = SessionPanel(viewer, self, self._error)
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -157,7 +157,8 @@ class PatchHeatWidget(Container):
             MODEL_INPUT: self.model_input,
             "Run": self.run_panel,
             BATCH_SECTION: self.batch_panel,
-            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare]),
+            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare,
+                                                               self.sessions]),
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
             OVERLAP_SECTION: self.overlap,
@@ -178,7 +179,6 @@ class PatchHeatWidget(Container):
                              OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT):
                 box.expand(animate=False)
             column.addWidget(box)
-        column.addWidget(self.sessions.native)
         column.addStretch()
         super().__init__(labels=False)
         self.scroll = QScrollArea()
