@@ -112,7 +112,8 @@ def read_session(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str
     try:
         doc = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, JSONError, UnicodeDecodeError) as exc:
-        raise SessionError(f"Cannot read the session {path.name}: {exc}.") from None
+        raise SessionError(f"Cannot read the session {path.name}: "
+                           f"{str(exc).rstrip('.')}.") from None
     if not isinstance(doc, dict) or "layers" not in doc:
         raise SessionError(f"{path.name} is not a napari-patchheat session: choose a session "
                            f"file ({SESSION_SUFFIX}).")
@@ -121,11 +122,21 @@ def read_session(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str
             f"The session {path.name} is of version {doc.get('version')!r}, which this "
             f"napari-patchheat does not know (it reads version {SESSION_VERSION}): update "
             "napari-patchheat.")
+    if not isinstance(doc["layers"], list) or not all(_is_layer(x) for x in doc["layers"]):
+        raise SessionError(f"The session {path.name} is damaged (a layer without its kind or "
+                           "display): save the session again.")
     stems = {layer["heatmap"] for layer in doc["layers"] if "heatmap" in layer}
     folder = heatmaps_folder(path)
     try:
         heatmaps = {stem: read_ome_zarr(folder / f"{stem}.ome.zarr") for stem in stems}
     except (OSError, ValueError) as exc:
         raise SessionError(f"Cannot read the heatmaps of the session {path.name} in "
-                           f"{folder}: {exc}.") from None
+                           f"{folder} ({str(exc).rstrip('.')}): keep that folder beside the "
+                           "session file.") from None
     return doc, heatmaps
+
+
+def _is_layer(entry: Any) -> bool:
+    """A layer entry: a dict of one kind (slide, heatmap or shapes) and its display."""
+    return isinstance(entry, dict) and isinstance(entry.get("display"), dict) \
+        and sum(kind in entry for kind in ("slide", "heatmap", "shapes")) == 1
