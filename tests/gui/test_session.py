@@ -173,3 +173,20 @@ def test_patchheat_open_takes_a_session(make_napari_viewer, viewer, widget, svs_
         assert_same_layer(a, b)
     slide = open_in_viewer(fresh, svs_path)  # a slide as before
     assert [x.metadata["path"] for x in slide] == [str(svs_path)]
+
+
+def test_the_buttons_say_in_one_sentence_what_failed(viewer, widget, svs_path, tmp_path,
+                                                     monkeypatch, errors):
+    session = tmp_path / "s.patchheat.json"
+    build_session(viewer, widget, svs_path, session)
+    session.write_text(json.dumps({**json.loads(session.read_text()), "version": 9}))
+    answers = [str(tmp_path / "no" / "folder" / "x.patchheat.json"), str(session)]
+    monkeypatch.setattr("napari_patchheat._qt.session_panel.ask_file",
+                        lambda *_: answers.pop(0))
+    n = len(viewer.layers)
+    assert widget.sessions.save() is None
+    assert widget.sessions.open() is None
+    assert len(viewer.layers) == n
+    assert len(errors) == 2 and errors[0].startswith("PatchHeat: Cannot write to the folder")
+    assert "no/folder" in errors[0] and "is of version 9" in errors[1]
+    assert not (tmp_path / "no").exists()

@@ -53,7 +53,7 @@ class SessionPanel(Container):
         try:
             return save_session(self.viewer, path, dock=self.dock)
         except WriteError as exc:
-            self.on_error(f"Cannot save the session: {exc}")
+            self.on_error(str(exc))  # the folder, why and what to do
             return None
 
     def open(self, *_: Any) -> list[Any] | None:
