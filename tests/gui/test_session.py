@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from gui_helpers import random_heatmap
+from napari.utils.colormaps import Colormap
 
 from napari_patchheat import open_session, save_session
 from napari_patchheat._qt.canvas import camera, is_outline_layer
@@ -35,6 +36,8 @@ def build_session(viewer, widget, slide_file, session):
     heat = [layer for layer in viewer.layers if HEATMAP_META_KEY in layer.metadata]
     heat[0].opacity, heat[0].contrast_limits, heat[0].colormap = 0.6, (0.2, 0.7), "viridis"
     heat[-1].visible = False
+    heat[-1].colormap = Colormap([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 1]], name="mine",
+                                 controls=[0, 0.4, 0.7, 1], interpolation="zero")
     viewer.layers.move(viewer.layers.index(roi), 1)  # the ROI under the heatmaps
     camera(viewer).center, camera(viewer).zoom = (1500.0, 2500.0), 0.37
     widget.stride.value, widget.tissue_threshold.value = 112, 0.35
@@ -56,6 +59,8 @@ def assert_same_layer(a, b):
     elif HEATMAP_META_KEY in a.metadata:
         assert np.array_equal(a.data, b.data, equal_nan=True)
         assert a.colormap.name == b.colormap.name
+        assert np.array_equal(a.colormap.colors, b.colormap.colors)
+        assert a.colormap.interpolation == b.colormap.interpolation
         assert tuple(a.contrast_limits) == pytest.approx(tuple(b.contrast_limits))
         assert a.metadata[HEATMAP_META_KEY].grid == b.metadata[HEATMAP_META_KEY].grid
     else:  # a slide: level 0 read again

@@ -47,7 +47,8 @@ def _display(layer: Any) -> dict[str, Any]:
         shown.update(contrast_limits=[float(c) for c in layer.contrast_limits],
                      gamma=float(layer.gamma), colormap=cmap.name,
                      colormap_colors=np.asarray(cmap.colors).tolist(),
-                     colormap_controls=np.asarray(cmap.controls).tolist())
+                     colormap_controls=np.asarray(cmap.controls).tolist(),
+                     colormap_interpolation=str(cmap.interpolation))
     return shown
 
 
@@ -179,12 +180,14 @@ def _add_layer(viewer: Any, entry: Mapping[str, Any], heatmaps: Mapping[str, Hea
 
 
 def _set_display(layer: Any, display: dict[str, Any]) -> None:
-    from napari.utils.colormaps import AVAILABLE_COLORMAPS, Colormap
+    from napari.utils.colormaps import Colormap
 
     if "colormap" in display:
         name = display.pop("colormap")
-        layer.colormap = name if name in AVAILABLE_COLORMAPS else Colormap(
-            display["colormap_colors"], controls=display["colormap_controls"], name=name)
-        del display["colormap_colors"], display["colormap_controls"]
+        colors, controls, interpolation = (display.pop(f"colormap_{key}") for key in (
+            "colors", "controls", "interpolation"))
+        # by its colours: a name this process knows may be another colormap (a custom one)
+        layer.colormap = Colormap(colors, controls=controls, interpolation=interpolation,
+                                  name=name)
     for name, value in display.items():
         setattr(layer, name, value)
