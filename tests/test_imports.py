@@ -128,7 +128,8 @@ LAYERS = (
     ("grid", "density", "files", "messages"),
     ("slide", "options", "test_time", "heatmap", "extract", "cache", "manifest", "grid_picture"),
     ("console",),  # the command line's terminal (the cache's warnings as lines)
-    ("tissue", "models", "export", "samples", "roi", "analysis"),
+    ("tissue", "models", "export", "samples", "roi", "analysis",
+     "session"),  # a session's files (the viewer's side: _qt/session_io.py)
     ("inference",),
     ("runner", "run_watch"),
     ("jobs",),  # the headless job: `patchheat run`'s, and each batch task's

@@ -25,6 +25,8 @@ _PUBLIC = {
     "compute_heatmap": "inference",
     "RunOptions": "options",
     "Heatmap": "heatmap",
+    "save_session": "_qt.session_io",
+    "open_session": "_qt.session_io",
 }
 __all__ = sorted(_PUBLIC)
 

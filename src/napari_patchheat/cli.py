@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-viewer", action="store_true", help="do not open napari")
 
     op = sub.add_parser("open", help="open napari with a slide, the PatchHeat widget and heatmaps")
-    op.add_argument("slide", type=_slide_arg, nargs="?", help="slide file or URL to open")
+    op.add_argument("slide", type=_slide_arg, nargs="?", help="slide, URL or session to open")
     op.add_argument("--heatmap", type=Path, action="append", default=[],
                     help="heatmap .npz, .ome.tif or .ome.zarr written by 'patchheat run' "
                          "(repeatable)")
@@ -323,8 +323,7 @@ def demo(out: Path, viewer: bool) -> int:
 
 
 def open_viewer(slide: Path | str | None, heatmaps: Sequence[Path]) -> int:
-    """napari with ``slide`` (a path or a URL), the PatchHeat dock widget and the given
-    heatmaps; files that cannot be shown are a UserError or ValueError before napari starts."""
+    """napari with ``slide`` (path, URL or session), the dock and heatmaps; bad files first."""
     from .analysis.heatmap_files import read_heatmap_file
 
     # a file, or a folder (DICOM, OME-Zarr); a URL is checked when it opens
@@ -337,11 +336,12 @@ def open_viewer(slide: Path | str | None, heatmaps: Sequence[Path]) -> int:
     loaded = [read_heatmap_file(path) for path in heatmaps]
     import napari
 
+    from ._qt.session_io import open_in_viewer
     from ._reader import heatmap_layer_data
 
     viewer = napari.Viewer(title="napari-patchheat")
     if slide is not None:
-        layers = viewer.open(str(slide), plugin="napari-patchheat")
+        layers = open_in_viewer(viewer, slide)
         viewer.scale_bar.visible = bool(layers and layers[0].metadata.get("mpp"))  # µm known
     viewer.window.add_plugin_dock_widget("napari-patchheat", "PatchHeat")
     for heatmap in loaded:

@@ -39,6 +39,7 @@ from .overlap_panel import OverlapPanel
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
+from .session_panel import SessionPanel
 from .shortcuts import dock_shortcuts
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .stain_preview import StainPreview
@@ -132,6 +133,7 @@ class PatchHeatWidget(Container):
                                     self._export_destination)
         self.overlap = OverlapPanel(viewer, self._regions_source, self._error)
         self.compare = ComparePanel(viewer, self.display.source_of, self._error)
+        self.sessions = SessionPanel(viewer, self, self._error)
 
     def _lay_out(self) -> None:
         """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
@@ -155,7 +157,8 @@ class PatchHeatWidget(Container):
             MODEL_INPUT: self.model_input,
             "Run": self.run_panel,
             BATCH_SECTION: self.batch_panel,
-            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare]),
+            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare,
+                                                               self.sessions]),
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
             OVERLAP_SECTION: self.overlap,

@@ -1,0 +1,197 @@
+"""Sessions: a viewer saved, closed and opened in a new viewer with every layer equal (values,
+place, display, order) and the camera; a moved slide; a missing slide; an unknown version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from gui_helpers import random_heatmap
+from napari.utils.colormaps import Colormap
+
+from napari_patchheat import open_session, save_session
+from napari_patchheat._qt.canvas import camera, is_outline_layer
+from napari_patchheat._qt.slide_layer import SlideLayer
+from napari_patchheat._reader import read_slides
+from napari_patchheat.heatmap import HEATMAP_META_KEY
+from napari_patchheat.session import SessionError, heatmaps_folder
+
+DISPLAY = ("name", "visible", "opacity", "blending", "gamma", "units")
+
+
+def build_session(viewer, widget, slide_file, session):
+    """The slide, a 2-class heatmap over it, a Shapes ROI; display and camera changed; saved."""
+    data, kwargs, _ = read_slides(str(slide_file))[0]
+    slide_layer = viewer.add_image(data, **kwargs)
+    slide = SlideLayer.from_layer(slide_layer)
+    widget.display.show_heatmap(random_heatmap(slide, 1, 224, 224), slide)
+    widget.display.show_heatmap(random_heatmap(slide, 0, 96, 64, seed=1, model="toy2"), slide)
+    roi = viewer.add_shapes([np.array([[100.0, 200.0], [900.0, 250.0], [800.0, 1500.0]])],
+                            shape_type="polygon", name="ROI 1", edge_color="yellow",
+                            units=("µm", "µm"))
+    roi.add_ellipses(np.array([[2000.0, 2000.0], [2600.0, 2000.0], [2600.0, 3100.0],
+                               [2000.0, 3100.0]]))
+    heat = [layer for layer in viewer.layers if HEATMAP_META_KEY in layer.metadata]
+    heat[0].opacity, heat[0].contrast_limits, heat[0].colormap = 0.6, (0.2, 0.7), "viridis"
+    heat[-1].visible = False
+    heat[-1].colormap = Colormap([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 1]], name="mine",
+                                 controls=[0, 0.4, 0.7, 1], interpolation="zero")
+    viewer.layers.move(viewer.layers.index(roi), 1)  # the ROI under the heatmaps
+    camera(viewer).center, camera(viewer).zoom = (1500.0, 2500.0), 0.37
+    widget.stride.value, widget.tissue_threshold.value = 112, 0.35
+    save_session(viewer, session, dock=widget)
+    return [layer for layer in viewer.layers if type(layer).__name__ in ("Image", "Shapes")
+            and not is_outline_layer(layer)]
+
+
+def assert_same_layer(a, b):
+    assert type(a) is type(b)
+    for name in DISPLAY:
+        if hasattr(a, name):
+            assert getattr(a, name) == pytest.approx(getattr(b, name)), name
+    assert np.allclose(a.scale, b.scale) and np.allclose(a.translate, b.translate)
+    if type(a).__name__ == "Shapes":
+        assert a.shape_type == b.shape_type
+        assert all(np.array_equal(p, q) for p, q in zip(a.data, b.data, strict=True))
+        assert np.array_equal(a.edge_color, b.edge_color)
+    elif HEATMAP_META_KEY in a.metadata:
+        assert np.array_equal(a.data, b.data, equal_nan=True)
+        assert a.colormap.name == b.colormap.name
+        assert np.array_equal(a.colormap.colors, b.colormap.colors)
+        assert a.colormap.interpolation == b.colormap.interpolation
+        assert tuple(a.contrast_limits) == pytest.approx(tuple(b.contrast_limits))
+        assert a.metadata[HEATMAP_META_KEY].grid == b.metadata[HEATMAP_META_KEY].grid
+    else:  # a slide: level 0 read again
+        assert a.metadata["path"] == b.metadata["path"]
+        assert np.array_equal(np.asarray(a.data[0][:512, :512]), np.asarray(b.data[0][:512, :512]))
+
+
+def test_a_session_opens_in_a_new_viewer_as_it_was_saved(make_napari_viewer, viewer, widget,
+                                                        svs_path, tmp_path):
+    session = tmp_path / "morning.patchheat.json"
+    before = build_session(viewer, widget, svs_path, session)
+    assert [type(x).__name__ for x in before] == ["Image", "Shapes", "Image", "Image"]
+    assert np.nanstd(before[2].data) > 0.1  # the reference varies
+    saved = (tuple(camera(viewer).center), camera(viewer).zoom)
+    viewer.close()
+
+    fresh = make_napari_viewer()
+    added = open_session(session, fresh)
+    assert len(added) == len(before)
+    for a, b in zip(before, added, strict=True):
+        assert_same_layer(a, b)
+    assert [x.name for x in fresh.layers] == [x.name for x in before]
+    assert fresh.layers[2].colormap.name == "viridis" and fresh.layers[3].visible is False
+    assert tuple(camera(fresh).center)[-2:] == pytest.approx(saved[0][-2:])
+    assert camera(fresh).zoom == pytest.approx(saved[1])
+    doc = json.loads(session.read_text())
+    assert doc["version"] == 1 and doc["dock"]["stride"] == 112
+    assert doc["dock"]["tissue_threshold"] == pytest.approx(0.35)
+
+
+def test_a_moved_slide_is_found_through_slide_paths_or_named(make_napari_viewer, viewer, widget,
+                                                            svs_path, tmp_path):
+    slide = tmp_path / "here" / svs_path.name
+    slide.parent.mkdir()
+    try:
+        slide.symlink_to(svs_path)
+    except OSError:
+        shutil.copy(svs_path, slide)
+    session = tmp_path / "s.patchheat.json"
+    before = build_session(viewer, widget, slide, session)
+    assert json.loads(session.read_text())["layers"][0]["slide"] == f"here/{svs_path.name}"
+    moved = tmp_path / "moved" / svs_path.name
+    moved.parent.mkdir()
+    slide.rename(moved)
+    fresh = make_napari_viewer()
+    with pytest.raises(SessionError, match=f"The slide here/{svs_path.name} of the session"):
+        open_session(session, fresh)
+    assert len(fresh.layers) == 0  # nothing added before the question
+    added = open_session(session, fresh, slide_paths={f"here/{svs_path.name}": str(moved)})
+    assert added[0].metadata["path"] == str(moved)
+    for a, b in zip(before[1:], added[1:], strict=True):
+        assert_same_layer(a, b)
+    assert added[2].metadata[HEATMAP_META_KEY].slide_path in ("", str(moved))
+
+
+def test_a_session_of_an_unknown_version_is_one_sentence(viewer, widget, svs_path, tmp_path):
+    session = tmp_path / "s.patchheat.json"
+    build_session(viewer, widget, svs_path, session)
+    assert len(list(heatmaps_folder(session).glob("*.ome.zarr"))) == 2
+    doc = json.loads(session.read_text())
+    session.write_text(json.dumps({**doc, "version": 7}))
+    n = len(viewer.layers)
+    with pytest.raises(SessionError, match=r"is of version 7, .* update napari-patchheat\.$"):
+        open_session(session, viewer)
+    assert len(viewer.layers) == n
+
+
+def test_the_dock_buttons_save_and_open_asking_once_for_a_moved_slide(
+        make_napari_viewer, viewer, widget, svs_path, tmp_path, monkeypatch, qtbot):
+    from napari_patchheat._qt.widget import PatchHeatWidget
+
+    slide = tmp_path / "here" / svs_path.name
+    slide.parent.mkdir()
+    slide.symlink_to(svs_path)
+    before = build_session(viewer, widget, slide, tmp_path / "first.patchheat.json")
+    answers = [str(tmp_path / "by-button")]  # the suffix is added
+    asked: list[str] = []
+
+    def ask(save, caption, name_filter):
+        asked.append(caption)
+        return answers.pop(0)
+
+    monkeypatch.setattr("napari_patchheat._qt.session_panel.ask_file", ask)
+    assert widget.sessions.save() == tmp_path / "by-button.patchheat.json"
+    moved = tmp_path / "moved" / svs_path.name
+    moved.parent.mkdir()
+    slide.rename(moved)
+    viewer.close()
+
+    fresh = make_napari_viewer()
+    dock = PatchHeatWidget(fresh)
+    fresh.window.add_dock_widget(dock, name="PatchHeat")
+    try:
+        assert dock.stride.value != 112
+        answers[:] = [str(tmp_path / "by-button.patchheat.json"), str(moved)]
+        added = dock.sessions.open()
+        assert asked[1:] == ["Open session", f"Where is the slide {svs_path.name} now?"]
+        assert added is not None and added[0].metadata["path"] == str(moved)
+        for a, b in zip(before[1:], added[1:], strict=True):
+            assert_same_layer(a, b)
+        assert dock.stride.value == 112 and dock.tissue_threshold.value == pytest.approx(0.35)
+    finally:
+        dock.run_panel.shutdown()
+        qtbot.waitUntil(lambda: dock.workers.idle, timeout=30_000)
+
+
+def test_patchheat_open_takes_a_session(make_napari_viewer, viewer, widget, svs_path, tmp_path):
+    from napari_patchheat._qt.session_io import open_in_viewer
+
+    session = tmp_path / "s.patchheat.json"
+    before = build_session(viewer, widget, svs_path, session)
+    fresh = make_napari_viewer()
+    added = open_in_viewer(fresh, session)  # what `patchheat open SESSION` calls
+    for a, b in zip(before, added, strict=True):
+        assert_same_layer(a, b)
+    slide = open_in_viewer(fresh, svs_path)  # a slide as before
+    assert [x.metadata["path"] for x in slide] == [str(svs_path)]
+
+
+def test_the_buttons_say_in_one_sentence_what_failed(viewer, widget, svs_path, tmp_path,
+                                                     monkeypatch, errors):
+    session = tmp_path / "s.patchheat.json"
+    build_session(viewer, widget, svs_path, session)
+    session.write_text(json.dumps({**json.loads(session.read_text()), "version": 9}))
+    answers = [str(tmp_path / "no" / "folder" / "x.patchheat.json"), str(session)]
+    monkeypatch.setattr("napari_patchheat._qt.session_panel.ask_file",
+                        lambda *_: answers.pop(0))
+    n = len(viewer.layers)
+    assert widget.sessions.save() is None
+    assert widget.sessions.open() is None
+    assert len(viewer.layers) == n
+    assert len(errors) == 2 and errors[0].startswith("PatchHeat: Cannot write to the folder")
+    assert "no/folder" in errors[0] and "is of version 9" in errors[1]
+    assert not (tmp_path / "no").exists()
