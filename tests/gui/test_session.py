@@ -13,6 +13,7 @@ from napari.utils.colormaps import Colormap
 
 from napari_patchheat import open_session, save_session
 from napari_patchheat._qt.canvas import camera, is_outline_layer
+from napari_patchheat._qt.display_settings import colormap_name, show_values, threshold_of
 from napari_patchheat._qt.slide_layer import SlideLayer
 from napari_patchheat._reader import read_slides
 from napari_patchheat.heatmap import HEATMAP_META_KEY
@@ -34,7 +35,8 @@ def build_session(viewer, widget, slide_file, session):
     roi.add_ellipses(np.array([[2000.0, 2000.0], [2600.0, 2000.0], [2600.0, 3100.0],
                                [2000.0, 3100.0]]))
     heat = [layer for layer in viewer.layers if HEATMAP_META_KEY in layer.metadata]
-    heat[0].opacity, heat[0].contrast_limits, heat[0].colormap = 0.6, (0.2, 0.7), "viridis"
+    heat[0].opacity = 0.6
+    show_values(heat[0], "viridis", (0.2, 0.7), 0.45)  # the dock's value range and threshold
     heat[-1].visible = False
     heat[-1].colormap = Colormap([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 1]], name="mine",
                                  controls=[0, 0.4, 0.7, 1], interpolation="zero")
@@ -62,6 +64,7 @@ def assert_same_layer(a, b):
         assert np.array_equal(a.colormap.colors, b.colormap.colors)
         assert a.colormap.interpolation == b.colormap.interpolation
         assert tuple(a.contrast_limits) == pytest.approx(tuple(b.contrast_limits))
+        assert threshold_of(a) == threshold_of(b) and colormap_name(a) == colormap_name(b)
         assert a.metadata[HEATMAP_META_KEY].grid == b.metadata[HEATMAP_META_KEY].grid
     else:  # a slide: level 0 read again
         assert a.metadata["path"] == b.metadata["path"]
@@ -83,7 +86,8 @@ def test_a_session_opens_in_a_new_viewer_as_it_was_saved(make_napari_viewer, vie
     for a, b in zip(before, added, strict=True):
         assert_same_layer(a, b)
     assert [x.name for x in fresh.layers] == [x.name for x in before]
-    assert fresh.layers[2].colormap.name == "viridis" and fresh.layers[3].visible is False
+    assert colormap_name(fresh.layers[2]) == "viridis" and fresh.layers[3].visible is False
+    assert threshold_of(fresh.layers[2]) == 0.45  # "show at or above" kept
     assert tuple(camera(fresh).center)[-2:] == pytest.approx(saved[0][-2:])
     assert camera(fresh).zoom == pytest.approx(saved[1])
     doc = json.loads(session.read_text())

@@ -29,6 +29,7 @@ from ..session import (
 )
 from ..slide.location import is_url
 from .canvas import camera, is_outline_layer
+from .display_settings import DISPLAY_META_KEY
 
 # the dock's parameters a session keeps (magicgui widgets of PatchHeatWidget, by attribute)
 DOCK_PARAMETERS = ("level", "size", "stride", "rate", "padding", "model", "model_file", "resize",
@@ -49,6 +50,8 @@ def _display(layer: Any) -> dict[str, Any]:
                      colormap_colors=np.asarray(cmap.colors).tolist(),
                      colormap_controls=np.asarray(cmap.controls).tolist(),
                      colormap_interpolation=str(cmap.interpolation))
+    if DISPLAY_META_KEY in layer.metadata:  # its colormap's name and "show at or above"
+        shown["display_record"] = dict(layer.metadata[DISPLAY_META_KEY])
     return shown
 
 
@@ -182,6 +185,9 @@ def _add_layer(viewer: Any, entry: Mapping[str, Any], heatmaps: Mapping[str, Hea
 def _set_display(layer: Any, display: dict[str, Any]) -> None:
     from napari.utils.colormaps import Colormap
 
+    record = display.pop("display_record", None)
+    if record is not None:
+        layer.metadata = {**layer.metadata, DISPLAY_META_KEY: record}
     if "colormap" in display:
         name = display.pop("colormap")
         colors, controls, interpolation = (display.pop(f"colormap_{key}") for key in (
