@@ -40,6 +40,7 @@ from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
 from .shortcuts import dock_shortcuts
+from .slide_arrival import SlideArrival
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .stain_preview import StainPreview
 from .threads import Workers
@@ -125,7 +126,9 @@ class PatchHeatWidget(Container):
                              lambda: None if self._closed else self.inspector.redraw())
         self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values,
                                         self.display.source_of, stain)
-        self.hover = HoverStatus(viewer)
+        self.hover = HoverStatus(viewer, lambda c: self.tissue.below_threshold(
+            self.slide, c.heatmap, c.row, c.col))  # "skipped (below the tissue threshold)"
+        self.arrival = SlideArrival(viewer)  # scale bar on, napari's own reader's hint
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
         self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
@@ -481,7 +484,7 @@ class PatchHeatWidget(Container):
         steps = [self.run_panel.shutdown, self.batch_panel.shutdown, self.build_status.shutdown,
                  self.compare.stop, self._disconnect_viewer, lambda: self._watch(None),
                  self.display.shutdown, self.hover.remove, self.preview.remove,
-                 self.inspector.detach, self.shortcuts.remove]
+                 self.inspector.detach, self.shortcuts.remove, self.arrival.remove]
         for step in steps:  # each step whatever the one before did
             try:
                 step()
