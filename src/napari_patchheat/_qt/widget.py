@@ -39,6 +39,7 @@ from .overlap_panel import OverlapPanel
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
+from .sections import reveal_on_open
 from .shortcuts import dock_shortcuts
 from .slide_arrival import SlideArrival
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
@@ -185,6 +186,7 @@ class PatchHeatWidget(Container):
         self.scroll.setWidgetResizable(True)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setWidget(body)
+        reveal_on_open(self.scroll, self.collapsibles.values())  # sections.py
         scroll_bar = self.scroll.verticalScrollBar()
         assert scroll_bar is not None  # a QScrollArea always has its scroll bars
         self.scroll.setMinimumWidth(max(DOCK_MIN_WIDTH_PX, body.minimumSizeHint().width()
