@@ -123,6 +123,7 @@ class RunPanel(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.info = TextLabel()
+        self.finished: list[Callable[[], None]] = []  # called after each run that completed
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                             labels=False)
         super().__init__(labels=False, widgets=[buttons, self.replace, self.progress, self.info])
@@ -346,6 +347,8 @@ class RunPanel(Container):
         self._end(text)
         name = getattr(run.layer, "name", "the heatmap") if run is not None else "the heatmap"
         show_info(f"PatchHeat: {name} is done ({text.removeprefix('done: ')}).")
+        for callback in self.finished:
+            callback()
 
     def _end(self, text: str) -> None:
         self._timer.stop()

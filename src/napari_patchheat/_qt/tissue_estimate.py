@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..grid import PatchGrid
-from ..heatmap import Heatmap
 from ..tissue import choose_mask_level, grid_tissue_fraction, is_fluorescence, tissue_level_mask
 from .coarse_build import is_pending
+from .hover import HeatmapCell
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 
@@ -127,11 +127,11 @@ class TissueEstimate:
             return None
         return fraction
 
-    def below_threshold(self, slide: SlideLayer | None, heatmap: Heatmap, row: int,
-                        col: int) -> bool:
-        """Whether a run at ``heatmap``'s tissue threshold skips patch (row, col) of it: its
+    def below_threshold(self, slide: SlideLayer | None, cell: HeatmapCell) -> bool:
+        """Whether a run at the tissue threshold of ``cell``'s heatmap skips the cell: its
         tissue fraction on ``slide`` below the threshold; False while not known, without a
         threshold, or for a heatmap whose grid is not of ``slide``'s level."""
+        heatmap, row, col = cell.heatmap, cell.row, cell.col
         threshold = float(heatmap.extra.get("tissue_threshold") or 0.0)
         if slide is None or threshold <= 0 or heatmap.level >= len(slide.levels) \
                 or slide.level_shape(heatmap.level) != (heatmap.grid.height, heatmap.grid.width):

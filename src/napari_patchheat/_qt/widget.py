@@ -127,8 +127,7 @@ class PatchHeatWidget(Container):
                              lambda: None if self._closed else self.inspector.redraw())
         self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values,
                                         self.display.source_of, stain)
-        self.hover = HoverStatus(viewer, lambda c: self.tissue.below_threshold(
-            self.slide, c.heatmap, c.row, c.col))  # "skipped (below the tissue threshold)"
+        self.hover = HoverStatus(viewer, lambda c: self.tissue.below_threshold(self.slide, c))
         self.arrival = SlideArrival(viewer)  # scale bar on, napari's own reader's hint
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
@@ -211,6 +210,7 @@ class PatchHeatWidget(Container):
         for w in (self.size, self.stride, self.rate, self.padding, self.level,
                   self.tissue_threshold, self.model, self.model_file, self.resize):
             w.changed.connect(self._on_params)
+        self.run_panel.finished.append(self.preview.step_aside)  # back on a new grid
         self.image_layer.changed.connect(self._on_layer)
         self.model_input.changed.connect(lambda *_: self.inspector.redraw())
         self.inspector.row.changed.connect(self._on_patch_selected)
