@@ -22,6 +22,11 @@ def warm_up() -> None:
     shared_worker()
 
 
+def worker_ready() -> bool:
+    """True once this process's worker has imported TensorFlow (started if it is not)."""
+    return shared_worker().ready
+
+
 class RunWatcher:
     """Submits ``spec`` to the warm worker and collects its messages on a reader thread.
 

@@ -135,3 +135,28 @@ def test_after_the_dock_is_gone_napari_keeps_its_own_status_and_no_legend(viewer
     viewer.mouse_over_canvas = True
     viewer.update_status_from_cursor()
     assert "[" in status_text(viewer.status) and "patch" not in status_text(viewer.status)
+
+
+def test_a_patch_the_tissue_threshold_skipped_says_so(viewer, widget, qtbot, pyramid):
+    """Not computed and below the run's tissue threshold: 'skipped', not 'not computed yet'."""
+    from napari_patchheat._qt.hover import SKIPPED_TEXT
+
+    level0 = np.full((1001, 1403, 3), 245, np.uint8)  # glass on the right
+    level0[:, :700] = (150, 80, 140)  # stained tissue on the left
+    layer = viewer.add_image(pyramid(level0, (4,)), rgb=True, multiscale=True, name="half.png")
+    widget.image_layer.value = layer
+    slide = widget.slide
+    heatmap = random_heatmap(slide, 0, 100, 100)
+    heatmap.extra["tissue_threshold"] = 0.5
+    heatmap.values[5, :] = np.nan  # row 5 not computed: on tissue (left) and on glass (right)
+    widget.display.show_heatmap(heatmap, slide)
+    qtbot.waitUntil(lambda: widget.tissue.fraction(slide, 0, heatmap.grid) is not None,
+                    timeout=20_000)
+    fraction = widget.tissue.fraction(slide, 0, heatmap.grid)
+    assert fraction[5, 1] > 0.9 and fraction[5, 12] < 0.1  # the reference varies
+    over = lambda i, j: widget.hover.text_at(slide.to_world(heatmap.grid.centers(i, j)))  # noqa: E731
+    assert over(5, 12).endswith(SKIPPED_TEXT)
+    assert over(5, 1).endswith("not computed yet")
+    assert "a " in over(6, 12) and SKIPPED_TEXT not in over(6, 12)  # computed: its values
+    heatmap.extra["tissue_threshold"] = 0.0  # a run without a threshold skips nothing
+    assert over(5, 12).endswith("not computed yet")

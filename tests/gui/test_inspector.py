@@ -157,3 +157,25 @@ def test_a_click_on_a_heatmap_opened_from_an_ome_tiff_inspects_it(viewer, widget
     np.testing.assert_array_equal(widget.inspector.patch, grid.read_patch(image, 2, 5))
     a, b = heatmap.values[2, 5]
     assert f"a {a:.4g}, b {b:.4g}" in text(widget.inspector.info)
+
+
+def test_the_outline_of_an_old_grid_goes_with_its_grid(viewer, widget):
+    """A heatmap replaced in its layer by one of another grid: the outline is redrawn on the
+    new grid (or cleared); the inspected heatmap's layer removed: the outline cleared."""
+    image = np.random.default_rng(5).integers(0, 256, (300, 410, 3), dtype=np.uint8)
+    layer = viewer.add_image(image, rgb=True, name="slide")
+    slide = SlideLayer.from_layer(layer)
+    old = random_heatmap(slide, 0, 30, 20)  # 15 x 21 patches
+    hl = widget.display.show_heatmap(old, slide)
+    inspector = widget.inspector
+    assert inspector.select_at(slide.to_world(old.grid.centers(4, 7)))
+    assert inspector.heatmap_layer is hl
+    before = inspector.highlight.data[0].copy()
+    new = random_heatmap(slide, 0, 50, 50)  # 6 x 9 patches: (4, 7) is another box
+    assert widget.display.show_heatmap(new, slide, replace=True) is hl
+    after = inspector.highlight.data[0]
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, slide.box_to_world(new.grid.boxes(4, 7))[0])
+    assert f"of {new.grid.rows} x {new.grid.cols}" in text(inspector.info)
+    viewer.layers.remove(hl)
+    assert inspector.patch_index is None and inspector.highlight.nshapes == 0

@@ -9,6 +9,7 @@ import collections
 
 import numpy as np
 import pytest
+from gui_helpers import RUN_TIMEOUT_MS, text
 
 from napari_patchheat._qt.canvas import camera, is_outline_layer
 from napari_patchheat._qt.preview import PREVIEW_DEBOUNCE_MS, PREVIEW_MAX_SHAPES
@@ -395,3 +396,32 @@ def test_past_the_cap_only_the_regions_patches_are_drawn(viewer, widget):
     widget.preview.inside = None
     widget.preview.update_now()
     assert (lines_image(widget)[0][..., 3] > 0)[~near].any()  # the whole grid again
+
+
+def test_the_grid_steps_aside_when_a_run_finishes_and_comes_back_on_a_change(viewer, widget,
+                                                                             qtbot, tmp_path):
+    """A real run (the 'tissue' model, in the runner's process): done, the grid's mesh goes;
+    a camera move keeps it away; a new stride, or the grid turned on again, brings it back."""
+    viewer.add_image(np.full((300, 400, 3), 200, np.uint8), rgb=True, name="slide")
+    widget.cache_dir = str(tmp_path / "cache")
+    widget.model.value = "tissue"
+    widget.tissue_threshold.value = 0.0
+    set_params(widget, 50, 50)
+    preview = widget.preview
+    preview.update_now()
+    assert preview.layer.nshapes == 48 and not preview.aside  # 6 x 8 patches in view
+    assert widget.run_panel.run()
+    qtbot.waitUntil(lambda: not widget.run_panel.running, timeout=RUN_TIMEOUT_MS)
+    assert "done" in text(widget.run_panel.info), text(widget.run_panel.info)
+    assert preview.aside and preview.layer.nshapes == 0
+    camera(viewer).zoom *= 1.5  # a camera move: still aside
+    preview.update_now()
+    assert preview.aside and preview.layer.nshapes == 0
+    widget.stride.value = 40  # a parameter change: back
+    preview.update_now()
+    assert not preview.aside and preview.layer.nshapes > 0
+    preview.step_aside()
+    assert preview.layer.nshapes == 0
+    widget.show_grid.value = False
+    widget.show_grid.value = True  # the grid turned on again: back
+    assert not preview.aside and preview.layer.nshapes > 0

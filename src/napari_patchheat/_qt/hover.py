@@ -8,6 +8,7 @@ the cursor, its level-0 box and every class's value whichever layer is selected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from ..heatmap import HEATMAP_META_KEY, Heatmap
 from .slide_layer import is_heatmap_layer
 
+SKIPPED_TEXT = "skipped (below the tissue threshold)"
 STATUS_SEPARATOR = "  |  "  # between napari's own status and the heatmap's
 NAPARI_IDLE_STATUS = ("", "Ready")  # napari's status when the cursor is over no layer
 
@@ -76,12 +78,13 @@ def values_text(class_names: Any, values: Any) -> str:
     return ", ".join(f"{n} {v:.4g}" for n, v in zip(class_names, values))
 
 
-def cell_text(cell: HeatmapCell) -> str:
-    """'<layer>: patch (row r, col c), level-0 y y0–y1, x x0–x1 px: <class> <value>, ...'."""
+def cell_text(cell: HeatmapCell, skipped: bool = False) -> str:
+    """'<layer>: patch (row r, col c), level-0 y y0–y1, x x0–x1 px: <class> <value>, ...';
+    SKIPPED_TEXT in place of the values of a patch the run's tissue threshold ``skipped``."""
     h = cell.heatmap
     box = h.grid.box(cell.row, cell.col, h.downsample)
-    return (f"{cell.layer.name}: patch (row {cell.row}, col {cell.col}), {box_text(box)}: "
-            f"{values_text(h.class_names, cell.values)}")
+    values = SKIPPED_TEXT if skipped else values_text(h.class_names, cell.values)
+    return f"{cell.layer.name}: patch (row {cell.row}, col {cell.col}), {box_text(box)}: {values}"
 
 
 def with_heatmap(status: Any, text: str) -> Any:
@@ -94,10 +97,11 @@ def with_heatmap(status: Any, text: str) -> Any:
 
 
 class HoverStatus:
-    """Adds the heatmap cell under the cursor to ``viewer.status`` (see the module)."""
+    """Adds the heatmap cell under the cursor to ``viewer.status`` (see the module).
+    ``skipped(cell)`` says whether the tissue threshold skipped a cell not computed."""
 
-    def __init__(self, viewer: Any):
-        self.viewer = viewer
+    def __init__(self, viewer: Any, skipped: Callable[[HeatmapCell], bool] = lambda _: False):
+        self.viewer, self.skipped = viewer, skipped
         self._napari_status: Any = viewer.status  # napari's own, without the heatmap part
         self._shown: Any = None  # the status set here last
         # after napari's own listeners (the status bar's among them)
@@ -107,7 +111,9 @@ class HoverStatus:
     def text_at(self, yx_world: Any) -> str:
         """The heatmap part of the status at a world point; '' off every heatmap."""
         cell = heatmap_cell_at(self.viewer, yx_world)
-        return "" if cell is None else cell_text(cell)
+        if cell is None:
+            return ""
+        return cell_text(cell, bool(np.isnan(cell.values).any()) and self.skipped(cell))
 
     def update(self, *_: Any) -> None:
         """Set the status for the cursor's position: napari's own plus the heatmap part."""

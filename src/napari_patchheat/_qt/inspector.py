@@ -109,6 +109,7 @@ class PatchInspector(Container):
         self.patch_index: tuple[int, int] | None = None
         self.patch: np.ndarray | None = None
         self.highlight: Any = None
+        self._grid: PatchGrid | None = None  # the grid the outlined patch is of
         self.on_screen = np.zeros((1, 1, 3), np.uint8)  # the pixels shown (zoomed patch)
         self.on_screen_normalised: np.ndarray | None = None
         self.row = SpinBox(label="row", min=0, max=0)
@@ -137,6 +138,7 @@ class PatchInspector(Container):
             button.changed.connect(lambda *_, dr=dr, dc=dc: self.step(dr, dc))
         self._spinning = False
         viewer.mouse_drag_callbacks.append(self._on_mouse)
+        viewer.layers.events.removed.connect(self._on_removed)
         for key, (dr, dc) in STEP_KEYS.items():
             viewer.bind_key(key, lambda _v, dr=dr, dc=dc: self.step(dr, dc), overwrite=True)
 
@@ -159,7 +161,7 @@ class PatchInspector(Container):
         if state is None or not (0 <= row < state[0].rows and 0 <= col < state[0].cols):
             return False
         grid, downsample, slide, level = state
-        self.patch_index = (row, col)
+        self.patch_index, self._grid = (row, col), grid
         self.patch = grid.read_patch(slide.levels[level], row, col)
         self._set_spins(row, col, grid)
         self._draw(slide)
@@ -209,10 +211,13 @@ class PatchInspector(Container):
 
     # --- what is shown --------------------------------------------------------------------------
     def update_values(self) -> None:
-        """Rewrite the text: index, level-0 box and the predictions known so far."""
+        """Rewrite the text: index, level-0 box and the predictions known so far; the grid
+        changed (a heatmap replaced in its layer): :meth:`refresh` instead."""
         state = self.state()
         if state is None or self.patch_index is None:
             return
+        if state[0] != self._grid:
+            return self.refresh()
         grid, downsample, slide, level = state
         row, col = self.patch_index
         box = grid.box(row, col, downsample)
@@ -334,8 +339,15 @@ class PatchInspector(Container):
         if moved <= CLICK_MAX_MOVE_SCREEN_PX:
             self.select_at(event.position)
 
+    def _on_removed(self, event: Any) -> None:
+        """The inspected heatmap's layer went: its patch and outline with it."""
+        if event.value is self.heatmap_layer:
+            self.heatmap_layer = None
+            self.clear()
+
     def detach(self) -> None:
         """Detach from the viewer: mouse callback, keys, outline layer."""
+        self.viewer.layers.events.removed.disconnect(self._on_removed)
         if self._on_mouse in self.viewer.mouse_drag_callbacks:
             self.viewer.mouse_drag_callbacks.remove(self._on_mouse)
         for key in STEP_KEYS:

@@ -69,6 +69,15 @@ def grid_extent_level0(grid: PatchGrid, downsample: FloatPair) -> tuple[float, .
     return float(first[0]), float(first[1]), float(last[2]), float(last[3])
 
 
+def _grid_key(state: Any) -> tuple[Any, ...] | None:
+    """What the preview draws of a (grid, downsample, slide) source: the grid, its downsample,
+    the slide layer and its place; None for none."""
+    if state is None:
+        return None
+    grid, downsample, slide = state
+    return grid, downsample, id(slide.layer), slide.world_offset, slide.world_per_px
+
+
 def _pair_text(pair: tuple[int, int]) -> str:
     return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]} x {pair[1]}"
 
@@ -120,7 +129,8 @@ class GridPreview:
         self.viewer = viewer
         self.source = source
         self.max_shapes = max_shapes
-        self.enabled = True
+        self._enabled = True
+        self._aside: tuple[Any, Any] | None = None  # what it stepped aside from (step_aside)
         self.inside: np.ndarray | None = None  # bool (rows, cols): only these are drawn
         self._table: tuple[np.ndarray, np.ndarray] | None = None  # inside, its inside_table
         self.layer: Any = None
@@ -150,6 +160,34 @@ class GridPreview:
         self._timer.start()
 
     @property
+    def enabled(self) -> bool:
+        """Whether the grid is shown ("show the patch grid"); setting it ends a step aside."""
+        return self._enabled
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        self._enabled, self._aside = bool(value), None
+
+    @property
+    def aside(self) -> bool:
+        """True while stepped aside (see :meth:`step_aside`)."""
+        return self._aside is not None
+
+    def step_aside(self) -> None:
+        """Hide (a run finished: its heatmap shows without the grid's mesh) until the grid, the
+        slide or the region changes, or the grid is turned on again."""
+        self._aside = (_grid_key(self.source() if self._enabled else None), self.inside)
+        self.update_now()
+
+    def _still_aside(self, state: Any) -> bool:
+        """True while the grid, the slide and the region are those it stepped aside from."""
+        assert self._aside is not None
+        key, inside = self._aside
+        same_inside = inside is self.inside or (
+            inside is not None and self.inside is not None and np.array_equal(inside, self.inside))
+        return same_inside and key == _grid_key(state)
+
+    @property
     def pending(self) -> bool:
         """True while a redraw waits for its debounce delay."""
         return self._timer.isActive()
@@ -157,7 +195,11 @@ class GridPreview:
     def update_now(self) -> None:
         """Redraw now: the rectangles of the patches in view, or past the cap their lines."""
         self._timer.stop()
-        state = self.source() if self.enabled else None
+        state = self.source() if self._enabled else None
+        if self._aside is not None and not self._still_aside(state):
+            self._aside = None  # another grid, slide or region: back
+        if self._aside is not None:
+            state = None
         self.picture = None
         if state is not None and self.viewer.dims.ndisplay == 2:
             grid, downsample, slide = state

@@ -36,7 +36,7 @@ from ..heatmap import Heatmap
 from ..inference import Progress
 from ..options import RunOptions
 from ..roi import scaled_roi
-from ..run_watch import RunWatcher, warm_up
+from ..run_watch import RunWatcher
 from ..runner import (
     Failed,
     Finished,
@@ -48,6 +48,7 @@ from ..runner import (
 )
 from .run_layers import name_region
 from .slide_layer import LayerCache, SlideLayer
+from .tf_loading import STARTING_TEXT, TensorFlowLoading
 from .threads import Workers
 from .widgets import TextLabel
 
@@ -123,6 +124,7 @@ class RunPanel(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.info = TextLabel()
+        self.finished: list[Callable[[], None]] = []  # called after each run that completed
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                             labels=False)
         super().__init__(labels=False, widgets=[buttons, self.replace, self.progress, self.info])
@@ -134,7 +136,9 @@ class RunPanel(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         _OPEN.add(self)
-        warm_up()
+        self.loading = TensorFlowLoading(self.progress, self.info, lambda: self.running)
+        self.run_button.changed.connect(self.loading.check)  # after run(): says it is queued
+        self.loading.watch()  # starts the warm worker
 
     @property
     def running(self) -> bool:
@@ -248,7 +252,7 @@ class RunPanel(Container):
             self.on_error(f"The model's process did not start ({exc}); close other programs "
                           "and run again.")
             return
-        self.info.value = "starting the run…"
+        self.info.value = STARTING_TEXT
         self._timer.start()
 
     def cancel(self, *_: Any) -> None:
@@ -268,6 +272,7 @@ class RunPanel(Container):
             return
         self.closed = True
         self._timer.stop()
+        self.loading.stop()
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
@@ -346,6 +351,8 @@ class RunPanel(Container):
         self._end(text)
         name = getattr(run.layer, "name", "the heatmap") if run is not None else "the heatmap"
         show_info(f"PatchHeat: {name} is done ({text.removeprefix('done: ')}).")
+        for callback in self.finished:
+            callback()
 
     def _end(self, text: str) -> None:
         self._timer.stop()

@@ -17,6 +17,7 @@ import numpy as np
 from ..grid import PatchGrid
 from ..tissue import choose_mask_level, grid_tissue_fraction, is_fluorescence, tissue_level_mask
 from .coarse_build import is_pending
+from .hover import HeatmapCell
 from .slide_layer import LayerCache, SlideLayer
 from .threads import Workers
 
@@ -125,6 +126,18 @@ class TissueEstimate:
                               grid, fraction_key[-1])
             return None
         return fraction
+
+    def below_threshold(self, slide: SlideLayer | None, cell: HeatmapCell) -> bool:
+        """Whether a run at the tissue threshold of ``cell``'s heatmap skips the cell: its
+        tissue fraction on ``slide`` below the threshold; False while not known, without a
+        threshold, or for a heatmap whose grid is not of ``slide``'s level."""
+        heatmap, row, col = cell.heatmap, cell.row, cell.col
+        threshold = float(heatmap.extra.get("tissue_threshold") or 0.0)
+        if slide is None or threshold <= 0 or heatmap.level >= len(slide.levels) \
+                or slide.level_shape(heatmap.level) != (heatmap.grid.height, heatmap.grid.width):
+            return False
+        fraction = self.fraction(slide, heatmap.level, heatmap.grid)
+        return fraction is not None and bool(fraction[row, col] < threshold)
 
     def _keep_fractions(self, layer: Any, fraction_key: tuple[Any, ...]) -> None:
         """Remember ``fraction_key`` among the last TISSUE_FRACTIONS_KEPT of ``layer``; forget

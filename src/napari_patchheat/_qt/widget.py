@@ -1,12 +1,8 @@
 """The PatchHeat dock widget: tune the patch grid live, inspect patches, run, watch, export.
 
-The dock holds the grid and model parameters and composes its panels, each with an interface of
-data and callbacks: :class:`~napari_patchheat._qt.run_panel.RunPanel` (Run, Cancel, progress),
-:class:`~napari_patchheat._qt.heatmap_panel.HeatmapPanel` (heatmap layers, display, Export),
-:class:`~napari_patchheat._qt.batch_panel.BatchPanel` (all open slides on a dask cluster),
-:class:`~napari_patchheat._qt.inspector.PatchInspector` and
-:class:`~napari_patchheat._qt.preview.GridPreview`. TensorFlow never runs in this process: a run
-goes to a spawned process and its messages fill a :class:`Heatmap` and its Image layer in place.
+It holds the grid and model parameters and composes its panels (run, display and export, batch,
+inspector, preview, regions, ...), each an interface of data and callbacks. TensorFlow never
+runs in this process: a run goes to a spawned process whose messages fill a :class:`Heatmap`.
 """
 
 from __future__ import annotations
@@ -39,13 +35,15 @@ from .overlap_panel import OverlapPanel
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
+from .sections import reveal_on_open
 from .session_panel import SessionPanel
 from .shortcuts import dock_shortcuts
+from .slide_arrival import SlideArrival
 from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .stain_preview import StainPreview
 from .threads import Workers
 from .tissue_estimate import TissueEstimate
-from .widgets import TextLabel, path_of
+from .widgets import TextLabel, path_of, run_all
 
 if TYPE_CHECKING:
     import napari
@@ -126,7 +124,8 @@ class PatchHeatWidget(Container):
                              lambda: None if self._closed else self.inspector.redraw())
         self.inspector = PatchInspector(viewer, self._inspect_source, self._patch_values,
                                         self.display.source_of, stain)
-        self.hover = HoverStatus(viewer)
+        self.hover = HoverStatus(viewer, lambda c: self.tissue.below_threshold(self.slide, c))
+        self.arrival = SlideArrival(viewer)  # scale bar on, napari's own reader's hint
         self.preview = GridPreview(viewer, self._preview_source)
         self.preview.redrawn.append(self._after_preview)
         self.regions = RegionsPanel(viewer, self._regions_source, self._roi, self._error,
@@ -185,6 +184,7 @@ class PatchHeatWidget(Container):
         self.scroll.setWidgetResizable(True)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.scroll.setWidget(body)
+        reveal_on_open(self.scroll, self.collapsibles.values())  # sections.py
         scroll_bar = self.scroll.verticalScrollBar()
         assert scroll_bar is not None  # a QScrollArea always has its scroll bars
         self.scroll.setMinimumWidth(max(DOCK_MIN_WIDTH_PX, body.minimumSizeHint().width()
@@ -209,6 +209,7 @@ class PatchHeatWidget(Container):
         for w in (self.size, self.stride, self.rate, self.padding, self.level,
                   self.tissue_threshold, self.model, self.model_file, self.resize):
             w.changed.connect(self._on_params)
+        self.run_panel.finished.append(self.preview.step_aside)  # back on a new grid
         self.image_layer.changed.connect(self._on_layer)
         self.model_input.changed.connect(lambda *_: self.inspector.redraw())
         self.inspector.row.changed.connect(self._on_patch_selected)
@@ -484,12 +485,8 @@ class PatchHeatWidget(Container):
         steps = [self.run_panel.shutdown, self.batch_panel.shutdown, self.build_status.shutdown,
                  self.compare.stop, self._disconnect_viewer, lambda: self._watch(None),
                  self.display.shutdown, self.hover.remove, self.preview.remove,
-                 self.inspector.detach, self.shortcuts.remove]
-        for step in steps:  # each step whatever the one before did
-            try:
-                step()
-            except (RuntimeError, ValueError, KeyError, TypeError):  # Qt or the viewer gone
-                pass
+                 self.inspector.detach, self.shortcuts.remove, self.arrival.remove]
+        run_all(steps)
 
     def _disconnect_viewer(self) -> None:
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)

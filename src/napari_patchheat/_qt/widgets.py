@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from magicgui.widgets import FileEdit, Label
@@ -35,3 +36,13 @@ def path_of(edit: FileEdit) -> Path:
 def section(title: str) -> Label:
     """A bold section title for the dock."""
     return Label(value=f"<b>{title}</b>")
+
+
+def run_all(steps: Iterable[Callable[[], object]]) -> None:
+    """Call each of ``steps`` whatever the one before did (closing: Qt or the viewer may be
+    gone, which raises RuntimeError, ValueError, KeyError or TypeError)."""
+    for step in steps:
+        try:
+            step()
+        except (RuntimeError, ValueError, KeyError, TypeError):
+            pass
