@@ -1,9 +1,11 @@
 """The dock's "Run on all open slides": the tasks of ``patchheat batch``, queued from napari.
 
 The slides are the viewer's image layers read from files (heatmaps left out); the model and the
-options are the dock's (``request()``, as Run's). The batch (:func:`~napari_patchheat.batch.
-run_batch`) runs on a worker thread against a LocalCluster of worker processes, started by the
-first batch and kept for the next, or against the scheduler whose address is typed in the panel.
+options are the dock's (``request()``, as Run's), the formats Export's (OME-TIFF by default: File
+> Open reopens it); a built-in model on a fluorescence slide gets that slide's warning line. The
+batch (:func:`~napari_patchheat.batch.run_batch`) runs on a worker thread against a LocalCluster
+of worker processes, started by the first batch (on that thread) and kept for the next, or
+against the scheduler whose address is typed in the panel.
 TensorFlow runs in the cluster's worker processes only, never in napari's. A QTimer on the GUI
 thread shows each slide's line (patches as its workers report them, then ok, skipped or the
 failure) and opens each finished heatmap over its slide (``show``). When the dock closes, the
@@ -23,12 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from magicgui.types import FileDialogMode
-from magicgui.widgets import Container, FileEdit, Label, LineEdit, ProgressBar, PushButton
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FileEdit,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+)
 from qtpy.QtCore import QTimer
 
+from ..export import FORMATS, read_ome_tiff, read_ome_zarr
 from ..heatmap import Heatmap
+from ..jobs import JobOutputs
 from ..manifest import Manifest, SlideRow
 from ..slide.location import same_file_key, source_name
+from .heatmap_panel import FORMAT_LABELS
 from .run_panel import RunRequest, ShowHeatmap
 from .slide_layer import SlideLayer, is_slide_candidate
 from .threads import Workers
@@ -37,6 +50,7 @@ from .widgets import TextLabel
 BATCH_POLL_MS = 200  # how often the GUI shows the batch's progress
 STOP_S = 1.0  # on close: how long a cancelled batch may take to stop before its client closes
 CLOSE_S = 1.0  # ... and the clients and the local cluster each to close (then: killed, < 5 s)
+BATCH_DEFAULT_FORMATS = ("ometiff",)  # File > Open reopens them over their slides
 
 
 class BatchPanel(Container):
@@ -55,6 +69,9 @@ class BatchPanel(Container):
                             value=None,
                             tooltip="where each slide's heatmap and batch.csv go; empty: a new "
                                     "temporary folder")
+        # Export's formats; a slide's heatmap opens from its .npz, OME-TIFF or OME-Zarr
+        self.formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=f in BATCH_DEFAULT_FORMATS)
+                        for f in ("npz", *FORMATS)}
         self.run_button = PushButton(text="Run on all open slides")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
@@ -63,6 +80,7 @@ class BatchPanel(Container):
         self.dashboard.native.setOpenExternalLinks(True)
         super().__init__(labels=False, widgets=[
             Container(widgets=[self.scheduler, self.out]),
+            Container(widgets=list(self.formats.values()), labels=False),
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                       labels=False),
             self.progress, self.dashboard, self.info])
@@ -74,6 +92,8 @@ class BatchPanel(Container):
         self._lock = threading.Lock()
         self._progress: Any = None  # the batch's last BatchProgress (set on other threads)
         self._dashboard_link = ""  # the running batch's scheduler's (set on the worker thread)
+        self._warnings: list[str] = []  # the running batch's per-slide warnings (same)
+        self._starting = ""  # the info line until the first progress
         self._cancel = threading.Event()  # the running batch's (run_batch's ``cancel``)
         self._idle = threading.Event()  # set while no batch thread runs
         self._idle.set()
@@ -108,6 +128,11 @@ class BatchPanel(Container):
         except ValueError as exc:
             self.on_error(str(exc))
             return False
+        formats = tuple(f for f, box in self.formats.items() if box.value)
+        if not formats:
+            self.on_error("Tick at least one format for the batch's heatmaps (OME-TIFF: "
+                          "File > Open reopens it over its slide).")
+            return False
         self.slide_layers = self.open_slides()
         if not self.slide_layers:
             self.on_error("Open slides from files first: layers without a file cannot go to "
@@ -119,14 +144,19 @@ class BatchPanel(Container):
         self.running, self.opened, self._progress = True, set(), None
         with self._lock:
             self._dashboard_link = ""  # this batch's scheduler's, once its client is made
+            self._warnings = []
         self._cancel = threading.Event()
         self._idle.clear()
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.progress.max, self.progress.value = len(self.slide_layers), 0
-        self.info.value = f"starting: {len(self.slide_layers)} slides, results in {out}"
+        address = self.scheduler.value.strip()
+        self._starting = (f"starting: {len(self.slide_layers)} slides, results in {out}"
+                          + ("" if address or self._cluster is not None else
+                             "\nstarting a local cluster of worker processes…"))
+        self.info.value = self._starting
         self._timer.start()
-        self.workers.start(self._run_batch, list(self.slide_layers), request, out,
-                           self.scheduler.value.strip(), self._cancel, returned=self._finished,
+        self.workers.start(self._run_batch, dict(self.slide_layers), request, out, address,
+                           JobOutputs(formats=formats), self._cancel, returned=self._finished,
                            errored=self._failed)
         return True
 
@@ -139,11 +169,12 @@ class BatchPanel(Container):
             self.info.value += "\ncancelling…"
 
     # --- on the worker thread ----------------------------------------------------------------
-    def _run_batch(self, slides: list[str], request: RunRequest, out: Path, address: str,
-                   cancel: threading.Event) -> Manifest:
+    def _run_batch(self, slides: dict[str, SlideLayer], request: RunRequest, out: Path,
+                   address: str, outputs: JobOutputs, cancel: threading.Event) -> Manifest:
         from ..batch import run_batch
 
         try:
+            self._check_fluorescence(slides, request.model)
             with self._lock:
                 self._connecting = True
             try:
@@ -153,12 +184,26 @@ class BatchPanel(Container):
                     self._connecting = False
             with self._lock:
                 self._dashboard_link = client.dashboard_link or ""
-            return run_batch(slides, request.model, request.options, out, client,
-                             on_progress=self._record, cancel=cancel)
+            return run_batch(list(slides), request.model, request.options, out, client,
+                             outputs=outputs, on_progress=self._record, cancel=cancel)
         finally:
             self._idle.set()
             if self.closed:  # the dock closed meanwhile (maybe while the cluster was made)
                 self._close_clients()
+
+    def _check_fluorescence(self, slides: dict[str, SlideLayer], model: str) -> None:
+        """A warning per fluorescence slide when the model is a built-in (brightfield) one,
+        as Run's status line and ``patchheat run`` give."""
+        from ..models import is_builtin
+        from ..tissue import FLUORESCENCE_MODEL_WARNING, is_fluorescence
+
+        if not is_builtin(model):
+            return
+        for path, slide in slides.items():
+            if is_fluorescence(slide):
+                with self._lock:
+                    self._warnings.append(f"{source_name(path)}: warning: "
+                                          + FLUORESCENCE_MODEL_WARNING.format(model=model))
 
     def _client(self, address: str) -> Any:
         """The client of ``address`` (a scheduler file or address), or of this panel's local
@@ -166,12 +211,15 @@ class BatchPanel(Container):
         if address not in self._clients:
             from distributed import Client, LocalCluster
 
+            from ..batch.client import quiet_cluster_kwargs
+
             if address:  # asked who it is first: one sentence within SCHEDULER_CONNECT_S
                 from ..batch import connect_scheduler
 
                 self._clients[address] = connect_scheduler(address)
             else:
-                self._cluster = LocalCluster(processes=True, dashboard_address=":0")
+                self._cluster = LocalCluster(processes=True, dashboard_address=":0",
+                                             **quiet_cluster_kwargs())
                 self._clients[address] = Client(self._cluster, set_as_default=False)
         return self._clients[address]
 
@@ -186,16 +234,19 @@ class BatchPanel(Container):
             self._timer.stop()
             return
         with self._lock:
-            progress, link = self._progress, self._dashboard_link
+            progress, link, warnings = self._progress, self._dashboard_link, list(self._warnings)
         if link:
             self.dashboard.value = f'<a href="{html.escape(link)}">dask dashboard</a>: ' \
                                    f'{html.escape(link)}'
         self.dashboard.visible = bool(link)
         if progress is not None:
             self._show_rows(progress.manifest.rows, progress)
+        elif warnings:
+            self.info.value = "\n".join([self._starting, *warnings])
 
     def _show_rows(self, rows: list[SlideRow], progress: Any = None) -> None:
-        lines = []
+        with self._lock:
+            lines = list(self._warnings)
         for row in rows:
             name = source_name(row.slide)
             if row.status == "pending":
@@ -210,12 +261,14 @@ class BatchPanel(Container):
 
     def _open(self, row: SlideRow) -> None:
         """Open ``row``'s heatmap over its slide, once per batch."""
-        if row.slide in self.opened or "npz" not in row.outputs:
+        readers = {"npz": Heatmap.load_npz, "ometiff": read_ome_tiff, "omezarr": read_ome_zarr}
+        fmt = next((f for f in readers if f in row.outputs), None)
+        if row.slide in self.opened or fmt is None:
             return
         self.opened.add(row.slide)
         slide = self.slide_layers.get(row.slide)
         if slide is not None and slide.layer in self.viewer.layers:
-            self.show_heatmap(Heatmap.load_npz(row.outputs["npz"]), slide, False)
+            self.show_heatmap(readers[fmt](row.outputs[fmt]), slide, False)
 
     def _finished(self, manifest: Manifest) -> None:
         self._timer.stop()

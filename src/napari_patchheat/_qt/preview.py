@@ -48,8 +48,8 @@ PREVIEW_MAX_SHAPES = 160  # rectangles at most (napari: ~0.5 ms each); past them
 PREVIEW_DEBOUNCE_MS = 60  # redraw this long after the last parameter change or camera move
 PREVIEW_EDGE_SCREEN_PX = 1.5  # rectangle edges, in screen pixels at any zoom
 PREVIEW_MARGIN_FRACTION = 0.25  # the lines image reaches this share of the view past each side
-PREVIEW_LAYER_NAME = "PatchHeat grid"
-PREVIEW_LINES_LAYER_NAME = "PatchHeat grid lines"
+PREVIEW_LAYER_NAME = "grid"  # then " · <the slide layer's name>"
+PREVIEW_LINES_LAYER_NAME = "grid lines"
 
 GridSource = Callable[[], "tuple[PatchGrid, FloatPair, SlideLayer] | None"]
 
@@ -214,9 +214,11 @@ class GridPreview:
                 self._draw()
                 self.picture = PreviewPicture(grid, n, lines=self._show_lines(
                     grid, downsample, slide, view))
-            for layer in (self.layer, self.lines_layer):
+            for layer, name in ((self.layer, PREVIEW_LAYER_NAME),
+                                (self.lines_layer, PREVIEW_LINES_LAYER_NAME)):
                 if layer is not None:
                     slide.match_units(layer)
+                    self._name(layer, name, slide)
         if self.picture is None:
             self._draw()
         if self.picture is None or self.picture.lines is None:
@@ -224,6 +226,13 @@ class GridPreview:
         self.message = "" if self.picture is None else self.picture.describe()
         for callback in self.redrawn:
             callback()
+
+    @staticmethod
+    def _name(layer: Any, name: str, slide: SlideLayer) -> None:
+        """Name ``layer`` after the slide whose grid it shows: 'grid · CMU-1.svs'."""
+        full = f"{name} · {slide.name}"
+        if layer.name != full:
+            layer.name = full
 
     def edge_width(self) -> float:
         """World units for PREVIEW_EDGE_SCREEN_PX screen pixels at the current zoom."""

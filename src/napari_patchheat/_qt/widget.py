@@ -32,6 +32,7 @@ from .hover import HoverStatus
 from .inspector import PatchInspector
 from .model_input import ModelInputPanel
 from .overlap_panel import OverlapPanel
+from .placement import follow_new_slides
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
@@ -215,6 +216,7 @@ class PatchHeatWidget(Container):
         self.inspector.row.changed.connect(self._on_patch_selected)
         self.inspector.col.changed.connect(self._on_patch_selected)
         self.show_grid.changed.connect(self._on_show_grid)
+        self._placing = follow_new_slides(self.viewer)  # first: the dock reads it placed
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.connect(self.display.on_active)
@@ -489,6 +491,7 @@ class PatchHeatWidget(Container):
         run_all(steps)
 
     def _disconnect_viewer(self) -> None:
+        self.viewer.layers.events.inserted.disconnect(self._placing)
         self.viewer.layers.events.inserted.disconnect(self._on_layers_changed)
         self.viewer.layers.events.removed.disconnect(self._on_layers_changed)
         self.viewer.layers.selection.events.active.disconnect(self.display.on_active)

@@ -293,8 +293,7 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
     if scheduler is None:
         with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                           resources=resources, dashboard_address=":0",
-                          silence_logs=QUIET_LOG_LEVEL if not os.environ.get(DEBUG_ENV)
-                          else logging.WARNING) as cluster, \
+                          **quiet_cluster_kwargs()) as cluster, \
                 Client(cluster, set_as_default=False) as client:
             yield client
         return
@@ -303,6 +302,15 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
                          "the scheduler's workers with 'dask worker --nworkers N --nthreads T'.")
     with connect_scheduler(scheduler) as client:
         yield client
+
+
+def quiet_cluster_kwargs() -> dict[str, Any]:
+    """LocalCluster keywords that keep dask's and TensorFlow's log lines off the terminal
+    (the workers' TF_CPP_MIN_LOG_LEVEL set before they start); $PATCHHEAT_DEBUG keeps them."""
+    if os.environ.get(DEBUG_ENV):
+        return {"silence_logs": logging.WARNING}
+    return {"silence_logs": QUIET_LOG_LEVEL,
+            "env": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}}
 
 
 def connect_scheduler(scheduler: str, timeout_s: float = SCHEDULER_CONNECT_S) -> Client:
