@@ -71,11 +71,13 @@ def main() -> int:
         viewer.reset_view()
         widget.inspector.select(5, 9)
         widget.preview.update_now()
-        settle(app, 1.0)
+        settle(app, 1.0)  # sections that opened have scrolled into view by now
+        scroll = widget.native.findChild(QScrollArea).verticalScrollBar()
+        scroll.setValue(0)  # the dock's top: the grid and model parameters
+        settle(app, 0.5)
         args.out.mkdir(parents=True, exist_ok=True)
         window = args.out / "widget_heatmap_ihc.png"
         viewer.screenshot(str(window), canvas_only=False, flash=False)
-        scroll = widget.native.findChild(QScrollArea).verticalScrollBar()
         scroll.setValue(scroll.maximum())  # the dock's lower half: display, export, inspector
         settle(app, 0.5)
         lower = args.out / "widget_inspector_ihc.png"
