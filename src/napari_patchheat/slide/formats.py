@@ -1,7 +1,10 @@
 """What a slide file is, by its suffix and first bytes: shared by the local opener
-(:mod:`.opening`) and the remote one (:mod:`.remote`). Standard library only."""
+(:mod:`.opening`) and the remote one (:mod:`.remote`), and the error for a file none reads.
+Standard library only (and ``SlideError``)."""
 
 from __future__ import annotations
+
+from .errors import SlideError
 
 # the file names a slide reader takes (napari's reader claims these)
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".svslide")
@@ -25,3 +28,18 @@ def sniff(head: bytes) -> str | None:
     if head.startswith(JPEG_MAGIC):
         return "jpeg"
     return None
+
+
+def unreadable(where: object, head: bytes, backend: str, remote: bool = False) -> SlideError:
+    """The error for a file no backend took: ``head`` its first bytes, ``where`` its path or
+    URL, ``backend`` the one asked for ("auto": none was)."""
+    what = "it is empty" if not head else f"it starts with bytes {head[:8].hex(' ')}"
+    if backend != "auto":
+        return SlideError(f"Cannot open {where} with backend {backend!r} ({what}); try "
+                          "backend 'auto'.", where)
+    if remote:
+        return SlideError(f"Cannot open {where}: no backend reads it remotely ({what}); the "
+                          f"plugin reads {READS} (OpenSlide formats and DICOM from local files "
+                          "only).", where)
+    return SlideError(f"Cannot open {where}: no backend reads it ({what}); the plugin reads "
+                      f"{READS}.", where)

@@ -30,6 +30,7 @@ from .formats import (
     PNG_MAGIC,
     READS,
     TIFF_MAGIC,
+    unreadable,
 )
 from .image import open_image
 from .location import URL_SCHEMES, is_url, scheme_of
@@ -117,12 +118,7 @@ def _open_local(path: Path, backend: str) -> Slide:
         from .openslide_reader import open_openslide
 
         return open_openslide(path)
-    what = "it is empty" if not head else f"it starts with bytes {head[:8].hex(' ')}"
-    if backend != "auto":
-        raise SlideError(f"Cannot open {path} with backend {backend!r} ({what}); try "
-                         "backend 'auto'.", path)
-    raise SlideError(f"Cannot open {path}: no backend reads it ({what}); the plugin reads "
-                     f"{READS}.", path)
+    raise unreadable(path, head, backend)
 
 
 def is_slide_folder(path: str | Path) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import SlideError
-from .formats import LOCAL_ONLY_SUFFIXES, READS, sniff
+from .formats import LOCAL_ONLY_SUFFIXES, sniff, unreadable
 from .location import SlideURL, is_url, scheme_of
 from .pyramid import Slide
 
@@ -108,12 +108,7 @@ def _open_file(location: SlideURL, fileobj: Any, head: bytes, backend: str,
             data = fileobj.read()
         fileobj.close()
         return open_image(location, kind, data, source_key)
-    what = "it is empty" if not head else f"it starts with bytes {head[:8].hex(' ')}"
-    if backend != "auto":
-        raise SlideError(f"Cannot open {url} with backend {backend!r} ({what}); try backend "
-                         "'auto'.", url)
-    raise SlideError(f"Cannot open {url}: no backend reads it remotely ({what}); the plugin "
-                     f"reads {READS} (OpenSlide formats and DICOM from local files only).", url)
+    raise unreadable(url, head, backend, remote=True)
 
 
 def _head_and_ranges(fileobj: Any, url: str) -> bytes:
