@@ -166,11 +166,8 @@ class DicomLevel:
 
     def _edge_tile(self, ty: int, tx: int) -> np.ndarray:
         """Frame (tx, ty) through the shared cache of tiles read in part."""
-        key = (self._number, ty, tx)
-        found, tile = EDGE_TILES.get(key)
-        if not found or tile is None:
-            tile = self.decode_tile(ty, tx)
-            EDGE_TILES.put(key, tile)
+        tile = EDGE_TILES.through((self._number, ty, tx), lambda: self.decode_tile(ty, tx))
+        assert tile is not None  # a frame always decodes to pixels
         return tile
 
     @property

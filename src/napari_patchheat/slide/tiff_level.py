@@ -213,12 +213,8 @@ class TiffLevel:
 
     def _edge_tile(self, p: int, page: Any, index: int) -> np.ndarray | None:
         """Tile ``index`` of page ``p`` through the shared cache of tiles read in part."""
-        key = (self._number, p, index)
-        found, tile = EDGE_TILES.get(key)
-        if not found:
-            tile = self.decode_tile(page, index)
-            EDGE_TILES.put(key, tile)
-        return tile
+        return EDGE_TILES.through((self._number, p, index),
+                                  lambda: self.decode_tile(page, index))
 
     def decode_tile(self, page: Any, index: int) -> np.ndarray | None:
         """Tile (or strip) ``index`` of ``page`` decoded to (h, w, samples), None if empty."""

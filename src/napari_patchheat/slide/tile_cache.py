@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,6 +51,14 @@ class EdgeTileCache:
             while self.nbytes > self.max_bytes:
                 _, old = self._tiles.popitem(last=False)
                 self.nbytes -= 0 if old is None else old.nbytes
+
+    def through(self, key: tuple, decode: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        """The tile under ``key``, ``decode()``-d and kept on a miss."""
+        found, tile = self.get(key)
+        if not found:
+            tile = decode()
+            self.put(key, tile)
+        return tile
 
     def count(self, owner: object) -> int:
         """How many tiles of ``owner`` (the first item of their keys) the cache holds."""
