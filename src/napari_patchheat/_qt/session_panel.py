@@ -16,7 +16,7 @@ from magicgui.widgets import Container, PushButton
 from ..files import WriteError
 from ..session import SESSION_SUFFIX, SessionError
 from ..slide import SlideError
-from .session_io import missing_slides, open_session, save_session
+from .session_io import attach_dock, detach_dock, missing_slides, open_session, save_session
 
 SESSION_FILTER = f"napari-patchheat session (*{SESSION_SUFFIX})"
 
@@ -42,6 +42,13 @@ class SessionPanel(Container):
         self.viewer, self.dock, self.on_error = viewer, dock, on_error
         self.save_button.changed.connect(self.save)
         self.open_button.changed.connect(self.open)
+
+    def attach(self) -> None:
+        """Make the (built) dock the viewer's for sessions, taking the parameters and region
+        numbers of a session opened before it (``patchheat open SESSION``), until it closes."""
+        viewer, dock = self.viewer, self.dock
+        attach_dock(viewer, dock)
+        self.native.destroyed.connect(lambda *_: detach_dock(viewer, dock))
 
     def save(self, *_: Any) -> Path | None:
         """Ask where, save the session there; its path (None when cancelled or it failed)."""

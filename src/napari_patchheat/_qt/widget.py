@@ -85,6 +85,7 @@ class PatchHeatWidget(Container):
         self._lay_out()
         self._connect()
         self._on_layer()
+        self.sessions.attach()  # a session opened before the dock gives it its parameters
 
     # --- build, lay out, connect -----------------------------------------------------------------
     def _build_parameters(self) -> None:
