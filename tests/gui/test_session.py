@@ -338,3 +338,11 @@ def PatchHeatWidget_in(viewer):
     viewer.window.add_dock_widget(dock, name="PatchHeat")
     return dock
 
+
+def test_the_session_buttons_are_there_before_any_heatmap(viewer, widget):
+    assert not any(HEATMAP_META_KEY in layer.metadata for layer in viewer.layers)
+    row = widget.sessions.native
+    assert row.isVisible() and row.parent() is widget.scroll.widget()  # in no section
+    assert row.mapTo(widget.scroll.widget(), row.rect().topLeft()).y() < 10  # the top row
+    assert [b.text for b in (widget.sessions.save_button, widget.sessions.open_button)] == [
+        "Save session...", "Open session..."]

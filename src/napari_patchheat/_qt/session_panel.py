@@ -1,4 +1,5 @@
-"""The "Save session..." and "Open session..." row of Display and export (see ``session_io.py``).
+"""The "Save session..." and "Open session..." row on top of the dock, there before any
+heatmap (see ``session_io.py``).
 
 Opening a session whose slide moved asks once where it is (a file dialog; another missing
 slide of the same name in the folder chosen is found without asking) and restores the rest.
