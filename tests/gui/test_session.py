@@ -257,8 +257,10 @@ def test_the_buttons_say_in_one_sentence_what_failed(viewer, widget, svs_path, t
 
 
 def test_patchheat_open_gives_the_dock_the_sessions_parameters_and_regions_table(
-        make_napari_viewer, viewer, widget, svs_path, tmp_path, qtbot):
-    from napari_patchheat._qt.session_io import open_in_viewer
+        viewer, widget, svs_path, tmp_path, qtbot, monkeypatch):
+    import napari
+
+    from napari_patchheat.cli import open_viewer
 
     session = tmp_path / "s.patchheat.json"
     build_session(viewer, widget, svs_path, session)
@@ -270,21 +272,29 @@ def test_patchheat_open_gives_the_dock_the_sessions_parameters_and_regions_table
     widget.display.export_folder.value, widget.display.export_stem.value = tmp_path / "a", "cmu"
     csv = widget.regions.export()["csv"].read_text()
     viewer.close()
+    seen = {}
 
-    fresh = make_napari_viewer()
-    open_in_viewer(fresh, session)  # what `patchheat open SESSION` does: the layers, ...
-    _, dock = fresh.window.add_plugin_dock_widget("napari-patchheat", "PatchHeat")  # the dock
-    try:
-        assert dock_parameters(dock) == params
-        assert dock.region.layer.value is fresh.layers["tumour mask"]
-        assert table_of(dock) == table and dock.regions.export_button.enabled
-        assert dock.regions.layer is fresh.layers[-1]  # the regions layer, replaced on compute
-        assert (dock.regions.threshold.value, dock.regions.min_cells.value) == (0.9, 2)
-        dock.display.export_folder.value, dock.display.export_stem.value = tmp_path / "b", "cmu"
-        assert dock.regions.export()["csv"].read_text() == csv  # the same numbers written
-    finally:
-        dock.run_panel.shutdown()
-        qtbot.waitUntil(lambda: dock.workers.idle, timeout=30_000)
+    def run() -> None:  # napari's event loop, as `patchheat open SESSION` reaches it
+        fresh = napari.current_viewer()
+        dock = fresh.window.dock_widgets["PatchHeat (napari-patchheat)"]
+        try:
+            seen.update(params=dock_parameters(dock), table=table_of(dock),
+                        region=dock.region.layer.value is fresh.layers["tumour mask"],
+                        regions=dock.regions.layer is fresh.layers[-1],
+                        settings=(dock.regions.threshold.value, dock.regions.min_cells.value))
+            dock.display.export_folder.value = tmp_path / "b"
+            dock.display.export_stem.value = "cmu"
+            seen["csv"] = dock.regions.export()["csv"].read_text()
+        finally:
+            dock.run_panel.shutdown()
+            qtbot.waitUntil(lambda: dock.workers.idle, timeout=30_000)
+            fresh.close()
+
+    monkeypatch.setattr(napari, "run", run)
+    assert open_viewer(session, []) == 0  # the layers, then the dock (cli.py)
+    assert seen["params"] == params and seen["table"] == table
+    assert seen["region"] and seen["regions"] and seen["settings"] == (0.9, 2)
+    assert seen["csv"] == csv  # the same numbers written
 
 
 def test_a_session_opened_from_python_fills_the_open_dock(make_napari_viewer, viewer, widget,
