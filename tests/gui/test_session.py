@@ -1,5 +1,7 @@
 """Sessions: a viewer saved, closed and opened in a new viewer with every layer equal (values,
-place, display, order) and the camera; a moved slide; a missing slide; an unknown version."""
+place, display, order: slides, heatmaps, Shapes, Labels, Points, regions with their numbers) and
+the camera; the dock's parameters and regions table, also when the dock opens after the session
+(`patchheat open`); a moved slide; a missing slide; an unknown version; a version 1 file."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from napari.utils.colormaps import Colormap
 from napari_patchheat import open_session, save_session
 from napari_patchheat._qt.canvas import camera, is_outline_layer
 from napari_patchheat._qt.display_settings import colormap_name, show_values, threshold_of
+from napari_patchheat._qt.roi_panel import REGIONS_META_KEY
+from napari_patchheat._qt.session_io import dock_parameters
 from napari_patchheat._qt.slide_layer import SlideLayer
 from napari_patchheat._reader import read_slides
 from napari_patchheat.heatmap import HEATMAP_META_KEY
@@ -22,8 +26,27 @@ from napari_patchheat.session import SessionError, heatmaps_folder
 DISPLAY = ("name", "visible", "opacity", "blending", "gamma", "units")
 
 
+KINDS = ["Image", "Shapes", "Image", "Image", "Labels", "Points", "Shapes"]
+SAVED = ("Image", "Shapes", "Labels", "Points")
+
+
+def add_mask(viewer, slide):
+    """A Labels layer over level 1 of ``slide`` (values beyond a byte), placed on it."""
+    h, w = slide.level_shape(1)
+    mask = np.zeros((h, w), np.uint16)
+    mask[h // 4: h // 2, w // 3:] = 300
+    mask[: h // 8, : w // 8] = 2
+    dy, dx = slide.downsamples[1]
+    scale = (slide.world_per_px[0] * dy, slide.world_per_px[1] * dx)
+    centre = slide.world_offset + (np.array(scale) - slide.world_per_px) / 2
+    return viewer.add_labels(mask, scale=scale, translate=tuple(centre), name="tumour mask",
+                             opacity=0.4, units=("µm", "µm"))
+
+
 def build_session(viewer, widget, slide_file, session):
-    """The slide, a 2-class heatmap over it, a Shapes ROI; display and camera changed; saved."""
+    """The slide, a 2-class heatmap over it, a Shapes ROI, a Labels ROI, points, the regions of
+    the second heatmap with their numbers; display, camera and the dock's parameters changed;
+    saved. The layers saved, in their order."""
     data, kwargs, _ = read_slides(str(slide_file))[0]
     slide_layer = viewer.add_image(data, **kwargs)
     slide = SlideLayer.from_layer(slide_layer)
@@ -34,17 +57,26 @@ def build_session(viewer, widget, slide_file, session):
                             units=("µm", "µm"))
     roi.add_ellipses(np.array([[2000.0, 2000.0], [2600.0, 2000.0], [2600.0, 3100.0],
                                [2000.0, 3100.0]]))
+    mask = add_mask(viewer, slide)
+    viewer.add_points(np.array([[120.5, 300.25], [2000.0, 1500.0], [3.0, 4.0]]), name="mitoses",
+                      size=[20, 30, 40], face_color=["red", "blue", "#00ff0080"],
+                      symbol=["disc", "cross", "square"], units=("µm", "µm"))
     heat = [layer for layer in viewer.layers if HEATMAP_META_KEY in layer.metadata]
     heat[0].opacity = 0.6
     show_values(heat[0], "viridis", (0.2, 0.7), 0.45)  # the dock's value range and threshold
     heat[-1].visible = False
     heat[-1].colormap = Colormap([[0, 0, 0, 0], [1, 0, 0, 1], [1, 1, 0, 1]], name="mine",
                                  controls=[0, 0.4, 0.7, 1], interpolation="zero")
+    widget.region.layer.value = mask  # the region of interest: a row of the table
+    widget.regions.threshold.value, widget.regions.min_cells.value = 0.9, 2
+    viewer.layers.selection.active = heat[-1]  # its regions (1,564 cells)
+    assert widget.regions.compute() and widget.regions.report.left_out > 0
     viewer.layers.move(viewer.layers.index(roi), 1)  # the ROI under the heatmaps
     camera(viewer).center, camera(viewer).zoom = (1500.0, 2500.0), 0.37
     widget.stride.value, widget.tissue_threshold.value = 112, 0.35
+    widget.region.min_fraction.value, widget.show_grid.value = 0.3, False
     save_session(viewer, session, dock=widget)
-    return [layer for layer in viewer.layers if type(layer).__name__ in ("Image", "Shapes")
+    return [layer for layer in viewer.layers if type(layer).__name__ in SAVED
             and not is_outline_layer(layer)]
 
 
@@ -58,6 +90,17 @@ def assert_same_layer(a, b):
         assert a.shape_type == b.shape_type
         assert all(np.array_equal(p, q) for p, q in zip(a.data, b.data, strict=True))
         assert np.array_equal(a.edge_color, b.edge_color)
+        assert (REGIONS_META_KEY in a.metadata) == (REGIONS_META_KEY in b.metadata)
+        if REGIONS_META_KEY in a.metadata:  # the numbers (NaN and all)
+            assert rows_text(a.metadata[REGIONS_META_KEY]) == rows_text(
+                b.metadata[REGIONS_META_KEY])
+    elif type(a).__name__ == "Labels":
+        assert a.data.dtype == b.data.dtype and np.array_equal(a.data, b.data)
+    elif type(a).__name__ == "Points":
+        assert np.array_equal(a.data, b.data) and np.array_equal(a.size, b.size)
+        assert np.array_equal(a.face_color, b.face_color)
+        assert np.array_equal(a.border_color, b.border_color)
+        assert list(a.symbol) == list(b.symbol)
     elif HEATMAP_META_KEY in a.metadata:
         assert np.array_equal(a.data, b.data, equal_nan=True)
         assert a.colormap.name == b.colormap.name
@@ -71,12 +114,24 @@ def assert_same_layer(a, b):
         assert np.array_equal(np.asarray(a.data[0][:512, :512]), np.asarray(b.data[0][:512, :512]))
 
 
+def rows_text(report) -> str:
+    """A regions layer's numbers as text: equal when every number is (NaN included)."""
+    return json.dumps([vars(row) for row in report.rows])
+
+
+def table_of(dock) -> tuple:
+    """What the dock's regions table and its line show."""
+    value = dock.regions.table.value
+    return value["data"], list(value["columns"]), dock.regions.info.value
+
+
 def test_a_session_opens_in_a_new_viewer_as_it_was_saved(make_napari_viewer, viewer, widget,
                                                         svs_path, tmp_path):
     session = tmp_path / "morning.patchheat.json"
     before = build_session(viewer, widget, svs_path, session)
-    assert [type(x).__name__ for x in before] == ["Image", "Shapes", "Image", "Image"]
-    assert np.nanstd(before[2].data) > 0.1  # the reference varies
+    assert [type(x).__name__ for x in before] == KINDS
+    assert np.nanstd(before[2].data) > 0.1  # the references vary
+    assert len(np.unique(before[4].data)) == 3 and len(before[6].data) > 4
     saved = (tuple(camera(viewer).center), camera(viewer).zoom)
     viewer.close()
 
@@ -91,7 +146,7 @@ def test_a_session_opens_in_a_new_viewer_as_it_was_saved(make_napari_viewer, vie
     assert tuple(camera(fresh).center)[-2:] == pytest.approx(saved[0][-2:])
     assert camera(fresh).zoom == pytest.approx(saved[1])
     doc = json.loads(session.read_text())
-    assert doc["version"] == 1 and doc["dock"]["stride"] == 112
+    assert doc["version"] == 2 and doc["dock"]["stride"] == 112
     assert doc["dock"]["tissue_threshold"] == pytest.approx(0.35)
 
 
@@ -199,3 +254,105 @@ def test_the_buttons_say_in_one_sentence_what_failed(viewer, widget, svs_path, t
     assert len(errors) == 2 and errors[0].startswith("PatchHeat: Cannot write to the folder")
     assert "no/folder" in errors[0] and "is of version 9" in errors[1]
     assert not (tmp_path / "no").exists()
+
+
+def test_patchheat_open_gives_the_dock_the_sessions_parameters_and_regions_table(
+        viewer, widget, svs_path, tmp_path, qtbot, monkeypatch):
+    import napari
+
+    from napari_patchheat.cli import open_viewer
+
+    session = tmp_path / "s.patchheat.json"
+    build_session(viewer, widget, svs_path, session)
+    params, table = dock_parameters(widget), table_of(widget)
+    assert params["region"] == "tumour mask" and params["stride"] == 112
+    assert params["show_grid"] is False and params["region.min_fraction"] == pytest.approx(0.3)
+    rows = table[0]
+    assert len(rows) > 3 and rows[1][0] == "mask" and len({r[3] for r in rows}) > 2
+    widget.display.export_folder.value, widget.display.export_stem.value = tmp_path / "a", "cmu"
+    csv = widget.regions.export()["csv"].read_text()
+    viewer.close()
+    seen = {}
+
+    def run() -> None:  # napari's event loop, as `patchheat open SESSION` reaches it
+        fresh = napari.current_viewer()
+        dock = fresh.window.dock_widgets["PatchHeat (napari-patchheat)"]
+        try:
+            seen.update(params=dock_parameters(dock), table=table_of(dock),
+                        region=dock.region.layer.value is fresh.layers["tumour mask"],
+                        regions=dock.regions.layer is fresh.layers[-1],
+                        settings=(dock.regions.threshold.value, dock.regions.min_cells.value))
+            dock.display.export_folder.value = tmp_path / "b"
+            dock.display.export_stem.value = "cmu"
+            seen["csv"] = dock.regions.export()["csv"].read_text()
+        finally:
+            dock.run_panel.shutdown()
+            qtbot.waitUntil(lambda: dock.workers.idle, timeout=30_000)
+            fresh.close()
+
+    monkeypatch.setattr(napari, "run", run)
+    assert open_viewer(session, []) == 0  # the layers, then the dock (cli.py)
+    assert seen["params"] == params and seen["table"] == table
+    assert seen["region"] and seen["regions"] and seen["settings"] == (0.9, 2)
+    assert seen["csv"] == csv  # the same numbers written
+
+
+def test_a_session_opened_from_python_fills_the_open_dock(make_napari_viewer, viewer, widget,
+                                                          svs_path, tmp_path, qtbot):
+    from napari_patchheat._qt.widget import PatchHeatWidget
+
+    session = tmp_path / "s.patchheat.json"
+    build_session(viewer, widget, svs_path, session)
+    params, table = dock_parameters(widget), table_of(widget)
+    viewer.close()
+    fresh = make_napari_viewer()
+    dock = PatchHeatWidget(fresh)
+    fresh.window.add_dock_widget(dock, name="PatchHeat")
+    try:
+        assert dock_parameters(dock) != params and not dock.regions.export_button.enabled
+        open_session(session, fresh)  # no dock given: the viewer's open dock
+        assert dock_parameters(dock) == params and table_of(dock) == table
+        again = save_session(fresh, tmp_path / "again.patchheat.json")  # its parameters too
+        assert json.loads(again.read_text())["dock"] == json.loads(session.read_text())["dock"]
+    finally:
+        dock.run_panel.shutdown()
+        qtbot.waitUntil(lambda: dock.workers.idle, timeout=30_000)
+
+
+def test_a_version_1_session_opens_as_it_was(make_napari_viewer, viewer, widget, svs_path,
+                                             tmp_path):
+    """What version 1 wrote: slides, heatmaps, Shapes, no region numbers, fewer parameters."""
+    session = tmp_path / "s.patchheat.json"
+    before = build_session(viewer, widget, svs_path, session)
+    doc = json.loads(session.read_text())
+    kept = [i for i, layer in enumerate(doc["layers"])
+            if not {"labels", "points", "regions"} & set(layer)]
+    old_dock = {k: v for k, v in doc["dock"].items()
+                if k not in ("show_grid", "region", "region.min_fraction", "region.centre")}
+    session.write_text(json.dumps({**doc, "version": 1, "dock": old_dock,
+                                   "layers": [doc["layers"][i] for i in kept]}))
+    fresh = make_napari_viewer()
+    dock = PatchHeatWidget_in(fresh)
+    added = open_session(session, fresh)
+    assert [type(x).__name__ for x in added] == ["Image", "Shapes", "Image", "Image"]
+    for i, b in zip(kept, added, strict=True):
+        assert_same_layer(before[i], b)
+    assert dock.stride.value == 112 and dock.show_grid.value is True  # as the file says
+    assert not dock.regions.export_button.enabled
+
+
+def PatchHeatWidget_in(viewer):
+    from napari_patchheat._qt.widget import PatchHeatWidget
+
+    dock = PatchHeatWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="PatchHeat")
+    return dock
+
+
+def test_the_session_buttons_are_there_before_any_heatmap(viewer, widget):
+    assert not any(HEATMAP_META_KEY in layer.metadata for layer in viewer.layers)
+    row = widget.sessions.native
+    assert row.isVisible() and row.parent() is widget.scroll.widget()  # in no section
+    assert row.mapTo(widget.scroll.widget(), row.rect().topLeft()).y() < 10  # the top row
+    assert [b.text for b in (widget.sessions.save_button, widget.sessions.open_button)] == [
+        "Save session...", "Open session..."]

@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, PushButton, SpinBox, Table
 
-from ..analysis import HeatRegion, RegionReport, RegionStats, region_report, write_region_report
+from ..analysis import RegionReport, RegionStats, region_report, write_region_report
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import CLASS_META_KEY, HEATMAP_META_KEY, Heatmap
 from ..roi import (
@@ -34,7 +34,7 @@ from .widgets import TextLabel
 
 WHOLE_SLIDE = "whole slide"
 ELLIPSE_VERTICES = 64
-REGIONS_META_KEY = "patchheat_regions"  # layer metadata of the regions layers made here
+REGIONS_META_KEY = "patchheat_regions"  # a regions layer's metadata: its RegionReport
 REGION_EDGE_COLOR, HOLE_EDGE_COLOR = "#ff00ff", "yellow"  # magenta: the grid is cyan
 REGION_EDGE_SCREEN_WIDTH = 2.0
 RegionSource = list[Region] | MaskRoi
@@ -231,12 +231,19 @@ class RegionsPanel(Container):
         except ValueError as exc:
             self.on_error(str(exc))
             return False
-        self.report, self.rows = report, report.rows
+        self.adopt(self._show_layer(report, slide, f"{layer.name} regions >= {t:g}"))
+        return True
+
+    def adopt(self, layer: Any) -> None:
+        """Show the regions layer ``layer`` (made here, or opened from a session) with its
+        numbers (its metadata's report): the table, the summary line, its settings, Export."""
+        report: RegionReport = layer.metadata[REGIONS_META_KEY]
+        self.layer, self.report, self.rows = layer, report, report.rows
+        self.threshold.value, self.smooth.value = report.threshold, report.smooth
+        self.min_cells.value = report.min_cells
         self.export_button.enabled = True
-        self._show_layer(report.regions, slide, f"{layer.name} regions >= {t:g}")
         show_report(self.table, report)
         self.info.value = report.summary()
-        return True
 
     def export(self, *_: Any) -> dict[str, Path]:
         """Write the regions and the table (analysis/report.py) to the Export folder and stem."""
@@ -251,11 +258,11 @@ class RegionsPanel(Container):
         self.info.value = f"wrote {files['geojson'].name} and {files['csv'].name} in {folder}"
         return files
 
-    def _show_layer(self, found: list[HeatRegion], slide: SlideLayer, name: str) -> None:
+    def _show_layer(self, report: RegionReport, slide: SlideLayer, name: str) -> Any:
         """The regions' outlines (holes in HOLE_EDGE_COLOR) as one Shapes layer, replaced on
-        each computation."""
+        each computation, with ``report`` in its metadata; the layer."""
         polygons, colours = [], []
-        for region in found:
+        for region in report.regions:
             for part in shapely.get_parts(region.geometry):
                 rings = [part.exterior, *part.interiors]
                 for k, ring in enumerate(rings):
@@ -264,7 +271,7 @@ class RegionsPanel(Container):
                     colours.append(REGION_EDGE_COLOR if k == 0 else HOLE_EDGE_COLOR)
         if self.layer is not None and self.layer in self.viewer.layers:
             self.viewer.layers.remove(self.layer)
-        self.layer = self.viewer.add_shapes(
+        return self.viewer.add_shapes(
             polygons, shape_type="polygon", name=name, edge_color=colours,
             face_color="transparent", edge_width=REGION_EDGE_SCREEN_WIDTH,
-            metadata={REGIONS_META_KEY: True}, **slide.unit_kwargs())
+            metadata={REGIONS_META_KEY: report}, **slide.unit_kwargs())

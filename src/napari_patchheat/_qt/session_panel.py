@@ -1,4 +1,5 @@
-"""The "Save session..." and "Open session..." row of Display and export (see ``session_io.py``).
+"""The "Save session..." and "Open session..." row on top of the dock, there before any
+heatmap (see ``session_io.py``).
 
 Opening a session whose slide moved asks once where it is (a file dialog; another missing
 slide of the same name in the folder chosen is found without asking) and restores the rest.
@@ -16,7 +17,7 @@ from magicgui.widgets import Container, PushButton
 from ..files import WriteError
 from ..session import SESSION_SUFFIX, SessionError
 from ..slide import SlideError
-from .session_io import missing_slides, open_session, save_session
+from .session_io import attach_dock, detach_dock, missing_slides, open_session, save_session
 
 SESSION_FILTER = f"napari-patchheat session (*{SESSION_SUFFIX})"
 
@@ -42,6 +43,13 @@ class SessionPanel(Container):
         self.viewer, self.dock, self.on_error = viewer, dock, on_error
         self.save_button.changed.connect(self.save)
         self.open_button.changed.connect(self.open)
+
+    def attach(self) -> None:
+        """Make the (built) dock the viewer's for sessions, taking the parameters and region
+        numbers of a session opened before it (``patchheat open SESSION``), until it closes."""
+        viewer, dock = self.viewer, self.dock
+        attach_dock(viewer, dock)
+        self.native.destroyed.connect(lambda *_: detach_dock(viewer, dock))
 
     def save(self, *_: Any) -> Path | None:
         """Ask where, save the session there; its path (None when cancelled or it failed)."""

@@ -14,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 from magicgui.types import FileDialogMode
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, SpinBox
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication, QScrollArea, QVBoxLayout, QWidget
-from superqt import QCollapsible
+from qtpy.QtWidgets import QApplication
 
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
@@ -27,6 +25,7 @@ from .batch_panel import BatchPanel
 from .build_status import BuildStatus
 from .color_controls import ColorControls
 from .compare_panel import ComparePanel
+from .dock_layout import scrolled_column
 from .heatmap_panel import HeatmapPanel
 from .hover import HoverStatus
 from .inspector import PatchInspector
@@ -36,7 +35,6 @@ from .placement import follow_new_slides
 from .preview import GridPreview
 from .roi_panel import RegionChoice, RegionsPanel
 from .run_panel import RunPanel, RunRequest
-from .sections import reveal_on_open
 from .session_panel import SessionPanel
 from .shortcuts import dock_shortcuts
 from .slide_arrival import SlideArrival
@@ -85,6 +83,7 @@ class PatchHeatWidget(Container):
         self._lay_out()
         self._connect()
         self._on_layer()
+        self.sessions.attach()  # a session opened before the dock gives it its parameters
 
     # --- build, lay out, connect -----------------------------------------------------------------
     def _build_parameters(self) -> None:
@@ -136,12 +135,10 @@ class PatchHeatWidget(Container):
         self.sessions = SessionPanel(viewer, self, self._error)
 
     def _lay_out(self) -> None:
-        """Collapsible sections in one scrolled column, as wide as its widest line: Grid, Model
-        and Run open, Model input closed, Display and export and the Patch inspector closed
-        until there is a heatmap or a selected patch (so the dock fits DOCK_MAX_HEIGHT_PX).
-        napari docks
-        ``self.native``, and a magicgui scrollable Container's ``native`` is the column without
-        its scroll area, so the scroll area is made here."""
+        """The session buttons, then collapsible sections in one scrolled column
+        (dock_layout.py): Grid, Model and Run open, the others closed until there is a heatmap
+        or a selected patch (so the dock fits DOCK_MAX_HEIGHT_PX). napari docks ``self.native``,
+        and a magicgui scrollable Container's ``native`` lacks the scroll area: made here."""
         grid_form = Container(widgets=[self.image_layer, self.level, self.size, self.stride,
                                        self.rate, self.padding])
         model_form = Container(widgets=[self.model, self.model_file, self.batch_size,
@@ -157,39 +154,14 @@ class PatchHeatWidget(Container):
             MODEL_INPUT: self.model_input,
             "Run": self.run_panel,
             BATCH_SECTION: self.batch_panel,
-            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare,
-                                                               self.sessions]),
+            DISPLAY_SECTION: Container(labels=False, widgets=[self.display, self.compare]),
             INSPECTOR_SECTION: self.inspector,
             REGIONS_SECTION: self.regions,
             OVERLAP_SECTION: self.overlap,
         }
-        body = QWidget()
-        column = QVBoxLayout(body)
-        column.setContentsMargins(2, 2, 2, 2)
-        column.setSpacing(0)
-        self.collapsibles: dict[str, QCollapsible] = {}
-        for title, content in self.sections.items():
-            box = self.collapsibles[title] = QCollapsible(title)
-            box_layout = box.layout()
-            assert box_layout is not None  # QCollapsible lays out its title and content
-            box_layout.setContentsMargins(0, 0, 0, 0)
-            content.native.layout().setContentsMargins(4, 0, 4, 4)
-            box.addWidget(content.native)
-            if title not in (DISPLAY_SECTION, INSPECTOR_SECTION, REGIONS_SECTION,
-                             OVERLAP_SECTION, BATCH_SECTION, MODEL_INPUT):
-                box.expand(animate=False)
-            column.addWidget(box)
-        column.addStretch()
         super().__init__(labels=False)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setWidget(body)
-        reveal_on_open(self.scroll, self.collapsibles.values())  # sections.py
-        scroll_bar = self.scroll.verticalScrollBar()
-        assert scroll_bar is not None  # a QScrollArea always has its scroll bars
-        self.scroll.setMinimumWidth(max(DOCK_MIN_WIDTH_PX, body.minimumSizeHint().width()
-                                        + scroll_bar.sizeHint().width()))
+        self.scroll, self.collapsibles = scrolled_column(
+            self.sessions, self.sections, ("Grid", "Model", "Run"), DOCK_MIN_WIDTH_PX)
         self.native.layout().addWidget(self.scroll)
         self.native.layout().setContentsMargins(0, 0, 0, 0)
 
