@@ -1,19 +1,23 @@
-"""Numpy-like readers as lazy dask arrays, and the array that loads its pixels once.
+"""Numpy-like readers as lazy dask arrays, the array that loads its pixels once, and the
+region read from tiles that the tile readers share.
 
 A reader is anything with ``shape`` (Y, X, C), ``dtype`` and ``__getitem__``: the TIFF tile
 reader, a PNG decoded on first read, a small computed level. ``as_dask`` wraps one as a dask
-array chunked on whole file tiles. No Qt, no TensorFlow.
+array chunked on whole file tiles; ``read_tiled`` places a region's tiles (TIFF and DICOM
+levels). No Qt, no TensorFlow.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
+
+from ..grid import Needed
 
 CHUNK_TARGET_PX = 1024  # dask chunks: whole file tiles, grouped to about this many px a side
 
@@ -68,6 +72,49 @@ def region_key(key: Any, shape: Sequence[int]
             sub.append(idx - lo)
         bounds += [lo, hi]
     return (bounds[0], bounds[1], bounds[2], bounds[3]), (*sub, key[2])
+
+
+# (layer, tile row, tile column, whole) -> the tile as stored (h, w, channels), or None (absent)
+TileGetter = Callable[[int, int, int, bool], np.ndarray | None]
+
+
+def read_tiled(region: tuple[int, int, int, int], shape: Sequence[int], dtype: np.dtype,
+               tile: tuple[int, int], fill: int, get_tile: TileGetter, *, layers: int = 1,
+               map_fn: Callable[..., Iterable[Any]] = map, needed: Needed | None = None
+               ) -> np.ndarray:
+    """Level pixels [y0, y1) x [x0, x1) (``region``), all channels, of a level of ``shape``
+    stored in tiles of ``tile`` px, from the tiles the region touches and ``needed`` takes (the
+    others' pixels are undefined). The channels are ``layers`` equal groups stored apart
+    (planes, pages); ``get_tile(layer, ty, tx, whole)`` gives a tile, ``whole`` True when the
+    region covers all of its extent in the level (a tile read in part is worth caching). Each
+    tile is got and copied into its place by ``map_fn`` (an executor's ``map``: on its
+    threads); an absent tile (None), or the part of its place a short tile leaves, is ``fill``.
+    """
+    y0, y1, x0, x1 = region
+    out = np.empty((y1 - y0, x1 - x0, shape[2]), dtype)
+    th, tw = tile
+    channels = shape[2] // layers
+
+    def place(job: tuple[int, int, int]) -> None:
+        layer, ty, tx = job
+        ty0, tx0 = ty * th, tx * tw
+        ya, yb, xa, xb = max(y0, ty0), min(y1, ty0 + th), max(x0, tx0), min(x1, tx0 + tw)
+        whole = (ya, xa, yb, xb) == (ty0, tx0, min(ty0 + th, shape[0]), min(tx0 + tw, shape[1]))
+        pixels, c0 = get_tile(layer, ty, tx, whole), layer * channels
+        target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
+        if pixels is None or pixels.shape[0] < yb - ty0 or pixels.shape[1] < xb - tx0:
+            target[...] = fill  # an absent tile, or one short of its place
+        if pixels is not None:
+            part = pixels[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
+            target[: part.shape[0], : part.shape[1]] = part
+
+    rows = range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0)
+    cols = range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0)
+    cells = [(ty, tx) for ty in rows for tx in cols
+             if needed is None or needed(ty * th, (ty + 1) * th, tx * tw, (tx + 1) * tw)]
+    for _ in map_fn(place, ((layer, ty, tx) for layer in range(layers) for ty, tx in cells)):
+        pass
+    return out
 
 
 def dask_chunks(tile: tuple[int, int], shape: Sequence[int]) -> tuple[int, int, int]:

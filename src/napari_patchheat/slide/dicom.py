@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import Needed
-from .arrays import as_dask, region_key
+from .arrays import as_dask, read_tiled, region_key
 from .errors import SlideError
 from .openslide_reader import dicom_files
 from .pyramid import Slide, as_rgb8, local_source_key
@@ -122,30 +122,14 @@ class DicomLevel:
         """``self[key]``, decoding the frames it touches through ``map_fn`` (an executor's
         ``map``: on its threads); with ``needed``, only the frames whose level-pixel extent it
         says True to (the others' pixels are undefined)."""
-        (y0, y1, x0, x1), sub = region_key(key, self.shape)
-        out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
-        th, tw = self.tile
+        region, sub = region_key(key, self.shape)
+        return read_tiled(region, self.shape, self.dtype, self.tile, self.fill, self._tile,
+                          map_fn=map_fn, needed=needed)[sub]
 
-        def place(job: tuple[int, int]) -> None:
-            ty, tx = job
-            ty0, tx0 = ty * th, tx * tw
-            ya, yb, xa, xb = max(y0, ty0), min(y1, ty0 + th), max(x0, tx0), min(x1, tx0 + tw)
-            whole = (ya, xa, yb, xb) == (ty0, tx0, min(ty0 + th, self.shape[0]),
-                                         min(tx0 + tw, self.shape[1]))
-            tile = self.decode_tile(ty, tx) if whole else self._edge_tile(ty, tx)
-            part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
-            target = out[ya - y0 : yb - y0, xa - x0 : xb - x0]
-            if part.shape[:2] != target.shape[:2]:
-                target[...] = self.fill  # a frame short of its place
-            target[: part.shape[0], : part.shape[1]] = part
-
-        rows = range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0)
-        cols = range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0)
-        jobs = [(ty, tx) for ty in rows for tx in cols
-                if needed is None or needed(ty * th, (ty + 1) * th, tx * tw, (tx + 1) * tw)]
-        for _ in map_fn(place, jobs):
-            pass
-        return out[sub]
+    def _tile(self, layer: int, ty: int, tx: int, whole: bool) -> np.ndarray:
+        """Frame (tx, ty) (``layer`` 0: one frame holds every channel), through the edge-tile
+        cache where a read covers it only in part (not ``whole``)."""
+        return self.decode_tile(ty, tx) if whole else self._edge_tile(ty, tx)
 
     def decode_tile(self, ty: int, tx: int) -> np.ndarray:
         """Frame (tx, ty) of the level decoded to (h, w, samples), as stored (an edge frame

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import READ_BLOCK_PX, Needed
-from .arrays import region_key
+from .arrays import read_tiled, region_key
 from .errors import SlideError
 from .location import SlideURL
 from .tile_cache import EDGE_TILE_CACHE_BYTES, EDGE_TILES
@@ -158,49 +158,19 @@ class TiffLevel:
         """``self[key]``, decoding the tiles it touches through ``map_fn`` (``map``: one after
         the other; an executor's ``map``: on its threads); with ``needed``, only the tiles
         whose level-pixel extent it says True to (the others' pixels are undefined)."""
-        (y0, y1, x0, x1), sub = region_key(key, self.shape)
-        return self._read(y0, y1, x0, x1, map_fn, needed)[sub]
+        region, sub = region_key(key, self.shape)
+        layers = len(self.pages) * self.planes  # channel groups stored apart: pages x planes
+        return read_tiled(region, self.shape, self.dtype, self.tile, self.fill, self._tile,
+                          layers=layers, map_fn=map_fn, needed=needed)[sub]
 
-    def _read(self, y0: int, y1: int, x0: int, x1: int,
-              map_fn: Callable[..., Iterable[Any]] = map,
-              needed: Needed | None = None) -> np.ndarray:
-        """Level pixels [y0, y1) x [x0, x1), all channels, from the tiles they touch (each
-        decoded and copied into its own part of the result by ``map_fn``) and ``needed``
-        takes."""
-        out = np.empty((y1 - y0, x1 - x0, self.shape[2]), self.dtype)
-        th, tw = self.tile
-        channels = self.samples // self.planes
-
-        def place(job: tuple[int, int, int, int]) -> None:
-            p, plane, ty, tx = job
-            page, c0 = self.pages[p], (p * self.planes + plane) * channels
-            ty0, tx0 = ty * th, tx * tw
-            ya, yb = max(y0, ty0), min(y1, ty0 + th)
-            xa, xb = max(x0, tx0), min(x1, tx0 + tw)
-            whole = ya == ty0 and xa == tx0 and (yb, xb) == (
-                min(ty0 + th, self.shape[0]), min(tx0 + tw, self.shape[1]))
-            index = plane * self.per_plane + ty * self.across + tx
-            cached = self.caches_edges and not whole
-            tile = self._edge_tile(p, page, index) if cached else self.decode_tile(page, index)
-            target = out[ya - y0 : yb - y0, xa - x0 : xb - x0, c0 : c0 + channels]
-            if tile is None or tile.shape[0] < yb - ty0 or tile.shape[1] < xb - tx0:
-                target[...] = self.fill  # an empty tile, or one short of its place
-            if tile is not None:
-                part = tile[ya - ty0 : yb - ty0, xa - tx0 : xb - tx0]
-                target[: part.shape[0], : part.shape[1]] = part
-
-        rows = range(y0 // th, (y1 - 1) // th + 1 if y1 > y0 else 0)
-        cols = range(x0 // tw, (x1 - 1) // tw + 1 if x1 > x0 else 0)
-        if needed is not None:
-            rows_cols = [(ty, tx) for ty in rows for tx in cols
-                         if needed(ty * th, (ty + 1) * th, tx * tw, (tx + 1) * tw)]
-        else:
-            rows_cols = list(itertools.product(rows, cols))
-        jobs = ((p, plane, ty, tx) for p in range(len(self.pages)) for plane in range(self.planes)
-                for ty, tx in rows_cols)
-        for _ in map_fn(place, jobs):
-            pass
-        return out
+    def _tile(self, layer: int, ty: int, tx: int, whole: bool) -> np.ndarray | None:
+        """Tile (ty, tx) of channel group ``layer`` (page, plane), through the edge-tile cache
+        where a read covers it only in part (not ``whole``)."""
+        p, plane = divmod(layer, self.planes)
+        page, index = self.pages[p], plane * self.per_plane + ty * self.across + tx
+        if self.caches_edges and not whole:
+            return self._edge_tile(p, page, index)
+        return self.decode_tile(page, index)
 
     @property
     def cached_edge_tiles(self) -> int:
