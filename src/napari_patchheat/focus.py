@@ -1,0 +1,209 @@
+"""What the user looks at, first: the order in which a run reads its blocks, given a view.
+
+A dock run is handed a :class:`ViewFocus`, the rectangle of the level the canvas shows (level
+pixels), which napari's side updates as the user pans and zooms (from another thread, or from
+another process through a :class:`ViewChannel`). The run's reader asks it for the next block
+each time: the blocks in view first (the nearest the view's centre first), then the others by
+their distance from the view, so a pan re-prioritises within the blocks already read ahead. In
+"this view" mode only the patches in view are handed out, and the run ends when the view is
+done. Without a view the blocks come in reading order. No Qt, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .grid import PatchGrid
+
+FOCUS_BLOCK_SIDE = 8  # patches a side of a block read with a focus: a pan waits for few of them
+VIEW_FIRST = "view first"  # RunSpec.view_mode: the whole slide, what is in view first
+VIEW_ONLY = "this view"  # RunSpec.view_mode: only what is in view; ends when the view is done
+VIEW_MODES = (VIEW_FIRST, VIEW_ONLY)
+
+Rect = tuple[float, float, float, float]  # (y0, x0, y1, x1) level pixels, [y0, y1) x [x0, x1)
+Blocks = Sequence[tuple[range, range]]
+
+
+def split_blocks(blocks: Blocks, side: int = FOCUS_BLOCK_SIDE) -> list[tuple[range, range]]:
+    """``blocks`` (ranges of patch rows and columns) cut into blocks of at most ``side`` x
+    ``side`` patches, in the same order; each stays inside the block it came from."""
+    return [(range(r, min(r + side, rows.stop)), range(c, min(c + side, cols.stop)))
+            for rows, cols in blocks
+            for r in range(rows.start, rows.stop, side)
+            for c in range(cols.start, cols.stop, side)]
+
+
+def block_boxes(grid: PatchGrid, blocks: Blocks) -> np.ndarray:
+    """(n, 4) float: each block's ``(y0, x0, y1, x1)``, the level pixels its patches cover."""
+    ey, ex = grid.effective_size
+    rs, cs = grid.row_starts(), grid.col_starts()
+    return np.array([(rs[r.start], cs[c.start], rs[r.stop - 1] + ey, cs[c.stop - 1] + ex)
+                     for r, c in blocks], dtype=float).reshape(-1, 4)
+
+
+def overlaps(boxes: np.ndarray, view: Rect) -> np.ndarray:
+    """(n,) bool: the boxes (n, 4) that meet the rectangle ``view`` (level pixels)."""
+    y0, x0, y1, x1 = view
+    return (boxes[:, 0] < y1) & (boxes[:, 2] > y0) & (boxes[:, 1] < x1) & (boxes[:, 3] > x0)
+
+
+def next_block(boxes: np.ndarray, left: np.ndarray, view: Rect | None,
+               in_view: np.ndarray | None = None) -> int | None:
+    """The index of the next block to read among those ``left`` (n,) bool; None when none is.
+
+    ``boxes`` (n, 4) are the blocks' level-pixel boxes (:func:`block_boxes`), ``view`` the
+    level-pixel rectangle in view. Blocks ``in_view`` (default: those that meet the view) come
+    first, the nearest the view's centre first; then the others, the nearest the view first
+    (gap between box and view), then by centre; ties, and every block without a view, in
+    reading order (index).
+    """
+    candidates = np.flatnonzero(left)
+    if len(candidates) == 0:
+        return None
+    if view is None:
+        return int(candidates[0])
+    b = boxes[candidates]
+    inside = (overlaps(b, view) if in_view is None else in_view[candidates]).astype(int)
+    y0, x0, y1, x1 = view
+    gap_y = np.maximum.reduce([y0 - b[:, 2], b[:, 0] - y1, np.zeros(len(b))])
+    gap_x = np.maximum.reduce([x0 - b[:, 3], b[:, 1] - x1, np.zeros(len(b))])
+    gap = np.hypot(gap_y, gap_x) * (1 - inside)
+    centre = np.hypot((b[:, 0] + b[:, 2] - y0 - y1) / 2, (b[:, 1] + b[:, 3] - x0 - x1) / 2)
+    # np.lexsort: the last key is the first criterion
+    return int(candidates[np.lexsort((candidates, centre, gap, 1 - inside))[0]])
+
+
+def view_patches(grid: PatchGrid, view: Rect | None) -> tuple[range, range]:
+    """The patch rows and columns that meet ``view`` (level pixels); all for None."""
+    if view is None:
+        return range(grid.rows), range(grid.cols)
+    return grid.patches_in(*view)
+
+
+class ViewFocus:
+    """The view a run reads first, safe to set from any thread while the run reads.
+
+    ``view`` is ``(y0, x0, y1, x1)`` in the run's level pixels, or None (reading order);
+    ``only_view`` hands out only the patches in view (the run ends when they are done).
+    """
+
+    def __init__(self, view: Rect | None = None, only_view: bool = False):
+        self.only_view = only_view
+        self._lock = threading.Lock()
+        self._view: Rect | None = None
+        self.set_view(view)
+
+    def set_view(self, view: Rect | None) -> None:
+        """Look at ``view`` (level pixels) from now on; None for no view."""
+        rect = None if view is None else tuple(float(v) for v in view)
+        with self._lock:
+            self._view = rect  # type: ignore[assignment]
+
+    def view(self) -> Rect | None:
+        """The rectangle in view now (level pixels), or None."""
+        with self._lock:
+            return self._view
+
+    def total(self, todo: np.ndarray, grid: PatchGrid) -> int:
+        """How many patches of ``todo`` (rows, cols) bool a run with this focus computes, as
+        far as is known now: all of them, or in "this view" mode those in view."""
+        if not self.only_view:
+            return int(todo.sum())
+        rows, cols = view_patches(grid, self.view())
+        return int(todo[rows.start:rows.stop, cols.start:cols.stop].sum())
+
+    def order(self, grid: PatchGrid, blocks: Blocks, mask: np.ndarray | None = None
+              ) -> Iterator[tuple[range, range, np.ndarray]]:
+        """``(rows, cols, keep)`` in the order to read them: ``blocks`` cut to
+        :data:`FOCUS_BLOCK_SIDE`, the next one chosen when asked (:func:`next_block`) from the
+        view then. ``keep`` (bool, the block's shape) marks its patches to compute now: for a
+        block in view only those in view (the rest comes later), else all of its patches of
+        ``mask`` (default: all) not yet handed out. Every patch of ``mask`` is handed out
+        exactly once, unless in "this view" mode, which ends when no patch in view is left."""
+        pending = np.ones(grid.shape, bool) if mask is None else np.array(mask, bool)
+        cut = split_blocks(blocks)
+        boxes = block_boxes(grid, cut)
+        spans = np.array([(r.start, r.stop, c.start, c.stop) for r, c in cut]).reshape(-1, 4)
+        left = np.array([pending[r.start:r.stop, c.start:c.stop].sum() for r, c in cut], int)
+        while True:
+            view = self.view()
+            in_view = None
+            if view is not None:
+                vr, vc = view_patches(grid, view)
+                in_view = _pending_in_view(spans, left, pending, vr, vc)
+            chosen = next_block(boxes, in_view if self.only_view and in_view is not None
+                                else left > 0, view, in_view)
+            if chosen is None:
+                return
+            rows, cols = cut[chosen]
+            keep = pending[rows.start:rows.stop, cols.start:cols.stop].copy()
+            if in_view is not None and in_view[chosen]:  # in view: its patches in view only
+                keep &= _inside(rows, cols, vr, vc)
+            pending[rows.start:rows.stop, cols.start:cols.stop] &= ~keep
+            left[chosen] -= int(keep.sum())
+            yield rows, cols, keep
+
+
+def _inside(rows: range, cols: range, vr: range, vc: range) -> np.ndarray:
+    """(len(rows), len(cols)) bool: the block's patches in rows ``vr`` and columns ``vc``."""
+    inside = np.zeros((len(rows), len(cols)), bool)
+    inside[max(vr.start - rows.start, 0):max(vr.stop - rows.start, 0),
+           max(vc.start - cols.start, 0):max(vc.stop - cols.start, 0)] = True
+    return inside
+
+
+def _pending_in_view(spans: np.ndarray, left: np.ndarray, pending: np.ndarray, vr: range,
+                     vc: range) -> np.ndarray:
+    """(n,) bool: the blocks (``spans`` (n, 4): row start, stop, column start, stop) with a
+    patch in rows ``vr`` and columns ``vc`` not yet handed out (``pending``; ``left`` counts a
+    block's). Only blocks the view's edge cuts are looked into."""
+    r0, r1, c0, c1 = spans.T
+    meets = (r0 < vr.stop) & (r1 > vr.start) & (c0 < vc.stop) & (c1 > vc.start)
+    within = (r0 >= vr.start) & (r1 <= vr.stop) & (c0 >= vc.start) & (c1 <= vc.stop)
+    out = within & (left > 0)
+    for i in np.flatnonzero(meets & ~within & (left > 0)):
+        out[i] = pending[max(r0[i], vr.start):min(r1[i], vr.stop),
+                         max(c0[i], vc.start):min(c1[i], vc.stop)].any()
+    return out
+
+
+class ViewChannel:
+    """The view napari shows, from napari's process to the worker's run: four floats in shared
+    memory, the latest rectangle wins (NaN: none); the run reads it as a ViewFocus."""
+
+    def __init__(self, ctx: Any):
+        self._rect = ctx.Array("d", [np.nan] * 4)
+
+    def send(self, view: Rect | None) -> None:
+        """Show ``view`` (level pixels) to the run; None for no view."""
+        with self._rect.get_lock():
+            self._rect[:] = [np.nan] * 4 if view is None else [float(v) for v in view]
+
+    def read(self) -> Rect | None:
+        """The last view sent, or None."""
+        with self._rect.get_lock():
+            rect = tuple(self._rect[:])
+        return None if np.isnan(rect[0]) else rect
+
+    def focus(self, view_mode: str) -> ViewFocus | None:
+        """The run's focus for ``view_mode`` (focus.VIEW_MODES); None for reading order."""
+        if not view_mode:
+            return None
+        if view_mode not in VIEW_MODES:
+            raise ValueError(f"view_mode={view_mode!r} is unknown: use one of {VIEW_MODES}.")
+        return _ChannelFocus(self, view_mode == VIEW_ONLY)
+
+
+class _ChannelFocus(ViewFocus):
+    """A ViewFocus whose view is the last one napari sent through a :class:`ViewChannel`."""
+
+    def __init__(self, channel: ViewChannel, only_view: bool):
+        super().__init__(only_view=only_view)
+        self._channel = channel
+
+    def view(self) -> Rect | None:
+        return self._channel.read()
