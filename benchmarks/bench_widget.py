@@ -501,7 +501,7 @@ def main() -> int:
         part_first_cells(viewer, widget, app, 3 if args.quick else RUNS_FIRST_CELLS)
     if 4 in parts:
         part_display(viewer, widget, app, 5 if args.quick else 15, timed)
-    if 5 in parts:  # what you look at, first (widget_view.py)
+    if 6 in parts:  # what you look at, first (widget_view.py)
         part_view(viewer, widget, app)
     viewer.close()
     return 0

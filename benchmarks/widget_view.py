@@ -1,4 +1,4 @@
-"""bench_widget part 5: what you look at, first.
+"""bench_widget part 6: what you look at, first (`bench_widget.py --parts 6`).
 
 On a 100,000 x 100,000 px slide (bench_widget's tiled pyramidal TIFF, read from disk) with a CNN
 (MobileNetV2, random weights, 224 px patches at level 0: 446 x 446 patches), the dock's run:
@@ -119,7 +119,7 @@ def reading_order(viewer, widget, app, settle, cache: str) -> tuple[float, float
 
 
 def part_view(viewer, widget, app) -> None:
-    """[5] Run -> viewport filled and pan -> new view filled, view first against reading order."""
+    """[6] Run -> viewport filled and pan -> new view filled, view first against reading order."""
     from bench_widget import (
         SLIDE_PX,
         drop_run_layer,
@@ -130,7 +130,7 @@ def part_view(viewer, widget, app) -> None:
 
     from napari_patchheat._reader import read_slides
 
-    print(f"\n[5] what you look at, first: {SLIDE_PX:,} px slide (tiled TIFF, JPEG), MobileNetV2 "
+    print(f"\n[6] what you look at, first: {SLIDE_PX:,} px slide (tiled TIFF, JPEG), MobileNetV2 "
           f"(random weights), 224 px patches, level 0, a view {VIEW_PX_ACROSS:,} level-0 px wide")
     data, kwargs, _ = read_slides(str(tiled_pyramid_file(SLIDE_PX)))[0]
     widget.image_layer.value = viewer.add_image(data, **{**kwargs, "name": "100k file"})

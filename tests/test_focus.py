@@ -18,6 +18,7 @@ from napari_patchheat.focus import (
     ViewChannel,
     ViewFocus,
     block_boxes,
+    focus_side,
     next_block,
     overlaps,
     split_blocks,
@@ -129,6 +130,13 @@ def test_split_blocks_keeps_the_order_and_the_patches():
     for r, c in cut:
         seen[r.start:r.stop, c.start:c.stop] += 1
     assert (seen == 1).all()
+
+
+def test_blocks_grow_on_large_grids_so_that_picking_stays_cheap():
+    assert focus_side(PatchGrid(100_000, 100_000, 224, 224)) == 8  # 446 x 446 patches
+    big = PatchGrid(100_000, 100_000, 32, 32)  # 3,125 x 3,125
+    side = focus_side(big)
+    assert side > 8 and (big.rows / side) * (big.cols / side) <= 4096
 
 
 def test_read_blocks_with_a_focus_cuts_the_same_patches():

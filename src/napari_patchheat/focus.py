@@ -11,6 +11,7 @@ done. Without a view the blocks come in reading order. No Qt, no TensorFlow.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,6 +21,8 @@ import numpy as np
 from .grid import PatchGrid
 
 FOCUS_BLOCK_SIDE = 8  # patches a side of a block read with a focus: a pan waits for few of them
+FOCUS_MAX_BLOCKS = 4096  # blocks grow past FOCUS_BLOCK_SIDE on larger grids: each pick looks
+# at every block left (~0.3 ms for 4,096)
 VIEW_FIRST = "view first"  # RunSpec.view_mode: the whole slide, what is in view first
 VIEW_ONLY = "this view"  # RunSpec.view_mode: only what is in view; ends when the view is done
 VIEW_MODES = (VIEW_FIRST, VIEW_ONLY)
@@ -35,6 +38,12 @@ def split_blocks(blocks: Blocks, side: int = FOCUS_BLOCK_SIDE) -> list[tuple[ran
             for rows, cols in blocks
             for r in range(rows.start, rows.stop, side)
             for c in range(cols.start, cols.stop, side)]
+
+
+def focus_side(grid: PatchGrid) -> int:
+    """Patches a side of the blocks a focus hands out on ``grid``: FOCUS_BLOCK_SIDE, or more
+    where the grid would otherwise have over FOCUS_MAX_BLOCKS of them."""
+    return max(FOCUS_BLOCK_SIDE, math.ceil(math.sqrt(grid.n_patches / FOCUS_MAX_BLOCKS)))
 
 
 def block_boxes(grid: PatchGrid, blocks: Blocks) -> np.ndarray:
@@ -119,13 +128,13 @@ class ViewFocus:
     def order(self, grid: PatchGrid, blocks: Blocks, mask: np.ndarray | None = None
               ) -> Iterator[tuple[range, range, np.ndarray]]:
         """``(rows, cols, keep)`` in the order to read them: ``blocks`` cut to
-        :data:`FOCUS_BLOCK_SIDE`, the next one chosen when asked (:func:`next_block`) from the
+        :func:`focus_side`, the next one chosen when asked (:func:`next_block`) from the
         view then. ``keep`` (bool, the block's shape) marks its patches to compute now: for a
         block in view only those in view (the rest comes later), else all of its patches of
         ``mask`` (default: all) not yet handed out. Every patch of ``mask`` is handed out
         exactly once, unless in "this view" mode, which ends when no patch in view is left."""
         pending = np.ones(grid.shape, bool) if mask is None else np.array(mask, bool)
-        cut = split_blocks(blocks)
+        cut = split_blocks(blocks, focus_side(grid))
         boxes = block_boxes(grid, cut)
         spans = np.array([(r.start, r.stop, c.start, c.stop) for r, c in cut]).reshape(-1, 4)
         left = np.array([pending[r.start:r.stop, c.start:c.stop].sum() for r, c in cut], int)
