@@ -77,8 +77,9 @@ def stop_run(app, widget, settle) -> None:
 
 
 def view_first(viewer, widget, app, settle, cache: str) -> tuple[dict, float, np.ndarray]:
-    """The dock's run, view first: for each view of VIEWS its patches, the seconds to it filled
-    and when it was asked for (s after Run); the run's rate (p/s); its values at the end."""
+    """The dock's run, view first: for each view of VIEWS its patches (rows, cols), the seconds
+    to it filled and when it was asked for (s after Run); the run's rate (p/s); its values at
+    the end."""
     widget.cache_dir = cache
     fills, rate, start = {}, 0.0, 0.0
     for k, (name, (y, x)) in enumerate(VIEWS.items()):
@@ -89,8 +90,9 @@ def view_first(viewer, widget, app, settle, cache: str) -> tuple[dict, float, np
         else:  # the camera's events send the view to the run (the first at once)
             t0 = time.perf_counter()
             view = look_at(viewer, widget, y, x)
-        fills[name] = (len(view[0]) * len(view[1]), wait_filled(app, widget, view, t0, settle),
-                       t0 - start)
+        fills[name] = (view, wait_filled(app, widget, view, t0, settle), t0 - start)
+        print(f"    {name}: {len(view[0]) * len(view[1])} patches filled in "
+              f"{fills[name][1]:.1f} s")
         if k == 0:  # the run's rate, while it goes on around the view
             n0, t1 = computed(widget).sum(), time.perf_counter()
             settle(app, RATE_S)
@@ -159,12 +161,13 @@ def part_view(viewer, widget, app) -> None:
     print(f"    the run's rate: view first {rate:.1f} patches/s, reading order {base_rate:.1f} "
           f"(first cells after {first:.1f} s)")
     print(f"    {'':<26} {'patches':>8} {'view first':>11} {'target':>8} {'reading order':>15}")
-    for name, (n, seconds, asked) in fills.items():
-        view = look_at(viewer, widget, *VIEWS[name])  # reading order: from Run to the view
-        # filled, less the time since Run when the view was asked for (0: it was already done)
+    for name, (view, seconds, asked) in fills.items():
+        n = len(view[0]) * len(view[1])  # reading order: from Run to the view filled, less
+        # the time since Run when the view was asked for (0: it was done already)
         base_s = max(0.0, first + reading_position(widget.grid, view) / base_rate - asked)
         print(f"    {name:<26} {n:>8} {seconds:>9.1f} s {n / rate + 1:>6.1f} s "
               f"{base_s:>13,.0f} s  (reading order / view first: {base_s / seconds:,.0f}x)")
-    print(f"summary: viewport filled {fills[next(iter(VIEWS))][1]:.1f} s after Run (target "
-          f"{fills[next(iter(VIEWS))][0] / rate + 1:.1f} s); values of the {both.sum()} patches "
+    view, seconds, _ = fills[next(iter(VIEWS))]
+    print(f"summary: viewport filled {seconds:.1f} s after Run (target "
+          f"{len(view[0]) * len(view[1]) / rate + 1:.1f} s); values of the {both.sum()} patches "
           f"both runs computed bit-identical: {same}")

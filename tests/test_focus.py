@@ -19,9 +19,9 @@ from napari_patchheat.focus import (
     ViewFocus,
     block_boxes,
     focus_side,
-    next_block,
     overlaps,
     split_blocks,
+    view_order,
     view_patches,
 )
 from napari_patchheat.grid import PatchGrid
@@ -45,33 +45,30 @@ def views(draw, extent=400):
 
 @settings(max_examples=60, deadline=None)
 @given(grids(), views())
-def test_next_block_gives_every_block_once_the_views_first_then_by_distance(gb, view):
+def test_view_order_gives_the_views_blocks_first_then_every_block_once_by_distance(gb, view):
     grid, blocks = gb
     boxes = block_boxes(grid, blocks)
-    left = np.ones(len(blocks), bool)
-    picked = []
-    while (i := next_block(boxes, left, view)) is not None:
-        assert left[i]
-        left[i] = False
-        picked.append(i)
-    assert sorted(picked) == list(range(len(blocks)))  # every block exactly once
-    inside = overlaps(boxes, view)[picked]
-    assert list(inside) == sorted(inside, reverse=True)  # all the view's blocks first
+    first, then = view_order(boxes, view)
+    meets = overlaps(boxes, view)
+    assert sorted(first) == list(np.flatnonzero(meets))  # the view's blocks first
     y0, x0, y1, x1 = view
-    b = boxes[picked][~inside]
+    centre = np.hypot((boxes[:, 0] + boxes[:, 2] - y0 - y1) / 2,
+                      (boxes[:, 1] + boxes[:, 3] - x0 - x1) / 2)
+    assert np.all(np.diff(centre[first]) >= 0)  # from the view's centre out
+    assert sorted(then) == list(range(len(blocks)))  # then every block exactly once
+    b = boxes[then]
     gaps = np.hypot(np.maximum.reduce([y0 - b[:, 2], b[:, 0] - y1, 0 * b[:, 0]]),
                     np.maximum.reduce([x0 - b[:, 3], b[:, 1] - x1, 0 * b[:, 0]]))
-    assert np.all(np.diff(gaps) >= 0)  # then the nearest first
+    assert np.all(np.diff(gaps) >= 0) and (gaps[: meets.sum()] == 0).all()  # nearest first
 
 
-def test_next_block_without_a_view_is_reading_order():
+def test_view_order_without_a_view_is_reading_order():
     grid = PatchGrid(300, 300, 32, 32)
     boxes = block_boxes(grid, grid.blocks(64))
-    left = np.ones(len(boxes), bool)
-    left[:3] = False
-    assert next_block(boxes, left, None) == 3
-    assert next_block(boxes, left, (250.0, 250.0, 300.0, 300.0)) == len(boxes) - 1
-    assert next_block(boxes, np.zeros(len(boxes), bool), None) is None
+    first, then = view_order(boxes, None)
+    assert len(first) == 0 and list(then) == list(range(len(boxes)))
+    first, then = view_order(boxes, (270.0, 270.0, 300.0, 300.0))  # the bottom right patch
+    assert list(first) == [len(boxes) - 1] and then[0] == len(boxes) - 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -100,7 +97,7 @@ def test_a_pan_moves_the_next_blocks_into_the_new_view():
     grid = PatchGrid(2000, 2000, 32, 32)  # 62 x 62 patches
     focus = ViewFocus((0.0, 0.0, 300.0, 300.0))
     order = focus.order(grid, grid.blocks(2048))
-    first = [next(order) for _ in range(4)]
+    first = [next(order) for _ in range(9)]
     assert all(r.start < 10 and c.start < 10 for r, c, _ in first)  # the view's blocks
     assert sum(int(k.sum()) for *_, k in first) == 10 * 10  # 300 px: patch rows/cols 0..9
     focus.set_view((1500.0, 1600.0, 1700.0, 1800.0))
@@ -133,10 +130,10 @@ def test_split_blocks_keeps_the_order_and_the_patches():
 
 
 def test_blocks_grow_on_large_grids_so_that_picking_stays_cheap():
-    assert focus_side(PatchGrid(100_000, 100_000, 224, 224)) == 8  # 446 x 446 patches
-    big = PatchGrid(100_000, 100_000, 32, 32)  # 3,125 x 3,125
+    assert focus_side(PatchGrid(100_000, 100_000, 224, 224)) == 4  # 446 x 446 patches
+    big = PatchGrid(100_000, 100_000, 16, 16)  # 6,250 x 6,250
     side = focus_side(big)
-    assert side > 8 and (big.rows / side) * (big.cols / side) <= 4096
+    assert side > 4 and (big.rows / side) * (big.cols / side) <= 65_536
 
 
 def test_read_blocks_with_a_focus_cuts_the_same_patches():

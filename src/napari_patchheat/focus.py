@@ -20,9 +20,9 @@ import numpy as np
 
 from .grid import PatchGrid
 
-FOCUS_BLOCK_SIDE = 8  # patches a side of a block read with a focus: a pan waits for few of them
-FOCUS_MAX_BLOCKS = 4096  # blocks grow past FOCUS_BLOCK_SIDE on larger grids: each pick looks
-# at every block left (~0.3 ms for 4,096)
+FOCUS_BLOCK_SIDE = 4  # patches a side of a block read with a focus: a pan waits for few of them
+FOCUS_MAX_BLOCKS = 65_536  # blocks grow past FOCUS_BLOCK_SIDE on larger grids (a view change
+# sorts them all: ~10 ms for 65,536)
 VIEW_FIRST = "view first"  # RunSpec.view_mode: the whole slide, what is in view first
 VIEW_ONLY = "this view"  # RunSpec.view_mode: only what is in view; ends when the view is done
 VIEW_MODES = (VIEW_FIRST, VIEW_ONLY)
@@ -60,30 +60,28 @@ def overlaps(boxes: np.ndarray, view: Rect) -> np.ndarray:
     return (boxes[:, 0] < y1) & (boxes[:, 2] > y0) & (boxes[:, 1] < x1) & (boxes[:, 3] > x0)
 
 
-def next_block(boxes: np.ndarray, left: np.ndarray, view: Rect | None,
-               in_view: np.ndarray | None = None) -> int | None:
-    """The index of the next block to read among those ``left`` (n,) bool; None when none is.
+def view_order(boxes: np.ndarray, view: Rect | None) -> tuple[np.ndarray, np.ndarray]:
+    """The order to read blocks in given ``view`` (level pixels): ``(first, then)`` indices.
 
-    ``boxes`` (n, 4) are the blocks' level-pixel boxes (:func:`block_boxes`), ``view`` the
-    level-pixel rectangle in view. Blocks ``in_view`` (default: those that meet the view) come
-    first, the nearest the view's centre first; then the others, the nearest the view first
-    (gap between box and view), then by centre; ties, and every block without a view, in
-    reading order (index).
+    ``boxes`` (n, 4) are the blocks' level-pixel boxes (:func:`block_boxes`). ``first``: the
+    blocks that meet the view, the nearest the view's centre first (a run takes their patches
+    in view from these). ``then``: every block, the nearest the view first (gap between box and
+    view, 0 for those meeting it), then by centre (a run takes what is left of each). Ties, and
+    every block without a view, in reading order (index).
     """
-    candidates = np.flatnonzero(left)
-    if len(candidates) == 0:
-        return None
+    n = len(boxes)
     if view is None:
-        return int(candidates[0])
-    b = boxes[candidates]
-    inside = (overlaps(b, view) if in_view is None else in_view[candidates]).astype(int)
+        return np.zeros(0, int), np.arange(n)
     y0, x0, y1, x1 = view
-    gap_y = np.maximum.reduce([y0 - b[:, 2], b[:, 0] - y1, np.zeros(len(b))])
-    gap_x = np.maximum.reduce([x0 - b[:, 3], b[:, 1] - x1, np.zeros(len(b))])
-    gap = np.hypot(gap_y, gap_x) * (1 - inside)
-    centre = np.hypot((b[:, 0] + b[:, 2] - y0 - y1) / 2, (b[:, 1] + b[:, 3] - x0 - x1) / 2)
+    zero = np.zeros(n)
+    gap = np.hypot(np.maximum.reduce([y0 - boxes[:, 2], boxes[:, 0] - y1, zero]),
+                   np.maximum.reduce([x0 - boxes[:, 3], boxes[:, 1] - x1, zero]))
+    centre = np.hypot((boxes[:, 0] + boxes[:, 2] - y0 - y1) / 2,
+                      (boxes[:, 1] + boxes[:, 3] - x0 - x1) / 2)
+    index = np.arange(n)
+    meets = np.flatnonzero(overlaps(boxes, view))
     # np.lexsort: the last key is the first criterion
-    return int(candidates[np.lexsort((candidates, centre, gap, 1 - inside))[0]])
+    return meets[np.lexsort((meets, centre[meets]))], np.lexsort((index, centre, gap))
 
 
 def view_patches(grid: PatchGrid, view: Rect | None) -> tuple[range, range]:
@@ -128,7 +126,7 @@ class ViewFocus:
     def order(self, grid: PatchGrid, blocks: Blocks, mask: np.ndarray | None = None
               ) -> Iterator[tuple[range, range, np.ndarray]]:
         """``(rows, cols, keep)`` in the order to read them: ``blocks`` cut to
-        :func:`focus_side`, the next one chosen when asked (:func:`next_block`) from the
+        :func:`focus_side`, each next one taken, when asked, from :func:`view_order` of the
         view then. ``keep`` (bool, the block's shape) marks its patches to compute now: for a
         block in view only those in view (the rest comes later), else all of its patches of
         ``mask`` (default: all) not yet handed out. Every patch of ``mask`` is handed out
@@ -136,25 +134,36 @@ class ViewFocus:
         pending = np.ones(grid.shape, bool) if mask is None else np.array(mask, bool)
         cut = split_blocks(blocks, focus_side(grid))
         boxes = block_boxes(grid, cut)
-        spans = np.array([(r.start, r.stop, c.start, c.stop) for r, c in cut]).reshape(-1, 4)
         left = np.array([pending[r.start:r.stop, c.start:c.stop].sum() for r, c in cut], int)
+        shown: Any = ()  # the view the walk below follows (() before the first)
+        walk: Iterator[tuple[int, tuple[range, range] | None]] = iter(())
         while True:
-            view = self.view()
-            in_view = None
-            if view is not None:
-                vr, vc = view_patches(grid, view)
-                in_view = _pending_in_view(spans, left, pending, vr, vc)
-            chosen = next_block(boxes, in_view if self.only_view and in_view is not None
-                                else left > 0, view, in_view)
-            if chosen is None:
+            if (view := self.view()) != shown:  # a pan or zoom: walk the new view's order
+                shown, walk = view, self._walk(grid, boxes, view)
+            step = next(walk, None)
+            if step is None:
                 return
-            rows, cols = cut[chosen]
+            i, clip = step
+            if left[i] == 0:
+                continue
+            rows, cols = cut[i]
             keep = pending[rows.start:rows.stop, cols.start:cols.stop].copy()
-            if in_view is not None and in_view[chosen]:  # in view: its patches in view only
-                keep &= _inside(rows, cols, vr, vc)
+            if clip is not None:  # in view: its patches in view only
+                keep &= _inside(rows, cols, *clip)
+                if not keep.any():
+                    continue
             pending[rows.start:rows.stop, cols.start:cols.stop] &= ~keep
-            left[chosen] -= int(keep.sum())
+            left[i] -= int(keep.sum())
             yield rows, cols, keep
+
+    def _walk(self, grid: PatchGrid, boxes: np.ndarray, view: Rect | None
+              ) -> Iterator[tuple[int, tuple[range, range] | None]]:
+        """(block, the view's patch rows and columns to keep, or None for all) in order."""
+        first, then = view_order(boxes, view)
+        clip = view_patches(grid, view)
+        yield from ((int(i), clip) for i in first)
+        if not self.only_view or view is None:
+            yield from ((int(i), None) for i in then)
 
 
 def _inside(rows: range, cols: range, vr: range, vc: range) -> np.ndarray:
@@ -163,21 +172,6 @@ def _inside(rows: range, cols: range, vr: range, vc: range) -> np.ndarray:
     inside[max(vr.start - rows.start, 0):max(vr.stop - rows.start, 0),
            max(vc.start - cols.start, 0):max(vc.stop - cols.start, 0)] = True
     return inside
-
-
-def _pending_in_view(spans: np.ndarray, left: np.ndarray, pending: np.ndarray, vr: range,
-                     vc: range) -> np.ndarray:
-    """(n,) bool: the blocks (``spans`` (n, 4): row start, stop, column start, stop) with a
-    patch in rows ``vr`` and columns ``vc`` not yet handed out (``pending``; ``left`` counts a
-    block's). Only blocks the view's edge cuts are looked into."""
-    r0, r1, c0, c1 = spans.T
-    meets = (r0 < vr.stop) & (r1 > vr.start) & (c0 < vc.stop) & (c1 > vc.start)
-    within = (r0 >= vr.start) & (r1 <= vr.stop) & (c0 >= vc.start) & (c1 <= vc.stop)
-    out = within & (left > 0)
-    for i in np.flatnonzero(meets & ~within & (left > 0)):
-        out[i] = pending[max(r0[i], vr.start):min(r1[i], vr.stop),
-                         max(c0[i], vc.start):min(c1[i], vc.stop)].any()
-    return out
 
 
 class ViewChannel:

@@ -98,7 +98,10 @@ class ViewFocusControl:
             self.sent = view
         elif self.follow and self.view_mode == VIEW_ONLY and view != self.sent \
                 and not panel.running:
-            panel.run()  # the cache holds what was done: only the new patches are computed
+            # the cache holds what was done: only the new patches are computed; a run that
+            # cannot start (parameters changed meanwhile) said why once: pans stop following
+            if not panel.run():
+                self.follow = False
 
     def _on_finished(self) -> None:
         self.follow = self.view_mode == VIEW_ONLY
