@@ -5,6 +5,7 @@ same values as one in reading order."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 import numpy as np
 import pytest
@@ -134,6 +135,23 @@ def test_blocks_grow_on_large_grids_so_that_picking_stays_cheap():
     big = PatchGrid(100_000, 100_000, 16, 16)  # 6,250 x 6,250
     side = focus_side(big)
     assert side > 4 and (big.rows / side) * (big.cols / side) <= 65_536
+
+
+@pytest.mark.parametrize("seconds_per_block, grows", [(0.0, True), (0.12, False)])
+def test_blocks_grow_where_the_run_takes_them_fast(seconds_per_block, grows):
+    grid = PatchGrid(2000, 2000, 16, 16)  # 125 x 125 patches, one reading block
+    handed = np.zeros(grid.shape, int)
+    sides = []
+    for rows, cols, keep in ViewFocus((500.0, 500.0, 900.0, 1000.0)).order(grid, grid.blocks(2048)):
+        handed[rows.start:rows.stop, cols.start:cols.stop] += keep
+        sides.append(max(len(rows), len(cols)))
+        if len(sides) <= 12:
+            time.sleep(seconds_per_block)  # the model's time for a block of 16 patches
+        elif not grows:
+            break
+    assert set(sides[:12]) == {4}
+    assert (max(sides[12:]) > 4) == grows  # cheap model: larger blocks, fewer reads
+    assert handed.max() == 1 and (handed.all() or not grows)
 
 
 def test_read_blocks_with_a_focus_cuts_the_same_patches():

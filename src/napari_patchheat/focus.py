@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ from .grid import PatchGrid
 FOCUS_BLOCK_SIDE = 4  # patches a side of a block read with a focus: a pan waits for few of them
 FOCUS_MAX_BLOCKS = 65_536  # blocks grow past FOCUS_BLOCK_SIDE on larger grids (a view change
 # sorts them all: ~10 ms for 65,536)
+FOCUS_BLOCK_S = 0.1  # blocks grow, once, until one takes about this long for the run to take
+PACE_SKIP, PACE_BLOCKS = 4, 8  # the run's pace: measured over 8 blocks after the first 4 (the
+# first fill the read-ahead queue at once)
 VIEW_FIRST = "view first"  # RunSpec.view_mode: the whole slide, what is in view first
 VIEW_ONLY = "this view"  # RunSpec.view_mode: only what is in view; ends when the view is done
 VIEW_MODES = (VIEW_FIRST, VIEW_ONLY)
@@ -130,11 +134,12 @@ class ViewFocus:
         view then. ``keep`` (bool, the block's shape) marks its patches to compute now: for a
         block in view only those in view (the rest comes later), else all of its patches of
         ``mask`` (default: all) not yet handed out. Every patch of ``mask`` is handed out
-        exactly once, unless in "this view" mode, which ends when no patch in view is left."""
+        exactly once, unless in "this view" mode, which ends when no patch in view is left.
+        Where the run takes blocks fast (a cheap model), they grow once to about
+        ``FOCUS_BLOCK_S`` of its time each (at most ``blocks``' own)."""
         pending = np.ones(grid.shape, bool) if mask is None else np.array(mask, bool)
-        cut = split_blocks(blocks, focus_side(grid))
-        boxes = block_boxes(grid, cut)
-        left = np.array([pending[r.start:r.stop, c.start:c.stop].sum() for r, c in cut], int)
+        side, pace = focus_side(grid), _Pace()
+        cut, boxes, left = _cut(grid, blocks, pending, side)
         shown: Any = ()  # the view the walk below follows (() before the first)
         walk: Iterator[tuple[int, tuple[range, range] | None]] = iter(())
         while True:
@@ -155,6 +160,10 @@ class ViewFocus:
             pending[rows.start:rows.stop, cols.start:cols.stop] &= ~keep
             left[i] -= int(keep.sum())
             yield rows, cols, keep
+            grown = pace.side(int(keep.sum()), side, blocks)
+            if grown > side:  # a fast model: fewer, larger blocks cost less reading
+                side, shown = grown, ()
+                cut, boxes, left = _cut(grid, blocks, pending, side)
 
     def _walk(self, grid: PatchGrid, boxes: np.ndarray, view: Rect | None
               ) -> Iterator[tuple[int, tuple[range, range] | None]]:
@@ -164,6 +173,35 @@ class ViewFocus:
         yield from ((int(i), clip) for i in first)
         if not self.only_view or view is None:
             yield from ((int(i), None) for i in then)
+
+
+def _cut(grid: PatchGrid, blocks: Blocks, pending: np.ndarray, side: int
+         ) -> tuple[list[tuple[range, range]], np.ndarray, np.ndarray]:
+    """``blocks`` cut to ``side`` patches a side, their boxes, their patches ``pending``."""
+    cut = split_blocks(blocks, side)
+    left = np.array([pending[r.start:r.stop, c.start:c.stop].sum() for r, c in cut], int)
+    return cut, block_boxes(grid, cut), left
+
+
+class _Pace:
+    """How fast a run takes the blocks handed to it: seconds per patch over PACE_BLOCKS
+    blocks after the first PACE_SKIP."""
+
+    def __init__(self) -> None:
+        self.taken, self.patches, self.t0, self.n0 = 0, 0, 0.0, 0
+
+    def side(self, patches: int, side: int, blocks: Blocks) -> int:
+        """Another block of ``patches`` was taken: the side blocks should have from now on
+        (``side`` until the pace is measured, then about FOCUS_BLOCK_S of the run's time)."""
+        self.taken += 1
+        self.patches += patches
+        if self.taken == PACE_SKIP:
+            self.t0, self.n0 = time.perf_counter(), self.patches
+        if self.taken != PACE_SKIP + PACE_BLOCKS:
+            return side
+        per_patch = (time.perf_counter() - self.t0) / max(self.patches - self.n0, 1)
+        largest = max((max(len(r), len(c)) for r, c in blocks), default=side)
+        return min(largest, max(side, int(math.sqrt(FOCUS_BLOCK_S / max(per_patch, 1e-9)))))
 
 
 def _inside(rows: range, cols: range, vr: range, vc: range) -> np.ndarray:
