@@ -10,7 +10,8 @@ from gui_helpers import RUN_TIMEOUT_MS, text
 
 from napari_patchheat._qt.canvas import camera, canvas_size
 from napari_patchheat._qt.run_panel import RunPanel
-from napari_patchheat._qt.view_focus import RUN_MODES, level_view
+from napari_patchheat._qt.view_focus import RUN_MODES, VIEW_SEND_MS, level_view
+from napari_patchheat._qt.widget import MODEL_FILE_CHOICE
 from napari_patchheat.focus import VIEW_ONLY, view_patches
 from napari_patchheat.grid import READ_BLOCK_PX
 from napari_patchheat.inference import Progress
@@ -35,13 +36,17 @@ def svs_run(viewer, widget, tmp_path, svs_path):
     return widget
 
 
-def look_at(viewer, widget, y: float, x: float, px_across: float = 400) -> tuple[range, range]:
-    """Centre the canvas on level-0 pixel (y, x), ``px_across`` level-0 pixels wide; the patch
-    rows and columns in view."""
+def move(viewer, widget, y: float, x: float, px_across: float = 400) -> None:
+    """Centre the canvas on level-0 pixel (y, x), ``px_across`` level-0 pixels wide."""
     slide = widget.slide
     cam = camera(viewer)
     cam.center = tuple(slide.to_world(np.array([y, x])))
     cam.zoom = canvas_size(viewer)[1] / (px_across * float(slide.world_per_px[1]))
+
+
+def look_at(viewer, widget, y: float, x: float) -> tuple[range, range]:
+    """:func:`move` there; the patch rows and columns in view."""
+    move(viewer, widget, y, x)
     return view_patches(widget.grid, level_view(viewer, widget.run_request()))
 
 
@@ -101,7 +106,8 @@ def test_a_pan_during_a_run_moves_the_next_patches_into_the_new_view(viewer, svs
     assert panel.view.sent is not None and text(panel.info).startswith("cancelled")
 
 
-def test_this_view_computes_the_view_only_then_extends_as_the_user_pans(viewer, svs_run, qtbot):
+def test_this_view_computes_the_view_only_then_extends_as_the_user_pans(viewer, svs_run, qtbot,
+                                                                         errors):
     widget, panel = svs_run, svs_run.run_panel
     panel.view.mode.value = next(k for k, v in RUN_MODES.items() if v == VIEW_ONLY)
     first = look_at(viewer, widget, 1200, 800)
@@ -120,3 +126,10 @@ def test_this_view_computes_the_view_only_then_extends_as_the_user_pans(viewer, 
     assert (widget.display.heatmap.computed == expected).all()
     assert widget.display.layer is not None and len(
         [layer for layer in viewer.layers if layer.name == widget.display.layer.name]) == 1
+    widget.model.value = MODEL_FILE_CHOICE  # no file chosen: a pan's run cannot start
+    move(viewer, widget, 600, 600)
+    qtbot.wait(2 * VIEW_SEND_MS)
+    move(viewer, widget, 900, 900)
+    qtbot.wait(2 * VIEW_SEND_MS)
+    assert len(errors) == 1 and "Choose a model" in errors[0]  # said once; pans stop following
+    assert not panel.running and not panel.view.follow
