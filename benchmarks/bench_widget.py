@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np
 from _util import encoded_tiles, gib, measure
 from widget_display import part_display
+from widget_view import part_view
 
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
@@ -500,6 +501,8 @@ def main() -> int:
         part_first_cells(viewer, widget, app, 3 if args.quick else RUNS_FIRST_CELLS)
     if 4 in parts:
         part_display(viewer, widget, app, 5 if args.quick else 15, timed)
+    if 6 in parts:  # what you look at, first (widget_view.py)
+        part_view(viewer, widget, app)
     viewer.close()
     return 0
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .focus import ViewFocus
 from .grid import READ_BLOCK_PX, Needed, PatchGrid, read_region
 
 BLOCK_PATCH_BYTES = 256 * 2**20  # "tf" backend: most bytes of patches one extraction returns
@@ -167,6 +168,7 @@ def read_blocks(
     mask: np.ndarray | None = None,
     block_px: int = READ_BLOCK_PX,
     backend: Backend = "auto",
+    focus: ViewFocus | None = None,
 ) -> Generator[Block, None, None]:
     """A whole level's patches, one :class:`Block` at a time (one region read, one extraction).
 
@@ -174,6 +176,7 @@ def read_blocks(
     ``mask`` (rows, cols) bool keeps only its True patches: a block reads only the bounding box
     of its kept patches, and blocks without any are never read. Memory: one block's region,
     and for the "tf" backend its output, capped at ``BLOCK_PATCH_BYTES`` by smaller blocks.
+    ``focus`` (focus.py) reads what is in view first; without it, blocks come in reading order.
     """
     if tuple(level.shape[:2]) != (grid.height, grid.width) or len(level.shape) != 3:
         raise ValueError(
@@ -186,10 +189,10 @@ def read_blocks(
             raise ValueError(f"mask of shape {mask.shape} must be the grid's shape {grid.shape}.")
     if backend == "auto":
         backend = auto_backend()
-    for rows, cols in read_order(level, grid, block_px, backend):
-        keep = None
-        if mask is not None:
-            keep = mask[rows.start : rows.stop, cols.start : cols.stop]
+    order = read_order(level, grid, block_px, backend)
+    for rows, cols, keep in (_masked(order, mask) if focus is None
+                             else focus.order(grid, order, mask)):
+        if keep is not None:
             if not keep.any():
                 continue
             # read only the bounding box of the patches kept in this block
@@ -202,6 +205,14 @@ def read_blocks(
         patches = block_patches(region, grid, backend)
         local = np.argwhere(keep if keep is not None else np.ones(patches.shape[:2], bool))
         yield Block(patches, local, (rows.start, cols.start))
+
+
+def _masked(order: list[tuple[range, range]], mask: np.ndarray | None
+            ) -> Iterator[tuple[range, range, np.ndarray | None]]:
+    """``order``'s blocks in reading order, each with its part of ``mask`` (None: all)."""
+    for rows, cols in order:
+        yield rows, cols, None if mask is None else mask[rows.start:rows.stop,
+                                                         cols.start:cols.stop]
 
 
 def _overlaps_kept(grid: PatchGrid, keep: np.ndarray, rows: range, cols: range) -> Needed:
@@ -237,10 +248,11 @@ def iter_blocks(
     block_px: int = READ_BLOCK_PX,
     backend: Backend = "auto",
     chunk: int | None = None,
+    focus: ViewFocus | None = None,
 ) -> Iterator[PatchBatch]:
     """The patches of :func:`read_blocks`, block after block, in pieces of at most ``chunk``
     (default: a block's all), each a fresh copy. Memory: one block's region and one piece."""
-    for block in read_blocks(level, grid, mask, block_px, backend):
+    for block in read_blocks(level, grid, mask, block_px, backend, focus):
         yield from block.pieces(chunk)
 
 

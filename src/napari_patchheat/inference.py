@@ -27,6 +27,7 @@ import numpy as np
 
 from .cache import RunCache, open_run_cache, run_key
 from .extract import Block, PatchBatch, batch_blocks, read_blocks
+from .focus import ViewFocus
 from .grid import READ_BLOCK_PX, Needed, PatchGrid
 from .heatmap import Heatmap, recorded_path
 from .messages import first_line
@@ -245,18 +246,21 @@ class HeatmapRun:
         return todo
 
     # --- the run ------------------------------------------------------------------------------
-    def run(self, cancel: threading.Event | None = None) -> Iterator[Progress]:
+    def run(self, cancel: threading.Event | None = None,
+            focus: ViewFocus | None = None) -> Iterator[Progress]:
         """Compute the patches in :attr:`todo`, yielding after every batch.
 
         Stops within one batch once ``cancel`` is set; what is done stays in the heatmap and the
-        cache. A failure raises :class:`RunError` holding the partial heatmap.
+        cache. A failure raises :class:`RunError` holding the partial heatmap. ``focus``
+        (focus.py) computes what is in its view first (or only); without it, in reading order.
         """
         todo = self.todo
-        total, done, t0 = int(todo.sum()), 0, time.perf_counter()
+        total = int(todo.sum()) if focus is None else focus.total(todo, self.grid)
+        done, t0 = 0, time.perf_counter()
         if total == 0:
             return
         reader = _LevelReader(self.reader)
-        read = read_blocks(reader, self.grid, todo, self.block_px, self.backend)
+        read = read_blocks(reader, self.grid, todo, self.block_px, self.backend, focus)
         # read ahead on a thread of its own; with one core, in turn with the model
         blocks: Generator[Block, None, None] | _Prefetch = (
             _Prefetch(read, PREFETCH_BLOCKS, cancel) if run_threads() > 1 else read)

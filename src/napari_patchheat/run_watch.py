@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import threading
 
+from .focus import Rect
 from .runner import Failed, Message, RunHandle, RunSpec, shared_worker
 
 
@@ -66,6 +67,10 @@ class RunWatcher:
         """Ask the run to stop after its batch in progress (it answers Finished(cancelled));
         the worker stays up for the next run."""
         self.handle.cancel()
+
+    def set_view(self, view: Rect | None) -> None:
+        """Tell the run what napari shows: ``(y0, x0, y1, x1)`` level pixels of its level."""
+        self.handle.set_view(view)
 
     @property
     def spec(self) -> RunSpec:

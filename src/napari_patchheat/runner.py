@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .focus import Rect, ViewChannel
 from .grid import as_numpy
 from .inference import Progress
 from .options import RunOptions
@@ -51,6 +52,7 @@ class RunSpec:
     slide: str
     model: str
     options: RunOptions
+    view_mode: str = ""  # focus.VIEW_FIRST or VIEW_ONLY: what napari shows first (or only)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,8 @@ def _quiet_tensorflow() -> None:
     os.close(devnull)
 
 
-def _serve(jobs: Any, out: Any, cancel: Any, ready: Any) -> None:
+def _serve(jobs: Any, out: Any, cancel: Any, ready: Any, view: ViewChannel | None = None
+           ) -> None:
     """The worker process: import TensorFlow, then run each ``(job id, RunSpec)`` of ``jobs``
     until ``None``, sending ``(job id, message)`` to ``out``."""
     threading.Thread(target=_watch_parent, daemon=True).start()
@@ -122,7 +125,7 @@ def _serve(jobs: Any, out: Any, cancel: Any, ready: Any) -> None:
     models = ModelCache()
     while (job := jobs.get()) is not None:
         job_id, spec = job
-        runs = iter([Failed(broken)]) if broken else _run(spec, cancel, models)
+        runs = iter([Failed(broken)]) if broken else _run(spec, cancel, models, view)
         for msg in runs:
             out.put((job_id, msg))
 
@@ -160,14 +163,15 @@ class ModelCache:
         return len(self._models)
 
 
-def _run(spec: RunSpec, cancel: Any, models: ModelCache) -> Iterator[Message]:
+def _run(spec: RunSpec, cancel: Any, models: ModelCache, view: ViewChannel | None = None
+         ) -> Iterator[Message]:
     """The messages of one run: Started, a Progress per batch, Finished; or Failed. The cache's
     warnings (CacheWarning) come as Warned, each as soon as it is given."""
     from .cache import CacheWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CacheWarning)
-        for msg in _run_messages(spec, cancel, models):
+        for msg in _run_messages(spec, cancel, models, view):
             while caught:
                 warning = caught.pop(0)
                 if issubclass(warning.category, CacheWarning):
@@ -175,15 +179,18 @@ def _run(spec: RunSpec, cancel: Any, models: ModelCache) -> Iterator[Message]:
             yield msg
 
 
-def _run_messages(spec: RunSpec, cancel: Any, models: ModelCache) -> Iterator[Message]:
+def _run_messages(spec: RunSpec, cancel: Any, models: ModelCache,
+                  view: ViewChannel | None = None) -> Iterator[Message]:
     try:
         from .inference import HeatmapRun
 
         run = HeatmapRun(spec.slide, models.get(spec), spec.options)
+        focus = view.focus(spec.view_mode) if view is not None else None
         todo = run.todo
-        yield Started(run.heatmap.metadata(), np.array(run.heatmap.values), int(todo.sum()))
+        total = int(todo.sum()) if focus is None else focus.total(todo, run.grid)
+        yield Started(run.heatmap.metadata(), np.array(run.heatmap.values), total)
         done = 0
-        for progress in run.run(cancel):
+        for progress in run.run(cancel, focus):
             done = progress.done
             yield progress
         yield Finished(done, cancel.is_set())
@@ -204,8 +211,10 @@ class Worker:
         self._jobs, self._out = ctx.Queue(), ctx.Queue()
         self._cancel, self._ready = ctx.Event(), ctx.Event()
         self._ids = itertools.count(1)
+        self.view = ViewChannel(ctx)
         self.process = ctx.Process(target=_serve, daemon=True, name="patchheat-inference",
-                                   args=(self._jobs, self._out, self._cancel, self._ready))
+                                   args=(self._jobs, self._out, self._cancel, self._ready,
+                                         self.view))
         self.process.start()
         self.current: RunHandle | None = None
 
@@ -229,6 +238,7 @@ class Worker:
         if self.busy:
             raise RuntimeError("The worker is still running a model: cancel that run first.")
         self._cancel.clear()
+        self.view.send(None)  # the new run's view comes with RunHandle.set_view
         handle = RunHandle(spec, self, next(self._ids))
         self.current = handle
         self._jobs.put((handle.job_id, spec))
@@ -322,6 +332,12 @@ class RunHandle:
     def kill(self) -> None:
         """End the worker's process at once."""
         self.worker.kill()
+
+    def set_view(self, view: Rect | None) -> None:
+        """Tell the run what napari shows now: ``(y0, x0, y1, x1)`` of the run's level, level
+        pixels (a run of a ``view_mode`` reads it first; others ignore it)."""
+        if not self.ended:
+            self.worker.view.send(view)
 
     @property
     def alive(self) -> bool:

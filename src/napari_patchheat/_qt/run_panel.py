@@ -31,6 +31,7 @@ from magicgui.widgets import CheckBox, Container, ProgressBar, PushButton
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 
+from ..focus import VIEW_ONLY
 from ..grid import FloatPair, PatchGrid
 from ..heatmap import Heatmap
 from ..inference import Progress
@@ -50,6 +51,7 @@ from .run_layers import name_region
 from .slide_layer import LayerCache, SlideLayer
 from .tf_loading import STARTING_TEXT, TensorFlowLoading
 from .threads import Workers
+from .view_focus import ViewFocusControl
 from .widgets import TextLabel
 
 RUN_POLL_MS = 100  # how often the GUI reads the run's messages (and refreshes the layer)
@@ -96,7 +98,8 @@ class ActiveRun:
     def show_counts(self, bar: Any, done: int) -> None:
         """The bar counts the cached patches as done: ``cached + done`` of ``cached +
         to_compute``."""
-        bar.max, bar.value = max(self.cached + self.to_compute, 1), self.cached + done
+        bar.max = max(self.cached + self.to_compute, self.cached + done, 1)  # a pan adds some
+        bar.value = self.cached + done
 
 
 ShowHeatmap = Callable[[Heatmap, SlideLayer, bool], Any]
@@ -111,7 +114,7 @@ class RunPanel(Container):
 
     def __init__(self, cache: LayerCache, workers: Workers, request: Callable[[], RunRequest],
                  show: ShowHeatmap, on_batch: Callable[[Any, Heatmap], None],
-                 on_error: Callable[[str], None]):
+                 on_error: Callable[[str], None], viewer: Any = None):
         self.cache, self.workers, self.request = cache, workers, request
         self.show_heatmap, self.on_batch, self.on_error = show, on_batch, on_error
         self.handle: RunWatcher | None = None  # the run's process, from start until it ended
@@ -125,8 +128,9 @@ class RunPanel(Container):
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.info = TextLabel()
         self.finished: list[Callable[[], None]] = []  # called after each run that completed
-        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
-                            labels=False)
+        self.view = ViewFocusControl(viewer, self)  # the run mode; the view sent to the run
+        buttons = Container(widgets=[self.run_button, self.cancel_button, self.view.mode],
+                            layout="horizontal", labels=False)
         super().__init__(labels=False, widgets=[buttons, self.replace, self.progress, self.info])
         # no Qt parent: Qt deletes a widget's children before its ``destroyed`` reaches the
         # dock's shutdown, which stops this timer
@@ -242,7 +246,7 @@ class RunPanel(Container):
     def _launch(self, spec: RunSpec) -> None:
         """Start ``spec``'s process and watch it."""
         try:
-            self.handle = RunWatcher(spec)
+            self.handle = RunWatcher(self.view.spec(spec))
         except RuntimeError as exc:  # another dock's run holds the worker
             self._end("run not started: another run is in progress")
             self.on_error(str(exc))
@@ -254,6 +258,7 @@ class RunPanel(Container):
             return
         self.info.value = STARTING_TEXT
         self._timer.start()
+        self.view.launched()
 
     def cancel(self, *_: Any) -> None:
         """Ask the run to stop after its batch in progress; what is computed stays."""
@@ -273,6 +278,7 @@ class RunPanel(Container):
         self.closed = True
         self._timer.stop()
         self.loading.stop()
+        self.view.stop()
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
@@ -348,9 +354,15 @@ class RunPanel(Container):
         if run is not None:
             run.show_counts(self.progress, msg.done)
             text += f", {run.cached:,} from the cache" if run.cached else ""
+        if self.view.view_mode == VIEW_ONLY:  # no notification at each pan's run
+            self._end(f"this view {text}; pan to compute more")
+            return self._call_finished()
         self._end(text)
         name = getattr(run.layer, "name", "the heatmap") if run is not None else "the heatmap"
         show_info(f"PatchHeat: {name} is done ({text.removeprefix('done: ')}).")
+        self._call_finished()
+
+    def _call_finished(self) -> None:
         for callback in self.finished:
             callback()
 

@@ -115,7 +115,7 @@ class PatchHeatWidget(Container):
         viewer = self.viewer
         self.tissue = TissueEstimate(self._layer_cache, self.workers, self._on_tissue_ready)
         self.run_panel = RunPanel(self._layer_cache, self.workers, self.run_request,
-                                  self._show_run_heatmap, self._on_batch, self._error)
+                                  self._show_run_heatmap, self._on_batch, self._error, viewer)
         self.display = HeatmapPanel(viewer, self.workers, self._error, self._on_heatmap_changed)
         self.batch_panel = BatchPanel(viewer, self.workers, self.run_request,
                                       self._show_run_heatmap, self._error)
