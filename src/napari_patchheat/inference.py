@@ -122,6 +122,7 @@ class HeatmapRun:
         # options.batch_size None: DEFAULT_BATCH_SIZE until run() measures the model's cost
         self.batch_size = options.batch_size or DEFAULT_BATCH_SIZE
         self.model_batch_size = self.batch_size  # halves when TensorFlow runs out of memory
+        self.decode_threads = options.decode_threads  # the run's, once it has started
         self.image = self.slide.levels[level]
         self.reader = self._reader(level)
         self.downsample = tuple(self.slide.downsamples[level])
@@ -239,6 +240,7 @@ class HeatmapRun:
                 for probe, values in measured:
                     done += len(probe)
                     yield Progress(probe.indices, values, done, total, time.perf_counter() - t0)
+            self.decode_threads = reader.workers
             batches, buffers, stages = self._stream(blocks, reader.shape[2], reader.dtype, cancel)
             for batch in batches:
                 if cancel is not None and cancel.is_set():
