@@ -1,13 +1,15 @@
 """The run: every (tissue) patch of a slide level through a model, streamed, cancellable, resumable.
 
-Given more than one core (:func:`run_threads`), reading and decoding run ahead of inference in
-a thread of their own through a bounded queue, so the model does not wait on I/O; given one,
-they take turns with it. Memory stays bounded either way. Results go to the resume cache
-(cache.py: a SQLite file of finished batches keyed by slide, level, grid and model, never by
-a region of interest: a run inside one reuses and adds to the whole slide's), so a cancelled
-or failed run resumes where it stopped. This module runs TensorFlow, in the inference worker
-(runner.py); it imports TensorFlow inside the functions that need it, so the napari
-process may import it for :class:`Progress`, the worker's per-batch message.
+Given more than one core (:func:`run_threads`), one thread reads and decodes blocks and another
+writes their patches into reused batch buffers, ahead of the model through bounded queues, so
+the model's thread only runs the model; given one, they take turns with it. Decoding threads and
+batch size not given are chosen from measured costs (pipeline.py). Memory stays bounded.
+Results go to the resume cache (cache.py: a SQLite file of finished batches keyed by slide,
+level, grid and model, never by a region of interest: a run inside one reuses and adds to the
+whole slide's), so a cancelled or failed run resumes where it stopped. This module runs
+TensorFlow, in the inference worker (runner.py); it imports TensorFlow inside the functions
+that need it, so the napari process may import it for :class:`Progress`, the worker's
+per-batch message.
 """
 
 from __future__ import annotations
