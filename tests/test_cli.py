@@ -66,6 +66,9 @@ def test_run_takes_a_dicom_folder(dicom_path, tmp_path):
         (["run", "{svs}", "--size", "a,b", "--out", "{out}"], "not a whole number"),
         (["run", "{svs}", "--size", "1,2,3", "--out", "{out}"], "size=[1, 2, 3] must be"),
         (["run", "{svs}", "--batch-size", "0", "--out", "{out}"], "batch_size=0"),
+        (["run", "{svs}", "--decode-threads", "-2", "--out", "{out}"],
+         "decode_threads=-2 must be a whole number of at least 1, or None to choose it from the "
+         "measured costs."),
         (["run", "{svs}", "--size", "5000", "--out", "{out}"], "No patch fits"),
         (["run", "{svs}", "--model", "{out}/nothing.keras", "--out", "{out}"], "nothing.keras"),
         (["run", "{svs}", "--out", "{out}", "--format", "npz,tiff"], "unknown format tiff"),
@@ -103,9 +106,9 @@ def test_help_lists_every_option():
     out = patchheat("run", "--help", timeout=60)
     assert out.returncode == 0
     for option in ("--model", "--level", "--mpp", "--size", "--stride", "--rate", "--padding",
-                   "--batch-size", "--tissue-threshold", "--resize", "--mixed-precision",
-                   "--backend", "--cache-dir", "--no-cache", "--out", "--format",
-                   "--positive-threshold", "--min-probability", "csv_wsinfer"):
+                   "--batch-size", "--decode-threads", "--tissue-threshold", "--resize",
+                   "--mixed-precision", "--backend", "--cache-dir", "--no-cache", "--out",
+                   "--format", "--positive-threshold", "--min-probability", "csv_wsinfer"):
         assert option in out.stdout
     for command in ("demo", "open"):
         assert patchheat(command, "--help", timeout=60).returncode == 0

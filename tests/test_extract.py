@@ -1,6 +1,7 @@
 """Extraction against TensorFlow: the origin's examples, TF's own cases, properties, streaming."""
 
 import re
+import threading
 from pathlib import Path
 
 import dask.array as da
@@ -10,7 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napari_patchheat import PatchGrid, extract_patches
-from napari_patchheat.extract import iter_blocks, iter_patch_batches, numpy_extract_valid
+from napari_patchheat.extract import (
+    BatchBuffers,
+    iter_blocks,
+    iter_patch_batches,
+    numpy_extract_valid,
+    read_blocks,
+    write_batches,
+)
 
 tf = pytest.importorskip("tensorflow")
 
@@ -303,3 +311,51 @@ def test_memory_stays_bounded_when_patches_overlap_heavily():
     tracemalloc.stop()
     assert n == g.n_patches
     assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    "k, s, r, padding, block_px, batch_size, masked",
+    [(31, 16, 1, "VALID", 64, 7, False), (17, 9, 2, "SAME", 50, 16, True),
+     ((24, 13), (5, 11), (1, 3), "SAME", 80, 5, True)],
+)
+def test_batches_written_into_reused_buffers_equal_tensorflows_patches(
+        level, k, s, r, padding, block_px, batch_size, masked):
+    """write_batches: each patch copied once into one of 2 reused buffers (batches spanning
+    blocks, masked blocks, a short zero-padded last batch) equals TF's own patch; a buffer comes
+    back only when given back, so each batch is checked before its buffer is given."""
+    g = PatchGrid(*level.shape[:2], k, s, r, padding)
+    ref = whole_level(level, g)
+    assert ref.std() > 10  # the reference varies
+    mask = np.random.default_rng(3).random(g.shape) < 0.6 if masked else None
+    buffers = BatchBuffers(2, batch_size, (*g.size, 3), level.dtype)
+    seen, ids = [], set()
+    for batch in write_batches(read_blocks(level, g, mask, block_px, "numpy"), buffers):
+        assert batch.patches.base is batch.buffer or batch.patches.base is batch.buffer.base
+        np.testing.assert_array_equal(batch.patches, ref[batch.indices[:, 0], batch.indices[:, 1]])
+        assert not batch.buffer[len(batch):].any()  # a short batch's padding is zeros
+        seen.append(batch.indices)
+        ids.add(id(batch.buffer))
+        buffers.give(batch.buffer)  # the "model" is done with it
+    idx = np.concatenate(seen)
+    expected = np.argwhere(mask) if masked else np.argwhere(np.ones(g.shape, bool))
+    np.testing.assert_array_equal(idx[np.lexsort(idx.T[::-1])], expected)
+    assert len(ids) == 2  # the same two buffers, reused
+
+
+def test_buffers_are_not_refilled_before_they_are_given_back(level):
+    """With every buffer held by the model's side, the writing side waits (nothing is
+    overwritten), and closing the buffers ends it."""
+    g = PatchGrid(*level.shape[:2], 16, 16)
+    buffers = BatchBuffers(2, 4, (16, 16, 3), level.dtype)
+    batches = write_batches(read_blocks(level, g, backend="numpy"), buffers)
+    held = [next(batches), next(batches)]  # both buffers taken, none given back
+    copies = [np.array(b.patches) for b in held]
+    waited = threading.Thread(target=lambda: next(batches, None))
+    waited.start()
+    waited.join(timeout=0.3)
+    assert waited.is_alive()  # waiting for a buffer
+    for batch, copy in zip(held, copies):
+        np.testing.assert_array_equal(batch.patches, copy)
+    buffers.close()
+    waited.join(timeout=2)
+    assert not waited.is_alive()

@@ -126,8 +126,8 @@ def import_graph(lazy: bool = False) -> dict[str, set[str]]:
 # DESIGN.md's arrows, as layers: a module imports (even lazily) only from its layer or below
 LAYERS = (
     ("grid", "density", "files", "messages"),
-    ("slide", "options", "test_time", "heatmap", "extract", "cache", "manifest", "grid_picture",
-     "focus"),  # what napari shows, read first
+    ("slide", "options", "test_time", "heatmap", "extract", "pipeline", "cache", "manifest",
+     "grid_picture", "focus"),  # what napari shows, read first
     ("console",),  # the command line's terminal (the cache's warnings as lines)
     ("tissue", "models", "export", "samples", "roi", "analysis",
      "session"),  # a session's files (the viewer's side: _qt/session_io.py)

@@ -300,8 +300,9 @@ def test_out_of_memory_outside_the_model_asks_for_smaller_batches(ihc_tif):
 
 def test_reading_in_turn_ahead_or_on_a_thread_pool_gives_the_same_heatmap(tmp_path,
                                                                          monkeypatch):
-    """$PATCHHEAT_THREADS 1: blocks read in turn with the model (no read-ahead thread); 2: read
-    ahead on one thread; 4: read ahead, decoding on a pool of 3."""
+    """$PATCHHEAT_THREADS 1: blocks read in turn with the model (no read-ahead thread); 2 and 4:
+    blocks read ahead on one thread and batches written on another, decoding on a pool of as
+    many threads as the measured costs ask."""
     import skimage.data
     import tifffile
 
@@ -313,18 +314,18 @@ def test_reading_in_turn_ahead_or_on_a_thread_pool_gives_the_same_heatmap(tmp_pa
     opts = dict(size=48, stride=40, padding="SAME", batch_size=16, use_cache=False, block_px=300)
     ahead = []
 
-    class Watched(inference._Prefetch):
+    class Watched(inference.Prefetch):
         def __init__(self, *args):
             ahead.append(threading.current_thread())
             super().__init__(*args)
 
-    monkeypatch.setattr(inference, "_Prefetch", Watched)
+    monkeypatch.setattr(inference, "Prefetch", Watched)
     heatmaps = {}
     for threads in ("1", "2", "4"):
         monkeypatch.setenv("PATCHHEAT_THREADS", threads)
         assert inference.run_threads() == int(threads)
         heatmaps[threads] = compute_heatmap(path, "dab", **opts)
-    assert len(ahead) == 2  # not with one thread
+    assert len(ahead) == 4  # two stages ahead with 2 and 4 threads, none with one
     one = heatmaps["1"]
     assert one.n_computed == one.grid.n_patches and np.nanstd(one.values) > 0.01
     for threads in ("2", "4"):

@@ -13,8 +13,9 @@ from napari_patchheat.options import RunOptions
 def test_defaults():
     o = RunOptions()
     assert (o.level, o.size, o.stride, o.rate, o.padding) == (0, None, None, (1, 1), "VALID")
-    assert (o.batch_size, o.tissue_threshold, o.resize, o.mixed_precision) == (32, 0.0, False,
+    assert (o.batch_size, o.tissue_threshold, o.resize, o.mixed_precision) == (None, 0.0, False,
                                                                                False)
+    assert o.decode_threads is None  # both chosen by the run from measured costs
     assert (o.backend, o.cache_dir, o.use_cache) == ("auto", None, True)
 
 
@@ -27,7 +28,13 @@ def test_pairs_and_padding_are_normalised():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (dict(batch_size=0), r"^batch_size=0 must be a whole number of at least 1\.$"),
+        (dict(batch_size=0), r"^batch_size=0 must be a whole number of at least 1, or None to "
+                             r"choose it from the measured costs\.$"),
+        (dict(batch_size=-4), r"^batch_size=-4 must be a whole number of at least 1, or None"),
+        (dict(decode_threads=0), r"^decode_threads=0 must be a whole number of at least 1, or "
+                                 r"None to choose it from the measured costs\.$"),
+        (dict(decode_threads=-1), r"^decode_threads=-1 must be a whole number"),
+        (dict(decode_threads=1.5), r"^decode_threads=1\.5 must be a whole number"),
         (dict(batch_size=2.5), "batch_size=2.5"),
         (dict(batch_size=True), "batch_size=True"),
         (dict(tissue_threshold=1.5), r"^tissue_threshold=1\.5 must be a fraction from 0"),
@@ -71,3 +78,12 @@ def test_color_is_a_choice_of_any_case():
     assert RunOptions(color="sRGB").color == "srgb"
     with pytest.raises(ValueError, match="color='adobe' is unknown: use 'as stored' or 'srgb'."):
         RunOptions(color="adobe")
+
+
+def test_keys_of_the_automatic_choices_stay_those_of_before():
+    """A batch's key: batch_size None (chosen by the run) keys as the old default 32 did, and
+    decode_threads appears only when set, so the manifests written before stay valid."""
+    auto, old = RunOptions(size=64).key_fields(), RunOptions(size=64, batch_size=32).key_fields()
+    assert auto == old and auto["batch_size"] == 32 and "decode_threads" not in auto
+    assert RunOptions(size=64, batch_size=128).key_fields()["batch_size"] == 128
+    assert RunOptions(size=64, decode_threads=2).key_fields()["decode_threads"] == 2

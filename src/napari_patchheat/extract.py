@@ -7,6 +7,8 @@ never loads TensorFlow into a napari process by itself.
 from __future__ import annotations
 
 import functools
+import queue
+import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +20,7 @@ from .grid import READ_BLOCK_PX, Needed, PatchGrid, read_region
 
 BLOCK_PATCH_BYTES = 256 * 2**20  # "tf" backend: most bytes of patches one extraction returns
 Backend = Literal["auto", "tf", "numpy"]
+POLL_S = 0.05  # how often a thread waiting on a queue looks at its stop and cancel events
 
 
 def _check_images(images: Any) -> np.ndarray:
@@ -126,10 +129,13 @@ def _take(patches: Any, rows: np.ndarray, cols: np.ndarray) -> Any:
 class PatchBatch:
     """Patches and their grid indices: ``indices`` (n, 2) int64 (row, col), ``patches``
     (n, size_y, size_x, C) of the level's dtype: numpy, or a ``tf.Tensor`` on TensorFlow's device
-    from the "tf" backend (``np.asarray`` brings it to the host)."""
+    from the "tf" backend (``np.asarray`` brings it to the host). ``buffer``: for batches of
+    :func:`write_batches`, the reused buffer whose first n patches ``patches`` views (its other
+    patches zero), to give back to its :class:`BatchBuffers` once the model is done with it."""
 
     indices: np.ndarray
     patches: Any
+    buffer: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -276,6 +282,78 @@ def batch_blocks(blocks: Iterable[Block], batch_size: int) -> Iterator[PatchBatc
                 pending, count = [], 0
     if pending:
         yield _concat(pending)
+
+
+class BatchBuffers:
+    """``count`` reused batch buffers of ``size`` patches of ``shape`` (size_y, size_x, C).
+
+    The reading side takes a free one (:meth:`take`), writes a batch into it and hands it on;
+    the model's side gives it back (:meth:`give`) only after the model call that read it has
+    returned. A buffer is therefore never refilled while a model reads it, even a model whose
+    tensor shares the buffer's memory (TensorFlow may wrap an aligned numpy array without a
+    copy). Memory: ``count`` batches, allocated once.
+    """
+
+    def __init__(self, count: int, size: int, shape: tuple[int, ...], dtype: Any):
+        self.size = size
+        self._free: queue.Queue[np.ndarray] = queue.Queue()
+        for _ in range(count):
+            self._free.put(np.zeros((size, *shape), dtype))
+        self._closed = threading.Event()
+
+    def take(self) -> np.ndarray | None:
+        """A free buffer, waiting for one to be given back; None once :meth:`close` is called."""
+        while not self._closed.is_set():
+            try:
+                return self._free.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+        return None
+
+    def give(self, buffer: np.ndarray) -> None:
+        """Give back a buffer of :meth:`take` whose batch the model has finished with."""
+        self._free.put(buffer)
+
+    def close(self) -> None:
+        """Stop a reading side waiting in :meth:`take` (the run ended)."""
+        self._closed.set()
+
+
+def write_batches(blocks: Iterable[Block], buffers: BatchBuffers) -> Iterator[PatchBatch]:
+    """The patches of numpy ``blocks`` in batches of ``buffers.size`` (the last may be smaller),
+    each patch written once from its block's region into a buffer of ``buffers``: no other copy,
+    no fresh memory. Run it on the reading side; give each batch's ``buffer`` back after the
+    model call on it (or the next :meth:`BatchBuffers.take` waits). Stops once the buffers close.
+    """
+    buffer: np.ndarray | None = None
+    count, parts = 0, list[np.ndarray]()
+    for block in blocks:
+        for start, stop in _row_runs(block.local):
+            while start < stop:
+                if buffer is None:
+                    buffer, count, parts = buffers.take(), 0, []
+                    if buffer is None:
+                        return
+                take = min(stop - start, buffers.size - count)
+                row, col = block.local[start]
+                # consecutive patches of one row of the block: one strided copy, no temporary
+                np.copyto(buffer[count : count + take], block.patches[row, col : col + take])
+                parts.append(block.local[start : start + take] + block.origin)
+                count, start = count + take, start + take
+                if count == buffers.size:
+                    yield PatchBatch(np.concatenate(parts), buffer[:count], buffer)
+                    buffer = None
+    if buffer is not None and count:
+        buffer[count:] = 0  # a short last batch is padded with zeros, as the model will see it
+        yield PatchBatch(np.concatenate(parts), buffer[:count], buffer)
+
+
+def _row_runs(local: np.ndarray) -> list[tuple[int, int]]:
+    """[start, stop) ranges of ``local`` (n, 2) block-local (row, col), row-major, over which
+    the row stays and the column goes up by one."""
+    breaks = np.flatnonzero((np.diff(local[:, 0]) != 0) | (np.diff(local[:, 1]) != 1)) + 1
+    bounds = [0, *breaks.tolist(), len(local)]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def iter_patch_batches(

@@ -1,24 +1,24 @@
 """The run: every (tissue) patch of a slide level through a model, streamed, cancellable, resumable.
 
-Given more than one core (:func:`run_threads`), reading and decoding run ahead of inference in
-a thread of their own through a bounded queue, so the model does not wait on I/O; given one,
-they take turns with it. Memory stays bounded either way. Results go to the resume cache
-(cache.py: a SQLite file of finished batches keyed by slide, level, grid and model, never by
-a region of interest: a run inside one reuses and adds to the whole slide's), so a cancelled
-or failed run resumes where it stopped. This module runs TensorFlow, in the inference worker
-(runner.py); it imports TensorFlow inside the functions that need it, so the napari
-process may import it for :class:`Progress`, the worker's per-batch message.
+Given more than one core (:func:`run_threads`), one thread reads and decodes blocks and another
+writes their patches into reused batch buffers, ahead of the model through bounded queues, so
+the model's thread only runs the model; given one, they take turns with it. Decoding threads and
+batch size not given are chosen from measured costs (pipeline.py). Memory stays bounded.
+Results go to the resume cache (cache.py: a SQLite file of finished batches keyed by slide,
+level, grid and model, never by a region of interest: a run inside one reuses and adds to the
+whole slide's), so a cancelled or failed run resumes where it stopped. This module runs
+TensorFlow, in the inference worker (runner.py); it imports TensorFlow inside the functions
+that need it, so the napari process may import it for :class:`Progress`, the worker's
+per-batch message.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import queue
+import itertools
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,65 +26,39 @@ from typing import Any
 import numpy as np
 
 from .cache import RunCache, open_run_cache, run_key
-from .extract import Block, PatchBatch, batch_blocks, read_blocks
+from .extract import (
+    BatchBuffers,
+    Block,
+    PatchBatch,
+    auto_backend,
+    batch_blocks,
+    read_blocks,
+    write_batches,
+)
 from .focus import ViewFocus
-from .grid import READ_BLOCK_PX, Needed, PatchGrid
+from .grid import READ_BLOCK_PX, PatchGrid
 from .heatmap import Heatmap, recorded_path
 from .messages import first_line
 from .models.augment import augment_model
 from .models.keras_model import KERAS_SUFFIXES
 from .models.patch_model import InsideMask
-from .options import SRGB, RunOptions
+from .options import DEFAULT_BATCH_SIZE, SRGB, RunOptions
+from .pipeline import THREADS_ENV as THREADS_ENV  # batch/tasks.py sets it for its workers
+from .pipeline import (
+    Costs,
+    LevelReader,
+    Prefetch,
+    choose_batch_size,
+    choose_decode_threads,
+    run_threads,
+)
 from .slide.location import is_url, source_name
 
-PREFETCH_BLOCKS = 2  # blocks read and cut ahead of the model (batches are copied in its thread)
-THREADS_ENV = "PATCHHEAT_THREADS"  # the cores a run may keep busy (a batch worker sets its own)
+BATCH_BUFFERS = 4  # reused batches: the model's, two ready, one being written by the reading side
+FOCUS_BUFFERS = 2  # following a view: the model's and one written, so a pan waits a batch or two
 DEFAULT_PATCH_PX = 224  # patch size of a model that takes any size, when none is given
-
-
-def run_threads() -> int:
-    """The cores a run may keep busy: ``$PATCHHEAT_THREADS`` where set (each worker of
-    ``patchheat batch`` sets its thread count there), else the CPUs this process may run on."""
-    if os.environ.get(THREADS_ENV, "").strip():
-        try:
-            return max(1, int(os.environ[THREADS_ENV]))
-        except ValueError:
-            raise ValueError(f"{THREADS_ENV}={os.environ[THREADS_ENV]!r} is not a whole number "
-                             "of threads: set it to 1 or more, or unset it.") from None
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-class _LevelReader:
-    """A level whose regions decode on at most ``workers`` threads, so reading ahead does not
-    take every core from the model: a slide's tile reader (``Slide.reader``) decodes its tiles
-    on a thread pool, a dask level computes on as many threads, numpy levels pass through."""
-
-    def __init__(self, level: Any, workers: int | None = None):
-        workers = max(1, run_threads() - 1) if workers is None else workers
-        self.level, self.shape, self.dtype, self.workers = level, level.shape, level.dtype, workers
-        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return self.read_tiles(key)
-
-    def read_tiles(self, key: Any, needed: Needed | None = None) -> np.ndarray:
-        """``self[key]``; a tile reader decodes only the tiles ``needed`` takes (see
-        ``grid.read_region``)."""
-        if hasattr(self.level, "read_tiles"):
-            return self.level.read_tiles(key, self._pool.map if self._pool else map, needed)
-        part = self.level[key]
-        if hasattr(part, "compute"):
-            if self._pool is None:
-                return part.compute(scheduler="synchronous")
-            return part.compute(scheduler="threads", num_workers=self.workers)
-        return np.asarray(part)
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+# a run this short keeps the starting batch size and decoding threads (nothing worth measuring)
+TUNE_MIN_BATCHES = 4
 
 
 class _ModelOutOfMemory(RuntimeError):
@@ -148,9 +122,11 @@ class HeatmapRun:
         if not 0 <= level < n_levels:
             raise ValueError(
                 f"level={level} does not exist: this slide has levels 0..{n_levels - 1}.")
-        self.level, self.batch_size, self.backend = level, options.batch_size, options.backend
-        self.block_px = block_px
-        self.model_batch_size = options.batch_size  # halves when TensorFlow runs out of memory
+        self.level, self.backend, self.block_px = level, options.backend, block_px
+        # options.batch_size None: DEFAULT_BATCH_SIZE until run() measures the model's cost
+        self.batch_size = options.batch_size or DEFAULT_BATCH_SIZE
+        self.model_batch_size = self.batch_size  # halves when TensorFlow runs out of memory
+        self.decode_threads = options.decode_threads  # the run's, once it has started
         self.image = self.slide.levels[level]
         self.reader = self._reader(level)
         self.downsample = tuple(self.slide.downsamples[level])
@@ -259,33 +235,109 @@ class HeatmapRun:
         done, t0 = 0, time.perf_counter()
         if total == 0:
             return
-        reader = _LevelReader(self.reader)
+        reader = LevelReader(self.reader, self.options.decode_threads)
         read = read_blocks(reader, self.grid, todo, self.block_px, self.backend, focus)
-        # read ahead on a thread of its own; with one core, in turn with the model
-        blocks: Generator[Block, None, None] | _Prefetch = (
-            _Prefetch(read, PREFETCH_BLOCKS, cancel) if run_threads() > 1 else read)
+        blocks: Iterator[Block] = read
+        buffers: BatchBuffers | None = None
+        stages: list[Prefetch] = []
         try:
-            for batch in batch_blocks(blocks, self.batch_size):
+            if self._tunes(total):  # the first two batches alone, measured; the rest as chosen
+                first, measured = self._tune(read, reader)
+                blocks = itertools.chain([first], read)
+                for probe, values in measured:
+                    done += len(probe)
+                    yield Progress(probe.indices, values, done, total, time.perf_counter() - t0)
+            self.decode_threads = reader.workers
+            batches, buffers, stages = self._stream(
+                blocks, reader.shape[2], reader.dtype, cancel,
+                BATCH_BUFFERS if focus is None else FOCUS_BUFFERS)
+            for batch in batches:
                 if cancel is not None and cancel.is_set():
                     break
                 values = self._predict(batch)
-                self.record(batch.indices, values)
-                done += len(batch)
+                if buffers is not None and batch.buffer is not None:
+                    # the model call has returned (values are numpy): the buffer may be refilled
+                    buffers.give(batch.buffer)
+                done += self.record(batch.indices, values)
                 yield Progress(batch.indices, values, done, total, time.perf_counter() - t0)
         except Exception as exc:  # reading or the model failed: keep what is done
             raise RunError(_describe(exc, self.slide.path), self.heatmap) from exc
         finally:
-            blocks.close()  # a generator's close stops its reading too
+            if buffers is not None:
+                buffers.close()  # a reading side waiting for a buffer stops
+            for stage in stages:  # their threads stop, and the reading with them
+                stage.close()
+            if not stages:
+                read.close()  # a generator's close stops its reading too
             reader.close()
             if self.cache is not None:
                 self.cache.flush()
 
-    def record(self, indices: np.ndarray, values: np.ndarray) -> None:
+    def _stream(self, blocks: Iterator[Block], channels: int, dtype: Any,
+                cancel: threading.Event | None, ahead_batches: int = BATCH_BUFFERS
+                ) -> tuple[Iterator[PatchBatch], BatchBuffers | None, list[Prefetch]]:
+        """The batches of ``blocks``, their buffers (None for patches on TensorFlow's device:
+        gathered there) and the threads that make them. Given more than one core, one thread
+        reads and decodes blocks, another writes their patches into the buffers (the decoding
+        of a block overlaps the writing of the one before) and the model's thread only runs
+        the model; given one, all take turns. ``ahead_batches`` batches are in flight at most."""
+        ahead = run_threads() > 1
+        stages: list[Prefetch] = []
+        if (self.backend if self.backend != "auto" else auto_backend()) != "numpy":
+            batches = batch_blocks(blocks, self.batch_size)
+            buffers = None
+        else:
+            buffers = BatchBuffers(ahead_batches, self.batch_size, (*self.grid.size, channels),
+                                   dtype)
+            if ahead:
+                stages.append(Prefetch(blocks, 1, cancel))
+                blocks = iter(stages[-1])
+            batches = write_batches(blocks, buffers)
+        if ahead:
+            stages.append(Prefetch(batches, ahead_batches - 1, cancel))
+            batches = iter(stages[-1])
+        return batches, buffers, stages
+
+    def _tunes(self, total: int) -> bool:
+        """Whether :meth:`run` measures costs to choose what the options leave open."""
+        o = self.options
+        return (o.batch_size is None or o.decode_threads is None) and (
+            total >= TUNE_MIN_BATCHES * self.batch_size)
+
+    def _tune(self, read: Iterator[Block], reader: LevelReader
+              ) -> tuple[Block, list[tuple[PatchBatch, np.ndarray]]]:
+        """Measure the CPU-seconds per patch of reading the first block and of the model on its
+        second batch (the first may trace and compile; with one batch in the block, that one),
+        then set the decoding threads and the batch size the options leave open (pipeline.py).
+        Records those batches; returns the first block less them, and them with their values."""
+        c0 = time.process_time()
+        block = next(read)
+        read_s = (time.process_time() - c0) / len(block)
+        measured = []
+        for start in range(0, min(2 * self.batch_size, len(block)), self.batch_size):
+            probe = block.piece(start, min(start + self.batch_size, len(block)))
+            c0 = time.process_time()
+            measured.append((probe, self._predict(probe)))
+            model_s = (time.process_time() - c0) / self.model_batch_size
+            self.record(probe.indices, measured[-1][1])
+        costs = Costs(read_s, model_s)
+        o = self.options
+        if o.decode_threads is None:
+            reader.set_workers(choose_decode_threads(costs, run_threads()))
+        if o.batch_size is None and self.model_batch_size == self.batch_size:
+            patch_bytes = int(np.prod(probe.patches.shape[1:])) * np.dtype(reader.dtype).itemsize
+            self.batch_size = self.model_batch_size = choose_batch_size(
+                costs, patch_bytes, self.batch_size)
+        taken = sum(len(p) for p, _ in measured)
+        return dataclasses.replace(block, local=block.local[taken:]), measured
+
+    def record(self, indices: np.ndarray, values: np.ndarray) -> int:
         """Put computed ``values`` of patches ``indices`` (n, 2) into the heatmap and the cache
-        (flushed when the run ends)."""
+        (flushed when the run ends); returns how many."""
         self.heatmap.update(indices, values)
         if self.cache is not None:
             self.cache.add(indices, values)
+        return len(indices)
 
     def _predict(self, batch: PatchBatch) -> np.ndarray:
         """The model on one batch, in pieces of :attr:`model_batch_size`; when TensorFlow runs
@@ -298,9 +350,12 @@ class HeatmapRun:
         while start < len(batch):
             size = self.model_batch_size
             piece = slice(start, start + size)
+            patches = batch.patches[piece]
+            if batch.buffer is not None and len(batch.buffer) == size:  # zero-padded already
+                patches = batch.buffer
             try:
                 done.append(self._predict_piece(
-                    batch.patches[piece], size,
+                    patches, min(size, len(batch) - start), size,
                     None if inside is None else (inside[0][piece], inside[1][piece])))
             except tf.errors.ResourceExhaustedError as exc:
                 if size == 1:
@@ -320,13 +375,14 @@ class HeatmapRun:
         rows, cols = grid.inside_samples(indices[:, 0], indices[:, 1])
         return None if rows.all() and cols.all() else (rows, cols)
 
-    def _predict_piece(self, patches: Any, size: int, inside: InsideMask | None) -> np.ndarray:
-        """The model on up to ``size`` patches, zero-padded to ``size`` so that a compiled (XLA)
-        model sees one shape and never recompiles for a short piece (the padding's inside masks
-        are all True). Patches on TensorFlow's device (the "tf" backend) stay there: only the
-        predictions come back."""
-        n, pad = len(patches), size - len(patches)
-        full = _pad_inside(inside, pad)
+    def _predict_piece(self, patches: Any, n: int, size: int,
+                       inside: InsideMask | None) -> np.ndarray:
+        """The model on the first ``n`` of ``patches``, zero-padded to ``size`` so that a
+        compiled (XLA) model sees one shape and never recompiles for a short piece (the
+        padding's inside masks are all True); a batch buffer comes padded. Patches on
+        TensorFlow's device (the "tf" backend) stay there: only the predictions come back."""
+        pad = size - len(patches)
+        full = _pad_inside(inside, size - n)
         if isinstance(patches, np.ndarray):
             if pad:
                 zeros = np.zeros((pad, *patches.shape[1:]), patches.dtype)
@@ -403,58 +459,6 @@ def _describe(exc: BaseException, path: Any) -> str:
     if isinstance(exc, (OSError, KeyError)) and not is_url(path) and not Path(str(path)).exists():
         return f"the slide {path} disappeared during the run: put it back and run again to resume."
     return f"the run on {name} failed: {first_line(exc)}"
-
-
-class _Prefetch:
-    """Runs an iterator in a thread, ``depth`` items ahead; re-raises its errors in the reader."""
-
-    _END = object()
-
-    def __init__(self, source: Iterator[Any], depth: int, cancel: threading.Event | None):
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._cancel = cancel
-        self._thread = threading.Thread(target=self._fill, args=(source,), daemon=True)
-        self._thread.start()
-
-    def _stopped(self) -> bool:
-        return self._stop.is_set() or (self._cancel is not None and self._cancel.is_set())
-
-    def _put(self, item: Any) -> bool:
-        while not self._stopped():
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _fill(self, source: Iterator[Any]) -> None:
-        try:
-            for item in source:
-                if not self._put(item):
-                    return
-            self._put(self._END)
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put(exc)
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                if self._stopped() or not self._thread.is_alive() and self._queue.empty():
-                    return
-                continue
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def compute_heatmap(

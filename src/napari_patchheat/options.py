@@ -58,7 +58,13 @@ class RunOptions:
     padding: str = _option(
         "VALID", "VALID keeps patches inside the level, SAME pads it with zeros as TensorFlow "
         "does (default VALID)", "choice", choices=PADDINGS)
-    batch_size: int = _option(DEFAULT_BATCH_SIZE, "patches per model call (default 32)", "int")
+    # None: chosen by the run from the measured cost of the model; keys keep the old default
+    batch_size: int | None = _option(
+        None, f"patches per model call (default: from {DEFAULT_BATCH_SIZE} up, chosen from the "
+        "model's measured cost)", "int", key_default=DEFAULT_BATCH_SIZE)
+    decode_threads: int | None = _option(
+        None, "threads decoding the slide ahead of the model (default: chosen from the measured "
+        "costs of decoding and of the model)", "int", since="0.3")
     tissue_threshold: float = _option(
         0.0, f"skip patches with less tissue than this fraction (default "
         f"{INTERACTIVE_TISSUE_THRESHOLD}: glass is skipped; 0 keeps every patch)", "float",
@@ -128,18 +134,24 @@ class RunOptions:
 
     def key_fields(self) -> dict[str, Any]:
         """The options as a dict for keys (a batch's manifest): a field added since 0.2
-        (``since`` in its metadata) only where it differs from its default, so the keys made
-        before it existed stay valid."""
+        (``since`` in its metadata) only where it differs from its default, a field whose
+        default changed (``key_default``) at its old default, so the keys made before stay
+        valid."""
         values = asdict(self)
         for f in fields(self):
-            if f.metadata.get("since") and getattr(self, f.name) == f.default:
-                del values[f.name]
+            if getattr(self, f.name) == f.default:
+                if f.metadata.get("since"):
+                    del values[f.name]
+                elif "key_default" in f.metadata:
+                    values[f.name] = f.metadata["key_default"]
         return values
 
     def _check_batch_size(self) -> None:
-        n = self.batch_size
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"batch_size={n!r} must be a whole number of at least 1.")
+        for name in ("batch_size", "decode_threads"):
+            n = getattr(self, name)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise ValueError(f"{name}={n!r} must be a whole number of at least 1, or None "
+                                 "to choose it from the measured costs.")
 
     def _check_tissue_threshold(self) -> None:
         if not 0.0 <= self.tissue_threshold <= 1.0:
