@@ -50,6 +50,7 @@ from .run_layers import name_region
 from .slide_layer import LayerCache, SlideLayer
 from .tf_loading import STARTING_TEXT, TensorFlowLoading
 from .threads import Workers
+from .warmup import WarmUp
 from .widgets import TextLabel
 
 RUN_POLL_MS = 100  # how often the GUI reads the run's messages (and refreshes the layer)
@@ -139,6 +140,7 @@ class RunPanel(Container):
         self.loading = TensorFlowLoading(self.progress, self.info, lambda: self.running)
         self.run_button.changed.connect(self.loading.check)  # after run(): says it is queued
         self.loading.watch()  # starts the warm worker
+        self.warm = WarmUp(request, lambda: self.running)  # warms the chosen model (warmup.py)
 
     @property
     def running(self) -> bool:
@@ -273,6 +275,7 @@ class RunPanel(Container):
         self.closed = True
         self._timer.stop()
         self.loading.stop()
+        self.warm.stop()
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
