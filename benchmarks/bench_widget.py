@@ -15,6 +15,8 @@
    cost before the warm worker).
 4. The display controls (value range, "show at or above") on a 10^6-cell heatmap: ms to the
    canvas painted, against setting the values again (``widget_display.py``).
+5. Run clicked 1 s after the dock opened -> first cells, with the warm-up against without
+   (``widget_warmup.py``; needs the real SVS).
 
 Runs under Xvfb (started here through pyvirtualdisplay when there is no $DISPLAY).
 Run: `.venv/bin/python benchmarks/bench_widget.py [--quick] [--run-s 20]`.
@@ -37,6 +39,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np
 from _util import encoded_tiles, gib, measure
 from widget_display import part_display
+from widget_warmup import part_warmup
 
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
@@ -500,6 +503,8 @@ def main() -> int:
         part_first_cells(viewer, widget, app, 3 if args.quick else RUNS_FIRST_CELLS)
     if 4 in parts:
         part_display(viewer, widget, app, 5 if args.quick else 15, timed)
+    if 5 in parts and REAL_SVS.exists():  # Run 1 s after the dock opened (widget_warmup.py)
+        part_warmup(widget, app, settle, str(REAL_SVS), 2 if args.quick else 3)
     viewer.close()
     return 0
 

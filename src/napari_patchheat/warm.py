@@ -83,8 +83,7 @@ def warm_model(spec: WarmSpec, get_model: Callable[[WarmSpec], Any],
         return Warmed(spec.key, time.perf_counter() - t0, traces(model), message)
 
     try:
-        from . import inference  # noqa: F401  (what a run imports: slide readers, dask)
-
+        _first_time_costs()
         if superseded():
             return report(SUPERSEDED)
         model = get_model(spec)
@@ -100,6 +99,17 @@ def warm_model(spec: WarmSpec, get_model: Callable[[WarmSpec], Any],
     except Exception as exc:  # the run will say the same, as a sentence: keep the first line
         return report(first_line(exc))
     return report()
+
+
+def _first_time_costs() -> None:
+    """Pay what a worker's first run pays before its model (0.15-0.3 s): the run's modules
+    (slide readers, tissue, cache) and dask's first compute (it imports distributed)."""
+    import dask.array as da
+
+    from . import cache, inference, tissue  # noqa: F401
+    from .grid import as_numpy
+
+    as_numpy(da.zeros(1))
 
 
 def _inside_masks(model: Any, options: RunOptions, n: int, h: int,

@@ -9,7 +9,13 @@ import time
 from gui_helpers import RUN_TIMEOUT_MS
 
 from napari_patchheat import runner
-from napari_patchheat._qt.warmup import WARM_ENV, WARM_POLL_MS, WarmUp, default_spec
+from napari_patchheat._qt.warmup import (
+    WARM_ENV,
+    WARM_POLL_MS,
+    WARM_POLL_SHARE,
+    WarmUp,
+    default_spec,
+)
 from napari_patchheat.warm import WarmSpec
 
 WARM_TIMEOUT_MS = 120_000
@@ -98,3 +104,24 @@ def test_no_warm_up_during_a_run_or_without_a_worker_and_a_new_slide_keeps_the_d
     finally:
         busy.stop()
         idle.stop()
+
+
+def test_a_slow_request_is_read_less_often(viewer, svs_path):
+    viewer.open(str(svs_path), plugin="napari-patchheat")  # a worker to warm
+
+    def slow():
+        time.sleep(0.03)  # e.g. a large Labels region, read for each request
+        raise ValueError("no run")
+
+    def fast():
+        raise ValueError("no run")
+
+    polls = [WarmUp(slow, lambda: False), WarmUp(fast, lambda: False)]
+    try:
+        for poll in polls:
+            poll.check()
+        assert polls[0]._timer.interval() >= 30 / WARM_POLL_SHARE  # <= 2% of the GUI's time
+        assert polls[1]._timer.interval() == WARM_POLL_MS
+    finally:
+        for poll in polls:
+            poll.stop()

@@ -12,6 +12,7 @@ never waited for); a run submitted meanwhile overtakes warm-ups still queued. Se
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,8 @@ from ..runner import current_worker, shared_worker
 from ..warm import WarmSpec
 
 WARM_ENV = "PATCHHEAT_WARM_UP"  # "0": no warm-up
-WARM_POLL_MS = 250  # how often the dock's parameters are read (on the GUI thread)
+WARM_POLL_MS = 250  # how often the dock's parameters are read (on the GUI thread), at most
+WARM_POLL_SHARE = 0.02  # of the GUI thread's time at most (a Labels region makes reads slower)
 DEFAULT_SIZE_PX = 224  # the dock's first patch size (and stride)
 
 
@@ -48,7 +50,8 @@ def warm_on_open() -> None:
 
 class WarmUp:
     """Warms the model of ``request()`` (the dock's RunRequest, or a ValueError while there is
-    none) in the running worker, polled every WARM_POLL_MS; nothing while ``running()``."""
+    none) in the running worker, polled every WARM_POLL_MS, or less often where reading the
+    request takes over WARM_POLL_SHARE of that; nothing while ``running()``."""
 
     def __init__(self, request: Callable[[], Any], running: Callable[[], bool]):
         self.request, self.running = request, running
@@ -73,8 +76,11 @@ class WarmUp:
         if not warm_up_enabled() or worker is None or self.running():
             self._seen = None
             return False
+        t0 = time.perf_counter()
         spec, seen = self.spec(), self._seen
         self._seen = spec
+        cost_ms = (time.perf_counter() - t0) * 1e3
+        self._timer.setInterval(max(WARM_POLL_MS, round(cost_ms / WARM_POLL_SHARE)))
         return spec is not None and seen is not None and spec.key == seen.key \
             and worker.warm(spec)
 
