@@ -41,11 +41,16 @@ def default_spec() -> WarmSpec:
 
 def warm_on_open() -> None:
     """A slide was opened: start the worker (TensorFlow loads in its process) and warm the
-    dock's first choice, unless a warm-up was asked already."""
-    if warm_up_enabled():
+    dock's first choice, unless a warm-up was asked already. A worker that cannot start now
+    leaves the slide opened (Run says why)."""
+    if not warm_up_enabled():
+        return
+    try:
         worker = shared_worker()
-        if worker.warm_asked is None:
-            worker.warm(default_spec())
+    except OSError:
+        return
+    if worker.warm_asked is None:
+        worker.warm(default_spec())
 
 
 class WarmUp:
@@ -73,6 +78,8 @@ class WarmUp:
         """Send the warm-up of the parameters if they held since the last poll and the worker
         has not had it; True when sent. Never starts a worker, never waits."""
         worker = current_worker()
+        if worker is not None:
+            worker.warmed()  # take its reports, so that its pipe never fills
         if not warm_up_enabled() or worker is None or self.running():
             self._seen = None
             return False
