@@ -79,6 +79,9 @@ def test_a_run_after_a_warm_up_traces_nothing_and_a_run_overtakes_queued_warm_up
         assert worker.warm(spec, again=True)
         after = wait_report(worker, spec.key, warmed)
         assert after.warm and after.traces == warmed.traces  # the run's batches: no trace
+        other = WarmSpec.of("tissue", options)  # two docks of two models: each warmed once
+        assert worker.warm(other) and wait_report(worker, other.key).warm
+        assert not worker.warm(spec) and not worker.warm(other)
         # a warm-up still queued when a run comes is skipped: the run does not wait for it
         late = WarmSpec.of("hematoxylin", options)
         worker.warm(late)

@@ -253,10 +253,12 @@ class Worker:
         return handle
 
     def warm(self, spec: WarmSpec, again: bool = False) -> bool:
-        """Queue a warm-up of ``spec`` (never waits); False while a run is in progress or when
-        it was the last warm-up asked (unless ``again``). A newer job overtakes it."""
+        """Queue a warm-up of ``spec`` (never waits); False while a run is in progress, or when
+        it is the last warm-up asked or reported warm (unless ``again``: e.g. two docks of other
+        models). A newer job overtakes it."""
         last = None if self.warm_asked is None else self.warm_asked.key
-        if self.busy or (spec.key == last and not again):
+        done = self.warmed().get(spec.key)
+        if self.busy or (not again and (spec.key == last or (done is not None and done.warm))):
             return False
         self.warm_asked, job_id = spec, next(self._ids)
         self._latest.value = job_id
