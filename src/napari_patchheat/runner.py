@@ -24,7 +24,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import numpy as np
 from .grid import as_numpy
 from .inference import Progress
 from .options import RunOptions
-from .warm import Warmed, WarmSpec, warm_model
+from .warm import Warmed, WarmSpec, serve_warm_up
 
 POLL_S = 0.05
 JOIN_S = 30.0  # how long a run of its own waits, after its last message, for its worker to exit
@@ -126,18 +126,12 @@ def _serve(jobs: Any, out: Any, cancel: Any, ready: Any, warmed: Any, latest: An
     while (job := jobs.get()) is not None:
         job_id, spec = job
         if isinstance(spec, WarmSpec):
-            overtaken = _overtaken(latest, job_id)
-            if not broken and not overtaken():
-                warmed.put(warm_model(spec, models.get, overtaken))
+            if not broken:
+                serve_warm_up(spec, job_id, latest, warmed, models.get)
             continue
         runs = iter([Failed(broken)]) if broken else _run(spec, cancel, models)
         for msg in runs:
             out.put((job_id, msg))
-
-
-def _overtaken(latest: Any, job_id: int) -> Callable[[], bool]:
-    """Whether a job newer than ``job_id`` came (``latest``: the newest job's id, shared)."""
-    return lambda: latest.value != job_id
 
 
 class ModelCache:

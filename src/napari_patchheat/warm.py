@@ -101,6 +101,18 @@ def warm_model(spec: WarmSpec, get_model: Callable[[WarmSpec], Any],
     return report()
 
 
+def serve_warm_up(spec: WarmSpec, job_id: int, latest: Any, reports: Any,
+                  get_model: Callable[[WarmSpec], Any]) -> None:
+    """In a worker: warm ``spec`` (job ``job_id``) unless a newer job came (``latest``: the
+    newest job's id, a shared value), and put its report on the ``reports`` queue."""
+
+    def overtaken() -> bool:
+        return bool(latest.value != job_id)
+
+    if not overtaken():
+        reports.put(warm_model(spec, get_model, overtaken))
+
+
 def _first_time_costs() -> None:
     """Pay what a worker's first run pays before its model (0.15-0.3 s): the run's modules
     (slide readers, tissue, cache) and dask's first compute (it imports distributed)."""
