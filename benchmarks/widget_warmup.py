@@ -31,6 +31,7 @@ def trial(app, settle: Callable, slide: str, warm: bool, gap_s: float) -> dict:
     from napari_patchheat._reader import read_slides
     from napari_patchheat.runner import close_shared_worker, current_worker
 
+    before = os.environ.get(WARM_ENV)
     os.environ[WARM_ENV] = "1" if warm else "0"
     close_shared_worker()
     viewer = napari.Viewer(show=True)
@@ -70,7 +71,10 @@ def trial(app, settle: Callable, slide: str, warm: bool, gap_s: float) -> dict:
         model = widget.model_spec()
     viewer.close()
     close_shared_worker()
-    os.environ.pop(WARM_ENV)
+    if before is None:
+        os.environ.pop(WARM_ENV)
+    else:
+        os.environ[WARM_ENV] = before
     return {"first": first, "done": done, "values": values, "model": model,
             "ready": ready[0] - t_open if ready else float("nan")}
 

@@ -114,7 +114,7 @@ def serve_warm_up(spec: WarmSpec, job_id: int, latest: Any, reports: Any,
 
 
 def _first_time_costs() -> None:
-    """Pay what a worker's first run pays before its model (0.15-0.3 s): the run's modules
+    """Pay what a worker's first run pays before its model (~0.15 s here): the run's modules
     (slide readers, tissue, cache) and dask's first compute (it imports distributed)."""
     import dask.array as da
 
