@@ -15,6 +15,8 @@
    cost before the warm worker).
 4. The display controls (value range, "show at or above") on a 10^6-cell heatmap: ms to the
    canvas painted, against setting the values again (``widget_display.py``).
+5. Run clicked 1 s after the dock opened -> first cells, with the warm-up against without
+   (``widget_warmup.py``; needs the real SVS).
 
 Runs under Xvfb (started here through pyvirtualdisplay when there is no $DISPLAY).
 Run: `.venv/bin/python benchmarks/bench_widget.py [--quick] [--run-s 20]`.
@@ -38,6 +40,7 @@ import numpy as np
 from _util import encoded_tiles, gib, measure
 from widget_display import part_display
 from widget_view import part_view
+from widget_warmup import part_warmup
 
 SLIDE_PX = 100_000
 NAIVE_MAX_SHAPES = 20_000  # the naive baseline builds at most this many rectangles
@@ -503,6 +506,8 @@ def main() -> int:
         part_display(viewer, widget, app, 5 if args.quick else 15, timed)
     if 6 in parts:  # what you look at, first (widget_view.py)
         part_view(viewer, widget, app)
+    if 5 in parts and REAL_SVS.exists():  # Run 1 s after the dock opened (widget_warmup.py)
+        part_warmup(widget, app, settle, str(REAL_SVS), 2 if args.quick else 3)
     viewer.close()
     return 0
 

@@ -132,7 +132,7 @@ LAYERS = (
     ("tissue", "models", "export", "samples", "roi", "analysis",
      "session"),  # a session's files (the viewer's side: _qt/session_io.py)
     ("inference",),
-    ("runner", "run_watch"),
+    ("runner", "run_watch", "warm"),
     ("jobs",),  # the headless job: `patchheat run`'s, and each batch task's
     ("batch",),  # dask.distributed: run_batch, the tasks on the workers
     # the napari side, and the command line (`patchheat open` starts napari)

@@ -10,6 +10,7 @@ A huge single-level slide shows blank zoomed-out views while they are built once
 progress bar (see ``_qt/coarse_build.py``).
 Slide URLs (``s3://``, ``gs://``, ``az://``, ``http(s)://``) are read remotely, with the
 credentials and endpoint of the environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+Opening a slide starts the dock's model process and warms its model (``_qt/warmup.py``).
 A file this reader claims but cannot read raises :class:`~napari_patchheat.slide.SlideError`
 (napari shows the message); a file it does not take gets ``None``.
 """
@@ -51,6 +52,7 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
 def read_slides(path: str | list[str]) -> list[LayerData]:
     """One multiscale image layer per slide file; one layer per class for a heatmap OME-TIFF
     or OME-Zarr written by napari-patchheat, placed over its slide again."""
+    from ._qt.warmup import warm_on_open
     from .export import is_heatmap_file, is_heatmap_zarr, read_ome_tiff, read_ome_zarr
     from .slide import open_slide
 
@@ -63,6 +65,7 @@ def read_slides(path: str | list[str]) -> list[LayerData]:
             layers.extend(heatmap_layer_data(read_ome_zarr(p)))
         else:
             layers.append(slide_layer_data(open_slide(p)))
+            warm_on_open()  # the model's process starts now, not at the first Run
     return layers
 
 

@@ -7,9 +7,10 @@ background, as soon as it starts, keeps the models it loaded, and takes one run 
 :class:`~napari_patchheat.inference.HeatmapRun` and sends small messages back: ``Started``, a
 :class:`~napari_patchheat.inference.Progress` per batch (``Warned`` where the cache could not be
 used), then ``Finished`` or ``Failed``. Cancel
-stops the run, not the process. :func:`start_run` is a run in a worker of its own. This module
-never imports TensorFlow. The child exits when its parent goes away, and keeps TensorFlow's
-C++ logs off the terminal unless ``$PATCHHEAT_DEBUG`` is set.
+stops the run, not the process. Between runs it warms models (:meth:`Worker.warm`, warm.py).
+:func:`start_run` is a run in a worker of its own. This module never imports TensorFlow. The
+child exits when its parent goes away, and keeps TensorFlow's C++ logs off the terminal unless
+``$PATCHHEAT_DEBUG`` is set.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .focus import Rect, ViewChannel
 from .grid import as_numpy
 from .inference import Progress
 from .options import RunOptions
+from .warm import Warmed, WarmSpec, serve_warm_up
 
 POLL_S = 0.05
 JOIN_S = 30.0  # how long a run of its own waits, after its last message, for its worker to exit
@@ -109,10 +111,11 @@ def _quiet_tensorflow() -> None:
     os.close(devnull)
 
 
-def _serve(jobs: Any, out: Any, cancel: Any, ready: Any, view: ViewChannel | None = None
-           ) -> None:
+def _serve(jobs: Any, out: Any, cancel: Any, ready: Any, warmed: Any, latest: Any,
+           view: ViewChannel | None = None) -> None:
     """The worker process: import TensorFlow, then run each ``(job id, RunSpec)`` of ``jobs``
-    until ``None``, sending ``(job id, message)`` to ``out``."""
+    until ``None``, sending ``(job id, message)`` to ``out``; a ``WarmSpec`` is warmed unless
+    a newer job (id in ``latest``) came, its ``Warmed`` sent to ``warmed``."""
     threading.Thread(target=_watch_parent, daemon=True).start()
     _quiet_tensorflow()
     try:
@@ -125,6 +128,10 @@ def _serve(jobs: Any, out: Any, cancel: Any, ready: Any, view: ViewChannel | Non
     models = ModelCache()
     while (job := jobs.get()) is not None:
         job_id, spec = job
+        if isinstance(spec, WarmSpec):
+            if not broken:
+                serve_warm_up(spec, job_id, latest, warmed, models.get)
+            continue
         runs = iter([Failed(broken)]) if broken else _run(spec, cancel, models, view)
         for msg in runs:
             out.put((job_id, msg))
@@ -138,7 +145,7 @@ class ModelCache:
         self._models: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
 
     @staticmethod
-    def key(spec: RunSpec) -> tuple[Any, ...]:
+    def key(spec: RunSpec | WarmSpec) -> tuple[Any, ...]:
         """What identifies a loaded model: its name or path (with the file's size and time, so
         a rewritten file is loaded again), resize and precision."""
         path = Path(spec.model)
@@ -146,7 +153,7 @@ class ModelCache:
         stamp = None if stat is None else (stat.st_mtime_ns, stat.st_size)
         return spec.model, stamp, spec.options.resize, spec.options.mixed_precision
 
-    def get(self, spec: RunSpec) -> Any:
+    def get(self, spec: RunSpec | WarmSpec) -> Any:
         """The PatchModel of ``spec``'s model, loaded now or before."""
         from .models import load_model
 
@@ -211,12 +218,15 @@ class Worker:
         self._jobs, self._out = ctx.Queue(), ctx.Queue()
         self._cancel, self._ready = ctx.Event(), ctx.Event()
         self._ids = itertools.count(1)
+        self._warmed, self._latest = ctx.Queue(), ctx.Value("q", 0)  # warm reports, newest job
         self.view = ViewChannel(ctx)
         self.process = ctx.Process(target=_serve, daemon=True, name="patchheat-inference",
                                    args=(self._jobs, self._out, self._cancel, self._ready,
-                                         self.view))
+                                         self._warmed, self._latest, self.view))
         self.process.start()
         self.current: RunHandle | None = None
+        self.warm_asked: WarmSpec | None = None  # the last warm-up sent
+        self.warm_reports: dict[tuple[Any, ...], Warmed] = {}  # the newest of each key
 
     @property
     def alive(self) -> bool:
@@ -241,8 +251,31 @@ class Worker:
         self.view.send(None)  # the new run's view comes with RunHandle.set_view
         handle = RunHandle(spec, self, next(self._ids))
         self.current = handle
+        self._latest.value = handle.job_id  # warm-ups still queued give way
         self._jobs.put((handle.job_id, spec))
         return handle
+
+    def warm(self, spec: WarmSpec, again: bool = False) -> bool:
+        """Queue a warm-up of ``spec`` (never waits); False while a run is in progress, or when
+        it is the last warm-up asked or reported warm (unless ``again``: e.g. two docks of other
+        models). A newer job overtakes it."""
+        last = None if self.warm_asked is None else self.warm_asked.key
+        done = self.warmed().get(spec.key)
+        if self.busy or (not again and (spec.key == last or (done is not None and done.warm))):
+            return False
+        self.warm_asked, job_id = spec, next(self._ids)
+        self._latest.value = job_id
+        self._jobs.put((job_id, spec))
+        return True
+
+    def warmed(self) -> dict[tuple[Any, ...], Warmed]:
+        """The warm-ups reported so far, the newest per key (never waits)."""
+        while True:
+            try:
+                report = self._warmed.get_nowait()
+            except queue.Empty:
+                return self.warm_reports
+            self.warm_reports[report.key] = report
 
     def cancel(self) -> None:
         """Ask the run in progress to stop after its batch (it answers a cancelled Finished)."""
@@ -395,6 +428,12 @@ def shared_worker(nice: int = WORKER_NICE) -> Worker:
             assert _shared.process.pid is not None  # started
             lower_priority(_shared.process.pid, nice)
         return _shared
+
+
+def current_worker() -> Worker | None:
+    """This process's warm worker if it is running (never starts one)."""
+    with _shared_lock:
+        return _shared if _shared is not None and _shared.alive else None
 
 
 def close_shared_worker(timeout: float = CLOSE_SHARED_S) -> None:

@@ -52,6 +52,7 @@ from .slide_layer import LayerCache, SlideLayer
 from .tf_loading import STARTING_TEXT, TensorFlowLoading
 from .threads import Workers
 from .view_focus import ViewFocusControl
+from .warmup import WarmUp
 from .widgets import TextLabel
 
 RUN_POLL_MS = 100  # how often the GUI reads the run's messages (and refreshes the layer)
@@ -143,6 +144,7 @@ class RunPanel(Container):
         self.loading = TensorFlowLoading(self.progress, self.info, lambda: self.running)
         self.run_button.changed.connect(self.loading.check)  # after run(): says it is queued
         self.loading.watch()  # starts the warm worker
+        self.warm = WarmUp(request, lambda: self.running)  # warms the chosen model (warmup.py)
 
     @property
     def running(self) -> bool:
@@ -279,6 +281,7 @@ class RunPanel(Container):
         self._timer.stop()
         self.loading.stop()
         self.view.stop()
+        self.warm.stop()
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None

@@ -42,13 +42,13 @@ from .slide_layer import LayerCache, SlideLayer, is_slide_candidate
 from .stain_preview import StainPreview
 from .threads import Workers
 from .tissue_estimate import TissueEstimate
+from .warmup import DEFAULT_SIZE_PX
 from .widgets import TextLabel, path_of, run_all
 
 if TYPE_CHECKING:
     import napari
 
 MODEL_FILE_CHOICE = "Keras file…"
-DEFAULT_SIZE_PX = 224
 DOCK_MIN_WIDTH_PX = 460  # fits TEXT_WRAP_CHARS characters of label text
 DOCK_MAX_HEIGHT_PX = 900  # the dock's sections, as they first open, fit a laptop's screen
 FORM_MARGINS_PX = (9, 3, 9, 3)  # left, top, right, bottom of the Grid's and Model's forms
