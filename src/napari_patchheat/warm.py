@@ -18,7 +18,7 @@ import numpy as np
 
 from .messages import first_line
 from .models.patch_model import as_size
-from .options import RunOptions
+from .options import DEFAULT_BATCH_SIZE, RunOptions
 
 WARM_PIXEL = 200  # the grey of the warm-up batch: values do not matter, shapes and dtype do
 SUPERSEDED = "a newer job came first"  # Warmed.message of a warm-up stopped for a newer job
@@ -90,7 +90,8 @@ def warm_model(spec: WarmSpec, get_model: Callable[[WarmSpec], Any],
         size = spec.options.size or model.input_size
         if size is None:  # a model of any size and no patch size: nothing to trace yet
             return report("no patch size to warm the model for")
-        n, (h, w) = spec.options.batch_size, as_size(size)
+        # no batch size: a run starts at the default, then chooses (pipeline.py)
+        n, (h, w) = spec.options.batch_size or DEFAULT_BATCH_SIZE, as_size(size)
         batch = np.full((n, h, w, model.channels), WARM_PIXEL, np.uint8)
         for inside in _inside_masks(model, spec.options, n, h, w):
             if superseded():
