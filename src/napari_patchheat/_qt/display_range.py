@@ -21,12 +21,12 @@ from .widgets import TextLabel
 def image_visuals(viewer: Any, layer: Any) -> list[Any]:
     """The vispy image visuals that draw ``layer`` in ``viewer``: its tiles and its colour
     bar's gradient (none where the canvas has not made them)."""
-    canvas = viewer.window._qt_viewer.canvas
-    vispy_layer = canvas.layer_to_visual.get(layer)
-    if vispy_layer is None:
+    canvas = getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)
+    vispy_layer = getattr(canvas, "layer_to_visual", {}).get(layer)  # napari's private names:
+    if vispy_layer is None:  # where they change, vispy rebuilds the shaders as before
         return []
     visuals = list(getattr(vispy_layer.node, "adopted_children", [vispy_layer.node]))
-    for overlay in canvas._layer_overlay_to_visual.get(layer, {}).values():
+    for overlay in getattr(canvas, "_layer_overlay_to_visual", {}).get(layer, {}).values():
         img = getattr(overlay.node, "img", None)
         if img is not None:
             visuals.append(img)
