@@ -32,6 +32,8 @@ def test_run_on_all_open_slides_opens_each_heatmap_over_its_slide(viewer, widget
     widget.size.value, widget.stride.value = 64, 64
     panel = widget.batch_panel
     panel.out.value = tmp_path / "out"
+    assert not panel.with_dashboard.value  # off by default: bokeh stalls napari as it starts
+    panel.with_dashboard.value = True
     assert set(panel.open_slides()) == {str(svs_path.resolve()), str(ihc_png_path.resolve())}
     try:
         assert panel.run()
@@ -92,10 +94,11 @@ def test_cancel_leaves_the_unfinished_slides_pending(viewer, widget, qtbot, tmp_
 def test_formats_fluorescence_warning_gui_responsive_and_a_quiet_terminal(
         viewer, widget, qtbot, tmp_path, svs_path, ndpi_path, capfd, errors, monkeypatch):
     """Export's formats (ticked: npz and CSV here), a warning for the fluorescence NDPI under
-    a built-in model, the cluster started off the GUI thread (a 10 ms heartbeat keeps beating
-    until the first heatmap opens) and no dask or TensorFlow line on the terminal: as a user
-    runs napari, without test.sh's TF_CPP_MIN_LOG_LEVEL=2 (a level a user sets is kept, and 2
-    lets TensorFlow's spurious cuInit error lines through)."""
+    a built-in model, the cluster started off the GUI thread without a dashboard (a 10 ms
+    heartbeat keeps beating while it starts and the batch runs; the heatmaps open one an
+    event-loop turn) and no dask or TensorFlow line on the terminal: as a user runs napari,
+    without test.sh's TF_CPP_MIN_LOG_LEVEL=2 (a level a user sets is kept, and 2 lets
+    TensorFlow's spurious cuInit error lines through)."""
     import time
 
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
@@ -122,31 +125,38 @@ def test_formats_fluorescence_warning_gui_responsive_and_a_quiet_terminal(
     assert not panel.run()
     assert errors[-1].startswith("PatchHeat: Tick at least one format")
     panel.formats["npz"].value = panel.formats["csv"].value = True
-    ticks: list[float] = []
+    ticks: list[float] = []  # the stall monitor: a 10 ms timer's ticks
     beat = QTimer()
     beat.setInterval(10)
     beat.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    shown: list[float] = []  # when each heatmap starts to be shown
+    show = panel.show_heatmap
+    panel.show_heatmap = lambda *a: (shown.append(time.perf_counter()), show(*a))[1]
     qtbot.wait(3000)  # the slides drawn, the dock's estimates done
     capfd.readouterr()
     try:
         beat.start()
         assert panel.run()
-        qtbot.waitUntil(lambda: bool(panel.opened), timeout=BATCH_TIMEOUT_MS)
-        beat.stop()
         qtbot.waitUntil(lambda: not panel.running, timeout=BATCH_TIMEOUT_MS)
+        qtbot.wait(200)  # a tick after the last heatmap's paint
     finally:
         beat.stop()
         panel.shutdown()
-    gaps = np.diff(ticks)[:-1]  # the last one: opening the first heatmap (napari's add_image)
+    assert len(shown) == 2 and not panel.dashboard.visible and not panel._local_dashboard
+    ticks_ = np.array(ticks)
+    gaps = np.diff(ticks_)
+    before = gaps[ticks_[1:] < shown[0]]  # cluster start and the batch, up to the first heatmap
     with capfd.disabled():
-        print(f"GUI heartbeat until the first heatmap: {len(ticks)} ticks over "
-              f"{ticks[-1] - ticks[0]:.1f} s, longest gap {gaps.max() * 1000:.0f} ms, "
-              f"{np.sum(gaps > 0.1)} over 100 ms")
-    # cluster start and the batch off the GUI thread: it keeps beating. The goal is no gap
-    # over 100 ms; on this shared 2-core machine the scheduler's start in this process (its
-    # dashboard imports bokeh) while the worker processes start still stalls it 0.4-0.9 s
-    assert len(ticks) > 100 and gaps.max() < 1.0 and np.median(gaps) < 0.02
-    assert np.sum(gaps > 0.1) <= 10
+        print(f"GUI stall monitor: {len(ticks)} ticks over {ticks[-1] - ticks[0]:.1f} s; up to "
+              f"the first heatmap (cluster start, batch) longest gap {before.max() * 1e3:.0f} ms, "
+              f"{np.sum(before > 0.1)} over 100 ms; with the heatmaps opened longest "
+              f"{gaps.max() * 1e3:.0f} ms")
+    # the cluster starts off the GUI thread without bokeh in this process: no gap over 100 ms
+    # even on this shared 2-core machine under load (0.27 s with the dashboard); 3x headroom
+    # for the machine's noise. Opening a heatmap is napari building a layer, its colour bar
+    # and their shaders: 0.3-0.5 s unloaded, up to 0.8 s under load (software OpenGL)
+    assert len(before) > 100 and before.max() < 0.3 and np.median(gaps) < 0.02
+    assert np.sum(before > 0.1) <= 1 and gaps.max() < 2.0
     manifest = Manifest.read(tmp_path / "out")
     assert [r.status for r in manifest.rows] == ["ok", "ok"]
     assert all(set(r.outputs) == {"npz", "csv"} for r in manifest.rows)

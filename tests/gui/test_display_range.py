@@ -42,6 +42,25 @@ def screen_rgb(viewer, shot, world_yx) -> np.ndarray:
     return shot[int(y), int(x), :3].astype(int)
 
 
+def assert_cells_at_or_above_shown(viewer, heatmap, hl, limits, t) -> None:
+    """On a screenshot, cells below ``t`` show the slide, the others their colormap colour."""
+    lo, hi = limits
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    grid, ds = heatmap.grid, heatmap.downsample
+    shown = 0
+    for i, j in [(5, 6), (3, 1), (4, 5), (6, 8), (7, 12)]:
+        rgb = screen_rgb(viewer, shot, grid.centers(i, j, ds))
+        v = heatmap.values[i, j, 0]
+        if v < t:  # hidden: the slide shows through
+            assert np.abs(rgb - SLIDE_RGB).max() <= 2, (i, j, v, rgb)
+        else:  # the colormap's colour of its value
+            shown += 1
+            want = hl.colormap.map([(v - lo) / (hi - lo)])[0, :3] * 255
+            assert np.abs(rgb - SLIDE_RGB).max() > 40 and np.abs(rgb - want).max() <= 8, \
+                (i, j, v, rgb, want)
+    assert 0 < shown < 5
+
+
 def test_range_and_threshold_show_cells_at_or_above_over_the_slide(viewer, widget):
     heatmap, hl = narrow_heatmap(viewer, widget)
     values, controls = widget.display.values, widget.display.values
@@ -59,17 +78,7 @@ def test_range_and_threshold_show_cells_at_or_above_over_the_slide(viewer, widge
     legend = viewer.canvas.overlays[LEGEND_OVERLAY_KEY]
     assert f"≥ {T:g}" in legend.text and f"{lo:.4g}–{hi:.4g}" in legend.text
 
-    shot = viewer.screenshot(canvas_only=True, flash=False)
-    grid, ds = heatmap.grid, heatmap.downsample
-    for i, j in [(5, 6), (3, 1), (4, 5), (6, 8), (7, 12)]:
-        rgb = screen_rgb(viewer, shot, grid.centers(i, j, ds))
-        v = heatmap.values[i, j, 0]
-        if v < T:  # hidden: the slide shows through
-            assert np.abs(rgb - SLIDE_RGB).max() <= 2, (i, j, v, rgb)
-        else:  # the colormap's colour of its value
-            want = hl.colormap.map([(v - lo) / (hi - lo)])[0, :3] * 255
-            assert np.abs(rgb - SLIDE_RGB).max() > 40 and np.abs(rgb - want).max() <= 8, \
-                (i, j, v, rgb, want)
+    assert_cells_at_or_above_shown(viewer, heatmap, hl, (lo, hi), T)
 
     controls.reset.clicked()
     assert tuple(hl.contrast_limits) == (0.0, 1.0) and threshold_of(hl) == T
@@ -128,6 +137,36 @@ def test_a_dab_run_on_the_real_slide_shows_the_slide_below_the_threshold(viewer,
                 assert np.abs(rgb - want).max() <= 8, (i, j, v, rgb, want)
                 assert np.abs(rgb - under).max() > 20  # the heatmap, not the slide
     assert below > 10 and above > 10
+
+
+def test_a_drawn_heatmap_changes_its_colour_table_not_its_shaders(viewer, widget):
+    """Once drawn, a threshold, a range or a colormap changes the table the GPU looks colours
+    up in (its tiles' and its colour bar's), never their compiled programs; the screen shows
+    the new display."""
+    from napari_patchheat._qt.display_range import image_visuals
+
+    heatmap, hl = narrow_heatmap(viewer, widget)
+    controls = widget.display.values
+    controls.auto.clicked()
+    lo, hi = hl.contrast_limits
+    viewer.screenshot(canvas_only=True, flash=False)  # drawn: programs built
+    visuals = image_visuals(viewer, hl)
+    assert len(visuals) == 2  # the heatmap's one tile and its colour bar's gradient
+    programs = [v.shared_program.frag["color_transform"] for v in visuals]
+    tables = [v.view_program["texture2D_LUT"] for v in visuals]
+    for step, change in enumerate([lambda: setattr(controls.threshold, "value", f"{T}"),
+                                   lambda: setattr(controls.value_range, "value", (0.5, hi)),
+                                   lambda: setattr(widget.display.colormap, "value", "viridis")]):
+        change()
+        assert threshold_of(hl) == T and hl.contrast_limits[1] == pytest.approx(hi)
+        assert not any(v._need_colortransform_update for v in visuals), step  # no rebuild
+        assert [v.shared_program.frag["color_transform"] for v in visuals] == programs
+        now = [v.view_program["texture2D_LUT"] for v in visuals]
+        assert all(a is not b for a, b in zip(now, tables, strict=True)), step
+        tables = now
+        assert_cells_at_or_above_shown(viewer, heatmap, hl, hl.contrast_limits, T)
+    assert hl.colormap.map([1.0])[0, :3] == pytest.approx([0.993248, 0.906157, 0.143936],
+                                                          abs=0.01)  # viridis' top
 
 
 def test_the_colormap_keeps_the_threshold_and_the_layer_keeps_its_settings(viewer, widget):

@@ -8,9 +8,15 @@ of worker processes, started by the first batch (on that thread) and kept for th
 against the scheduler whose address is typed in the panel.
 TensorFlow runs in the cluster's worker processes only, never in napari's. A QTimer on the GUI
 thread shows each slide's line (patches as its workers report them, then ok, skipped or the
-failure) and opens each finished heatmap over its slide (``show``). When the dock closes, the
-batch is cancelled and the clients and the local cluster are closed off the GUI thread, its
-worker processes killed if they outlast ``CLOSE_S``.
+failure) and opens each finished heatmap over its slide (``show``): its file read on a worker
+thread, one heatmap an event-loop turn. When the dock closes, the batch is cancelled and the
+clients and the local cluster are closed off the GUI thread, its worker processes killed if they
+outlast ``CLOSE_S``.
+
+The local cluster's scheduler runs in napari's process (on dask's IO-loop thread): its dask
+dashboard imports bokeh there, 0.3 s of CPU that held the GIL and stalled the GUI 0.27 s under
+load, so the dashboard is the user's choice ("dask dashboard", off by default); a scheduler
+typed in the panel shows its own dashboard's link, at no cost here.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import html
 import os
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +58,8 @@ BATCH_POLL_MS = 200  # how often the GUI shows the batch's progress
 STOP_S = 1.0  # on close: how long a cancelled batch may take to stop before its client closes
 CLOSE_S = 1.0  # ... and the clients and the local cluster each to close (then: killed, < 5 s)
 BATCH_DEFAULT_FORMATS = ("ometiff",)  # File > Open reopens them over their slides
+READERS: dict[str, Callable[[Any], Heatmap]] = {
+    "npz": Heatmap.load_npz, "ometiff": read_ome_tiff, "omezarr": read_ome_zarr}
 
 
 class BatchPanel(Container):
@@ -72,6 +81,10 @@ class BatchPanel(Container):
         # Export's formats; a slide's heatmap opens from its .npz, OME-TIFF or OME-Zarr
         self.formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=f in BATCH_DEFAULT_FORMATS)
                         for f in ("npz", *FORMATS)}
+        self.with_dashboard = CheckBox(
+            text="dask dashboard", value=False,
+            tooltip="the local cluster with dask's dashboard (a link under the bar); its start "
+                    "imports bokeh in napari's process, a short stall of the viewer")
         self.run_button = PushButton(text="Run on all open slides")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
@@ -81,14 +94,19 @@ class BatchPanel(Container):
         super().__init__(labels=False, widgets=[
             Container(widgets=[self.scheduler, self.out]),
             Container(widgets=list(self.formats.values()), labels=False),
+            self.with_dashboard,
             Container(widgets=[self.run_button, self.cancel_button], layout="horizontal",
                       labels=False),
             self.progress, self.dashboard, self.info])
         self.running = False
         self.slide_layers: dict[str, SlideLayer] = {}  # absolute path -> its layer
-        self.opened: set[str] = set()  # slides whose heatmap this batch opened
+        self.opened: set[str] = set()  # slides whose heatmap this batch opened (or opens)
+        self._to_open: deque[tuple[str, Heatmap]] = deque()  # read, to show one a turn
+        self._reading = 0  # heatmap files being read on worker threads
+        self._returned = False  # the running batch returned (its heatmaps may still open)
         self._clients: dict[str, Any] = {}  # address ('' for the local cluster) -> Client
         self._cluster: Any = None
+        self._local_dashboard = False  # whether the local cluster serves dask's dashboard
         self._lock = threading.Lock()
         self._progress: Any = None  # the batch's last BatchProgress (set on other threads)
         self._dashboard_link = ""  # the running batch's scheduler's (set on the worker thread)
@@ -141,7 +159,7 @@ class BatchPanel(Container):
         text = str(self.out.value) if self.out.value is not None else ""
         out = Path(text) if text not in ("", ".") else Path(
             tempfile.mkdtemp(prefix="patchheat-batch-"))
-        self.running, self.opened, self._progress = True, set(), None
+        self.running, self.opened, self._progress, self._returned = True, set(), None, False
         with self._lock:
             self._dashboard_link = ""  # this batch's scheduler's, once its client is made
             self._warnings = []
@@ -156,8 +174,8 @@ class BatchPanel(Container):
         self.info.value = self._starting
         self._timer.start()
         self.workers.start(self._run_batch, dict(self.slide_layers), request, out, address,
-                           JobOutputs(formats=formats), self._cancel, returned=self._finished,
-                           errored=self._failed)
+                           JobOutputs(formats=formats), self._cancel, self.with_dashboard.value,
+                           returned=self._finished, errored=self._failed)
         return True
 
     def cancel(self, *_: Any) -> None:
@@ -170,7 +188,8 @@ class BatchPanel(Container):
 
     # --- on the worker thread ----------------------------------------------------------------
     def _run_batch(self, slides: dict[str, SlideLayer], request: RunRequest, out: Path,
-                   address: str, outputs: JobOutputs, cancel: threading.Event) -> Manifest:
+                   address: str, outputs: JobOutputs, cancel: threading.Event,
+                   dashboard: bool) -> Manifest:
         from ..batch import run_batch
 
         try:
@@ -178,12 +197,13 @@ class BatchPanel(Container):
             with self._lock:
                 self._connecting = True
             try:
-                client = self._client(address)
+                client = self._client(address, dashboard)
             finally:
                 with self._lock:
                     self._connecting = False
-            with self._lock:
-                self._dashboard_link = client.dashboard_link or ""
+            with self._lock:  # a local cluster without one still names a (dead) link
+                self._dashboard_link = (client.dashboard_link or "") if (
+                    address or self._local_dashboard) else ""
             return run_batch(list(slides), request.model, request.options, out, client,
                              outputs=outputs, on_progress=self._record, cancel=cancel)
         finally:
@@ -205,9 +225,13 @@ class BatchPanel(Container):
                     self._warnings.append(f"{source_name(path)}: warning: "
                                           + FLUORESCENCE_MODEL_WARNING.format(model=model))
 
-    def _client(self, address: str) -> Any:
+    def _client(self, address: str, dashboard: bool) -> Any:
         """The client of ``address`` (a scheduler file or address), or of this panel's local
-        cluster of worker processes for ''; made once, kept for the next batch."""
+        cluster of worker processes for '' (with a dashboard if ``dashboard``: a cluster
+        without one is made again with one); made once, kept for the next batch."""
+        if not address and dashboard and self._cluster is not None \
+                and not self._local_dashboard:
+            self._close_clients(local_only=True)
         if address not in self._clients:
             from distributed import Client, LocalCluster
 
@@ -218,8 +242,10 @@ class BatchPanel(Container):
 
                 self._clients[address] = connect_scheduler(address)
             else:
-                self._cluster = LocalCluster(processes=True, dashboard_address=":0",
+                self._cluster = LocalCluster(processes=True,
+                                             dashboard_address=":0" if dashboard else None,
                                              **quiet_cluster_kwargs())
+                self._local_dashboard = dashboard
                 self._clients[address] = Client(self._cluster, set_as_default=False)
         return self._clients[address]
 
@@ -260,15 +286,54 @@ class BatchPanel(Container):
         self.info.value = "\n".join(lines)
 
     def _open(self, row: SlideRow) -> None:
-        """Open ``row``'s heatmap over its slide, once per batch."""
-        readers = {"npz": Heatmap.load_npz, "ometiff": read_ome_tiff, "omezarr": read_ome_zarr}
-        fmt = next((f for f in readers if f in row.outputs), None)
+        """Open ``row``'s heatmap over its slide, once per batch: its file read on a worker
+        thread, then shown on its own event-loop turn (:meth:`_open_next`)."""
+        fmt = next((f for f in READERS if f in row.outputs), None)
         if row.slide in self.opened or fmt is None:
             return
         self.opened.add(row.slide)
         slide = self.slide_layers.get(row.slide)
         if slide is not None and slide.layer in self.viewer.layers:
-            self.show_heatmap(readers[fmt](row.outputs[fmt]), slide, False)
+            self._reading += 1
+            self.workers.start(READERS[fmt], row.outputs[fmt],
+                               returned=lambda heatmap: self._read(row.slide, heatmap),
+                               errored=lambda exc: self._read_failed(row.slide, exc))
+
+    def _read(self, slide: str, heatmap: Heatmap) -> None:
+        self._reading -= 1
+        if self.closed:
+            return
+        self._to_open.append((slide, heatmap))
+        if len(self._to_open) == 1:  # else the one before schedules it
+            QTimer.singleShot(0, self._open_next)
+
+    def _read_failed(self, slide: str, exc: Exception) -> None:
+        self._reading -= 1
+        if not self.closed:
+            self.on_error(f"The heatmap of {source_name(slide)} could not be opened: {exc}")
+            self._end_when_shown()
+
+    def _open_next(self) -> None:
+        """Show the first heatmap read and not shown yet; the next on the next turn: napari
+        builds a layer, its colour bar and their shaders in 0.3-0.5 s (1.2 s under load)."""
+        if self.closed or not self._to_open:
+            return
+        slide_key, heatmap = self._to_open[0]
+        slide = self.slide_layers.get(slide_key)
+        try:
+            if slide is not None and slide.layer in self.viewer.layers:
+                self.show_heatmap(heatmap, slide, False)
+        finally:
+            self._to_open.popleft()
+            if self._to_open:
+                QTimer.singleShot(0, self._open_next)
+            else:
+                self._end_when_shown()
+
+    def _end_when_shown(self) -> None:
+        """End the batch once it returned and its heatmaps are shown."""
+        if self._returned and self.running and not self._reading and not self._to_open:
+            self._end()
 
     def _finished(self, manifest: Manifest) -> None:
         self._timer.stop()
@@ -279,7 +344,8 @@ class BatchPanel(Container):
         left = self._cancel.is_set() and any(r.status == "pending" for r in manifest.rows)
         self.info.value += f"\n{manifest.summary}" + (
             "; cancelled: the next batch resumes the pending ones" if left else "")
-        self._end()
+        self._returned = True
+        self._end_when_shown()
 
     def _failed(self, exc: Exception) -> None:
         self._timer.stop()
@@ -309,15 +375,17 @@ class BatchPanel(Container):
         self._idle.wait(STOP_S)
         self._close_clients()
 
-    def _close_clients(self) -> None:
-        """Close the clients and the local cluster (any thread; each once), then kill the
-        cluster's worker processes still alive. While the batch's thread makes them, it closes
-        them itself once made."""
+    def _close_clients(self, local_only: bool = False) -> None:
+        """Close the clients (``local_only``: the local cluster's) and the local cluster (any
+        thread; each once), then kill the cluster's worker processes still alive. While the
+        batch's thread makes them, it closes them itself once made (``local_only``: it is that
+        thread)."""
         with self._lock:
-            if self._connecting:
+            if self._connecting and not local_only:
                 return
-            clients, cluster = list(self._clients.values()), self._cluster
-            self._clients, self._cluster = {}, None
+            keys = [""] if local_only else list(self._clients)
+            clients = [self._clients.pop(k) for k in keys if k in self._clients]
+            cluster, self._cluster = self._cluster, None
         pids = [] if cluster is None else [getattr(n, "pid", None)
                                            for n in list(cluster.workers.values())]
         for client in clients:

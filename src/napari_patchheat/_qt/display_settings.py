@@ -50,9 +50,18 @@ def show_values(layer: Any, colormap: str, limits: tuple[float, float],
     if hi <= lo:  # napari needs a range: widen a single value a little
         lo, hi = lo - max(abs(lo) * 1e-6, 1e-9), hi + max(abs(hi) * 1e-6, 1e-9)
     layer.contrast_limits = (lo, hi)
-    layer.colormap = threshold_colormap(colormap, (lo, hi), threshold)
+    cmap = threshold_colormap(colormap, (lo, hi), threshold)
+    if not same_colormap(layer.colormap, cmap):  # a new colormap rebuilds the GPU's shaders
+        layer.colormap = cmap
     layer.metadata = {**layer.metadata,
                       DISPLAY_META_KEY: {"colormap": colormap, "threshold": threshold}}
+
+
+def same_colormap(a: Colormap, b: Colormap) -> bool:
+    """Whether colormaps ``a`` and ``b`` map every value to the same colour."""
+    return (a.interpolation == b.interpolation and a.colors.shape == b.colors.shape
+            and a.controls.shape == b.controls.shape and np.array_equal(a.colors, b.colors)
+            and np.array_equal(a.controls, b.controls))
 
 
 def colormap_name(layer: Any) -> str:

@@ -116,7 +116,7 @@ class HeatmapPanel(Container):
         self.class_name = ComboBox(label="class", choices=self._class_choices)
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
-        self.values = ValueDisplay(self._update_legend)  # value range, "show at or above"
+        self.values = ValueDisplay(self._update_legend, viewer)  # value range, "show at or above"
         self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True)
                                for f in FORMATS}
         self.export_folder = FileEdit(label="folder", mode=FileDialogMode.EXISTING_DIRECTORY,
