@@ -27,7 +27,7 @@ from distributed import Client, KilledWorker, LocalCluster, as_completed
 
 from ..files import loads_json
 from ..heatmap import recorded_path, slide_stem
-from ..jobs import JobOutputs, UserError
+from ..jobs import JobOutputs, error_text
 from ..manifest import Manifest, SlideRow
 from ..messages import first_line
 from ..models import is_builtin
@@ -262,11 +262,7 @@ def _row(future: Any, slide: str) -> SlideRow:
             f"the workers running {source_name(slide)} died several times (out of memory?): "
             "give the workers more memory, or use --split-px."))
     except Exception as exc:  # the worker's error, as one sentence
-        text = first_line(exc)  # the type's name where it has no text
-        if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)) \
-                and str(exc).strip():
-            text = f"{type(exc).__name__}: {text}"
-        return SlideRow(slide, "failed", error=text)
+        return SlideRow(slide, "failed", error=error_text(exc))
 
 
 def _absolute_model(model: str | os.PathLike[str]) -> str:
