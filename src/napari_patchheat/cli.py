@@ -152,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dask scheduler address (tcp://host:8786) or scheduler file "
                             "(default: start a local cluster)")
     batch.add_argument("--workers", type=_whole(1, 4), default=None,
-                       help="local cluster: worker processes (default: dask's choice)")
+                       help="local cluster: worker processes (default: from the cores: on up "
+                            "to 2, one worker in this process; else one per 2 cores)")
     batch.add_argument("--threads-per-worker", type=_whole(1, 2), default=None,
-                       help="local cluster: threads of each worker (and its TensorFlow)")
+                       help="local cluster: threads of each worker (and its TensorFlow; "
+                            "default: the cores on up to 2, else 2)")
     batch.add_argument("--split-px", type=_whole(1, 8192), default=None,
                        help="split each slide into region tasks of about N x N level pixels, "
                             "merged into one heatmap")
@@ -411,8 +413,8 @@ def batch_command(args: argparse.Namespace) -> int:
     if not slides:
         raise UserError("no slides: give slide files, or --list FILE.")
     resources = parse_resources(args.resources)
-    with cluster_client(args.scheduler, args.workers, args.threads_per_worker,
-                        resources) as client:
+    with cluster_client(args.scheduler, args.workers, args.threads_per_worker, resources,
+                        in_process=True) as client:
         if client.dashboard_link:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         manifest = run_batch(slides, args.model, options, args.out, client,
