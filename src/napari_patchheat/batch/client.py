@@ -323,9 +323,11 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
     scheduler: this process's own dask reads stay local."""
     if scheduler is None:
         shape = local_cluster_shape(run_threads(), workers, threads, in_process=in_process)
+        # a dashboard costs ~0.3 s to start: worker processes only (few cores, in this
+        # process: none)
         with LocalCluster(n_workers=shape.workers, threads_per_worker=shape.threads,
                           processes=shape.processes, resources=resources,
-                          dashboard_address=":0",
+                          dashboard_address=":0" if shape.processes else None,
                           **quiet_cluster_kwargs(shape.processes)) as cluster, \
                 Client(cluster, set_as_default=False) as client:
             yield client
