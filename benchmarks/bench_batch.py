@@ -16,6 +16,16 @@
 Every cluster is warmed first (TensorFlow imported, the model loaded on each worker), runs use
 no result cache, and each batch writes to a fresh folder. Slides are generated once into the
 cache folder. Run: `PYTHONPATH=src .venv/bin/python benchmarks/bench_batch.py [--quick]`.
+
+``--start-up`` measures instead what a user's commands pay from a cold start, each command a
+fresh process in the user's environment, alternated, best of REPEATS:
+4. 4 slides through `dab`: `patchheat batch` with its few-core default against one process
+   looping over them (`patchheat run A B C D`) (target: <= 1.0 on 2 cores), and dask's own
+   default (2 worker processes of 1 thread on 2 cores: what `batch` did before); values bit
+   for bit the loop's.
+5. The same 4 slides as 4 `patchheat run` commands against one `patchheat run A B C D`.
+6. The built-in `dab`'s first batch (32 patches of 224 px) in a fresh process: traced with
+   AutoGraph (before) against without (the built-ins now); values equal.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+USER_ENV = dict(os.environ)  # the start-up commands run as from the user's shell
 ONE_THREAD = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -175,13 +186,89 @@ def regions_split_px(slide: Path, model: str, regions: int) -> tuple[int, int]:
     raise RuntimeError("no split gives that many regions")
 
 
+def command_s(args: list[Any], out: Path) -> float:
+    """Wall seconds of ``patchheat ARGS --out OUT`` as a fresh process (the user's env)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "napari_patchheat.cli", *map(str, args), "--out", out],
+                   env=USER_ENV, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def first_batch(autograph: str) -> None:
+    """Child process: seconds of `dab`'s first batch, traced with AutoGraph or not; its sum."""
+    import tensorflow as tf
+
+    from napari_patchheat.models import load_model
+
+    model = load_model("dab")
+    model.autograph = autograph == "on"
+    model._compiled = tf.function(model._forward, reduce_retracing=True, jit_compile=True,
+                                  autograph=model.autograph)
+    x = np.random.default_rng(0).integers(0, 256, (32, 224, 224, 3), np.uint8)
+    t0 = time.perf_counter()
+    y = model.predict(x)
+    print(json.dumps([time.perf_counter() - t0, float(y.astype(np.float64).sum())]))
+
+
+def start_up(size: int, repeats: int) -> None:
+    """Parts 4-6 (the module's docstring)."""
+    from napari_patchheat.heatmap import Heatmap
+
+    paths = slides(size, 4, "start")
+    run = ["--model", "dab", "--size", PATCH_PX, "--tissue-threshold", TISSUE, "--no-cache"]
+    cases = {"loop": ["run", *paths, *run], "batch": ["batch", *paths, *run],
+             "dask": ["batch", *paths, *run, "--workers", "2", "--threads-per-worker", "1"]}
+    best = dict.fromkeys([*cases, "4 runs", "autograph on", "autograph off"], np.inf)
+    sums: dict[str, float] = {}
+    print(f"4 slides of {size} x {size} px, `dab`, {PATCH_PX} px patches; "
+          f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}; best of "
+          f"{repeats}", flush=True)
+    for _ in range(repeats):
+        folders = {}
+        for name, args in cases.items():
+            folders[name] = Path(tempfile.mkdtemp())
+            best[name] = min(best[name], command_s(args, folders[name]))
+        for name in ("batch", "dask"):  # bit for bit the loop's
+            for p in paths:
+                stem = f"{p.name.split('.')[0]}.dab.npz"
+                want, got = (Heatmap.load_npz(folders[k] / stem) for k in ("loop", name))
+                assert np.nanstd(want.values) > 0
+                assert np.array_equal(got.values, want.values, equal_nan=True), (name, p)
+        out = Path(tempfile.mkdtemp())
+        best["4 runs"] = min(best["4 runs"], sum(command_s(["run", p, *run], out)
+                                                 for p in paths))
+        for mode in ("on", "off"):
+            done = subprocess.run([sys.executable, __file__, "--first-batch", mode],
+                                  env=USER_ENV, check=True, capture_output=True, text=True)
+            seconds, sums[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+            best[f"autograph {mode}"] = min(best[f"autograph {mode}"], seconds)
+    assert sums["on"] == sums["off"]
+    loop, on, off = best["loop"], best["autograph on"], best["autograph off"]
+    print(f"load {os.getloadavg()[0]:.1f}")
+    print(f"4. batch (few-core default) {best['batch']:.2f} s / one process looping (patchheat "
+          f"run A B C D) {loop:.2f} s = {best['batch'] / loop:.2f} (target <= 1.0); dask's "
+          f"shape (2 worker processes of 1 thread) {best['dask']:.2f} s = "
+          f"{best['dask'] / loop:.2f}; values bit for bit the loop's")
+    print(f"5. 4 `patchheat run` commands {best['4 runs']:.2f} s / one `patchheat run` of the 4 "
+          f"{loop:.2f} s = {best['4 runs'] / loop:.2f}")
+    print(f"6. `dab`'s first batch in a fresh process: with AutoGraph {on:.3f} s, without "
+          f"{off:.3f} s = {on / off:.1f}x; values equal")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller slides, one repeat")
+    ap.add_argument("--start-up", action="store_true", help="parts 4-6 only")
+    ap.add_argument("--start-up-px", type=int, default=16384, help="their slides' side")
     ap.add_argument("--singles", nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument("--first-batch", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.singles:
         return singles(args.singles[0], args.singles[1], args.singles[2:])
+    if args.first_batch:
+        return first_batch(args.first_batch)
+    if args.start_up:
+        return start_up(4096 if args.quick else args.start_up_px, 1 if args.quick else 2)
     size, repeats = (4096, 1) if args.quick else (8192, REPEATS)
     paths = slides(size, N_SLIDES, "s")
     big = slides(BIG * size, 1, "big")[0]

@@ -28,6 +28,7 @@ from napari_patchheat.batch import (
     BatchProgress,
     TaskReport,
     WorkerSettings,
+    local_cluster_shape,
     plan,
     run_batch,
     split_order,
@@ -421,3 +422,37 @@ def test_a_batch_of_s3_urls_equals_the_local_runs(client, s3, svs_path, ndpi_pat
         assert np.nanstd(want.values) > 0 and got.grid == want.grid
         np.testing.assert_array_equal(got.values, want.values)
         assert got.slide_path == row.slide
+
+
+def test_the_local_cluster_is_shaped_by_the_cores():
+    """Up to 2 cores: one worker of all of them, in the command's own process (the dock's and
+    run_batch's stay worker processes); more: workers of 2 threads; flags win."""
+    assert local_cluster_shape(1) == (1, 1, False)
+    assert local_cluster_shape(2) == (1, 2, False)
+    assert local_cluster_shape(2, in_process=False) == (1, 2, True)
+    assert local_cluster_shape(16) == (8, 2, True)
+    assert local_cluster_shape(16, in_process=False) == (8, 2, True)
+    assert local_cluster_shape(2, workers=2) == (2, 1, True)
+    assert local_cluster_shape(16, threads=4) == (4, 4, True)
+    assert local_cluster_shape(16, workers=3, threads=1) == (3, 1, True)
+
+
+def test_the_few_core_batch_runs_in_the_commands_process_to_the_runs_files(svs_path, ndpi_path,
+                                                                           tmp_path):
+    """``patchheat batch`` on 2 cores (PATCHHEAT_THREADS=2): its one worker in its own process,
+    each slide's files bit for bit those of ``patchheat run`` of the slides."""
+    args = ["--model", "dab", "--size", "224", "--stride", "160", "--no-cache"]
+    env = {**os.environ, "PATCHHEAT_THREADS": "2"}
+    cli = [sys.executable, "-m", "napari_patchheat.cli"]
+    done = subprocess.run([*cli, "batch", svs_path, ndpi_path, *args, "--out", tmp_path / "b"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 slides: 2 ok, 0 failed" in done.stdout
+    ran = subprocess.run([*cli, "run", svs_path, ndpi_path, *args, "--out", tmp_path / "r"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    for name in ("CMU-1-Small-Region.dab.npz", "test3-DAPI-2-387.dab.npz"):
+        want, got = (Heatmap.load_npz(tmp_path / d / name) for d in ("r", "b"))
+        assert got.grid == want.grid
+        assert np.array_equal(got.values, want.values, equal_nan=True)
+    assert np.nanstd(Heatmap.load_npz(tmp_path / "r" / "CMU-1-Small-Region.dab.npz").values) > 0

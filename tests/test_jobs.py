@@ -43,3 +43,77 @@ def test_a_run_on_an_s3_url_equals_the_run_on_the_local_file(s3_env, svs_path, t
     assert got.grid == want.grid and got.level == want.level
     np.testing.assert_array_equal(got.values, want.values)
     assert got.slide_path == url and want.slide_path == str(svs_path)
+
+
+RUN = ["--model", "dab", "--size", "224", "--stride", "160", "--padding", "SAME",
+       "--tissue-threshold", "0.1", "--no-cache"]
+
+
+def test_several_slides_in_one_run_write_what_their_single_runs_write(svs_path, ndpi_path,
+                                                                       tmp_path, capsys):
+    """``patchheat run A B``: each slide's files under the names, and with the values, of its
+    own run, bit for bit."""
+    from napari_patchheat.cli import main
+    from napari_patchheat.heatmap import Heatmap
+
+    both, alone = tmp_path / "both", tmp_path / "alone"
+    assert main(["run", str(svs_path), str(ndpi_path), *RUN, "--out", str(both)]) == 0
+    printed = capsys.readouterr().out
+    for slide in (svs_path, ndpi_path):
+        assert main(["run", str(slide), *RUN, "--out", str(alone)]) == 0
+    names = ["CMU-1-Small-Region.dab.npz", "test3-DAPI-2-387.dab.npz"]
+    assert sorted(p.name for p in both.iterdir()) == names
+    assert printed.splitlines() == [f"npz: {both / name}" for name in names]
+    values = []
+    for name in names:
+        want, got = Heatmap.load_npz(alone / name), Heatmap.load_npz(both / name)
+        assert got.grid == want.grid and got.slide_path == want.slide_path
+        assert np.array_equal(got.values, want.values, equal_nan=True)
+        values.append(want.values)
+    assert np.nanstd(values[0]) > 0.01  # the reference varies
+    assert values[0].shape != values[1].shape  # and each slide's is its own
+
+
+def test_a_missing_slide_among_several_is_one_line_and_the_others_run(svs_path, tmp_path,
+                                                                       capsys):
+    from napari_patchheat.cli import main
+
+    out = tmp_path / "out"
+    code = main(["run", str(tmp_path / "missing.svs"), str(svs_path), *RUN, "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"patchheat: error: {tmp_path / 'missing.svs'} does not exist" in err
+    assert "patchheat: 1 of 2 slides done; failed: missing.svs" in err
+    assert "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["CMU-1-Small-Region.dab.npz"]
+
+
+def test_slides_whose_files_would_collide_are_refused_before_anything_runs(
+        svs_path, ndpi_path, tmp_path, capsys):
+    """Two slides of one stem (a/x.svs, b/x.ndpi) would write the same x.dab.npz: one line,
+    exit 2, no folder made; the same file given twice runs once."""
+    from napari_patchheat.cli import main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.svs").symlink_to(svs_path)
+    (tmp_path / "b" / "x.ndpi").symlink_to(ndpi_path)
+    out = tmp_path / "out"
+    code = main(["run", str(tmp_path / "a" / "x.svs"), str(tmp_path / "b" / "x.ndpi"), *RUN,
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and not out.exists()
+    assert "would write the same files (x.*): run them with different --out" in err
+    assert main(["run", str(svs_path), str(svs_path), *RUN, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"npz: {out / 'CMU-1-Small-Region.dab.npz'}"]
+
+
+def test_a_bad_model_stops_several_slides_at_once(svs_path, ndpi_path, tmp_path, capsys):
+    from napari_patchheat.cli import main
+
+    out = tmp_path / "out"
+    code = main(["run", str(svs_path), str(ndpi_path), "--model", str(tmp_path / "no.keras"),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "no.keras" in err
+    assert not out.exists()

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,15 +23,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .console import PROGRESS_EVERY_S, bar, printed_warnings, say
-from .jobs import JobOutputs, UserError, overlap_job, regions_job, run_job
+from .jobs import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    JobOutputs,
+    UserError,
+    demo_job,
+    exit_code,
+    overlap_job,
+    regions_job,
+    run_jobs,
+)
 
 if TYPE_CHECKING:
     from .batch import BatchProgress
     from .grid import Pair
     from .options import RunOptions
 
-EXIT_BAD_INPUT = 2
-EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 EXIT_TERMINATED = 143  # the shell's code for SIGTERM
 
@@ -122,11 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="patchheat", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    run = sub.add_parser("run", help="compute a heatmap of a slide with a model")
-    run.add_argument("slide", type=_slide_arg,
-                     help="slide file or folder (SVS, NDPI, OME-TIFF, TIFF, MRXS, DICOM WSI "
-                          "folder or .dcm, OME-Zarr, PNG, JPEG, ...) or URL (s3://, gs://, "
-                          "az://, http(s)://)")
+    run = sub.add_parser("run", help="compute the heatmap of a slide (or of several, one after "
+                                     "the other in this process) with a model")
+    run.add_argument("slides", type=_slide_arg, nargs="+", metavar="slide",
+                     help="slide files or folders (SVS, NDPI, OME-TIFF, TIFF, MRXS, DICOM WSI "
+                          "folder or .dcm, OME-Zarr, PNG, JPEG, ...) or URLs (s3://, gs://, "
+                          "az://, http(s)://); a slide that fails is reported and the others go "
+                          "on (exit code 1 or 2)")
     _add_run_options(run)
     _add_output_options(run)
     _add_storage_option(run)
@@ -144,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dask scheduler address (tcp://host:8786) or scheduler file "
                             "(default: start a local cluster)")
     batch.add_argument("--workers", type=_whole(1, 4), default=None,
-                       help="local cluster: worker processes (default: dask's choice)")
+                       help="local cluster: worker processes (default: from the cores: on up "
+                            "to 2, one worker in this process; else one per 2 cores)")
     batch.add_argument("--threads-per-worker", type=_whole(1, 2), default=None,
-                       help="local cluster: threads of each worker (and its TensorFlow)")
+                       help="local cluster: threads of each worker (and its TensorFlow; "
+                            "default: the cores on up to 2, else 2)")
     batch.add_argument("--split-px", type=_whole(1, 8192), default=None,
                        help="split each slide into region tasks of about N x N level pixels, "
                             "merged into one heatmap")
@@ -303,25 +313,6 @@ def job_outputs(args: argparse.Namespace) -> JobOutputs:
                       args.min_probability)
 
 
-def demo(out: Path, viewer: bool) -> int:
-    """The README's main job: IHC sample through 'dab', generated slide through 'tissue'."""
-    from .options import RunOptions
-    from .samples import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
-
-    ihc = ihc_sample_path()
-    files = run_job(ihc, "dab", out, JobOutputs(("npz", "png", "csv", "geojson", "ometiff")),
-                    RunOptions(size=64, stride=32))
-    print(f"IHC sample through 'dab': {', '.join(str(p) for p in files.values())}")
-    files2 = run_job(sample_slide_path(), "tissue", out,
-                     JobOutputs(("npz", "png", "geojson"), mpp=8 * SAMPLE_MPP_UM),
-                     RunOptions(size=128, stride=128, tissue_threshold=0.05))
-    print(f"generated slide through 'tissue': {', '.join(str(p) for p in files2.values())}")
-    if viewer and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return subprocess.call([sys.executable, "-m", "napari_patchheat.cli", "open", str(ihc),
-                                "--heatmap", str(files["npz"])])
-    return 0
-
-
 def open_viewer(slide: Path | str | None, heatmaps: Sequence[Path]) -> int:
     """napari with ``slide`` (path, URL or session), the dock and heatmaps; bad files first."""
     from .analysis.heatmap_files import read_heatmap_file
@@ -422,8 +413,8 @@ def batch_command(args: argparse.Namespace) -> int:
     if not slides:
         raise UserError("no slides: give slide files, or --list FILE.")
     resources = parse_resources(args.resources)
-    with cluster_client(args.scheduler, args.workers, args.threads_per_worker,
-                        resources) as client:
+    with cluster_client(args.scheduler, args.workers, args.threads_per_worker, resources,
+                        in_process=True) as client:
         if client.dashboard_link:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         manifest = run_batch(slides, args.model, options, args.out, client,
@@ -442,11 +433,8 @@ def batch_command(args: argparse.Namespace) -> int:
 def _command(args: argparse.Namespace) -> int:
     """Run the parsed command."""
     if args.command == "run":
-        files = run_job(args.slide, args.model, args.out, job_outputs(args), run_options(args),
+        return run_jobs(args.slides, args.model, args.out, job_outputs(args), run_options(args),
                         storage_options=storage_options(args))
-        for fmt, path in files.items():
-            print(f"{fmt}: {path}")
-        return 0
     if args.command == "batch":
         return batch_command(args)
     if args.command == "regions":
@@ -459,7 +447,7 @@ def _command(args: argparse.Namespace) -> int:
         print(f"overlap: {overlap_job(args.heatmap, args.out)}")
         return 0
     if args.command == "demo":
-        return demo(args.out, not args.no_viewer)
+        return demo_job(args.out, not args.no_viewer)
     if args.command == "cache":
         return cache_command(args.action, args.cache_dir)
     return open_viewer(args.slide, args.heatmap)
@@ -482,15 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("patchheat: interrupted; run the same command again to resume")
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
-        from .inference import RunError
-
-        if isinstance(exc, RunError):  # a failed run: one line, not a traceback
-            say(f"patchheat: error: {exc}")
-            return EXIT_FAILED
-        if isinstance(exc, (UserError, ValueError, OSError)):  # bad arguments, unreadable files
-            say(f"patchheat: error: {exc}")
-            return EXIT_BAD_INPUT
-        raise
+        code = exit_code(exc)  # a failed run (1), bad arguments or unreadable files (2)
+        if code is None:
+            raise
+        say(f"patchheat: error: {exc}")
+        return code
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)

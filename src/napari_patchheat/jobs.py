@@ -1,5 +1,6 @@
-"""The headless job: one slide, a model, run options and outputs -> files; and the analyses of
-a finished heatmap file (its regions, its overlap map).
+"""The headless job: one slide, a model, run options and outputs -> files; several slides in
+one process (``patchheat run A B ...``: :func:`run_jobs`); the demo; and the analyses of a
+finished heatmap file (its regions, its overlap map).
 
 What ``patchheat run`` and ``demo`` run in their process and what every ``patchheat batch``
 task runs on a dask worker (batch/tasks.py): the same :class:`HeatmapRun`, the same files. Errors a
@@ -26,8 +27,35 @@ if TYPE_CHECKING:
     from .options import RunOptions
 
 
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
 class UserError(Exception):
     """Bad arguments or input: printed as one line, exit code 2."""
+
+
+def exit_code(exc: BaseException) -> int | None:
+    """The command's exit code for ``exc``: EXIT_FAILED for a failed run (RunError),
+    EXIT_BAD_INPUT for bad arguments or unreadable files, None for anything else (a bug)."""
+    from .inference import RunError
+
+    if isinstance(exc, RunError):
+        return EXIT_FAILED
+    if isinstance(exc, (UserError, ValueError, OSError)):
+        return EXIT_BAD_INPUT
+    return None
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a slide that failed: the error's text, with its type's name where it is
+    not one a user can mend (a bug's ``TypeError: ...``)."""
+    from .messages import first_line
+
+    text = first_line(exc)  # the type's name where it has no text
+    if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)) and str(exc).strip():
+        text = f"{type(exc).__name__}: {text}"
+    return text
 
 
 @dataclass(frozen=True)
@@ -68,19 +96,13 @@ def run_job(slide: Path | str, model: Any, out: Path, outputs: JobOutputs = JobO
     reports progress to its client, or computes regions on a cluster). ``quiet``: no lines on
     stderr (a batch task).
     """
-    from .files import WriteError, prepare_output_folder
     from .options import RunOptions
     from .slide.location import scheme_of
 
     options = options if options is not None else RunOptions()
     if not scheme_of(slide) and not Path(slide).exists():  # a URL is open_slide's to check
         raise UserError(f"{slide} does not exist: give the path of a slide file.")
-    made = not os.path.isdir(out)  # (never raises: a name too long is prepare's to say)
-    try:  # before the run, so a bad --out costs nothing
-        prepare_output_folder(out)
-    except WriteError as exc:
-        raise UserError(f"cannot write the output folder {out}: {exc.why}; choose another "
-                        "--out.") from exc
+    made = _prepare_out(out)
     try:
         return _run_and_write(slide, model, out, outputs, options, quiet, compute,
                               storage_options)
@@ -89,6 +111,75 @@ def run_job(slide: Path | str, model: Any, out: Path, outputs: JobOutputs = JobO
             with contextlib.suppress(OSError):
                 out.rmdir()
         raise
+
+
+def _prepare_out(out: Path) -> bool:
+    """Make and probe the output folder before anything runs (a bad --out costs nothing);
+    whether it was made now. A UserError where it cannot be written."""
+    from .files import WriteError, prepare_output_folder
+
+    made = not os.path.isdir(out)  # (never raises: a name too long is prepare's to say)
+    try:
+        prepare_output_folder(out)
+    except WriteError as exc:
+        raise UserError(f"cannot write the output folder {out}: {exc.why}; choose another "
+                        "--out.") from exc
+    return made
+
+
+def run_jobs(slides: Sequence[Path | str], model: Any, out: Path,
+             outputs: JobOutputs = JobOutputs(), options: RunOptions | None = None, *,
+             storage_options: Mapping[str, Any] | None = None) -> int:
+    """``patchheat run``: :func:`run_job` on each of ``slides`` in this process (TensorFlow
+    imported and the model loaded once), printing each one's files; returns the exit code.
+
+    Each slide writes the files a run of it alone writes (``<slide stem>.<model>.<format>``):
+    slides whose stems are one (``a/x.svs``, ``b/x.ndpi``) are refused before anything runs,
+    the same file given twice runs once. A slide that fails is a line on stderr and the others
+    go on; the code is then the highest of the failed slides' (1: its run failed, 2: bad
+    input), with a summary line. A bad model, ``--out`` or Ctrl-C stops the whole command.
+    """
+    from .files import safe_name
+    from .heatmap import slide_stem
+    from .options import RunOptions
+    from .runner import ModelCache, RunSpec
+    from .slide.location import same_file_key, source_name
+
+    options = options if options is not None else RunOptions()
+    unique = list({same_file_key(s): s for s in reversed(slides)}.values())[::-1]
+    stems: dict[str, Path | str] = {}
+    for s in unique:
+        stem = safe_name(slide_stem(source_name(s)))
+        if stem in stems:
+            raise UserError(f"{stems[stem]} and {s} would write the same files ({stem}.*): "
+                            "run them with different --out folders.")
+        stems[stem] = s
+    made = False
+    if len(unique) > 1:
+        import_tensorflow_quietly()
+        if isinstance(model, (str, Path)):  # a bad model would stop every slide: at once
+            model = ModelCache().get(RunSpec("", str(model), options))
+        made = _prepare_out(out)
+    failed: list[tuple[str, int]] = []
+    for s in unique:
+        try:
+            files = run_job(s, model, out, outputs, options, storage_options=storage_options)
+        except Exception as exc:
+            if len(unique) == 1:
+                raise
+            text, name = error_text(exc), source_name(s)
+            say(f"patchheat: error: {text if name in text else f'{name}: {text}'}")
+            failed.append((name, exit_code(exc) or EXIT_FAILED))
+            continue
+        for fmt, path in files.items():
+            print(f"{fmt}: {path}", flush=True)
+    if failed:
+        say(f"patchheat: {len(unique) - len(failed)} of {len(unique)} slides done; failed: "
+            f"{', '.join(name for name, _ in failed)}")
+    if made and len(failed) == len(unique):  # a folder made for nothing goes
+        with contextlib.suppress(OSError):
+            out.rmdir()
+    return max((code for _, code in failed), default=0)
 
 
 def _run_and_write(slide: Path | str, model: Any, out: Path, outputs: JobOutputs,
@@ -234,6 +325,28 @@ def write_outputs(heatmap: Any, out: Path, stem: str, formats: Sequence[str],
             positive_threshold=heatmap.extra.get("positive_threshold"),
             min_probability=heatmap.extra.get("min_probability")))
     return written
+
+
+def demo_job(out: Path, viewer: bool) -> int:
+    """``patchheat demo``, the README's main job: the IHC sample through 'dab', the generated
+    slide through 'tissue', then napari (a fresh process) where there is a display."""
+    import subprocess
+
+    from .options import RunOptions
+    from .samples import SAMPLE_MPP_UM, ihc_sample_path, sample_slide_path
+
+    ihc = ihc_sample_path()
+    files = run_job(ihc, "dab", out, JobOutputs(("npz", "png", "csv", "geojson", "ometiff")),
+                    RunOptions(size=64, stride=32))
+    print(f"IHC sample through 'dab': {', '.join(str(p) for p in files.values())}")
+    files2 = run_job(sample_slide_path(), "tissue", out,
+                     JobOutputs(("npz", "png", "geojson"), mpp=8 * SAMPLE_MPP_UM),
+                     RunOptions(size=128, stride=128, tissue_threshold=0.05))
+    print(f"generated slide through 'tissue': {', '.join(str(p) for p in files2.values())}")
+    if viewer and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return subprocess.call([sys.executable, "-m", "napari_patchheat.cli", "open", str(ihc),
+                                "--heatmap", str(files["npz"])])
+    return 0
 
 
 def overlap_job(path: Path, out: Path | None = None) -> Path:

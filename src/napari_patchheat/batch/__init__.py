@@ -12,9 +12,11 @@ from __future__ import annotations
 from .client import (
     SCHEDULER_CONNECT_S,
     BatchProgress,
+    ClusterShape,
     TaskReport,
     cluster_client,
     connect_scheduler,
+    local_cluster_shape,
     plan,
     run_batch,
 )
@@ -30,7 +32,8 @@ from .tasks import (
 )
 
 __all__ = [
-    "SCHEDULER_CONNECT_S", "BatchCancelled", "BatchJob", "BatchProgress",
+    "SCHEDULER_CONNECT_S", "BatchCancelled", "BatchJob", "BatchProgress", "ClusterShape",
     "TaskReport", "WorkerSettings", "cluster_client", "compute_region", "connect_scheduler",
+    "local_cluster_shape",
     "plan", "process_slide", "reuse_freed_memory", "run_batch", "run_order", "split_order",
 ]

@@ -5,7 +5,8 @@ to a dask.distributed cluster, follows the tasks' progress events and writes the
 No scheduler of our own: a LocalCluster of worker processes by default, else the caller's
 Client (any scheduler: dask-jobqueue, Kubernetes, a scheduler file). Slides, models and the
 output folder must be on a filesystem the workers see. TensorFlow is imported by the workers
-only.
+only: worker processes, except the command's one worker on a machine of few cores, which runs
+in its process (:func:`local_cluster_shape`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from distributed import Client, KilledWorker, LocalCluster, as_completed
 
 from ..files import loads_json
 from ..heatmap import recorded_path, slide_stem
-from ..jobs import JobOutputs, UserError
+from ..inference import run_threads
+from ..jobs import JobOutputs, error_text
 from ..manifest import Manifest, SlideRow
 from ..messages import first_line
 from ..models import is_builtin
@@ -40,6 +42,19 @@ CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch 
 SCHEDULER_CONNECT_S = 20.0  # how long connecting to a scheduler may take before giving up
 PROBE_GRACE_S = 1.0  # the probe's own start and clean-up past its timeout
 QUIET_LOG_LEVEL = logging.CRITICAL + 1  # the local cluster's log level: no dask line passes
+# up to this many cores, the command's local cluster is one worker in its own process: a worker
+# process pays TensorFlow's import and each model's first batch again, which so few cores never
+# win back (docs/benchmarks.md, bench_batch.py --few-cores)
+FEW_CORES = 2
+WORKER_THREADS = 2  # past FEW_CORES: threads of each worker process (a run reads ahead on one)
+
+
+class ClusterShape(NamedTuple):
+    """A local cluster's size: worker count, threads of each, processes or this process."""
+
+    workers: int
+    threads: int
+    processes: bool
 
 
 class TaskReport(NamedTuple):
@@ -262,11 +277,7 @@ def _row(future: Any, slide: str) -> SlideRow:
             f"the workers running {source_name(slide)} died several times (out of memory?): "
             "give the workers more memory, or use --split-px."))
     except Exception as exc:  # the worker's error, as one sentence
-        text = first_line(exc)  # the type's name where it has no text
-        if not isinstance(exc, (UserError, ValueError, OSError, RuntimeError)) \
-                and str(exc).strip():
-            text = f"{type(exc).__name__}: {text}"
-        return SlideRow(slide, "failed", error=text)
+        return SlideRow(slide, "failed", error=error_text(exc))
 
 
 def _absolute_model(model: str | os.PathLike[str]) -> str:
@@ -282,18 +293,42 @@ def _absolute_paths(options: RunOptions) -> RunOptions:
     return dataclasses.replace(options, **paths) if paths else options
 
 
+def local_cluster_shape(cores: int, workers: int | None = None, threads: int | None = None,
+                        *, in_process: bool = True) -> ClusterShape:
+    """A local cluster for ``cores`` CPUs, with the ``workers`` and ``threads`` of each given:
+    on up to FEW_CORES cores and neither given, one worker of ``cores`` threads, in this
+    process where ``in_process`` allows it; else worker processes (WORKER_THREADS threads each
+    unless given), as many as the cores hold."""
+    if workers is None and threads is None:
+        if cores <= FEW_CORES:
+            return ClusterShape(1, cores, not in_process)
+        threads = WORKER_THREADS
+    if workers is None:
+        workers = max(1, cores // (threads or 1))
+    if threads is None:
+        threads = max(1, cores // workers)
+    return ClusterShape(workers, threads, True)
+
+
 @contextmanager
 def cluster_client(scheduler: str | None, workers: int | None, threads: int | None,
-                   resources: dict[str, float] | None) -> Iterator[Client]:
-    """A client of ``scheduler`` (an address, or a scheduler file), else of a LocalCluster of
-    ``workers`` processes of ``threads`` threads (dask's defaults for None) with ``resources``,
-    whose dask log lines (in this process and the workers') stay off the terminal: a failed
-    slide is its row, not a worker's log block ($PATCHHEAT_DEBUG keeps them). It is not made
-    dask's default scheduler: this process's own dask reads stay local."""
+                   resources: dict[str, float] | None, *,
+                   in_process: bool = False) -> Iterator[Client]:
+    """A client of ``scheduler`` (an address, or a scheduler file), else of a LocalCluster
+    shaped by :func:`local_cluster_shape` from this process's cores (inference.run_threads),
+    ``workers``, ``threads`` and ``in_process`` (the command's: its worker then imports
+    TensorFlow in this process, which napari's must never do), with ``resources``, whose dask
+    log lines (in this process and the workers') stay off the terminal: a failed slide is its
+    row, not a worker's log block ($PATCHHEAT_DEBUG keeps them). It is not made dask's default
+    scheduler: this process's own dask reads stay local."""
     if scheduler is None:
-        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                          resources=resources, dashboard_address=":0",
-                          **quiet_cluster_kwargs()) as cluster, \
+        shape = local_cluster_shape(run_threads(), workers, threads, in_process=in_process)
+        # a dashboard costs ~0.3 s to start: worker processes only (few cores, in this
+        # process: none)
+        with LocalCluster(n_workers=shape.workers, threads_per_worker=shape.threads,
+                          processes=shape.processes, resources=resources,
+                          dashboard_address=":0" if shape.processes else None,
+                          **quiet_cluster_kwargs(shape.processes)) as cluster, \
                 Client(cluster, set_as_default=False) as client:
             yield client
         return
@@ -304,13 +339,14 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
         yield client
 
 
-def quiet_cluster_kwargs() -> dict[str, Any]:
+def quiet_cluster_kwargs(processes: bool = True) -> dict[str, Any]:
     """LocalCluster keywords that keep dask's and TensorFlow's log lines off the terminal
-    (the workers' TF_CPP_MIN_LOG_LEVEL set before they start); $PATCHHEAT_DEBUG keeps them."""
+    (worker processes' TF_CPP_MIN_LOG_LEVEL set before they start; a worker in this process
+    imports TensorFlow quietly anyway); $PATCHHEAT_DEBUG keeps them."""
     if os.environ.get(DEBUG_ENV):
         return {"silence_logs": logging.WARNING}
-    return {"silence_logs": QUIET_LOG_LEVEL,
-            "env": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}}
+    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    return {"silence_logs": QUIET_LOG_LEVEL, **({"env": env} if processes else {})}
 
 
 def connect_scheduler(scheduler: str, timeout_s: float = SCHEDULER_CONNECT_S) -> Client:

@@ -99,7 +99,9 @@ class PatchModel:
     (True for the built-ins: they count only a patch's samples inside the level, and ``forward``
     takes ``(x, inside)``, ``inside`` an :data:`InsideMask` or None when every sample is inside),
     ``positive_threshold`` (the model card's, for classifying a one-output model's tiles),
-    ``test_time`` (the card's TTA, Monte-Carlo dropout and uncertainty: models/augment.py).
+    ``test_time`` (the card's TTA, Monte-Carlo dropout and uncertainty: models/augment.py),
+    ``autograph`` (tf.function's: False for a forward with no Python control flow on tensors,
+    the built-ins, whose first batch then traces in ~0.02 s instead of ~0.27 s).
     """
 
     channels = CHANNELS
@@ -126,6 +128,7 @@ class PatchModel:
         needs_inside_mask: bool = False,
         positive_threshold: float | None = None,
         test_time: TestTime = PLAIN,
+        autograph: bool = True,
     ) -> None:
         import tensorflow as tf
 
@@ -149,7 +152,9 @@ class PatchModel:
         self._mode = preprocessing_mode(preprocessing)
         self.keepalive = keepalive  # e.g. a loaded SavedModel whose variables forward uses
         self.jit_compile = bool(jit_compile)
-        self._compiled = tf.function(self._forward, reduce_retracing=True, jit_compile=jit_compile)
+        self.autograph = bool(autograph)  # off: no source conversion when tracing (~0.25 s)
+        self._compiled = tf.function(self._forward, reduce_retracing=True, jit_compile=jit_compile,
+                                     autograph=self.autograph)
         self._jit_checked = not jit_compile
 
     def __repr__(self) -> str:
@@ -165,7 +170,7 @@ class PatchModel:
         new = copy.copy(self)
         new._forward_fn, new.keepalive = forward, keepalive
         new._compiled = tf.function(new._forward, reduce_retracing=True,
-                                    jit_compile=self.jit_compile)
+                                    jit_compile=self.jit_compile, autograph=self.autograph)
         new._jit_checked = not self.jit_compile
         return new
 
@@ -281,7 +286,8 @@ class PatchModel:
             raise
         except Exception:  # XLA missing or failing on this platform: run without it
             self.jit_compile = False
-            self._compiled = tf.function(self._forward, reduce_retracing=True)
+            self._compiled = tf.function(self._forward, reduce_retracing=True,
+                                         autograph=self.autograph)
             out = self._compiled(batch, inside)
         self._jit_checked = True
         return out

@@ -160,7 +160,9 @@ def load_builtin(name: str, *, resize: bool = False, jit_compile: bool = True) -
     """Built-in model ``name`` (one of :data:`BUILTIN_MODELS`) as a :class:`PatchModel`.
 
     XLA (``jit_compile``) fuses the per-pixel math: several times faster on CPU. The model
-    takes an inside mask (``needs_inside_mask``): see :func:`positive_fraction`.
+    takes an inside mask (``needs_inside_mask``): see :func:`positive_fraction`. Its Python
+    branches are on shapes and dtypes only, so it is traced without AutoGraph (the same graph;
+    AutoGraph's source conversion was most of the first batch's cost, docs/benchmarks.md).
     """
     key = name.strip().lower()
     if key not in BUILTIN_MODELS:
@@ -181,6 +183,7 @@ def load_builtin(name: str, *, resize: bool = False, jit_compile: bool = True) -
         description=BUILTIN_DESCRIPTIONS[key],
         jit_compile=jit_compile,
         needs_inside_mask=True,
+        autograph=False,
     )
 
 
