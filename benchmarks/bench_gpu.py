@@ -35,8 +35,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import numpy as np
+from _cnn import CNNS, cnn_path, sample_patches
 from _util import gib
-from bench_pipeline import mobilenet_path, model_only, read_only
+from bench_pipeline import model_only, read_only
 
 from napari_patchheat import load_model, open_slide
 from napari_patchheat.inference import HeatmapRun
@@ -206,56 +207,6 @@ def spread(values: np.ndarray) -> str:
     return f"class 0 from {v.min():.3f} to {v.max():.3f}, sd {v.std():.3f}" if v.size else "empty"
 
 
-def slide_patches(path: Path, level: int, per_side: int = 8) -> np.ndarray:
-    """``per_side``**2 patches cut from a square at the centre of ``level`` (uint8)."""
-    with open_slide(path) as s:
-        arr = s.levels[level]
-        side = PATCH_PX * per_side
-        y, x = (arr.shape[0] - side) // 2, (arr.shape[1] - side) // 2
-        region = np.asarray(arr[y:y + side, x:x + side])
-    return (region.reshape(per_side, PATCH_PX, per_side, PATCH_PX, 3)
-            .transpose(0, 2, 1, 3, 4).reshape(-1, PATCH_PX, PATCH_PX, 3))
-
-
-def resnet50_path(folder: Path) -> Path:
-    """ResNet50 (224 x 224, random weights, 2 classes) saved as .keras with a model card."""
-    import json
-
-    import keras
-
-    model = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3), classes=2)
-    path = folder / "resnet50.keras"
-    model.save(path)
-    path.with_suffix(".json").write_text(json.dumps(
-        {"class_names": ["benign", "tumour"], "preprocessing": "resnet50"}))
-    return path
-
-
-def set_batchnorm_stats(path: Path, patches: np.ndarray, preprocessing: str) -> None:
-    """Set every BatchNorm layer's moving statistics of the .keras model at ``path`` to those
-    of ``patches`` (preprocessed as its card says), and save it back: with random weights and
-    the initial statistics, a deep CNN's outputs are all one class."""
-    import keras
-
-    from napari_patchheat.models.patch_model import preprocess
-
-    model = keras.saving.load_model(path)
-    norms = [layer for layer in model._flatten_layers()
-             if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.momentum = 0.0  # one training-mode call sets the statistics to the batch's
-    model(preprocess(patches.astype(np.float32), preprocessing), training=True)
-    for layer in norms:
-        layer.momentum = 0.99
-    model.save(path)
-
-
-def cnn_paths(folder: Path, patches: np.ndarray) -> dict[str, Path]:
-    paths = {"MobileNetV2": mobilenet_path(folder), "ResNet50": resnet50_path(folder)}
-    for name, prep in (("MobileNetV2", "mobilenet_v2"), ("ResNet50", "resnet50")):
-        set_batchnorm_stats(paths[name], patches, prep)
-    return paths
-
 
 class Bench:
     """The parts, sharing the slide, the models, the options, the clock and earlier results."""
@@ -391,7 +342,8 @@ def main() -> None:
     slide_path = sample_slide_path(sizes.slide_px)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        paths = cnn_paths(Path(tmp), slide_patches(slide_path, sizes.level))
+        patches = sample_patches(slide_path, sizes.level)
+        paths = {name: cnn_path(name, Path(tmp), patches) for name in CNNS}
         models = {"dab": load_model("dab"), **{n: load_model(p) for n, p in paths.items()}}
         print(f"models built, BatchNorm statistics set, loaded: {time.perf_counter() - t0:.1f} s",
               flush=True)

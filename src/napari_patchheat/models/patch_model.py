@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,9 @@ Size = tuple[int, int]
 # numpy or TF): PatchGrid.inside_samples. Sample (ky, kx) is inside when both are True.
 InsideMask = tuple[Any, Any]
 CHANNELS = 3  # napari-patchheat feeds RGB patches
+# TensorFlow's CPU kernels refuse (abort the process on) inputs not aligned to Eigen's
+# EIGEN_MAX_ALIGN_BYTES (64 with AVX-512); 128 is the widest any build uses
+ALIGN_BYTES = 128
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -79,6 +83,23 @@ def as_size(value: int | Sequence[int]) -> Size:
     if len(items) != 2:
         raise ValueError(f"size={value!r} must be an int or an (h, w) pair.")
     return int(items[0]), int(items[1])
+
+
+def aligned_empty(shape: Sequence[int], dtype: Any = np.uint8) -> np.ndarray:
+    """An uninitialised C-ordered array whose data starts on an :data:`ALIGN_BYTES` boundary:
+    :meth:`PatchModel.predict` hands a batch in one to TensorFlow in place, without a copy."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGN_BYTES, np.uint8)
+    start = -raw.ctypes.data % ALIGN_BYTES
+    return raw[start:start + nbytes].view(dtype).reshape(tuple(shape))
+
+
+def _in_place(arr: np.ndarray) -> bool:
+    """True when TensorFlow can read ``arr`` where it lies (DLPack: C order, aligned,
+    writeable, native byte order)."""
+    return bool(arr.flags.c_contiguous and arr.flags.writeable and arr.dtype.isnative
+                and arr.ctypes.data % ALIGN_BYTES == 0)
 
 
 def _no_sample_inside(inside: InsideMask) -> np.ndarray:
@@ -156,6 +177,7 @@ class PatchModel:
         self._compiled = tf.function(self._forward, reduce_retracing=True, jit_compile=jit_compile,
                                      autograph=self.autograph)
         self._jit_checked = not jit_compile
+        self._staging = threading.local()  # per thread: an aligned copy of an unaligned batch
 
     def __repr__(self) -> str:
         size = "any" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
@@ -263,8 +285,24 @@ class PatchModel:
         self.check_patch_size(arr.shape[1:3])
         if arr.shape[0] == 0:
             return np.zeros((0, self.n_classes), np.float32)
-        out = self.tf_predict(arr, inside).numpy()
+        out = self.tf_predict(self._shared_tensor(arr), inside).numpy()  # waits for the result
         return self.validate_output(out, arr.shape[0], inside)
+
+    def _shared_tensor(self, arr: np.ndarray) -> Any:
+        """``arr`` as a tensor on the CPU that shares memory instead of copying: ``arr``'s own
+        where TensorFlow can read it in place (see :func:`aligned_empty`), else this thread's
+        aligned staging buffer, reused from call to call. Valid until ``arr`` or the staging
+        buffer changes: :meth:`predict` lets go of it before it returns."""
+        import tensorflow as tf
+
+        if not _in_place(arr):
+            dtype = arr.dtype.newbyteorder("=")
+            staging = getattr(self._staging, "array", None)
+            if staging is None or staging.shape != arr.shape or staging.dtype != dtype:
+                staging = self._staging.array = aligned_empty(arr.shape, dtype)
+            np.copyto(staging, arr)
+            arr = staging
+        return tf.experimental.dlpack.from_dlpack(arr.__dlpack__())
 
     def tf_predict(self, batch: Any, inside: InsideMask | None = None) -> Any:
         """The compiled forward pass on a TF tensor: (n, h, w, 3) 0..255 -> (n, classes) float32.
