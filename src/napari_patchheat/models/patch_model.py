@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..extract import ALIGN_BYTES, aligned_empty
 from ..test_time import PLAIN, TestTime
 from .card import preprocessing_mode
 
@@ -25,8 +26,6 @@ Size = tuple[int, int]
 InsideMask = tuple[Any, Any]
 CHANNELS = 3  # napari-patchheat feeds RGB patches
 # TensorFlow's CPU kernels refuse (abort the process on) inputs not aligned to Eigen's
-# EIGEN_MAX_ALIGN_BYTES (64 with AVX-512); 128 is the widest any build uses
-ALIGN_BYTES = 128
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
@@ -84,15 +83,6 @@ def as_size(value: int | Sequence[int]) -> Size:
         raise ValueError(f"size={value!r} must be an int or an (h, w) pair.")
     return int(items[0]), int(items[1])
 
-
-def aligned_empty(shape: Sequence[int], dtype: Any = np.uint8) -> np.ndarray:
-    """An uninitialised C-ordered array whose data starts on an :data:`ALIGN_BYTES` boundary:
-    :meth:`PatchModel.predict` hands a batch in one to TensorFlow in place, without a copy."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    raw = np.empty(nbytes + ALIGN_BYTES, np.uint8)
-    start = -raw.ctypes.data % ALIGN_BYTES
-    return raw[start:start + nbytes].view(dtype).reshape(tuple(shape))
 
 
 def _in_place(arr: np.ndarray) -> bool:
