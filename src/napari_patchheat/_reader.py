@@ -52,7 +52,6 @@ def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]]
 def read_slides(path: str | list[str]) -> list[LayerData]:
     """One multiscale image layer per slide file; one layer per class for a heatmap OME-TIFF
     or OME-Zarr written by napari-patchheat, placed over its slide again."""
-    from ._qt.warmup import warm_on_open
     from .export import is_heatmap_file, is_heatmap_zarr, read_ome_tiff, read_ome_zarr
     from .slide import open_slide
 
@@ -65,8 +64,18 @@ def read_slides(path: str | list[str]) -> list[LayerData]:
             layers.extend(heatmap_layer_data(read_ome_zarr(p)))
         else:
             layers.append(slide_layer_data(open_slide(p)))
-            warm_on_open()  # the model's process starts now, not at the first Run
+            _warm_on_open()  # the model's process starts now, not at the first Run
     return layers
+
+
+def _warm_on_open() -> None:
+    """Start the dock's worker and warm its model (_qt/warmup.py) where napari runs with Qt;
+    nothing where the reader runs headless (a script, npe2 without Qt bindings)."""
+    try:
+        from ._qt.warmup import warm_on_open
+    except ImportError:  # no Qt bindings (qtpy's error is an ImportError): no dock to warm for
+        return
+    warm_on_open()
 
 
 def heatmap_layer_data(heatmap: Any) -> list[LayerData]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
 
 from ..models import BUILTIN_MODELS
 from ..options import RunOptions
@@ -42,8 +43,9 @@ def default_spec() -> WarmSpec:
 def warm_on_open() -> None:
     """A slide was opened: start the worker (TensorFlow loads in its process) and warm the
     dock's first choice, unless a warm-up was asked already. A worker that cannot start now
-    leaves the slide opened (Run says why)."""
-    if not warm_up_enabled():
+    leaves the slide opened (Run says why). Nothing without a Qt application (a script
+    reading slides has no dock to run them)."""
+    if not warm_up_enabled() or QApplication.instance() is None:
         return
     try:
         worker = shared_worker()
