@@ -243,7 +243,7 @@ class HeatmapRun:
         try:
             if self._tunes(total):  # the first two batches alone, measured; the rest as chosen
                 first, measured = self._tune(read, reader)
-                blocks = itertools.chain([first], read)
+                blocks = read if first is None else itertools.chain([first], read)
                 for probe, values in measured:
                     done += len(probe)
                     yield Progress(probe.indices, values, done, total, time.perf_counter() - t0)
@@ -305,13 +305,16 @@ class HeatmapRun:
             total >= TUNE_MIN_BATCHES * self.batch_size)
 
     def _tune(self, read: Iterator[Block], reader: LevelReader
-              ) -> tuple[Block, list[tuple[PatchBatch, np.ndarray]]]:
+              ) -> tuple[Block | None, list[tuple[PatchBatch, np.ndarray]]]:
         """Measure the CPU-seconds per patch of reading the first block and of the model on its
         second batch (the first may trace and compile; with one batch in the block, that one),
         then set the decoding threads and the batch size the options leave open (pipeline.py).
-        Records those batches; returns the first block less them, and them with their values."""
+        Records those batches; returns the first block less them, and them with their values
+        (None and none where a followed view left nothing to read)."""
         c0 = time.process_time()
-        block = next(read)
+        block = next(read, None)
+        if block is None:
+            return None, []
         read_s = (time.process_time() - c0) / len(block)
         measured = []
         for start in range(0, min(2 * self.batch_size, len(block)), self.batch_size):
