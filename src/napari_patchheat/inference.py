@@ -127,6 +127,7 @@ class HeatmapRun:
         self.batch_size = options.batch_size or DEFAULT_BATCH_SIZE
         self.model_batch_size = self.batch_size  # halves when TensorFlow runs out of memory
         self.decode_threads = options.decode_threads  # the run's, once it has started
+        self.tuned_rest: Block | None = None  # the first block less what _tune computed
         self.image = self.slide.levels[level]
         self.reader = self._reader(level)
         self.downsample = tuple(self.slide.downsamples[level])
@@ -242,11 +243,13 @@ class HeatmapRun:
         stages: list[Prefetch] = []
         try:
             if self._tunes(total):  # the first two batches alone, measured; the rest as chosen
-                first, measured = self._tune(read, reader)
-                blocks = read if first is None else itertools.chain([first], read)
-                for probe, values in measured:
+                for probe, values in self._tune(read, reader):
                     done += len(probe)
                     yield Progress(probe.indices, values, done, total, time.perf_counter() - t0)
+                    if cancel is not None and cancel.is_set():
+                        return
+                rest = self.tuned_rest
+                blocks = read if rest is None else itertools.chain([rest], read)
             self.decode_threads = reader.workers
             batches, buffers, stages = self._stream(
                 blocks, reader.shape[2], reader.dtype, cancel,
@@ -305,24 +308,26 @@ class HeatmapRun:
             total >= TUNE_MIN_BATCHES * self.batch_size)
 
     def _tune(self, read: Iterator[Block], reader: LevelReader
-              ) -> tuple[Block | None, list[tuple[PatchBatch, np.ndarray]]]:
+              ) -> Iterator[tuple[PatchBatch, np.ndarray]]:
         """Measure the CPU-seconds per patch of reading the first block and of the model on its
         second batch (the first may trace and compile; with one batch in the block, that one),
         then set the decoding threads and the batch size the options leave open (pipeline.py).
-        Records those batches; returns the first block less them, and them with their values
-        (None and none where a followed view left nothing to read)."""
+        Records and yields those batches with their values, one at a time (a cancel stops
+        between them), then leaves the first block less them in :attr:`tuned_rest` (None
+        where a followed view left nothing to read)."""
+        self.tuned_rest, done = None, 0
         c0 = time.process_time()
         block = next(read, None)
         if block is None:
-            return None, []
+            return
         read_s = (time.process_time() - c0) / len(block)
-        measured = []
         for start in range(0, min(2 * self.batch_size, len(block)), self.batch_size):
             probe = block.piece(start, min(start + self.batch_size, len(block)))
             c0 = time.process_time()
-            measured.append((probe, self._predict(probe)))
+            values = self._predict(probe)
             model_s = (time.process_time() - c0) / self.model_batch_size
-            self.record(probe.indices, measured[-1][1])
+            done += self.record(probe.indices, values)
+            yield probe, values
         costs = Costs(read_s, model_s)
         o = self.options
         if o.decode_threads is None:
@@ -331,8 +336,7 @@ class HeatmapRun:
             patch_bytes = int(np.prod(probe.patches.shape[1:])) * np.dtype(reader.dtype).itemsize
             self.batch_size = self.model_batch_size = choose_batch_size(
                 costs, patch_bytes, self.batch_size)
-        taken = sum(len(p) for p, _ in measured)
-        return dataclasses.replace(block, local=block.local[taken:]), measured
+        self.tuned_rest = dataclasses.replace(block, local=block.local[done:])
 
     def record(self, indices: np.ndarray, values: np.ndarray) -> int:
         """Put computed ``values`` of patches ``indices`` (n, 2) into the heatmap and the cache
