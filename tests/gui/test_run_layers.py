@@ -25,8 +25,9 @@ def heatmap_layers(viewer) -> list:
     return [layer for layer in viewer.layers if is_heatmap_layer(layer)]
 
 
-def test_a_region_run_has_its_own_layer_and_computes_nothing_the_slide_run_did(
-        viewer, widget, qtbot, tmp_path, svs_path):
+def dab_on_the_svs(viewer, widget, tmp_path, svs_path) -> tuple[SlideLayer, int]:
+    """The CMU SVS opened by our reader, the dock set to `dab` at 64 px over every patch of
+    level 0 (a cache of its own): the slide and the grid's patch count."""
     from napari_patchheat._reader import read_slides
 
     data, kwargs, _ = read_slides(str(svs_path))[0]
@@ -36,7 +37,12 @@ def test_a_region_run_has_its_own_layer_and_computes_nothing_the_slide_run_did(
     widget.level.value = 0
     widget.size.value = widget.stride.value = 64
     widget.tissue_threshold.value = 0.0
-    n = widget.grid.n_patches
+    return slide, widget.grid.n_patches
+
+
+def test_a_region_run_has_its_own_layer_and_computes_nothing_the_slide_run_did(
+        viewer, widget, qtbot, tmp_path, svs_path):
+    slide, n = dab_on_the_svs(viewer, widget, tmp_path, svs_path)
     assert run_and_wait(widget, qtbot) == f"done: {n:,} patches computed by this run"
     whole = widget.display.layer
     values = whole.metadata[HEATMAP_META_KEY].values.copy()
@@ -97,16 +103,7 @@ def test_a_region_run_has_its_own_layer_and_computes_nothing_the_slide_run_did(
 
 def test_a_region_run_first_leaves_the_whole_slide_run_only_the_rest(viewer, widget, qtbot,
                                                                      tmp_path, svs_path):
-    from napari_patchheat._reader import read_slides
-
-    data, kwargs, _ = read_slides(str(svs_path))[0]
-    slide = SlideLayer.from_layer(viewer.add_image(data, **kwargs))
-    widget.cache_dir = str(tmp_path / "cache")
-    widget.model.value = "dab"
-    widget.level.value = 0
-    widget.size.value = widget.stride.value = 64
-    widget.tissue_threshold.value = 0.0
-    n = widget.grid.n_patches
+    slide, n = dab_on_the_svs(viewer, widget, tmp_path, svs_path)
     corners = slide.to_world(np.array([[200.0, 300.0], [900.0, 1500.0]]))
     widget.region.layer.value = viewer.add_shapes([corners], shape_type="rectangle",
                                                   name="ROI 1")
