@@ -231,3 +231,56 @@ def test_the_legend_and_the_colour_bar_never_overlap(viewer, widget):
     assert min(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]) > 5  # both drawn
     # one under the other (their widths are estimates; a text's may fall short of the text)
     assert a[3] <= b[1] or b[3] <= a[1], (a, b)
+
+
+def box_size(mesh) -> list[float]:
+    """(width, height) of a box's mesh."""
+    vertices = mesh.mesh_data.get_vertices(indexed="faces")
+    return np.ptp(vertices.reshape(-1, vertices.shape[-1])[:, :2], axis=0).tolist()
+
+
+def test_the_boxes_of_the_legend_and_colour_bar_keep_their_programs(viewer, widget):
+    """A range or threshold change resizes the boxes behind the legend and the colour bar:
+    they keep the colour transform their programs were built with (vispy would give them a
+    new one, hence new programs, at every change) and are drawn at their new size."""
+    from napari_patchheat._qt.display_range import box_meshes
+
+    heatmap, hl = narrow_heatmap(viewer, widget)
+    controls, legend = widget.display.values, viewer.canvas.overlays[LEGEND_OVERLAY_KEY]
+    controls.threshold.value = "0.6"
+    viewer.screenshot(canvas_only=True, flash=False)  # drawn: programs built
+    meshes = box_meshes(viewer, hl, (legend,))
+    assert len(meshes) == 2  # the colour bar's box and the legend's
+    transforms = [m.shared_program.vert["color_transform"] for m in meshes]
+    assert {t.name for t in transforms} == {"pass"}
+    for k, change in enumerate([lambda: setattr(controls.value_range, "value", (0.123456, 0.9)),
+                                lambda: setattr(controls.threshold, "value", "0.654321"),
+                                lambda: setattr(controls.value_range, "value", (0.0, 1.0))]):
+        sizes = [box_size(m) for m in meshes]
+        change()
+        viewer.screenshot(canvas_only=True, flash=False)
+        assert [m.shared_program.vert["color_transform"] for m in meshes] == transforms, k
+        assert not any(m._data_changed for m in meshes), k  # drawn with their new data
+        now = [box_size(m) for m in meshes]
+        assert now != sizes, k  # the legend's text and the bar's ticks changed width
+    assert "0.6543" in legend.text and hl.contrast_limits == pytest.approx((0.0, 1.0))
+
+
+def test_a_layers_threshold_colormap_is_one_napari_colormap(viewer, widget):
+    """Thresholds typed one after another replace one colormap of the layer in napari's list
+    (no new entry each time) and set the layer's colormap once each (napari's layer controls
+    do not set it a second time from their list)."""
+    from napari.utils.colormaps import AVAILABLE_COLORMAPS
+
+    heatmap, hl = narrow_heatmap(viewer, widget)
+    controls = widget.display.values
+    controls.threshold.value = "0.6"
+    listed, sets = len(AVAILABLE_COLORMAPS), []
+    hl.events.colormap.connect(lambda e: sets.append(hl.colormap))
+    for k, t in enumerate((0.61, 0.65, 0.7, 0.62)):
+        controls.threshold.value = f"{t}"
+        assert len(sets) == k + 1 and AVAILABLE_COLORMAPS[hl.colormap.name] is hl.colormap
+        alpha = hl.colormap.map([t - 0.01, t])[:, 3]
+        assert alpha.tolist() == [0.0, 1.0], t
+    assert len(AVAILABLE_COLORMAPS) == listed
+    assert "threshold" in hl.colormap._display_name

@@ -103,8 +103,8 @@ def assert_same_layer(a, b):
         assert list(a.symbol) == list(b.symbol)
     elif HEATMAP_META_KEY in a.metadata:
         assert np.array_equal(a.data, b.data, equal_nan=True)
-        assert a.colormap.name == b.colormap.name
         assert np.array_equal(a.colormap.colors, b.colormap.colors)
+        assert np.array_equal(a.colormap.controls, b.colormap.controls)
         assert a.colormap.interpolation == b.colormap.interpolation
         assert tuple(a.contrast_limits) == pytest.approx(tuple(b.contrast_limits))
         assert threshold_of(a) == threshold_of(b) and colormap_name(a) == colormap_name(b)

@@ -6,6 +6,7 @@ layer's contrast limits and colormap only (``display_settings``), never its data
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,51 @@ def swap_colour_table(visuals: list[Any]) -> int:
     return swapped
 
 
+NULL_TRANSFORM = "pass"  # vispy's MeshVisual: the colour transform of a mesh of one colour
+_KEPT_MESHES: weakref.WeakSet[Any] = weakref.WeakSet()  # meshes keep_box_programs set up
+
+
+def box_meshes(viewer: Any, layer: Any, overlays: Any = ()) -> list[Any]:
+    """The meshes of the boxes behind ``layer``'s colour bar and behind the canvas
+    ``overlays`` (the legend) in ``viewer``: napari draws each box as a vispy Rectangle (none
+    where the canvas has not made them)."""
+    canvas = getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)
+    vispy_overlays = list(getattr(canvas, "_layer_overlay_to_visual", {}).get(layer, {}).values())
+    for overlay in overlays:
+        vispy_overlays += getattr(canvas, "_viewer_overlay_to_visual", {}).get(overlay, [])
+    meshes = (getattr(getattr(o, "box", None), "_mesh", None) for o in vispy_overlays)
+    return [mesh for mesh in meshes if mesh is not None]
+
+
+def keep_box_programs(meshes: list[Any]) -> int:
+    """Let ``meshes`` of one colour keep their shader programs when resized or recoloured:
+    vispy gives a mesh a new colour-transform function at every change of its data, though a
+    mesh of one colour always has the same one (``pass``), so it regenerates, compiles and links
+    its program each time (~7 ms in software OpenGL, for each box a range change resizes: the
+    legend's and the colour bar's). Meshes whose transform is not vispy's ``pass`` are left as
+    they are; returns how many meshes were newly set up."""
+    kept = 0
+    for mesh in meshes:
+        if mesh in _KEPT_MESHES:
+            continue
+        try:
+            current = mesh.shared_program.vert["color_transform"]
+        except (KeyError, AttributeError, TypeError):
+            continue
+        if not isinstance(current, Function) or current.name != NULL_TRANSFORM:
+            continue
+        build = mesh._build_color_transform
+
+        def reuse(colors: np.ndarray, build: Callable[[Any], Any] = build,
+                  same: Function = current) -> Any:
+            return same if np.ndim(colors) == 1 else build(colors)
+
+        mesh._build_color_transform = reuse
+        _KEPT_MESHES.add(mesh)
+        kept += 1
+    return kept
+
+
 def computed_range(plane: np.ndarray) -> tuple[float, float] | None:
     """(min, max) of the computed (non-NaN) cells; None when none is computed."""
     if not np.isfinite(plane).any():
@@ -68,8 +114,9 @@ class ValueDisplay:
     """The controls (``widgets``, for the Display section) of the heatmap layer ``show`` gave;
     ``on_applied()`` runs after each change (the legend follows)."""
 
-    def __init__(self, on_applied: Callable[[], None], viewer: Any = None):
-        self.on_applied, self.viewer = on_applied, viewer
+    def __init__(self, on_applied: Callable[[], None], viewer: Any = None,
+                 overlays: Any = ()):
+        self.on_applied, self.viewer, self.overlays = on_applied, viewer, overlays
         self.layer: Any = None
         self.value_range = FloatRangeSlider(
             label="value range", min=0.0, max=1.0, value=(0.0, 1.0),
@@ -134,6 +181,8 @@ class ValueDisplay:
 
     def _show(self, name: str, limits: tuple[float, float], threshold: float | None) -> None:
         """``show_values`` onto the layer, its shaders kept (:func:`swap_colour_table`)."""
+        if self.viewer is not None:
+            keep_box_programs(box_meshes(self.viewer, self.layer, self.overlays))
         show_values(self.layer, name, limits, threshold)
         if self.viewer is not None:
             swap_colour_table(image_visuals(self.viewer, self.layer))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from napari.utils.colormaps import Colormap, ensure_colormap
+from napari.utils.colormaps import AVAILABLE_COLORMAPS, Colormap, ensure_colormap
 
 from ..heatmap import CLASS_META_KEY
 
@@ -25,10 +25,11 @@ COLORMAP_BINS = 256  # flat colours of a thresholded colormap
 LUT_MARGIN = 1e-3
 
 
-def threshold_colormap(name: str, limits: tuple[float, float],
-                       threshold: float | None) -> Colormap:
+def threshold_colormap(name: str, limits: tuple[float, float], threshold: float | None,
+                       key: str | None = None) -> Colormap:
     """Colormap ``name`` with every colour below ``threshold`` (in ``limits``' units) fully
-    transparent; NaN stays transparent. No threshold: the colormap itself."""
+    transparent; NaN stays transparent. No threshold: the colormap itself. With a ``key`` (a
+    layer's: :func:`show_values`), its name is the key's whatever the threshold and limits."""
     base = ensure_colormap(name)
     if threshold is None:
         return base
@@ -38,20 +39,29 @@ def threshold_colormap(name: str, limits: tuple[float, float],
     edges = np.unique(np.r_[np.linspace(0.0, 1.0, COLORMAP_BINS + 1), split])
     colors = np.array(base.map((edges[:-1] + edges[1:]) / 2), dtype=np.float32)
     colors[edges[:-1] < split, 3] = 0.0
-    return Colormap(colors, controls=edges, interpolation="zero",
-                    name=f"{name} ≥ {threshold:.6g} in {lo:.6g}–{hi:.6g}")
+    if key is None:
+        label = cmap_name = f"{name} ≥ {threshold:.6g} in {lo:.6g}–{hi:.6g}"
+    else:
+        label, cmap_name = f"{name}, shown at or above a threshold", f"{name} ≥ · {key}"
+    return Colormap(colors, controls=edges, interpolation="zero", name=cmap_name,
+                    display_name=label)
 
 
 def show_values(layer: Any, colormap: str, limits: tuple[float, float],
                 threshold: float | None) -> None:
     """Show ``layer``'s values in ``limits`` with ``colormap``, transparent below ``threshold``
-    (None: every computed cell); remembered in its metadata."""
+    (None: every computed cell); remembered in its metadata. A thresholded colormap keeps its
+    name (the layer's) through every change: napari's layer controls neither list one more
+    colormap each time nor set the layer's colormap a second time, from their list."""
     lo, hi = float(limits[0]), float(limits[1])
     if hi <= lo:  # napari needs a range: widen a single value a little
         lo, hi = lo - max(abs(lo) * 1e-6, 1e-9), hi + max(abs(hi) * 1e-6, 1e-9)
     layer.contrast_limits = (lo, hi)
-    cmap = threshold_colormap(colormap, (lo, hi), threshold)
+    cmap = threshold_colormap(colormap, (lo, hi), threshold, str(layer.unique_id)[:8])
     if not same_colormap(layer.colormap, cmap):  # a new colormap rebuilds the GPU's shaders
+        if threshold is not None:  # napari's list of colormaps: one entry a layer, replaced
+            AVAILABLE_COLORMAPS.pop(cmap.name, None)  # (napari refuses to overwrite a name)
+            AVAILABLE_COLORMAPS[cmap.name] = cmap
         layer.colormap = cmap
     layer.metadata = {**layer.metadata,
                       DISPLAY_META_KEY: {"colormap": colormap, "threshold": threshold}}

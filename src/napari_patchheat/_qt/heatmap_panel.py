@@ -116,7 +116,9 @@ class HeatmapPanel(Container):
         self.class_name = ComboBox(label="class", choices=self._class_choices)
         self.colormap = ComboBox(label="colormap", choices=list(COLORMAPS), value=COLORMAPS[0])
         self.opacity = FloatSlider(label="opacity", min=0.0, max=1.0, value=DEFAULT_OPACITY)
-        self.values = ValueDisplay(self._update_legend, viewer)  # value range, "show at or above"
+        self.legend = Legend(viewer)  # of the top visible map, not the heatmap in use
+        # value range, "show at or above"
+        self.values = ValueDisplay(self._update_legend, viewer, (self.legend.overlay,))
         self.export_formats = {f: CheckBox(text=FORMAT_LABELS.get(f, f), value=True)
                                for f in FORMATS}
         self.export_folder = FileEdit(label="folder", mode=FileDialogMode.EXISTING_DIRECTORY,
@@ -140,7 +142,6 @@ class HeatmapPanel(Container):
                                                   self.positive_threshold, self.min_probability]),
             self.export_button, self.export_busy, self.export_info,
         ])
-        self.legend = Legend(viewer)  # of the top visible map, not the heatmap in use
         self.class_name.changed.connect(self.apply_display)
         self.colormap.changed.connect(self.apply_display)
         self.opacity.changed.connect(self.apply_display)
