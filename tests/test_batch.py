@@ -28,6 +28,7 @@ from napari_patchheat.batch import (
     BatchProgress,
     TaskReport,
     WorkerSettings,
+    cluster_client,
     local_cluster_shape,
     plan,
     run_batch,
@@ -425,16 +426,44 @@ def test_a_batch_of_s3_urls_equals_the_local_runs(client, s3, svs_path, ndpi_pat
 
 
 def test_the_local_cluster_is_shaped_by_the_cores():
-    """Up to 2 cores: one worker of all of them, in the command's own process (the dock's and
-    run_batch's stay worker processes); more: workers of 2 threads; flags win."""
-    assert local_cluster_shape(1) == (1, 1, False)
-    assert local_cluster_shape(2) == (1, 2, False)
-    assert local_cluster_shape(2, in_process=False) == (1, 2, True)
-    assert local_cluster_shape(16) == (8, 2, True)
-    assert local_cluster_shape(16, in_process=False) == (8, 2, True)
-    assert local_cluster_shape(2, workers=2) == (2, 1, True)
-    assert local_cluster_shape(16, threads=4) == (4, 4, True)
-    assert local_cluster_shape(16, workers=3, threads=1) == (3, 1, True)
+    """Up to 2 cores: one worker running one slide at a time on all of them, in the command's
+    own process (the dock's and run_batch's stay worker processes); more: workers of 2 threads,
+    a task on each thread; flags win."""
+    assert local_cluster_shape(1) == (1, 1, False, 1)
+    assert local_cluster_shape(2) == (1, 1, False, 2)
+    assert local_cluster_shape(2, in_process=False) == (1, 1, True, 2)
+    assert local_cluster_shape(16) == (8, 2, True, 2)
+    assert local_cluster_shape(16, in_process=False) == (8, 2, True, 2)
+    assert local_cluster_shape(2, workers=2) == (2, 1, True, 1)
+    assert local_cluster_shape(16, threads=4) == (4, 4, True, 4)
+    assert local_cluster_shape(16, workers=3, threads=1) == (3, 1, True, 1)
+
+
+def test_the_few_core_cluster_runs_one_task_at_a_time_on_all_the_cores(monkeypatch):
+    """On 2 cores the command's cluster is one worker of one thread in this process: its task
+    gets TensorFlow's, OpenMP's and the run's thread variables at 2 (a task on each of 2
+    threads would give each 2), and no dask profiler samples the process."""
+    from napari_patchheat.batch import client as batch_client
+    from napari_patchheat.batch.tasks import THREAD_ENV
+
+    def unset() -> None:  # the thread variables unset here; monkeypatch puts back what was
+        for var in THREAD_ENV:
+            monkeypatch.setenv(var, "")
+            monkeypatch.delenv(var)
+
+    unset()
+    monkeypatch.setattr(batch_client, "run_threads", lambda: 2)
+    with cluster_client(None, None, None, None, in_process=True) as client:
+        assert list(client.nthreads().values()) == [1]
+        seen = client.submit(lambda: {v: os.environ.get(v) for v in THREAD_ENV}).result()
+        assert seen == dict.fromkeys(THREAD_ENV, "2")
+        profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+        assert list(profiled.values()) == [False]
+    unset()  # (the worker above set them in this process, which worker processes inherit)
+    with cluster_client(None, 2, 1, None, in_process=True) as client:  # flags: processes
+        assert sorted(client.nthreads().values()) == [1, 1]
+        seen = client.submit(lambda: os.environ.get("TF_NUM_INTRAOP_THREADS")).result()
+        assert seen == "1"
 
 
 def test_the_few_core_batch_runs_in_the_commands_process_to_the_runs_files(svs_path, ndpi_path,

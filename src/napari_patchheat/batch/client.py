@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import dask
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 
 from ..files import loads_json
@@ -44,17 +45,28 @@ PROBE_GRACE_S = 1.0  # the probe's own start and clean-up past its timeout
 QUIET_LOG_LEVEL = logging.CRITICAL + 1  # the local cluster's log level: no dask line passes
 # up to this many cores, the command's local cluster is one worker in its own process: a worker
 # process pays TensorFlow's import and each model's first batch again, which so few cores never
-# win back (docs/benchmarks.md, bench_batch.py --few-cores)
+# win back; it runs one slide at a time on all the cores, as `patchheat run` does: two at once
+# in one process only contend for them and the GIL (docs/benchmarks.md, bench_batch.py
+# --start-up)
 FEW_CORES = 2
+# a worker in this process has no dashboard, so nobody reads dask's statistical profiles of it
+# (sampling every thread's stack each 10 ms took 0.4-0.6 s of a 7 s batch on 2 cores), and its
+# event loop's housekeeping may tick slower
+IN_PROCESS_CONFIG = {"distributed.worker.profile.enabled": False,
+                     "distributed.admin.tick.interval": "1s",
+                     "distributed.admin.system-monitor.interval": "1s",
+                     "distributed.worker.memory.monitor-interval": "1s"}
 WORKER_THREADS = 2  # past FEW_CORES: threads of each worker process (a run reads ahead on one)
 
 
 class ClusterShape(NamedTuple):
-    """A local cluster's size: worker count, threads of each, processes or this process."""
+    """A local cluster's size: worker count, threads of each (tasks at a time), processes or
+    this process, and the threads each task's run may keep busy (WorkerSettings)."""
 
     workers: int
     threads: int
     processes: bool
+    task_threads: int
 
 
 class TaskReport(NamedTuple):
@@ -296,18 +308,19 @@ def _absolute_paths(options: RunOptions) -> RunOptions:
 def local_cluster_shape(cores: int, workers: int | None = None, threads: int | None = None,
                         *, in_process: bool = True) -> ClusterShape:
     """A local cluster for ``cores`` CPUs, with the ``workers`` and ``threads`` of each given:
-    on up to FEW_CORES cores and neither given, one worker of ``cores`` threads, in this
-    process where ``in_process`` allows it; else worker processes (WORKER_THREADS threads each
-    unless given), as many as the cores hold."""
+    on up to FEW_CORES cores and neither given, one worker running one task at a time on all
+    ``cores``, in this process where ``in_process`` allows it; else worker processes
+    (WORKER_THREADS threads each unless given), as many as the cores hold, each task's run on
+    its worker's threads."""
     if workers is None and threads is None:
         if cores <= FEW_CORES:
-            return ClusterShape(1, cores, not in_process)
+            return ClusterShape(1, 1, not in_process, cores)
         threads = WORKER_THREADS
     if workers is None:
         workers = max(1, cores // (threads or 1))
     if threads is None:
         threads = max(1, cores // workers)
-    return ClusterShape(workers, threads, True)
+    return ClusterShape(workers, threads, True, threads)
 
 
 @contextmanager
@@ -325,11 +338,13 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
         shape = local_cluster_shape(run_threads(), workers, threads, in_process=in_process)
         # a dashboard costs ~0.3 s to start: worker processes only (few cores, in this
         # process: none)
-        with LocalCluster(n_workers=shape.workers, threads_per_worker=shape.threads,
-                          processes=shape.processes, resources=resources,
-                          dashboard_address=":0" if shape.processes else None,
-                          **quiet_cluster_kwargs(shape.processes)) as cluster, \
+        with dask.config.set({} if shape.processes else IN_PROCESS_CONFIG), \
+                LocalCluster(n_workers=shape.workers, threads_per_worker=shape.threads,
+                             processes=shape.processes, resources=resources,
+                             dashboard_address=":0" if shape.processes else None,
+                             **quiet_cluster_kwargs(shape.processes)) as cluster, \
                 Client(cluster, set_as_default=False) as client:
+            client.register_plugin(WorkerSettings(shape.task_threads))  # before run_batch's
             yield client
         return
     if workers is not None or threads is not None:

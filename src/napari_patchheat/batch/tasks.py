@@ -92,15 +92,21 @@ class BatchJob:
         return hashlib.sha1(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 class WorkerSettings(WorkerPlugin):
-    """Gives TensorFlow, OpenMP and the runs' reading in each worker as many threads as the
-    worker has (before TensorFlow loads; variables already set are kept), quiets TensorFlow's
-    C++ logs and undoes the nanny's allocator setting (:func:`reuse_freed_memory`)."""
+    """Gives TensorFlow, OpenMP and the runs' reading in each worker ``task_threads`` threads
+    (None: as many as the worker has) before TensorFlow loads (variables already set are kept),
+    quiets TensorFlow's C++ logs and undoes the nanny's allocator setting
+    (:func:`reuse_freed_memory`). The first registered on a cluster stays (a local cluster's
+    own, sized with it, then run_batch's default)."""
 
     name = "patchheat-worker-settings"
+    idempotent = True
+
+    def __init__(self, task_threads: int | None = None):
+        self.task_threads = task_threads
 
     def setup(self, worker: Any) -> None:
         for var in THREAD_ENV:
-            os.environ.setdefault(var, str(worker.state.nthreads))
+            os.environ.setdefault(var, str(self.task_threads or worker.state.nthreads))
         if not os.environ.get(DEBUG_ENV):
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         if "MALLOC_TRIM_THRESHOLD_" in os.environ:
