@@ -434,6 +434,7 @@ def part_latency(viewer, widget, app, run_s: float) -> None:
     idle = probe_latency(app, 3.0)
     print(f"    idle: median {statistics.median(idle):5.1f}, p95 {np.percentile(idle, 95):5.1f}")
     widget.size.value, widget.stride.value, widget.batch_size.value = 32, 4, 64
+    widget.batch_auto.value = False
     g = widget.grid
     print(f"    run: 'dab', grid {g.rows} x {g.cols} = {g.n_patches:,}, batch 64")
     base = bench_run(viewer, widget, app, run_s, nice=0)  # baseline: the worker not reniced
@@ -449,6 +450,7 @@ def part_first_cells(viewer, widget, app, runs: int) -> None:
     print(f"\n[3] Run -> first cells on screen, median of {runs} runs")
     widget.model.value = "dab"
     widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 32
+    widget.batch_auto.value = False
     firsts = bench_first_cells(viewer, widget, app, runs)
     cold = firsts["cold worker (baseline)"]
     for name, seconds in firsts.items():

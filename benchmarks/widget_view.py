@@ -139,7 +139,7 @@ def part_view(viewer, widget, app) -> None:
     widget.level.value = 0
     widget.tissue_threshold.value = 0.0
     widget.size.value = widget.stride.value = 224
-    widget.batch_size.value = 32
+    widget.batch_auto.value, widget.batch_size.value = False, 32
     with tempfile.TemporaryDirectory() as tmp:
         widget.model.value = "Keras file…"
         widget.model_file.value = mobilenet_file(Path(tmp))

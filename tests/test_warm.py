@@ -42,6 +42,24 @@ def test_a_warm_up_traces_once_per_batch_shape_and_a_second_is_free():
     assert len(models) == 1  # one model, loaded once
 
 
+def test_an_auto_batch_warm_up_leaves_every_batch_size_traced():
+    """No batch size (auto: a run chooses one after its first batches): the warm-up predicts
+    the default and twice it, so the size a run then chooses costs no trace; values as ever."""
+    models = ModelCache()
+    spec = WarmSpec.of("dab", RunOptions(size=32))
+    warmed = warm_model(spec, models.get, never)
+    assert warmed.warm and warmed.key[2] is None and warmed.traces == 2
+    model = models.get(spec)
+    rng = np.random.default_rng(0)
+    for n in (64, 128, 256, 1024, 32, 5):
+        batch = rng.integers(0, 256, (n, 32, 32, 3), np.uint8)
+        values = model.predict(batch)
+        assert values.shape[0] == n and np.ptp(values) > 0
+        assert model.predict(batch[:1])[0] == pytest.approx(values[0], abs=1e-6)
+    fixed = warm_model(WarmSpec.of("dab", RunOptions(size=32, batch_size=48)), models.get, never)
+    assert fixed.traces == warmed.traces  # 48 as well: nothing traced after the warm-up
+
+
 def test_a_warm_up_says_why_a_model_is_not_warm(tmp_path):
     models = ModelCache()
     overtaken = warm_model(WarmSpec.of("dab", RunOptions(size=32)), models.get, lambda: True)

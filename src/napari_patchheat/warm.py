@@ -90,13 +90,13 @@ def warm_model(spec: WarmSpec, get_model: Callable[[WarmSpec], Any],
         size = spec.options.size or model.input_size
         if size is None:  # a model of any size and no patch size: nothing to trace yet
             return report("no patch size to warm the model for")
-        # no batch size: a run starts at the default, then chooses (pipeline.py)
-        n, (h, w) = spec.options.batch_size or DEFAULT_BATCH_SIZE, as_size(size)
-        batch = np.full((n, h, w, model.channels), WARM_PIXEL, np.uint8)
-        for inside in _inside_masks(model, spec.options, n, h, w):
-            if superseded():
-                return report(SUPERSEDED)
-            model.predict(batch, *inside)
+        h, w = as_size(size)
+        for n in _batch_sizes(spec.options):
+            batch = np.full((n, h, w, model.channels), WARM_PIXEL, np.uint8)
+            for inside in _inside_masks(model, spec.options, n, h, w):
+                if superseded():
+                    return report(SUPERSEDED)
+                model.predict(batch, *inside)
     except Exception as exc:  # the run will say the same, as a sentence: keep the first line
         return report(first_line(exc))
     return report()
@@ -123,6 +123,15 @@ def _first_time_costs() -> None:
     from .grid import as_numpy
 
     as_numpy(da.zeros(1))
+
+
+def _batch_sizes(options: RunOptions) -> tuple[int, ...]:
+    """The batch sizes a warm-up predicts: the run's; with none set, the default a run starts
+    at, then twice it, so that the model's compiled pass is traced once more for any batch size
+    (TensorFlow's ``reduce_retracing``) and the size the run chooses traces nothing."""
+    if options.batch_size is not None:
+        return (options.batch_size,)
+    return DEFAULT_BATCH_SIZE, 2 * DEFAULT_BATCH_SIZE
 
 
 def _inside_masks(model: Any, options: RunOptions, n: int, h: int,

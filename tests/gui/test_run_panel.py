@@ -47,7 +47,8 @@ def test_run_fills_the_layer_cancel_keeps_it_run_again_completes(viewer, widget,
     widget.cache_dir = str(tmp_path / "cache")
     widget.model.value = "tissue"
     widget.tissue_threshold.value = 0.0  # every patch, glass too
-    widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 4  # ~4 s of batches
+    widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 4
+    widget.batch_auto.value = False  # ~4 s of batches
     grid = widget.grid
     assert grid.shape == (184, 137)
     assert widget.run_panel.run()

@@ -356,3 +356,17 @@ def test_the_session_buttons_are_there_before_any_heatmap(viewer, widget):
     assert row.mapTo(widget.scroll.widget(), row.rect().topLeft()).y() < 10  # the top row
     assert [b.text for b in (widget.sessions.save_button, widget.sessions.open_button)] == [
         "Save session...", "Open session..."]
+
+
+def test_a_batch_size_saved_before_auto_existed_stays_fixed(viewer, widget):
+    """Dock parameters without "batch_auto" (a session written before it) keep their batch
+    size; with it, the session's choice comes back."""
+    from napari_patchheat._qt.session_io import set_dock_parameters
+
+    params = dock_parameters(widget)
+    assert params["batch_auto"] is True and widget.batch_size.value == 32
+    set_dock_parameters(widget, {"batch_size": 48, "stride": 100}, viewer)  # an old session's
+    assert widget.batch_auto.value is False and widget.batch_size.value == 48
+    assert widget.batch_size.enabled and widget.stride.value == 100
+    set_dock_parameters(widget, {"batch_auto": True, "batch_size": 48}, viewer)
+    assert widget.batch_auto.value is True and not widget.batch_size.enabled

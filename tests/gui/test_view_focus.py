@@ -32,6 +32,7 @@ def svs_run(viewer, widget, tmp_path, svs_path):
     widget.model.value = "tissue"
     widget.tissue_threshold.value = 0.0
     widget.size.value, widget.stride.value, widget.batch_size.value = 32, 16, 4
+    widget.batch_auto.value = False
     assert widget.grid.shape == (184, 137)
     return widget
 

@@ -78,9 +78,10 @@ def test_a_renamed_layer_shows_its_new_name(viewer, widget):
 
 
 def test_run_options_follow_the_parameters(viewer, widget, tmp_path):
+    assert widget.batch_auto.value and not widget.batch_size.enabled  # auto to start with
     viewer.add_image(np.zeros((400, 500, 3), np.uint8), rgb=True, name="slide")
     widget.size.value, widget.stride.value, widget.rate.value = 40, 30, 2
-    widget.padding.value, widget.batch_size.value = "SAME", 7
+    widget.padding.value, widget.batch_auto.value, widget.batch_size.value = "SAME", False, 7
     widget.tissue_threshold.value = 0.25
     widget.cache_dir = str(tmp_path)
     request = widget.run_request()
@@ -88,6 +89,9 @@ def test_run_options_follow_the_parameters(viewer, widget, tmp_path):
     assert (o.level, o.size, o.stride, o.rate, o.padding) == (0, (40, 40), (30, 30), (2, 2), "SAME")
     assert (o.batch_size, o.tissue_threshold, o.cache_dir) == (7, 0.25, str(tmp_path))
     assert request.grid == widget.grid and request.model == "tissue"
+    assert widget.batch_size.enabled
+    widget.batch_auto.value = True  # the dock's default: the run chooses (pipeline.py)
+    assert widget.run_request().options.batch_size is None and not widget.batch_size.enabled
 
 
 def test_bad_parameters_are_said_and_do_not_run(viewer, widget, errors):

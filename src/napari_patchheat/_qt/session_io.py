@@ -44,7 +44,7 @@ from .roi_panel import REGIONS_META_KEY
 
 # the dock's parameters a session keeps (magicgui widgets of PatchHeatWidget, by attribute path)
 DOCK_PARAMETERS = ("level", "size", "stride", "rate", "padding", "model", "model_file", "resize",
-                   "mixed_precision", "batch_size", "tissue_threshold", "show_grid",
+                   "mixed_precision", "batch_auto", "batch_size", "tissue_threshold", "show_grid",
                    "region.min_fraction", "region.centre")
 UNSET_FILE = ("", ".")  # a FileEdit's value with no file chosen (magicgui gives ".")
 POINTS_STYLE = ("size", "face_color", "border_color", "border_width", "symbol")  # per point
@@ -158,12 +158,14 @@ def dock_parameters(dock: Any) -> dict[str, Any]:
 
 def set_dock_parameters(dock: Any, params: Mapping[str, Any], viewer: Any) -> None:
     """Set the dock's parameters from :func:`dock_parameters` (the slide first; keys a session
-    lacks stay as they are)."""
+    lacks stay as they are, except that a batch size saved before "auto" existed is kept)."""
     dock.reset_choices()  # the session's layers among the choices
     if params.get("image_layer") in viewer.layers:
         dock.image_layer.value = viewer.layers[params["image_layer"]]
     if params.get("region") in viewer.layers:
         dock.region.layer.value = viewer.layers[params["region"]]
+    if "batch_size" in params and "batch_auto" not in params:  # sessions before "auto"
+        params = {**params, "batch_auto": False}
     for name in DOCK_PARAMETERS:
         if name in params and not (name == "model_file" and params[name] in UNSET_FILE):
             _widget(dock, name).value = params[name]

@@ -100,7 +100,9 @@ class PatchHeatWidget(Container):
         self.resize = CheckBox(text="resize patches to the model's input size", value=False)
         self.mixed_precision = CheckBox(text="mixed precision (float16, for GPUs)", value=False,
                                         visible=False)
-        self.batch_size = SpinBox(label="batch size", min=1, max=4096, value=DEFAULT_BATCH_SIZE)
+        self.batch_auto = CheckBox(text="auto", value=True, tooltip="patches per model call "
+                                   "chosen from the measured cost of the model and of reading")
+        self.batch_size = SpinBox(min=1, max=4096, value=DEFAULT_BATCH_SIZE, enabled=False)
         self.tissue_threshold = FloatSpinBox(label="tissue threshold", min=0.0, max=1.0,
                                              step=0.05, value=INTERACTIVE_TISSUE_THRESHOLD)
         self.status = TextLabel()
@@ -141,7 +143,10 @@ class PatchHeatWidget(Container):
         and a magicgui scrollable Container's ``native`` lacks the scroll area: made here."""
         grid_form = Container(widgets=[self.image_layer, self.level, self.size, self.stride,
                                        self.rate, self.padding])
-        model_form = Container(widgets=[self.model, self.model_file, self.batch_size,
+        batch_row: list[Any] = [self.batch_auto, self.batch_size]
+        batch = Container(widgets=batch_row, layout="horizontal", labels=False,
+                          label="batch size")
+        model_form = Container(widgets=[self.model, self.model_file, batch,
                                         self.tissue_threshold, self.colors.model_input])
         for form in (grid_form, model_form):  # a form's rows need no room above and below
             form.native.layout().setContentsMargins(*FORM_MARGINS_PX)
@@ -188,6 +193,7 @@ class PatchHeatWidget(Container):
         self.inspector.row.changed.connect(self._on_patch_selected)
         self.inspector.col.changed.connect(self._on_patch_selected)
         self.show_grid.changed.connect(self._on_show_grid)
+        self.batch_auto.changed.connect(lambda auto: setattr(self.batch_size, "enabled", not auto))
         self._placing = follow_new_slides(self.viewer)  # first: the dock reads it placed
         self.viewer.layers.events.inserted.connect(self._on_layers_changed)
         self.viewer.layers.events.removed.connect(self._on_layers_changed)
@@ -259,7 +265,8 @@ class PatchHeatWidget(Container):
         mixed = bool(self.mixed_precision.value) and not is_builtin(self.model_spec())
         return RunOptions(
             level=self.level.value, size=self.size.value, stride=self.stride.value,
-            rate=self.rate.value, padding=self.padding.value, batch_size=self.batch_size.value,
+            rate=self.rate.value, padding=self.padding.value,
+            batch_size=None if self.batch_auto.value else self.batch_size.value,
             tissue_threshold=float(self.tissue_threshold.value),
             resize=bool(self.resize.value) and not is_builtin(self.model_spec()),
             mixed_precision=mixed, cache_dir=self.cache_dir, color=self.colors.model_color(),
