@@ -19,15 +19,26 @@ from .display_settings import colormap_name, show_values, threshold_of
 from .widgets import TextLabel
 
 
+def _canvas(viewer: Any) -> Any:
+    """napari's vispy canvas of ``viewer`` (private names: where they change, None, and vispy
+    rebuilds the shaders as before)."""
+    return getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)
+
+
+def _layer_overlays(canvas: Any, layer: Any) -> list[Any]:
+    """The vispy overlays of ``layer`` on ``canvas`` (its colour bar)."""
+    return list(getattr(canvas, "_layer_overlay_to_visual", {}).get(layer, {}).values())
+
+
 def image_visuals(viewer: Any, layer: Any) -> list[Any]:
     """The vispy image visuals that draw ``layer`` in ``viewer``: its tiles and its colour
     bar's gradient (none where the canvas has not made them)."""
-    canvas = getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)
-    vispy_layer = getattr(canvas, "layer_to_visual", {}).get(layer)  # napari's private names:
-    if vispy_layer is None:  # where they change, vispy rebuilds the shaders as before
+    canvas = _canvas(viewer)
+    vispy_layer = getattr(canvas, "layer_to_visual", {}).get(layer)
+    if vispy_layer is None:
         return []
     visuals = list(getattr(vispy_layer.node, "adopted_children", [vispy_layer.node]))
-    for overlay in getattr(canvas, "_layer_overlay_to_visual", {}).get(layer, {}).values():
+    for overlay in _layer_overlays(canvas, layer):
         img = getattr(overlay.node, "img", None)
         if img is not None:
             visuals.append(img)
@@ -66,8 +77,8 @@ def box_meshes(viewer: Any, layer: Any, overlays: Any = ()) -> list[Any]:
     """The meshes of the boxes behind ``layer``'s colour bar and behind the canvas
     ``overlays`` (the legend) in ``viewer``: napari draws each box as a vispy Rectangle (none
     where the canvas has not made them)."""
-    canvas = getattr(getattr(viewer.window, "_qt_viewer", None), "canvas", None)
-    vispy_overlays = list(getattr(canvas, "_layer_overlay_to_visual", {}).get(layer, {}).values())
+    canvas = _canvas(viewer)
+    vispy_overlays = _layer_overlays(canvas, layer)
     for overlay in overlays:
         vispy_overlays += getattr(canvas, "_viewer_overlay_to_visual", {}).get(overlay, [])
     meshes = (getattr(getattr(o, "box", None), "_mesh", None) for o in vispy_overlays)
