@@ -51,14 +51,6 @@ def look_at(viewer, widget, y: float, x: float) -> tuple[range, range]:
     return view_patches(widget.grid, level_view(viewer, widget.run_request()))
 
 
-def settled(panel, qtbot) -> None:
-    """Wait until the panel has run nothing for 2 view sends: a view sent late (a busy machine)
-    may start one more run after the one waited for."""
-    for wait_ms in (2 * VIEW_SEND_MS, 2 * VIEW_SEND_MS, 0):
-        qtbot.waitUntil(lambda: not panel.running, timeout=RUN_TIMEOUT_MS)
-        qtbot.wait(wait_ms)
-
-
 def in_view(indices: np.ndarray, view: tuple[range, range]) -> np.ndarray:
     rows, cols = view
     return ((indices[:, 0] >= rows.start) & (indices[:, 0] < rows.stop)
@@ -131,7 +123,7 @@ def test_this_view_computes_the_view_only_then_extends_as_the_user_pans(viewer, 
     second = look_at(viewer, widget, 2000, 1500)  # a pan runs the new view (the cache: the old)
     expected[second[0].start:second[0].stop, second[1].start:second[1].stop] = True
     qtbot.waitUntil(lambda: panel.running, timeout=5_000)
-    settled(panel, qtbot)
+    qtbot.waitUntil(lambda: not panel.running, timeout=RUN_TIMEOUT_MS)
     computed = widget.display.heatmap.computed
     assert (computed == expected).all(), (  # the patches computed beyond or short of the views
         np.argwhere(computed & ~expected)[:3], np.argwhere(~computed & expected)[:3], second)
