@@ -119,6 +119,22 @@ def test_this_view_ends_when_the_view_is_done_and_a_moved_view_extends_it():
     assert ViewFocus(None, only_view=True).total(todo, grid) == grid.n_patches
 
 
+def test_this_view_says_which_view_it_completed_and_a_view_set_after_its_end_is_not_it():
+    grid = PatchGrid(1000, 1000, 50, 50)
+    first, second = (120.0, 220.0, 260.0, 330.0), (600.0, 600.0, 700.0, 700.0)
+    focus = ViewFocus(first, only_view=True)
+    order = focus.order(grid, grid.blocks(2048))
+    next(order)
+    focus.set_view(second)  # a pan while the run reads: it follows it
+    list(order)
+    assert focus.completed == second
+    focus.set_view(first)  # a pan after the walk ended: the run did not see it
+    assert focus.completed == second
+    unfinished = ViewFocus(first, only_view=True)
+    next(unfinished.order(grid, grid.blocks(2048)))
+    assert unfinished.completed is None  # cancelled runs complete no view
+
+
 def test_split_blocks_keeps_the_order_and_the_patches():
     grid = PatchGrid(900, 700, 16, 16)
     blocks = grid.blocks(512)

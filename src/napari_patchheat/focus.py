@@ -100,10 +100,13 @@ class ViewFocus:
 
     ``view`` is ``(y0, x0, y1, x1)`` in the run's level pixels, or None (reading order);
     ``only_view`` hands out only the patches in view (the run ends when they are done).
+    ``completed``: once :meth:`order` has handed out everything, the view it last followed
+    (a view set after that was not seen by the run).
     """
 
     def __init__(self, view: Rect | None = None, only_view: bool = False):
         self.only_view = only_view
+        self.completed: Rect | None = None
         self._lock = threading.Lock()
         self._view: Rect | None = None
         self.set_view(view)
@@ -147,6 +150,7 @@ class ViewFocus:
                 shown, walk = view, self._walk(grid, boxes, view)
             step = next(walk, None)
             if step is None:
+                self.completed = shown
                 return
             i, clip = step
             if left[i] == 0:

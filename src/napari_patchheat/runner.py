@@ -69,10 +69,13 @@ class Started:
 
 @dataclass(frozen=True)
 class Finished:
-    """The run ended: ``cancelled`` when stopped early; ``done`` patches computed by this run."""
+    """The run ended: ``cancelled`` when stopped early; ``done`` patches computed by this run;
+    ``view``: the last view a run with a focus followed to its end (focus.ViewFocus.completed),
+    else None."""
 
     done: int
     cancelled: bool
+    view: Rect | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def _run_messages(spec: RunSpec, cancel: Any, models: ModelCache,
         for progress in run.run(cancel, focus):
             done = progress.done
             yield progress
-        yield Finished(done, cancel.is_set())
+        yield Finished(done, cancel.is_set(), None if focus is None else focus.completed)
     except Exception as exc:  # every failure reaches the caller as one sentence
         yield Failed(str(exc) or type(exc).__name__)
 

@@ -15,6 +15,7 @@ from napari_patchheat._qt.widget import MODEL_FILE_CHOICE
 from napari_patchheat.focus import VIEW_ONLY, view_patches
 from napari_patchheat.grid import READ_BLOCK_PX
 from napari_patchheat.inference import Progress
+from napari_patchheat.runner import Finished
 
 SLACK_S = 1.0  # of the run's time after a pan before the new view's patches: the blocks read
 # ahead (about 0.1 s each: they grow for a model this fast), the batches on their way to napari
@@ -136,3 +137,32 @@ def test_this_view_computes_the_view_only_then_extends_as_the_user_pans(viewer, 
     qtbot.wait(2 * VIEW_SEND_MS)
     assert len(errors) == 1 and "Choose a model" in errors[0]  # said once; pans stop following
     assert not panel.running and not panel.view.follow
+
+
+def test_a_pan_that_reaches_this_view_run_after_its_end_runs_next_and_a_zoom_in_runs_nothing(
+        viewer, svs_run, qtbot, monkeypatch):
+    widget, panel = svs_run, svs_run.run_panel
+    panel.view.mode.value = next(k for k, v in RUN_MODES.items() if v == VIEW_ONLY)
+    first = look_at(viewer, widget, 1200, 800)
+    panned: list[tuple[range, range]] = []
+    handle = RunPanel.handle_messages
+
+    def pan_before_the_end(self, messages):
+        if not panned and any(isinstance(m, Finished) for m in messages):
+            panned.append(look_at(viewer, widget, 2000, 1500))  # the run walked its view
+            panel.view.send_now()  # as the camera's event does outside VIEW_SEND_MS
+        handle(self, messages)
+
+    monkeypatch.setattr(RunPanel, "handle_messages", pan_before_the_end)
+    assert panel.run()
+    qtbot.waitUntil(lambda: bool(panned), timeout=RUN_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: panel.running, timeout=5_000)  # the pan runs once the end arrives
+    qtbot.waitUntil(lambda: not panel.running, timeout=RUN_TIMEOUT_MS)
+    expected = np.zeros(widget.grid.shape, bool)
+    for rows, cols in (first, panned[0]):
+        expected[rows.start:rows.stop, cols.start:cols.stop] = True
+    assert 0 < expected.sum() < widget.grid.n_patches
+    assert (widget.display.heatmap.computed == expected).all()
+    move(viewer, widget, 2000, 1500, px_across=200)  # a zoom in: no patch outside the view done
+    qtbot.wait(2 * VIEW_SEND_MS)
+    assert not panel.running and panel.view.follow

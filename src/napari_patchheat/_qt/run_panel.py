@@ -128,7 +128,7 @@ class RunPanel(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(min=0, max=1, value=0)
         self.info = TextLabel()
-        self.finished: list[Callable[[], None]] = []  # called after each run that completed
+        self.finished: list[Callable[[Finished], None]] = []  # after each run that completed
         self.view = ViewFocusControl(viewer, self)  # the run mode; the view sent to the run
         buttons = Container(widgets=[self.run_button, self.cancel_button, self.view.mode],
                             layout="horizontal", labels=False)
@@ -359,15 +359,15 @@ class RunPanel(Container):
             text += f", {run.cached:,} from the cache" if run.cached else ""
         if self.view.view_mode == VIEW_ONLY:  # no notification at each pan's run
             self._end(f"this view {text}; pan to compute more")
-            return self._call_finished()
+            return self._call_finished(msg)
         self._end(text)
         name = getattr(run.layer, "name", "the heatmap") if run is not None else "the heatmap"
         show_info(f"PatchHeat: {name} is done ({text.removeprefix('done: ')}).")
-        self._call_finished()
+        self._call_finished(msg)
 
-    def _call_finished(self) -> None:
+    def _call_finished(self, msg: Finished) -> None:
         for callback in self.finished:
-            callback()
+            callback(msg)
 
     def _end(self, text: str) -> None:
         self._timer.stop()

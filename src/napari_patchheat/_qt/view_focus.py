@@ -1,6 +1,9 @@
 """What the canvas shows, sent to the dock's run as the user pans and zooms (focus.py): the run
 computes the patches in view first, or in "this view" mode only those, and a pan after such a
 run has finished runs the new view (the cache keeps what was done, so only new patches cost).
+A pan that reaches the run only after it has walked its view to the end (the run says which
+view it completed) runs when that run's end arrives; a view that shows no patch outside the
+last one sent (a zoom in) runs nothing.
 
 The view goes to the run as a rectangle of the run's level, in level pixels (the coordinate
 contract of docs/design.md: world -> level-0 pixel edges -> / the level's downsample), at most
@@ -15,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from magicgui.widgets import ComboBox
 from qtpy.QtCore import QTimer
 
-from ..focus import VIEW_FIRST, VIEW_ONLY, Rect
-from ..runner import RunSpec
+from ..focus import VIEW_FIRST, VIEW_ONLY, Rect, view_patches
+from ..grid import PatchGrid
+from ..runner import Finished, RunSpec
 from .canvas import camera, view_rect_world
 from .preview import world_rect_to_level0
 
@@ -96,15 +100,28 @@ class ViewFocusControl:
         if panel.handle is not None:
             panel.handle.set_view(view)
             self.sent = view
-        elif self.follow and self.view_mode == VIEW_ONLY and view != self.sent \
-                and not panel.running:
+        elif self.follow and self.view_mode == VIEW_ONLY and not panel.running \
+                and self._shows_more(view, active.request.grid):
             # the cache holds what was done: only the new patches are computed; a run that
             # cannot start (parameters changed meanwhile) said why once: pans stop following
             if not panel.run():
                 self.follow = False
 
-    def _on_finished(self) -> None:
+    def _shows_more(self, view: Rect, grid: PatchGrid) -> bool:
+        """True if ``view`` shows patches of ``grid`` outside the last view sent."""
+        if self.sent is None:
+            return True
+        rows, cols = view_patches(grid, view)
+        done_rows, done_cols = view_patches(grid, self.sent)
+        return len(rows) > 0 and len(cols) > 0 and not (
+            done_rows.start <= rows.start and rows.stop <= done_rows.stop
+            and done_cols.start <= cols.start and cols.stop <= done_cols.stop)
+
+    def _on_finished(self, msg: Finished) -> None:
         self.follow = self.view_mode == VIEW_ONLY
+        if self.follow and msg.view is not None:  # what the run did; a later view runs next
+            self.sent = msg.view
+            QTimer.singleShot(0, self.send_now)  # after the run's last messages are applied
 
     def stop(self) -> None:
         """Stop watching the camera (the dock is closing)."""

@@ -187,7 +187,7 @@ class PatchHeatWidget(Container):
         for w in (self.size, self.stride, self.rate, self.padding, self.level,
                   self.tissue_threshold, self.model, self.model_file, self.resize):
             w.changed.connect(self._on_params)
-        self.run_panel.finished.append(self.preview.step_aside)  # back on a new grid
+        self.run_panel.finished.append(lambda _: self.preview.step_aside())  # back on a new grid
         self.image_layer.changed.connect(self._on_layer)
         self.model_input.changed.connect(lambda *_: self.inspector.redraw())
         self.inspector.row.changed.connect(self._on_patch_selected)
