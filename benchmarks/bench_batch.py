@@ -26,6 +26,13 @@ fresh process in the user's environment, alternated, best of REPEATS:
 5. The same 4 slides as 4 `patchheat run` commands against one `patchheat run A B C D`.
 6. The built-in `dab`'s first batch (32 patches of 224 px) in a fresh process: traced with
    AutoGraph (before) against without (the built-ins now); values equal.
+
+``--dock`` measures instead the local cluster of napari's "Run on all open slides", warm, in
+the user's environment, alternated, best of REPEATS:
+7. 4 slides through `dab` and through the small CNN on the dock's cluster
+   (``local_cluster_shape(cores, in_process=False)``: on 2 cores 2 worker processes of 1
+   thread) against one worker process running a slide at a time on all the cores (the shape
+   that wins in the command's own process, where no worker imports TensorFlow) (target: <= 1.0).
 """
 
 from __future__ import annotations
@@ -255,11 +262,53 @@ def start_up(size: int, repeats: int) -> None:
           f"{off:.3f} s = {on / off:.1f}x; values equal")
 
 
+def dock(size: int, repeats: int) -> None:
+    """Part 7 (the module's docstring)."""
+    from napari_patchheat.batch.client import ClusterShape, local_cluster, local_cluster_shape
+    from napari_patchheat.batch.tasks import WorkerSettings
+    from napari_patchheat.pipeline import run_threads
+
+    os.environ.clear()  # the workers' threads as napari's would have them
+    os.environ.update(USER_ENV)
+    paths = slides(size, 4, "dock")
+    warm_slide = str(slides(1024, 1, "warm")[0])
+    models = {"dab": "dab", "small CNN": str(small_cnn(Path(tempfile.mkdtemp())))}
+    cores = run_threads()
+    shapes = {"dock": local_cluster_shape(cores, in_process=False),
+              "one": ClusterShape(1, 1, True, cores)}
+    clusters = {k: local_cluster(shape) for k, shape in shapes.items()}
+    clients = {k: Client(c, set_as_default=False) for k, c in clusters.items()}
+    for k, client in clients.items():  # first, as the dock does
+        client.register_plugin(WorkerSettings(shapes[k].task_threads))
+    best: dict[tuple[str, str], float] = {}
+    print(f"4 slides of {size} x {size} px, {PATCH_PX} px patches, tissue >= {TISSUE}; "
+          f"{cores} cores, load {os.getloadavg()[0]:.1f}; {shapes}; best of {repeats}",
+          flush=True)
+    try:
+        for name, model in models.items():
+            for client in clients.values():
+                client.run(warm, model, warm_slide)
+            for _ in range(repeats):  # alternated, so that load from elsewhere hits both
+                for k, client in clients.items():
+                    wall, _ = batch_times(client, paths, model)
+                    best[name, k] = min(best.get((name, k), np.inf), wall)
+    finally:
+        for k in clients:
+            clients[k].close()
+            clusters[k].close()
+    print(f"load {os.getloadavg()[0]:.1f}")
+    for name in models:
+        dock_s, one_s = best[name, "dock"], best[name, "one"]
+        print(f"7. {name}: the dock's cluster {dock_s:.2f} s / one worker process, a slide at "
+              f"a time on {cores} cores {one_s:.2f} s = {dock_s / one_s:.2f} (target <= 1.0)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller slides, one repeat")
     ap.add_argument("--start-up", action="store_true", help="parts 4-6 only")
     ap.add_argument("--start-up-px", type=int, default=16384, help="their slides' side")
+    ap.add_argument("--dock", action="store_true", help="part 7 only")
     ap.add_argument("--singles", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--first-batch", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -269,6 +318,8 @@ def main() -> None:
         return first_batch(args.first_batch)
     if args.start_up:
         return start_up(4096 if args.quick else args.start_up_px, 1 if args.quick else 2)
+    if args.dock:
+        return dock(4096 if args.quick else 8192, 1 if args.quick else REPEATS)
     size, repeats = (4096, 1) if args.quick else (8192, REPEATS)
     paths = slides(size, N_SLIDES, "s")
     big = slides(BIG * size, 1, "big")[0]

@@ -427,11 +427,11 @@ def test_a_batch_of_s3_urls_equals_the_local_runs(client, s3, svs_path, ndpi_pat
 
 def test_the_local_cluster_is_shaped_by_the_cores():
     """Up to 2 cores: one worker running one slide at a time on all of them, in the command's
-    own process (the dock's and run_batch's stay worker processes); more: workers of 2 threads,
-    a task on each thread; flags win."""
+    own process; the dock's and run_batch's, which stay out of it, a worker process of one
+    thread per core; more: workers of 2 threads, a task on each thread; flags win."""
     assert local_cluster_shape(1) == (1, 1, False, 1)
     assert local_cluster_shape(2) == (1, 1, False, 2)
-    assert local_cluster_shape(2, in_process=False) == (1, 1, True, 2)
+    assert local_cluster_shape(2, in_process=False) == (2, 1, True, 1)  # napari's: processes
     assert local_cluster_shape(16) == (8, 2, True, 2)
     assert local_cluster_shape(16, in_process=False) == (8, 2, True, 2)
     assert local_cluster_shape(2, workers=2) == (2, 1, True, 1)

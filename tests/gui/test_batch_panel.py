@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from gui_helpers import text
 
 from napari_patchheat._reader import napari_get_reader
+from napari_patchheat.batch.client import local_cluster_shape
+from napari_patchheat.batch.tasks import THREAD_ENV
 from napari_patchheat.export import read_ome_tiff
 from napari_patchheat.heatmap import HEATMAP_META_KEY
 from napari_patchheat.manifest import Manifest
+from napari_patchheat.pipeline import run_threads
 
 BATCH_TIMEOUT_MS = 240_000
 
@@ -43,6 +48,12 @@ def test_run_on_all_open_slides_opens_each_heatmap_over_its_slide(viewer, widget
         assert link.startswith("http://127.0.0.1:") and panel.dashboard.native.openExternalLinks()
         assert panel.dashboard.value == f'<a href="{link}">dask dashboard</a>: {link}'
         qtbot.waitUntil(lambda: not panel.running, timeout=BATCH_TIMEOUT_MS)
+        shape = local_cluster_shape(run_threads(), in_process=False)  # as the CLI's
+        workers = panel._clients[""].scheduler_info()["workers"]
+        assert shape.processes and len(workers) == shape.workers
+        assert [w["nthreads"] for w in workers.values()] == [shape.threads] * shape.workers
+        assert panel._clients[""].run(lambda: os.environ.get(THREAD_ENV[0])) == dict.fromkeys(
+            workers, str(shape.task_threads))  # the threads each slide's run keeps busy
     finally:
         panel.shutdown()
     assert errors == ["PatchHeat: A batch is in progress: wait for it to finish."]

@@ -4,8 +4,9 @@ The slides are the viewer's image layers read from files (heatmaps left out); th
 options are the dock's (``request()``, as Run's), the formats Export's (OME-TIFF by default: File
 > Open reopens it); a built-in model on a fluorescence slide gets that slide's warning line. The
 batch (:func:`~napari_patchheat.batch.run_batch`) runs on a worker thread against a LocalCluster
-of worker processes, started by the first batch (on that thread) and kept for the next, or
-against the scheduler whose address is typed in the panel.
+of worker processes (``local_cluster_shape``: on 2 cores two of one thread), started by the
+first batch (on that thread) and kept for the next, or against the scheduler whose address is
+typed in the panel.
 TensorFlow runs in the cluster's worker processes only, never in napari's. A QTimer on the GUI
 thread shows each slide's line (patches as its workers report them, then ok, skipped or the
 failure) and opens each finished heatmap over its slide (``show``): its file read on a worker
@@ -233,20 +234,22 @@ class BatchPanel(Container):
                 and not self._local_dashboard:
             self._close_clients(local_only=True)
         if address not in self._clients:
-            from distributed import Client, LocalCluster
+            from distributed import Client
 
-            from ..batch.client import quiet_cluster_kwargs
+            from ..batch import connect_scheduler
+            from ..batch.client import local_cluster, local_cluster_shape
+            from ..batch.tasks import WorkerSettings
+            from ..pipeline import run_threads
 
             if address:  # asked who it is first: one sentence within SCHEDULER_CONNECT_S
-                from ..batch import connect_scheduler
-
                 self._clients[address] = connect_scheduler(address)
-            else:
-                self._cluster = LocalCluster(processes=True,
-                                             dashboard_address=":0" if dashboard else None,
-                                             **quiet_cluster_kwargs())
+            else:  # worker processes: TensorFlow never in napari's
+                shape = local_cluster_shape(run_threads(), in_process=False)
+                self._cluster = local_cluster(shape, dashboard=dashboard)
                 self._local_dashboard = dashboard
-                self._clients[address] = Client(self._cluster, set_as_default=False)
+                client = Client(self._cluster, set_as_default=False)
+                client.register_plugin(WorkerSettings(shape.task_threads))
+                self._clients[address] = client
         return self._clients[address]
 
     def _record(self, progress: Any) -> None:

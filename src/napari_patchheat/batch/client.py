@@ -308,13 +308,16 @@ def _absolute_paths(options: RunOptions) -> RunOptions:
 def local_cluster_shape(cores: int, workers: int | None = None, threads: int | None = None,
                         *, in_process: bool = True) -> ClusterShape:
     """A local cluster for ``cores`` CPUs, with the ``workers`` and ``threads`` of each given:
-    on up to FEW_CORES cores and neither given, one worker running one task at a time on all
-    ``cores``, in this process where ``in_process`` allows it; else worker processes
+    on up to FEW_CORES cores and neither given, one worker in this process running one task at
+    a time on all ``cores`` where ``in_process`` allows it, else a worker process of one
+    thread per core (threads of one process share the cores worse than processes do: a slide
+    at a time on both cores took 1.4-1.6x as long, benchmarks.md); on more, worker processes
     (WORKER_THREADS threads each unless given), as many as the cores hold, each task's run on
     its worker's threads."""
     if workers is None and threads is None:
         if cores <= FEW_CORES:
-            return ClusterShape(1, 1, not in_process, cores)
+            return ClusterShape(1, 1, False, cores) if in_process else ClusterShape(
+                cores, 1, True, 1)
         threads = WORKER_THREADS
     if workers is None:
         workers = max(1, cores // (threads or 1))
@@ -339,10 +342,7 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
         # a dashboard costs ~0.3 s to start: worker processes only (few cores, in this
         # process: none)
         with dask.config.set({} if shape.processes else IN_PROCESS_CONFIG), \
-                LocalCluster(n_workers=shape.workers, threads_per_worker=shape.threads,
-                             processes=shape.processes, resources=resources,
-                             dashboard_address=":0" if shape.processes else None,
-                             **quiet_cluster_kwargs(shape.processes)) as cluster, \
+                local_cluster(shape, resources, dashboard=shape.processes) as cluster, \
                 Client(cluster, set_as_default=False) as client:
             client.register_plugin(WorkerSettings(shape.task_threads))  # before run_batch's
             yield client
@@ -352,6 +352,17 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
                          "the scheduler's workers with 'dask worker --nworkers N --nthreads T'.")
     with connect_scheduler(scheduler) as client:
         yield client
+
+
+def local_cluster(shape: ClusterShape, resources: dict[str, float] | None = None, *,
+                  dashboard: bool = False) -> LocalCluster:
+    """A LocalCluster of ``shape`` (:func:`local_cluster_shape`), with ``resources`` and a
+    dashboard where asked, its dask log lines off the terminal. Register
+    ``WorkerSettings(shape.task_threads)`` on its client before any task runs."""
+    return LocalCluster(n_workers=shape.workers, threads_per_worker=shape.threads,
+                        processes=shape.processes, resources=resources,
+                        dashboard_address=":0" if dashboard else None,
+                        **quiet_cluster_kwargs(shape.processes))
 
 
 def quiet_cluster_kwargs(processes: bool = True) -> dict[str, Any]:
