@@ -19,11 +19,11 @@ cache folder. Run: `PYTHONPATH=src .venv/bin/python benchmarks/bench_batch.py [-
 
 ``--start-up`` measures instead what a user's commands pay from a cold start, each command a
 fresh process in the user's environment, alternated, best of REPEATS:
-4. 4 slides through `dab`: `patchheat batch` with its few-core default against one process
-   looping over them (`patchheat run A B C D`) (target: <= 1.0 on 2 cores), and dask's own
-   default (2 worker processes of 1 thread on 2 cores: what `batch` did before); values bit
-   for bit the loop's.
-5. The same 4 slides as 4 `patchheat run` commands against one `patchheat run A B C D`.
+4. 4 slides (``--start-up-slides``) through `dab`: `patchheat batch` with its few-core default
+   against one process looping over them (`patchheat run A B C D`) (target: <= 1.0 on 2
+   cores), and dask's own default (2 worker processes of 1 thread on 2 cores: what `batch` did
+   before); values bit for bit the loop's.
+5. The same slides as one `patchheat run` command each against one `patchheat run` of all.
 6. The built-in `dab`'s first batch (32 patches of 224 px) in a fresh process: traced with
    AutoGraph (before) against without (the built-ins now); values equal.
 
@@ -217,17 +217,17 @@ def first_batch(autograph: str) -> None:
     print(json.dumps([time.perf_counter() - t0, float(y.astype(np.float64).sum())]))
 
 
-def start_up(size: int, repeats: int) -> None:
-    """Parts 4-6 (the module's docstring)."""
+def start_up(size: int, repeats: int, count: int = 4) -> None:
+    """Parts 4-6 (the module's docstring), over ``count`` slides."""
     from napari_patchheat.heatmap import Heatmap
 
-    paths = slides(size, 4, "start")
+    paths = slides(size, count, "start")
     run = ["--model", "dab", "--size", PATCH_PX, "--tissue-threshold", TISSUE, "--no-cache"]
     cases = {"loop": ["run", *paths, *run], "batch": ["batch", *paths, *run],
              "dask": ["batch", *paths, *run, "--workers", "2", "--threads-per-worker", "1"]}
-    best = dict.fromkeys([*cases, "4 runs", "autograph on", "autograph off"], np.inf)
+    best = dict.fromkeys([*cases, "runs", "autograph on", "autograph off"], np.inf)
     sums: dict[str, float] = {}
-    print(f"4 slides of {size} x {size} px, `dab`, {PATCH_PX} px patches; "
+    print(f"{count} slides of {size} x {size} px, `dab`, {PATCH_PX} px patches; "
           f"{len(os.sched_getaffinity(0))} cores, load {os.getloadavg()[0]:.1f}; best of "
           f"{repeats}", flush=True)
     for _ in range(repeats):
@@ -242,8 +242,7 @@ def start_up(size: int, repeats: int) -> None:
                 assert np.nanstd(want.values) > 0
                 assert np.array_equal(got.values, want.values, equal_nan=True), (name, p)
         out = Path(tempfile.mkdtemp())
-        best["4 runs"] = min(best["4 runs"], sum(command_s(["run", p, *run], out)
-                                                 for p in paths))
+        best["runs"] = min(best["runs"], sum(command_s(["run", p, *run], out) for p in paths))
         for mode in ("on", "off"):
             done = subprocess.run([sys.executable, __file__, "--first-batch", mode],
                                   env=USER_ENV, check=True, capture_output=True, text=True)
@@ -253,11 +252,11 @@ def start_up(size: int, repeats: int) -> None:
     loop, on, off = best["loop"], best["autograph on"], best["autograph off"]
     print(f"load {os.getloadavg()[0]:.1f}")
     print(f"4. batch (few-core default) {best['batch']:.2f} s / one process looping (patchheat "
-          f"run A B C D) {loop:.2f} s = {best['batch'] / loop:.2f} (target <= 1.0); dask's "
-          f"shape (2 worker processes of 1 thread) {best['dask']:.2f} s = "
+          f"run over the {count}) {loop:.2f} s = {best['batch'] / loop:.2f} (target <= 1.0); "
+          f"dask's shape (2 worker processes of 1 thread) {best['dask']:.2f} s = "
           f"{best['dask'] / loop:.2f}; values bit for bit the loop's")
-    print(f"5. 4 `patchheat run` commands {best['4 runs']:.2f} s / one `patchheat run` of the 4 "
-          f"{loop:.2f} s = {best['4 runs'] / loop:.2f}")
+    print(f"5. {count} `patchheat run` commands {best['runs']:.2f} s / one `patchheat run` of "
+          f"the {count} {loop:.2f} s = {best['runs'] / loop:.2f}")
     print(f"6. `dab`'s first batch in a fresh process: with AutoGraph {on:.3f} s, without "
           f"{off:.3f} s = {on / off:.1f}x; values equal")
 
@@ -308,6 +307,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller slides, one repeat")
     ap.add_argument("--start-up", action="store_true", help="parts 4-6 only")
     ap.add_argument("--start-up-px", type=int, default=16384, help="their slides' side")
+    ap.add_argument("--start-up-slides", type=int, default=4, help="how many slides")
     ap.add_argument("--dock", action="store_true", help="part 7 only")
     ap.add_argument("--singles", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--first-batch", help=argparse.SUPPRESS)
@@ -317,7 +317,8 @@ def main() -> None:
     if args.first_batch:
         return first_batch(args.first_batch)
     if args.start_up:
-        return start_up(4096 if args.quick else args.start_up_px, 1 if args.quick else 2)
+        return start_up(4096 if args.quick else args.start_up_px, 1 if args.quick else 2,
+                        args.start_up_slides)
     if args.dock:
         return dock(4096 if args.quick else 8192, 1 if args.quick else REPEATS)
     size, repeats = (4096, 1) if args.quick else (8192, REPEATS)

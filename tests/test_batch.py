@@ -439,6 +439,35 @@ def test_the_local_cluster_is_shaped_by_the_cores():
     assert local_cluster_shape(16, workers=3, threads=1) == (3, 1, True, 1)
 
 
+def test_a_few_core_batch_of_much_work_leaves_the_commands_process(svs_path, ndpi_path,
+                                                                     tmp_path, monkeypatch):
+    """On 2 cores a batch stays in the command's process only while it is small: one slide, or
+    under PROCESSES_MIN_PX level pixels, estimated from the first SIZED_SLIDES that open (an
+    unreadable one skipped) and their mean for the rest; on more cores the question is moot."""
+    from napari_patchheat import open_slide
+    from napari_patchheat.batch import shape
+
+    sizes = {}
+    for path in (svs_path, ndpi_path):
+        with open_slide(path) as slide:
+            sizes[path] = [int(np.prod(level.shape[:2])) for level in slide.levels]
+    assert sizes[svs_path][0] != sizes[ndpi_path][0]
+    missing = str(tmp_path / "missing.svs")
+    slides = [str(svs_path), missing, str(ndpi_path), str(svs_path)]
+    assert shape.batch_pixels(slides, 0) == (sizes[svs_path][0] * 2 + sizes[ndpi_path][0]) / 3 * 4
+    monkeypatch.setattr(shape, "SIZED_SLIDES", 2)  # the svs only (the other does not open)
+    assert shape.batch_pixels(slides, 0) == sizes[svs_path][0] * 4
+    assert shape.batch_pixels(slides, 9) == 0  # no slide has level 9
+    assert shape.batch_pixels([missing], 0) == 0
+    monkeypatch.setattr("napari_patchheat.pipeline.run_threads", lambda: 2)
+    monkeypatch.setattr(shape, "PROCESSES_MIN_PX", sizes[svs_path][0] * 3 + 1)
+    assert shape.in_process_pays(slides[:3], 0)  # 3 x the svs: just under
+    assert not shape.in_process_pays(slides, 0)  # 4 x: worker processes
+    assert shape.in_process_pays([str(svs_path)], 0)  # one slide: the command's process
+    monkeypatch.setattr("napari_patchheat.pipeline.run_threads", lambda: 16)
+    assert shape.in_process_pays(slides, 0)  # moot: worker processes anyway
+
+
 def test_the_few_core_cluster_runs_one_task_at_a_time_on_all_the_cores(monkeypatch):
     """On 2 cores the command's cluster is one worker of one thread in this process: its task
     gets TensorFlow's, OpenMP's and the run's thread variables at 2 (a task on each of 2

@@ -403,7 +403,7 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
 def batch_command(args: argparse.Namespace) -> int:
     """``patchheat batch``: run the slides of ``args`` and print the manifest's summary; exit
     code 1 when a slide failed."""
-    from .batch import cluster_client, run_batch
+    from .batch import cluster_client, in_process_pays, run_batch
     from .manifest import read_slide_list
 
     options, storage = run_options(args), storage_options(args)
@@ -413,8 +413,10 @@ def batch_command(args: argparse.Namespace) -> int:
     if not slides:
         raise UserError("no slides: give slide files, or --list FILE.")
     resources = parse_resources(args.resources)
+    shaped = args.scheduler is None and args.workers is None and args.threads_per_worker is None
+    in_process = not shaped or in_process_pays(slides, options.level, storage)  # few cores
     with cluster_client(args.scheduler, args.workers, args.threads_per_worker, resources,
-                        in_process=True) as client:
+                        in_process=in_process) as client:
         if client.dashboard_link:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         manifest = run_batch(slides, args.model, options, args.out, client,

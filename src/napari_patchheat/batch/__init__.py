@@ -12,14 +12,13 @@ from __future__ import annotations
 from .client import (
     SCHEDULER_CONNECT_S,
     BatchProgress,
-    ClusterShape,
     TaskReport,
     cluster_client,
     connect_scheduler,
-    local_cluster_shape,
     plan,
     run_batch,
 )
+from .shape import ClusterShape, in_process_pays, local_cluster_shape
 from .tasks import (
     BatchCancelled,
     BatchJob,
@@ -34,6 +33,6 @@ from .tasks import (
 __all__ = [
     "SCHEDULER_CONNECT_S", "BatchCancelled", "BatchJob", "BatchProgress", "ClusterShape",
     "TaskReport", "WorkerSettings", "cluster_client", "compute_region", "connect_scheduler",
-    "local_cluster_shape",
+    "in_process_pays", "local_cluster_shape",
     "plan", "process_slide", "reuse_freed_memory", "run_batch", "run_order", "split_order",
 ]

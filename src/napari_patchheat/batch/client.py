@@ -5,8 +5,8 @@ to a dask.distributed cluster, follows the tasks' progress events and writes the
 No scheduler of our own: a LocalCluster of worker processes by default, else the caller's
 Client (any scheduler: dask-jobqueue, Kubernetes, a scheduler file). Slides, models and the
 output folder must be on a filesystem the workers see. TensorFlow is imported by the workers
-only: worker processes, except the command's one worker on a machine of few cores, which runs
-in its process (:func:`local_cluster_shape`).
+only: worker processes, except the command's one worker on a machine of few cores for a batch
+of little work, which runs in its process (batch/shape.py).
 """
 
 from __future__ import annotations
@@ -37,36 +37,13 @@ from ..models import is_builtin
 from ..options import RunOptions
 from ..runner import DEBUG_ENV
 from ..slide.location import same_file_key, source_name
+from .shape import IN_PROCESS_CONFIG, ClusterShape, local_cluster_shape
 from .tasks import TOPIC_PREFIX, BatchJob, WorkerSettings, process_slide
 
 CANCEL_POLL_S = 0.2  # how often a batch's cancel watcher checks that the batch still runs
 SCHEDULER_CONNECT_S = 20.0  # how long connecting to a scheduler may take before giving up
 PROBE_GRACE_S = 1.0  # the probe's own start and clean-up past its timeout
 QUIET_LOG_LEVEL = logging.CRITICAL + 1  # the local cluster's log level: no dask line passes
-# up to this many cores, the command's local cluster is one worker in its own process: a worker
-# process pays TensorFlow's import and each model's first batch again, which so few cores never
-# win back; it runs one slide at a time on all the cores, as `patchheat run` does: two at once
-# in one process only contend for them and the GIL (docs/benchmarks.md, bench_batch.py
-# --start-up)
-FEW_CORES = 2
-# a worker in this process has no dashboard, so nobody reads dask's statistical profiles of it
-# (sampling every thread's stack each 10 ms took 0.4-0.6 s of a 7 s batch on 2 cores), and its
-# event loop's housekeeping may tick slower
-IN_PROCESS_CONFIG = {"distributed.worker.profile.enabled": False,
-                     "distributed.admin.tick.interval": "1s",
-                     "distributed.admin.system-monitor.interval": "1s",
-                     "distributed.worker.memory.monitor-interval": "1s"}
-WORKER_THREADS = 2  # past FEW_CORES: threads of each worker process (a run reads ahead on one)
-
-
-class ClusterShape(NamedTuple):
-    """A local cluster's size: worker count, threads of each (tasks at a time), processes or
-    this process, and the threads each task's run may keep busy (WorkerSettings)."""
-
-    workers: int
-    threads: int
-    processes: bool
-    task_threads: int
 
 
 class TaskReport(NamedTuple):
@@ -303,27 +280,6 @@ def _absolute_paths(options: RunOptions) -> RunOptions:
         name: Path(value).resolve() for name in ("cache_dir", "roi")
         if isinstance(value := getattr(options, name), (str, os.PathLike))}
     return dataclasses.replace(options, **paths) if paths else options
-
-
-def local_cluster_shape(cores: int, workers: int | None = None, threads: int | None = None,
-                        *, in_process: bool = True) -> ClusterShape:
-    """A local cluster for ``cores`` CPUs, with the ``workers`` and ``threads`` of each given:
-    on up to FEW_CORES cores and neither given, one worker in this process running one task at
-    a time on all ``cores`` where ``in_process`` allows it, else a worker process of one
-    thread per core (threads of one process share the cores worse than processes do: a slide
-    at a time on both cores took 1.4-1.6x as long, benchmarks.md); on more, worker processes
-    (WORKER_THREADS threads each unless given), as many as the cores hold, each task's run on
-    its worker's threads."""
-    if workers is None and threads is None:
-        if cores <= FEW_CORES:
-            return ClusterShape(1, 1, False, cores) if in_process else ClusterShape(
-                cores, 1, True, 1)
-        threads = WORKER_THREADS
-    if workers is None:
-        workers = max(1, cores // (threads or 1))
-    if threads is None:
-        threads = max(1, cores // workers)
-    return ClusterShape(workers, threads, True, threads)
 
 
 @contextmanager
