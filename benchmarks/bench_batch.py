@@ -263,8 +263,12 @@ def start_up(size: int, repeats: int, count: int = 4) -> None:
 
 def dock(size: int, repeats: int) -> None:
     """Part 7 (the module's docstring)."""
-    from napari_patchheat.batch.client import ClusterShape, local_cluster, local_cluster_shape
-    from napari_patchheat.batch.tasks import WorkerSettings
+    from napari_patchheat.batch.client import (
+        ClusterShape,
+        local_cluster,
+        local_cluster_shape,
+        shaped_client,
+    )
     from napari_patchheat.pipeline import run_threads
 
     os.environ.clear()  # the workers' threads as napari's would have them
@@ -276,9 +280,7 @@ def dock(size: int, repeats: int) -> None:
     shapes = {"dock": local_cluster_shape(cores, in_process=False),
               "one": ClusterShape(1, 1, True, cores)}
     clusters = {k: local_cluster(shape) for k, shape in shapes.items()}
-    clients = {k: Client(c, set_as_default=False) for k, c in clusters.items()}
-    for k, client in clients.items():  # first, as the dock does
-        client.register_plugin(WorkerSettings(shapes[k].task_threads))
+    clients = {k: shaped_client(c, shapes[k]) for k, c in clusters.items()}  # as the dock's
     best: dict[tuple[str, str], float] = {}
     print(f"4 slides of {size} x {size} px, {PATCH_PX} px patches, tissue >= {TISSUE}; "
           f"{cores} cores, load {os.getloadavg()[0]:.1f}; {shapes}; best of {repeats}",

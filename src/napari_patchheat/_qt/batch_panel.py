@@ -234,11 +234,8 @@ class BatchPanel(Container):
                 and not self._local_dashboard:
             self._close_clients(local_only=True)
         if address not in self._clients:
-            from distributed import Client
-
             from ..batch import connect_scheduler
-            from ..batch.client import local_cluster, local_cluster_shape
-            from ..batch.tasks import WorkerSettings
+            from ..batch.client import local_cluster, local_cluster_shape, shaped_client
             from ..pipeline import run_threads
 
             if address:  # asked who it is first: one sentence within SCHEDULER_CONNECT_S
@@ -247,9 +244,7 @@ class BatchPanel(Container):
                 shape = local_cluster_shape(run_threads(), in_process=False)
                 self._cluster = local_cluster(shape, dashboard=dashboard)
                 self._local_dashboard = dashboard
-                client = Client(self._cluster, set_as_default=False)
-                client.register_plugin(WorkerSettings(shape.task_threads))
-                self._clients[address] = client
+                self._clients[address] = shaped_client(self._cluster, shape)
         return self._clients[address]
 
     def _record(self, progress: Any) -> None:

@@ -299,8 +299,7 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
         # process: none)
         with dask.config.set({} if shape.processes else IN_PROCESS_CONFIG), \
                 local_cluster(shape, resources, dashboard=shape.processes) as cluster, \
-                Client(cluster, set_as_default=False) as client:
-            client.register_plugin(WorkerSettings(shape.task_threads))  # before run_batch's
+                shaped_client(cluster, shape) as client:
             yield client
         return
     if workers is not None or threads is not None:
@@ -313,12 +312,20 @@ def cluster_client(scheduler: str | None, workers: int | None, threads: int | No
 def local_cluster(shape: ClusterShape, resources: dict[str, float] | None = None, *,
                   dashboard: bool = False) -> LocalCluster:
     """A LocalCluster of ``shape`` (:func:`local_cluster_shape`), with ``resources`` and a
-    dashboard where asked, its dask log lines off the terminal. Register
-    ``WorkerSettings(shape.task_threads)`` on its client before any task runs."""
+    dashboard where asked, its dask log lines off the terminal; its tasks want a
+    :func:`shaped_client`."""
     return LocalCluster(n_workers=shape.workers, threads_per_worker=shape.threads,
                         processes=shape.processes, resources=resources,
                         dashboard_address=":0" if dashboard else None,
                         **quiet_cluster_kwargs(shape.processes))
+
+
+def shaped_client(cluster: LocalCluster, shape: ClusterShape) -> Client:
+    """A client of ``cluster`` (of ``shape``) whose workers give each task's run
+    ``shape.task_threads`` threads (WorkerSettings, registered before run_batch's default)."""
+    client = Client(cluster, set_as_default=False)
+    client.register_plugin(WorkerSettings(shape.task_threads))
+    return client
 
 
 def quiet_cluster_kwargs(processes: bool = True) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from typing import Any, NamedTuple
 # only contend for the cores and the GIL), a larger one in worker processes of one thread
 FEW_CORES = 2
 # a few-core batch of at least this many level pixels runs in worker processes: with `dab` on
-# 2 cores, 4 slides of 16384 x 16384 px (1.1 Gpx) ran 0.95-0.99 of a loop in one process in the
-# command's process and 1.02-1.23 in 2 worker processes; 12 of them (3.2 Gpx), 1.03 and 0.83
+# 2 cores, 4 slides of 16384 x 16384 px (1.1 Gpx) took 0.93-1.07 of `patchheat run` over them
+# in the command's process and 1.02-1.23 in 2 worker processes; 12 (3.2 Gpx), 1.01-1.03 and
+# 0.83-0.90
 PROCESSES_MIN_PX = 2e9
 SIZED_SLIDES = 8  # slides opened to size a batch; the others count as their mean
 # a worker in this process has no dashboard, so nobody reads dask's statistical profiles of it
