@@ -450,17 +450,17 @@ def test_a_few_core_batch_of_much_work_leaves_the_commands_process(svs_path, ndp
     sizes = {}
     for path in (svs_path, ndpi_path):
         with open_slide(path) as slide:
-            sizes[path] = [int(np.prod(level.shape[:2])) for level in slide.levels]
-    assert sizes[svs_path][0] != sizes[ndpi_path][0]
+            sizes[path] = int(np.prod(slide.levels[0].shape[:2]))
+    assert sizes[svs_path] != sizes[ndpi_path]
     missing = str(tmp_path / "missing.svs")
     slides = [str(svs_path), missing, str(ndpi_path), str(svs_path)]
-    assert shape.batch_pixels(slides, 0) == (sizes[svs_path][0] * 2 + sizes[ndpi_path][0]) / 3 * 4
+    assert shape.batch_pixels(slides, 0) == (sizes[svs_path] * 2 + sizes[ndpi_path]) / 3 * 4
     monkeypatch.setattr(shape, "SIZED_SLIDES", 2)  # the svs only (the other does not open)
-    assert shape.batch_pixels(slides, 0) == sizes[svs_path][0] * 4
+    assert shape.batch_pixels(slides, 0) == sizes[svs_path] * 4
     assert shape.batch_pixels(slides, 9) == 0  # no slide has level 9
     assert shape.batch_pixels([missing], 0) == 0
     monkeypatch.setattr("napari_patchheat.pipeline.run_threads", lambda: 2)
-    monkeypatch.setattr(shape, "PROCESSES_MIN_PX", sizes[svs_path][0] * 3 + 1)
+    monkeypatch.setattr(shape, "PROCESSES_MIN_PX", sizes[svs_path] * 3 + 1)
     assert shape.in_process_pays(slides[:3], 0)  # 3 x the svs: just under
     assert not shape.in_process_pays(slides, 0)  # 4 x: worker processes
     assert shape.in_process_pays([str(svs_path)], 0)  # one slide: the command's process

@@ -48,7 +48,7 @@ def test_run_on_all_open_slides_opens_each_heatmap_over_its_slide(viewer, widget
         assert link.startswith("http://127.0.0.1:") and panel.dashboard.native.openExternalLinks()
         assert panel.dashboard.value == f'<a href="{link}">dask dashboard</a>: {link}'
         qtbot.waitUntil(lambda: not panel.running, timeout=BATCH_TIMEOUT_MS)
-        shape = local_cluster_shape(run_threads(), in_process=False)  # as the CLI's
+        shape = local_cluster_shape(run_threads(), in_process=False)  # out of napari's process
         workers = panel._clients[""].scheduler_info()["workers"]
         assert shape.processes and len(workers) == shape.workers
         assert [w["nthreads"] for w in workers.values()] == [shape.threads] * shape.workers
