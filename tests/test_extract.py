@@ -254,9 +254,11 @@ def test_streaming_batches_have_the_batch_size_and_masked_blocks_are_not_read(le
     assert 0 < len(reads) < n_blocks / 2
 
 
-@pytest.mark.parametrize("k, s, padding", [(64, 64, "VALID"), (40, 24, "SAME")])
+@pytest.mark.parametrize("k, s, padding, whole", [
+    (64, 64, "VALID", False), (40, 24, "SAME", False),
+    (64, 200, "VALID", True)])  # every patch kept, tiles between them never decoded
 def test_a_slides_tile_reader_decodes_only_the_tiles_of_kept_patches(slide_writer, k, s,
-                                                                    padding, monkeypatch):
+                                                                    padding, whole, monkeypatch):
     from napari_patchheat.slide import open_slide
     from napari_patchheat.slide.tiff_level import TiffLevel
 
@@ -264,9 +266,10 @@ def test_a_slides_tile_reader_decodes_only_the_tiles_of_kept_patches(slide_write
     image = rng.integers(0, 255, (700, 900, 3), dtype=np.uint8)
     path, _ = slide_writer("tiles.tif", image, layout="single", compression=None, tile=(64, 64))
     g = PatchGrid(*image.shape[:2], k, s, padding=padding)
-    mask = np.zeros(g.shape, dtype=bool)
-    mask[1, 1] = mask[2, 9] = mask[-1, -1] = True  # a sparse ring: wide bounding boxes
-    mask[5, 3:6] = True
+    mask = np.full(g.shape, whole)
+    if not whole:
+        mask[1, 1] = mask[2, 9] = mask[-1, -1] = True  # a sparse ring: wide bounding boxes
+        mask[5, 3:6] = True
     decoded = []
     decode = TiffLevel.decode_tile
     with open_slide(path) as slide:  # (opening decodes a tile: a broken codec fails there)
@@ -284,6 +287,7 @@ def test_a_slides_tile_reader_decodes_only_the_tiles_of_kept_patches(slide_write
                for tx in range(max(x, 0) // 64, min(x + ex, 900) // 64 + 1)
                if ty * 64 < min(y + ey, 700) and tx * 64 < min(x + ex, 900)}
     assert len(decoded) == len(touched)  # not every tile of the blocks' bounding boxes
+    assert len(touched) < (-(-700 // 64)) * (-(-900 // 64))
 
 
 def test_streaming_rejects_mismatched_inputs(level):
