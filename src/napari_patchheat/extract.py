@@ -21,7 +21,6 @@ from .grid import READ_BLOCK_PX, Needed, PatchGrid, read_region
 BLOCK_PATCH_BYTES = 256 * 2**20  # "tf" backend: most bytes of patches one extraction returns
 Backend = Literal["auto", "tf", "numpy"]
 POLL_S = 0.05  # how often a thread waiting on a queue looks at its stop and cancel events
-MIN_TILE_PX = 16  # TIFF tiles are multiples of 16 pixels a side
 
 
 def _check_images(images: Any) -> np.ndarray:
@@ -211,14 +210,8 @@ def read_blocks(
     if backend == "auto":
         backend = auto_backend()
     order = read_order(level, grid, block_px, backend)
-    # no tile falls between a block's patches: a block whose every patch is kept needs every
-    # tile, and reads without the per-tile check (`dab` on 2 cores: ~3% of the run)
-    gapless = all(s <= e and r <= MIN_TILE_PX for s, e, r in zip(
-        grid.stride, grid.effective_size, grid.rate))
     for rows, cols, keep in (_masked(order, mask) if focus is None
                              else focus.order(grid, order, mask)):
-        if keep is not None and gapless and keep.all():
-            keep = None  # every patch of the block: no bounding box, no per-tile check
         if keep is not None:
             if not keep.any():
                 continue
