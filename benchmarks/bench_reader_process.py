@@ -10,6 +10,8 @@ batches of 64), one warm process, alternated, REPEATS of each:
 
 Prints the best and the median seconds of each and checks that the values are equal (and vary).
 Not the product's path: no focus, no cancel, no cache, whole level only.
+Built into the run (a fork server's child per run, after the run's tuning) it took 1.05-1.07x
+the threaded run's time: see docs/benchmarks.md, "The probe built into the run".
 Run: ``PYTHONPATH=src .venv/bin/python benchmarks/bench_reader_process.py [--threads 2]``.
 """
 
