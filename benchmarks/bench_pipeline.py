@@ -240,34 +240,29 @@ def part_dab() -> None:
 
     model = load_model("dab")  # one warm process: compiled once, in the warm-up
     options = RunOptions(size=224, stride=224, use_cache=False)
-    best = dict.fromkeys(("ours", "decode", "model", "decode+write"), (np.inf, 0.0))
-    seconds: dict[str, list[float]] = {k: [] for k in best}  # every repeat's, for the pairs
+    # each method's (wall, CPU) seconds, every repeat: the fastest counts, and each repeat's ratio
+    runs: dict[str, list[tuple[float, float]]] = {
+        k: [] for k in ("ours", "decode", "model", "decode+write")}
     with open_slide(sample_slide_path(DAB_SLIDE_PX)) as s:
         timed_run(HeatmapRun(s, model, options))  # warm-up: traces and compiles
         ready = None
-        for _ in range(DAB_REPEATS):  # alternate, keep the fastest of each (and its CPU-s)
+        for _ in range(DAB_REPEATS):  # alternate
             run = HeatmapRun(s, model, options)
             (n, _), t, c = cpu_timed(timed_run, run)
-            best["ours"] = min(best["ours"], (t, c))
-            seconds["ours"].append(t)
-            _, t, c = cpu_timed(decode_alone, HeatmapRun(s, model, options))  # all to do
-            best["decode"] = min(best["decode"], (t, c))
-            seconds["decode"].append(t)
-            _, t, c = cpu_timed(decode_and_write_alone, HeatmapRun(s, model, options))
-            best["decode+write"] = min(best["decode+write"], (t, c))
-            seconds["decode+write"].append(t)
+            runs["ours"].append((t, c))
+            runs["decode"].append(cpu_timed(decode_alone, HeatmapRun(s, model, options))[1:])
+            runs["decode+write"].append(
+                cpu_timed(decode_and_write_alone, HeatmapRun(s, model, options))[1:])
             if ready is None:  # real patches, in the batches ours chose
                 ready = [np.array(b.patches) for b, _ in zip(
                     iter_patch_batches(run.reader, run.grid, run.batch_size, backend="numpy"),
                     range(8))]
                 model.predict(ready[0])
-            _, t, c = cpu_timed(model_alone, model, ready, n)
-            best["model"] = min(best["model"], (t, c))
-            seconds["model"].append(t)
+            runs["model"].append(cpu_timed(model_alone, model, ready, n)[1:])
         former = former_path(HeatmapRun(s, model, options), model)
         same = np.array_equal(run.heatmap.values, former, equal_nan=True) and not np.isnan(
             former).any() and former.std() > 0
-    (t_ours, c_ours), (t_dec, c_dec), (t_mod, c_mod), (t_dw, c_dw) = (best[k] for k in best)
+    (t_ours, c_ours), (t_dec, c_dec), (t_mod, c_mod), (t_dw, c_dw) = (min(v) for v in runs.values())
     bound = 1 / (1 / (n / t_dec) + 1 / (n / t_mod))
     with_copy = 1 / (1 / (n / t_dw) + 1 / (n / t_mod))
     print(f"2. dab, level 0 of the {DAB_SLIDE_PX} px slide ({n} patches; batch {run.batch_size}, "
@@ -280,11 +275,11 @@ def part_dab() -> None:
     print(f"   with the batch copy: decode and write alone {n / t_dw:.0f} p/s "
           f"({c_dw - c_dec:+.2f} CPU-s over decode alone), bound {with_copy:.0f} p/s; ours / "
           f"that bound {n / t_ours / with_copy:.2f}", flush=True)
-    ours_s, model_s = np.array(seconds["ours"]), np.array(seconds["model"])
+    wall = {k: np.array(v)[:, 0] for k, v in runs.items()}
     print(f"   medians over the {DAB_REPEATS} repeats of each repeat's ratios (steadier when "
           "other work comes and goes): ours / CPU bound "
-          f"{np.median((np.array(seconds['decode']) + model_s) / ours_s):.2f}, ours / the bound "
-          f"with the copy {np.median((np.array(seconds['decode+write']) + model_s) / ours_s):.2f}",
+          f"{np.median((wall['decode'] + wall['model']) / wall['ours']):.2f}, ours / the bound "
+          f"with the copy {np.median((wall['decode+write'] + wall['model']) / wall['ours']):.2f}",
           flush=True)
     if not same:
         raise SystemExit("2. dab: values differ from the former path")
