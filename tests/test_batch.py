@@ -459,13 +459,19 @@ def test_a_few_core_batch_of_much_work_leaves_the_commands_process(svs_path, ndp
     assert shape.batch_pixels(slides, 0) == sizes[svs_path] * 4
     assert shape.batch_pixels(slides, 9) == 0  # no slide has level 9
     assert shape.batch_pixels([missing], 0) == 0
-    monkeypatch.setattr("napari_patchheat.pipeline.run_threads", lambda: 2)
     monkeypatch.setattr(shape, "PROCESSES_MIN_PX", sizes[svs_path] * 3 + 1)
     assert shape.in_process_pays(slides[:3], 0)  # 3 x the svs: just under
     assert not shape.in_process_pays(slides, 0)  # 4 x: worker processes
     assert shape.in_process_pays([str(svs_path)], 0)  # one slide: the command's process
-    monkeypatch.setattr("napari_patchheat.pipeline.run_threads", lambda: 16)
-    assert shape.in_process_pays(slides, 0)  # moot: worker processes anyway
+
+    def never() -> bool:
+        raise AssertionError("asked where the answer is moot")
+
+    # moot on many cores or with the flags given: worker processes anyway, nothing opened
+    assert shape.local_cluster_shape(16, in_process=never) == (8, 2, True, 2)
+    assert shape.local_cluster_shape(2, workers=2, in_process=never) == (2, 1, True, 1)
+    assert shape.local_cluster_shape(2, in_process=lambda: False) == (2, 1, True, 1)
+    assert shape.local_cluster_shape(2, in_process=lambda: True) == (1, 1, False, 2)
 
 
 def test_the_few_core_cluster_runs_one_task_at_a_time_on_all_the_cores(monkeypatch):

@@ -413,10 +413,9 @@ def batch_command(args: argparse.Namespace) -> int:
     if not slides:
         raise UserError("no slides: give slide files, or --list FILE.")
     resources = parse_resources(args.resources)
-    shaped = args.scheduler is None and args.workers is None and args.threads_per_worker is None
-    in_process = not shaped or in_process_pays(slides, options.level, storage)  # few cores
     with cluster_client(args.scheduler, args.workers, args.threads_per_worker, resources,
-                        in_process=in_process) as client:
+                        in_process=lambda: in_process_pays(slides, options.level, storage)
+                        ) as client:
         if client.dashboard_link:
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
         manifest = run_batch(slides, args.model, options, args.out, client,

@@ -285,11 +285,12 @@ def _absolute_paths(options: RunOptions) -> RunOptions:
 @contextmanager
 def cluster_client(scheduler: str | None, workers: int | None, threads: int | None,
                    resources: dict[str, float] | None, *,
-                   in_process: bool = False) -> Iterator[Client]:
+                   in_process: bool | Callable[[], bool] = False) -> Iterator[Client]:
     """A client of ``scheduler`` (an address, or a scheduler file), else of a LocalCluster
     shaped by :func:`local_cluster_shape` from this process's cores (inference.run_threads),
-    ``workers``, ``threads`` and ``in_process`` (the command's: its worker then imports
-    TensorFlow in this process, which napari's must never do), with ``resources``, whose dask
+    ``workers``, ``threads`` and ``in_process`` (a bool, or a question asked only where it
+    decides; the command's: its worker then imports TensorFlow in this process, which
+    napari's must never do), with ``resources``, whose dask
     log lines (in this process and the workers') stay off the terminal: a failed slide is its
     row, not a worker's log block ($PATCHHEAT_DEBUG keeps them). It is not made dask's default
     scheduler: this process's own dask reads stay local."""

@@ -10,7 +10,7 @@ processes do, so past a few seconds of work the processes win back their start
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 # up to this many cores, a batch of little work runs in the command's own process (one worker,
@@ -44,17 +44,19 @@ class ClusterShape(NamedTuple):
 
 
 def local_cluster_shape(cores: int, workers: int | None = None, threads: int | None = None,
-                        *, in_process: bool = True) -> ClusterShape:
+                        *, in_process: bool | Callable[[], bool] = True) -> ClusterShape:
     """A local cluster for ``cores`` CPUs, with the ``workers`` and ``threads`` of each given:
     on up to FEW_CORES cores and neither given, one worker in this process running one task at
-    a time on all ``cores`` where ``in_process`` allows it (:func:`in_process_pays`), else a
+    a time on all ``cores`` where ``in_process`` allows it (a question, such as
+    :func:`in_process_pays`, asked only then), else a
     worker process of one thread per core (threads of one process share the cores worse than
     processes do: a slide at a time on both cores took 1.4-1.6x as long, benchmarks.md); on
     more, worker processes (WORKER_THREADS threads each unless given), as many as the cores
     hold, each task's run on its worker's threads."""
     if workers is None and threads is None:
         if cores <= FEW_CORES:
-            return ClusterShape(1, 1, False, cores) if in_process else ClusterShape(
+            allowed = in_process() if callable(in_process) else in_process
+            return ClusterShape(1, 1, False, cores) if allowed else ClusterShape(
                 cores, 1, True, 1)
         threads = WORKER_THREADS
     if workers is None:
@@ -84,11 +86,9 @@ def batch_pixels(slides: Sequence[str], level: int,
 
 def in_process_pays(slides: Sequence[str], level: int,
                     storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Whether a batch of ``slides`` at ``level`` runs faster in the command's own process
-    (where the cores are few, else moot: True): fewer slides than FEW_CORES (worker processes
-    could not run them side by side), or under PROCESSES_MIN_PX level pixels
-    (:func:`batch_pixels`)."""
-    from ..pipeline import run_threads
-
-    return run_threads() > FEW_CORES or len(slides) < FEW_CORES or batch_pixels(
+    """Whether a batch of ``slides`` at ``level`` runs faster in the command's own process than
+    in worker processes on few cores (:func:`local_cluster_shape` asks it there only): fewer
+    slides than FEW_CORES (worker processes could not run them side by side), or under
+    PROCESSES_MIN_PX level pixels (:func:`batch_pixels`)."""
+    return len(slides) < FEW_CORES or batch_pixels(
         slides, level, storage_options) < PROCESSES_MIN_PX
