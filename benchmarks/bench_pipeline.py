@@ -190,26 +190,18 @@ def cpu_timed(fn: Any, *args: Any) -> tuple[Any, float, float]:
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def decode_alone(run: HeatmapRun) -> int:
+def decode_alone(run: HeatmapRun, write: bool = False) -> int:
     """Read and decode every block ``run`` reads, on ``DAB_DECODE_THREADS`` threads, and cut its
-    patches as views (no copy, no model): the patches it would compute."""
+    patches as views (no copy, no model): the patches it would compute. ``write``: each patch
+    then copied once into one of 4 reused batch buffers (``write_batches``, in this thread), as
+    the run does: reading with the one copy a batch needs."""
     reader = LevelReader(run.reader, DAB_DECODE_THREADS)
     try:
-        return sum(len(b) for b in read_blocks(reader, run.grid, run.todo, run.block_px, "numpy"))
-    finally:
-        reader.close()
-
-
-def decode_and_write_alone(run: HeatmapRun) -> int:
-    """:func:`decode_alone`, each patch then copied once into one of 4 reused batch buffers
-    (``write_batches``, in this thread) as the run does: reading with the one copy a batch
-    needs, and no model."""
-    reader = LevelReader(run.reader, DAB_DECODE_THREADS)
-    buffers = BatchBuffers(4, run.batch_size, (*run.grid.size, 3), np.uint8)
-    done = 0
-    try:
-        for batch in write_batches(read_blocks(reader, run.grid, run.todo, run.block_px,
-                                               "numpy"), buffers):
+        blocks = read_blocks(reader, run.grid, run.todo, run.block_px, "numpy")
+        if not write:
+            return sum(len(b) for b in blocks)
+        buffers, done = BatchBuffers(4, run.batch_size, (*run.grid.size, 3), np.uint8), 0
+        for batch in write_batches(blocks, buffers):
             done += len(batch)
             buffers.give(batch.buffer)
         return done
@@ -252,7 +244,7 @@ def part_dab() -> None:
             runs["ours"].append((t, c))
             runs["decode"].append(cpu_timed(decode_alone, HeatmapRun(s, model, options))[1:])
             runs["decode+write"].append(
-                cpu_timed(decode_and_write_alone, HeatmapRun(s, model, options))[1:])
+                cpu_timed(decode_alone, HeatmapRun(s, model, options), True)[1:])
             if ready is None:  # real patches, in the batches ours chose
                 ready = [np.array(b.patches) for b, _ in zip(
                     iter_patch_batches(run.reader, run.grid, run.batch_size, backend="numpy"),
